@@ -1,0 +1,427 @@
+r"""Apache Beam job: MIDI files -> deduplicated, split, chunked TFRecords + info.json.
+
+    python -m beam_pipelines.preprocess --input 'corpus/**/*.mid' --output data/ \
+        [--window-length 64] [Beam pipeline options, e.g. --runner DataflowRunner ...]
+
+Output layout (the contract in ``partita.contract``)::
+
+    OUTPUT/train|validation|test/<split>-SSSSS-of-NNNNN.tfrecord.gz   chunks as tf.train.Example
+    OUTPUT/dead_letter/dead_letter-SSSSS-of-NNNNN.jsonl                {path, reason, error}
+    OUTPUT/info.json                                                   features, counts, statistics
+    OUTPUT/COMPLETED                                                   written last
+
+Every input file ends up as exactly one of: a written piece, a duplicate of a written piece
+(same notes), or a dead letter with a reason. ``info.json`` records the three counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import sys
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from partita import contract
+from partita import notes as notes_lib
+
+MIDI_SUFFIXES = ('.mid', '.midi')
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+  """Options of one preprocessing run; stored verbatim in info.json."""
+  input: str
+  output: str
+  window_length: int = 64
+  # Windows per chunk; chunks overlap by window_length notes, so disk holds
+  # (stride + window_length) / stride copies of each note.
+  stride: int = 192
+  split_ratios: tuple[tuple[str, float], ...] = (('train', 0.8), ('validation', 0.1),
+                                                 ('test', 0.1))
+  compress: bool = True
+  max_file_bytes: int = 16 * 2**20
+  max_notes: int = 2_000_000
+  apply_sustain: bool = True
+
+  def parse_options(self) -> notes_lib.ParseOptions:
+    return notes_lib.ParseOptions(min_notes=self.window_length + 1, max_notes=self.max_notes,
+                                  apply_sustain=self.apply_sustain)
+
+
+def input_patterns(input_spec: str) -> list[str]:
+  """Glob patterns for an input that is a glob, a single file, or a folder (searched recursively)."""
+  if any(ch in input_spec for ch in '*?['):
+    return [input_spec]
+  folder_pattern = input_spec.rstrip('/') + '/**'
+  if FileSystems.match([folder_pattern])[0].metadata_list:
+    return [folder_pattern]
+  return [input_spec]
+
+
+def dead_letter(path: str, reason: str, error: str) -> beam.pvalue.TaggedOutput:
+  return beam.pvalue.TaggedOutput('dead_letter', {'path': path, 'reason': reason, 'error': error})
+
+
+class ReadFileFn(beam.DoFn):
+  """FileMetadata -> (path, bytes); too large or unreadable files become dead letters."""
+
+  def __init__(self, max_file_bytes: int):
+    self._max_file_bytes = max_file_bytes
+    self._read = Metrics.counter('read', 'files_read')
+
+  def process(self, metadata):
+    path = metadata.path
+    if metadata.size_in_bytes > self._max_file_bytes:
+      yield dead_letter(path, 'too_large',
+                        f'{metadata.size_in_bytes} bytes > limit {self._max_file_bytes}')
+      return
+    try:
+      with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        data = f.read()
+    except Exception as e:  # permissions, vanished files, transient storage errors
+      yield dead_letter(path, 'unreadable', f'{type(e).__name__}: {e}')
+      return
+    self._read.inc()
+    yield path, data
+
+
+class ParseMidiFn(beam.DoFn):
+  """(path, bytes) -> (fingerprint, (path, notes)); rejected files become dead letters."""
+
+  def __init__(self, options: notes_lib.ParseOptions):
+    self._options = options
+    self._parsed = Metrics.counter('parse', 'pieces')
+    self._notes = Metrics.counter('parse', 'notes')
+
+  def process(self, element):
+    path, data = element
+    try:
+      piece = notes_lib.parse_midi(data, self._options)
+    except notes_lib.RejectedPiece as e:
+      yield dead_letter(path, e.reason, e.detail)
+      return
+    except Exception as e:  # a bug on one odd file must cost that file, not the job
+      yield dead_letter(path, 'internal_error', f'{type(e).__name__}: {e}')
+      return
+    self._parsed.inc()
+    self._notes.inc(len(piece['pitch']))
+    yield notes_lib.content_fingerprint(piece), (path, piece)
+
+
+class KeepFirstPathFn(beam.CombineFn):
+  """Among pieces with the same notes, keeps the one with the smallest path; counts copies."""
+
+  def create_accumulator(self):
+    return None, 0
+
+  def add_input(self, accumulator, element):
+    return self.merge_accumulators([accumulator, (element, 1)])
+
+  def merge_accumulators(self, accumulators):
+    kept, count = None, 0
+    for candidate, n in accumulators:
+      count += n
+      if candidate is not None and (kept is None or candidate[0] < kept[0]):
+        kept = candidate
+    return kept, count
+
+  def extract_output(self, accumulator):
+    return accumulator
+
+
+class SplitAndChunkFn(beam.DoFn):
+  """(fingerprint, ((path, notes), copies)) -> per-split serialized tf.train.Example chunks.
+
+  Also emits per-piece statistics on the ``stats`` output.
+  """
+
+  def __init__(self, config: PreprocessConfig):
+    self._config = config
+    self._duplicates = Metrics.counter('dedup', 'duplicates')
+
+  def setup(self):
+    import tensorflow as tf  # imported on workers only: Beam's driver never needs it.
+    self._tf = tf
+
+  def _example(self, chunk: dict[str, np.ndarray]) -> bytes:
+    train = self._tf.train
+    feature = {
+        'pitch': train.Feature(int64_list=train.Int64List(value=chunk['pitch'])),
+        'step': train.Feature(float_list=train.FloatList(value=chunk['step'])),
+        'duration': train.Feature(float_list=train.FloatList(value=chunk['duration'])),
+        'velocity': train.Feature(int64_list=train.Int64List(value=chunk['velocity'])),
+    }
+    return train.Example(features=train.Features(feature=feature)).SerializeToString()
+
+  def process(self, element):
+    fingerprint, ((path, piece), copies) = element
+    if copies > 1:
+      self._duplicates.inc(copies - 1)
+    split = notes_lib.split_for(fingerprint, dict(self._config.split_ratios))
+    chunks = contract.chunks(piece, self._config.window_length, self._config.stride)
+    for chunk in chunks:
+      yield beam.pvalue.TaggedOutput(split, self._example(chunk))
+    yield beam.pvalue.TaggedOutput('stats', (split, piece_stats(piece, copies, len(chunks),
+                                                                self._config.window_length)))
+
+
+def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
+                window_length: int) -> dict:
+  """Additive statistics of one piece (summed per split by :class:`SumStatsFn`)."""
+  step = piece['step'].astype(np.float64)
+  duration = piece['duration'].astype(np.float64)
+  return {
+      'pieces': 1,
+      'duplicates': copies - 1,
+      'notes': len(step),
+      'chunks': num_chunks,
+      'windows': contract.num_windows(len(step), window_length),
+      'seconds': float(np.sum(step) + duration[-1]),
+      'step_sum': float(step.sum()),
+      'step_sq_sum': float(np.square(step).sum()),
+      'duration_sum': float(duration.sum()),
+      'duration_sq_sum': float(np.square(duration).sum()),
+      'pitch_histogram': np.bincount(piece['pitch'], minlength=128).astype(np.int64),
+  }
+
+
+class SumStatsFn(beam.CombineFn):
+  """Sums :func:`piece_stats` dicts key by key."""
+
+  def create_accumulator(self):
+    return {}
+
+  def add_input(self, accumulator, element):
+    return self.merge_accumulators([accumulator, element])
+
+  def merge_accumulators(self, accumulators):
+    total = {}
+    for accumulator in accumulators:
+      for key, value in accumulator.items():
+        total[key] = total[key] + value if key in total else value
+    return total
+
+  def extract_output(self, accumulator):
+    return accumulator
+
+
+def summarize_split(stats: dict) -> dict:
+  """JSON-ready per-split summary with timing mean/std and pitch histogram."""
+  if not stats:
+    return {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0, 'windows': 0, 'seconds': 0.0}
+  notes = stats['notes']
+  summary = {key: stats[key] for key in ('pieces', 'duplicates', 'notes', 'chunks', 'windows')}
+  summary['seconds'] = round(stats['seconds'], 3)
+  for name in ('step', 'duration'):
+    mean = stats[f'{name}_sum'] / notes
+    variance = max(stats[f'{name}_sq_sum'] / notes - mean**2, 0.0)
+    summary[f'{name}_mean'] = mean
+    summary[f'{name}_std'] = variance**0.5
+  summary['pitch_histogram'] = stats['pitch_histogram'].tolist()
+  return summary
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Writes a small file under a temporary name, then renames it into place."""
+  temporary = path + '.tmp'
+  with FileSystems.create(temporary) as f:
+    f.write(text.encode())
+  FileSystems.rename([temporary], [path])
+
+
+class WriteInfoFn(beam.DoFn):
+  """Writes info.json, then the completion marker, once every shard is written."""
+
+  def __init__(self, config: PreprocessConfig):
+    self._config = config
+
+  def process(self, unused_element, split_stats, dead_letter_reasons, input_digests,
+              written_files):
+    config = self._config
+    splits = {}
+    for split in contract.SPLITS:
+      splits[split] = summarize_split(split_stats.get(split, {}))
+      # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
+      splits[split]['files'] = sorted(f[len(config.output):].lstrip('/') for f in written_files
+                                      if f'/{split}/' in f)
+    dead_letters = dict(sorted(dead_letter_reasons.items()))
+    train = splits['train']
+    info = {
+        'format_version': contract.FORMAT_VERSION,
+        'features': contract.FEATURE_DTYPES,
+        'window_length': config.window_length,
+        'stride': config.stride,
+        'compression': 'GZIP' if config.compress else '',
+        'shard_patterns': {split: contract.shard_pattern(split) for split in contract.SPLITS},
+        'counts': {
+            'files_in': len(input_digests),
+            'pieces_written': sum(splits[s]['pieces'] for s in contract.SPLITS),
+            'duplicates': sum(splits[s]['duplicates'] for s in contract.SPLITS),
+            'dead_letters': sum(dead_letters.values()),
+            'dead_letter_reasons': dead_letters,
+        },
+        'timing': {name: {'mean': train.get(f'{name}_mean', 0.0),
+                          'std': train.get(f'{name}_std', 1.0)}
+                   for name in ('step', 'duration')},
+        'splits': splits,
+        'input_fingerprint': hashlib.sha256(''.join(sorted(input_digests)).encode()).hexdigest(),
+        'options': dataclasses.asdict(config),
+    }
+    write_atomically(FileSystems.join(config.output, contract.INFO_FILE),
+                     json.dumps(info, indent=1))
+    write_atomically(FileSystems.join(config.output, contract.COMPLETED_MARKER),
+                     json.dumps(info['counts']) + '\n')
+    yield info['counts']
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PCollection:
+  """Adds the preprocessing job to ``pipeline``; returns the PCollection of the final counts."""
+  files = (
+      pipeline
+      | 'InputPatterns' >> beam.Create(input_patterns(config.input))
+      | 'Match' >> fileio.MatchAll()
+      | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(MIDI_SUFFIXES))
+      | 'Reshuffle' >> beam.Reshuffle())
+  read = files | 'Read' >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
+      'dead_letter', main='files')
+  # Each input file is fingerprinted once: by its bytes if read, by its path if not.
+  input_digests = (
+      (read.files | 'DigestRead' >> beam.Map(lambda kv: hashlib.md5(kv[1]).hexdigest()),
+       read.dead_letter | 'DigestUnread' >> beam.Map(
+           lambda d: hashlib.md5(d['path'].encode()).hexdigest()))
+      | 'AllInputs' >> beam.Flatten())
+  parsed = read.files | 'Parse' >> beam.ParDo(ParseMidiFn(config.parse_options())).with_outputs(
+      'dead_letter', main='pieces')
+  unique = parsed.pieces | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn())
+  chunked = unique | 'SplitAndChunk' >> beam.ParDo(SplitAndChunkFn(config)).with_outputs(
+      'stats', *contract.SPLITS)
+
+  suffix = '.tfrecord.gz' if config.compress else '.tfrecord'
+  compression = CompressionTypes.GZIP if config.compress else CompressionTypes.UNCOMPRESSED
+  written = []
+  for split in contract.SPLITS:
+    written.append(
+        chunked[split]
+        | f'Write{split.title()}' >> beam.io.WriteToTFRecord(
+            FileSystems.join(config.output, split, split), file_name_suffix=suffix,
+            compression_type=compression))
+  written_files = written | 'AllShards' >> beam.Flatten()
+
+  dead_letters = (read.dead_letter, parsed.dead_letter) | 'AllDeadLetters' >> beam.Flatten()
+  dead_letter_files = (
+      dead_letters
+      | 'DeadLetterJson' >> beam.Map(json.dumps)
+      | 'WriteDeadLetters' >> beam.io.WriteToText(
+          FileSystems.join(config.output, contract.DEAD_LETTER_DIR, 'dead_letter'),
+          file_name_suffix='.jsonl'))
+  reasons = (
+      dead_letters
+      | 'Reason' >> beam.Map(lambda d: (d['reason'], 1))
+      | 'CountReasons' >> beam.CombinePerKey(sum))
+  split_stats = (
+      chunked.stats
+      | 'SumPerSplit' >> beam.CombinePerKey(SumStatsFn()))
+  return (
+      pipeline
+      | 'Once' >> beam.Create([None])
+      | 'WriteInfo' >> beam.ParDo(
+          WriteInfoFn(config),
+          split_stats=beam.pvalue.AsDict(split_stats),
+          dead_letter_reasons=beam.pvalue.AsDict(reasons),
+          input_digests=beam.pvalue.AsList(input_digests),
+          written_files=beam.pvalue.AsList(
+              (written_files, dead_letter_files) | 'AllOutputs' >> beam.Flatten())))
+
+
+def clear_previous_output(output: str) -> None:
+  """Deletes what an earlier run left in ``output`` so no stale shard survives a rerun.
+
+  The completion marker goes first: from here on the folder never looks complete until the
+  new run writes its marker last.
+  """
+  names = (contract.COMPLETED_MARKER, contract.INFO_FILE, contract.DEAD_LETTER_DIR,
+           *contract.SPLITS)
+  for name in names:
+    path = FileSystems.join(output, name)
+    if FileSystems.exists(path):
+      FileSystems.delete([path])
+
+
+def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dict:
+  """Runs the job to completion and returns the contents of the info.json it wrote."""
+  clear_previous_output(config.output)
+  options = PipelineOptions(pipeline_args or [])
+  with beam.Pipeline(options=options) as pipeline:
+    build_pipeline(pipeline, config)
+  with FileSystems.open(FileSystems.join(config.output, contract.INFO_FILE)) as f:
+    return json.load(f)
+
+
+def print_summary(info: dict, out=sys.stdout) -> None:
+  counts = info['counts']
+  print(f"files in: {counts['files_in']} = pieces written {counts['pieces_written']}"
+        f" + duplicates {counts['duplicates']} + dead letters {counts['dead_letters']}", file=out)
+  for reason, count in counts['dead_letter_reasons'].items():
+    print(f'  dead letter {reason}: {count}', file=out)
+  for split in contract.SPLITS:
+    s = info['splits'][split]
+    print(f"  {split:<10} {s['pieces']:>6} pieces {s['notes']:>9} notes {s['windows']:>9} windows"
+          f" in {len(s['files'])} shard(s)", file=out)
+
+
+def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
+  parser = argparse.ArgumentParser(
+      description='Turn a corpus of MIDI files into train/validation/test TFRecords of note '
+      'chunks (pitch, step, duration, velocity), an info.json describing them, dead letters for '
+      'every rejected file, and a COMPLETED marker. Unrecognised flags are Apache Beam pipeline '
+      'options (e.g. --runner DataflowRunner --project P --region R --temp_location gs://...).')
+  parser.add_argument('--input', required=True,
+                      help='glob (quote it), folder (searched recursively for .mid/.midi in any '
+                      'case) or single file; local or gs://')
+  parser.add_argument('--output', required=True, help='output folder, local or gs://')
+  parser.add_argument('--window-length', type=int, default=PreprocessConfig.window_length,
+                      help='input notes per training window (default %(default)s)')
+  parser.add_argument('--stride', type=int, default=PreprocessConfig.stride,
+                      help='windows per stored chunk (default %(default)s)')
+  parser.add_argument('--split', default='train=0.8,validation=0.1,test=0.1',
+                      help='split ratios by content fingerprint (default %(default)s)')
+  parser.add_argument('--no-compress', action='store_true', help='write plain .tfrecord')
+  parser.add_argument('--no-sustain', action='store_true', help='ignore the sustain pedal')
+  parser.add_argument('--max-file-bytes', type=int, default=PreprocessConfig.max_file_bytes,
+                      help='larger files are dead letters (default %(default)s)')
+  args, pipeline_args = parser.parse_known_args(argv)
+  ratios = []
+  for item in args.split.split(','):
+    name, _, weight = item.partition('=')
+    if name not in contract.SPLITS or not weight:
+      parser.error(f'--split: expected NAME=WEIGHT with NAME in {contract.SPLITS}, got {item!r}')
+    ratios.append((name, float(weight)))
+  if args.window_length < 1 or args.stride < 1:
+    parser.error('--window-length and --stride must be positive')
+  config = PreprocessConfig(
+      input=args.input, output=args.output, window_length=args.window_length, stride=args.stride,
+      split_ratios=tuple(ratios), compress=not args.no_compress,
+      max_file_bytes=args.max_file_bytes, apply_sustain=not args.no_sustain)
+  return config, pipeline_args
+
+
+def main(argv: list[str] | None = None) -> None:
+  logging.getLogger().setLevel(logging.WARNING)
+  config, pipeline_args = parse_args(argv)
+  info = run(config, pipeline_args)
+  print_summary(info)
+  print(f'wrote {config.output}')
+
+
+if __name__ == '__main__':
+  main()
