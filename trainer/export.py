@@ -1,0 +1,142 @@
+"""SavedModel export with two signatures that need none of this project's code to serve.
+
+``predict_next``: a batch of windows -> next-note pitch logits and timing.
+``generate``: prime windows + sampling parameters -> ``num_notes`` new notes per prime, the whole
+sampling loop running inside the graph (one call per batch, not one per note). Sampling uses
+stateless random ops seeded from ``seed`` and the note index, so the same inputs give the same
+notes.
+
+Files in the export's ``assets/`` folder: ``config.yaml`` (the resolved training config),
+``info.json`` (the dataset contract) and ``primes.json`` (a few validation windows, the default
+primes of ``serving.generate``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+MAX_GENERATED_NOTES = 10_000
+ASSET_CONFIG = 'config.yaml'
+ASSET_INFO = 'info.json'
+ASSET_PRIMES = 'primes.json'
+PITCHES = 128
+
+
+def _sample_pitch(logits, temperature, top_k, top_p, seed):
+  """Samples one pitch per row from logits filtered by temperature, top-k and top-p."""
+  logits = logits / temperature
+  # top-k: drop everything below the k-th largest logit.
+  kth_largest = tf.gather(tf.sort(logits, direction='DESCENDING'), top_k - 1, axis=-1)
+  logits = tf.where(logits < kth_largest[:, None], -np.inf, logits)
+  # top-p (nucleus): keep the smallest set of pitches whose probability reaches top_p.
+  sorted_logits = tf.sort(logits, direction='DESCENDING')
+  sorted_probs = tf.nn.softmax(sorted_logits)
+  probability_before = tf.cumsum(sorted_probs, axis=-1, exclusive=True)
+  kept = tf.where(probability_before < top_p, sorted_logits, np.inf)
+  threshold = tf.reduce_min(kept, axis=-1, keepdims=True)
+  logits = tf.where(logits < threshold, -np.inf, logits)
+  return tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[:, 0]
+
+
+class _Generator:
+  """Builds the exported functions around a trained Keras model."""
+
+  def __init__(self, model: keras.Model, window_length: int):
+    self.model = model
+    self.window_length = window_length
+
+  def predict_next(self, pitch, step, duration, velocity):
+    outputs = self.model({'pitch': pitch, 'step': step, 'duration': duration,
+                          'velocity': tf.cast(velocity, tf.float32)}, training=False)
+    return {
+        'pitch_logits': outputs['pitch'],
+        'step': outputs['step'],
+        'duration': outputs['duration'],
+        'velocity': tf.clip_by_value(tf.round(outputs['velocity'] * 127.0), 1.0, 127.0),
+    }
+
+  def generate(self, pitch, step, duration, velocity, num_notes, temperature, top_k, top_p,
+               seed):
+    checks = [
+        tf.debugging.assert_greater(temperature, 0.0, message='temperature must be > 0'),
+        tf.debugging.assert_greater_equal(top_k, 1, message='top_k must be in 1..128'),
+        tf.debugging.assert_less_equal(top_k, PITCHES, message='top_k must be in 1..128'),
+        tf.debugging.assert_greater(top_p, 0.0, message='top_p must be in (0, 1]'),
+        tf.debugging.assert_less_equal(top_p, 1.0, message='top_p must be in (0, 1]'),
+        tf.debugging.assert_greater(num_notes, 0, message='num_notes must be > 0'),
+        tf.debugging.assert_less_equal(num_notes, MAX_GENERATED_NOTES,
+                                       message=f'num_notes must be <= {MAX_GENERATED_NOTES}'),
+    ]
+    with tf.control_dependencies(checks):
+      window = {'pitch': tf.identity(pitch), 'step': step, 'duration': duration,
+                'velocity': tf.cast(velocity, tf.float32)}
+    generated = {name: tf.TensorArray(tf.int32 if name == 'pitch' else tf.float32,
+                                      size=num_notes) for name in window}
+
+    def body(i, window, generated):
+      next_note = self.predict_next(**window)
+      next_note['pitch'] = _sample_pitch(next_note.pop('pitch_logits'), temperature, top_k,
+                                         top_p, tf.stack([seed, tf.cast(i, tf.int64)]))
+      window = {name: tf.concat([window[name][:, 1:], next_note[name][:, None]], axis=1)
+                for name in window}
+      generated = {name: generated[name].write(i, next_note[name]) for name in generated}
+      return i + 1, window, generated
+
+    _, _, generated = tf.while_loop(lambda i, *_: i < num_notes, body, (0, window, generated))
+    # TensorArrays stack to [notes, batch]; callers expect [batch, notes].
+    return {name: tf.transpose(values.stack()) for name, values in generated.items()}
+
+
+def _window_spec(window_length: int):
+  return [tf.TensorSpec([None, window_length], tf.int32, 'pitch'),
+          tf.TensorSpec([None, window_length], tf.float32, 'step'),
+          tf.TensorSpec([None, window_length], tf.float32, 'duration'),
+          tf.TensorSpec([None, window_length], tf.float32, 'velocity')]
+
+
+def export_model(model: keras.Model, export_dir: str, window_length: int, config_yaml: str,
+                 info: dict, primes: dict[str, np.ndarray]) -> None:
+  """Writes the SavedModel to ``export_dir`` atomically (a sibling temp dir, then a rename)."""
+  generator = _Generator(model, window_length)
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint('predict_next', generator.predict_next, _window_spec(window_length))
+  archive.add_endpoint(
+      'generate', generator.generate,
+      _window_spec(window_length) + [
+          tf.TensorSpec([], tf.int32, 'num_notes'),
+          tf.TensorSpec([], tf.float32, 'temperature'),
+          tf.TensorSpec([], tf.int32, 'top_k'),
+          tf.TensorSpec([], tf.float32, 'top_p'),
+          tf.TensorSpec([], tf.int64, 'seed')])
+
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  try:
+    saved = os.path.join(staging, 'saved_model')
+    archive.write_out(saved, verbose=False)
+    # Plain files in the SavedModel's own assets/ folder travel with the export wherever it is
+    # copied; readers need only a file API, not this project.
+    asset_dir = os.path.join(saved, 'assets')
+    os.makedirs(asset_dir, exist_ok=True)
+    asset_files = {
+        ASSET_CONFIG: config_yaml,
+        ASSET_INFO: json.dumps(info, indent=1),
+        ASSET_PRIMES: json.dumps({name: values.tolist() for name, values in primes.items()}),
+    }
+    for name, text in asset_files.items():
+      with open(os.path.join(asset_dir, name), 'w') as f:
+        f.write(text)
+    if os.path.exists(export_dir):
+      shutil.rmtree(export_dir)
+    os.rename(saved, export_dir)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)

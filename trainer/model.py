@@ -1,0 +1,88 @@
+"""The Keras model: a window of notes -> distribution of the next pitch, plus its timing.
+
+Inputs are raw values (pitch 0..127, step and duration in seconds, velocity 1..127); the timing
+inputs are standardised inside the model with the training split's statistics from info.json,
+so an exported model needs no preprocessing code from this project.
+
+The LSTMs keep Keras' defaults (tanh, sigmoid recurrent activation, no recurrent dropout,
+unroll=False, use_bias=True) because those are the conditions for the cuDNN kernel on GPUs;
+dropout is applied between layers instead of inside the recurrence for the same reason.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from trainer.config import ModelConfig
+
+PITCHES = 128
+
+
+def build_model(config: ModelConfig, window_length: int, timing: dict) -> keras.Model:
+  """Bidirectional LSTM -> LSTM -> {pitch logits, step, duration, velocity} heads.
+
+  Args:
+    config: sizes, dropout.
+    window_length: input notes per window.
+    timing: ``info['timing']``: mean and std of step and duration on the training split.
+  """
+  pitch = keras.Input((window_length,), dtype='int32', name='pitch')
+  step = keras.Input((window_length,), dtype='float32', name='step')
+  duration = keras.Input((window_length,), dtype='float32', name='duration')
+  velocity = keras.Input((window_length,), dtype='float32', name='velocity')
+
+  def standardized(values, name):
+    stats = timing[name]
+    return (values - stats['mean']) / max(stats['std'], 1e-6)
+
+  timing_features = keras.ops.stack(
+      [standardized(step, 'step'), standardized(duration, 'duration'), velocity / 127.0],
+      axis=-1)
+  embedded = layers.Embedding(PITCHES, config.embedding_dim, name='pitch_embedding')(pitch)
+  x = layers.Concatenate()([embedded, timing_features])
+  x = layers.Bidirectional(layers.LSTM(config.lstm_units, return_sequences=True),
+                           name='bilstm')(x)
+  x = layers.Dropout(config.dropout)(x)
+  x = layers.LSTM(config.lstm_units, name='lstm')(x)
+  x = layers.Dropout(config.dropout)(x)
+
+  outputs = {
+      'pitch': layers.Dense(PITCHES, name='next_pitch_logits')(x),
+      # Timing heads are in seconds; softplus keeps them non-negative.
+      'step': _scalar_head(x, 'softplus', 'next_step'),
+      'duration': _scalar_head(x, 'softplus', 'next_duration'),
+      # Velocity as a fraction of 127.
+      'velocity': _scalar_head(x, 'sigmoid', 'next_velocity'),
+  }
+  return keras.Model(
+      {'pitch': pitch, 'step': step, 'duration': duration, 'velocity': velocity}, outputs,
+      name='partita')
+
+
+def _scalar_head(x, activation: str, name: str):
+  return layers.Reshape((), name=name)(layers.Dense(1, activation=activation)(x))
+
+
+def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float,
+                  clipnorm: float) -> None:
+  model.compile(
+      optimizer=keras.optimizers.Adam(learning_rate, clipnorm=clipnorm),
+      loss={
+          'pitch': keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+          'step': keras.losses.MeanSquaredError(),
+          'duration': keras.losses.MeanSquaredError(),
+          'velocity': keras.losses.MeanSquaredError(),
+      },
+      loss_weights={
+          'pitch': config.pitch_loss_weight,
+          'step': config.step_loss_weight,
+          'duration': config.duration_loss_weight,
+          'velocity': config.velocity_loss_weight,
+      },
+      metrics={
+          'pitch': [keras.metrics.SparseCategoricalAccuracy(name='accuracy'),
+                    keras.metrics.SparseTopKCategoricalAccuracy(5, name='top5')],
+          'step': [keras.metrics.MeanAbsoluteError(name='mae')],
+          'duration': [keras.metrics.MeanAbsoluteError(name='mae')],
+      })
