@@ -1,0 +1,41 @@
+"""partita: classical music generation at corpus scale.
+
+This file is also what Beam ships to Dataflow workers (``--setup_file ./setup.py``), so
+``install_requires`` lists every runtime dependency of the pipelines.
+"""
+
+import setuptools
+
+setuptools.setup(
+    name='partita',
+    version='0.1.0',
+    description='MIDI corpus -> Beam preprocessing -> tf.distribute training -> SavedModel '
+    'generation',
+    python_requires='>=3.10,<3.13',
+    packages=setuptools.find_packages(include=['partita', 'beam_pipelines', 'trainer',
+                                               'serving']),
+    install_requires=[
+        'apache-beam>=2.77,<3',
+        # The 2.21 line: reads and writes gs:// natively (no tensorflow-io, whose newest
+        # release cannot load its ops on 2.21).
+        'tensorflow>=2.21,<2.22',
+        'tensorboard>=2.21,<2.22',
+        'keras>=3.15,<4',
+        'numpy>=1.26,<3',
+        'symusic>=0.6,<0.7',  # the fast MIDI parser (~100x pretty_midi)
+        'pretty_midi>=0.2.11,<0.3',  # writing MIDI
+        'note-seq==0.0.5',  # NoteSequence inputs; reference sustain behaviour
+        'matplotlib>=3.8,<4',  # piano rolls
+        'pyyaml>=6,<7',
+    ],
+    extras_require={
+        # The demo's embedded corpus: music21 ships ~430 Bach works and more inside its package.
+        'demo': ['music21>=10,<11', 'tqdm>=4.66,<5'],
+        'gcp': ['apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4'],
+        'dev': [
+            'music21>=10,<11', 'tqdm>=4.66,<5',
+            'apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4',
+            'pytest>=8,<10', 'gcp-storage-emulator>=2024.8',
+        ],
+    },
+)
