@@ -37,7 +37,8 @@ class ModelConfig:
 class TrainConfig:
   steps: int = 20_000  # total optimizer steps
   steps_per_epoch: int = 1_000  # steps between validations, checkpoints and logs
-  validation_steps: int = 50  # validation batches per evaluation (0: the whole split)
+  # Validation windows per evaluation, spread evenly over the split (0: all of them).
+  validation_windows: int = 20_000
   learning_rate: float = 1e-3
   clipnorm: float = 1.0
   seed: int = 0

@@ -70,8 +70,10 @@ def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float,
       optimizer=keras.optimizers.Adam(learning_rate, clipnorm=clipnorm),
       loss={
           'pitch': keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-          'step': keras.losses.MeanSquaredError(),
-          'duration': keras.losses.MeanSquaredError(),
+          # Huber, not squared error: a few notes held for tens of seconds by the pedal would
+          # otherwise dominate every gradient.
+          'step': keras.losses.Huber(delta=1.0),
+          'duration': keras.losses.Huber(delta=1.0),
           'velocity': keras.losses.MeanSquaredError(),
       },
       loss_weights={

@@ -58,9 +58,9 @@ class ConsoleProgress(keras.callbacks.Callback):
           f'({self._steps_per_epoch * self._batch_size / seconds:.0f} windows/s)', flush=True)
 
 
-def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset, steps: int | None) -> dict:
+def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset) -> dict:
   """Validation metrics with readable names (pitch NLL is in nats per note)."""
-  results = model.evaluate(dataset, steps=steps, return_dict=True, verbose=0)
+  results = model.evaluate(dataset, return_dict=True, verbose=0)
   return {
       'pitch_nll': results['pitch_loss'],
       'pitch_accuracy': results['pitch_accuracy'],
@@ -94,8 +94,8 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config) -> dict:
           batch_size=config.data.batch_size, seed=config.train.seed, input_context=context))
   validation_data = data_lib.make_dataset(
       data_dir, info, 'validation', config.data, training=False,
-      batch_size=config.data.batch_size)
-  validation_steps = config.train.validation_steps or None
+      batch_size=config.data.batch_size,
+      max_windows=config.train.validation_windows or None)
 
   with strategy.scope():
     model = model_lib.build_model(config.model, window_length, info['timing'])
@@ -106,14 +106,14 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config) -> dict:
   epochs = -(-config.train.steps // steps_per_epoch)
   model.fit(
       train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-      validation_data=validation_data, validation_steps=validation_steps, verbose=0,
+      validation_data=validation_data, verbose=0,
       callbacks=[
           keras.callbacks.BackupAndRestore(os.path.join(model_dir, 'backup')),
           keras.callbacks.TensorBoard(os.path.join(model_dir, 'logs')),
           ConsoleProgress(epochs * steps_per_epoch, steps_per_epoch, config.data.batch_size),
       ])
 
-  metrics = evaluation_metrics(model, validation_data, validation_steps)
+  metrics = evaluation_metrics(model, validation_data)
   metrics['steps'] = epochs * steps_per_epoch
   with open(os.path.join(model_dir, 'metrics.json'), 'w') as f:
     json.dump(metrics, f, indent=1)
