@@ -76,7 +76,7 @@ def _apply(node, updates: dict, where: str) -> None:
   hints = typing.get_type_hints(type(node))
   for key, value in updates.items():
     if key not in fields:
-      raise ValueError(f'unknown config key {where}{key!r}; known: {sorted(fields)}')
+      raise ValueError(f'unknown config key {where}{key}; known: {sorted(fields)}')
     current = getattr(node, key)
     if dataclasses.is_dataclass(current):
       if not isinstance(value, dict):

@@ -1,0 +1,220 @@
+"""Preprocess -> train a tiny model -> export -> reload in a fresh process -> generate."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pretty_midi
+import pytest
+import tensorflow as tf
+
+from beam_pipelines import preprocess
+from serving import generate as generate_lib
+from trainer import config as config_lib
+from trainer import data as data_lib
+from trainer import task
+
+WINDOW = 8
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_piece(path, rng, num_notes):
+  midi = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=120.0)
+  piano = pretty_midi.Instrument(program=0)
+  start = 0.0
+  for _ in range(num_notes):
+    start += float(rng.choice([0.0, 0.25, 0.5]))
+    piano.notes.append(pretty_midi.Note(int(rng.integers(80, 100)), int(rng.integers(48, 72)),
+                                        start, start + 0.25))
+  midi.instruments.append(piano)
+  midi.write(str(path))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A dataset of 12 random pieces and a tiny model trained on it for a few steps."""
+  root = tmp_path_factory.mktemp('e2e')
+  rng = np.random.default_rng(0)
+  corpus = root / 'corpus'
+  corpus.mkdir()
+  for i in range(12):
+    write_piece(corpus / f'piece{i:02d}.mid', rng, 40 + 5 * i)
+  data_dir = str(root / 'data')
+  # Equal split weights so that 12 pieces leave some in every split.
+  config = preprocess.PreprocessConfig(
+      input=str(corpus), output=data_dir, window_length=WINDOW, stride=16,
+      split_ratios=(('train', 1.0), ('validation', 1.0), ('test', 1.0)))
+  info = preprocess.run(config, ['--runner=DirectRunner'])
+  assert all(info['splits'][s]['pieces'] for s in ('train', 'validation')), info['splits']
+  model_dir = str(root / 'model')
+  train_config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
+  model, metrics = task.train(data_dir, model_dir, train_config)
+  return {'data': data_dir, 'model_dir': model_dir, 'info': info, 'metrics': metrics,
+          'config': train_config, 'model': model}
+
+
+def test_config_presets_and_overrides(tmp_path):
+  config = config_lib.load(os.path.join(REPO, 'configs', 'small.yaml'),
+                           ['model.lstm_units=12', 'train.learning_rate=0.5'])
+  assert config.model.lstm_units == 12
+  assert config.train.learning_rate == 0.5
+  assert config.model.embedding_dim == 32  # from the preset
+  assert config.train.clipnorm == config_lib.TrainConfig.clipnorm  # a default
+  assert config_lib.from_yaml(config.to_yaml()) == config
+  with pytest.raises(ValueError, match='unknown config key model.units'):
+    config_lib.load(None, ['model.units=3'])
+  with pytest.raises(ValueError, match='must be int'):
+    config_lib.load(None, ['model.lstm_units=big'])
+
+
+def test_validation_windows_are_every_note_after_the_first_window(trained):
+  info = trained['info']
+  dataset = data_lib.make_dataset(trained['data'], info, 'validation', trained['config'].data,
+                                  training=False, batch_size=5)
+  targets = np.concatenate([t['pitch'].numpy() for _, t in dataset])
+  split = info['splits']['validation']
+  assert len(targets) == split['windows'] == split['notes'] - WINDOW * split['pieces']
+  # Windows are consecutive notes: the target of window i is the last input of window i+1.
+  inputs, window_targets = next(iter(dataset))
+  np.testing.assert_array_equal(inputs['pitch'][1:, -1], window_targets['pitch'][:-1])
+
+
+def test_training_writes_config_metrics_and_export(trained):
+  model_dir = trained['model_dir']
+  with open(os.path.join(model_dir, 'config.yaml')) as f:
+    assert config_lib.from_yaml(f.read()) == trained['config']
+  with open(os.path.join(model_dir, 'metrics.json')) as f:
+    metrics = json.load(f)
+  assert metrics['steps'] == trained['config'].train.steps
+  # An untrained 128-way softmax is near log(128) = 4.85 nats.
+  assert 3.0 < metrics['pitch_nll'] < 6.0
+  assert 0.0 <= metrics['pitch_accuracy'] <= metrics['pitch_top5_accuracy'] <= 1.0
+  export = os.path.join(model_dir, 'export')
+  assert sorted(os.listdir(os.path.join(export, 'assets'))) == [
+      'config.yaml', 'info.json', 'primes.json']
+
+
+def test_evaluation_metrics_are_means_over_all_windows(trained):
+  """The reported metrics are means over the evaluated windows, recomputed here."""
+  model = tf.saved_model.load(os.path.join(trained['model_dir'], 'export'))
+  config = trained['config']
+  dataset = data_lib.make_dataset(trained['data'], trained['info'], 'validation', config.data,
+                                  training=False, batch_size=7,
+                                  max_windows=config.train.validation_windows)
+  nll, correct = [], []
+  for inputs, targets in dataset:
+    logits = model.predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
+                                inputs['velocity'])['pitch_logits']
+    log_probs = tf.nn.log_softmax(logits).numpy()
+    target = targets['pitch'].numpy()
+    nll.append(-log_probs[np.arange(len(target)), target])
+    correct.append(log_probs.argmax(-1) == target)
+  assert len(np.concatenate(nll)) <= config.train.validation_windows
+  assert np.concatenate(nll).mean() == pytest.approx(trained['metrics']['pitch_nll'], abs=1e-5)
+  assert np.concatenate(correct).mean() == pytest.approx(trained['metrics']['pitch_accuracy'],
+                                                         abs=1e-6)
+
+
+FRESH_PROCESS = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    export = sys.argv[1]
+    model = tf.saved_model.load(export)
+    primes = json.load(open(export + '/assets/primes.json'))
+    def run(seed, num_notes=30):
+      out = model.generate(
+          tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
+          tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
+          tf.constant(num_notes), tf.constant(1.0), tf.constant(128), tf.constant(1.0),
+          tf.constant(seed, tf.int64))
+      return {k: v.numpy().tolist() for k, v in out.items()}
+    project = [m for m in sys.modules if m.split('.')[0] in
+               ('partita', 'trainer', 'serving', 'beam_pipelines', 'apache_beam')]
+    next_note = model.predict_next(
+        tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
+        tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32))
+    print(json.dumps({'a': run(1), 'b': run(1), 'c': run(2), 'project_modules': project,
+                      'logits': next_note['pitch_logits'].numpy().tolist()}))
+''')
+
+
+def test_export_generates_in_a_fresh_process_without_project_code(trained, tmp_path):
+  export = os.path.join(trained['model_dir'], 'export')
+  script = tmp_path / 'serve.py'
+  script.write_text(FRESH_PROCESS)
+  # Run from an empty folder with a clean path: the project's packages are not importable.
+  result = subprocess.run([sys.executable, str(script), export], cwd=tmp_path,
+                          capture_output=True, text=True, check=True,
+                          env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'})
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  assert out['project_modules'] == []
+  num_primes = trained['config'].export.num_primes
+  for name in ('pitch', 'step', 'duration', 'velocity'):
+    assert np.asarray(out['a'][name]).shape == (num_primes, 30)
+  assert out['a'] == out['b']  # same seed, same notes
+  assert out['a']['pitch'] != out['c']['pitch']
+  pitch = np.asarray(out['a']['pitch'])
+  assert pitch.min() >= 0 and pitch.max() <= 127
+  assert np.all(np.asarray(out['a']['step']) >= 0)
+  assert np.all(np.asarray(out['a']['duration']) >= 0)
+  velocity = np.asarray(out['a']['velocity'])
+  assert velocity.min() >= 1 and velocity.max() <= 127
+
+  # The reloaded export computes what the trained in-memory Keras model computes.
+  with open(os.path.join(export, 'assets', 'primes.json')) as f:
+    primes = {name: np.asarray(values) for name, values in json.load(f).items()}
+  expected = trained['model'](primes, training=False)['pitch'].numpy()
+  np.testing.assert_allclose(out['logits'], expected, atol=1e-4)
+
+
+def test_generate_command_writes_midi_with_the_requested_notes(trained, tmp_path):
+  export = os.path.join(trained['model_dir'], 'export')
+  out = tmp_path / 'generated'
+  args = ['--model', export, '--out', str(out), '--num-samples', '3', '--num-notes', '25',
+          '--seed', '5', '--temperature', '0.8']
+  assert generate_lib.main(args) == 0
+  names = sorted(os.listdir(out))
+  assert names == [f'sample_00{i}.{ext}' for i in range(3) for ext in ('mid', 'png')]
+  for i in range(3):
+    midi = pretty_midi.PrettyMIDI(str(out / f'sample_00{i}.mid'))
+    by_name = {instrument.name: instrument for instrument in midi.instruments}
+    assert len(by_name['continuation'].notes) == 25
+    assert len(by_name['prime'].notes) == WINDOW
+    prime_end = max(n.start for n in by_name['prime'].notes)
+    assert min(n.start for n in by_name['continuation'].notes) >= prime_end
+  first = (out / 'sample_000.mid').read_bytes()
+  again = tmp_path / 'again'
+  assert generate_lib.main(args[:2] + ['--out', str(again)] + args[4:]) == 0
+  assert (again / 'sample_000.mid').read_bytes() == first  # byte-identical for the same seed
+
+
+@pytest.mark.parametrize('flag,value,message', [
+    ('--temperature', '0', 'temperature'),
+    ('--top-k', '129', 'top-k'),
+    ('--top-p', '0', 'top-p'),
+    ('--num-notes', '0', 'num-notes'),
+])
+def test_generate_command_rejects_bad_requests(trained, tmp_path, capsys, flag, value, message):
+  export = os.path.join(trained['model_dir'], 'export')
+  out = tmp_path / 'generated'
+  args = ['--model', export, '--out', str(out), '--num-samples', '1', '--num-notes', '5',
+          '--seed', '0', '--temperature', '1.0']
+  index = args.index(flag) + 1 if flag in args else None
+  if index:
+    args[index] = value
+  else:
+    args += [flag, value]
+  assert generate_lib.main(args) == 2
+  assert message in capsys.readouterr().err
+  assert not out.exists()
+
+
+def test_generate_command_rejects_a_folder_that_is_not_an_export(tmp_path, capsys):
+  args = ['--model', str(tmp_path), '--out', str(tmp_path / 'o'), '--num-samples', '1',
+          '--num-notes', '5', '--seed', '0', '--temperature', '1.0']
+  assert generate_lib.main(args) == 2
+  assert 'not a SavedModel export' in capsys.readouterr().err
