@@ -186,7 +186,8 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
       'notes': len(step),
       'chunks': num_chunks,
       'windows': contract.num_windows(len(step), window_length),
-      'seconds': float(np.sum(step) + duration[-1]),
+      # From the first onset to the last note end (not always the end of the last-onset note).
+      'seconds': float(np.max(np.cumsum(step) + duration)),
       'step_sum': float(step.sum()),
       'step_sq_sum': float(np.square(step).sum()),
       'duration_sum': float(duration.sum()),
@@ -249,11 +250,12 @@ class WriteInfoFn(beam.DoFn):
               written_files):
     config = self._config
     splits = {}
+    # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
+    relative_files = sorted(f[len(config.output):].lstrip('/') for f in written_files)
     for split in contract.SPLITS:
       splits[split] = summarize_split(split_stats.get(split, {}))
-      # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
-      splits[split]['files'] = sorted(f[len(config.output):].lstrip('/') for f in written_files
-                                      if f'/{split}/' in f)
+      # Matched on the relative name: an output folder under e.g. .../train/ must not match.
+      splits[split]['files'] = [f for f in relative_files if f.startswith(f'{split}/')]
     dead_letters = dict(sorted(dead_letter_reasons.items()))
     train = splits['train']
     info = {
