@@ -22,7 +22,7 @@ if [ $# -ge 1 ]; then
 else
   stage "demo corpus (music21's bundled scores as MIDI; cached after the first run)" \
     python -m partita.demo_corpus
-  corpus="$(python -m partita.demo_corpus --print-path)"
+  corpus="$(python -c 'from partita import demo_corpus; print(demo_corpus.ensure_demo_corpus(progress=False))')"
 fi
 stage "preprocess" python -m beam_pipelines.preprocess --input "$corpus" --output "$out/data"
 stage "train + export" python -m trainer.task --data "$out/data" --model-dir "$out/model" \
