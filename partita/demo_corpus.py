@@ -1,0 +1,299 @@
+"""Demo corpus: classical scores from music21's bundled corpus, exported once to MIDI.
+
+The demo needs real music but may not touch the network at run time. The ``music21`` wheel
+ships a corpus of scores inside the package, so this module picks a subset of it (the Bach
+chorales, plus string quartets, songs and piano pieces by a dozen other composers), converts
+each score to a ``.mid`` file in parallel, and caches the result. Every later call is a
+single file-existence check.
+
+Cache layout: ``<cache>/<composer>/.../<piece>.mid``, mirroring the corpus-relative path
+(``bach/bwv1.6.mxl`` becomes ``<cache>/bach/bwv1.6.mid``). ``<cache>`` defaults to
+``~/.cache/partita/demo-corpus/music21-<version>``; the music21 version is part of the name
+because a new release may ship different scores or translate them differently.
+
+A ``COMPLETED`` marker (JSON) is written only after every selected score has been tried, so
+an interrupted export is resumed by the next call: each ``.mid`` is renamed into place only
+once fully written, so a file that exists is complete and is not exported again. The marker
+records which selection was exported; delete the folder after changing the selection below.
+
+Usage::
+
+    python -m partita.demo_corpus [--cache-dir DIR] [--workers N] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from multiprocessing import Pool
+from pathlib import Path
+
+import music21
+from music21 import bar, common, converter, corpus, repeat, spanner, stream
+from tqdm import tqdm
+
+# Composer folders of the music21 corpus to export. Left out on purpose: palestrina
+# (1,318 Humdrum masses would dwarf everything else), josquin (only .abc song books), and
+# the folk-song collections (essenFolksong, ryansMammoth, ...: monophonic .abc tunes).
+COMPOSERS = (
+    'bach',
+    'beethoven',
+    'chopin',
+    'corelli',
+    'cpebach',
+    'handel',
+    'haydn',
+    'monteverdi',
+    'mozart',
+    'schubert',
+    'schumann_clara',
+    'schumann_robert',
+    'verdi',
+)
+
+# File types that hold actual scores, in order of preference when the corpus has the same
+# piece in two encodings (bach/bwv277, beethoven/opus18no1/*: MusicXML wins over Humdrum).
+# Not included: .rntxt (Roman-numeral analyses, no notes) and .abc (multi-tune song books
+# that take minutes each to parse).
+SCORE_SUFFIXES = ('.mxl', '.musicxml', '.xml', '.krn')
+
+# Scores left out because exporting them is too slow for a demo, with the seconds that
+# parsing plus MIDI writing took on one core of a 2-core VM (music21 10.5.1). Nearly all of
+# it is spent in music21's MIDI translation (stripTies re-sorting every part), which grows
+# faster than linearly with the length of a part, so the long string-quartet files dominate.
+# Whole quartets in one file come first, then single movements taking over 10 s; without
+# them the full export takes about 2.5 minutes on 2 cores.
+TOO_SLOW_TO_EXPORT = {
+    'beethoven/opus18no3.mxl': 58,  # whole quartet
+    'beethoven/opus18no4.mxl': 594,  # whole quartet
+    'beethoven/opus18no5.mxl': 55,  # whole quartet
+    'beethoven/opus74.mxl': 125,  # whole quartet
+    'beethoven/opus132.mxl': 60,  # whole quartet
+    'beethoven/opus133.mxl': 36,  # Grosse Fuge
+    'schumann_robert/opus41no1/movement1.mxl': 30,
+    'beethoven/opus59no2/movement1.mxl': 22,
+    'haydn/opus74no1/movement1.mxl': 18,
+    'mozart/k458/movement4.mxl': 17,
+    'beethoven/opus59no3/movement1.mxl': 14,
+    'beethoven/opus59no3/movement4.mxl': 14,
+    'beethoven/opus59no3/movement2.mxl': 14,
+    'weber/concertino_clarinet.mxl': 14,
+    'schumann_robert/opus41no1/movement5.mxl': 12,
+    'beethoven/opus59no1/movement4.mxl': 12,
+    'beethoven/opus59no1/movement1.mxl': 11,
+    'beethoven/opus18no1/movement4.mxl': 10,
+}
+
+MARKER_NAME = 'COMPLETED'
+
+# Suffix of a file still being written; it never ends in ".mid", so an export that is
+# killed midway cannot leave something that looks like a finished MIDI file.
+PARTIAL_SUFFIX = '.partial'
+
+
+def default_cache_dir() -> Path:
+    """Folder for the full export: ``$PARTITA_CACHE_DIR`` (or ``~/.cache/partita``) +
+    ``demo-corpus/music21-<version>``."""
+    cache_root = os.environ.get('PARTITA_CACHE_DIR') or Path.home() / '.cache' / 'partita'
+    return Path(cache_root) / 'demo-corpus' / f'music21-{music21.__version__}'
+
+
+def corpus_name(score_path: Path) -> str:
+    """Path of a corpus file relative to the corpus root, e.g. ``"bach/bwv1.6.mxl"``."""
+    return score_path.relative_to(common.getCorpusFilePath()).as_posix()
+
+
+def select_scores() -> list[Path]:
+    """Corpus files to export: absolute paths, sorted, one encoding per piece."""
+    candidates = [
+        Path(score_path)
+        for composer in COMPOSERS
+        for score_path in corpus.getComposer(composer)
+        if Path(score_path).suffix in SCORE_SUFFIXES
+    ]
+    score_by_piece: dict[Path, Path] = {}
+    for score_path in sorted(candidates, key=lambda path: SCORE_SUFFIXES.index(path.suffix)):
+        score_by_piece.setdefault(score_path.with_suffix(''), score_path)
+    # Exclude after choosing the encoding, so a slow piece's other encoding does not slip in.
+    return sorted(
+        score_path
+        for score_path in score_by_piece.values()
+        if corpus_name(score_path) not in TOO_SLOW_TO_EXPORT
+    )
+
+
+def ensure_demo_corpus(
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Export the demo corpus to MIDI unless already done; return the folder of ``.mid`` files.
+
+    cache_dir: folder for the full export (default: ``default_cache_dir()``).
+    workers: parallel processes (default: one per CPU).
+    limit: export only the first ``limit`` selected scores (for tests). They go to a sibling
+        folder named ``<cache_dir>-first<limit>``, so a partial export is never taken for
+        the full corpus.
+    progress: show a progress bar and a one-line summary on stderr.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if limit is not None:
+        folder = folder.with_name(f'{folder.name}-first{limit}')
+    marker = folder / MARKER_NAME
+    if marker.exists():
+        return folder
+
+    scores = select_scores()[:limit]
+    targets = {score: folder / Path(corpus_name(score)).with_suffix('.mid') for score in scores}
+    missing = [score for score in scores if not targets[score].exists()]
+    skipped = _export(
+        [(score, targets[score]) for score in missing],
+        workers=workers or os.cpu_count() or 1,
+        already_done=len(scores) - len(missing),
+        progress=progress,
+    )
+
+    mid_files = len(scores) - len(skipped)
+    summary = {
+        'music21_version': music21.__version__,
+        'mid_files': mid_files,
+        'skipped': dict(sorted(skipped.items())),
+        'selection': {
+            'composers': list(COMPOSERS),
+            'suffixes': list(SCORE_SUFFIXES),
+            'excluded_as_too_slow_seconds': TOO_SLOW_TO_EXPORT,
+            'limit': limit,
+        },
+    }
+    _write_atomically(marker, (json.dumps(summary, indent=2) + '\n').encode())
+    if progress:
+        print(
+            f'exported {len(missing) - len(skipped)} files ({mid_files} in total), '
+            f'skipped {len(skipped)} (see {marker})',
+            file=sys.stderr,
+        )
+    return folder
+
+
+def _export(
+    jobs: list[tuple[Path, Path]], workers: int, already_done: int, progress: bool
+) -> dict[str, str]:
+    """Export (score, target .mid) pairs in parallel; return {corpus name: why skipped}."""
+    skipped: dict[str, str] = {}
+    if not jobs:
+        return skipped
+    # Largest files first: a long quartet movement that starts last would leave the other
+    # cores idle while it finishes.
+    jobs = sorted(jobs, key=lambda job: job[0].stat().st_size, reverse=True)
+    for folder in {target.parent for _, target in jobs}:
+        folder.mkdir(parents=True, exist_ok=True)
+    with (
+        Pool(min(workers, len(jobs)), initializer=_silence_music21) as pool,
+        tqdm(
+            total=already_done + len(jobs),
+            initial=already_done,
+            desc='demo corpus to MIDI',
+            unit='score',
+            file=sys.stderr,
+            disable=not progress,
+        ) as progress_bar,
+    ):
+        for name, reason in pool.imap_unordered(_export_score, jobs):
+            if reason is not None:
+                skipped[name] = reason
+            progress_bar.update()
+    return skipped
+
+
+def _silence_music21() -> None:
+    """Worker initializer: hide music21's warnings (odd notation in many scores, harmless
+    for MIDI) so the progress bar stays readable. Failures are reported in the marker."""
+    warnings.simplefilter('ignore')
+
+
+def _export_score(job: tuple[Path, Path]) -> tuple[str, str | None]:
+    """Parse one score and write it as MIDI; return (corpus name, why skipped or None)."""
+    score_path, target = job
+    partial = target.with_name(f'{target.name}.{os.getpid()}{PARTIAL_SUFFIX}')
+    try:
+        # forceSource: parse the file itself and leave no pickle cache in music21's temp dir.
+        score = converter.parse(score_path, forceSource=True)
+        if isinstance(score, stream.Opus):
+            return corpus_name(score_path), 'holds several scores (music21 Opus)'
+        try:
+            score.write('midi', fp=partial)
+        except repeat.ExpanderException:
+            # music21 unrolls repeats before writing MIDI and gives up when the marks are
+            # inconsistent (chopin/mazurka06-2, a few quartet movements); playing each
+            # section once beats losing the piece.
+            _remove_repeats(score)
+            score.write('midi', fp=partial)
+        os.replace(partial, target)
+        return corpus_name(score_path), None
+    except Exception as error:  # one unreadable score must not abort the whole export
+        return corpus_name(score_path), f'{type(error).__name__}: {error}'
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _remove_repeats(score: stream.Score) -> None:
+    """Delete repeat barlines, volta brackets and D.C./segno-style marks, in place."""
+    for measure in score[stream.Measure]:
+        if isinstance(measure.leftBarline, bar.Repeat):
+            measure.leftBarline = None
+        if isinstance(measure.rightBarline, bar.Repeat):
+            measure.rightBarline = None
+    repeat_marks = score.recurse().getElementsByClass(
+        (repeat.RepeatExpression, spanner.RepeatBracket)
+    )
+    for mark in list(repeat_marks):
+        mark.activeSite.remove(mark)
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` to a temporary sibling, then rename it over ``path``."""
+    partial = path.with_name(f'{path.name}.{os.getpid()}{PARTIAL_SUFFIX}')
+    partial.write_bytes(content)
+    os.replace(partial, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: export (or find) the demo corpus and print where it is."""
+    parser = argparse.ArgumentParser(
+        prog='python -m partita.demo_corpus',
+        description=(
+            'Export the classical scores bundled with music21 (Bach chorales, Beethoven, '
+            'Mozart and Haydn quartet movements, Monteverdi madrigals, songs and piano '
+            'pieces) to MIDI files for the demo, in parallel, without network access. '
+            'The result is cached: a second run only checks the COMPLETED marker, and an '
+            'interrupted run resumes where it stopped.'
+        ),
+    )
+    parser.add_argument(
+        '--cache-dir',
+        type=Path,
+        metavar='DIR',
+        help='folder for the .mid files (default: $PARTITA_CACHE_DIR or ~/.cache/partita, '
+        f'then demo-corpus/music21-{music21.__version__})',
+    )
+    parser.add_argument(
+        '--workers', type=int, metavar='N', help='parallel processes (default: one per CPU)'
+    )
+    parser.add_argument(
+        '--limit',
+        type=int,
+        metavar='N',
+        help='export only the first N scores, into a separate <cache-dir>-firstN folder',
+    )
+    args = parser.parse_args(argv)
+    folder = ensure_demo_corpus(args.cache_dir, workers=args.workers, limit=args.limit)
+    midi_count = sum(1 for _ in folder.rglob('*.mid'))
+    print(f'{midi_count} MIDI files in {folder}')
+
+
+if __name__ == '__main__':
+    main()
