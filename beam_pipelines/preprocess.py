@@ -69,6 +69,8 @@ def input_patterns(input_spec: str) -> list[str]:
 
 
 def dead_letter(path: str, reason: str, error: str) -> beam.pvalue.TaggedOutput:
+  """A rejected file for the dead-letter output, counted per reason in Beam's metrics."""
+  Metrics.counter('dead_letter', reason).inc()
   return beam.pvalue.TaggedOutput('dead_letter', {'path': path, 'reason': reason, 'error': error})
 
 
@@ -360,7 +362,14 @@ def clear_previous_output(output: str) -> None:
 
 
 def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dict:
-  """Runs the job to completion and returns the contents of the info.json it wrote."""
+  """Runs the job to completion and returns the contents of the info.json it wrote.
+
+  Raises:
+    FileNotFoundError: the input matches no .mid/.midi file (nothing is written).
+  """
+  matched = FileSystems.match(input_patterns(config.input))[0].metadata_list
+  if not any(m.path.lower().endswith(MIDI_SUFFIXES) for m in matched):
+    raise FileNotFoundError(f'no .mid or .midi file matches --input {config.input}')
   clear_previous_output(config.output)
   options = PipelineOptions(pipeline_args or [])
   with beam.Pipeline(options=options) as pipeline:
@@ -420,7 +429,10 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
 def main(argv: list[str] | None = None) -> None:
   logging.getLogger().setLevel(logging.WARNING)
   config, pipeline_args = parse_args(argv)
-  info = run(config, pipeline_args)
+  try:
+    info = run(config, pipeline_args)
+  except FileNotFoundError as e:
+    sys.exit(f'error: {e}')
   print_summary(info)
   print(f'wrote {config.output}')
 

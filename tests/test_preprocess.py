@@ -209,6 +209,8 @@ def test_end_to_end_counts_and_dead_letters(first_run):
   assert counter('pieces') == 7  # six pieces + the copy, before dedup
   assert counter('notes') == sum(n for _, n in GOOD) + GOOD[0][1]
   assert counter('duplicates') == 1
+  assert counter('not_midi') == 1  # dead letters are counted per reason
+  assert counter('too_few_notes') == 1
 
 
 def test_end_to_end_splits_match_info_and_reproduce_pieces(first_run):
@@ -294,3 +296,14 @@ def test_rerun_with_fewer_inputs_leaves_no_stale_files(first_run, tmp_path):
   for path in glob.glob(os.path.join(output, contract.DEAD_LETTER_DIR, '*')):
     with open(path) as f:
       assert f.read() == ''
+
+
+def test_input_without_midi_files_is_a_clear_error_and_writes_nothing(tmp_path):
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  (corpus / 'notes.txt').write_text('not music')
+  output = tmp_path / 'out'
+  config = preprocess.PreprocessConfig(input=str(corpus), output=str(output))
+  with pytest.raises(FileNotFoundError, match='no .mid or .midi file matches'):
+    preprocess.run(config)
+  assert not output.exists()
