@@ -52,6 +52,7 @@ COMPOSERS = (
     'schumann_clara',
     'schumann_robert',
     'verdi',
+    'weber',
 )
 
 # File types that hold actual scores, in order of preference when the corpus has the same
@@ -60,31 +61,21 @@ COMPOSERS = (
 # that take minutes each to parse).
 SCORE_SUFFIXES = ('.mxl', '.musicxml', '.xml', '.krn')
 
-# Scores left out because exporting them is too slow for a demo, with the seconds that
-# parsing plus MIDI writing took on one core of a 2-core VM (music21 10.5.1). Nearly all of
-# it is spent in music21's MIDI translation (stripTies re-sorting every part), which grows
-# faster than linearly with the length of a part, so the long string-quartet files dominate.
-# Whole quartets in one file come first, then single movements taking over 10 s; without
-# them the full export takes about 2.5 minutes on 2 cores.
+# Scores left out because exporting them is too slow for a demo: every file that took 10 s
+# or more to parse and write, with those seconds (one core of a 2-core VM, music21 10.5.1).
+# Nearly all of it goes into music21's MIDI translation (stripTies re-sorting each part),
+# which grows faster than linearly with the length of a part, so the files holding a whole
+# string quartet are the worst. Without them the export takes about 2 minutes on 2 cores.
 TOO_SLOW_TO_EXPORT = {
-    'beethoven/opus18no3.mxl': 58,  # whole quartet
-    'beethoven/opus18no4.mxl': 594,  # whole quartet
-    'beethoven/opus18no5.mxl': 55,  # whole quartet
-    'beethoven/opus74.mxl': 125,  # whole quartet
-    'beethoven/opus132.mxl': 60,  # whole quartet
-    'beethoven/opus133.mxl': 36,  # Grosse Fuge
-    'schumann_robert/opus41no1/movement1.mxl': 30,
-    'beethoven/opus59no2/movement1.mxl': 22,
-    'haydn/opus74no1/movement1.mxl': 18,
-    'mozart/k458/movement4.mxl': 17,
-    'beethoven/opus59no3/movement1.mxl': 14,
-    'beethoven/opus59no3/movement4.mxl': 14,
-    'beethoven/opus59no3/movement2.mxl': 14,
-    'weber/concertino_clarinet.mxl': 14,
-    'schumann_robert/opus41no1/movement5.mxl': 12,
-    'beethoven/opus59no1/movement4.mxl': 12,
-    'beethoven/opus59no1/movement1.mxl': 11,
-    'beethoven/opus18no1/movement4.mxl': 10,
+    'beethoven/opus18no3.mxl': 25,  # whole quartet
+    'beethoven/opus18no4.mxl': 308,  # whole quartet
+    'beethoven/opus18no5.mxl': 18,  # whole quartet
+    'beethoven/opus74.mxl': 76,  # whole quartet
+    'beethoven/opus132.mxl': 47,  # whole quartet
+    'beethoven/opus133.mxl': 30,  # Grosse Fuge
+    'beethoven/opus59no1/movement4.mxl': 10,
+    'beethoven/opus59no2/movement1.mxl': 20,
+    'schumann_robert/opus41no1/movement1.mxl': 13,
 }
 
 MARKER_NAME = 'COMPLETED'

@@ -43,8 +43,8 @@ def test_limited_export_writes_playable_midi_and_marker(first_three: Path, tmp_p
         'bach/bwv101.7.mid',
     ]
     for path in midi_files:
-        notes = sum(len(instrument.notes) for instrument in pretty_midi.PrettyMIDI(str(path)).instruments)
-        assert notes > 10, path
+        instruments = pretty_midi.PrettyMIDI(str(path)).instruments
+        assert sum(len(instrument.notes) for instrument in instruments) > 10, path
     assert not list(first_three.rglob('*.partial'))
 
     marker = json.loads((first_three / demo_corpus.MARKER_NAME).read_text())
@@ -66,24 +66,30 @@ def test_second_call_returns_cached_folder_without_exporting(
     monkeypatch.setattr(demo_corpus, '_export', fail_if_exporting)
     monkeypatch.setattr(demo_corpus, 'select_scores', fail_if_exporting)
 
-    assert demo_corpus.ensure_demo_corpus(tmp_path / 'demo', limit=3, progress=False) == first_three
+    again = demo_corpus.ensure_demo_corpus(tmp_path / 'demo', limit=3, progress=False)
+    assert again == first_three
     assert _file_identities(first_three) == before
 
 
-def test_interrupted_export_resumes_with_missing_files_only(first_three: Path, tmp_path: Path) -> None:
+def test_interrupted_export_resumes_with_missing_files_only(
+    first_three: Path, tmp_path: Path
+) -> None:
     (first_three / demo_corpus.MARKER_NAME).unlink()
     deleted = first_three / 'bach' / 'bwv10.7.mid'
     deleted.unlink()
     kept = _file_identities(first_three)
 
-    assert demo_corpus.ensure_demo_corpus(tmp_path / 'demo', workers=2, limit=3, progress=False) == first_three
+    resumed = demo_corpus.ensure_demo_corpus(tmp_path / 'demo', workers=2, limit=3, progress=False)
+    assert resumed == first_three
     assert deleted.exists()
     after = _file_identities(first_three)
     assert {path: after[path] for path in kept} == kept
     assert json.loads((first_three / demo_corpus.MARKER_NAME).read_text())['mid_files'] == 3
 
 
-def test_default_cache_dir_follows_partita_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_cache_dir_follows_partita_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv('PARTITA_CACHE_DIR', os.fspath(tmp_path))
     expected = tmp_path / 'demo-corpus' / f'music21-{music21.__version__}'
     assert demo_corpus.default_cache_dir() == expected
