@@ -65,7 +65,7 @@ SCORE_SUFFIXES = ('.mxl', '.musicxml', '.xml', '.krn')
 # or more to parse and write, with those seconds (one core of a 2-core VM, music21 10.5.1).
 # Nearly all of it goes into music21's MIDI translation (stripTies re-sorting each part),
 # which grows faster than linearly with the length of a part, so the files holding a whole
-# string quartet are the worst. Without them the export takes about 2 minutes on 2 cores.
+# string quartet are the worst. Without them the export takes 2-2.5 minutes on 2 cores.
 TOO_SLOW_TO_EXPORT = {
     'beethoven/opus18no3.mxl': 25,  # whole quartet
     'beethoven/opus18no4.mxl': 308,  # whole quartet
