@@ -38,21 +38,44 @@ class ParseOptions:
   min_notes: int = 2
   max_notes: int = 2_000_000
   max_seconds: float = 4 * 3600.0
+  # Average onsets per second above which a file's timing is implausible (a tempo of 1 us per
+  # quarter note, say). Fast virtuoso piano music averages under 30.
+  max_notes_per_second: float = 500.0
   apply_sustain: bool = True
+  # Instrument selection; empty means every non-drum track. Track numbers count symusic's
+  # tracks from 0: one per MIDI track, program and channel, in file order.
+  programs: tuple[int, ...] = ()
+  tracks: tuple[int, ...] = ()
+  include_drums: bool = False
+
+  def selects(self, index: int, track: symusic.core.TrackTick) -> bool:
+    return ((self.include_drums or not track.is_drum)
+            and (not self.programs or track.program in self.programs)
+            and (not self.tracks or index in self.tracks))
 
 
 def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
-                  cc_time: np.ndarray, cc_value: np.ndarray) -> np.ndarray:
-  """Returns note ends with the sustain pedal applied (one track's notes and CC64 events).
+                  cc_time: np.ndarray, cc_value: np.ndarray,
+                  piece_end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Applies the sustain pedal to one track's notes; returns ``(new_end, keep)``.
 
-  A note released while the pedal is down keeps sounding until the pedal is released, or until
-  the next onset of the same pitch, whichever comes first (note_seq's
-  ``apply_sustain_control_changes`` semantics). A pedal still down at the end of the piece
-  releases at the piece's last note end.
+  Follows note_seq's ``apply_sustain_control_changes``, the reference a test compares against on
+  a whole corpus:
+
+  * a note released while the pedal is down sounds until the pedal is released;
+  * while the pedal is down, an onset of a pitch ends every earlier note of that pitch that is
+    still sounding, held or sustained: a key struck again is damped first;
+  * notes of one pitch starting together under the pedal sound as one: only the last in track
+    order is kept (``keep`` is False for the others);
+  * a pedal still down at the end releases at ``piece_end``, the last note end or pedal event
+    of the whole piece (default: of this track);
+  * a pedal pressed and released at the same instant counts as released.
   """
+  keep = np.ones(len(start), dtype=bool)
   if len(cc_time) == 0 or len(start) == 0:
-    return end
-  order = np.argsort(cc_time, kind='stable')
+    return end, keep
+  # Pedal events at the same instant: the release wins, as in note_seq (it orders downs first).
+  order = np.lexsort((cc_value < SUSTAIN_DOWN_MIN_VALUE, cc_time))
   is_down = cc_value[order] >= SUSTAIN_DOWN_MIN_VALUE
   times = cc_time[order]
   # Keep state changes only: repeated "down" messages do not start new pedal intervals.
@@ -60,32 +83,54 @@ def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
   is_down, times = is_down[changed], times[changed]
   downs = times[is_down]
   if len(downs) == 0:
-    return end
-  ups = np.full(len(downs), max(float(end.max()), float(times.max())))
+    return end, keep
+  if piece_end is None:
+    piece_end = max(float(end.max()), float(times.max()))
   down_positions = np.flatnonzero(is_down)
+  ups = np.full(len(downs), np.inf)  # a pedal never released stays down to the end
   has_up = down_positions + 1 < len(times)
   ups[has_up] = times[down_positions[has_up] + 1]
 
-  interval = np.searchsorted(downs, end, side='right') - 1
-  sustained = (interval >= 0) & (end < ups[np.maximum(interval, 0)])
-  new_end = np.where(sustained, ups[np.maximum(interval, 0)], end)
+  def pedal_interval(t: np.ndarray) -> np.ndarray:
+    """Index of the pedal-down interval [down, up) holding each time, or -1."""
+    interval = np.searchsorted(downs, t, side='right') - 1
+    inside = (interval >= 0) & (t < ups[np.maximum(interval, 0)])
+    return np.where(inside, interval, -1)
 
-  # A sustained note is cut by the next onset of the same pitch after its own release.
-  by_pitch = np.lexsort((start, pitch))
-  next_same_pitch = np.full(len(start), np.inf)
-  same = pitch[by_pitch][1:] == pitch[by_pitch][:-1]
-  next_same_pitch[by_pitch[:-1][same]] = start[by_pitch][1:][same]
-  cut = sustained & (next_same_pitch >= end) & (next_same_pitch < new_end)
-  return np.where(cut, next_same_pitch, new_end).astype(end.dtype)
+  released_in = pedal_interval(end)
+  sustained_end = np.where(released_in >= 0, np.minimum(ups[released_in], piece_end), end)
+
+  # Each note's damping onset: the first later onset of its pitch (at the same time: later in
+  # track order) that happens while the pedal is down. Found in one backward pass over the
+  # notes sorted by (pitch, onset, track order).
+  count = len(start)
+  by_pitch = np.lexsort((np.arange(count), start, pitch))
+  sorted_pitch, sorted_start = pitch[by_pitch], start[by_pitch]
+  under_pedal = np.where(pedal_interval(sorted_start) >= 0, np.arange(count), count)
+  first_at_or_after = np.minimum.accumulate(under_pedal[::-1])[::-1]
+  following = np.append(first_at_or_after[1:], count)
+  same_pitch = following < count
+  same_pitch[same_pitch] = sorted_pitch[following[same_pitch]] == sorted_pitch[same_pitch]
+  damp_time = np.full(count, np.inf)
+  damp_time[by_pitch[same_pitch]] = sorted_start[following[same_pitch]]
+
+  damped = damp_time < sustained_end
+  new_end = np.where(damped, damp_time, sustained_end)
+  keep = ~(damped & (damp_time == start))
+  return new_end.astype(end.dtype), keep
 
 
 def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str, np.ndarray]:
-  """Parses MIDI bytes into a notes dict of all non-drum tracks merged.
+  """Parses MIDI bytes into a notes dict of the selected tracks merged (all non-drum tracks by
+  default).
 
   Raises:
-    RejectedPiece: the bytes are not a usable piece (reason codes: not_midi, parse_error,
-      no_notes, too_few_notes, too_many_notes, too_long, bad_timing).
+    RejectedPiece: the bytes are not a usable piece (reason codes: empty, not_midi,
+      parse_error, bad_timing, no_tracks, drums_only, no_notes, too_many_notes, too_long,
+      too_few_notes).
   """
+  if not data:
+    raise RejectedPiece('empty', 'file is empty')
   if not data.startswith(b'MThd'):
     raise RejectedPiece('not_midi', 'file does not start with a MIDI header (MThd)')
   try:
@@ -94,43 +139,109 @@ def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str,
     raise RejectedPiece('parse_error', f'{type(e).__name__}: {e}') from e
   if score.ticks_per_quarter <= 0:
     raise RejectedPiece('bad_timing', f'time division is {score.ticks_per_quarter}')
-  tracks = [t for t in score.tracks if not t.is_drum and len(t.notes)]
-  if not tracks:
-    detail = 'only drum tracks' if score.note_num() else 'no notes in any track'
-    raise RejectedPiece('no_notes', detail)
-  num_notes = sum(len(t.notes) for t in tracks)
+  if len(data) >= 12 and data[10:12] == b'\x00\x00':  # MThd's track count
+    raise RejectedPiece('no_tracks', 'the MIDI header declares zero tracks')
+  if score.note_num() and all(t.is_drum for t in score.tracks if len(t.notes)):
+    if not options.include_drums:
+      raise RejectedPiece('drums_only', 'every note is on a drum track')
+  selected = [i for i, t in enumerate(score.tracks) if options.selects(i, t) and len(t.notes)]
+  if not selected:
+    selection = ' of the selected programs or tracks' if options.programs or options.tracks else ''
+    raise RejectedPiece('no_notes', f'no notes in any track{selection}')
+  num_notes = sum(len(score.tracks[i].notes) for i in selected)
   if num_notes > options.max_notes:
     raise RejectedPiece('too_many_notes', f'{num_notes} notes > limit {options.max_notes}')
+  in_seconds = score.to('second')
+  return piece_from_tracks([_track_arrays(in_seconds.tracks[i]) for i in selected], options)
 
-  score = score.to('second')
-  starts, ends, pitches, velocities = [], [], [], []
-  for track in score.tracks:
-    if track.is_drum or not len(track.notes):
-      continue
-    notes = track.notes.numpy()
-    start = notes['time'].astype(np.float64)
-    end = start + notes['duration'].astype(np.float64)
-    pitch = notes['pitch'].astype(np.int64)
-    if options.apply_sustain and len(track.controls):
-      controls = track.controls.numpy()
-      is_sustain = controls['number'] == SUSTAIN_CC
-      end = apply_sustain(start, end, pitch, controls['time'][is_sustain].astype(np.float64),
-                          controls['value'][is_sustain].astype(np.int64))
-    starts.append(start)
-    ends.append(end)
-    pitches.append(pitch)
-    velocities.append(notes['velocity'].astype(np.int64))
-  start, end = np.concatenate(starts), np.concatenate(ends)
-  pitch, velocity = np.concatenate(pitches), np.concatenate(velocities)
 
-  if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))):
-    raise RejectedPiece('bad_timing', 'non-finite note times')
+def parse_note_sequence(data: bytes,
+                        options: ParseOptions = ParseOptions()) -> dict[str, np.ndarray]:
+  """Parses a serialized ``note_seq.NoteSequence`` (Magenta's format, e.g. the MAESTRO
+  TFRecords) into a notes dict, with the same selection and checks as :func:`parse_midi`.
+
+  A NoteSequence's ``instrument`` numbers play the part of MIDI tracks.
+
+  Raises:
+    RejectedPiece: as for :func:`parse_midi`, plus ``not_note_sequence``.
+  """
+  music_pb2 = note_seq_protos()
+  try:
+    sequence = music_pb2.NoteSequence.FromString(data)
+  except Exception as e:  # protobuf's DecodeError
+    raise RejectedPiece('not_note_sequence', f'{type(e).__name__}: {e}') from e
+  if not sequence.notes:
+    raise RejectedPiece('no_notes', 'the NoteSequence has no notes')
+  if all(note.is_drum for note in sequence.notes) and not options.include_drums:
+    raise RejectedPiece('drums_only', 'every note is a drum note')
+  notes, controls = {}, {}
+  for note in sequence.notes:
+    if ((options.include_drums or not note.is_drum)
+        and (not options.programs or note.program in options.programs)
+        and (not options.tracks or note.instrument in options.tracks)):
+      notes.setdefault(note.instrument, []).append(
+          (note.start_time, note.end_time, note.pitch, note.velocity))
+  if not notes:
+    raise RejectedPiece('no_notes', 'no notes of the selected programs or tracks')
+  num_notes = sum(len(n) for n in notes.values())
+  if num_notes > options.max_notes:
+    raise RejectedPiece('too_many_notes', f'{num_notes} notes > limit {options.max_notes}')
+  for control in sequence.control_changes:
+    if control.control_number == SUSTAIN_CC:
+      controls.setdefault(control.instrument, []).append((control.time, control.control_value))
+  tracks = []
+  for instrument, rows in sorted(notes.items()):
+    start, end, pitch, velocity = (np.array(column) for column in zip(*rows))
+    pedal = np.array(controls.get(instrument, []), dtype=np.float64).reshape(-1, 2)
+    tracks.append((start.astype(np.float64), end.astype(np.float64), pitch.astype(np.int64),
+                   velocity.astype(np.int64), pedal[:, 0], pedal[:, 1].astype(np.int64)))
+  return piece_from_tracks(tracks, options)
+
+
+def note_seq_protos():
+  """note_seq's ``music_pb2``, imported without its side effect on pretty_midi.
+
+  Importing note_seq sets ``pretty_midi.pretty_midi.MAX_TICK = 1e10`` for the whole process,
+  which disables pretty_midi's guard against corrupt files that exhaust memory; the guard is
+  restored here.
+  """
+  import pretty_midi  # pylint: disable=import-outside-toplevel
+  max_tick = pretty_midi.pretty_midi.MAX_TICK
+  try:
+    from note_seq.protobuf import music_pb2  # pylint: disable=import-outside-toplevel
+  finally:
+    pretty_midi.pretty_midi.MAX_TICK = max_tick
+  return music_pb2
+
+
+def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
+                      options: ParseOptions) -> dict[str, np.ndarray]:
+  """Merges tracks of ``(start, end, pitch, velocity, pedal_time, pedal_value)`` arrays (times
+  in seconds) into a checked notes dict, with the sustain pedal applied per track."""
+  start, end, pitch, velocity, pedal_time, _ = (np.concatenate(arrays) for arrays in zip(*tracks))
+  if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))
+          and np.all(np.isfinite(pedal_time))):
+    raise RejectedPiece('bad_timing', 'non-finite note or pedal times')
   if start.min() < 0 or np.any(end < start):
     raise RejectedPiece('bad_timing', 'negative note times or durations')
+  if options.apply_sustain and len(pedal_time):
+    # One pedal-release time for the whole piece, as note_seq does.
+    piece_end = max(float(end.max()), float(pedal_time.max()))
+    ends, keeps = zip(*(apply_sustain(t_start, t_end, t_pitch, t_pedal_time, t_pedal_value,
+                                      piece_end)
+                        for t_start, t_end, t_pitch, _, t_pedal_time, t_pedal_value in tracks))
+    keep = np.concatenate(keeps)
+    start, end = start[keep], np.concatenate(ends)[keep]
+    pitch, velocity = pitch[keep], velocity[keep]
+
   if end.max() > options.max_seconds:
     raise RejectedPiece('too_long', f'{end.max():.0f} s > limit {options.max_seconds:.0f} s')
-  if num_notes < options.min_notes:
-    raise RejectedPiece('too_few_notes', f'{num_notes} notes < minimum {options.min_notes}')
+  if len(start) < options.min_notes:
+    raise RejectedPiece('too_few_notes', f'{len(start)} notes < minimum {options.min_notes}')
+  seconds = float(end.max() - start.min())
+  if len(start) > options.max_notes_per_second * max(seconds, 1.0):
+    raise RejectedPiece('bad_timing', f'{len(start)} notes in {seconds:.3g} s: the tempo or '
+                        'time division is implausible')
 
   order = np.lexsort((pitch, start))
   start = start[order]
@@ -140,6 +251,17 @@ def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str,
       'duration': (end[order] - start).astype(np.float32),
       'velocity': np.clip(velocity[order], 1, 127),
   }
+
+
+def _track_arrays(track: symusic.core.TrackSecond) -> tuple[np.ndarray, ...]:
+  """(start, end, pitch, velocity, pedal_time, pedal_value) of one track, times in seconds."""
+  notes = track.notes.numpy()
+  start = notes['time'].astype(np.float64)
+  controls = track.controls.numpy()
+  is_pedal = controls['number'] == SUSTAIN_CC
+  return (start, start + notes['duration'].astype(np.float64), notes['pitch'].astype(np.int64),
+          notes['velocity'].astype(np.int64), controls['time'][is_pedal].astype(np.float64),
+          controls['value'][is_pedal].astype(np.int64))
 
 
 def content_fingerprint(notes: dict[str, np.ndarray]) -> str:

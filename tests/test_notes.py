@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import numpy as np
 import pytest
@@ -64,10 +65,37 @@ def test_non_drum_tracks_merged_sorted_and_drums_ignored():
                duration=[1.0, 0.5, 0.5, 0.5], velocity=[20, 10, 21, 11])
 
 
-def test_drums_only_file_is_rejected_as_no_notes():
-  data = midi_bytes([(36, 0.0, 0.125, 100), (38, 0.5, 0.625, 100), (42, 1.0, 1.125, 100)],
-                    drum=True)
-  assert rejection(data) == 'no_notes'
+DRUMS = [(36, 0.0, 0.125, 100), (38, 0.5, 0.625, 100), (42, 1.0, 1.125, 100)]
+
+
+def test_drums_only_file_is_rejected_unless_drums_are_included():
+  data = midi_bytes(DRUMS, drum=True)
+  assert rejection(data) == 'drums_only'
+  options = notes_lib.ParseOptions(include_drums=True)
+  assert notes_lib.parse_midi(data, options)['pitch'].tolist() == [36, 38, 42]
+
+
+def test_selects_tracks_and_programs():
+  data = midi_bytes(tracks=[
+      Track([(60, 0.0, 0.5, 100)], program=0),   # track 0: piano
+      Track([(48, 0.0, 0.5, 90)], program=42),   # track 1: cello
+      Track(DRUMS, drum=True),                   # track 2: drums
+      Track([(72, 0.25, 0.5, 80)], program=42),  # track 3: cello
+  ])
+  def pitches(**selection):
+    options = notes_lib.ParseOptions(min_notes=1, **selection)
+    return notes_lib.parse_midi(data, options)['pitch'].tolist()
+
+  assert pitches() == [48, 60, 72]
+  assert pitches(programs=(42,)) == [48, 72]
+  assert pitches(tracks=(0, 3)) == [60, 72]
+  assert pitches(programs=(42,), tracks=(0, 1)) == [48]
+  assert pitches(include_drums=True) == [36, 48, 60, 72, 38, 42]
+  assert pitches(tracks=(2,), include_drums=True) == [36, 38, 42]
+  with pytest.raises(notes_lib.RejectedPiece) as info:
+    notes_lib.parse_midi(data, notes_lib.ParseOptions(programs=(5,)))
+  assert (info.value.reason, info.value.detail) == (
+      'no_notes', 'no notes in any track of the selected programs or tracks')
 
 
 def test_tempo_does_not_change_times_in_seconds():
@@ -132,24 +160,57 @@ def test_apply_sustain_on_arrays():
   # Down 0.25 (repeated at 0.75: not a new interval) .. up 1.5; down again 3.25 to the end.
   cc_time = np.array([0.75, 0.25, 1.5, 3.25, 1.6])
   cc_value = np.array([100, 127, 0, 64, 0])
-  new_end = notes_lib.apply_sustain(start, end, pitch, cc_time, cc_value)
+  new_end, keep = notes_lib.apply_sustain(start, end, pitch, cc_time, cc_value)
   np.testing.assert_array_equal(new_end, [1.5, 1.0, 1.5, 2.0, 0.125, 4.5, 4.5])
-  assert new_end.dtype == end.dtype
+  assert new_end.dtype == end.dtype and keep.all()
   # Inputs are not modified; no pedal events or no pedal-down leaves ends as they are.
   np.testing.assert_array_equal(end, [0.5, 0.5, 1.25, 2.0, 0.125, 3.5, 4.5])
-  np.testing.assert_array_equal(
-      notes_lib.apply_sustain(start, end, pitch, np.array([]), np.array([], dtype=np.int64)), end)
-  np.testing.assert_array_equal(
-      notes_lib.apply_sustain(start, end, pitch, np.array([0.1, 1.0]), np.array([0, 10])), end)
+  for no_pedal in ((np.array([]), np.array([], dtype=np.int64)),
+                   (np.array([0.1, 1.0]), np.array([0, 10]))):
+    unchanged, keep = notes_lib.apply_sustain(start, end, pitch, *no_pedal)
+    np.testing.assert_array_equal(unchanged, end)
+    assert keep.all()
 
 
-def test_apply_sustain_cut_by_repeated_pitch_only_after_release():
-  # Two repeated notes of one pitch, each released under a pedal held 0 .. 10.
-  start = np.array([0.0, 1.0, 2.0])
-  end = np.array([0.5, 1.5, 2.5])
-  pitch = np.array([60, 60, 60])
-  new_end = notes_lib.apply_sustain(start, end, pitch, np.array([0.0, 10.0]), np.array([127, 0]))
-  np.testing.assert_array_equal(new_end, [1.0, 2.0, 10.0])
+def sustained(start, end, pitch, pedal, piece_end=None):
+  new_end, keep = notes_lib.apply_sustain(
+      np.array(start, dtype=float), np.array(end, dtype=float), np.array(pitch),
+      np.array([t for t, _ in pedal], dtype=float), np.array([v for _, v in pedal]), piece_end)
+  return new_end.tolist(), keep.tolist()
+
+
+def test_apply_sustain_repeated_pitch_damps_sustained_and_held_notes():
+  # Released under a pedal held 0 .. 10: each note sounds until the next onset of its pitch.
+  assert sustained([0.0, 1.0, 2.0], [0.5, 1.5, 2.5], [60, 60, 60], [(0.0, 127), (10.0, 0)]) == (
+      [1.0, 2.0, 10.0], [True] * 3)
+  # A note still held when its key is struck again under the pedal is damped too ...
+  assert sustained([0.0, 2.0], [5.0, 3.0], [60, 60], [(1.0, 127), (4.0, 0)]) == (
+      [2.0, 4.0], [True, True])
+  # ... but not when the pedal is up at the new onset.
+  assert sustained([0.0, 2.0], [5.0, 3.0], [60, 60], [(3.0, 127), (4.0, 0)]) == (
+      [5.0, 4.0], [True, True])
+
+
+def test_apply_sustain_merges_simultaneous_repeats_under_the_pedal():
+  # Two notes of pitch 60 at 0.0 under the pedal sound as one: the later in track order.
+  assert sustained([0.0, 0.0, 0.0], [1.0, 2.0, 1.0], [60, 60, 64], [(0.0, 127), (3.0, 0)]) == (
+      [0.0, 3.0, 3.0], [False, True, True])
+  # With the pedal up both stay, unchanged.
+  assert sustained([0.0, 0.0], [1.0, 2.0], [60, 60], [(0.5, 127), (0.75, 0)]) == (
+      [1.0, 2.0], [True, True])
+
+
+def test_apply_sustain_pedal_events_at_one_instant_count_as_released():
+  # Up and down at 0.0 in either file order: the pedal is up, so nothing is extended
+  # until the next down at 2.0.
+  for pedal in ([(0.0, 0), (0.0, 127)], [(0.0, 127), (0.0, 0)]):
+    assert sustained([0.0, 1.0], [0.5, 2.5], [60, 62], pedal + [(2.0, 127), (3.0, 0)]) == (
+        [0.5, 3.0], [True, True])
+
+
+def test_apply_sustain_pedal_held_to_the_end_releases_at_piece_end():
+  assert sustained([0.0], [0.5], [60], [(0.25, 127)]) == ([0.5], [True])  # the track's end
+  assert sustained([0.0], [0.5], [60], [(0.25, 127)], piece_end=7.0) == ([7.0], [True])
 
 
 # --- rejections ------------------------------------------------------------------------------
@@ -157,8 +218,9 @@ def test_apply_sustain_cut_by_repeated_pitch_only_after_release():
 MELODY = [(60, 0.0, 0.5, 80), (62, 0.5, 1.0, 80), (64, 1.0, 2.0, 80)]
 
 
-def test_rejects_bytes_that_are_not_midi():
-  assert rejection(b'') == 'not_midi'
+def test_rejects_empty_files_and_bytes_that_are_not_midi():
+  assert rejection(b'') == 'empty'
+  assert rejection(b'\x00') == 'not_midi'
   assert rejection(b'RIFF\x00\x00\x00\x00WAVEfmt ') == 'not_midi'
 
 
@@ -169,8 +231,44 @@ def test_rejects_truncated_midi_as_parse_error():
   assert rejection(data[:10]) == 'parse_error'
 
 
-def test_rejects_file_without_notes():
+def test_rejects_file_without_notes_or_without_tracks():
   assert rejection(midi_bytes([])) == 'no_notes'
+  header_only = b'MThd' + struct.pack('>IHHH', 6, 1, 0, 480)  # format 1, zero tracks
+  assert rejection(header_only) == 'no_tracks'
+
+
+def note_events(pitches, ticks_per_note: int) -> bytes:
+  """Raw MTrk events: one note per pitch, each ``ticks_per_note`` long, back to back."""
+  events = b''
+  for pitch in pitches:
+    events += b'\x00\x90' + bytes([pitch, 64]) + variable_length(ticks_per_note)
+    events += b'\x80' + bytes([pitch, 64])
+  return events
+
+
+def variable_length(value: int) -> bytes:
+  """A MIDI variable-length quantity."""
+  groups = [value & 0x7F]
+  value >>= 7
+  while value:
+    groups.append((value & 0x7F) | 0x80)
+    value >>= 7
+  return bytes(reversed(groups))
+
+
+def test_absurd_tick_and_tempo_values_are_rejected_without_exhausting_memory():
+  # Notes 2**27 ticks apart at 96 ticks per quarter, 120 bpm: about 8 days each.
+  huge_delta = smf_bytes(96, note_events([60, 62, 64], 2**27))
+  with pytest.raises(notes_lib.RejectedPiece) as info:
+    notes_lib.parse_midi(huge_delta)
+  assert info.value.reason == 'too_long'
+  # A tempo of 1 microsecond per quarter note: 1,000 notes within a few milliseconds.
+  set_tempo_1us = b'\x00\xff\x51\x03\x00\x00\x01'
+  fast = smf_bytes(96, set_tempo_1us + note_events([60, 62] * 500, 96))
+  with pytest.raises(notes_lib.RejectedPiece) as info:
+    notes_lib.parse_midi(fast)
+  assert info.value.reason == 'bad_timing'
+  assert info.value.detail.startswith('1000 notes in 0.001 s')
 
 
 def test_rejects_too_few_and_too_many_notes():
