@@ -1,8 +1,9 @@
 """One typed config tree for training, with YAML presets and ``--set key=value`` overrides.
 
-The defaults below are the full model, sized for a GPU or TPU. Presets in ``configs/*.yaml``
-hold only their differences from these defaults; ``--set model.lstm_units=64`` overrides any
-leaf. The resolved tree is saved as ``config.yaml`` next to what it produced.
+The defaults below are the full model, sized for one GPU or TPU (``configs/full.yaml`` names
+them). Presets in ``configs/*.yaml`` hold only their differences from these defaults;
+``--set model.lstm_units=64`` overrides any leaf. Leaves typed ``typing.Literal`` accept only
+the listed values. The resolved tree is saved as ``config.yaml`` next to what it produced.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-  steps: int = 20_000  # total optimizer steps
-  steps_per_epoch: int = 1_000  # steps between validations, checkpoints and logs
+  steps: int = 20_000  # total training steps (batches)
+  steps_per_epoch: int = 1_000  # steps between validations and logs; the last epoch may be short
+  # Steps between checkpoints (what a preempted run resumes from; it loses at most this many
+  # steps); 0: one at the end of every epoch. A checkpoint is also written after the last step.
+  checkpoint_steps: int = 0
   # Validation windows per evaluation, spread evenly over the split (0: all of them).
   validation_windows: int = 20_000
   learning_rate: float = 1e-3
@@ -44,10 +48,21 @@ class TrainConfig:
   seed: int = 0
 
 
+Strategy = typing.Literal['default', 'one_device', 'mirrored', 'multi_worker', 'tpu']
+MixedPrecision = typing.Literal['auto', 'none', 'float16', 'bfloat16']
+
+
 @dataclasses.dataclass
 class RuntimeConfig:
-  strategy: str = 'default'  # default | one_device | mirrored
+  """Where and in what precision training runs (see ``trainer.task.make_strategy``)."""
+  # default: TensorFlow's default device; one_device: ``device``; mirrored: every local GPU
+  # (or the CPU); multi_worker: every worker named by TF_CONFIG; tpu: the TPU named by ``tpu``.
+  strategy: Strategy = 'default'
   device: str = '/cpu:0'  # for one_device
+  tpu: str = ''  # for tpu: 'local' on a TPU VM, a TPU name or grpc:// address; '' reads $TPU_NAME
+  # Compute dtype of the hidden layers (the output heads always compute in float32).
+  # auto: bfloat16 on a TPU, float16 on a GPU, none (float32) otherwise.
+  mixed_precision: MixedPrecision = 'auto'
 
 
 @dataclasses.dataclass
@@ -84,6 +99,12 @@ def _apply(node, updates: dict, where: str) -> None:
       _apply(current, value, f'{where}{key}.')
       continue
     kind = hints[key]
+    if typing.get_origin(kind) is typing.Literal:
+      if value not in typing.get_args(kind):
+        raise ValueError(f'config key {where}{key} must be one of '
+                         f'{", ".join(typing.get_args(kind))}; got {value!r}')
+      setattr(node, key, value)
+      continue
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

@@ -6,6 +6,9 @@ sampling loop running inside the graph (one call per batch, not one per note). S
 stateless random ops seeded from ``seed`` and the note index, so the same inputs give the same
 notes.
 
+``export_model`` writes locally or to object stores (``gs://``) without ever leaving a
+half-written export that looks complete (see its docstring).
+
 Files in the export's ``assets/`` folder: ``config.yaml`` (the resolved training config),
 ``info.json`` (the dataset contract) and ``primes.json`` (a few validation windows, the default
 primes of ``serving.generate``).
@@ -27,6 +30,7 @@ ASSET_CONFIG = 'config.yaml'
 ASSET_INFO = 'info.json'
 ASSET_PRIMES = 'primes.json'
 PITCHES = 128
+SAVED_MODEL_FILE = 'saved_model.pb'
 
 
 def _sample_pitch(logits, temperature, top_k, top_p, seed):
@@ -103,7 +107,19 @@ def _window_spec(window_length: int):
 
 def export_model(model: keras.Model, export_dir: str, window_length: int, config_yaml: str,
                  info: dict, primes: dict[str, np.ndarray]) -> None:
-  """Writes the SavedModel to ``export_dir`` atomically (a sibling temp dir, then a rename)."""
+  """Writes the SavedModel, with its assets, to ``export_dir`` (a local path or a URL such as
+  ``gs://bucket/run/export``) so that a reader never finds a half-written export.
+
+  The export is first written to a local staging folder, then put in place:
+
+  * locally, the staging folder is a sibling of ``export_dir`` and is renamed onto it, an
+    atomic operation on one filesystem;
+  * on object stores (any ``scheme://``), where a folder rename is a copy of every object, the
+    files are copied with ``saved_model.pb`` last: it is the completion marker, since every
+    SavedModel reader (``tf.saved_model.load``, TF Serving, Vertex AI, ``serving.generate``)
+    looks for it first. An earlier export at the same place loses its ``saved_model.pb`` before
+    anything else is deleted or overwritten.
+  """
   generator = _Generator(model, window_length)
   archive = keras.export.ExportArchive()
   archive.track(model)
@@ -116,10 +132,20 @@ def export_model(model: keras.Model, export_dir: str, window_length: int, config
           tf.TensorSpec([], tf.int32, 'top_k'),
           tf.TensorSpec([], tf.float32, 'top_p'),
           tf.TensorSpec([], tf.int64, 'seed')])
+  asset_files = {
+      ASSET_CONFIG: config_yaml,
+      ASSET_INFO: json.dumps(info, indent=1),
+      ASSET_PRIMES: json.dumps({name: values.tolist() for name, values in primes.items()}),
+  }
 
-  parent = os.path.dirname(os.path.abspath(export_dir))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  export_dir = export_dir.rstrip('/')
+  local = '://' not in export_dir
+  if local:
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  else:
+    staging = tempfile.mkdtemp(prefix='partita-export-')
   try:
     saved = os.path.join(staging, 'saved_model')
     archive.write_out(saved, verbose=False)
@@ -127,16 +153,32 @@ def export_model(model: keras.Model, export_dir: str, window_length: int, config
     # copied; readers need only a file API, not this project.
     asset_dir = os.path.join(saved, 'assets')
     os.makedirs(asset_dir, exist_ok=True)
-    asset_files = {
-        ASSET_CONFIG: config_yaml,
-        ASSET_INFO: json.dumps(info, indent=1),
-        ASSET_PRIMES: json.dumps({name: values.tolist() for name, values in primes.items()}),
-    }
     for name, text in asset_files.items():
       with open(os.path.join(asset_dir, name), 'w') as f:
         f.write(text)
-    if os.path.exists(export_dir):
-      shutil.rmtree(export_dir)
-    os.rename(saved, export_dir)
+    if local:
+      if os.path.exists(export_dir):
+        shutil.rmtree(export_dir)
+      os.rename(saved, export_dir)
+    else:
+      _copy_to_object_store(saved, export_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_to_object_store(local_dir: str, export_dir: str) -> None:
+  """Replaces ``export_dir`` by a copy of the SavedModel in ``local_dir``, writing
+  ``saved_model.pb`` last and removing an earlier one first."""
+  marker = os.path.join(export_dir, SAVED_MODEL_FILE)
+  if tf.io.gfile.exists(marker):
+    tf.io.gfile.remove(marker)
+  if tf.io.gfile.exists(export_dir):
+    tf.io.gfile.rmtree(export_dir)
+  files = []
+  for folder, _, names in os.walk(local_dir):
+    files += [os.path.relpath(os.path.join(folder, name), local_dir) for name in names]
+  files.sort(key=lambda path: path == SAVED_MODEL_FILE)  # the marker last
+  for path in files:
+    target = os.path.join(export_dir, path)
+    tf.io.gfile.makedirs(os.path.dirname(target))
+    tf.io.gfile.copy(os.path.join(local_dir, path), target, overwrite=True)

@@ -5,8 +5,14 @@ inputs are standardised inside the model with the training split's statistics fr
 so an exported model needs no preprocessing code from this project.
 
 The LSTMs keep Keras' defaults (tanh, sigmoid recurrent activation, no recurrent dropout,
-unroll=False, use_bias=True) because those are the conditions for the cuDNN kernel on GPUs;
-dropout is applied between layers instead of inside the recurrence for the same reason.
+unroll=False, use_bias=True, use_cudnn='auto') and see no mask, because those are the
+conditions for the cuDNN kernel on GPUs; dropout is applied between layers instead of inside
+the recurrence for the same reason.
+
+Under a mixed-precision policy (``keras.mixed_precision.set_global_policy`` before
+``build_model``) the embedding and LSTMs compute in float16 or bfloat16, while the output heads
+compute in float32: the pitch logits feed a 128-way softmax and the timing heads a softplus,
+both of which lose too much in 16 bits. Inputs and outputs stay float32 either way.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ def build_model(config: ModelConfig, window_length: int, timing: dict) -> keras.
   x = layers.Dropout(config.dropout)(x)
 
   outputs = {
-      'pitch': layers.Dense(PITCHES, name='next_pitch_logits')(x),
+      'pitch': layers.Dense(PITCHES, dtype='float32', name='next_pitch_logits')(x),
       # Timing heads are in seconds; softplus keeps them non-negative.
       'step': _scalar_head(x, 'softplus', 'next_step'),
       'duration': _scalar_head(x, 'softplus', 'next_duration'),
@@ -61,11 +67,19 @@ def build_model(config: ModelConfig, window_length: int, timing: dict) -> keras.
 
 
 def _scalar_head(x, activation: str, name: str):
-  return layers.Reshape((), name=name)(layers.Dense(1, activation=activation)(x))
+  """A float32 Dense(1) with ``activation``, reshaped to one value per window."""
+  value = layers.Dense(1, activation=activation, dtype='float32', name=f'{name}_dense')(x)
+  return layers.Reshape((), dtype='float32', name=name)(value)
 
 
 def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float,
                   clipnorm: float) -> None:
+  """Adam with gradient clipping; one loss per head.
+
+  A model built under the ``mixed_float16`` policy gets its optimizer wrapped in a
+  ``keras.optimizers.LossScaleOptimizer`` by ``compile`` itself (dynamic loss scaling, so that
+  small float16 gradients do not flush to zero); bfloat16 has float32's range and needs none.
+  """
   model.compile(
       optimizer=keras.optimizers.Adam(learning_rate, clipnorm=clipnorm),
       loss={

@@ -1,0 +1,65 @@
+"""Tiny datasets and trainer commands for the trainer's tests.
+
+A dataset is made the way users make one: random melodies written as MIDI files by
+``midi_builders`` and preprocessed by ``beam_pipelines.preprocess`` on the DirectRunner.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from beam_pipelines import preprocess
+from midi_builders import random_melody, write_midi
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WINDOW = 8
+
+
+def make_dataset(root: str, num_pieces: int = 12) -> str:
+  """Preprocesses ``num_pieces`` random melodies into ``root/data``; returns that folder.
+
+  Equal split weights leave pieces in every split, and a short stride makes several chunks
+  per piece.
+  """
+  corpus = os.path.join(root, 'corpus')
+  for i in range(num_pieces):
+    write_midi(os.path.join(corpus, f'piece{i:02d}.mid'), random_melody(i, 40 + 5 * i))
+  data_dir = os.path.join(root, 'data')
+  config = preprocess.PreprocessConfig(
+      input=corpus, output=data_dir, window_length=WINDOW, stride=16,
+      split_ratios=(('train', 1.0), ('validation', 1.0), ('test', 1.0)))
+  preprocess.run(config, ['--runner=DirectRunner'])
+  return data_dir
+
+
+def task_command(data_dir: str, model_dir: str, *overrides: str) -> list[str]:
+  """``python -m trainer.task`` on the tiny preset with ``--set`` overrides."""
+  command = [sys.executable, '-m', 'trainer.task', '--data', data_dir, '--model-dir', model_dir,
+             '--config', os.path.join(REPO, 'configs', 'tiny.yaml')]
+  for override in overrides:
+    command += ['--set', override]
+  return command
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+  """The environment for a trainer subprocess: the repository importable, TF quiet, plus
+  ``extra``."""
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  env.update(extra)
+  return env
+
+
+def free_ports(count: int) -> list[int]:
+  """``count`` distinct TCP ports free on loopback right now."""
+  sockets = []
+  try:
+    for _ in range(count):
+      sock = socket.socket()
+      sock.bind(('127.0.0.1', 0))
+      sockets.append(sock)
+    return [sock.getsockname()[1] for sock in sockets]
+  finally:
+    for sock in sockets:
+      sock.close()
