@@ -21,6 +21,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import re
 import sys
 
 import apache_beam as beam
@@ -39,9 +41,16 @@ MIDI_SUFFIXES = ('.mid', '.midi')
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-  """Options of one preprocessing run; stored verbatim in info.json."""
-  input: str
-  output: str
+  """Options of one preprocessing run; stored verbatim in info.json.
+
+  The inputs are any mix of MIDI globs, folders or files (``input``), a text file listing MIDI
+  paths (``input_list``) and globs of TFRecord files of NoteSequence protos
+  (``note_sequences``); a single string is accepted for ``input``.
+  """
+  input: tuple[str, ...] = ()
+  output: str = ''
+  input_list: str = ''
+  note_sequences: tuple[str, ...] = ()
   window_length: int = 64
   # Windows per chunk; chunks overlap by window_length notes, so disk holds
   # (stride + window_length) / stride copies of each note.
@@ -52,20 +61,52 @@ class PreprocessConfig:
   max_file_bytes: int = 16 * 2**20
   max_notes: int = 2_000_000
   apply_sustain: bool = True
+  programs: tuple[int, ...] = ()
+  tracks: tuple[int, ...] = ()
+  include_drums: bool = False
+
+  def __post_init__(self):
+    if isinstance(self.input, str):
+      object.__setattr__(self, 'input', (self.input,))
+    if isinstance(self.note_sequences, str):
+      object.__setattr__(self, 'note_sequences', (self.note_sequences,))
 
   def parse_options(self) -> notes_lib.ParseOptions:
     return notes_lib.ParseOptions(min_notes=self.window_length + 1, max_notes=self.max_notes,
-                                  apply_sustain=self.apply_sustain)
+                                  apply_sustain=self.apply_sustain, programs=self.programs,
+                                  tracks=self.tracks, include_drums=self.include_drums)
 
 
 def input_patterns(input_spec: str) -> list[str]:
-  """Glob patterns for an input that is a glob, a single file, or a folder (searched recursively)."""
-  if any(ch in input_spec for ch in '*?['):
-    return [input_spec]
-  folder_pattern = input_spec.rstrip('/') + '/**'
-  if FileSystems.match([folder_pattern])[0].metadata_list:
-    return [folder_pattern]
+  """Glob patterns for an input that is a glob, a single file, or a folder (searched recursively).
+
+  A path that exists is taken literally even if it holds glob characters ('Sonatas [1800]').
+  """
+  if FileSystems.exists(input_spec) or not any(ch in input_spec for ch in '*?['):
+    literal = escape_glob(input_spec)
+    folder_pattern = literal.rstrip('/') + '/**'
+    if FileSystems.match([folder_pattern])[0].metadata_list:
+      return [folder_pattern]
+    return [literal]
   return [input_spec]
+
+
+def escape_glob(path: str) -> str:
+  """``path`` as a Beam match pattern that matches exactly that path."""
+  return re.sub(r'([*?[])', r'[\1]', path)
+
+
+def listed_path(list_file: str, line: str) -> str | None:
+  """The path on one line of an --input-list file; None for blank and '#' comment lines.
+
+  Relative paths are relative to the list file's folder.
+  """
+  line = line.strip()
+  if not line or line.startswith('#'):
+    return None
+  if FileSystems.get_scheme(line) or os.path.isabs(line):
+    return line
+  return FileSystems.join(FileSystems.split(list_file)[0], line)
 
 
 def dead_letter(path: str, reason: str, error: str) -> beam.pvalue.TaggedOutput:
@@ -97,10 +138,61 @@ class ReadFileFn(beam.DoFn):
     yield path, data
 
 
-class ParseMidiFn(beam.DoFn):
-  """(path, bytes) -> (fingerprint, (path, notes)); rejected files become dead letters."""
+class MatchListedFn(beam.DoFn):
+  """A line of an --input-list file -> FileMetadata; a path that matches nothing is a dead
+  letter (the rest of the list still runs)."""
 
-  def __init__(self, options: notes_lib.ParseOptions):
+  def __init__(self, list_file: str):
+    self._list_file = list_file
+
+  def process(self, line):
+    path = listed_path(self._list_file, line)
+    if path is None:
+      return
+    try:
+      matched = FileSystems.match([escape_glob(path)])[0].metadata_list
+    except Exception as e:  # Beam raises BeamIOError for a path that does not exist
+      matched, error = [], f'{type(e).__name__}: {e}'
+    else:
+      error = 'no such file'
+    if not matched:
+      yield dead_letter(path, 'not_found', error)
+    yield from matched
+
+
+class ReadNoteSequencesFn(beam.DoFn):
+  """A TFRecord file of NoteSequence protos -> (path#index, serialized NoteSequence).
+
+  A corrupt record ends the readable part of its file: it becomes one dead letter, and the
+  records before it are kept.
+  """
+
+  def setup(self):
+    import tensorflow as tf  # imported on workers only: Beam's driver never needs it.
+    self._tf = tf
+
+  def process(self, metadata):
+    path = metadata.path
+    compression = 'GZIP' if path.lower().endswith('.gz') else ''
+    index = 0
+    try:
+      for record in self._tf.data.TFRecordDataset(path, compression_type=compression):
+        yield f'{path}#{index}', record.numpy()
+        index += 1
+    except Exception as e:  # tf.errors.DataLossError for a truncated or corrupt file
+      # TF prefixes the message with the graph node that raised it: noise for the reader.
+      message = re.sub(r'\{\{.*?\}\}', '', str(e)).strip()
+      yield dead_letter(f'{path}#{index}', 'corrupt_tfrecord', f'{type(e).__name__}: {message}')
+
+
+class ParsePieceFn(beam.DoFn):
+  """(path, bytes) -> (fingerprint, (path, notes)); rejected inputs become dead letters.
+
+  ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`.
+  """
+
+  def __init__(self, parse, options: notes_lib.ParseOptions):
+    self._parse = parse
     self._options = options
     self._parsed = Metrics.counter('parse', 'pieces')
     self._notes = Metrics.counter('parse', 'notes')
@@ -108,7 +200,7 @@ class ParseMidiFn(beam.DoFn):
   def process(self, element):
     path, data = element
     try:
-      piece = notes_lib.parse_midi(data, self._options)
+      piece = self._parse(data, self._options)
     except notes_lib.RejectedPiece as e:
       yield dead_letter(path, e.reason, e.detail)
       return
@@ -290,23 +382,51 @@ class WriteInfoFn(beam.DoFn):
 
 def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PCollection:
   """Adds the preprocessing job to ``pipeline``; returns the PCollection of the final counts."""
+  patterns = [pattern for spec in config.input for pattern in input_patterns(spec)]
+  matched = [pipeline | 'InputPatterns' >> beam.Create(patterns) | 'Match' >> fileio.MatchAll()]
+  listed_dead_letters = []
+  if config.input_list:
+    listed = (
+        pipeline
+        | 'ReadInputList' >> beam.io.ReadFromText(config.input_list)
+        | 'MatchListed' >> beam.ParDo(MatchListedFn(config.input_list)).with_outputs(
+            'dead_letter', main='files'))
+    matched.append(listed.files)
+    listed_dead_letters.append(listed.dead_letter)
   files = (
-      pipeline
-      | 'InputPatterns' >> beam.Create(input_patterns(config.input))
-      | 'Match' >> fileio.MatchAll()
+      matched
+      | 'AllMatched' >> beam.Flatten()
       | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(MIDI_SUFFIXES))
       | 'Reshuffle' >> beam.Reshuffle())
   read = files | 'Read' >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
       'dead_letter', main='files')
-  # Each input file is fingerprinted once: by its bytes if read, by its path if not.
+  parsed = [read.files | 'Parse' >> beam.ParDo(
+      ParsePieceFn(notes_lib.parse_midi, config.parse_options())).with_outputs(
+          'dead_letter', main='pieces')]
+  read_dead_letters = [read.dead_letter, *listed_dead_letters]
+  inputs_read = [read.files]
+  if config.note_sequences:
+    sequences = (
+        pipeline
+        | 'NoteSequencePatterns' >> beam.Create(list(config.note_sequences))
+        | 'MatchNoteSequences' >> fileio.MatchAll()
+        | 'ReadNoteSequences' >> beam.ParDo(ReadNoteSequencesFn()).with_outputs(
+            'dead_letter', main='records'))
+    records = sequences.records | 'ReshuffleRecords' >> beam.Reshuffle()
+    parsed.append(records | 'ParseNoteSequences' >> beam.ParDo(
+        ParsePieceFn(notes_lib.parse_note_sequence, config.parse_options())).with_outputs(
+            'dead_letter', main='pieces'))
+    read_dead_letters.append(sequences.dead_letter)
+    inputs_read.append(records)
+  # Each input is fingerprinted once: by its bytes if read, by its path if not.
   input_digests = (
-      (read.files | 'DigestRead' >> beam.Map(lambda kv: hashlib.md5(kv[1]).hexdigest()),
-       read.dead_letter | 'DigestUnread' >> beam.Map(
-           lambda d: hashlib.md5(d['path'].encode()).hexdigest()))
+      (inputs_read | 'AllRead' >> beam.Flatten()
+       | 'DigestRead' >> beam.Map(lambda kv: hashlib.md5(kv[1]).hexdigest()),
+       read_dead_letters | 'AllUnread' >> beam.Flatten()
+       | 'DigestUnread' >> beam.Map(lambda d: hashlib.md5(d['path'].encode()).hexdigest()))
       | 'AllInputs' >> beam.Flatten())
-  parsed = read.files | 'Parse' >> beam.ParDo(ParseMidiFn(config.parse_options())).with_outputs(
-      'dead_letter', main='pieces')
-  unique = parsed.pieces | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn())
+  unique = ([p.pieces for p in parsed] | 'AllPieces' >> beam.Flatten()
+            | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn()))
   chunked = unique | 'SplitAndChunk' >> beam.ParDo(SplitAndChunkFn(config)).with_outputs(
       'stats', *contract.SPLITS)
 
@@ -321,7 +441,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
             compression_type=compression))
   written_files = written | 'AllShards' >> beam.Flatten()
 
-  dead_letters = (read.dead_letter, parsed.dead_letter) | 'AllDeadLetters' >> beam.Flatten()
+  dead_letters = ([*read_dead_letters, *(p.dead_letter for p in parsed)]
+                  | 'AllDeadLetters' >> beam.Flatten())
   dead_letter_files = (
       dead_letters
       | 'DeadLetterJson' >> beam.Map(json.dumps)
@@ -351,25 +472,59 @@ def clear_previous_output(output: str) -> None:
   """Deletes what an earlier run left in ``output`` so no stale shard survives a rerun.
 
   The completion marker goes first: from here on the folder never looks complete until the
-  new run writes its marker last.
+  new run writes its marker last. Folders are cleared file by file, which also works on object
+  stores (gs://), where a folder is only a name prefix.
   """
   names = (contract.COMPLETED_MARKER, contract.INFO_FILE, contract.DEAD_LETTER_DIR,
            *contract.SPLITS)
   for name in names:
     path = FileSystems.join(output, name)
+    inside = matching_files(escape_glob(path) + '/**')
+    if inside:
+      FileSystems.delete(inside)
     if FileSystems.exists(path):
       FileSystems.delete([path])
+
+
+def matching_files(pattern: str) -> list[str]:
+  """Paths matching ``pattern``; none (rather than an error) where nothing exists."""
+  try:
+    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+  except Exception:  # Beam raises BeamIOError where a literal path does not exist
+    return []
+
+
+def check_inputs(config: PreprocessConfig) -> None:
+  """Fails early, before anything is written, on inputs that cannot give a single piece.
+
+  Raises:
+    FileNotFoundError: an --input or --note-sequences entry matches no file, the --input-list
+      file does not exist, or no input names any file at all.
+  """
+  if not (config.input or config.input_list or config.note_sequences):
+    raise FileNotFoundError('no input: give --input, --input-list or --note-sequences')
+  midi_files = 0
+  for spec in config.input:
+    matched = [p for pattern in input_patterns(spec) for p in matching_files(pattern)]
+    if not matched:
+      raise FileNotFoundError(f'--input {spec} matches no file')
+    midi_files += sum(p.lower().endswith(MIDI_SUFFIXES) for p in matched)
+  if config.input and not midi_files and not (config.input_list or config.note_sequences):
+    raise FileNotFoundError(f'no .mid or .midi file matches --input {" ".join(config.input)}')
+  if config.input_list and not FileSystems.exists(config.input_list):
+    raise FileNotFoundError(f'--input-list {config.input_list} does not exist')
+  for pattern in config.note_sequences:
+    if not matching_files(pattern):
+      raise FileNotFoundError(f'--note-sequences {pattern} matches no file')
 
 
 def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dict:
   """Runs the job to completion and returns the contents of the info.json it wrote.
 
   Raises:
-    FileNotFoundError: the input matches no .mid/.midi file (nothing is written).
+    FileNotFoundError: see :func:`check_inputs` (nothing is written).
   """
-  matched = FileSystems.match(input_patterns(config.input))[0].metadata_list
-  if not any(m.path.lower().endswith(MIDI_SUFFIXES) for m in matched):
-    raise FileNotFoundError(f'no .mid or .midi file matches --input {config.input}')
+  check_inputs(config)
   clear_previous_output(config.output)
   options = PipelineOptions(pipeline_args or [])
   with beam.Pipeline(options=options) as pipeline:
@@ -378,9 +533,11 @@ def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dic
     return json.load(f)
 
 
-def print_summary(info: dict, out=sys.stdout) -> None:
+def print_summary(info: dict, out=None) -> None:
+  """The accounting of every input, then per-split sizes, for the console."""
+  out = out or sys.stdout
   counts = info['counts']
-  print(f"files in: {counts['files_in']} = pieces written {counts['pieces_written']}"
+  print(f"inputs: {counts['files_in']} = pieces written {counts['pieces_written']}"
         f" + duplicates {counts['duplicates']} + dead letters {counts['dead_letters']}", file=out)
   for reason, count in counts['dead_letter_reasons'].items():
     print(f'  dead letter {reason}: {count}', file=out)
@@ -388,17 +545,39 @@ def print_summary(info: dict, out=sys.stdout) -> None:
     s = info['splits'][split]
     print(f"  {split:<10} {s['pieces']:>6} pieces {s['notes']:>9} notes {s['windows']:>9} windows"
           f" in {len(s['files'])} shard(s)", file=out)
+  if not counts['pieces_written']:
+    print(f'no piece was written: every input is a dead letter (reasons in '
+          f'{contract.DEAD_LETTER_DIR}/) or a duplicate', file=out)
+
+
+def int_list(text: str) -> tuple[int, ...]:
+  """'0-7,40' -> (0, 1, 2, 3, 4, 5, 6, 7, 40)."""
+  values = []
+  for item in text.split(','):
+    low, _, high = item.partition('-')
+    values += range(int(low), int(high or low) + 1)
+  return tuple(values)
 
 
 def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
   parser = argparse.ArgumentParser(
-      description='Turn a corpus of MIDI files into train/validation/test TFRecords of note '
-      'chunks (pitch, step, duration, velocity), an info.json describing them, dead letters for '
-      'every rejected file, and a COMPLETED marker. Unrecognised flags are Apache Beam pipeline '
-      'options (e.g. --runner DataflowRunner --project P --region R --temp_location gs://...).')
-  parser.add_argument('--input', required=True,
-                      help='glob (quote it), folder (searched recursively for .mid/.midi in any '
-                      'case) or single file; local or gs://')
+      description='Turn a corpus of MIDI files (and/or NoteSequence TFRecords) into '
+      'train/validation/test TFRecords of note chunks (pitch, step, duration, velocity), an '
+      'info.json describing them, dead letters for every rejected input, and a COMPLETED marker. '
+      'Pieces with the same notes are kept once; the split is a hash of the notes. Unrecognised '
+      'flags are Apache Beam pipeline options (e.g. --runner DataflowRunner --project P '
+      '--region R --temp_location gs://... --setup_file ./setup.py).')
+  inputs = parser.add_argument_group('inputs (at least one; any mix; local or gs://)')
+  inputs.add_argument('--input', action='append', default=[], metavar='GLOB|FOLDER|FILE',
+                      help='MIDI glob (quote it), folder (searched recursively for .mid/.midi '
+                      'in any case) or single file; repeatable')
+  inputs.add_argument('--input-list', default='', metavar='FILE',
+                      help='text file with one MIDI path per line (blank and # lines skipped; '
+                      'relative paths are relative to the list file); paths that do not exist '
+                      'become dead letters')
+  inputs.add_argument('--note-sequences', action='append', default=[], metavar='GLOB',
+                      help='TFRecord files of NoteSequence protos (Magenta, MAESTRO); .gz '
+                      'files are read as GZIP; each sequence is one input; repeatable')
   parser.add_argument('--output', required=True, help='output folder, local or gs://')
   parser.add_argument('--window-length', type=int, default=PreprocessConfig.window_length,
                       help='input notes per training window (default %(default)s)')
@@ -407,10 +586,24 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
   parser.add_argument('--split', default='train=0.8,validation=0.1,test=0.1',
                       help='split ratios by content fingerprint (default %(default)s)')
   parser.add_argument('--no-compress', action='store_true', help='write plain .tfrecord')
-  parser.add_argument('--no-sustain', action='store_true', help='ignore the sustain pedal')
-  parser.add_argument('--max-file-bytes', type=int, default=PreprocessConfig.max_file_bytes,
-                      help='larger files are dead letters (default %(default)s)')
+  notes = parser.add_argument_group('which notes')
+  notes.add_argument('--no-sustain', action='store_true', help='ignore the sustain pedal')
+  notes.add_argument('--programs', type=int_list, default=(), metavar='LIST',
+                     help='keep only tracks with these General MIDI programs (0-127), e.g. '
+                     '0-7,40-43; default: all')
+  notes.add_argument('--tracks', type=int_list, default=(), metavar='LIST',
+                     help='keep only these tracks, counted from 0 (one per MIDI track, program '
+                     'and channel; NoteSequence instrument numbers); default: all')
+  notes.add_argument('--include-drums', action='store_true',
+                     help='keep drum tracks (channel 10), which are dropped by default')
+  limits = parser.add_argument_group('limits (inputs beyond them become dead letters)')
+  limits.add_argument('--max-file-bytes', type=int, default=PreprocessConfig.max_file_bytes,
+                      help='default %(default)s')
+  limits.add_argument('--max-notes', type=int, default=PreprocessConfig.max_notes,
+                      help='notes per piece, default %(default)s')
   args, pipeline_args = parser.parse_known_args(argv)
+  if not (args.input or args.input_list or args.note_sequences):
+    parser.error('give at least one of --input, --input-list, --note-sequences')
   ratios = []
   for item in args.split.split(','):
     name, _, weight = item.partition('=')
@@ -419,10 +612,15 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
     ratios.append((name, float(weight)))
   if args.window_length < 1 or args.stride < 1:
     parser.error('--window-length and --stride must be positive')
+  if any(not 0 <= p <= 127 for p in args.programs):
+    parser.error('--programs: General MIDI programs are 0-127')
   config = PreprocessConfig(
-      input=args.input, output=args.output, window_length=args.window_length, stride=args.stride,
-      split_ratios=tuple(ratios), compress=not args.no_compress,
-      max_file_bytes=args.max_file_bytes, apply_sustain=not args.no_sustain)
+      input=tuple(args.input), output=args.output, input_list=args.input_list,
+      note_sequences=tuple(args.note_sequences), window_length=args.window_length,
+      stride=args.stride, split_ratios=tuple(ratios), compress=not args.no_compress,
+      max_file_bytes=args.max_file_bytes, max_notes=args.max_notes,
+      apply_sustain=not args.no_sustain, programs=args.programs, tracks=args.tracks,
+      include_drums=args.include_drums)
   return config, pipeline_args
 
 

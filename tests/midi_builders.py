@@ -126,3 +126,32 @@ def smf_bytes(division: int, track_events: bytes, *, midi_format: int = 0) -> by
   track = track_events + b'\x00\xff\x2f\x00'
   header = b'MThd' + struct.pack('>IHHH', 6, midi_format, 1, division)
   return header + b'MTrk' + struct.pack('>I', len(track)) + track
+
+
+def note_events(pitches, ticks_per_note: int) -> bytes:
+  """Raw MTrk events: one note per pitch, each ``ticks_per_note`` long, back to back."""
+  events = b''
+  for pitch in pitches:
+    events += b'\x00\x90' + bytes([pitch, 64]) + variable_length(ticks_per_note)
+    events += b'\x80' + bytes([pitch, 64])
+  return events
+
+
+def variable_length(value: int) -> bytes:
+  """A MIDI variable-length quantity."""
+  groups = [value & 0x7F]
+  value >>= 7
+  while value:
+    groups.append((value & 0x7F) | 0x80)
+    value >>= 7
+  return bytes(reversed(groups))
+
+
+# Hand-made files with absurd values (each must be rejected without exhausting memory).
+ZERO_TRACKS = b'MThd' + struct.pack('>IHHH', 6, 1, 0, 480)  # format 1, no MTrk chunk
+# Notes 2**27 ticks apart at 96 ticks per quarter, 120 bpm: about 8 days each.
+HUGE_DELTA_TIMES = smf_bytes(96, note_events([60, 62, 64], 2**27))
+# A tempo of 1 microsecond per quarter note: 1,000 notes within a millisecond.
+TEMPO_1US = smf_bytes(96, b'\x00\xff\x51\x03\x00\x00\x01' + note_events([60, 62] * 500, 96))
+# Time division 0: no tick has a duration.
+DIVISION_ZERO = smf_bytes(0, note_events([60, 62, 64], 96))

@@ -38,7 +38,7 @@ def test_parse_midi_fn_routes_pieces_and_dead_letters():
         pipeline
         | beam.Create([('a/good.mid', midi_bytes(melody)), ('b/bad.mid', b'not midi at all'),
                        ('c/short.mid', midi_bytes(melody[:2]))])
-        | beam.ParDo(preprocess.ParseMidiFn(notes_lib.ParseOptions(min_notes=3))).with_outputs(
+        | beam.ParDo(preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions(min_notes=3))).with_outputs(
             'dead_letter', main='pieces'))
     pieces = parsed.pieces | beam.MapTuple(
         lambda fingerprint, path_notes: (fingerprint, path_notes[0],
@@ -64,7 +64,7 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
         pipeline
         | beam.Create([('z/copy.mid', same), ('m/original.mid', same),
                        ('n/renamed.mid', renamed_tracks), ('y/other.mid', other)])
-        | beam.ParDo(preprocess.ParseMidiFn(notes_lib.ParseOptions()))
+        | beam.ParDo(preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions()))
         | beam.CombinePerKey(preprocess.KeepFirstPathFn())
         | beam.MapTuple(lambda fingerprint, kept_count: (
             fingerprint, kept_count[0][0], kept_count[0][1]['pitch'].tolist(), kept_count[1])))
@@ -194,7 +194,7 @@ def test_end_to_end_counts_and_dead_letters(first_run):
   for path in glob.glob(os.path.join(config.output, contract.DEAD_LETTER_DIR, '*.jsonl')):
     with open(path) as f:
       dead += [json.loads(line) for line in f if line.strip()]
-  corpus = config.input
+  [corpus] = config.input
   assert sorted((d['path'], d['reason']) for d in dead) == [
       (os.path.join(corpus, 'bad.mid'), 'not_midi'),
       (os.path.join(corpus, 'short.mid'), 'too_few_notes')]
