@@ -13,6 +13,7 @@ import os
 import socket
 
 import pytest
+from apache_beam.internal.gcp import auth
 from gcp_storage_emulator.server import create_server
 from google.cloud import storage
 
@@ -38,9 +39,14 @@ def bucket():
   server.start()
   previous = os.environ.get('STORAGE_EMULATOR_HOST')
   os.environ['STORAGE_EMULATOR_HOST'] = f'http://127.0.0.1:{port}'
+  # Beam looks for Application Default Credentials with four retries (about 23 s) before it
+  # connects anonymously; record that outcome up front, as its own cache would.
+  credentials_state = auth._Credentials._credentials_init, auth._Credentials._credentials  # pylint: disable=protected-access
+  auth._Credentials._credentials_init, auth._Credentials._credentials = True, None  # pylint: disable=protected-access
   try:
     yield storage.Client.create_anonymous_client().bucket(BUCKET)
   finally:
+    auth._Credentials._credentials_init, auth._Credentials._credentials = credentials_state  # pylint: disable=protected-access
     server.stop()
     if previous is None:
       del os.environ['STORAGE_EMULATOR_HOST']
