@@ -205,3 +205,20 @@ def test_command_line_needs_an_input_and_parses_selections(capsys):
   assert beam_args == ['--runner', 'DirectRunner']
   with pytest.raises(SystemExit):
     preprocess.parse_args(['--input', 'a', '--output', 'o', '--programs', '128'])
+
+
+def test_default_chunks_stay_under_twice_the_raw_notes_on_disk(tmp_path):
+  """Overlapping chunks, not one record per window: disk holds (192 + 64) / 192 copies."""
+  num_notes = [700, 900, 1200]
+  for seed, count in enumerate(num_notes):
+    write_midi(tmp_path / 'in' / f'{seed}.mid', random_melody(seed, count))
+  config = preprocess.PreprocessConfig(input=str(tmp_path / 'in'), output=str(tmp_path / 'out'),
+                                       compress=False)
+  info = preprocess.run(config)
+  shard_bytes = sum(os.path.getsize(os.path.join(config.output, f))
+                    for split in contract.SPLITS for f in info['splits'][split]['files'])
+  # The raw arrays at their narrowest: uint8 pitch and velocity, float32 step and duration.
+  raw_bytes = sum(num_notes) * (1 + 4 + 4 + 1)
+  assert shard_bytes < 2 * raw_bytes
+  assert sum(info['splits'][s]['windows'] for s in contract.SPLITS) == sum(
+      n - config.window_length for n in num_notes)
