@@ -34,6 +34,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from partita import contract
+from partita import isolation as isolation_lib
 from partita import notes as notes_lib
 
 MIDI_SUFFIXES = ('.mid', '.midi')
@@ -64,6 +65,10 @@ class PreprocessConfig:
   programs: tuple[int, ...] = ()
   tracks: tuple[int, ...] = ()
   include_drums: bool = False
+  # Parse in a child process with these limits (see partita.isolation); False parses in-process.
+  isolate_parser: bool = True
+  parse_timeout_seconds: float = 20.0
+  parse_memory_mb: int = 4096
 
   def __post_init__(self):
     if isinstance(self.input, str):
@@ -75,6 +80,12 @@ class PreprocessConfig:
     return notes_lib.ParseOptions(min_notes=self.window_length + 1, max_notes=self.max_notes,
                                   apply_sustain=self.apply_sustain, programs=self.programs,
                                   tracks=self.tracks, include_drums=self.include_drums)
+
+  def isolation_options(self) -> isolation_lib.IsolationOptions | None:
+    if not self.isolate_parser:
+      return None
+    return isolation_lib.IsolationOptions(timeout_seconds=self.parse_timeout_seconds,
+                                          memory_bytes=self.parse_memory_mb * 2**20)
 
 
 def input_patterns(input_spec: str) -> list[str]:
@@ -189,18 +200,28 @@ class ParsePieceFn(beam.DoFn):
   """(path, bytes) -> (fingerprint, (path, notes)); rejected inputs become dead letters.
 
   ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`.
+  With ``isolation`` it runs in a child process (:mod:`partita.isolation`), so a parser crash,
+  hang or memory blow-up costs one file.
   """
 
-  def __init__(self, parse, options: notes_lib.ParseOptions):
+  def __init__(self, parse, options: notes_lib.ParseOptions,
+               isolation: isolation_lib.IsolationOptions | None = None):
     self._parse = parse
     self._options = options
+    self._isolation = isolation
     self._parsed = Metrics.counter('parse', 'pieces')
     self._notes = Metrics.counter('parse', 'notes')
+
+  def setup(self):
+    self._parser = isolation_lib.ParserProcess(self._isolation) if self._isolation else None
 
   def process(self, element):
     path, data = element
     try:
-      piece = self._parse(data, self._options)
+      if self._parser:
+        piece = self._parser.parse(self._parse, data, self._options)
+      else:
+        piece = self._parse(data, self._options)
     except notes_lib.RejectedPiece as e:
       yield dead_letter(path, e.reason, e.detail)
       return
@@ -210,6 +231,10 @@ class ParsePieceFn(beam.DoFn):
     self._parsed.inc()
     self._notes.inc(len(piece['pitch']))
     yield notes_lib.content_fingerprint(piece), (path, piece)
+
+  def teardown(self):
+    if self._parser:
+      self._parser.close()
 
 
 class KeepFirstPathFn(beam.CombineFn):
@@ -401,7 +426,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
   read = files | 'Read' >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
       'dead_letter', main='files')
   parsed = [read.files | 'Parse' >> beam.ParDo(
-      ParsePieceFn(notes_lib.parse_midi, config.parse_options())).with_outputs(
+      ParsePieceFn(notes_lib.parse_midi, config.parse_options(),
+                   config.isolation_options())).with_outputs(
           'dead_letter', main='pieces')]
   read_dead_letters = [read.dead_letter, *listed_dead_letters]
   inputs_read = [read.files]
@@ -414,7 +440,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
             'dead_letter', main='records'))
     records = sequences.records | 'ReshuffleRecords' >> beam.Reshuffle()
     parsed.append(records | 'ParseNoteSequences' >> beam.ParDo(
-        ParsePieceFn(notes_lib.parse_note_sequence, config.parse_options())).with_outputs(
+        ParsePieceFn(notes_lib.parse_note_sequence, config.parse_options(),
+                     config.isolation_options())).with_outputs(
             'dead_letter', main='pieces'))
     read_dead_letters.append(sequences.dead_letter)
     inputs_read.append(records)
@@ -601,6 +628,14 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
                       help='default %(default)s')
   limits.add_argument('--max-notes', type=int, default=PreprocessConfig.max_notes,
                       help='notes per piece, default %(default)s')
+  limits.add_argument('--parse-timeout', type=float,
+                      default=PreprocessConfig.parse_timeout_seconds,
+                      help='seconds one file may take to parse, default %(default)s')
+  limits.add_argument('--parse-memory-mb', type=int, default=PreprocessConfig.parse_memory_mb,
+                      help='memory one parse may use, default %(default)s')
+  limits.add_argument('--no-isolation', action='store_true',
+                      help='parse in the worker process itself: a little faster, but a parser '
+                      'crash then fails the job instead of one file')
   args, pipeline_args = parser.parse_known_args(argv)
   if not (args.input or args.input_list or args.note_sequences):
     parser.error('give at least one of --input, --input-list, --note-sequences')
@@ -620,7 +655,8 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
       stride=args.stride, split_ratios=tuple(ratios), compress=not args.no_compress,
       max_file_bytes=args.max_file_bytes, max_notes=args.max_notes,
       apply_sustain=not args.no_sustain, programs=args.programs, tracks=args.tracks,
-      include_drums=args.include_drums)
+      include_drums=args.include_drums, isolate_parser=not args.no_isolation,
+      parse_timeout_seconds=args.parse_timeout, parse_memory_mb=args.parse_memory_mb)
   return config, pipeline_args
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 
 import numpy as np
 import symusic
@@ -208,7 +209,9 @@ def note_seq_protos():
   import pretty_midi  # pylint: disable=import-outside-toplevel
   max_tick = pretty_midi.pretty_midi.MAX_TICK
   try:
-    from note_seq.protobuf import music_pb2  # pylint: disable=import-outside-toplevel
+    with warnings.catch_warnings():  # pydub, imported by note_seq, warns that ffmpeg is missing
+      warnings.simplefilter('ignore')
+      from note_seq.protobuf import music_pb2  # pylint: disable=import-outside-toplevel
   finally:
     pretty_midi.pretty_midi.MAX_TICK = max_tick
   return music_pb2
