@@ -10,6 +10,8 @@ import os
 import socket
 import sys
 
+import tensorflow as tf
+
 from beam_pipelines import preprocess
 from midi_builders import random_melody, write_midi
 
@@ -63,3 +65,19 @@ def free_ports(count: int) -> list[int]:
   finally:
     for sock in sockets:
       sock.close()
+
+
+def reshard(data_dir: str, split: str, num_shards: int) -> None:
+  """Rewrites one split's TFRecord shards as ``num_shards`` files, chunks dealt round-robin,
+  as a larger corpus on Dataflow would be written (the DirectRunner writes one shard)."""
+  pattern = os.path.join(data_dir, split, f'{split}-*.tfrecord.gz')
+  old_files = sorted(tf.io.gfile.glob(pattern))
+  records = list(tf.data.TFRecordDataset(old_files, compression_type='GZIP').as_numpy_iterator())
+  for path in old_files:
+    tf.io.gfile.remove(path)
+  options = tf.io.TFRecordOptions(compression_type='GZIP')
+  for shard in range(num_shards):
+    path = os.path.join(data_dir, split, f'{split}-{shard:05d}-of-{num_shards:05d}.tfrecord.gz')
+    with tf.io.TFRecordWriter(path, options) as writer:
+      for record in records[shard::num_shards]:
+        writer.write(record)

@@ -86,9 +86,9 @@ def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float,
           'pitch': keras.losses.SparseCategoricalCrossentropy(from_logits=True),
           # Huber, not squared error: a few notes held for tens of seconds by the pedal would
           # otherwise dominate every gradient.
-          'step': keras.losses.Huber(delta=1.0),
-          'duration': keras.losses.Huber(delta=1.0),
-          'velocity': keras.losses.MeanSquaredError(),
+          'step': _PerWindowLoss(keras.losses.huber, 'huber', delta=1.0),
+          'duration': _PerWindowLoss(keras.losses.huber, 'huber', delta=1.0),
+          'velocity': _PerWindowLoss(keras.losses.mean_squared_error, 'mean_squared_error'),
       },
       loss_weights={
           'pitch': config.pitch_loss_weight,
@@ -102,3 +102,25 @@ def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float,
           'step': [keras.metrics.MeanAbsoluteError(name='mae')],
           'duration': [keras.metrics.MeanAbsoluteError(name='mae')],
       })
+
+
+
+class _PerWindowLoss(keras.losses.Loss):
+  """``loss_fn`` on heads with one value per window ([batch] tensors), keeping one loss value
+  per window until Keras reduces them.
+
+  Keras' ``Huber`` and ``MeanSquaredError`` average over the last axis, which for [batch]
+  targets is the whole batch; Keras then takes the scalar as already reduced and skips its
+  division by the number of replicas, so under ``tf.distribute`` with several replicas the
+  timing heads' gradients would be summed over replicas instead of averaged (measured with
+  Keras 3.15: a MirroredStrategy step on two devices moved the timing heads about twice as far
+  as one device on the same batch).
+  """
+
+  def __init__(self, loss_fn, name: str, **kwargs):
+    super().__init__(name=name)
+    self._loss_fn = loss_fn
+    self._kwargs = kwargs
+
+  def call(self, y_true, y_pred):
+    return self._loss_fn(y_true[..., None], y_pred[..., None], **self._kwargs)

@@ -51,7 +51,9 @@ def make_strategy(runtime: config_lib.RuntimeConfig) -> tf.distribute.Strategy:
   if runtime.strategy == 'one_device':
     return tf.distribute.OneDeviceStrategy(runtime.device)
   if runtime.strategy == 'mirrored':
-    return tf.distribute.MirroredStrategy()
+    # Every GPU; on a machine without one, every logical CPU device (one unless configured).
+    devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
   if runtime.strategy == 'multi_worker':
     try:
       return tf.distribute.MultiWorkerMirroredStrategy()
@@ -74,10 +76,11 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
       tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, tf.errors.OpError) as e:
+    reason = (str(e).strip().splitlines() or [''])[0]  # TF's op errors run to many lines
     raise StrategyError(
-        f'runtime.strategy=tpu: no TPU reachable at runtime.tpu={where}: '
-        f'{type(e).__name__}: {e}. On a TPU VM set runtime.tpu=local; otherwise give the '
-        'TPU\'s name or grpc:// address.') from e
+        f'runtime.strategy=tpu: no TPU reachable at runtime.tpu={where} '
+        f'({type(e).__name__}: {reason}). On a TPU VM set runtime.tpu=local; otherwise give '
+        'the TPU\'s name or grpc:// address.') from e
   return tf.distribute.TPUStrategy(resolver)
 
 
