@@ -127,13 +127,16 @@ def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str,
 
   Raises:
     RejectedPiece: the bytes are not a usable piece (reason codes: empty, not_midi,
-      parse_error, bad_timing, no_tracks, drums_only, no_notes, too_many_notes, too_long,
-      too_few_notes).
+      smpte_timing, parse_error, bad_timing, no_tracks, drums_only, no_notes, too_many_notes,
+      too_long, too_few_notes).
   """
   if not data:
     raise RejectedPiece('empty', 'file is empty')
   if not data.startswith(b'MThd'):
     raise RejectedPiece('not_midi', 'file does not start with a MIDI header (MThd)')
+  if len(data) >= 14 and data[12] & 0x80:  # MThd's division: frames per second, not quarters
+    raise RejectedPiece('smpte_timing', 'SMPTE time division (frames per second) is not '
+                        'supported; only ticks per quarter note')
   try:
     score = symusic.Score.from_midi(data)
   except Exception as e:  # symusic raises RuntimeError and others for corrupt files.

@@ -130,11 +130,9 @@ def smf_bytes(division: int, track_events: bytes, *, midi_format: int = 0) -> by
 
 def note_events(pitches, ticks_per_note: int) -> bytes:
   """Raw MTrk events: one note per pitch, each ``ticks_per_note`` long, back to back."""
-  events = b''
-  for pitch in pitches:
-    events += b'\x00\x90' + bytes([pitch, 64]) + variable_length(ticks_per_note)
-    events += b'\x80' + bytes([pitch, 64])
-  return events
+  length = variable_length(ticks_per_note)
+  return b''.join(b'\x00\x90' + bytes([pitch, 64]) + length + b'\x80' + bytes([pitch, 64])
+                  for pitch in pitches)
 
 
 def variable_length(value: int) -> bytes:
