@@ -268,20 +268,6 @@ class SplitAndChunkFn(beam.DoFn):
     self._config = config
     self._duplicates = Metrics.counter('dedup', 'duplicates')
 
-  def setup(self):
-    import tensorflow as tf  # imported on workers only: Beam's driver never needs it.
-    self._tf = tf
-
-  def _example(self, chunk: dict[str, np.ndarray]) -> bytes:
-    train = self._tf.train
-    feature = {
-        'pitch': train.Feature(int64_list=train.Int64List(value=chunk['pitch'])),
-        'step': train.Feature(float_list=train.FloatList(value=chunk['step'])),
-        'duration': train.Feature(float_list=train.FloatList(value=chunk['duration'])),
-        'velocity': train.Feature(int64_list=train.Int64List(value=chunk['velocity'])),
-    }
-    return train.Example(features=train.Features(feature=feature)).SerializeToString()
-
   def process(self, element):
     fingerprint, ((path, piece), copies) = element
     if copies > 1:
@@ -289,7 +275,7 @@ class SplitAndChunkFn(beam.DoFn):
     split = notes_lib.split_for(fingerprint, dict(self._config.split_ratios))
     chunks = contract.chunks(piece, self._config.window_length, self._config.stride)
     for chunk in chunks:
-      yield beam.pvalue.TaggedOutput(split, self._example(chunk))
+      yield beam.pvalue.TaggedOutput(split, contract.serialize_chunk(chunk))
     yield beam.pvalue.TaggedOutput('stats', (split, piece_stats(piece, copies, len(chunks),
                                                                 self._config.window_length)))
 

@@ -51,3 +51,47 @@ def chunks(notes: dict[str, np.ndarray], window_length: int,
   num_notes = len(notes['pitch'])
   return [{name: values[start:end] for name, values in notes.items()}
           for start, end in chunk_bounds(num_notes, window_length, stride)]
+
+
+# Wire-format tags of tf.train.Example (example.proto, feature.proto): field number << 3 | 2
+# (length-delimited). Example.features = 1; Features.feature = 1 (a map entry: key = 1,
+# value = 2); Feature.float_list = 2, Feature.int64_list = 3; FloatList/Int64List.value = 1.
+_LENGTH_DELIMITED_1 = 0x0A
+_MAP_VALUE = 0x12
+_FEATURE_TAGS = {'float32': 0x12, 'int64': 0x1A}
+
+
+def _varint(value: int) -> bytes:
+  encoded = bytearray()
+  while value >= 0x80:
+    encoded.append((value & 0x7F) | 0x80)
+    value >>= 7
+  encoded.append(value)
+  return bytes(encoded)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+  return bytes([tag]) + _varint(len(payload)) + payload
+
+
+def serialize_chunk(chunk: dict[str, np.ndarray]) -> bytes:
+  """A chunk as a serialized ``tf.train.Example`` (the features of FEATURE_DTYPES).
+
+  Written straight from the numpy arrays in protobuf's wire format (packed lists: pitch and
+  velocity, always 0..127, are one-byte varints; floats little-endian) rather than through
+  ``tf.train.Example``: about 5x faster per chunk, and preprocessing workers never import
+  TensorFlow. A test checks TensorFlow parses it back to the same values.
+  """
+  entries = []
+  for name, dtype in FEATURE_DTYPES.items():
+    values = np.asarray(chunk[name])
+    if dtype == 'int64':
+      if values.size and (values.min() < 0 or values.max() > 127):
+        raise ValueError(f'{name} must lie in 0..127 to be stored as one-byte varints')
+      payload = values.astype(np.uint8).tobytes()
+    else:
+      payload = values.astype('<f4').tobytes()
+    feature = _field(_FEATURE_TAGS[dtype], _field(_LENGTH_DELIMITED_1, payload))
+    entry = _field(_LENGTH_DELIMITED_1, name.encode()) + _field(_MAP_VALUE, feature)
+    entries.append(_field(_LENGTH_DELIMITED_1, entry))
+  return _field(_LENGTH_DELIMITED_1, b''.join(entries))

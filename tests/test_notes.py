@@ -385,3 +385,29 @@ def test_chunks_slice_every_feature():
     assert set(chunk) == set(notes_lib.FEATURES)
     for name in notes_lib.FEATURES:
       np.testing.assert_array_equal(chunk[name], piece[name][start:end])
+
+
+def test_serialized_chunk_is_a_tf_example_with_the_same_values():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  for num_notes in (0, 1, 5, 300, 5000):  # 5000: lengths that need multi-byte varints
+    chunk = {
+        'pitch': rng.integers(0, 128, num_notes),
+        'step': rng.random(num_notes).astype(np.float32) * 3,
+        'duration': rng.random(num_notes).astype(np.float32) * 30,
+        'velocity': rng.integers(1, 128, num_notes),
+    }
+    serialized = contract.serialize_chunk(chunk)
+    feature = tf.train.Example.FromString(serialized).features.feature
+    assert set(feature) == set(contract.FEATURE_DTYPES)
+    assert list(feature['pitch'].int64_list.value) == chunk['pitch'].tolist()
+    assert list(feature['velocity'].int64_list.value) == chunk['velocity'].tolist()
+    assert list(feature['step'].float_list.value) == chunk['step'].tolist()
+    assert list(feature['duration'].float_list.value) == chunk['duration'].tolist()
+
+
+def test_serialize_chunk_refuses_values_outside_a_byte():
+  chunk = {'pitch': np.array([60, 128]), 'step': np.zeros(2), 'duration': np.zeros(2),
+           'velocity': np.array([1, 1])}
+  with pytest.raises(ValueError, match='pitch must lie in 0..127'):
+    contract.serialize_chunk(chunk)
