@@ -35,7 +35,7 @@ setuptools.setup(
         'dev': [
             'music21>=10,<11', 'tqdm>=4.66,<5',
             'apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4',
-            'pytest>=8,<10', 'gcp-storage-emulator>=2024.8',
+            'pytest>=8,<10', 'gcp-storage-emulator>=2024.8', 'hypothesis>=6.100,<7',
         ],
     },
 )
