@@ -1,0 +1,62 @@
+"""An interrupted preprocessing run leaves nothing that looks complete, and a rerun finishes.
+
+(Interrupted training and export: tests/test_trainer_distributed.py; generated files are written
+under temporary names and renamed: tests/test_midi_io.py.)
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from midi_builders import random_melody, write_midi
+from partita import contract
+from trainer import data as data_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def preprocess_command(corpus: str, output: str) -> list[str]:
+  return [sys.executable, '-m', 'beam_pipelines.preprocess', '--input', corpus, '--output',
+          output, '--window-length', '16']
+
+
+def test_killed_preprocessing_leaves_no_completed_dataset_and_a_rerun_completes(tmp_path):
+  corpus = tmp_path / 'corpus'
+  for seed in range(300):
+    write_midi(corpus / f'{seed}.mid', random_melody(seed, 400))
+  output = str(tmp_path / 'data')
+  # A previous complete run, so the killed run must also take the old marker away.
+  subprocess.run(preprocess_command(str(corpus), output), cwd=ROOT, check=True,
+                 capture_output=True)
+  assert os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))
+
+  job = subprocess.Popen(preprocess_command(str(corpus), output), cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+  try:
+    # Kill as soon as shards are being written: Beam's temporary files appear.
+    deadline = time.monotonic() + 120
+    while not glob.glob(os.path.join(output, '*', 'beam-temp-*', '*')):
+      assert job.poll() is None, 'the job ended before it could be interrupted'
+      assert time.monotonic() < deadline
+      time.sleep(0.01)
+    os.killpg(job.pid, signal.SIGKILL)
+  finally:
+    job.wait()
+  assert job.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))
+  with pytest.raises(FileNotFoundError, match='no COMPLETED marker'):
+    data_lib.load_info(output)
+
+  subprocess.run(preprocess_command(str(corpus), output), cwd=ROOT, check=True,
+                 capture_output=True)
+  info = data_lib.load_info(output)
+  assert info['counts']['files_in'] == 300 and info['counts']['pieces_written'] == 300
+  assert not glob.glob(os.path.join(output, '**', 'beam-temp-*'), recursive=True)
