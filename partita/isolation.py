@@ -12,9 +12,10 @@ rejected under its own reason.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
@@ -30,42 +31,52 @@ class IsolationOptions:
   memory_bytes: int = 4 * 2**30  # address space of the child
 
 
-def _serve(connection: Connection, memory_bytes: int) -> None:
+def _serve(requests: Connection, answers: Connection, memory_bytes: int) -> None:
   """The child's loop: (parse, data, options) in, ('ok', notes) or a rejection out."""
   import resource  # pylint: disable=import-outside-toplevel
   resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
   while True:
     try:
-      parse, data, options = connection.recv()
+      parse, data, options = requests.recv()
     except EOFError:  # the parent is gone
       return
     try:
-      connection.send(('ok', parse(data, options)))
+      answers.send(('ok', parse(data, options)))
     except RejectedPiece as e:
-      connection.send(('rejected', e.reason, e.detail))
+      answers.send(('rejected', e.reason, e.detail))
     except MemoryError:
-      connection.send(('rejected', 'out_of_memory',
-                       f'parsing needed more than {memory_bytes / 2**30:.1f} GiB'))
+      answers.send(('rejected', 'out_of_memory',
+                    f'parsing needed more than {memory_bytes / 2**30:.1f} GiB'))
     except Exception as e:  # a bug on one odd file must cost that file, not the job
-      connection.send(('rejected', 'internal_error', f'{type(e).__name__}: {e}'))
+      answers.send(('rejected', 'internal_error', f'{type(e).__name__}: {e}'))
 
 
 class ParserProcess:
-  """One child process that parses files one at a time; restarted after a failure."""
+  """One child process that parses files one at a time; restarted after a failure.
+
+  The child is a fresh ``python -m partita.isolation`` rather than a multiprocessing child:
+  'fork' would copy a parent running threads (Beam, TensorFlow) mid-state, and 'spawn' would
+  import the parent's main module (all of Beam) again in every child.
+  """
 
   def __init__(self, options: IsolationOptions = IsolationOptions()):
     self._options = options
-    # 'spawn': the parent may run threads (Beam, TensorFlow), which fork would copy mid-state.
-    self._context = multiprocessing.get_context('spawn')
     self._process = None
-    self._connection = None
+    self._requests = self._answers = None
 
   def _start(self) -> None:
-    self._connection, child_end = self._context.Pipe()
-    self._process = self._context.Process(
-        target=_serve, args=(child_end, self._options.memory_bytes), daemon=True)
-    self._process.start()
-    child_end.close()
+    request_read, request_write = os.pipe()
+    answer_read, answer_write = os.pipe()
+    # The parse function is pickled by name: the child needs the parent's import path.
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    self._process = subprocess.Popen(
+        [sys.executable, '-m', 'partita.isolation', str(request_read), str(answer_write),
+         str(self._options.memory_bytes)],
+        pass_fds=(request_read, answer_write), env=environment)
+    os.close(request_read)
+    os.close(answer_write)
+    self._requests = Connection(request_write, readable=False)
+    self._answers = Connection(answer_read, writable=False)
 
   def parse(self, parse: Parse, data: bytes, options: ParseOptions) -> dict:
     """``parse(data, options)`` in the child.
@@ -74,18 +85,21 @@ class ParserProcess:
       RejectedPiece: as ``parse`` does, or with reason ``parser_crash`` (the child died),
         ``parse_timeout`` or ``out_of_memory``.
     """
-    if self._process is None or not self._process.is_alive():
+    if self._process is None or self._process.poll() is not None:
+      self.close()
       self._start()
     try:
-      self._connection.send((parse, data, options))
-      if not self._connection.poll(self._options.timeout_seconds):
+      self._requests.send((parse, data, options))
+      if not self._answers.poll(self._options.timeout_seconds):
         self.close()
         raise RejectedPiece('parse_timeout',
                             f'parsing took longer than {self._options.timeout_seconds:g} s')
-      answer = self._connection.recv()
+      answer = self._answers.recv()
     except (EOFError, OSError) as e:  # the child died mid-parse
-      self._process.join(5)
-      code = self._process.exitcode
+      try:
+        code = self._process.wait(5)
+      except subprocess.TimeoutExpired:
+        code = None
       self.close()
       cause = (f'signal {signal.Signals(-code).name}' if code and code < 0
                else f'exit code {code}' if code is not None else type(e).__name__)
@@ -96,8 +110,14 @@ class ParserProcess:
 
   def close(self) -> None:
     if self._process is not None:
-      if self._process.is_alive():
-        os.kill(self._process.pid, signal.SIGKILL)
-      self._process.join()
-      self._connection.close()
-    self._process = self._connection = None
+      if self._process.poll() is None:
+        self._process.kill()
+      self._process.wait()
+      self._requests.close()
+      self._answers.close()
+    self._process = self._requests = self._answers = None
+
+
+if __name__ == '__main__':
+  _serve(Connection(int(sys.argv[1]), writable=False),
+         Connection(int(sys.argv[2]), readable=False), int(sys.argv[3]))
