@@ -2,8 +2,10 @@
 
 A piece is a "notes dict": ``{'pitch', 'step', 'duration', 'velocity'}`` of equal-length 1-D numpy
 arrays in onset order (ties broken by pitch). ``step`` is seconds since the previous onset
-(0 for the first note), ``duration`` is seconds. This is the representation every stage shares:
-preprocessing writes it, the trainer reads it, serving writes MIDI from it.
+(0 for the first note), ``duration`` is seconds; ``pitch`` (0..127) and ``velocity`` (1..127) are
+int8, which keeps a piece at 10 bytes per note where it crosses a Beam shuffle (the dedup). This
+is the representation every stage shares: preprocessing writes it, the trainer reads it, serving
+writes MIDI from it.
 
 Parsing uses symusic (about 100x pretty_midi on this kind of machine, see DESIGN.md). Rejections
 raise :class:`RejectedPiece` with a stable reason code, which the pipeline routes to dead letters.
@@ -252,10 +254,10 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
   order = np.lexsort((pitch, start))
   start = start[order]
   return {
-      'pitch': np.clip(pitch[order], 0, 127),
+      'pitch': np.clip(pitch[order], 0, 127).astype(np.int8),
       'step': np.diff(start, prepend=start[0]).astype(np.float32),
       'duration': (end[order] - start).astype(np.float32),
-      'velocity': np.clip(velocity[order], 1, 127),
+      'velocity': np.clip(velocity[order], 1, 127).astype(np.int8),
   }
 
 
