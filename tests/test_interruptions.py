@@ -60,3 +60,37 @@ def test_killed_preprocessing_leaves_no_completed_dataset_and_a_rerun_completes(
   info = data_lib.load_info(output)
   assert info['counts']['files_in'] == 300 and info['counts']['pieces_written'] == 300
   assert not glob.glob(os.path.join(output, '**', 'beam-temp-*'), recursive=True)
+
+
+def test_an_export_interrupted_at_any_step_leaves_no_half_written_export(tmp_path, monkeypatch):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
+  from trainer import model as model_lib  # pylint: disable=import-outside-toplevel
+
+  config = config_lib.load(os.path.join(ROOT, 'configs', 'tiny.yaml'))
+  timing = {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}}
+  model = model_lib.build_model(config.model, 8, timing)
+  primes = {'pitch': np.full((2, 8), 60), 'step': np.full((2, 8), 0.25),
+            'duration': np.full((2, 8), 0.5), 'velocity': np.full((2, 8), 80)}
+  export_dir = str(tmp_path / 'model' / 'export')
+
+  def export():
+    export_lib.export_model(model, export_dir, 8, config.to_yaml(), {'timing': timing}, primes)
+
+  export()
+  assert os.path.exists(os.path.join(export_dir, 'saved_model.pb'))
+  # Interrupt the next export while it writes its files, then as it puts them in place.
+  for target in ('builtins.open', 'os.rename'):
+    with monkeypatch.context() as patch:
+      def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+      patch.setattr(target, interrupted)
+      with pytest.raises(KeyboardInterrupt):
+        export()
+    # Either the previous export, whole, or none at all; never a partial one or a leftover.
+    assert (not os.path.exists(export_dir)
+            or set(os.listdir(export_dir)) >= {'saved_model.pb', 'variables', 'assets'})
+    assert os.listdir(tmp_path / 'model') in ([], ['export'])
+    export()
+    assert os.path.exists(os.path.join(export_dir, 'assets', 'config.yaml'))
