@@ -84,6 +84,14 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
   return tf.distribute.TPUStrategy(resolver)
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+  """The strategy's class name, by its public name where TensorFlow's class has another
+  (``tf.distribute.MultiWorkerMirroredStrategy`` is ``CollectiveAllReduceStrategy``)."""
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return 'MultiWorkerMirroredStrategy'
+  return type(strategy).__name__
+
+
 def mixed_precision_policy(runtime: config_lib.RuntimeConfig,
                            strategy: tf.distribute.Strategy) -> str:
   """The Keras dtype policy for ``runtime.mixed_precision``.
@@ -302,6 +310,83 @@ def first_windows(dataset: tf.data.Dataset, count: int) -> dict[str, np.ndarray]
   return {name: values.numpy() for name, values in inputs.items()}
 
 
+def build_for_fit(model: keras.Model, batch_spec) -> None:
+  """Builds what ``fit`` would build from its first batch (the compiled losses and metrics and
+  the optimizer) from ``batch_spec``, the ``(inputs, targets)`` element spec, without data.
+
+  Call it in the strategy's scope; it is what lets :func:`keras_distributed_fit` skip Keras' own
+  build.
+  """
+  # Keras' own build routine, given shapes instead of a batch (it only reads their shapes and
+  # dtypes); Keras has no public equivalent.
+  model._symbolic_build(data_batch=batch_spec)  # pylint: disable=protected-access
+  unbuilt = [name for name, part in (('model', model), ('optimizer', model.optimizer),
+                                     ('losses', model._compile_loss),  # pylint: disable=protected-access
+                                     ('metrics', model._compile_metrics))  # pylint: disable=protected-access
+             if part is not None and not part.built]
+  if unbuilt:
+    raise RuntimeError(f'build_for_fit left unbuilt: {", ".join(unbuilt)}')
+
+
+@contextlib.contextmanager
+def keras_distributed_fit(model: keras.Model, strategy: tf.distribute.Strategy):
+  """Within the block, ``model.fit`` (with the validation it runs) works around two bugs of
+  Keras 3.15's TensorFlow trainer under ``tf.distribute``; needs :func:`build_for_fit` first.
+
+  1. For a model created in a strategy's scope, ``fit`` and ``evaluate`` begin with
+     ``_maybe_symbolic_build``: it opens an iterator over the dataset, draws one batch,
+     ``strategy.reduce('MEAN', batch)``s it, builds whatever is unbuilt from that batch's
+     shapes, and throws the iterator away; training then opens a second iterator.
+
+     * ``MultiWorkerMirroredStrategy`` cannot reduce a nested value (``Strategy.reduce``:
+       "TODO: support value being a nest"), and every ``(inputs, targets)`` batch is one, so
+       ``fit`` fails before its first step ("unsupported type (dict)"; tuples fail the same
+       way). keras-team/keras#20585.
+     * The training input reshuffles on every iteration, so the second iterator yields another
+       permutation than the first would have: a ``MirroredStrategy`` run trained on other
+       windows than a one-device run with the same seed (which skips this build) and their
+       weights differed by up to 5e-3 after 2 steps, while one step on the same batch agrees to
+       3e-8.
+
+     After :func:`build_for_fit` that routine has nothing left to build, so skipping it
+     changes nothing else.
+
+  2. Under ``MultiWorkerMirroredStrategy`` with several workers, every step reduces its logs
+     (the per-replica loss and metric values, all scalars) with ``strategy.reduce('MEAN', v,
+     axis=0)``, which fails on a scalar: "Invalid reduction dimension 0 for input with 0
+     dimensions" (tensorflow/tensorflow#72388). Returning each value with shape ``[1]`` from
+     the step makes that the mean over workers that Keras means (a sum over axis 0 of one
+     value, divided by the number of replicas), and the reduction gives back a scalar.
+
+  Both are shadowing attributes of the model instance, removed when the block ends (so the
+  export sees the plain model); ``train_step`` and ``test_step`` are Keras' documented places to
+  customise ``fit``.
+  """
+  shadowed = []
+
+  def shadow(name, value):
+    if hasattr(type(model), name):  # another Keras may lack the method: then nothing to do
+      setattr(model, name, value)
+      shadowed.append(name)
+
+  shadow('_maybe_symbolic_build', lambda iterator=None, data_batch=None: None)
+  if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+      and strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
+    def rank_one_logs(step):
+      def wrapped(data):
+        return tf.nest.map_structure(
+            lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value,
+            step(data))
+      return wrapped
+    shadow('train_step', rank_one_logs(model.train_step))
+    shadow('test_step', rank_one_logs(model.test_step))
+  try:
+    yield
+  finally:
+    for name in shadowed:
+      delattr(model, name)
+
+
 def write_text(path: str, text: str) -> None:
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(text)
@@ -320,7 +405,7 @@ def train(data_dir: str, model_dir: str,
   if chief:
     tf.io.gfile.makedirs(model_dir)
     write_text(os.path.join(model_dir, 'config.yaml'), config_yaml)
-  print(f'strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s), '
+  print(f'strategy {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s), '
         f'dtype policy {policy}', flush=True)
 
   keras.utils.set_random_seed(config.train.seed)
@@ -340,7 +425,7 @@ def train(data_dir: str, model_dir: str,
       model = model_lib.build_model(config.model, window_length, info['timing'])
       model_lib.compile_model(model, config.model, config.train.learning_rate,
                               config.train.clipnorm)
-      model.optimizer.build(model.trainable_variables)
+      build_for_fit(model, validation_data.element_spec)
     steps = _fit(model, strategy, chief, dirs, data_dir, info, config, validation_data)
 
     metrics = evaluation_metrics(model, validation_data)
@@ -394,9 +479,10 @@ def _fit(model: keras.Model, strategy: tf.distribute.Strategy, chief: bool, dirs
           lambda context, seed=seed: data_lib.make_dataset(
               data_dir, info, 'train', config.data, training=True,
               batch_size=config.data.batch_size, seed=seed, input_context=context))
-      model.fit(train_data, initial_epoch=initial_epoch, epochs=epochs,
-                steps_per_epoch=steps_per_epoch, validation_data=validation_data,
-                callbacks=callbacks, verbose=0)
+      with keras_distributed_fit(model, strategy):
+        model.fit(train_data, initial_epoch=initial_epoch, epochs=epochs,
+                  steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+                  callbacks=callbacks, verbose=0)
   finally:
     checkpoints.close()
     if chief:
