@@ -1,7 +1,12 @@
 r"""Apache Beam job: MIDI files -> deduplicated, split, chunked TFRecords + info.json.
 
     python -m beam_pipelines.preprocess --input 'corpus/**/*.mid' --output data/ \
+        [--input-list paths.txt] [--note-sequences 'maestro/*.tfrecord'] \
         [--window-length 64] [Beam pipeline options, e.g. --runner DataflowRunner ...]
+
+Steps: match inputs -> read bytes -> parse (in a child process, :mod:`partita.isolation`) ->
+dedup by note content -> split by content hash -> overlapping chunks -> shards, then info.json
+and the COMPLETED marker once every shard is written.
 
 Output layout (the contract in ``partita.contract``)::
 
@@ -10,8 +15,9 @@ Output layout (the contract in ``partita.contract``)::
     OUTPUT/info.json                                                   features, counts, statistics
     OUTPUT/COMPLETED                                                   written last
 
-Every input file ends up as exactly one of: a written piece, a duplicate of a written piece
-(same notes), or a dead letter with a reason. ``info.json`` records the three counts.
+Every input (a MIDI file, a listed path, a NoteSequence) ends up as exactly one of: a written
+piece, a duplicate of a written piece (same notes), or a dead letter with a reason.
+``info.json`` records the three counts.
 """
 
 from __future__ import annotations
