@@ -128,6 +128,34 @@ def test_training_is_sharded_by_file_per_input_pipeline(dataset):
     assert set(got) <= set(expected)
 
 
+@pytest.mark.parametrize('pipelines', [3, 4])
+def test_fewer_files_than_input_pipelines_shards_windows(dataset, pipelines):
+  """Two training files for 3 or 4 input pipelines: file sharding would leave a pipeline
+  without data (its worker would stop and the others hang in their all-reduce), so every
+  pipeline reads every file in the same order and keeps every n-th window. In every pass over
+  the data each pipeline gets its own non-empty share, and the shares are disjoint and together
+  every window (each pass reshuffles the files, so the shares change from pass to pass)."""
+  expected = expected_windows(dataset['pieces']['train'])
+  config = config_lib.DataConfig(shuffle_buffer=10)
+  passes = [[], []]
+  for pipeline in range(pipelines):
+    context = tf.distribute.InputContext(num_input_pipelines=pipelines,
+                                         input_pipeline_id=pipeline,
+                                         num_replicas_in_sync=pipelines)
+    ds = data_lib.make_dataset(dataset['dir'], dataset['info'], 'train', config, training=True,
+                               batch_size=pipelines, seed=7, input_context=context)
+    share = len(range(pipeline, len(expected), pipelines))  # windows per pass
+    got = [w for inputs, targets in ds.take(2 * share) for w in window_ids(inputs, targets)]
+    assert len(got) == 2 * share  # one window per batch: the per-replica batch
+    passes[0].append(got[:share])
+    passes[1].append(got[share:])
+  for shares in passes:
+    assert all(shares)
+    assert collections.Counter(w for share in shares for w in share) == collections.Counter(
+        expected)
+  assert passes[0] != passes[1]
+
+
 def test_training_augmentation_per_window(dataset):
   """Each window is shifted and stretched as a whole, by its own draw, within bounds."""
   config = config_lib.DataConfig(shuffle_buffer=10, transpose_semitones=5, tempo_stretch=0.2)

@@ -118,27 +118,38 @@ def make_dataset(data_dir: str, info: dict, split: str, config: DataConfig, trai
                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
   """Batches of (inputs, targets) from one split.
 
-  Training data is file-sharded per input pipeline (one per worker), interleaved, shuffled
-  window by window, repeated forever, batched per replica and augmented (each window its own
-  draw, computed a batch at a time); evaluation data is read in file order, once, with no
+  Training data is sharded per input pipeline (one per worker), interleaved, shuffled window by
+  window, repeated forever, batched per replica and augmented (each window its own draw,
+  computed a batch at a time); evaluation data is read in file order, once, with no
   augmentation, so every evaluation sees the same windows. ``max_windows`` limits evaluation to
   every k-th window, so a quick evaluation still covers every piece of the split.
+
+  Each input pipeline reads its own files when there are at least as many files as pipelines.
+  With fewer, some pipeline would have no file, so no data, and its worker would stop while
+  the others wait for it in their gradient all-reduce (a hang); then every pipeline reads every
+  file, in the same order (same seed, deterministic interleave), and keeps every n-th window.
   """
   files = shard_files(data_dir, info, split)
+  pipelines = input_context.num_input_pipelines if input_context else 1
+  pipeline_id = input_context.input_pipeline_id if input_context else 0
+  shard_windows = len(files) < pipelines
   dataset = tf.data.Dataset.from_tensor_slices(files)
-  if input_context and input_context.num_input_pipelines > 1:
-    dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  if pipelines > 1 and not shard_windows:
+    dataset = dataset.shard(pipelines, pipeline_id)
   if training:
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   compression = info['compression'] or None
   dataset = dataset.interleave(
       lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
       cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=not training)
+      # Sharding windows needs every pipeline to see them in the same order.
+      deterministic=not training or shard_windows)
   window_length = info['window_length']
   dataset = dataset.map(lambda record: chunk_to_windows(parse_chunk(record), window_length),
                         num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.unbatch()  # chunks -> single windows, in order
+  if shard_windows:
+    dataset = dataset.shard(pipelines, pipeline_id)
   if not training:
     # Keras averages evaluation metrics over the batches it counts; on a dataset of unknown
     # length it counts one empty batch too. The window count is known from info.json.
