@@ -27,24 +27,20 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import re
 import sys
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines import info as info_lib
+from beam_pipelines import inputs
 from partita import contract
 from partita import isolation as isolation_lib
 from partita import notes as notes_lib
-
-MIDI_SUFFIXES = ('.mid', '.midi')
-
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
@@ -94,114 +90,6 @@ class PreprocessConfig:
                                           memory_bytes=self.parse_memory_mb * 2**20)
 
 
-def input_patterns(input_spec: str) -> list[str]:
-  """Glob patterns for an input that is a glob, a single file, or a folder (searched recursively).
-
-  A path that exists is taken literally even if it holds glob characters ('Sonatas [1800]').
-  """
-  if FileSystems.exists(input_spec) or not any(ch in input_spec for ch in '*?['):
-    literal = escape_glob(input_spec)
-    folder_pattern = literal.rstrip('/') + '/**'
-    if FileSystems.match([folder_pattern])[0].metadata_list:
-      return [folder_pattern]
-    return [literal]
-  return [input_spec]
-
-
-def escape_glob(path: str) -> str:
-  """``path`` as a Beam match pattern that matches exactly that path."""
-  return re.sub(r'([*?[])', r'[\1]', path)
-
-
-def listed_path(list_file: str, line: str) -> str | None:
-  """The path on one line of an --input-list file; None for blank and '#' comment lines.
-
-  Relative paths are relative to the list file's folder.
-  """
-  line = line.strip()
-  if not line or line.startswith('#'):
-    return None
-  if FileSystems.get_scheme(line) or os.path.isabs(line):
-    return line
-  return FileSystems.join(FileSystems.split(list_file)[0], line)
-
-
-def dead_letter(path: str, reason: str, error: str) -> beam.pvalue.TaggedOutput:
-  """A rejected file for the dead-letter output, counted per reason in Beam's metrics."""
-  Metrics.counter('dead_letter', reason).inc()
-  return beam.pvalue.TaggedOutput('dead_letter', {'path': path, 'reason': reason, 'error': error})
-
-
-class ReadFileFn(beam.DoFn):
-  """FileMetadata -> (path, bytes); too large or unreadable files become dead letters."""
-
-  def __init__(self, max_file_bytes: int):
-    self._max_file_bytes = max_file_bytes
-    self._read = Metrics.counter('read', 'files_read')
-
-  def process(self, metadata):
-    path = metadata.path
-    if metadata.size_in_bytes > self._max_file_bytes:
-      yield dead_letter(path, 'too_large',
-                        f'{metadata.size_in_bytes} bytes > limit {self._max_file_bytes}')
-      return
-    try:
-      with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        data = f.read()
-    except Exception as e:  # permissions, vanished files, transient storage errors
-      yield dead_letter(path, 'unreadable', f'{type(e).__name__}: {e}')
-      return
-    self._read.inc()
-    yield path, data
-
-
-class MatchListedFn(beam.DoFn):
-  """A line of an --input-list file -> FileMetadata; a path that matches nothing is a dead
-  letter (the rest of the list still runs)."""
-
-  def __init__(self, list_file: str):
-    self._list_file = list_file
-
-  def process(self, line):
-    path = listed_path(self._list_file, line)
-    if path is None:
-      return
-    try:
-      matched = FileSystems.match([escape_glob(path)])[0].metadata_list
-    except Exception as e:  # Beam raises BeamIOError for a path that does not exist
-      matched, error = [], f'{type(e).__name__}: {e}'
-    else:
-      error = 'no such file'
-    if not matched:
-      yield dead_letter(path, 'not_found', error)
-    yield from matched
-
-
-class ReadNoteSequencesFn(beam.DoFn):
-  """A TFRecord file of NoteSequence protos -> (path#index, serialized NoteSequence).
-
-  A corrupt record ends the readable part of its file: it becomes one dead letter, and the
-  records before it are kept.
-  """
-
-  def setup(self):
-    import tensorflow as tf  # imported on workers only: Beam's driver never needs it.
-    self._tf = tf
-
-  def process(self, metadata):
-    path = metadata.path
-    compression = 'GZIP' if path.lower().endswith('.gz') else ''
-    index = 0
-    try:
-      for record in self._tf.data.TFRecordDataset(path, compression_type=compression):
-        yield f'{path}#{index}', record.numpy()
-        index += 1
-    except Exception as e:  # tf.errors.DataLossError for a truncated or corrupt file
-      # TF prefixes the message with the graph node that raised it: noise for the reader.
-      message = re.sub(r'\{\{.*?\}\}', '', str(e)).strip()
-      yield dead_letter(f'{path}#{index}', 'corrupt_tfrecord', f'{type(e).__name__}: {message}')
-
-
 class ParsePieceFn(beam.DoFn):
   """(path, bytes) -> (fingerprint, (path, notes)); rejected inputs become dead letters.
 
@@ -229,10 +117,10 @@ class ParsePieceFn(beam.DoFn):
       else:
         piece = self._parse(data, self._options)
     except notes_lib.RejectedPiece as e:
-      yield dead_letter(path, e.reason, e.detail)
+      yield inputs.dead_letter(path, e.reason, e.detail)
       return
     except Exception as e:  # a bug on one odd file must cost that file, not the job
-      yield dead_letter(path, 'internal_error', f'{type(e).__name__}: {e}')
+      yield inputs.dead_letter(path, 'internal_error', f'{type(e).__name__}: {e}')
       return
     self._parsed.inc()
     self._notes.inc(len(piece['pitch']))
@@ -282,140 +170,29 @@ class SplitAndChunkFn(beam.DoFn):
     chunks = contract.chunks(piece, self._config.window_length, self._config.stride)
     for chunk in chunks:
       yield beam.pvalue.TaggedOutput(split, contract.serialize_chunk(chunk))
-    yield beam.pvalue.TaggedOutput('stats', (split, piece_stats(piece, copies, len(chunks),
-                                                                self._config.window_length)))
-
-
-def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
-                window_length: int) -> dict:
-  """Additive statistics of one piece (summed per split by :class:`SumStatsFn`)."""
-  step = piece['step'].astype(np.float64)
-  duration = piece['duration'].astype(np.float64)
-  return {
-      'pieces': 1,
-      'duplicates': copies - 1,
-      'notes': len(step),
-      'chunks': num_chunks,
-      'windows': contract.num_windows(len(step), window_length),
-      # From the first onset to the last note end (not always the end of the last-onset note).
-      'seconds': float(np.max(np.cumsum(step) + duration)),
-      'step_sum': float(step.sum()),
-      'step_sq_sum': float(np.square(step).sum()),
-      'duration_sum': float(duration.sum()),
-      'duration_sq_sum': float(np.square(duration).sum()),
-      'pitch_histogram': np.bincount(piece['pitch'], minlength=128).astype(np.int64),
-  }
-
-
-class SumStatsFn(beam.CombineFn):
-  """Sums :func:`piece_stats` dicts key by key."""
-
-  def create_accumulator(self):
-    return {}
-
-  def add_input(self, accumulator, element):
-    return self.merge_accumulators([accumulator, element])
-
-  def merge_accumulators(self, accumulators):
-    total = {}
-    for accumulator in accumulators:
-      for key, value in accumulator.items():
-        total[key] = total[key] + value if key in total else value
-    return total
-
-  def extract_output(self, accumulator):
-    return accumulator
-
-
-def summarize_split(stats: dict) -> dict:
-  """JSON-ready per-split summary with timing mean/std and pitch histogram."""
-  if not stats:
-    return {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0, 'windows': 0, 'seconds': 0.0}
-  notes = stats['notes']
-  summary = {key: stats[key] for key in ('pieces', 'duplicates', 'notes', 'chunks', 'windows')}
-  summary['seconds'] = round(stats['seconds'], 3)
-  for name in ('step', 'duration'):
-    mean = stats[f'{name}_sum'] / notes
-    variance = max(stats[f'{name}_sq_sum'] / notes - mean**2, 0.0)
-    summary[f'{name}_mean'] = mean
-    summary[f'{name}_std'] = variance**0.5
-  summary['pitch_histogram'] = stats['pitch_histogram'].tolist()
-  return summary
-
-
-def write_atomically(path: str, text: str) -> None:
-  """Writes a small file under a temporary name, then renames it into place."""
-  temporary = path + '.tmp'
-  with FileSystems.create(temporary) as f:
-    f.write(text.encode())
-  FileSystems.rename([temporary], [path])
-
-
-class WriteInfoFn(beam.DoFn):
-  """Writes info.json, then the completion marker, once every shard is written."""
-
-  def __init__(self, config: PreprocessConfig):
-    self._config = config
-
-  def process(self, unused_element, split_stats, dead_letter_reasons, input_digests,
-              written_files):
-    config = self._config
-    splits = {}
-    # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
-    relative_files = sorted(f[len(config.output):].lstrip('/') for f in written_files)
-    for split in contract.SPLITS:
-      splits[split] = summarize_split(split_stats.get(split, {}))
-      # Matched on the relative name: an output folder under e.g. .../train/ must not match.
-      splits[split]['files'] = [f for f in relative_files if f.startswith(f'{split}/')]
-    dead_letters = dict(sorted(dead_letter_reasons.items()))
-    train = splits['train']
-    info = {
-        'format_version': contract.FORMAT_VERSION,
-        'features': contract.FEATURE_DTYPES,
-        'window_length': config.window_length,
-        'stride': config.stride,
-        'compression': 'GZIP' if config.compress else '',
-        'shard_patterns': {split: contract.shard_pattern(split) for split in contract.SPLITS},
-        'counts': {
-            'files_in': len(input_digests),
-            'pieces_written': sum(splits[s]['pieces'] for s in contract.SPLITS),
-            'duplicates': sum(splits[s]['duplicates'] for s in contract.SPLITS),
-            'dead_letters': sum(dead_letters.values()),
-            'dead_letter_reasons': dead_letters,
-        },
-        'timing': {name: {'mean': train.get(f'{name}_mean', 0.0),
-                          'std': train.get(f'{name}_std', 1.0)}
-                   for name in ('step', 'duration')},
-        'splits': splits,
-        'input_fingerprint': hashlib.sha256(''.join(sorted(input_digests)).encode()).hexdigest(),
-        'options': dataclasses.asdict(config),
-    }
-    write_atomically(FileSystems.join(config.output, contract.INFO_FILE),
-                     json.dumps(info, indent=1))
-    write_atomically(FileSystems.join(config.output, contract.COMPLETED_MARKER),
-                     json.dumps(info['counts']) + '\n')
-    yield info['counts']
+    stats = info_lib.piece_stats(piece, copies, len(chunks), self._config.window_length)
+    yield beam.pvalue.TaggedOutput('stats', (split, stats))
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PCollection:
   """Adds the preprocessing job to ``pipeline``; returns the PCollection of the final counts."""
-  patterns = [pattern for spec in config.input for pattern in input_patterns(spec)]
+  patterns = [pattern for spec in config.input for pattern in inputs.input_patterns(spec)]
   matched = [pipeline | 'InputPatterns' >> beam.Create(patterns) | 'Match' >> fileio.MatchAll()]
   listed_dead_letters = []
   if config.input_list:
     listed = (
         pipeline
         | 'ReadInputList' >> beam.io.ReadFromText(config.input_list)
-        | 'MatchListed' >> beam.ParDo(MatchListedFn(config.input_list)).with_outputs(
+        | 'MatchListed' >> beam.ParDo(inputs.MatchListedFn(config.input_list)).with_outputs(
             'dead_letter', main='files'))
     matched.append(listed.files)
     listed_dead_letters.append(listed.dead_letter)
   files = (
       matched
       | 'AllMatched' >> beam.Flatten()
-      | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(MIDI_SUFFIXES))
+      | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(inputs.MIDI_SUFFIXES))
       | 'Reshuffle' >> beam.Reshuffle())
-  read = files | 'Read' >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
+  read = files | 'Read' >> beam.ParDo(inputs.ReadFileFn(config.max_file_bytes)).with_outputs(
       'dead_letter', main='files')
   parsed = [read.files | 'Parse' >> beam.ParDo(
       ParsePieceFn(notes_lib.parse_midi, config.parse_options(),
@@ -428,7 +205,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
         pipeline
         | 'NoteSequencePatterns' >> beam.Create(list(config.note_sequences))
         | 'MatchNoteSequences' >> fileio.MatchAll()
-        | 'ReadNoteSequences' >> beam.ParDo(ReadNoteSequencesFn()).with_outputs(
+        | 'ReadNoteSequences' >> beam.ParDo(inputs.ReadNoteSequencesFn()).with_outputs(
             'dead_letter', main='records'))
     records = sequences.records | 'ReshuffleRecords' >> beam.Reshuffle()
     parsed.append(records | 'ParseNoteSequences' >> beam.ParDo(
@@ -474,12 +251,12 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
       | 'CountReasons' >> beam.CombinePerKey(sum))
   split_stats = (
       chunked.stats
-      | 'SumPerSplit' >> beam.CombinePerKey(SumStatsFn()))
+      | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn()))
   return (
       pipeline
       | 'Once' >> beam.Create([None])
       | 'WriteInfo' >> beam.ParDo(
-          WriteInfoFn(config),
+          info_lib.WriteInfoFn(config),
           split_stats=beam.pvalue.AsDict(split_stats),
           dead_letter_reasons=beam.pvalue.AsDict(reasons),
           input_digests=beam.pvalue.AsList(input_digests),
@@ -498,52 +275,20 @@ def clear_previous_output(output: str) -> None:
            *contract.SPLITS)
   for name in names:
     path = FileSystems.join(output, name)
-    inside = matching_files(escape_glob(path) + '/**')
+    inside = inputs.matching_files(inputs.escape_glob(path) + '/**')
     if inside:
       FileSystems.delete(inside)
     if FileSystems.exists(path):
       FileSystems.delete([path])
 
 
-def matching_files(pattern: str) -> list[str]:
-  """Paths matching ``pattern``; none (rather than an error) where nothing exists."""
-  try:
-    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-  except Exception:  # Beam raises BeamIOError where a literal path does not exist
-    return []
-
-
-def check_inputs(config: PreprocessConfig) -> None:
-  """Fails early, before anything is written, on inputs that cannot give a single piece.
-
-  Raises:
-    FileNotFoundError: an --input or --note-sequences entry matches no file, the --input-list
-      file does not exist, or no input names any file at all.
-  """
-  if not (config.input or config.input_list or config.note_sequences):
-    raise FileNotFoundError('no input: give --input, --input-list or --note-sequences')
-  midi_files = 0
-  for spec in config.input:
-    matched = [p for pattern in input_patterns(spec) for p in matching_files(pattern)]
-    if not matched:
-      raise FileNotFoundError(f'--input {spec} matches no file')
-    midi_files += sum(p.lower().endswith(MIDI_SUFFIXES) for p in matched)
-  if config.input and not midi_files and not (config.input_list or config.note_sequences):
-    raise FileNotFoundError(f'no .mid or .midi file matches --input {" ".join(config.input)}')
-  if config.input_list and not FileSystems.exists(config.input_list):
-    raise FileNotFoundError(f'--input-list {config.input_list} does not exist')
-  for pattern in config.note_sequences:
-    if not matching_files(pattern):
-      raise FileNotFoundError(f'--note-sequences {pattern} matches no file')
-
-
 def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dict:
   """Runs the job to completion and returns the contents of the info.json it wrote.
 
   Raises:
-    FileNotFoundError: see :func:`check_inputs` (nothing is written).
+    FileNotFoundError: see :func:`inputs.check_inputs` (nothing is written).
   """
-  check_inputs(config)
+  inputs.check_inputs(config)
   clear_previous_output(config.output)
   options = PipelineOptions(pipeline_args or [])
   with beam.Pipeline(options=options) as pipeline:
@@ -586,15 +331,15 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
       'Pieces with the same notes are kept once; the split is a hash of the notes. Unrecognised '
       'flags are Apache Beam pipeline options (e.g. --runner DataflowRunner --project P '
       '--region R --temp_location gs://... --setup_file ./setup.py).')
-  inputs = parser.add_argument_group('inputs (at least one; any mix; local or gs://)')
-  inputs.add_argument('--input', action='append', default=[], metavar='GLOB|FOLDER|FILE',
+  input_group = parser.add_argument_group('inputs (at least one; any mix; local or gs://)')
+  input_group.add_argument('--input', action='append', default=[], metavar='GLOB|FOLDER|FILE',
                       help='MIDI glob (quote it), folder (searched recursively for .mid/.midi '
                       'in any case) or single file; repeatable')
-  inputs.add_argument('--input-list', default='', metavar='FILE',
+  input_group.add_argument('--input-list', default='', metavar='FILE',
                       help='text file with one MIDI path per line (blank and # lines skipped; '
                       'relative paths are relative to the list file); paths that do not exist '
                       'become dead letters')
-  inputs.add_argument('--note-sequences', action='append', default=[], metavar='GLOB',
+  input_group.add_argument('--note-sequences', action='append', default=[], metavar='GLOB',
                       help='TFRecord files of NoteSequence protos (Magenta, MAESTRO); .gz '
                       'files are read as GZIP; each sequence is one input; repeatable')
   parser.add_argument('--output', required=True, help='output folder, local or gs://')

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from apache_beam.io.filesystem import FileMetadata
 
-from beam_pipelines import preprocess
+from beam_pipelines import inputs, preprocess
 from midi_builders import (DIVISION_ZERO, HUGE_DELTA_TIMES, TEMPO_1US, ZERO_TRACKS,
                            expected_notes, midi_bytes, random_melody, write_file, write_midi)
 from partita import contract
@@ -157,7 +157,7 @@ def test_outputs_hold_only_finite_non_negative_times_and_midi_pitches(mixed_run)
 
 def test_a_file_that_cannot_be_read_is_a_dead_letter(tmp_path):
   gone = str(tmp_path / 'vanished.mid')  # matched, then deleted before it was read
-  [letter] = list(preprocess.ReadFileFn(MAX_FILE_BYTES).process(FileMetadata(gone, 100)))
+  [letter] = list(inputs.ReadFileFn(MAX_FILE_BYTES).process(FileMetadata(gone, 100)))
   assert letter.tag == 'dead_letter'
   assert letter.value['path'] == gone and letter.value['reason'] == 'unreadable'
   assert 'FileNotFoundError' in letter.value['error'] or 'No such file' in letter.value['error']

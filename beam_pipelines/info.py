@@ -1,0 +1,126 @@
+"""The dataset's info.json: per-piece statistics summed per split, and the writing of
+info.json and the COMPLETED marker once every shard exists."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from partita import contract
+
+
+def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
+                window_length: int) -> dict:
+  """Additive statistics of one piece (summed per split by :class:`SumStatsFn`)."""
+  step = piece['step'].astype(np.float64)
+  duration = piece['duration'].astype(np.float64)
+  return {
+      'pieces': 1,
+      'duplicates': copies - 1,
+      'notes': len(step),
+      'chunks': num_chunks,
+      'windows': contract.num_windows(len(step), window_length),
+      # From the first onset to the last note end (not always the end of the last-onset note).
+      'seconds': float(np.max(np.cumsum(step) + duration)),
+      'step_sum': float(step.sum()),
+      'step_sq_sum': float(np.square(step).sum()),
+      'duration_sum': float(duration.sum()),
+      'duration_sq_sum': float(np.square(duration).sum()),
+      'pitch_histogram': np.bincount(piece['pitch'], minlength=128).astype(np.int64),
+  }
+
+
+class SumStatsFn(beam.CombineFn):
+  """Sums :func:`piece_stats` dicts key by key."""
+
+  def create_accumulator(self):
+    return {}
+
+  def add_input(self, accumulator, element):
+    return self.merge_accumulators([accumulator, element])
+
+  def merge_accumulators(self, accumulators):
+    total = {}
+    for accumulator in accumulators:
+      for key, value in accumulator.items():
+        total[key] = total[key] + value if key in total else value
+    return total
+
+  def extract_output(self, accumulator):
+    return accumulator
+
+
+def summarize_split(stats: dict) -> dict:
+  """JSON-ready per-split summary with timing mean/std and pitch histogram."""
+  if not stats:
+    return {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0, 'windows': 0, 'seconds': 0.0}
+  notes = stats['notes']
+  summary = {key: stats[key] for key in ('pieces', 'duplicates', 'notes', 'chunks', 'windows')}
+  summary['seconds'] = round(stats['seconds'], 3)
+  for name in ('step', 'duration'):
+    mean = stats[f'{name}_sum'] / notes
+    variance = max(stats[f'{name}_sq_sum'] / notes - mean**2, 0.0)
+    summary[f'{name}_mean'] = mean
+    summary[f'{name}_std'] = variance**0.5
+  summary['pitch_histogram'] = stats['pitch_histogram'].tolist()
+  return summary
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Writes a small file under a temporary name, then renames it into place."""
+  temporary = path + '.tmp'
+  with FileSystems.create(temporary) as f:
+    f.write(text.encode())
+  FileSystems.rename([temporary], [path])
+
+
+class WriteInfoFn(beam.DoFn):
+  """Writes info.json, then the completion marker, once every shard is written."""
+
+  def __init__(self, config):
+    """``config``: the run's :class:`beam_pipelines.preprocess.PreprocessConfig`."""
+    self._config = config
+
+  def process(self, unused_element, split_stats, dead_letter_reasons, input_digests,
+              written_files):
+    config = self._config
+    splits = {}
+    # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
+    relative_files = sorted(f[len(config.output):].lstrip('/') for f in written_files)
+    for split in contract.SPLITS:
+      splits[split] = summarize_split(split_stats.get(split, {}))
+      # Matched on the relative name: an output folder under e.g. .../train/ must not match.
+      splits[split]['files'] = [f for f in relative_files if f.startswith(f'{split}/')]
+    dead_letters = dict(sorted(dead_letter_reasons.items()))
+    train = splits['train']
+    info = {
+        'format_version': contract.FORMAT_VERSION,
+        'features': contract.FEATURE_DTYPES,
+        'window_length': config.window_length,
+        'stride': config.stride,
+        'compression': 'GZIP' if config.compress else '',
+        'shard_patterns': {split: contract.shard_pattern(split) for split in contract.SPLITS},
+        'counts': {
+            'files_in': len(input_digests),
+            'pieces_written': sum(splits[s]['pieces'] for s in contract.SPLITS),
+            'duplicates': sum(splits[s]['duplicates'] for s in contract.SPLITS),
+            'dead_letters': sum(dead_letters.values()),
+            'dead_letter_reasons': dead_letters,
+        },
+        'timing': {name: {'mean': train.get(f'{name}_mean', 0.0),
+                          'std': train.get(f'{name}_std', 1.0)}
+                   for name in ('step', 'duration')},
+        'splits': splits,
+        'input_fingerprint': hashlib.sha256(''.join(sorted(input_digests)).encode()).hexdigest(),
+        'options': dataclasses.asdict(config),
+    }
+    write_atomically(FileSystems.join(config.output, contract.INFO_FILE),
+                     json.dumps(info, indent=1))
+    write_atomically(FileSystems.join(config.output, contract.COMPLETED_MARKER),
+                     json.dumps(info['counts']) + '\n')
+    yield info['counts']

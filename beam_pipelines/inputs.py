@@ -1,0 +1,160 @@
+"""Inputs of the preprocessing job: matching MIDI files, path lists and NoteSequence TFRecords,
+reading them, and the dead letters for inputs that cannot be read.
+
+Paths are local or any filesystem Beam knows (gs://); every function goes through
+``FileSystems``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+MIDI_SUFFIXES = ('.mid', '.midi')
+
+
+def input_patterns(input_spec: str) -> list[str]:
+  """Glob patterns for an input that is a glob, a single file, or a folder (searched recursively).
+
+  A path that exists is taken literally even if it holds glob characters ('Sonatas [1800]').
+  """
+  if FileSystems.exists(input_spec) or not any(ch in input_spec for ch in '*?['):
+    literal = escape_glob(input_spec)
+    folder_pattern = literal.rstrip('/') + '/**'
+    if FileSystems.match([folder_pattern])[0].metadata_list:
+      return [folder_pattern]
+    return [literal]
+  return [input_spec]
+
+
+def escape_glob(path: str) -> str:
+  """``path`` as a Beam match pattern that matches exactly that path."""
+  return re.sub(r'([*?[])', r'[\1]', path)
+
+
+def listed_path(list_file: str, line: str) -> str | None:
+  """The path on one line of an --input-list file; None for blank and '#' comment lines.
+
+  Relative paths are relative to the list file's folder.
+  """
+  line = line.strip()
+  if not line or line.startswith('#'):
+    return None
+  if FileSystems.get_scheme(line) or os.path.isabs(line):
+    return line
+  return FileSystems.join(FileSystems.split(list_file)[0], line)
+
+
+def dead_letter(path: str, reason: str, error: str) -> beam.pvalue.TaggedOutput:
+  """A rejected file for the dead-letter output, counted per reason in Beam's metrics."""
+  Metrics.counter('dead_letter', reason).inc()
+  return beam.pvalue.TaggedOutput('dead_letter', {'path': path, 'reason': reason, 'error': error})
+
+
+class ReadFileFn(beam.DoFn):
+  """FileMetadata -> (path, bytes); too large or unreadable files become dead letters."""
+
+  def __init__(self, max_file_bytes: int):
+    self._max_file_bytes = max_file_bytes
+    self._read = Metrics.counter('read', 'files_read')
+
+  def process(self, metadata):
+    path = metadata.path
+    if metadata.size_in_bytes > self._max_file_bytes:
+      yield dead_letter(path, 'too_large',
+                        f'{metadata.size_in_bytes} bytes > limit {self._max_file_bytes}')
+      return
+    try:
+      with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        data = f.read()
+    except Exception as e:  # permissions, vanished files, transient storage errors
+      yield dead_letter(path, 'unreadable', f'{type(e).__name__}: {e}')
+      return
+    self._read.inc()
+    yield path, data
+
+
+class MatchListedFn(beam.DoFn):
+  """A line of an --input-list file -> FileMetadata; a path that matches nothing is a dead
+  letter (the rest of the list still runs)."""
+
+  def __init__(self, list_file: str):
+    self._list_file = list_file
+
+  def process(self, line):
+    path = listed_path(self._list_file, line)
+    if path is None:
+      return
+    try:
+      matched = FileSystems.match([escape_glob(path)])[0].metadata_list
+    except Exception as e:  # Beam raises BeamIOError for a path that does not exist
+      matched, error = [], f'{type(e).__name__}: {e}'
+    else:
+      error = 'no such file'
+    if not matched:
+      yield dead_letter(path, 'not_found', error)
+    yield from matched
+
+
+class ReadNoteSequencesFn(beam.DoFn):
+  """A TFRecord file of NoteSequence protos -> (path#index, serialized NoteSequence).
+
+  A corrupt record ends the readable part of its file: it becomes one dead letter, and the
+  records before it are kept.
+  """
+
+  def setup(self):
+    import tensorflow as tf  # imported on workers only: Beam's driver never needs it.
+    self._tf = tf
+
+  def process(self, metadata):
+    path = metadata.path
+    compression = 'GZIP' if path.lower().endswith('.gz') else ''
+    index = 0
+    try:
+      for record in self._tf.data.TFRecordDataset(path, compression_type=compression):
+        yield f'{path}#{index}', record.numpy()
+        index += 1
+    except Exception as e:  # tf.errors.DataLossError for a truncated or corrupt file
+      # TF prefixes the message with the graph node that raised it: noise for the reader.
+      message = re.sub(r'\{\{.*?\}\}', '', str(e)).strip()
+      yield dead_letter(f'{path}#{index}', 'corrupt_tfrecord', f'{type(e).__name__}: {message}')
+
+
+def matching_files(pattern: str) -> list[str]:
+  """Paths matching ``pattern``; none (rather than an error) where nothing exists."""
+  try:
+    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+  except Exception:  # Beam raises BeamIOError where a literal path does not exist
+    return []
+
+
+def check_inputs(config) -> None:
+  """Fails early, before anything is written, on inputs that cannot give a single piece.
+
+  ``config`` is a :class:`beam_pipelines.preprocess.PreprocessConfig`.
+
+  Raises:
+    FileNotFoundError: an --input or --note-sequences entry matches no file, the --input-list
+      file does not exist, or no input names any file at all.
+  """
+  if not (config.input or config.input_list or config.note_sequences):
+    raise FileNotFoundError('no input: give --input, --input-list or --note-sequences')
+  midi_files = 0
+  for spec in config.input:
+    matched = [p for pattern in input_patterns(spec) for p in matching_files(pattern)]
+    if not matched:
+      raise FileNotFoundError(f'--input {spec} matches no file')
+    midi_files += sum(p.lower().endswith(MIDI_SUFFIXES) for p in matched)
+  if config.input and not midi_files and not (config.input_list or config.note_sequences):
+    raise FileNotFoundError(f'no .mid or .midi file matches --input {" ".join(config.input)}')
+  if config.input_list and not FileSystems.exists(config.input_list):
+    raise FileNotFoundError(f'--input-list {config.input_list} does not exist')
+  for pattern in config.note_sequences:
+    if not matching_files(pattern):
+      raise FileNotFoundError(f'--note-sequences {pattern} matches no file')
