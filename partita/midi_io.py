@@ -17,6 +17,7 @@ No Beam and no TensorFlow here, so the serving code can import it cheaply.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import uuid
@@ -103,23 +104,40 @@ def to_pretty_midi(prime: Mapping[str, np.ndarray] | None, continuation: Mapping
 def write_midi(path: str | os.PathLike[str], prime: Mapping[str, np.ndarray] | None,
                continuation: Mapping[str, np.ndarray], program: int = 0) -> None:
   """Writes :func:`to_pretty_midi`'s MIDI to ``path``, atomically."""
-  midi = to_pretty_midi(prime, continuation, program)
+  data = midi_bytes(prime, continuation, program)
   with _atomic_output(path) as file:
-    midi.write(file)
+    file.write(data)
+
+
+def midi_bytes(prime: Mapping[str, np.ndarray] | None, continuation: Mapping[str, np.ndarray],
+               program: int = 0) -> bytes:
+  """:func:`to_pretty_midi`'s MIDI file as bytes, for writers that are not local files (Beam's
+  FileSystems, ``gs://``)."""
+  buffer = io.BytesIO()
+  to_pretty_midi(prime, continuation, program).write(buffer)
+  return buffer.getvalue()
 
 
 def write_piano_roll(path: str | os.PathLike[str], prime: Mapping[str, np.ndarray] | None,
                      continuation: Mapping[str, np.ndarray], title: str = '') -> None:
-  """Writes a PNG piano roll of the prime (grey) and the continuation (red) to ``path``, atomically.
+  """Writes :func:`piano_roll_png` to ``path``, atomically."""
+  data = piano_roll_png(prime, continuation, title)
+  with _atomic_output(path) as file:
+    file.write(data)
+
+
+def piano_roll_png(prime: Mapping[str, np.ndarray] | None, continuation: Mapping[str, np.ndarray],
+                   title: str = '') -> bytes:
+  """A PNG piano roll of the prime (grey) and the continuation (red), as bytes.
 
   x is time in seconds, y is MIDI pitch, each note a horizontal bar; a dashed line marks the
   continuation's first onset. The notes drawn are the ones :func:`write_midi` writes, so the
   picture shows what the MIDI file plays.
   """
-  midi = to_pretty_midi(prime, continuation)
-  figure = _piano_roll_figure(midi, title)
-  with _atomic_output(path) as file:
-    figure.savefig(file, format='png', dpi=PIANO_ROLL_DPI)
+  figure = _piano_roll_figure(to_pretty_midi(prime, continuation), title)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png', dpi=PIANO_ROLL_DPI)
+  return buffer.getvalue()
 
 
 def notes_from_pretty_midi(midi: pretty_midi.PrettyMIDI,

@@ -1,0 +1,127 @@
+"""Prime windows for generation: from MIDI files, from a preprocessed dataset, or a neutral start.
+
+The exported model continues a window of exactly ``window_length`` notes (the dataset's window,
+recorded in the export's ``info.json``), so every prime is such a window, as a notes dict of 1-D
+arrays (pitch, step, duration, velocity):
+
+* **MIDI file**: the first ``window_length`` notes whose onset is at or after ``start_seconds``
+  (0: the piece's first window). A file with fewer notes from there is refused
+  (``prime_too_short``), never padded: padding would condition the model on music that is not in
+  the file.
+* **Dataset** (``--prime-data``): windows of the test split of a preprocessed dataset, which the
+  model never trained on, read with tf.data through the contract in ``partita.contract`` and the
+  dataset's ``info.json`` (no Beam needed).
+* **Neutral** (``--no-prime``): for pieces from nothing. The model still needs a window, so it
+  is given one note repeated ``window_length`` times: the training split's most frequent pitch
+  (a note near middle C in tonal music), at the training split's mean step and mean duration and
+  a medium velocity (64). It carries no melody, harmony or rhythm beyond the corpus averages. It
+  is not part of the output: such a piece holds only its continuation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from partita import contract
+from partita import notes as notes_lib
+from serving.validation import GenerationError
+
+NEUTRAL_VELOCITY = 64
+NEUTRAL_PITCH = 60  # middle C, when the dataset's info has no pitch histogram
+# Chunks of the test split read to choose dataset primes from; enough for variety, bounded so a
+# huge test split costs seconds, not minutes.
+MAX_DATASET_CHUNKS = 10_000
+
+
+class PrimeError(GenerationError):
+  """A prime that cannot be used; ``reason`` is a short stable code (for dead letters)."""
+
+  def __init__(self, reason: str, message: str):
+    super().__init__(message)
+    self.reason = reason
+
+
+def window_from_midi(data: bytes, window_length: int, start_seconds: float = 0.0,
+                     source: str = 'prime') -> dict[str, np.ndarray]:
+  """The first ``window_length`` notes of MIDI ``data`` with an onset at or after
+  ``start_seconds``.
+
+  Raises:
+    PrimeError: the bytes are not a usable piece (reason: the parser's code, e.g. ``not_midi``),
+      ``start_seconds`` is negative or not finite (``bad_request``), or fewer than
+      ``window_length`` notes start at or after it (``prime_too_short``).
+  """
+  if not (math.isfinite(start_seconds) and start_seconds >= 0):
+    raise PrimeError('bad_request', f'prime_from must be a time >= 0 in seconds, got '
+                     f'{start_seconds}')
+  try:
+    piece = notes_lib.parse_midi(data, notes_lib.ParseOptions(min_notes=1))
+  except notes_lib.RejectedPiece as e:
+    raise PrimeError(e.reason, f'{source}: not a usable MIDI piece: {e}') from e
+  onsets = np.cumsum(piece['step'], dtype=np.float64)
+  first = int(np.searchsorted(onsets, start_seconds, side='left'))
+  available = len(onsets) - first
+  if available < window_length:
+    where = f' from {start_seconds:g} s' if start_seconds else ''
+    raise PrimeError('prime_too_short', f'{source}: {available} notes{where}, but the model '
+                     f'needs a window of {window_length} notes (short primes are refused, not '
+                     'padded)')
+  return {name: values[first:first + window_length] for name, values in piece.items()}
+
+
+def windows_from_dataset(data_dir: str, window_length: int,
+                         count: int) -> list[dict[str, np.ndarray]]:
+  """``count`` windows of the test split of the dataset in ``data_dir`` (local or ``gs://``).
+
+  Each window is the first ``window_length`` notes of a chunk (see ``partita.contract``); the
+  windows are taken from chunks evenly spaced over the first ``MAX_DATASET_CHUNKS`` chunks in
+  file order, so they come from many pieces rather than from consecutive chunks of one. With
+  fewer usable chunks than ``count``, windows repeat.
+
+  Raises:
+    GenerationError: the folder is not a finished dataset, or its test split has no chunk of at
+      least ``window_length`` notes.
+  """
+  import tensorflow as tf  # deferred, like every TensorFlow import in serving
+  if not tf.io.gfile.exists(os.path.join(data_dir, contract.COMPLETED_MARKER)):
+    raise GenerationError(f'{data_dir} has no {contract.COMPLETED_MARKER} marker: it is not the '
+                          'output of a finished `python -m beam_pipelines.preprocess` run')
+  with tf.io.gfile.GFile(os.path.join(data_dir, contract.INFO_FILE)) as f:
+    info = json.load(f)
+  if info.get('format_version') != contract.FORMAT_VERSION:
+    raise GenerationError(f"{data_dir}: dataset format {info.get('format_version')} is not "
+                          f'{contract.FORMAT_VERSION}')
+  files = sorted(tf.io.gfile.glob(os.path.join(data_dir, info['shard_patterns']['test'])))
+  if not files:
+    raise GenerationError(f'{data_dir} has no test shards to take primes from')
+  spec = {name: tf.io.VarLenFeature(tf.int64 if dtype == 'int64' else tf.float32)
+          for name, dtype in contract.FEATURE_DTYPES.items()}
+  records = tf.data.TFRecordDataset(files, compression_type=info['compression'] or None)
+  heads = []
+  for record in records.take(MAX_DATASET_CHUNKS):
+    chunk = tf.io.parse_single_example(record, spec)
+    if chunk['pitch'].dense_shape[0] >= window_length:
+      heads.append({name: tf.sparse.to_dense(values).numpy()[:window_length]
+                    for name, values in chunk.items()})
+  if not heads:
+    raise GenerationError(f'{data_dir}: no test chunk holds a window of {window_length} notes '
+                          f"(the dataset's window is {info['window_length']})")
+  chosen = np.linspace(0, len(heads) - 1, count).round().astype(int)
+  return [heads[i] for i in chosen]
+
+
+def neutral_window(info: dict, window_length: int) -> dict[str, np.ndarray]:
+  """The ``--no-prime`` window described in the module docstring, from the dataset's info."""
+  histogram = info.get('splits', {}).get('train', {}).get('pitch_histogram')
+  pitch = int(np.argmax(histogram)) if histogram and sum(histogram) else NEUTRAL_PITCH
+  timing = info['timing']
+  return {
+      'pitch': np.full(window_length, pitch, np.int64),
+      'step': np.full(window_length, timing['step']['mean'], np.float32),
+      'duration': np.full(window_length, timing['duration']['mean'], np.float32),
+      'velocity': np.full(window_length, NEUTRAL_VELOCITY, np.int64),
+  }
