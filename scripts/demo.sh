@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end on one machine:
-#   corpus -> preprocess (Beam DirectRunner) -> train (configs/small.yaml) -> export -> generate.
+#   corpus -> preprocess (Beam DirectRunner) -> train (configs/small.yaml) -> export -> generate
+#   -> evaluate (test split vs n-gram baselines, music statistics, report).
 # Usage: scripts/demo.sh [CORPUS_FOLDER_OR_GLOB]   (default: music21's bundled corpus as MIDI)
 # Outputs go to $PARTITA_DEMO_OUT (default: outputs/demo); each stage's command is printed first.
 set -euo pipefail
@@ -29,6 +30,8 @@ stage "train + export" python -m trainer.task --data "$out/data" --model-dir "$o
   --config "$config"
 stage "generate" python -m serving.generate --model "$out/model/export" --out "$out/generated" \
   --num-samples 4 --num-notes 256 --seed 0 --temperature 0.9
+stage "evaluate" python -m trainer.evaluate --data "$out/data" --model "$out/model/export" \
+  --out "$out/model/report"
 
 echo
 echo "== done in $((SECONDS - start)) s"
@@ -47,4 +50,9 @@ print(f"generated    {out}/generated: MIDI + piano-roll PNG per sample")
 print(f"validation   pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
       f"accuracy {metrics['pitch_accuracy']:.1%}, top-5 {metrics['pitch_top5_accuracy']:.1%} "
       f"after {metrics['steps']} steps")
+print(f"report       {out}/model/report/report.md (baselines, music statistics, plots)")
+from partita import report
+with open(os.path.join(out, 'model', 'report', report.RESULTS_FILE)) as f:
+  for line in report.headline_lines(json.load(f)):
+    print(line)
 PY

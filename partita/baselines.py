@@ -1,0 +1,233 @@
+"""Baseline next-pitch models the trained model is measured against, in plain numpy.
+
+Every model here maps the pitches that precede a note to a probability for each of the 128 MIDI
+pitches, through one interface: ``distribution(contexts)`` takes an integer array
+``[queries, context_length]`` (the pitches before each target, oldest first; a model reads only
+as many of the last ones as it needs) and returns ``[queries, 128]`` float64 probabilities, every
+one > 0, each row summing to 1. So they can be scored on exactly the windows the neural model is
+scored on (the last pitches of each window are the context) and sampled from the same primes.
+
+* :class:`NGram`: interpolated Kneser-Ney n-gram of any order (order 1 is the unigram, with
+  absolute discounting towards the uniform distribution).
+* :class:`RepeatPrevious`: the next pitch is the previous one, with probability ``1 - eps``.
+
+:func:`score_pitches` turns probabilities (or the model's log-probabilities) into per-note NLL
+and top-k hits with one tie rule for every model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+PITCHES = 128
+# Stands before the first note of each training piece when counting the distinct predecessors
+# of an n-gram (Kneser-Ney's continuation counts), so an n-gram seen only at a piece's start
+# still has one.
+_START = PITCHES
+
+
+def _encode(grams: np.ndarray) -> np.ndarray:
+  """Rows of ``k`` symbols (pitches or the start symbol, 0..128) -> one int64 key each, the
+  digits of a base-129 number: sorting keys groups the k-grams of one context together."""
+  keys = np.zeros(len(grams), dtype=np.int64)
+  for column in range(grams.shape[1]):
+    keys = keys * (PITCHES + 1) + grams[:, column]
+  return keys
+
+
+def _grams(sequence: np.ndarray, k: int) -> np.ndarray:
+  """All ``k`` consecutive symbols of ``sequence``, ``[len - k + 1, k]``."""
+  if len(sequence) < k:
+    return np.zeros((0, k), dtype=np.int64)
+  return np.lib.stride_tricks.sliding_window_view(sequence, k)
+
+
+class _Level:
+  """Counts of the k-grams of one order, and their contexts' totals, for table look-ups.
+
+  ``keys`` are the sorted encoded k-grams with ``counts`` (raw counts at the top order,
+  continuation counts below it); ``context_keys`` the sorted distinct (k-1)-gram contexts, with
+  ``totals`` (the sum of their k-grams' counts), ``types`` (how many distinct next pitches) and
+  ``first`` (the index in ``keys`` of the context's first k-gram).
+  """
+
+  def __init__(self, keys: np.ndarray, counts: np.ndarray, discount: float):
+    self.keys = keys
+    self.counts = counts
+    self.discount = discount
+    context_of = keys // (PITCHES + 1)
+    self.context_keys, self.first = np.unique(context_of, return_index=True)
+    self.totals = np.add.reduceat(counts, self.first) if len(keys) else np.zeros(0)
+    self.types = np.diff(np.append(self.first, len(keys)))
+
+
+def _discount(counts: np.ndarray) -> float:
+  """Ney's estimate ``n1 / (n1 + 2 n2)`` from the numbers of k-grams seen once and twice,
+  clipped into [0.05, 0.95] (0.5 where there are none)."""
+  n1 = np.count_nonzero(counts == 1)
+  n2 = np.count_nonzero(counts == 2)
+  if n1 + n2 == 0:
+    return 0.5
+  return float(np.clip(n1 / (n1 + 2 * n2), 0.05, 0.95))
+
+
+class NGram:
+  """Interpolated Kneser-Ney n-gram over pitches (Chen & Goodman 1999, one discount per order).
+
+  With ``c_k`` the counts of order k (raw counts at the model's own order ``n``; below it the
+  continuation counts ``N1+(. h w)``: how many distinct pitches, or a piece start, precede
+  ``h w`` in training), ``S_k(h)`` their sum over ``w`` and ``T_k(h)`` the number of ``w`` with
+  ``c_k(h, w) > 0``::
+
+      P_k(w | h) = max(c_k(h, w) - D_k, 0) / S_k(h) + D_k T_k(h) / S_k(h) * P_{k-1}(w | h')
+      P_0(w) = 1 / 128
+
+  where ``h'`` drops the oldest pitch of ``h``; a context never seen in training (``S_k = 0``)
+  backs off entirely to ``P_{k-1}``. ``D_k`` is Ney's ``n1 / (n1 + 2 n2)`` of that order's
+  counts. Each level's discounted mass is exactly what it passes down, so every distribution
+  sums to 1, and the uniform floor makes every one of the 128 pitches > 0. Order 1 is the
+  unigram with absolute discounting towards uniform.
+  """
+
+  def __init__(self, order: int, levels: list[_Level]):
+    self.order = order
+    self._levels = levels  # orders 1..order
+
+  @classmethod
+  def fit(cls, sequences: Sequence[np.ndarray], order: int, first_target: int = 0) -> NGram:
+    """Counts, in each pitch sequence, the n-grams of every order up to ``order`` that end at
+    index ``first_target`` or later (their earlier pitches may lie before it).
+
+    Sequences are not joined: no n-gram spans two of them. With the trainer's chunks as
+    sequences and ``first_target`` the window length, every training note after the first
+    window of its piece ends exactly one n-gram of each order, with its real history: the
+    notes the neural model is trained to predict, each counted once.
+    """
+    if not 1 <= order <= 7:
+      raise ValueError(f'order must be in 1..7, got {order}')
+    sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
+    if any(s.size and (s.min() < 0 or s.max() >= PITCHES) for s in sequences):
+      raise ValueError('pitches must lie in 0..127')
+    # Predecessors of the n-grams at a sequence's start are the start symbol.
+    padded = [np.concatenate([[_START], s]) for s in sequences]
+    levels = []
+    for k in range(1, order + 1):
+      # The (k+1)-grams of the padded sequence: a predecessor, then a k-gram ending at index
+      # k - 1 + row of the sequence; keep those ending at first_target or later.
+      windows = [_grams(s, k + 1)[max(first_target - k + 1, 0):] for s in padded]
+      pairs = _encode(np.concatenate(windows) if windows else np.zeros((0, k + 1), int))
+      if k == order:  # raw counts
+        keys, counts = np.unique(pairs % (PITCHES + 1) ** k, return_counts=True)
+      else:  # continuation counts: distinct predecessors per k-gram
+        keys, counts = np.unique(np.unique(pairs) % (PITCHES + 1) ** k, return_counts=True)
+      counts = counts.astype(np.float64)
+      levels.append(_Level(keys, counts, _discount(counts)))
+    return cls(order, levels)
+
+  def distribution(self, contexts: np.ndarray) -> np.ndarray:
+    """``[queries, >= order - 1]`` preceding pitches -> ``[queries, 128]`` probabilities."""
+    contexts = np.asarray(contexts, dtype=np.int64)
+    if contexts.ndim != 2 or contexts.shape[1] < self.order - 1:
+      raise ValueError(f'contexts must be [queries, >= {self.order - 1}], got {contexts.shape}')
+    queries = len(contexts)
+    probs = np.full((queries, PITCHES), 1.0 / PITCHES)
+    for k, level in enumerate(self._levels, start=1):
+      history = contexts[:, contexts.shape[1] - (k - 1):]
+      context_key = _encode(history)
+      where = np.minimum(np.searchsorted(level.context_keys, context_key),
+                         max(len(level.context_keys) - 1, 0))
+      seen = (level.context_keys[where] == context_key if len(level.context_keys)
+              else np.zeros(queries, bool))
+      rows = np.flatnonzero(seen)
+      index = where[rows]
+      total = level.totals[index]
+      # Back-off weight on the lower order, then each seen next pitch's discounted count.
+      probs[rows] *= (level.discount * level.types[index] / total)[:, None]
+      lengths = level.types[index]
+      row_of_entry = np.repeat(rows, lengths)
+      entry = (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+               + np.repeat(level.first[index], lengths))
+      pitch = level.keys[entry] % (PITCHES + 1)
+      probs[row_of_entry, pitch] += (np.maximum(level.counts[entry] - level.discount, 0.0)
+                                     / np.repeat(total, lengths))
+    return probs
+
+
+class RepeatPrevious:
+  """The next pitch repeats the previous one with probability ``1 - eps``; the other 127
+  pitches share ``eps`` equally.
+
+  :meth:`fit` sets ``eps`` to the fraction of training notes whose pitch differs from the
+  previous note's: the maximum-likelihood ``eps`` on the training split (the likelihood
+  ``(1 - eps)^r (eps / 127)^(N - r)`` of ``r`` repeats in ``N`` notes peaks there).
+  """
+
+  def __init__(self, eps: float):
+    if not 0.0 < eps < 1.0:
+      raise ValueError(f'eps must be in (0, 1), got {eps}')
+    self.eps = eps
+
+  @classmethod
+  def fit(cls, sequences: Sequence[np.ndarray], first_target: int = 0) -> RepeatPrevious:
+    """Fits ``eps`` on the notes at index ``max(first_target, 1)`` or later of each sequence
+    (each against the note before it), as :meth:`NGram.fit` counts."""
+    changes, transitions = 0, 0
+    for sequence in sequences:
+      sequence = np.asarray(sequence)
+      target = sequence[max(first_target, 1):]
+      changes += int(np.count_nonzero(target != sequence[max(first_target, 1) - 1:-1]))
+      transitions += len(target)
+    if not transitions:
+      raise ValueError('no training transitions')
+    return cls(float(np.clip(changes / transitions, 1e-6, 1 - 1e-6)))
+
+  def distribution(self, contexts: np.ndarray) -> np.ndarray:
+    contexts = np.asarray(contexts, dtype=np.int64)
+    probs = np.full((len(contexts), PITCHES), self.eps / (PITCHES - 1))
+    probs[np.arange(len(contexts)), contexts[:, -1]] = 1.0 - self.eps
+    return probs
+
+
+def score_pitches(log_probs: np.ndarray, targets: np.ndarray,
+                  top_k: Sequence[int] = (1, 5)) -> dict[str, np.ndarray]:
+  """Per-target NLL (nats) and top-k hits from ``[queries, 128]`` log-probabilities.
+
+  A target is in the top k when fewer than k other pitches have a probability at least as
+  high as its own: ties count against the target, so a model cannot gain accuracy by giving
+  many pitches the same probability (:class:`RepeatPrevious`'s top-5 equals its top-1).
+  Returns ``{'pitch_nll': [queries], 'pitch_accuracy': ..., 'pitch_top5_accuracy': ...}``
+  (the accuracy keys for ``top_k`` 1 and 5, ``pitch_topK_accuracy`` for others), as float64.
+  """
+  log_probs = np.asarray(log_probs, dtype=np.float64)
+  targets = np.asarray(targets, dtype=np.int64)
+  rows = np.arange(len(targets))
+  target_log_prob = log_probs[rows, targets]
+  others_at_least = np.count_nonzero(log_probs >= target_log_prob[:, None], axis=1) - 1
+  scores = {'pitch_nll': -target_log_prob}
+  for k in top_k:
+    name = 'pitch_accuracy' if k == 1 else f'pitch_top{k}_accuracy'
+    scores[name] = (others_at_least < k).astype(np.float64)
+  return scores
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+  """Log-probabilities from logits, in float64 along the last axis."""
+  logits = np.asarray(logits, dtype=np.float64)
+  shifted = logits - logits.max(axis=-1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def sample(model, primes: np.ndarray, num_notes: int, rng: np.random.Generator) -> np.ndarray:
+  """Continues each row of ``primes`` (``[pieces, context]`` pitches) by ``num_notes``
+  pitches drawn from ``model.distribution``; returns ``[pieces, num_notes]`` int64."""
+  history = np.asarray(primes, dtype=np.int64)
+  generated = np.zeros((len(history), num_notes), dtype=np.int64)
+  for i in range(num_notes):
+    probs = model.distribution(history)
+    cumulative = np.cumsum(probs, axis=1)
+    draws = rng.random(len(history))[:, None] * cumulative[:, -1:]
+    generated[:, i] = np.minimum((cumulative < draws).sum(axis=1), PITCHES - 1)
+    history = np.concatenate([history[:, 1:], generated[:, i:i + 1]], axis=1)
+  return generated

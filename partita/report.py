@@ -1,0 +1,239 @@
+"""The evaluation report: Markdown, ``evaluation.json`` and PNG plots, from the numbers of
+``trainer.evaluate``.
+
+No TensorFlow here: the report is drawn from plain numbers and numpy arrays, with bare
+matplotlib Figures on the Agg canvas (as ``partita.midi_io`` draws piano rolls), so nothing
+needs a display and nothing is left open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from partita import midi_io
+from partita import music_stats
+
+REPORT_FILE = 'report.md'
+RESULTS_FILE = 'evaluation.json'
+CURVES_PNG = 'training_curves.png'
+FEATURES_PNG = 'features.png'
+DISTANCES_PNG = 'distances.png'
+ROLLS_DIR = 'piano_rolls'
+ROLLS_PER_SET = 3
+SET_COLOURS = {'real': 'black', 'model': 'tab:red', 'n-gram': 'tab:blue'}
+# TensorBoard tags of trainer.task drawn in the training-curves figure, one panel each.
+CURVE_PANELS = (('pitch NLL (nats/note)', ('pitch_loss',)),
+                ('pitch accuracy', ('pitch_accuracy', 'pitch_top5')),
+                ('timing MAE (s)', ('step_mae', 'duration_mae')))
+
+
+def headline_lines(results: dict) -> list[str]:
+  """The few lines a person reads first: model vs best n-gram NLL and accuracy, and mean
+  overlapping area of the generated sets."""
+  rows = results['likelihood']
+  model, best = rows['model'], rows[results['best_ngram']]
+  gap = best['pitch_nll'] - model['pitch_nll']
+  lines = [
+      f"test pitch NLL  model {model['pitch_nll']:.3f} vs best n-gram "
+      f"({results['best_ngram']}) {best['pitch_nll']:.3f} nats/note: model "
+      f"{'better' if gap > 0 else 'worse'} by {abs(gap):.3f}",
+      f"test accuracy   model top-1 {model['pitch_accuracy']:.1%} top-5 "
+      f"{model['pitch_top5_accuracy']:.1%} vs {results['best_ngram']} top-1 "
+      f"{best['pitch_accuracy']:.1%} top-5 {best['pitch_top5_accuracy']:.1%} "
+      f"({results['test_windows']} windows)"]
+  statistics = results['statistics']
+  if 'mean_oa' in statistics:
+    lines.append(
+        f"music stats     mean overlapping area with real music: model "
+        f"{statistics['mean_oa']['model']:.3f} vs n-gram {statistics['mean_oa']['n-gram']:.3f} "
+        f"({statistics['pieces']} pieces x {statistics['notes']} notes; higher is closer)")
+  else:
+    lines.append(f"music stats     skipped: {statistics['skipped']}")
+  return lines
+
+
+def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, features: dict,
+                 sets: dict, primes: dict) -> None:
+  """Writes every file of the report into ``out_dir``.
+
+  Args:
+    results: the numbers (written as ``evaluation.json`` and tabulated).
+    curves: ``{'train'|'validation': {tag: (steps, values)}}``; empty without logs.
+    comparisons: ``{'model'|'n-gram': music_stats.compare_sets(real, that set)}``.
+    features: ``{set name: music_stats.set_features(pieces)}``.
+    sets: ``{set name: list of notes dicts}`` (continuations only).
+    primes: ``{feature: [pieces, window]}``, the prime before each piece of every set.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, RESULTS_FILE), 'w') as f:
+    json.dump(results, f, indent=1)
+  sections = [_header(results), _likelihood_section(results)]
+  if comparisons:
+    _save(_features_figure(features), os.path.join(out_dir, FEATURES_PNG))
+    _save(_distances_figure(comparisons), os.path.join(out_dir, DISTANCES_PNG))
+    sections.append(_statistics_section(results))
+    sections.append(_piano_rolls_section(out_dir, sets, primes))
+  else:
+    sections.append(f"## Music statistics\n\nSkipped: {results['statistics']['skipped']}.\n")
+  if curves:
+    _save(_curves_figure(curves, results), os.path.join(out_dir, CURVES_PNG))
+    sections.append(f'## Training curves\n\n![training curves]({CURVES_PNG})\n\n'
+                    'TensorBoard scalars of `trainer.task` (`MODEL_DIR/logs`); the dashed line '
+                    'is the best n-gram\'s test NLL.\n')
+  else:
+    sections.append('## Training curves\n\nNo TensorBoard logs beside the export.\n')
+  with open(os.path.join(out_dir, REPORT_FILE), 'w') as f:
+    f.write('\n'.join(sections))
+
+
+def _header(results: dict) -> str:
+  lines = '\n'.join(f'- {line}' for line in headline_lines(results))
+  return (f"# Evaluation report\n\nExport `{results['export']}`, data `{results['data']}`, "
+          f"{results['test_windows']} test windows; {results['seconds']} s.\n\n{lines}\n")
+
+
+def _likelihood_section(results: dict) -> str:
+  rows = results['likelihood']
+  header = ('| predictor | pitch NLL (nats/note) | top-1 | top-5 | step MAE (s) | '
+            'duration MAE (s) |\n| --- | ---: | ---: | ---: | ---: | ---: |')
+
+  def cell(row, name, percent=False):
+    if name not in rows[row]:
+      return ''
+    return f'{rows[row][name]:.1%}' if percent else f'{rows[row][name]:.3f}'
+
+  lines = [header]
+  for row in rows:
+    label = f"**{row}**" if row in ('model', results['best_ngram']) else row
+    lines.append(f"| {label} | {cell(row, 'pitch_nll')} | {cell(row, 'pitch_accuracy', True)} "
+                 f"| {cell(row, 'pitch_top5_accuracy', True)} | {cell(row, 'step_mae_seconds')} "
+                 f"| {cell(row, 'duration_mae_seconds')} |")
+  timing = results['mean_timing_seconds']
+  return (
+      '## Likelihood on the test split\n\n' + '\n'.join(lines) + '\n\n'
+      'Means over every test window (each note after the first window of each test piece, '
+      'once). Baselines are fitted on the training targets and score the same notes from the '
+      'same windows: n-grams are interpolated Kneser-Ney; *repeat previous* gives the previous '
+      f"pitch probability 1 - eps (eps = {results['repeat_previous_eps']:.3f}, the training "
+      'rate of pitch changes; its maximum-likelihood value) and the rest eps / 127 each; '
+      f"*mean timing* predicts the training mean step ({timing['step']:.3f} s) and duration "
+      f"({timing['duration']:.3f} s). Ties in probability count against top-k hits.\n")
+
+
+def _statistics_section(results: dict) -> str:
+  statistics = results['statistics']
+  lines = ['| feature | OA model | OA n-gram | KLD model | KLD n-gram |',
+           '| --- | ---: | ---: | ---: | ---: |']
+  for feature, values in statistics['features'].items():
+    lines.append(f"| {feature} | {values['model']['oa']:.3f} | {values['n-gram']['oa']:.3f} | "
+                 f"{values['model']['kld']:.3f} | {values['n-gram']['kld']:.3f} |")
+  lines.append(f"| **mean** | **{statistics['mean_oa']['model']:.3f}** | "
+               f"**{statistics['mean_oa']['n-gram']:.3f}** | "
+               f"{statistics['mean_kld']['model']:.3f} | {statistics['mean_kld']['n-gram']:.3f} |")
+  return (
+      '## Music statistics\n\n'
+      f"{statistics['pieces']} primes (the first window of test chunks spread over the split); "
+      f"after each, {statistics['notes']} notes of: the real piece (*real*), the model's "
+      f"`generate` signature (temperature {statistics['temperature']}, no top-k/top-p, seed "
+      f"{statistics['seed']}), and the {results['best_ngram']} (pitches sampled, timing drawn "
+      'from training notes). Per feature, the Euclidean distances between per-piece feature '
+      'vectors within the real set (intra-set) and between each generated piece and each real '
+      'one (inter-set) are smoothed by Gaussian kernel density estimates and compared (Yang & '
+      'Lerch 2018): overlapping area (OA, higher is closer to real) and KL(intra || inter) '
+      '(KLD, nats, lower is closer).\n\n' + '\n'.join(lines) + '\n\n'
+      f'![feature distributions]({FEATURES_PNG})\n\n'
+      f'![distance densities]({DISTANCES_PNG})\n')
+
+
+def _piano_rolls_section(out_dir: str, sets: dict, primes: dict) -> str:
+  os.makedirs(os.path.join(out_dir, ROLLS_DIR), exist_ok=True)
+  images = []
+  for name, pieces in sets.items():
+    for i, piece in enumerate(pieces[:ROLLS_PER_SET]):
+      prime = {key: primes[key][i] for key in midi_io.NOTE_KEYS}
+      prime['step'] = np.concatenate([[0.0], prime['step'][1:]])
+      path = os.path.join(ROLLS_DIR, f"{name.replace('-', '')}_{i:02d}.png")
+      midi_io.write_piano_roll(os.path.join(out_dir, path), prime, piece,
+                               title=f'{name}, prime {i}')
+      images.append(f'![{name} {i}]({path})')
+  return ('## Piano rolls\n\nThe same primes (grey) continued by each set (red).\n\n'
+          + '\n'.join(images) + '\n')
+
+
+def _figure(panels: int, columns: int, size=(4.0, 3.0)) -> tuple[Figure, list]:
+  rows = -(-panels // columns)
+  figure = Figure(figsize=(size[0] * columns, size[1] * rows))
+  FigureCanvasAgg(figure)
+  axes = [figure.add_subplot(rows, columns, i + 1) for i in range(panels)]
+  return figure, axes
+
+
+def _save(figure: Figure, path: str) -> None:
+  figure.tight_layout()
+  figure.savefig(path, dpi=80)
+
+
+def _curves_figure(curves: dict, results: dict) -> Figure:
+  figure, axes = _figure(len(CURVE_PANELS), len(CURVE_PANELS))
+  for ax, (title, tags) in zip(axes, CURVE_PANELS):
+    for run, style in (('train', '-'), ('validation', 'o-')):
+      for tag in tags:
+        if tag in curves.get(run, {}):
+          steps, values = curves[run][tag]
+          ax.plot(steps, values, style, markersize=3, label=f'{run} {tag}')
+    if tags == ('pitch_loss',):
+      best = results['best_ngram']
+      ax.axhline(results['likelihood'][best]['pitch_nll'], color='tab:blue', linestyle='--',
+                 label=f'{best} (test)')
+    ax.set_title(title)
+    ax.set_xlabel('training step')
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize='small')
+  return figure
+
+
+def _features_figure(features: dict) -> Figure:
+  """Per feature, each set's distribution: scalar features as per-piece value histograms,
+  vector features as the mean vector over pieces."""
+  figure, axes = _figure(len(music_stats.FEATURES), 5)
+  for ax, feature in zip(axes, music_stats.FEATURES):
+    values = {name: set_values[feature] for name, set_values in features.items()}
+    if next(iter(values.values())).shape[1] == 1:
+      every = np.concatenate([v[:, 0] for v in values.values()])
+      bins = np.linspace(every.min(), every.max() + 1e-9, 16)
+      for name, v in values.items():
+        ax.hist(v[:, 0], bins, histtype='step', color=SET_COLOURS[name], label=name)
+      ax.set_ylabel('pieces')
+    else:
+      for name, v in values.items():
+        ax.plot(v.mean(axis=0), color=SET_COLOURS[name], label=name)
+      ax.set_xlabel('component')
+      ax.set_ylabel('mean share')
+    ax.set_title(feature.replace('_', ' '), fontsize='medium')
+  axes[0].legend(fontsize='small')
+  return figure
+
+
+def _distances_figure(comparisons: dict) -> Figure:
+  """Per feature, the density of the real set's intra-set distances and of each generated
+  set's inter-set distances (what OA and KLD compare)."""
+  figure, axes = _figure(len(music_stats.FEATURES), 5)
+  for ax, feature in zip(axes, music_stats.FEATURES):
+    drew_reference = False
+    for name, comparison in comparisons.items():
+      values = comparison[feature]
+      if not drew_reference:
+        ax.plot(values['grid'], values['reference_density'], color=SET_COLOURS['real'],
+                label='real (intra)')
+        drew_reference = True
+      ax.plot(values['grid'], values['other_density'], color=SET_COLOURS[name],
+              label=f"{name} (inter), OA {values['oa']:.2f}")
+    ax.set_title(feature.replace('_', ' '), fontsize='medium')
+    ax.set_xlabel('distance')
+    ax.legend(fontsize='x-small')
+  return figure

@@ -1,0 +1,141 @@
+"""trainer.evaluate on a tiny dataset and model: the metrics, the baselines scoring the same
+notes, primes, training curves and the written report."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from partita import baselines
+from partita import report as report_lib
+from trainer import config as config_lib
+from trainer import data as data_lib
+from trainer import evaluate
+from trainer import task
+from trainer_fixtures import REPO, WINDOW, make_dataset
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """Random melodies preprocessed with window 8, stride 16, and the tiny preset trained on
+  them (4 steps: TensorBoard points at steps 2 and 4)."""
+  root = str(tmp_path_factory.mktemp('evaluate'))
+  data_dir = make_dataset(root)
+  model_dir = os.path.join(root, 'model')
+  config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
+  model, _ = task.train(data_dir, model_dir, config)
+  info = data_lib.load_info(data_dir)
+  return {'data': data_dir, 'model_dir': model_dir, 'model': model, 'info': info,
+          'export': os.path.join(model_dir, 'export')}
+
+
+def test_model_metrics_match_the_trainers_over_every_test_window(trained):
+  info = trained['info']
+  fitted = evaluate.fit_baselines(evaluate.read_chunks(trained['data'], info, 'train'), WINDOW)
+  rows, windows = evaluate.likelihood(evaluate.load_export(trained['export']), trained['data'],
+                                      info, fitted, batch_size=7)
+  assert windows == info['splits']['test']['windows']
+  dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),
+                                  training=False, batch_size=64)
+  expected = task.evaluation_metrics(trained['model'], dataset)
+  for name in ('pitch_nll', 'pitch_accuracy', 'pitch_top5_accuracy', 'step_mae_seconds',
+               'duration_mae_seconds'):
+    assert rows['model'][name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6)
+  assert set(rows) == {'model', 'unigram', '2-gram', '3-gram', '4-gram', '5-gram',
+                       'repeat previous', 'mean timing'}
+
+
+def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(trained):
+  info = trained['info']
+  fitted = evaluate.fit_baselines(evaluate.read_chunks(trained['data'], info, 'train'), WINDOW)
+  rows, _ = evaluate.likelihood(evaluate.load_export(trained['export']), trained['data'], info,
+                                fitted)
+  # The same means, computed from the stored chunks: each chunk's notes from index WINDOW on
+  # are targets, each with the notes before it in the chunk as context.
+  trigram = fitted['pitch']['3-gram']
+  nll, step_error = [], []
+  for chunk in evaluate.read_chunks(trained['data'], info, 'test'):
+    pitch = chunk['pitch']
+    contexts = np.stack([pitch[i - 2:i] for i in range(WINDOW, len(pitch))])
+    probs = trigram.distribution(contexts)
+    nll.extend(-np.log(probs[np.arange(len(contexts)), pitch[WINDOW:]]))
+    step_error.extend(np.abs(chunk['step'][WINDOW:] - fitted['timing']['step']))
+  assert len(nll) == info['splits']['test']['windows']
+  assert rows['3-gram']['pitch_nll'] == pytest.approx(np.mean(nll), rel=1e-12)
+  assert rows['mean timing']['step_mae_seconds'] == pytest.approx(np.mean(step_error),
+                                                                  rel=1e-6)
+
+
+def test_fit_baselines_uses_the_training_targets():
+  chunks = [{'pitch': np.array([60, 61, 62, 62]), 'step': np.array([9.0, 9.0, 0.5, 1.5]),
+             'duration': np.array([9.0, 9.0, 1.0, 2.0]), 'velocity': np.full(4, 64.0)}]
+  fitted = evaluate.fit_baselines(chunks, window_length=2)
+  assert fitted['timing'] == {'step': 1.0, 'duration': 1.5}
+  assert fitted['pitch']['repeat previous'].eps == pytest.approx(0.5)  # 61->62, 62->62
+  unigram = fitted['pitch']['unigram'].distribution(np.zeros((1, 0), int))[0]
+  assert unigram[62] > 0.9 and unigram[60] == unigram[61]  # only 62 is a target
+
+
+def test_choose_primes_spreads_over_long_enough_chunks():
+  def chunk(start, length):
+    notes = np.arange(start, start + length)
+    return {name: notes.astype(float) for name in data_lib.FEATURES}
+
+  chunks = [chunk(0, 10), chunk(100, 5), chunk(200, 10), chunk(300, 10), chunk(400, 9)]
+  primes, real = evaluate.choose_primes(chunks, window_length=4, num_pieces=2, num_notes=5)
+  # Long enough (4 + 5 notes): chunks 0, 2, 3, 4; two of them evenly spread: the first, last.
+  np.testing.assert_array_equal(primes['pitch'], [[0, 1, 2, 3], [400, 401, 402, 403]])
+  np.testing.assert_array_equal(real[1]['pitch'], [404, 405, 406, 407, 408])
+  _, every = evaluate.choose_primes(chunks, window_length=4, num_pieces=10, num_notes=5)
+  assert len(every) == 4
+
+
+def test_read_scalars_reads_the_trainers_tensorboard_logs(trained):
+  curves = evaluate.read_scalars(os.path.join(trained['model_dir'], 'logs'))
+  steps, values = curves['validation']['pitch_loss']
+  assert steps == [2, 4]
+  assert all(np.isfinite(values))
+  assert 'learning_rate' in curves['train']
+
+
+def test_command_writes_the_report(trained, tmp_path, capsys):
+  out = str(tmp_path / 'report')
+  assert evaluate.main(['--data', trained['data'], '--model', trained['export'], '--out', out,
+                        '--num-pieces', '4', '--num-notes', '8']) == 0
+  printed = capsys.readouterr().out
+  assert 'test pitch NLL  model' in printed and 'mean overlapping area' in printed
+  for name in (report_lib.REPORT_FILE, report_lib.RESULTS_FILE, report_lib.CURVES_PNG,
+               report_lib.FEATURES_PNG, report_lib.DISTANCES_PNG,
+               os.path.join(report_lib.ROLLS_DIR, 'model_00.png')):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  with open(os.path.join(out, report_lib.RESULTS_FILE)) as f:
+    results = json.load(f)
+  statistics = results['statistics']
+  assert statistics['notes'] == 8 and statistics['pieces'] >= 3
+  for values in statistics['features'].values():
+    assert 0.0 <= values['model']['oa'] <= 1.0 + 1e-9
+  assert results['best_ngram'] in ('2-gram', '3-gram', '4-gram', '5-gram')
+
+
+def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_path):
+  with pytest.raises(SystemExit) as exit_info:
+    evaluate.main(['--data', trained['data'], '--model', str(tmp_path)])
+  assert exit_info.value.code == 2
+  with pytest.raises(SystemExit):
+    evaluate.main(['--data', trained['data'], '--model', trained['export'],
+                   '--num-notes', str(trained['info']['stride'] + 1)])
+  assert evaluate.main(['--data', trained['data'], '--model', trained['export'],
+                        '--num-pieces', '3']) == 0
+  assert os.path.exists(os.path.join(trained['model_dir'], 'report', report_lib.REPORT_FILE))
+
+
+def test_sampled_ngram_pieces_take_timing_from_training_targets():
+  chunks = [{'pitch': np.array([60, 62, 64, 65]), 'step': np.array([9.0, 9.0, 0.5, 0.5]),
+             'duration': np.array([9.0, 9.0, 1.0, 1.0]), 'velocity': np.full(4, 64.0)}]
+  model = baselines.NGram.fit([c['pitch'] for c in chunks], 2, first_target=2)
+  primes = {name: values[None, :2] for name, values in chunks[0].items()}
+  pieces = evaluate.ngram_pieces(model, primes, 6, chunks, window_length=2, seed=0)
+  assert len(pieces) == 1 and len(pieces[0]['pitch']) == 6
+  np.testing.assert_array_equal(pieces[0]['step'], 0.5)
+  np.testing.assert_array_equal(pieces[0]['duration'], 1.0)

@@ -1,0 +1,304 @@
+r"""Evaluate an export on the test split against baselines fitted in the same run; write a report.
+
+    python -m trainer.evaluate --data DATA_DIR --model MODEL_DIR/export [--out REPORT_DIR]
+
+**Likelihood.** The export's ``predict_next`` signature scores every test window that
+``trainer.data.make_dataset`` yields (``training=False``: each note after the first window of
+each test piece is a target exactly once): pitch NLL (nats/note), top-1 and top-5 accuracy, step
+and duration MAE (seconds), exact means over windows. The baselines score the very same targets,
+reading their context from the same windows (the last pitches before the target), so every row
+of the table is a mean over the same notes:
+
+* unigram and interpolated Kneser-Ney n-grams of orders 2 to 5 (``partita.baselines.NGram``),
+* repeat-the-previous-pitch (``RepeatPrevious``, its ``eps`` the training change rate),
+* mean timing: the mean step and duration of the training targets, as constant predictions.
+
+They are fitted on the training split's chunks, counting the n-grams that end at each chunk's
+targets (``first_target`` = window length): every training note the network learns to predict,
+once, with its real history, and no other.
+
+**Music statistics.** Primes are the first window of test chunks long enough to hold a window
+plus ``--num-notes`` more notes (evenly spread over the split's chunks in file order, so over its
+pieces); the *real* set is the notes that follow each prime in the piece. The *model* set is the
+export's ``generate`` signature on the same primes (``--seed``, ``--temperature``; no top-k or
+top-p cut, so it samples the distribution the NLL measures), and the *n-gram* set samples the
+best n-gram (lowest test NLL in this run) from the same primes, each note's step, duration and
+velocity drawn at random from the training targets (an n-gram over pitches has no timing of its
+own). ``partita.music_stats`` computes per-piece features and compares each set with the real
+one by overlapping area and KL divergence (Yang & Lerch 2018).
+
+**Report.** ``REPORT_DIR`` (default ``MODEL_DIR/report``, beside the export) gets
+``report.md``, ``evaluation.json`` (every number), ``training_curves.png`` (from the TensorBoard
+event files in ``MODEL_DIR/logs``, if any), ``features.png``, ``distances.png`` and piano rolls
+in ``piano_rolls/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from partita import baselines
+from partita import music_stats
+from partita import report as report_lib
+from trainer import config as config_lib
+from trainer import data as data_lib
+
+NGRAM_ORDERS = (2, 3, 4, 5)
+PITCH_METRICS = ('pitch_nll', 'pitch_accuracy', 'pitch_top5_accuracy')
+TIMING_METRICS = ('step_mae_seconds', 'duration_mae_seconds')
+
+
+def read_chunks(data_dir: str, info: dict, split: str) -> list[dict[str, np.ndarray]]:
+  """Every chunk of a split, in file order, as numpy notes dicts."""
+  dataset = tf.data.TFRecordDataset(data_lib.shard_files(data_dir, info, split),
+                                    compression_type=info['compression'] or None)
+  return [{name: values.numpy() for name, values in data_lib.parse_chunk(record).items()}
+          for record in dataset]
+
+
+def fit_baselines(train_chunks: list[dict[str, np.ndarray]], window_length: int) -> dict:
+  """Pitch baselines (name -> model) and the mean-timing constants, fitted on the training
+  targets: the notes at index ``window_length`` or later of each chunk."""
+  pitches = [chunk['pitch'] for chunk in train_chunks]
+  models = {'unigram': baselines.NGram.fit(pitches, 1, first_target=window_length)}
+  for order in NGRAM_ORDERS:
+    models[f'{order}-gram'] = baselines.NGram.fit(pitches, order, first_target=window_length)
+  models['repeat previous'] = baselines.RepeatPrevious.fit(pitches, first_target=window_length)
+  timing = {name: float(np.concatenate([chunk[name][window_length:]
+                                        for chunk in train_chunks]).mean())
+            for name in ('step', 'duration')}
+  return {'pitch': models, 'timing': timing}
+
+
+def likelihood(export, data_dir: str, info: dict, fitted: dict,
+               batch_size: int = 512) -> tuple[dict[str, dict], int]:
+  """Test-split metrics of the export and of every baseline, over the same windows.
+
+  Returns ``({row name: {metric: mean}}, number of windows)``: ``model`` has every metric,
+  the pitch baselines the pitch metrics, ``mean timing`` the timing ones.
+  """
+  dataset = data_lib.make_dataset(data_dir, info, 'test', config_lib.DataConfig(),
+                                  training=False, batch_size=batch_size)
+  sums: dict[str, dict[str, float]] = {}
+  count = 0
+
+  def add(row: str, scores: dict[str, np.ndarray]) -> None:
+    totals = sums.setdefault(row, {})
+    for name, values in scores.items():
+      totals[name] = totals.get(name, 0.0) + float(np.sum(values, dtype=np.float64))
+
+  for inputs, targets in dataset:
+    outputs = export.predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
+                                  inputs['velocity'])
+    target_pitch = targets['pitch'].numpy()
+    step, duration = targets['step'].numpy(), targets['duration'].numpy()
+    add('model', {
+        **baselines.score_pitches(baselines.log_softmax(outputs['pitch_logits'].numpy()),
+                                  target_pitch),
+        'step_mae_seconds': np.abs(outputs['step'].numpy() - step),
+        'duration_mae_seconds': np.abs(outputs['duration'].numpy() - duration)})
+    context = inputs['pitch'].numpy()
+    for name, model in fitted['pitch'].items():
+      add(name, baselines.score_pitches(np.log(model.distribution(context)), target_pitch))
+    add('mean timing', {
+        'step_mae_seconds': np.abs(fitted['timing']['step'] - step),
+        'duration_mae_seconds': np.abs(fitted['timing']['duration'] - duration)})
+    count += len(target_pitch)
+  return {row: {name: total / count for name, total in totals.items()}
+          for row, totals in sums.items()}, count
+
+
+def choose_primes(test_chunks: list[dict[str, np.ndarray]], window_length: int,
+                  num_pieces: int, num_notes: int) -> tuple[dict, list[dict]]:
+  """Primes and the real continuations that follow them in the test pieces.
+
+  Takes the chunks holding at least ``window_length + num_notes`` notes, and of those
+  ``num_pieces`` evenly spaced in file order (all of them if there are fewer). Returns
+  (``{feature: [pieces, window_length]}`` primes, list of real continuation notes dicts).
+  """
+  long_enough = [chunk for chunk in test_chunks
+                 if len(chunk['pitch']) >= window_length + num_notes]
+  if not long_enough:
+    return {}, []
+  chosen = np.unique(np.linspace(0, len(long_enough) - 1, num_pieces).round().astype(int))
+  primes = {name: np.stack([long_enough[i][name][:window_length] for i in chosen])
+            for name in data_lib.FEATURES}
+  real = [{name: values[window_length:window_length + num_notes]
+           for name, values in long_enough[i].items()} for i in chosen]
+  return primes, real
+
+
+def ngram_pieces(model: baselines.NGram, primes: dict, num_notes: int,
+                 train_chunks: list[dict[str, np.ndarray]], window_length: int,
+                 seed: int) -> list[dict]:
+  """Pitches sampled from ``model`` after each prime, with each note's step, duration and
+  velocity drawn (uniformly, with replacement) from the training targets."""
+  rng = np.random.default_rng(seed)
+  pitch = baselines.sample(model, primes['pitch'], num_notes, rng)
+  timing = {name: np.concatenate([chunk[name][window_length:] for chunk in train_chunks])
+            for name in ('step', 'duration', 'velocity')}
+  drawn = rng.integers(0, len(timing['step']), size=pitch.shape)
+  return [{'pitch': pitch[i], **{name: values[drawn[i]] for name, values in timing.items()}}
+          for i in range(len(pitch))]
+
+
+def load_export(export_dir: str):
+  """The SavedModel of ``trainer.export``, loaded without this project's model code."""
+  if not tf.io.gfile.exists(os.path.join(export_dir, 'saved_model.pb')):
+    raise FileNotFoundError(f'{export_dir} is not a SavedModel export (no saved_model.pb)')
+  export = tf.saved_model.load(export_dir)
+  missing = [name for name in ('predict_next', 'generate') if not hasattr(export, name)]
+  if missing:
+    raise ValueError(f'{export_dir} lacks {" and ".join(missing)}: not a trainer.task export')
+  return export
+
+
+def model_pieces(export, primes: dict, num_notes: int, temperature: float,
+                 seed: int) -> list[dict]:
+  """The export's ``generate`` signature on ``primes`` (no top-k or top-p cut)."""
+  generated = export.generate(
+      tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
+      tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
+      tf.constant(num_notes, tf.int32), tf.constant(temperature, tf.float32),
+      tf.constant(baselines.PITCHES, tf.int32), tf.constant(1.0, tf.float32),
+      tf.constant(seed, tf.int64))
+  return [{name: values[i].numpy() for name, values in generated.items()}
+          for i in range(len(primes['pitch']))]
+
+
+def read_scalars(log_dir: str) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+  """TensorBoard scalars written by ``trainer.task`` under ``log_dir``: ``{'train' |
+  'validation': {tag: (steps, values)}}``, each tag's points by step (a resumed run's later
+  points replace earlier ones at the same step). Tags holding anything but a number (such as
+  a model's config as text) are skipped."""
+  curves = {}
+  for run in ('train', 'validation'):
+    run_dir = os.path.join(log_dir, run)
+    if not tf.io.gfile.isdir(run_dir):
+      continue
+    events = event_accumulator.EventAccumulator(
+        run_dir, size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    curves[run] = {}
+    for tag in events.Tags()['tensors']:
+      points = {}
+      for event in events.Tensors(tag):
+        value = tf.make_ndarray(event.tensor_proto)
+        if value.size == 1 and value.dtype.kind in 'fiu':  # not text (e.g. a model config)
+          points[event.step] = float(value)
+      if points:
+        curves[run][tag] = (sorted(points), [points[step] for step in sorted(points)])
+  return curves
+
+
+def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
+             num_notes: int | None = None, temperature: float = 1.0, seed: int = 0) -> dict:
+  """Runs the whole evaluation, writes the report into ``out_dir``, returns its numbers."""
+  started = time.perf_counter()
+  info = data_lib.load_info(data_dir)
+  window_length = info['window_length']
+  num_notes = num_notes or info['stride']
+  if num_notes > info['stride']:
+    raise ValueError(f'--num-notes {num_notes} is more than one stored chunk holds after its '
+                     f"first window (the dataset's stride, {info['stride']})")
+  export = load_export(export_dir)
+
+  train_chunks = read_chunks(data_dir, info, 'train')
+  fitted = fit_baselines(train_chunks, window_length)
+  rows, windows = likelihood(export, data_dir, info, fitted)
+  ngram_rows = ['unigram'] + [f'{order}-gram' for order in NGRAM_ORDERS]
+  best_ngram = min(ngram_rows[1:], key=lambda row: rows[row]['pitch_nll'])
+  results = {
+      'data': data_dir, 'export': export_dir, 'test_windows': windows,
+      'likelihood': rows, 'best_ngram': best_ngram,
+      'repeat_previous_eps': fitted['pitch']['repeat previous'].eps,
+      'mean_timing_seconds': fitted['timing'],
+  }
+
+  primes, real = choose_primes(read_chunks(data_dir, info, 'test'), window_length, num_pieces,
+                               num_notes)
+  sets, features, comparisons = {}, {}, {}
+  if len(real) >= 3:
+    sets = {'real': real,
+            'model': model_pieces(export, primes, num_notes, temperature, seed),
+            'n-gram': ngram_pieces(fitted['pitch'][best_ngram], primes, num_notes,
+                                   train_chunks, window_length, seed)}
+    features = {name: music_stats.set_features(pieces) for name, pieces in sets.items()}
+    comparisons = {name: music_stats.compare_sets(features['real'], features[name])
+                   for name in ('model', 'n-gram')}
+    results['statistics'] = {
+        'pieces': len(real), 'notes': num_notes, 'seed': seed, 'temperature': temperature,
+        'features': {feature: {name: {'oa': comparison[feature]['oa'],
+                                      'kld': comparison[feature]['kld']}
+                               for name, comparison in comparisons.items()}
+                     for feature in music_stats.FEATURES},
+        'mean_oa': {name: float(np.mean([c[f]['oa'] for f in music_stats.FEATURES]))
+                    for name, c in comparisons.items()},
+        'mean_kld': {name: float(np.mean([c[f]['kld'] for f in music_stats.FEATURES]))
+                     for name, c in comparisons.items()},
+    }
+  else:
+    results['statistics'] = {
+        'skipped': f'{len(real)} test chunks hold a window plus {num_notes} notes; at least 3 '
+                   'are needed (try a smaller --num-notes)'}
+
+  model_dir = os.path.dirname(os.path.abspath(export_dir.rstrip('/')))
+  log_dir = os.path.join(model_dir, 'logs')
+  curves = read_scalars(log_dir) if tf.io.gfile.isdir(log_dir) else {}
+  results['seconds'] = round(time.perf_counter() - started, 1)
+  report_lib.write_report(out_dir, results, curves, comparisons, features, sets, primes)
+  return results
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      description='Evaluate an export of trainer.task on the test split: pitch NLL, top-1/top-5 '
+      'accuracy and timing MAE beside unigram, Kneser-Ney 2- to 5-gram, repeat-previous and '
+      'mean-timing baselines fitted on the training split in the same run; then statistics '
+      '(Yang & Lerch 2018) of pieces generated from test primes by the model and by the best '
+      'n-gram, against the real continuations. Writes report.md, evaluation.json and PNG plots.')
+  parser.add_argument('--data', required=True,
+                      help='dataset folder written by beam_pipelines.preprocess (its test split '
+                      'is scored, its training split fits the baselines)')
+  parser.add_argument('--model', required=True, help='export folder (MODEL_DIR/export)')
+  parser.add_argument('--out', help='report folder (default: MODEL_DIR/report, beside the '
+                      'export; training curves are read from MODEL_DIR/logs)')
+  parser.add_argument('--num-pieces', type=int, default=32,
+                      help='primes, hence pieces per generated set (default %(default)s)')
+  parser.add_argument('--num-notes', type=int,
+                      help="notes per generated piece and real continuation (default and "
+                      "maximum: the dataset's stride, 192 unless preprocessing chose another)")
+  parser.add_argument('--temperature', type=float, default=1.0,
+                      help='sampling temperature of the model set (default %(default)s)')
+  parser.add_argument('--seed', type=int, default=0,
+                      help='seed of both generated sets (default %(default)s)')
+  args = parser.parse_args(argv)
+  if args.num_pieces < 3:
+    parser.error('--num-pieces must be >= 3 (intra-set distances need pairs)')
+  if args.num_notes is not None and args.num_notes < 4:
+    parser.error('--num-notes must be >= 4')
+  if not args.temperature > 0:
+    parser.error('--temperature must be > 0')
+  out_dir = args.out or os.path.join(
+      os.path.dirname(os.path.abspath(args.model.rstrip('/'))), 'report')
+  try:
+    results = evaluate(args.data, args.model, out_dir, args.num_pieces, args.num_notes,
+                       args.temperature, args.seed)
+  except (ValueError, FileNotFoundError) as e:
+    parser.exit(2, f'{parser.prog}: error: {e}\n')
+  for line in report_lib.headline_lines(results):
+    print(line)
+  print(f'report: {os.path.join(out_dir, report_lib.REPORT_FILE)}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
