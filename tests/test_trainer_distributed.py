@@ -277,6 +277,33 @@ def test_each_input_pipeline_reads_its_own_files(two_shard_dataset):
   assert len(first) + len(second) == info['splits']['train']['windows']
 
 
+def test_fit_trains_on_the_first_batch_under_a_strategy():
+  """Keras 3.15's fit under a strategy draws one batch from an iterator it discards before
+  training (see ``task.keras_distributed_fit``); within the block the first batch trained on
+  is the dataset's first. Batches are [[k]] for k = 1, 2... counted across iterators; the loss
+  (w k)^2 with w = 1 and SGD at learning rate 1 leaves w = 1 - 2 k^2: -1 after batch 1."""
+  import keras
+
+  counter = iter(range(1, 1_000_000))
+  dataset = tf.data.Dataset.from_generator(
+      lambda: ((np.full((1, 1), next(counter), np.float32), np.zeros((1, 1), np.float32))
+               for _ in range(1_000)),
+      output_signature=(tf.TensorSpec((None, 1), tf.float32),
+                        tf.TensorSpec((None, 1), tf.float32)))
+  strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
+  with strategy.scope():
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False,
+                                                   kernel_initializer='ones')(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss='mse')
+    task.build_for_fit(model, dataset.element_spec)
+  with task.keras_distributed_fit(model, strategy):
+    assert '_maybe_symbolic_build' in vars(model)
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)
+  assert '_maybe_symbolic_build' not in vars(model)  # the plain model again
+  assert model.get_weights()[0].item() == -1.0
+
+
 MIRRORED_RUN = textwrap.dedent('''
     import sys
     import tensorflow as tf

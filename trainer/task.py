@@ -358,9 +358,11 @@ def keras_distributed_fit(model: keras.Model, strategy: tf.distribute.Strategy):
      the step makes that the mean over workers that Keras means (a sum over axis 0 of one
      value, divided by the number of replicas), and the reduction gives back a scalar.
 
-  Both are shadowing attributes of the model instance, removed when the block ends (so the
-  export sees the plain model); ``train_step`` and ``test_step`` are Keras' documented places to
-  customise ``fit``.
+  Each fix is an attribute of the model instance shadowing Keras' method, removed when the block
+  ends (so the export sees the plain model); ``train_step`` and ``test_step`` are Keras'
+  documented places to customise ``fit``. The tests that catch a Keras upgrade changing this:
+  ``test_fit_trains_on_the_first_batch_under_a_strategy``, the mirrored-versus-one-device and
+  the two-worker tests in tests/test_trainer_distributed.py.
   """
   shadowed = []
 
