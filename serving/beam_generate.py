@@ -93,8 +93,7 @@ class Request:
     validation.check_name(self.name)
     validation.check_length(self.num_notes, None)
     validation.check_sampling(self.temperature, self.top_k, self.top_p, self.seed, self.program)
-    if not (math.isfinite(self.prime_from) and self.prime_from >= 0):
-      raise GenerationError(f'prime_from must be a time >= 0 in seconds, got {self.prime_from}')
+    validation.check_prime_from(self.prime_from)
 
   def batch_key(self) -> str:
     """Requests with the same key can share a ``generate`` call (JSON: a deterministic key)."""

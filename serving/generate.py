@@ -230,6 +230,7 @@ def run(export_dir: str, out_dir: str, num_samples: int, num_notes: int | None =
   validation.check_sampling(temperature, top_k, top_p, seed, program)
   if sum([bool(prime_paths), prime_data is not None, no_prime]) > 1:
     raise GenerationError('give at most one of prime files, prime data and no-prime')
+  validation.check_prime_from(prime_from)
   if prime_from and not prime_paths:
     raise GenerationError('prime-from applies to prime MIDI files only')
   if soundfont and audio_wanted and not os.path.isfile(soundfont):

@@ -21,13 +21,13 @@ arrays (pitch, step, duration, velocity):
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
 
 from partita import contract
 from partita import notes as notes_lib
+from serving import validation
 from serving.validation import GenerationError
 
 NEUTRAL_VELOCITY = 64
@@ -55,9 +55,10 @@ def window_from_midi(data: bytes, window_length: int, start_seconds: float = 0.0
       ``start_seconds`` is negative or not finite (``bad_request``), or fewer than
       ``window_length`` notes start at or after it (``prime_too_short``).
   """
-  if not (math.isfinite(start_seconds) and start_seconds >= 0):
-    raise PrimeError('bad_request', f'prime_from must be a time >= 0 in seconds, got '
-                     f'{start_seconds}')
+  try:
+    validation.check_prime_from(start_seconds)
+  except GenerationError as e:
+    raise PrimeError('bad_request', str(e)) from e
   try:
     piece = notes_lib.parse_midi(data, notes_lib.ParseOptions(min_notes=1))
   except notes_lib.RejectedPiece as e:

@@ -50,6 +50,13 @@ def check_length(num_notes: int | None, seconds: float | None) -> None:
     raise GenerationError(f'seconds must be in (0, {MAX_SECONDS:g}], got {seconds}')
 
 
+def check_prime_from(seconds: float) -> None:
+  """Raises GenerationError unless ``seconds`` is a valid time to take a prime window from."""
+  if not (math.isfinite(seconds) and seconds >= 0):
+    raise GenerationError('the prime start time (--prime-from, prime_from) must be >= 0 seconds, '
+                          f'got {seconds}')
+
+
 def check_name(name: str) -> str:
   """Returns ``name`` if it is safe as an output file stem, else raises GenerationError.
 

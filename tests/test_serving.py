@@ -1,0 +1,369 @@
+"""Generation from a real tiny export: the command (primes, lengths, audio, bad requests) and the
+Beam job (manifests, globs, dead letters, summary) on the DirectRunner."""
+
+import json
+import os
+import shutil
+import wave
+
+import numpy as np
+import pretty_midi
+import pytest
+import tensorflow as tf
+
+import trainer_fixtures
+from midi_builders import write_file, write_midi
+from partita import audio
+from serving import beam_generate
+from serving import generate as generate_lib
+from serving import primes as primes_lib
+from serving import validation
+from trainer import config as config_lib
+from trainer import task
+
+WINDOW = trainer_fixtures.WINDOW
+
+
+def ladder(num_notes):
+  """Notes 0.25 s apart, pitch 40 + i: which window a prime is can be read off its pitches."""
+  return [(40 + i, 0.25 * i, 0.25 * i + 0.25, 80) for i in range(num_notes)]
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+  """A dataset of random melodies and the export of a tiny model trained on it."""
+  root = str(tmp_path_factory.mktemp('serving'))
+  data_dir = trainer_fixtures.make_dataset(root)
+  config = config_lib.load(os.path.join(trainer_fixtures.REPO, 'configs', 'tiny.yaml'))
+  task.train(data_dir, os.path.join(root, 'model'), config)
+  return {'data': data_dir, 'export': os.path.join(root, 'model', 'export')}
+
+
+def instruments(path):
+  """Instrument name -> its notes in onset order (pretty_midi reads them in note-off order)."""
+  return {i.name: sorted(i.notes, key=lambda n: (n.start, n.pitch))
+          for i in pretty_midi.PrettyMIDI(str(path)).instruments}
+
+
+def generate(served, out, *args):
+  return generate_lib.main(['--model', served['export'], '--out', str(out), '--no-audio',
+                            *map(str, args)])
+
+
+def test_prime_from_midi_takes_the_window_starting_at_prime_from(served, tmp_path):
+  prime = write_midi(tmp_path / 'ladder.mid', ladder(20))
+  out = tmp_path / 'out'
+  assert generate(served, out, '--prime', prime, '--prime-from', 1.0, '--num-samples', 2,
+                  '--num-notes', 12) == 0
+  for sample in range(2):
+    notes = instruments(out / f'sample_00{sample}.mid')
+    assert [n.pitch for n in notes['prime']] == list(range(44, 44 + WINDOW))  # onsets >= 1 s
+    assert notes['prime'][0].start == 0.0
+    assert len(notes['continuation']) == 12
+    assert min(n.start for n in notes['continuation']) >= notes['prime'][-1].start
+
+
+def test_prime_data_primes_are_windows_of_the_test_split(served, tmp_path):
+  out = tmp_path / 'out'
+  assert generate(served, out, '--prime-data', served['data'], '--num-samples', 3,
+                  '--num-notes', 5) == 0
+  windows = primes_lib.windows_from_dataset(served['data'], WINDOW, 3)
+  with open(os.path.join(served['data'], 'info.json')) as f:
+    info = json.load(f)
+  test_files = tf.io.gfile.glob(os.path.join(served['data'], info['shard_patterns']['test']))
+  spec = {'pitch': tf.io.VarLenFeature(tf.int64)}
+  chunk_heads = [tf.sparse.to_dense(tf.io.parse_single_example(r, spec)['pitch']).numpy()[:WINDOW]
+                 .tolist() for r in tf.data.TFRecordDataset(test_files, 'GZIP')]
+  for sample, window in enumerate(windows):
+    assert window['pitch'].tolist() in chunk_heads
+    notes = instruments(out / f'sample_00{sample}.mid')
+    assert [n.pitch for n in notes['prime']] == window['pitch'].tolist()
+  # Spread over the split, not three consecutive chunks.
+  assert windows[0]['pitch'].tolist() != windows[-1]['pitch'].tolist()
+
+
+def test_no_prime_writes_only_the_continuation_of_a_neutral_window(served, tmp_path):
+  out = tmp_path / 'out'
+  assert generate(served, out, '--no-prime', '--num-samples', 2, '--num-notes', 9) == 0
+  for sample in range(2):
+    notes = instruments(out / f'sample_00{sample}.mid')
+    assert list(notes) == ['continuation'] and len(notes['continuation']) == 9
+  with open(os.path.join(served['export'], 'assets', 'info.json')) as f:
+    info = json.load(f)
+  neutral = primes_lib.neutral_window(info, WINDOW)
+  assert neutral['pitch'].tolist() == [int(np.argmax(info['splits']['train']['pitch_histogram']))
+                                       ] * WINDOW
+  np.testing.assert_allclose(neutral['step'], info['timing']['step']['mean'], rtol=1e-6)
+  np.testing.assert_allclose(neutral['duration'], info['timing']['duration']['mean'], rtol=1e-6)
+
+
+def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):
+  export = generate_lib.load_export(served['export'])
+  primes = {name: values[:2] for name, values in export.bundled_primes.items()}
+  # Pretend the corpus moves at one note per 1,000 s: each round is then only the 17 extra
+  # notes, so 20 s takes several rounds.
+  slow = generate_lib.Export(export.model, dict(export.info, timing={
+      'step': {'mean': 1000.0, 'std': 1.0}, 'duration': export.info['timing']['duration']}),
+                             export.bundled_primes)
+  pieces = generate_lib.generate_for_seconds(slow, primes, 20.0, 1.0, 128, 1.0, seed=4)
+  first_round = generate_lib.generate(export.model, primes, 17, 1.0, 128, 1.0, seed=4)
+  for sample, piece in enumerate(pieces):
+    onsets = np.cumsum(piece['step'], dtype=np.float64)
+    assert len(onsets) > 17 and onsets[-1] < 20.0
+    assert np.all(onsets + piece['duration'] <= 20.0 + 1e-6)
+    np.testing.assert_array_equal(piece['pitch'][:17], first_round['pitch'][sample])
+
+
+def test_seconds_command_and_same_seed_gives_identical_bytes(served, tmp_path):
+  prime = write_midi(tmp_path / 'ladder.mid', ladder(20))
+  args = ['--prime', prime, '--seconds', 6, '--num-samples', 2, '--seed', 11, '--top-p', 0.9]
+  assert generate(served, tmp_path / 'a', *args) == 0
+  assert generate(served, tmp_path / 'b', *args) == 0
+  assert generate(served, tmp_path / 'c', *args[:-4], '--seed', 12, '--top-p', 0.9) == 0
+  for sample in range(2):
+    name = f'sample_00{sample}.mid'
+    assert (tmp_path / 'a' / name).read_bytes() == (tmp_path / 'b' / name).read_bytes()
+    notes = instruments(tmp_path / 'a' / name)
+    start = notes['prime'][-1].start
+    assert max(n.end for n in notes['continuation']) <= start + 6.0 + 1e-3
+    assert max(n.start for n in notes['continuation']) < start + 6.0
+  assert (tmp_path / 'a' / 'sample_000.mid').read_bytes() != (
+      tmp_path / 'c' / 'sample_000.mid').read_bytes()
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--temperature', '0'], 'temperature must be > 0'),
+    (['--temperature', '-1'], 'temperature must be > 0'),
+    (['--temperature', 'nan'], 'temperature must be > 0'),
+    (['--top-k', '0'], 'top-k must be in 1..128'),
+    (['--top-k', '129'], 'top-k must be in 1..128'),
+    (['--top-p', '0'], 'top-p must be in (0, 1]'),
+    (['--top-p', '1.5'], 'top-p must be in (0, 1]'),
+    (['--num-notes', '0'], 'num-notes must be in 1..10000'),
+    (['--num-notes', '10001'], 'num-notes must be in 1..10000'),
+    (['--seconds', '0'], 'seconds must be in (0, 3600]'),
+    (['--seconds', '3601'], 'seconds must be in (0, 3600]'),
+    (['--program', '128'], 'program must be a General MIDI program'),
+    (['--num-samples', '0'], 'num-samples must be >= 1'),
+    (['--prime', '{short}'], 'needs a window of 8 notes (short primes are refused'),
+    (['--prime', '{ladder}', '--prime-from', '4'], '4 notes from 4 s, but the model needs'),
+    (['--prime', '{ladder}', '--prime-from', '-1'], 'prime start time'),
+    (['--prime-from', '1'], 'prime-from applies to prime MIDI files only'),
+    (['--prime', '{ladder}', '{not_midi}'], 'not a usable MIDI piece: not_midi'),
+    (['--prime', '{missing}'], 'cannot read'),
+    (['--prime-data', '{missing}'], 'has no COMPLETED marker'),
+    (['--soundfont', '{missing}'], 'soundfont'),
+])
+def test_bad_requests_exit_2_with_a_message_and_write_nothing(served, tmp_path, capsys, args,
+                                                              message):
+  files = {'short': write_midi(tmp_path / 'short.mid', ladder(WINDOW - 1)),
+           'ladder': write_midi(tmp_path / 'ladder.mid', ladder(20)),
+           'not_midi': write_file(tmp_path / 'notes.mid', b'not a MIDI file'),
+           'missing': str(tmp_path / 'missing')}
+  out = tmp_path / 'out'
+  command = ['--model', served['export'], '--out', str(out), '--num-samples', '1']
+  assert generate_lib.main(command + [a.format(**files) for a in args]) == 2
+  assert message in capsys.readouterr().err
+  assert not out.exists()
+
+
+def test_missing_or_incompatible_exports_are_refused(served, tmp_path, capsys):
+  def refused(export, message):
+    out = tmp_path / 'out'
+    assert generate_lib.main(['--model', str(export), '--out', str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+  refused(tmp_path / 'nowhere', 'is not a SavedModel export (no saved_model.pb)')
+  other_window = tmp_path / 'other_window'
+  shutil.copytree(served['export'], other_window)
+  info_path = other_window / 'assets' / 'info.json'
+  info_path.write_text(json.dumps(dict(json.loads(info_path.read_text()), window_length=16)))
+  refused(other_window, 'incompatible: its model takes windows of 8 notes but its info.json '
+          'says 16')
+  foreign = tmp_path / 'foreign'
+  tf.saved_model.save(tf.Module(), str(foreign))
+  shutil.copytree(os.path.join(served['export'], 'assets'), foreign / 'assets',
+                  dirs_exist_ok=True)
+  refused(foreign, 'has no `generate` function: not a partita export')
+  no_assets = tmp_path / 'no_assets'
+  shutil.copytree(served['export'], no_assets)
+  shutil.rmtree(no_assets / 'assets')
+  refused(no_assets, 'lacks the assets written by trainer.task')
+
+
+def test_audio_is_skipped_with_a_note_without_fluidsynth(served, tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv('PATH', str(tmp_path))  # a PATH on which no fluidsynth program exists
+  out = tmp_path / 'out'
+  assert generate_lib.main(['--model', served['export'], '--out', str(out), '--num-samples', '1',
+                            '--num-notes', '5']) == 0
+  assert 'note: WAV audio skipped: the fluidsynth program is not installed' in (
+      capsys.readouterr().out)
+  assert sorted(os.listdir(out)) == ['sample_000.mid', 'sample_000.png']
+
+
+HAS_FLUIDSYNTH = audio.unavailable_reason(audio.DEFAULT_SOUNDFONT) is None
+
+
+@pytest.mark.skipif(not HAS_FLUIDSYNTH, reason='needs the fluidsynth program and '
+                    f'{audio.DEFAULT_SOUNDFONT} (apt-get install fluidsynth fluid-soundfont-gm)')
+def test_wav_is_rendered_with_fluidsynth(served, tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv(audio.SOUNDFONT_ENV, str(tmp_path / 'no.sf2'))
+  out = tmp_path / 'silent'
+  assert generate_lib.main(['--model', served['export'], '--out', str(out), '--num-samples', '1',
+                            '--num-notes', '5']) == 0
+  assert f'WAV audio skipped: no soundfont at {tmp_path / "no.sf2"}' in capsys.readouterr().out
+  monkeypatch.delenv(audio.SOUNDFONT_ENV)
+  out = tmp_path / 'out'
+  assert generate_lib.main(['--model', served['export'], '--out', str(out), '--num-samples', '2',
+                            '--num-notes', '20']) == 0
+  assert 'skipped' not in capsys.readouterr().out
+  assert sorted(os.listdir(out)) == [f'sample_00{i}.{ext}' for i in range(2)
+                                     for ext in ('mid', 'png', 'wav')]  # no temporaries left
+  for i in range(2):
+    midi = pretty_midi.PrettyMIDI(str(out / f'sample_00{i}.mid'))
+    with wave.open(str(out / f'sample_00{i}.wav')) as wav:
+      assert wav.getframerate() == audio.SAMPLE_RATE and wav.getnchannels() == 2
+      assert wav.getnframes() / wav.getframerate() >= midi.get_end_time()
+
+
+def test_help_explains_every_option(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    generate_lib.main(['--help'])
+  assert exit_info.value.code == 0
+  text = capsys.readouterr().out
+  for flag in ('--prime-data', '--no-prime', '--prime-from', '--seconds', '--soundfont',
+               '--no-audio', '--top-p', '--program'):
+    assert flag in text
+
+
+def test_output_names_from_untrusted_paths_are_safe():
+  assert validation.name_from_path('../../etc/x.mid') == 'x'
+  assert validation.name_from_path('a/b/Fugue #1 (BWV 846).MIDI') == 'Fugue__1__BWV_846_'
+  assert validation.name_from_path('C:\\music\\.hidden.mid') == 'hidden'
+  for bad in ('..', '../x', '/abs', '.hidden', 'a/b', '', 'x' * 101):
+    with pytest.raises(validation.GenerationError, match='not safe|cannot make'):
+      if bad == '..':
+        validation.name_from_path(bad)
+      else:
+        validation.check_name(bad)
+
+
+# The Beam job.
+
+def write_manifest(path, requests):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text('\n'.join(r if isinstance(r, str) else json.dumps(r) for r in requests) + '\n')
+  return str(path)
+
+
+def beam_job(served, out, *args):
+  return beam_generate.main(['--model', served['export'], '--out', str(out),
+                             '--runner=DirectRunner', *map(str, args)])
+
+
+def listing(folder):
+  return sorted(os.path.relpath(os.path.join(d, f), folder)
+                for d, _, names in os.walk(folder) for f in names)
+
+
+def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_path, capsys):
+  write_midi(tmp_path / 'primes' / 'ladder.mid', ladder(20))
+  write_midi(tmp_path / 'primes' / 'short.mid', ladder(WINDOW - 1))
+  write_file(tmp_path / 'primes' / 'text.mid', b'not a MIDI file')
+  good = [
+      {'name': 'one', 'prime': '../primes/ladder.mid', 'num_notes': 6},
+      {'name': 'two', 'prime': '../primes/ladder.mid', 'num_notes': 6, 'seed': 1},
+      {'name': 'three', 'prime': str(tmp_path / 'primes' / 'ladder.mid'), 'num_notes': 6,
+       'prime_from': 1.0, 'temperature': 0.5, 'top_k': 5, 'top_p': 0.9, 'program': 40},
+      {'prime': '../primes/ladder.mid', 'num_notes': 7},  # named after the file: 'ladder'
+      {'name': 'nothing', 'prime': None, 'num_notes': 8},
+  ]
+  bad = [
+      ('{"name": "broken"', 'bad_json'),
+      ('[1, 2]', 'bad_json'),
+      ({'name': 'cold', 'prime': '../primes/ladder.mid', 'temperature': 0}, 'bad_request'),
+      ({'name': 'k', 'prime': '../primes/ladder.mid', 'top_k': 129}, 'bad_request'),
+      ({'name': 'p', 'prime': '../primes/ladder.mid', 'top_p': 0}, 'bad_request'),
+      ({'name': 'none', 'prime': '../primes/ladder.mid', 'num_notes': 0}, 'bad_request'),
+      ({'name': 'many', 'prime': '../primes/ladder.mid', 'num_notes': 10_001}, 'bad_request'),
+      ({'name': 'typo', 'prime': '../primes/ladder.mid', 'temprature': 1}, 'bad_request'),
+      ({'name': 'str', 'prime': '../primes/ladder.mid', 'seed': '1'}, 'bad_request'),
+      ({'name': '../../etc/x', 'prime': '../primes/ladder.mid'}, 'bad_name'),
+      ({'prime': None}, 'bad_name'),
+      ({'name': 'gone', 'prime': '../primes/missing.mid'}, 'prime_not_found'),
+      ({'name': 'text', 'prime': '../primes/text.mid'}, 'not_midi'),
+      ({'name': 'short', 'prime': '../primes/short.mid'}, 'prime_too_short'),
+      ({'name': 'late', 'prime': '../primes/ladder.mid', 'prime_from': 4.5}, 'prime_too_short'),
+      ({'name': 'twice', 'prime': '../primes/ladder.mid'}, 'duplicate_name'),
+      ({'name': 'twice', 'prime': '../primes/ladder.mid', 'seed': 3}, 'duplicate_name'),
+  ]
+  manifest = write_manifest(tmp_path / 'manifests' / 'requests.jsonl',
+                            good[:3] + [''] + [r for r, _ in bad] + good[3:])
+  out = tmp_path / 'out'
+  assert beam_job(served, out, '--manifest', manifest, '--batch-size', 2) == 0
+  reasons = {}
+  for _, reason in bad:
+    reasons[reason] = reasons.get(reason, 0) + 1
+  summary = json.loads((out / 'summary.json').read_text())
+  assert summary['requests_in'] == len(good) + len(bad) == summary['written'] + summary[
+      'dead_letters']
+  assert summary['written'] == len(good)
+  assert summary['dead_letter_reasons'] == dict(sorted(reasons.items()))
+  assert f'requests in: {len(good) + len(bad)} = written {len(good)} + dead letters' in (
+      capsys.readouterr().out)
+  names = ['ladder', 'nothing', 'one', 'three', 'two']
+  assert listing(out) == sorted(
+      [f'{n}.{ext}' for n in names for ext in ('mid', 'png')]
+      + ['summary.json', 'dead_letter/dead_letters-00000-of-00001.jsonl'])
+  assert not (tmp_path / 'etc').exists()
+  dead = [json.loads(line) for line in
+          (out / 'dead_letter' / 'dead_letters-00000-of-00001.jsonl').read_text().splitlines()]
+  assert sorted(d['reason'] for d in dead) == sorted(reason for _, reason in bad)
+  assert all(d['error'] for d in dead)
+
+  expected_notes = {'one': 6, 'two': 6, 'three': 6, 'ladder': 7, 'nothing': 8}
+  for name, count in expected_notes.items():
+    notes = instruments(out / f'{name}.mid')
+    assert len(notes['continuation']) == count
+    assert ('prime' in notes) == (name != 'nothing')
+  assert [n.pitch for n in instruments(out / 'three.mid')['prime']] == list(range(44, 52))
+  assert pretty_midi.PrettyMIDI(str(out / 'three.mid')).instruments[0].program == 40
+
+  # The same manifest again, split differently into bundles: byte-identical pieces.
+  again = tmp_path / 'again'
+  assert beam_job(served, again, '--manifest', manifest, '--batch-size', 2,
+                  '--direct_num_workers=2', '--direct_running_mode=multi_threading') == 0
+  for name in expected_notes:
+    assert (again / f'{name}.mid').read_bytes() == (out / f'{name}.mid').read_bytes()
+
+
+def test_beam_job_over_a_glob_names_pieces_by_their_path(served, tmp_path):
+  write_midi(tmp_path / 'primes' / 'a' / 'x.mid', ladder(12))
+  write_midi(tmp_path / 'primes' / 'b' / 'x.mid', ladder(14))
+  write_midi(tmp_path / 'primes' / 'b' / 'tiny.mid', ladder(3))
+  out = tmp_path / 'out'
+  assert beam_job(served, out, '--primes', tmp_path / 'primes' / '**' / '*.mid',
+                  '--num-notes', 4, '--seed', 2) == 0
+  summary = json.loads((out / 'summary.json').read_text())
+  assert (summary['requests_in'], summary['written']) == (3, 2)
+  assert summary['dead_letter_reasons'] == {'prime_too_short': 1}
+  assert {'a_x.mid', 'b_x.mid'} <= set(os.listdir(out))
+  assert len(instruments(out / 'b_x.mid')['continuation']) == 4
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--manifest', '{missing}'], 'does not exist'),
+    (['--primes', '{missing}/*.mid'], 'no file matches'),
+    (['--manifest', '{manifest}', '--temperature', '0'], 'bad default: temperature'),
+    (['--manifest', '{manifest}', '--batch-size', '0'], 'batch-size must be >= 1'),
+    (['--manifest', '{manifest}', '--model', '{missing}'], 'not a SavedModel export'),
+])
+def test_beam_job_refuses_bad_arguments_before_running(served, tmp_path, capsys, args,
+                                                       message):
+  paths = {'missing': str(tmp_path / 'missing'),
+           'manifest': write_manifest(tmp_path / 'm.jsonl', [{'name': 'a', 'prime': None}])}
+  out = tmp_path / 'out'
+  assert beam_job(served, out, *[a.format(**paths) for a in args]) == 2
+  assert message in capsys.readouterr().err
+  assert not out.exists()
