@@ -52,8 +52,6 @@ from trainer import config as config_lib
 from trainer import data as data_lib
 
 NGRAM_ORDERS = (2, 3, 4, 5)
-PITCH_METRICS = ('pitch_nll', 'pitch_accuracy', 'pitch_top5_accuracy')
-TIMING_METRICS = ('step_mae_seconds', 'duration_mae_seconds')
 
 
 def read_chunks(data_dir: str, info: dict, split: str) -> list[dict[str, np.ndarray]]:
