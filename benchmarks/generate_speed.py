@@ -1,0 +1,159 @@
+r"""Generation speed: the export's in-graph ``generate`` loop against a Python loop over notes.
+
+    .venv/bin/python benchmarks/generate_speed.py [--export MODEL_DIR/export] \
+        [--batch-sizes 1,16,64,256] [--notes 256] [--repeats 3]
+
+Both sides run on the same SavedModel in the same process, one after the other:
+
+* **in-graph**: one call of the export's ``generate`` signature per batch of primes; the whole
+  sampling loop (``--notes`` steps of model, top-k/top-p filtering and sampling) runs inside
+  the TensorFlow graph. Measured for each batch size.
+* **Python loop**: the notebook way: one piece at a time, one call of the export's
+  ``predict_next`` signature per generated note, the pitch sampled in numpy from the softmax of
+  the returned logits, and the window slid in numpy. This baseline is kinder than most notebooks,
+  which call Keras' ``model.predict`` per note (several milliseconds of overhead more per call).
+
+Without ``--export``, the model is a freshly built, untrained model of the small preset's sizes
+(``configs/small.yaml``: embedding 32, BiLSTM + LSTM of 64 units, window 64), exported to a
+temporary folder by ``trainer.export.export_model``: speed does not depend on the weights. Primes
+are random windows (seeded). One untimed call of each side first (loading, first-call
+overheads); then each figure is the median of ``--repeats`` timed calls: notes/s is generated
+notes (batch x notes) over wall seconds, and CPU ms per 1,000 notes counts every thread of the
+process, which other processes' load changes much less than wall time. The machine may be
+shared, so the load average is printed before and after: read the ratios.
+
+Why: the design brief's users generate with ``model.predict`` once per note; the export is meant
+to generate at least 20x the notes/s of that loop at batch 64. Prints a Markdown table; takes
+about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # pylint: disable=wrong-import-position
+import tensorflow as tf  # pylint: disable=wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from serving import generate as generate_lib  # pylint: disable=wrong-import-position
+
+WINDOW = 64
+# Timing statistics of the demo corpus's training split, for the untrained model's inputs.
+TIMING = {'step': {'mean': 0.126, 'std': 0.225}, 'duration': {'mean': 0.842, 'std': 3.58}}
+
+
+def untrained_small_export(folder: str) -> str:
+  """Exports an untrained model of the small preset's sizes to ``folder``/export."""
+  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
+  from trainer import model as model_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.load(os.path.join(REPO, 'configs', 'small.yaml'))
+  model = model_lib.build_model(config.model, WINDOW, TIMING)
+  info = {'window_length': WINDOW, 'timing': TIMING}
+  export_dir = os.path.join(folder, 'export')
+  export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(), info,
+                          random_primes(1, WINDOW, seed=1))
+  return export_dir
+
+
+def random_primes(batch: int, window: int, seed: int) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  return {'pitch': rng.integers(36, 97, (batch, window)).astype(np.int32),
+          'step': rng.choice([0.0, 0.125, 0.25], (batch, window)).astype(np.float32),
+          'duration': rng.choice([0.125, 0.25, 0.5], (batch, window)).astype(np.float32),
+          'velocity': rng.integers(40, 110, (batch, window)).astype(np.float32)}
+
+
+def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) -> np.ndarray:
+  """The notebook way: one ``predict_next`` call per note for one piece; returns the pitches."""
+  rng = np.random.default_rng(seed)
+  window = {name: values[:1].copy() for name, values in prime.items()}
+  pitches = []
+  for _ in range(num_notes):
+    out = model.predict_next(tf.constant(window['pitch']), tf.constant(window['step']),
+                             tf.constant(window['duration']), tf.constant(window['velocity']))
+    logits = out['pitch_logits'].numpy()[0].astype(np.float64)
+    probabilities = np.exp(logits - logits.max())
+    pitch = rng.choice(len(probabilities), p=probabilities / probabilities.sum())
+    next_note = {'pitch': pitch, 'step': out['step'].numpy()[0],
+                 'duration': out['duration'].numpy()[0], 'velocity': out['velocity'].numpy()[0]}
+    for name, value in next_note.items():
+      window[name] = np.concatenate([window[name][:, 1:], [[value]]], axis=1).astype(
+          window[name].dtype)
+    pitches.append(pitch)
+  return np.asarray(pitches)
+
+
+def timed(function, repeats: int) -> tuple[float, float]:
+  """(median wall seconds, median process CPU seconds) of ``repeats`` calls, after one untimed
+  call."""
+  function()
+  walls, cpus = [], []
+  for _ in range(repeats):
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    walls.append(time.perf_counter() - wall)
+    cpus.append(time.process_time() - cpu)
+  return statistics.median(walls), statistics.median(cpus)
+
+
+def load_average() -> str:
+  return ' '.join(f'{value:.2f}' for value in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument('--export', help='an export to measure (default: an untrained model of '
+                      'the small preset, built and exported here)')
+  parser.add_argument('--batch-sizes', default='1,16,64,256')
+  parser.add_argument('--notes', type=int, default=256, help='notes generated per piece')
+  parser.add_argument('--repeats', type=int, default=3)
+  args = parser.parse_args(argv)
+  batch_sizes = [int(size) for size in args.batch_sizes.split(',')]
+
+  load_before = load_average()
+  with tempfile.TemporaryDirectory() as folder:
+    export_dir = args.export or untrained_small_export(folder)
+    export = generate_lib.load_export(export_dir)
+    window = export.window_length
+    rows = []
+    loop_prime = random_primes(1, window, seed=0)
+    wall, cpu = timed(lambda: python_loop(export.model, loop_prime, args.notes, seed=0),
+                      args.repeats)
+    loop_rate = args.notes / wall
+    rows.append(('Python loop, `predict_next` per note', 1, wall, loop_rate,
+                 1000 * cpu / args.notes * 1000))
+    for batch in batch_sizes:
+      primes = random_primes(batch, window, seed=batch)
+      wall, cpu = timed(lambda: generate_lib.generate(  # pylint: disable=cell-var-from-loop
+          export.model, primes, args.notes, 1.0, 128, 1.0, seed=0), args.repeats)
+      notes = batch * args.notes
+      rows.append(('in-graph `generate`', batch, wall, notes / wall, 1000 * cpu / notes * 1000))
+  load_after = load_average()
+
+  print(f'export: {args.export or "untrained, small preset sizes (embedding 32, LSTM 64)"}, '
+        f'window {window}, {args.notes} notes per piece, median of {args.repeats} calls')
+  print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, '
+        f'TensorFlow {tf.__version__}; load average (1, 5, 15 min) before: {load_before}, '
+        f'after: {load_after}\n')
+  print('| method | batch | wall s per call | notes/s | CPU ms per 1,000 notes | '
+        'x Python loop (notes/s) |')
+  print('| --- | ---: | ---: | ---: | ---: | ---: |')
+  for method, batch, wall, rate, cpu_ms in rows:
+    print(f'| {method} | {batch} | {wall:.3f} | {rate:,.0f} | {cpu_ms:,.0f} | '
+          f'{rate / loop_rate:.1f} |')
+
+
+if __name__ == '__main__':
+  main()
