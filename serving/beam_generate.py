@@ -335,6 +335,7 @@ class WritePieceFn(beam.DoFn):
     try:
       midi = midi_io.midi_bytes(shown_prime, continuation, request.program)
       png = midi_io.piano_roll_png(shown_prime, continuation, f'{request.name}: {source}')
+      # The MIDI last: where it exists, the piece is complete.
       write_atomically(FileSystems.join(self._out, request.name + '.png'), png)
       write_atomically(FileSystems.join(self._out, request.name + '.mid'), midi)
     except Exception as e:  # pylint: disable=broad-except
@@ -459,8 +460,7 @@ def main(argv: list[str] | None = None) -> int:
       'Writes OUT/NAME.mid and OUT/NAME.png per request, dead letters with reasons in '
       'OUT/dead_letter/, and OUT/summary.json. Unrecognised flags are Beam pipeline options '
       '(e.g. --runner DataflowRunner --project P --region R --temp_location gs://B/tmp '
-      '--setup_file ./setup.py).',
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      '--setup_file ./setup.py).')
   parser.add_argument('--model', required=True, help='export folder, local or gs://')
   parser.add_argument('--out', required=True, help='output folder, local or gs://')
   source = parser.add_mutually_exclusive_group(required=True)
@@ -469,16 +469,19 @@ def main(argv: list[str] | None = None) -> int:
                       help="prime MIDI files (quote the glob), one request each")
   parser.add_argument('--batch-size', type=int, default=64,
                       help='most requests per generate call (requests with identical '
-                      'parameters and seed share calls)')
+                      'parameters and seed share calls; default %(default)s)')
   parser.add_argument('--num-notes', type=int, default=256,
-                      help=f'notes per piece, 1..{validation.MAX_NUM_NOTES}')
-  parser.add_argument('--temperature', type=float, default=1.0, help='> 0')
-  parser.add_argument('--top-k', type=int, default=128, help='1..128')
-  parser.add_argument('--top-p', type=float, default=1.0, help='in (0, 1]')
-  parser.add_argument('--seed', type=int, default=0, help='same seed, same music')
-  parser.add_argument('--program', type=int, default=0, help='General MIDI program 0..127')
+                      help=f'notes per piece, 1..{validation.MAX_NUM_NOTES} (default %(default)s)')
+  parser.add_argument('--temperature', type=float, default=1.0, help='> 0 (default %(default)s)')
+  parser.add_argument('--top-k', type=int, default=128, help='1..128 (default 128: all pitches)')
+  parser.add_argument('--top-p', type=float, default=1.0, help='in (0, 1] (default %(default)s)')
+  parser.add_argument('--seed', type=int, default=0,
+                      help='same seed, same music (default %(default)s)')
+  parser.add_argument('--program', type=int, default=0,
+                      help='General MIDI program 0..127 (default 0: piano)')
   parser.add_argument('--prime-from', type=float, default=0.0, metavar='SECONDS',
-                      help='take each prime window from the notes starting at or after this')
+                      help='take each prime window from the notes starting at or after this time '
+                      '(default 0)')
   args, pipeline_args = parser.parse_known_args(argv)
   defaults = Request(name='', prime_from=args.prime_from, num_notes=args.num_notes,
                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

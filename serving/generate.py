@@ -175,12 +175,13 @@ def choose_primes(export: Export, num_samples: int, prime_paths: list[str] | Non
     neutral = primes_lib.neutral_window(export.info, window_length)
     return [neutral] * num_samples, ['no prime (neutral start)'] * num_samples
   if prime_paths:
+    import tensorflow as tf  # for gs:// primes; already loaded with the export
     windows = []
     for path in prime_paths:
       try:
-        with open(path, 'rb') as f:
+        with tf.io.gfile.GFile(path, 'rb') as f:
           data = f.read()
-      except OSError as e:
+      except (OSError, tf.errors.OpError) as e:
         raise GenerationError(f'prime {path}: cannot read: {e}') from e
       windows.append(primes_lib.window_from_midi(data, window_length, prime_from,
                                                  source=f'prime {path}'))
@@ -273,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
       'file (the prime on an instrument named "prime", the generated notes on "continuation"), '
       'a piano-roll PNG (prime grey, continuation red) and, when FluidSynth and a General MIDI '
       'soundfont are installed, a WAV file. All samples are generated in one batch by the '
-      "export's in-graph sampling loop. The same inputs and seed give byte-identical MIDI.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      "export's in-graph sampling loop. The same inputs and seed give byte-identical MIDI.")
   parser.add_argument('--model', required=True, help='export folder (MODEL_DIR/export)')
   parser.add_argument('--out', required=True, help='output folder')
-  parser.add_argument('--num-samples', type=int, default=4, help='pieces to generate')
+  parser.add_argument('--num-samples', type=int, default=4,
+                      help='pieces to generate (default %(default)s)')
   length = parser.add_mutually_exclusive_group()
   length.add_argument('--num-notes', type=int,
                       help=f'generated notes per piece, 1..{MAX_NUM_NOTES} (default 256)')
@@ -285,14 +286,15 @@ def main(argv: list[str] | None = None) -> int:
                       help=f'instead of --num-notes: generate until each continuation lasts '
                       f'this long, in (0, {MAX_SECONDS:g}], and cut it there (at most '
                       f'{MAX_NUM_NOTES} notes)')
-  parser.add_argument('--seed', type=int, default=0, help='same seed, same music')
+  parser.add_argument('--seed', type=int, default=0,
+                      help='same seed, same music (default %(default)s)')
   parser.add_argument('--temperature', type=float, default=1.0,
-                      help='> 0; lower is more conservative')
+                      help='> 0; lower is more conservative (default %(default)s)')
   parser.add_argument('--top-k', type=int, default=128,
-                      help='sample among the k likeliest pitches, 1..128 (128: all)')
+                      help='sample among the k likeliest pitches, 1..128 (default 128: all)')
   parser.add_argument('--top-p', type=float, default=1.0,
                       help='nucleus sampling: the likeliest pitches holding this probability '
-                      'mass, in (0, 1]')
+                      'mass, in (0, 1] (default %(default)s)')
   primes = parser.add_mutually_exclusive_group()
   primes.add_argument('--prime', nargs='+', metavar='MIDI',
                       help='prime with the first window of notes of these files (cycled over '
@@ -307,9 +309,9 @@ def main(argv: list[str] | None = None) -> int:
                       'duration), which is not written to the output')
   parser.add_argument('--prime-from', type=float, default=0.0, metavar='SECONDS',
                       help='with --prime: take the window of notes starting at or after this '
-                      'time in each file')
+                      'time in each file (seconds, default 0)')
   parser.add_argument('--program', type=int, default=0,
-                      help='General MIDI program of the output, 0..127 (0: piano)')
+                      help='General MIDI program of the output, 0..127 (default 0: piano)')
   parser.add_argument('--soundfont', metavar='SF2',
                       help='General MIDI soundfont for the WAV files (default: '
                       f'${audio.SOUNDFONT_ENV} or {audio.DEFAULT_SOUNDFONT})')
