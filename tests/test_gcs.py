@@ -101,3 +101,40 @@ def test_preprocess_from_and_to_gcs(bucket):
       contract.COMPLETED_MARKER, contract.INFO_FILE, *shards,
       *[f for f in written if f.startswith(f'{contract.DEAD_LETTER_DIR}/')]])
   assert 'train/train-00007-of-00008.tfrecord.gz' not in written
+
+
+def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
+  """The Beam generation job with its manifest, primes and outputs on gs:// (the export stays
+  local: TensorFlow's own gs:// client cannot be pointed at an emulator)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from serving import beam_generate  # pylint: disable=import-outside-toplevel
+  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
+  from trainer import model as model_lib  # pylint: disable=import-outside-toplevel
+
+  window = 8
+  config = config_lib.load(os.path.join(os.path.dirname(__file__), '..', 'configs', 'tiny.yaml'))
+  timing = {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}}
+  info = {'window_length': window, 'timing': timing,
+          'splits': {'train': {'pitch_histogram': [1] * 128}}}
+  primes = {'pitch': np.full((1, window), 60), 'step': np.full((1, window), 0.25),
+            'duration': np.full((1, window), 0.5), 'velocity': np.full((1, window), 80)}
+  export_dir = str(tmp_path / 'export')
+  export_lib.export_model(model_lib.build_model(config.model, window, timing), export_dir,
+                          window, config.to_yaml(), info, primes)
+  bucket.blob('requests/primes/a.mid').upload_from_string(midi_bytes(random_melody(1, 20)))
+  bucket.blob('requests/manifest.jsonl').upload_from_string('\n'.join(json.dumps(r) for r in [
+      {'name': 'first', 'prime': 'primes/a.mid', 'num_notes': 5},
+      {'name': 'second', 'prime': 'primes/a.mid', 'num_notes': 5, 'seed': 1},
+      {'name': 'gone', 'prime': 'primes/missing.mid'},
+  ]))
+
+  summary = beam_generate.run(
+      export_dir, f'gs://{BUCKET}/generated', beam_generate.Request(name='', num_notes=5),
+      manifest=f'gs://{BUCKET}/requests/manifest.jsonl')
+
+  assert (summary['requests_in'], summary['written'], summary['dead_letters']) == (3, 2, 1)
+  written = object_names(bucket, 'generated/')
+  assert {'first.mid', 'first.png', 'second.mid', 'second.png', 'summary.json'} <= set(written)
+  assert not [name for name in written if 'tmp' in name.lower()]
+  assert bucket.blob('generated/first.mid').download_as_bytes().startswith(b'MThd')
