@@ -1,4 +1,5 @@
-"""Tests for beam_pipelines.preprocess: the Beam transforms and end-to-end runs on generated MIDI."""
+"""Tests for beam_pipelines.preprocess: the Beam transforms, and end-to-end runs on generated
+MIDI."""
 
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ def test_parse_midi_fn_routes_pieces_and_dead_letters():
         pipeline
         | beam.Create([('a/good.mid', midi_bytes(melody)), ('b/bad.mid', b'not midi at all'),
                        ('c/short.mid', midi_bytes(melody[:2]))])
-        | beam.ParDo(preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions(min_notes=3))).with_outputs(
-            'dead_letter', main='pieces'))
+        | beam.ParDo(preprocess.ParsePieceFn(
+            notes_lib.parse_midi, notes_lib.ParseOptions(min_notes=3))).with_outputs(
+                'dead_letter', main='pieces'))
     pieces = parsed.pieces | beam.MapTuple(
         lambda fingerprint, path_notes: (fingerprint, path_notes[0],
                                          path_notes[1]['pitch'].tolist(),

@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 
@@ -16,6 +15,7 @@ import tensorflow as tf
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import export as export_lib
+from trainer import distribute
 from trainer import task
 from trainer_fixtures import REPO, free_ports, make_dataset, reshard, subprocess_env, task_command
 
@@ -73,14 +73,15 @@ def test_unknown_strategy_and_precision_are_clear_errors():
                      'float16, bfloat16'):
     config_lib.load(None, ['runtime.mixed_precision=float8'])
   with pytest.raises(ValueError, match="unknown runtime.strategy 'horovod'"):
-    task.make_strategy(config_lib.RuntimeConfig(strategy='horovod'))
+    distribute.make_strategy(config_lib.RuntimeConfig(strategy='horovod'))
 
 
 def test_auto_mixed_precision_is_float32_on_a_cpu():
   runtime = config_lib.RuntimeConfig(mixed_precision='auto')
-  assert task.mixed_precision_policy(runtime, tf.distribute.get_strategy()) == 'float32'
+  assert distribute.mixed_precision_policy(runtime, tf.distribute.get_strategy()) == 'float32'
   runtime.mixed_precision = 'bfloat16'
-  assert task.mixed_precision_policy(runtime, tf.distribute.get_strategy()) == 'mixed_bfloat16'
+  policy = distribute.mixed_precision_policy(runtime, tf.distribute.get_strategy())
+  assert policy == 'mixed_bfloat16'
 
 
 @pytest.mark.parametrize('start,total,per_epoch,calls', [
@@ -103,9 +104,9 @@ def test_epoch_plan_stops_at_exactly_the_total_steps(start, total, per_epoch, ca
 def test_tpu_strategy_without_a_tpu_is_a_clear_error(monkeypatch):
   monkeypatch.delenv('TPU_NAME', raising=False)
   monkeypatch.delenv('KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS', raising=False)
-  with pytest.raises(task.StrategyError, match=r'no TPU reachable at runtime.tpu=\$TPU_NAME '
+  with pytest.raises(distribute.StrategyError, match=r'no TPU reachable at runtime.tpu=\$TPU_NAME '
                      r'\(not set\) \(ValueError: Please provide a TPU Name to connect to.\)'):
-    task.make_strategy(config_lib.RuntimeConfig(strategy='tpu'))
+    distribute.make_strategy(config_lib.RuntimeConfig(strategy='tpu'))
 
 
 def test_tpu_strategy_command_fails_with_a_message_on_a_machine_without_a_tpu(
@@ -279,7 +280,7 @@ def test_each_input_pipeline_reads_its_own_files(two_shard_dataset):
 
 def test_fit_trains_on_the_first_batch_under_a_strategy():
   """Keras 3.15's fit under a strategy draws one batch from an iterator it discards before
-  training (see ``task.keras_distributed_fit``); within the block the first batch trained on
+  training (see ``distribute.keras_distributed_fit``); within the block the first batch trained on
   is the dataset's first. Batches are [[k]] for k = 1, 2... counted across iterators; the loss
   (w k)^2 with w = 1 and SGD at learning rate 1 leaves w = 1 - 2 k^2: -1 after batch 1."""
   import keras
@@ -296,8 +297,8 @@ def test_fit_trains_on_the_first_batch_under_a_strategy():
     model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False,
                                                    kernel_initializer='ones')(inputs))
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss='mse')
-    task.build_for_fit(model, dataset.element_spec)
-  with task.keras_distributed_fit(model, strategy):
+    distribute.build_for_fit(model, dataset.element_spec)
+  with distribute.keras_distributed_fit(model, strategy):
     assert '_maybe_symbolic_build' in vars(model)
     model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)
   assert '_maybe_symbolic_build' not in vars(model)  # the plain model again
@@ -311,7 +312,8 @@ MIRRORED_RUN = textwrap.dedent('''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     # The training input interleaves files with deterministic=False; fix its order.
     tf.config.experimental.enable_op_determinism()
-    from trainer import task
+    from trainer import distribute
+from trainer import task
     task.main(sys.argv[1:])
 ''')
 
@@ -326,7 +328,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
   (measured: 1e-7 on the losses). The weights after 2 Adam steps of learning rate 1e-3 are
   compared to 1e-5 (measured: 3e-8): Adam divides each gradient by its own magnitude, so a
   rounding difference in a gradient near zero can move its weight by a fraction of the learning
-  rate. Before Keras' first-batch build was skipped (see ``task.keras_distributed_fit``), the
+  rate. Before Keras' first-batch build was skipped (see ``distribute.keras_distributed_fit``), the
   mirrored run trained on other windows and differed by 5e-3.
   """
   script = tmp_path / 'two_cpus.py'

@@ -18,7 +18,6 @@ others write what collective saving needs to temporary folders they remove.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -26,7 +25,6 @@ import shutil
 import sys
 import tempfile
 import time
-import typing
 
 import keras
 import numpy as np
@@ -34,105 +32,9 @@ import tensorflow as tf
 
 from trainer import config as config_lib
 from trainer import data as data_lib
+from trainer import distribute
 from trainer import export as export_lib
 from trainer import model as model_lib
-
-POLICIES = {'none': 'float32', 'float16': 'mixed_float16', 'bfloat16': 'mixed_bfloat16'}
-
-
-class StrategyError(RuntimeError):
-  """The configured strategy cannot run here (no TPU reachable, a bad TF_CONFIG...)."""
-
-
-def make_strategy(runtime: config_lib.RuntimeConfig) -> tf.distribute.Strategy:
-  """The ``tf.distribute`` strategy that ``runtime.strategy`` names."""
-  if runtime.strategy == 'default':
-    return tf.distribute.get_strategy()
-  if runtime.strategy == 'one_device':
-    return tf.distribute.OneDeviceStrategy(runtime.device)
-  if runtime.strategy == 'mirrored':
-    # Every GPU; on a machine without one, every logical CPU device (one unless configured).
-    devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')
-    return tf.distribute.MirroredStrategy([device.name for device in devices])
-  if runtime.strategy == 'multi_worker':
-    try:
-      return tf.distribute.MultiWorkerMirroredStrategy()
-    except (ValueError, KeyError) as e:
-      raise StrategyError(f'runtime.strategy=multi_worker: bad TF_CONFIG '
-                          f'{os.environ.get("TF_CONFIG")!r}: {e}') from e
-  if runtime.strategy == 'tpu':
-    return _tpu_strategy(runtime.tpu)
-  raise ValueError(f'unknown runtime.strategy {runtime.strategy!r}; expected one of '
-                   f'{", ".join(typing.get_args(config_lib.Strategy))}')
-
-
-def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
-  """Connects to the TPU named ``tpu`` ('local' on a TPU VM; '' reads $TPU_NAME) and
-  initialises it; a clear ``StrategyError`` if none is reachable."""
-  where = repr(tpu) if tpu else f"$TPU_NAME ({os.environ.get('TPU_NAME', 'not set')})"
-  try:
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
-    if tpu != 'local':
-      tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-  except (ValueError, tf.errors.OpError) as e:
-    reason = (str(e).strip().splitlines() or [''])[0]  # TF's op errors run to many lines
-    raise StrategyError(
-        f'runtime.strategy=tpu: no TPU reachable at runtime.tpu={where} '
-        f'({type(e).__name__}: {reason}). On a TPU VM set runtime.tpu=local; otherwise give '
-        'the TPU\'s name or grpc:// address.') from e
-  return tf.distribute.TPUStrategy(resolver)
-
-
-def strategy_name(strategy: tf.distribute.Strategy) -> str:
-  """The strategy's class name, by its public name where TensorFlow's class has another
-  (``tf.distribute.MultiWorkerMirroredStrategy`` is ``CollectiveAllReduceStrategy``)."""
-  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-    return 'MultiWorkerMirroredStrategy'
-  return type(strategy).__name__
-
-
-def mixed_precision_policy(runtime: config_lib.RuntimeConfig,
-                           strategy: tf.distribute.Strategy) -> str:
-  """The Keras dtype policy for ``runtime.mixed_precision``.
-
-  ``auto`` is bfloat16 on a TPU (its native 16-bit type), float16 on a GPU (tensor cores on
-  every generation since Volta, with loss scaling) and float32 on a CPU, where 16-bit types
-  bring no speed.
-  """
-  choice = runtime.mixed_precision
-  if choice == 'auto':
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-      choice = 'bfloat16'
-    elif tf.config.list_logical_devices('GPU'):
-      choice = 'float16'
-    else:
-      choice = 'none'
-  return POLICIES[choice]
-
-
-@contextlib.contextmanager
-def global_dtype_policy(name: str):
-  """Sets Keras' global dtype policy for the block; the previous one afterwards."""
-  previous = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy(name)
-  try:
-    yield
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes the run's outputs: always, except on a multi-worker
-  cluster's workers other than the chief (or worker 0 when TF_CONFIG names no chief)."""
-  resolver = getattr(strategy, 'cluster_resolver', None)
-  if resolver is None or not resolver.task_type:
-    return True
-  if resolver.task_type == 'chief':
-    return True
-  return (resolver.task_type == 'worker' and resolver.task_id == 0
-          and 'chief' not in resolver.cluster_spec().as_dict())
-
 
 @dataclasses.dataclass
 class OutputDirs:
@@ -310,85 +212,6 @@ def first_windows(dataset: tf.data.Dataset, count: int) -> dict[str, np.ndarray]
   return {name: values.numpy() for name, values in inputs.items()}
 
 
-def build_for_fit(model: keras.Model, batch_spec) -> None:
-  """Builds what ``fit`` would build from its first batch (the compiled losses and metrics and
-  the optimizer) from ``batch_spec``, the ``(inputs, targets)`` element spec, without data.
-
-  Call it in the strategy's scope; it is what lets :func:`keras_distributed_fit` skip Keras' own
-  build.
-  """
-  # Keras' own build routine, given shapes instead of a batch (it only reads their shapes and
-  # dtypes); Keras has no public equivalent.
-  model._symbolic_build(data_batch=batch_spec)  # pylint: disable=protected-access
-  unbuilt = [name for name, part in (('model', model), ('optimizer', model.optimizer),
-                                     ('losses', model._compile_loss),  # pylint: disable=protected-access
-                                     ('metrics', model._compile_metrics))  # pylint: disable=protected-access
-             if part is not None and not part.built]
-  if unbuilt:
-    raise RuntimeError(f'build_for_fit left unbuilt: {", ".join(unbuilt)}')
-
-
-@contextlib.contextmanager
-def keras_distributed_fit(model: keras.Model, strategy: tf.distribute.Strategy):
-  """Within the block, ``model.fit`` (with the validation it runs) works around two bugs of
-  Keras 3.15's TensorFlow trainer under ``tf.distribute``; needs :func:`build_for_fit` first.
-
-  1. For a model created in a strategy's scope, ``fit`` and ``evaluate`` begin with
-     ``_maybe_symbolic_build``: it opens an iterator over the dataset, draws one batch,
-     ``strategy.reduce('MEAN', batch)``s it, builds whatever is unbuilt from that batch's
-     shapes, and throws the iterator away; training then opens a second iterator.
-
-     * ``MultiWorkerMirroredStrategy`` cannot reduce a nested value (``Strategy.reduce``:
-       "TODO: support value being a nest"), and every ``(inputs, targets)`` batch is one, so
-       ``fit`` fails before its first step ("unsupported type (dict)"; tuples fail the same
-       way). keras-team/keras#20585.
-     * The training input reshuffles on every iteration, so the second iterator yields another
-       permutation than the first would have: a ``MirroredStrategy`` run trained on other
-       windows than a one-device run with the same seed (which skips this build) and their
-       weights differed by up to 5e-3 after 2 steps, while one step on the same batch agrees to
-       3e-8.
-
-     After :func:`build_for_fit` that routine has nothing left to build, so skipping it
-     changes nothing else.
-
-  2. Under ``MultiWorkerMirroredStrategy`` with several workers, every step reduces its logs
-     (the per-replica loss and metric values, all scalars) with ``strategy.reduce('MEAN', v,
-     axis=0)``, which fails on a scalar: "Invalid reduction dimension 0 for input with 0
-     dimensions" (tensorflow/tensorflow#72388). Returning each value with shape ``[1]`` from
-     the step makes that the mean over workers that Keras means (a sum over axis 0 of one
-     value, divided by the number of replicas), and the reduction gives back a scalar.
-
-  Each fix is an attribute of the model instance shadowing Keras' method, removed when the block
-  ends (so the export sees the plain model); ``train_step`` and ``test_step`` are Keras'
-  documented places to customise ``fit``. The tests that catch a Keras upgrade changing this:
-  ``test_fit_trains_on_the_first_batch_under_a_strategy``, the mirrored-versus-one-device and
-  the two-worker tests in tests/test_trainer_distributed.py.
-  """
-  shadowed = []
-
-  def shadow(name, value):
-    if hasattr(type(model), name):  # another Keras may lack the method: then nothing to do
-      setattr(model, name, value)
-      shadowed.append(name)
-
-  shadow('_maybe_symbolic_build', lambda iterator=None, data_batch=None: None)
-  if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-      and strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
-    def rank_one_logs(step):
-      def wrapped(data):
-        return tf.nest.map_structure(
-            lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value,
-            step(data))
-      return wrapped
-    shadow('train_step', rank_one_logs(model.train_step))
-    shadow('test_step', rank_one_logs(model.test_step))
-  try:
-    yield
-  finally:
-    for name in shadowed:
-      delattr(model, name)
-
-
 def write_text(path: str, text: str) -> None:
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(text)
@@ -399,16 +222,16 @@ def train(data_dir: str, model_dir: str,
   """Trains to ``config.train.steps`` (resuming from the newest checkpoint), exports, and
   returns the model and its final validation metrics."""
   info = data_lib.load_info(data_dir)
-  strategy = make_strategy(config.runtime)
-  policy = mixed_precision_policy(config.runtime, strategy)
-  chief = is_chief(strategy)
+  strategy = distribute.make_strategy(config.runtime)
+  policy = distribute.mixed_precision_policy(config.runtime, strategy)
+  chief = distribute.is_chief(strategy)
   dirs = OutputDirs.for_model_dir(model_dir)
   config_yaml = config.to_yaml()
   if chief:
     tf.io.gfile.makedirs(model_dir)
     write_text(os.path.join(model_dir, 'config.yaml'), config_yaml)
-  print(f'strategy {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s), '
-        f'dtype policy {policy}', flush=True)
+  print(f'strategy {distribute.strategy_name(strategy)} with '
+        f'{strategy.num_replicas_in_sync} replica(s), dtype policy {policy}', flush=True)
 
   keras.utils.set_random_seed(config.train.seed)
   window_length = info['window_length']
@@ -422,12 +245,12 @@ def train(data_dir: str, model_dir: str,
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
   validation_data = validation_data.with_options(options)
 
-  with global_dtype_policy(policy):
+  with distribute.global_dtype_policy(policy):
     with strategy.scope():
       model = model_lib.build_model(config.model, window_length, info['timing'])
       model_lib.compile_model(model, config.model, config.train.learning_rate,
                               config.train.clipnorm)
-      build_for_fit(model, validation_data.element_spec)
+      distribute.build_for_fit(model, validation_data.element_spec)
     steps = _fit(model, strategy, chief, dirs, data_dir, info, config, validation_data)
 
     metrics = evaluation_metrics(model, validation_data)
@@ -481,7 +304,7 @@ def _fit(model: keras.Model, strategy: tf.distribute.Strategy, chief: bool, dirs
           lambda context, seed=seed: data_lib.make_dataset(
               data_dir, info, 'train', config.data, training=True,
               batch_size=config.data.batch_size, seed=seed, input_context=context))
-      with keras_distributed_fit(model, strategy):
+      with distribute.keras_distributed_fit(model, strategy):
         model.fit(train_data, initial_epoch=initial_epoch, epochs=epochs,
                   steps_per_epoch=steps_per_epoch, validation_data=validation_data,
                   callbacks=callbacks, verbose=0)
@@ -512,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.error(str(e))
   try:
     _, metrics = train(args.data, args.model_dir, config)
-  except StrategyError as e:
+  except distribute.StrategyError as e:
     parser.exit(1, f'{parser.prog}: error: {e}\n')
   print(f"validation pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
         f"accuracy {metrics['pitch_accuracy']:.1%}, top-5 {metrics['pitch_top5_accuracy']:.1%}")
