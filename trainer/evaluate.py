@@ -36,7 +36,6 @@ in ``piano_rolls/``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
