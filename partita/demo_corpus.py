@@ -14,7 +14,8 @@ because a new release may ship different scores or translate them differently.
 A ``COMPLETED`` marker (JSON) is written only after every selected score has been tried, so
 an interrupted export is resumed by the next call: each ``.mid`` is renamed into place only
 once fully written, so a file that exists is complete and is not exported again. The marker
-records which selection was exported; delete the folder after changing the selection below.
+records which selection was exported; after a change of the selection below, the next call
+exports the scores it adds and deletes the files it drops.
 
 Usage::
 
@@ -135,12 +136,21 @@ def ensure_demo_corpus(
     if limit is not None:
         folder = folder.with_name(f'{folder.name}-first{limit}')
     marker = folder / MARKER_NAME
-    if marker.exists():
+    selection = {
+        'composers': list(COMPOSERS),
+        'suffixes': list(SCORE_SUFFIXES),
+        'excluded_as_too_slow_seconds': TOO_SLOW_TO_EXPORT,
+        'limit': limit,
+    }
+    if marker.exists() and json.loads(marker.read_text()).get('selection') == selection:
         return folder
 
     scores = select_scores()[:limit]
     targets = {score: folder / Path(corpus_name(score)).with_suffix('.mid') for score in scores}
     missing = [score for score in scores if not targets[score].exists()]
+    # A cache made for another selection: drop the files this one does not choose.
+    for stale in set(folder.rglob('*.mid')) - set(targets.values()):
+        stale.unlink()
     skipped = _export(
         [(score, targets[score]) for score in missing],
         workers=workers or os.cpu_count() or 1,
@@ -153,12 +163,7 @@ def ensure_demo_corpus(
         'music21_version': music21.__version__,
         'mid_files': mid_files,
         'skipped': dict(sorted(skipped.items())),
-        'selection': {
-            'composers': list(COMPOSERS),
-            'suffixes': list(SCORE_SUFFIXES),
-            'excluded_as_too_slow_seconds': TOO_SLOW_TO_EXPORT,
-            'limit': limit,
-        },
+        'selection': selection,
     }
     _write_atomically(marker, (json.dumps(summary, indent=2) + '\n').encode())
     if progress:
