@@ -317,8 +317,7 @@ MIRRORED_RUN = textwrap.dedent('''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     # The training input interleaves files with deterministic=False; fix its order.
     tf.config.experimental.enable_op_determinism()
-    from trainer import distribute
-from trainer import task
+    from trainer import task
     task.main(sys.argv[1:])
 ''')
 
