@@ -20,12 +20,9 @@ arrays (pitch, step, duration, velocity):
 
 from __future__ import annotations
 
-import json
-import os
 
 import numpy as np
 
-from partita import contract
 from partita import notes as notes_lib
 from serving import validation
 from serving.validation import GenerationError
@@ -88,26 +85,18 @@ def windows_from_dataset(data_dir: str, window_length: int,
       least ``window_length`` notes.
   """
   import tensorflow as tf  # deferred, like every TensorFlow import in serving
-  if not tf.io.gfile.exists(os.path.join(data_dir, contract.COMPLETED_MARKER)):
-    raise GenerationError(f'{data_dir} has no {contract.COMPLETED_MARKER} marker: it is not the '
-                          'output of a finished `python -m beam_pipelines.preprocess` run')
-  with tf.io.gfile.GFile(os.path.join(data_dir, contract.INFO_FILE)) as f:
-    info = json.load(f)
-  if info.get('format_version') != contract.FORMAT_VERSION:
-    raise GenerationError(f"{data_dir}: dataset format {info.get('format_version')} is not "
-                          f'{contract.FORMAT_VERSION}')
-  files = sorted(tf.io.gfile.glob(os.path.join(data_dir, info['shard_patterns']['test'])))
-  if not files:
-    raise GenerationError(f'{data_dir} has no test shards to take primes from')
-  spec = {name: tf.io.VarLenFeature(tf.int64 if dtype == 'int64' else tf.float32)
-          for name, dtype in contract.FEATURE_DTYPES.items()}
+  from trainer import data as data_lib  # the dataset contract's reader (no Beam)
+  try:
+    info = data_lib.load_info(data_dir)
+    files = data_lib.shard_files(data_dir, info, 'test')
+  except (FileNotFoundError, ValueError) as e:
+    raise GenerationError(str(e)) from e
   records = tf.data.TFRecordDataset(files, compression_type=info['compression'] or None)
   heads = []
   for record in records.take(MAX_DATASET_CHUNKS):
-    chunk = tf.io.parse_single_example(record, spec)
-    if chunk['pitch'].dense_shape[0] >= window_length:
-      heads.append({name: tf.sparse.to_dense(values).numpy()[:window_length]
-                    for name, values in chunk.items()})
+    chunk = data_lib.parse_chunk(record)
+    if len(chunk['pitch']) >= window_length:
+      heads.append({name: values.numpy()[:window_length] for name, values in chunk.items()})
   if not heads:
     raise GenerationError(f'{data_dir}: no test chunk holds a window of {window_length} notes '
                           f"(the dataset's window is {info['window_length']})")
