@@ -305,9 +305,10 @@ def _fit(model: keras.Model, strategy: tf.distribute.Strategy, chief: bool, dirs
               data_dir, info, 'train', config.data, training=True,
               batch_size=config.data.batch_size, seed=seed, input_context=context))
       with distribute.keras_distributed_fit(model, strategy):
+        # shuffle=False: the dataset shuffles itself; Keras' flag only applies to arrays.
         model.fit(train_data, initial_epoch=initial_epoch, epochs=epochs,
                   steps_per_epoch=steps_per_epoch, validation_data=validation_data,
-                  callbacks=callbacks, verbose=0)
+                  callbacks=callbacks, shuffle=False, verbose=0)
   finally:
     checkpoints.close()
     if chief:
