@@ -9,6 +9,7 @@ import pytest
 
 from partita import baselines
 from partita import report as report_lib
+from serving import generate as generate_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import evaluate
@@ -33,7 +34,7 @@ def trained(tmp_path_factory):
 def test_model_metrics_match_the_trainers_over_every_test_window(trained):
   info = trained['info']
   fitted = evaluate.fit_baselines(evaluate.read_chunks(trained['data'], info, 'train'), WINDOW)
-  rows, windows = evaluate.likelihood(evaluate.load_export(trained['export']), trained['data'],
+  rows, windows = evaluate.likelihood(generate_lib.load_export(trained['export']).model, trained['data'],
                                       info, fitted, batch_size=7)
   assert windows == info['splits']['test']['windows']
   dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),
@@ -49,7 +50,7 @@ def test_model_metrics_match_the_trainers_over_every_test_window(trained):
 def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(trained):
   info = trained['info']
   fitted = evaluate.fit_baselines(evaluate.read_chunks(trained['data'], info, 'train'), WINDOW)
-  rows, _ = evaluate.likelihood(evaluate.load_export(trained['export']), trained['data'], info,
+  rows, _ = evaluate.likelihood(generate_lib.load_export(trained['export']).model, trained['data'], info,
                                 fitted)
   # The same means, computed from the stored chunks: each chunk's notes from index WINDOW on
   # are targets, each with the notes before it in the chunk as context.

@@ -47,6 +47,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from partita import baselines
 from partita import music_stats
 from partita import report as report_lib
+from serving import generate as generate_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 
@@ -147,27 +148,12 @@ def ngram_pieces(model: baselines.NGram, primes: dict, num_notes: int,
           for i in range(len(pitch))]
 
 
-def load_export(export_dir: str):
-  """The SavedModel of ``trainer.export``, loaded without this project's model code."""
-  if not tf.io.gfile.exists(os.path.join(export_dir, 'saved_model.pb')):
-    raise FileNotFoundError(f'{export_dir} is not a SavedModel export (no saved_model.pb)')
-  export = tf.saved_model.load(export_dir)
-  missing = [name for name in ('predict_next', 'generate') if not hasattr(export, name)]
-  if missing:
-    raise ValueError(f'{export_dir} lacks {" and ".join(missing)}: not a trainer.task export')
-  return export
-
-
 def model_pieces(export, primes: dict, num_notes: int, temperature: float,
                  seed: int) -> list[dict]:
   """The export's ``generate`` signature on ``primes`` (no top-k or top-p cut)."""
-  generated = export.generate(
-      tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
-      tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
-      tf.constant(num_notes, tf.int32), tf.constant(temperature, tf.float32),
-      tf.constant(baselines.PITCHES, tf.int32), tf.constant(1.0, tf.float32),
-      tf.constant(seed, tf.int64))
-  return [{name: values[i].numpy() for name, values in generated.items()}
+  generated = generate_lib.generate(export, primes, num_notes, temperature,
+                                    top_k=baselines.PITCHES, top_p=1.0, seed=seed)
+  return [{name: values[i] for name, values in generated.items()}
           for i in range(len(primes['pitch']))]
 
 
@@ -206,7 +192,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   if num_notes > info['stride']:
     raise ValueError(f'--num-notes {num_notes} is more than one stored chunk holds after its '
                      f"first window (the dataset's stride, {info['stride']})")
-  export = load_export(export_dir)
+  export = generate_lib.load_export(export_dir).model
 
   train_chunks = read_chunks(data_dir, info, 'train')
   fitted = fit_baselines(train_chunks, window_length)
@@ -289,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     results = evaluate(args.data, args.model, out_dir, args.num_pieces, args.num_notes,
                        args.temperature, args.seed)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, generate_lib.GenerationError) as e:
     parser.exit(2, f'{parser.prog}: error: {e}\n')
   for line in report_lib.headline_lines(results):
     print(line)
