@@ -111,30 +111,40 @@ class Checkpoints(keras.callbacks.Callback):
       shutil.rmtree(self._scratch, ignore_errors=True)
 
 
-class ConsoleProgress(keras.callbacks.Callback):
-  """One line per epoch: step, losses, validation metrics and throughput."""
+class EpochThroughput(keras.callbacks.Callback):
+  """Times each epoch; ``epoch_throughput`` gives the step reached and the windows/s."""
 
-  def __init__(self, step: tf.Variable, total_steps: int, batch_size: int):
+  def __init__(self, step: tf.Variable, batch_size: int):
     super().__init__()
     self._step = step
-    self._total_steps = total_steps
     self._batch_size = batch_size
 
   def on_epoch_begin(self, epoch, logs=None):
     self._started = time.perf_counter()
     self._first_step = int(self._step)
 
-  def on_epoch_end(self, epoch, logs=None):
+  def epoch_throughput(self) -> tuple[int, float]:
     seconds = time.perf_counter() - self._started
     step = int(self._step)
+    return step, (step - self._first_step) * self._batch_size / seconds
+
+
+class ConsoleProgress(EpochThroughput):
+  """One line per epoch: step, losses, validation metrics and throughput."""
+
+  def __init__(self, step: tf.Variable, total_steps: int, batch_size: int):
+    super().__init__(step, batch_size)
+    self._total_steps = total_steps
+
+  def on_epoch_end(self, epoch, logs=None):
+    step, windows_per_second = self.epoch_throughput()
     shown = ' '.join(f'{k}={v:.4f}' for k, v in sorted((logs or {}).items())
                      if k in ('loss', 'pitch_loss', 'val_pitch_loss', 'val_pitch_accuracy'))
-    print(f'step {step}/{self._total_steps} {shown} '
-          f'({(step - self._first_step) * self._batch_size / seconds:.0f} windows/s)',
+    print(f'step {step}/{self._total_steps} {shown} ({windows_per_second:.0f} windows/s)',
           flush=True)
 
 
-class TensorBoardScalars(keras.callbacks.Callback):
+class TensorBoardScalars(EpochThroughput):
   """At the end of every epoch, TensorBoard scalars against the training step: every training
   metric (total and per-head loss, pitch accuracy and top-5, timing MAE) with the learning rate
   and windows/s in ``logs/train``, the validation metrics in ``logs/validation``.
@@ -143,19 +153,12 @@ class TensorBoardScalars(keras.callbacks.Callback):
   """
 
   def __init__(self, log_dir: str, step: tf.Variable, batch_size: int):
-    super().__init__()
-    self._step = step
-    self._batch_size = batch_size
+    super().__init__(step, batch_size)
     self._train = tf.summary.create_file_writer(os.path.join(log_dir, 'train'))
     self._validation = tf.summary.create_file_writer(os.path.join(log_dir, 'validation'))
 
-  def on_epoch_begin(self, epoch, logs=None):
-    self._started = time.perf_counter()
-    self._first_step = int(self._step)
-
   def on_epoch_end(self, epoch, logs=None):
-    seconds = time.perf_counter() - self._started
-    step = int(self._step)
+    step, windows_per_second = self.epoch_throughput()
     logs = logs or {}
     with self._train.as_default(step=step):
       for name, value in logs.items():
@@ -163,8 +166,7 @@ class TensorBoardScalars(keras.callbacks.Callback):
           tf.summary.scalar(name, value)
       tf.summary.scalar('learning_rate',
                         keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-      tf.summary.scalar('windows_per_second',
-                        (step - self._first_step) * self._batch_size / seconds)
+      tf.summary.scalar('windows_per_second', windows_per_second)
     with self._validation.as_default(step=step):
       for name, value in logs.items():
         if name.startswith('val_'):
