@@ -1,10 +1,18 @@
 """partita: classical music generation at corpus scale.
 
 This file is also what Beam ships to Dataflow workers (``--setup_file ./setup.py``), so
-``install_requires`` lists every runtime dependency of the pipelines.
+``install_requires`` lists everything any command of the project needs at run time; the extras
+hold only what their names say.
 """
 
 import setuptools
+
+# The demo's embedded corpus: music21 ships ~430 Bach works and more inside its package.
+DEMO = ['music21>=10,<11', 'tqdm>=4.66,<5']
+# gs:// paths for Beam and the Dataflow runner.
+GCP = ['apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4']
+# The suite runs the demo corpus and gs:// tests too, so it needs both of the above.
+TEST_TOOLS = ['pytest>=8,<10', 'gcp-storage-emulator>=2024.8', 'hypothesis>=6.100,<7']
 
 setuptools.setup(
     name='partita',
@@ -16,6 +24,10 @@ setuptools.setup(
                                                'serving']),
     install_requires=[
         'apache-beam>=2.77,<3',
+        # Beam's TFRecord sink checksums every record with CRC32C and plain apache-beam brings
+        # no implementation; google-crc32c is the C one Beam prefers (its `tfrecord` extra
+        # would bring crcmod, which falls back to pure Python where it cannot compile).
+        'google-crc32c>=1.5,<2',
         # The 2.21 line: reads and writes gs:// natively (no tensorflow-io, whose newest
         # release cannot load its ops on 2.21).
         'tensorflow>=2.21,<2.22',
@@ -28,14 +40,5 @@ setuptools.setup(
         'matplotlib>=3.8,<4',  # piano rolls
         'pyyaml>=6,<7',
     ],
-    extras_require={
-        # The demo's embedded corpus: music21 ships ~430 Bach works and more inside its package.
-        'demo': ['music21>=10,<11', 'tqdm>=4.66,<5'],
-        'gcp': ['apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4'],
-        'dev': [
-            'music21>=10,<11', 'tqdm>=4.66,<5',
-            'apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4',
-            'pytest>=8,<10', 'gcp-storage-emulator>=2024.8', 'hypothesis>=6.100,<7',
-        ],
-    },
+    extras_require={'demo': DEMO, 'gcp': GCP, 'dev': DEMO + GCP + TEST_TOOLS},
 )

@@ -32,9 +32,13 @@ import warnings
 from multiprocessing import Pool
 from pathlib import Path
 
-import music21
-from music21 import bar, common, converter, corpus, repeat, spanner, stream
-from tqdm import tqdm
+try:
+  import music21
+  from music21 import bar, common, converter, corpus, repeat, spanner, stream
+  from tqdm import tqdm
+except ImportError as e:  # the only module that needs the demo extra
+  raise ImportError(f'the demo corpus needs the demo extra ({e.name} is missing): '
+                    "pip install 'partita[demo]'") from e
 
 # Composer folders of the music21 corpus to export. Left out on purpose: palestrina
 # (1,318 Humdrum masses would dwarf everything else), josquin (only .abc song books), and

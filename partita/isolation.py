@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from partita.notes import ParseOptions, RejectedPiece
 
 Parse = Callable[[bytes, ParseOptions], dict]
+STARTUP_TIMEOUT_SECONDS = 300
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,7 @@ def _serve(requests: Connection, answers: Connection, memory_bytes: int) -> None
   """The child's loop: (parse, data, options) in, ('ok', notes) or a rejection out."""
   import resource  # pylint: disable=import-outside-toplevel
   resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+  answers.send(('ready',))
   while True:
     try:
       parse, data, options = requests.recv()
@@ -77,6 +79,15 @@ class ParserProcess:
     os.close(answer_write)
     self._requests = Connection(request_write, readable=False)
     self._answers = Connection(answer_read, writable=False)
+    # Start-up (an interpreter, numpy, symusic) is not the file's fault and can be slow on a
+    # loaded machine, so the parse timeout only starts once the child says it is ready.
+    try:
+      ready = self._answers.poll(STARTUP_TIMEOUT_SECONDS) and self._answers.recv()
+    except (EOFError, OSError):
+      ready = None
+    if ready != ('ready',):
+      self.close()
+      raise RuntimeError(f'the parser process did not start within {STARTUP_TIMEOUT_SECONDS} s')
 
   def parse(self, parse: Parse, data: bytes, options: ParseOptions) -> dict:
     """``parse(data, options)`` in the child.

@@ -3,21 +3,36 @@
 #   corpus -> preprocess (Beam DirectRunner) -> train (configs/small.yaml) -> export -> generate
 #   -> evaluate (test split vs n-gram baselines, music statistics, report).
 # Usage: scripts/demo.sh [CORPUS_FOLDER_OR_GLOB]   (default: music21's bundled corpus as MIDI)
-# Outputs go to $PARTITA_DEMO_OUT (default: outputs/demo); each stage's command is printed first.
+# Each stage's command is printed first and its time after it. Settings (environment):
+#   PARTITA_DEMO_OUT     where outputs go (default: outputs/demo)
+#   PARTITA_DEMO_CONFIG  training preset (default: configs/small.yaml; configs/tiny.yaml is the
+#                        fast one CI uses: a few steps, so the music is noise)
+#   PARTITA_VENV         the virtualenv to create or reuse (default: .venv)
+#   PARTITA_CACHE_DIR    where the demo corpus is cached (default: ~/.cache/partita)
+# It fails unless the run wrote its MIDI files and its evaluation report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
 source scripts/setup_env.sh demo
 out="${PARTITA_DEMO_OUT:-outputs/demo}"
 config="${PARTITA_DEMO_CONFIG:-configs/small.yaml}"
+timings="install $((SECONDS - start)) s"
 
 # TensorFlow's native start-up lines carry no information for this run.
 quiet() {
-  "$@" 2>&1 | grep --line-buffered -vE \
-    '^(I0000|E0000|W0000|WARNING: All log messages before absl|To enable the following instructions)'
+  "$@" 2>&1 | { grep --line-buffered -vE \
+    '^(I0000|E0000|W0000|WARNING: All log messages before absl|To enable the following instructions)' \
+    || true; }
 }
-stage() { echo; echo "== $1"; shift; echo "\$ $*"; quiet "$@"; }
+stage() {
+  local name="$1" began=$SECONDS
+  shift
+  echo; echo "== $name"; echo "\$ $*"
+  quiet "$@"
+  echo "-- $((SECONDS - began)) s"
+  timings="$timings, ${name%% (*} $((SECONDS - began)) s"
+}
 
-start=$SECONDS
 if [ $# -ge 1 ]; then
   corpus="$1"
 else
@@ -33,8 +48,14 @@ stage "generate" python -m serving.generate --model "$out/model/export" --out "$
 stage "evaluate" python -m trainer.evaluate --data "$out/data" --model "$out/model/export" \
   --out "$out/model/report"
 
+samples=("$out"/generated/sample_*.mid)
+if [ ! -s "${samples[0]}" ] || [ ! -s "$out/model/report/report.md" ]; then
+  echo "error: the run did not write its MIDI files and report ($out/generated, $out/model/report)" >&2
+  exit 1
+fi
+
 echo
-echo "== done in $((SECONDS - start)) s"
+echo "== done in $((SECONDS - start)) s: $timings"
 python - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]

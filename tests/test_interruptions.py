@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -22,43 +21,48 @@ from trainer import data as data_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def preprocess_command(corpus: str, output: str) -> list[str]:
-  return [sys.executable, '-m', 'beam_pipelines.preprocess', '--input', corpus, '--output',
-          output, '--window-length', '16']
+# Runs the preprocessing command, killing its whole process group (the job and its parser
+# processes) at the moment the first split's shards are all written under their temporary names
+# and none is renamed yet: the interruption always lands mid-write, however fast the machine.
+KILLED_WHILE_WRITING_SHARDS = """
+import os, signal, sys
+from apache_beam.io import filebasedsink
+from beam_pipelines import preprocess
+
+def killed(*args, **kwargs):
+  os.killpg(0, signal.SIGKILL)
+
+filebasedsink.FileBasedSink.finalize_write = killed
+preprocess.main(sys.argv[1:])
+"""
+
+
+def preprocess_args(corpus: str, output: str) -> list[str]:
+  return ['--input', corpus, '--output', output, '--window-length', '16']
 
 
 def test_killed_preprocessing_leaves_no_completed_dataset_and_a_rerun_completes(tmp_path):
   corpus = tmp_path / 'corpus'
-  for seed in range(300):
+  for seed in range(30):
     write_midi(corpus / f'{seed}.mid', random_melody(seed, 400))
   output = str(tmp_path / 'data')
+  command = [sys.executable, '-m', 'beam_pipelines.preprocess'] + preprocess_args(
+      str(corpus), output)
   # A previous complete run, so the killed run must also take the old marker away.
-  subprocess.run(preprocess_command(str(corpus), output), cwd=ROOT, check=True,
-                 capture_output=True)
+  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
   assert os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))
 
-  job = subprocess.Popen(preprocess_command(str(corpus), output), cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-  try:
-    # Kill as soon as shards are being written: Beam's temporary files appear.
-    deadline = time.monotonic() + 120
-    while not glob.glob(os.path.join(output, '*', 'beam-temp-*', '*')):
-      assert job.poll() is None, 'the job ended before it could be interrupted'
-      assert time.monotonic() < deadline
-      time.sleep(0.01)
-    os.killpg(job.pid, signal.SIGKILL)
-  finally:
-    job.wait()
-  assert job.returncode == -signal.SIGKILL
+  job = subprocess.run([sys.executable, '-c', KILLED_WHILE_WRITING_SHARDS] + preprocess_args(
+      str(corpus), output), cwd=ROOT, capture_output=True, start_new_session=True)
+  assert job.returncode == -signal.SIGKILL, job.stderr.decode()
+  assert glob.glob(os.path.join(output, '*', 'beam-temp-*', '*'))  # killed mid-write
   assert not os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))
   with pytest.raises(FileNotFoundError, match='no COMPLETED marker'):
     data_lib.load_info(output)
 
-  subprocess.run(preprocess_command(str(corpus), output), cwd=ROOT, check=True,
-                 capture_output=True)
+  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
   info = data_lib.load_info(output)
-  assert info['counts']['files_in'] == 300 and info['counts']['pieces_written'] == 300
+  assert info['counts']['files_in'] == 30 and info['counts']['pieces_written'] == 30
   assert not glob.glob(os.path.join(output, '**', 'beam-temp-*'), recursive=True)
 
 
