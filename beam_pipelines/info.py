@@ -1,5 +1,5 @@
-"""The dataset's info.json: per-piece statistics summed per split, and the writing of
-info.json and the COMPLETED marker once every shard exists."""
+"""The dataset's info.json: per-piece statistics summed per split, and :class:`WriteInfo`, the
+job's last step, which writes info.json and the COMPLETED marker once every shard exists."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import hashlib
 import json
 
 import apache_beam as beam
+from apache_beam.io import filesystems
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines import outputs as beam_outputs
 from partita import contract
 
 
@@ -71,16 +72,48 @@ def summarize_split(stats: dict) -> dict:
   return summary
 
 
-def write_atomically(path: str, text: str) -> None:
-  """Writes a small file under a temporary name, then renames it into place."""
-  temporary = path + '.tmp'
-  with FileSystems.create(temporary) as f:
-    f.write(text.encode())
-  FileSystems.rename([temporary], [path])
+def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[str, int],
+               input_digests: list[str], written_files: list[str]) -> dict:
+  """The content of info.json.
+
+  ``config`` is the run's :class:`beam_pipelines.preprocess.PreprocessConfig`; the rest is what
+  :class:`WriteInfo` gathers: summed :func:`piece_stats` per split, dead letters per reason, one
+  digest per input, and the paths of the files written.
+  """
+  splits = {}
+  # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
+  relative_files = sorted(f[len(config.output):].lstrip('/') for f in written_files)
+  for split in contract.SPLITS:
+    splits[split] = summarize_split(split_stats.get(split, {}))
+    # Matched on the relative name: an output folder under e.g. .../train/ must not match.
+    splits[split]['files'] = [f for f in relative_files if f.startswith(f'{split}/')]
+  dead_letters = dict(sorted(dead_letter_reasons.items()))
+  train = splits['train']
+  return {
+      'format_version': contract.FORMAT_VERSION,
+      'features': contract.FEATURE_DTYPES,
+      'window_length': config.window_length,
+      'stride': config.stride,
+      'compression': 'GZIP' if config.compress else '',
+      'shard_patterns': {split: contract.shard_pattern(split) for split in contract.SPLITS},
+      'counts': {
+          'files_in': len(input_digests),
+          'pieces_written': sum(splits[s]['pieces'] for s in contract.SPLITS),
+          'duplicates': sum(splits[s]['duplicates'] for s in contract.SPLITS),
+          'dead_letters': sum(dead_letters.values()),
+          'dead_letter_reasons': dead_letters,
+      },
+      'timing': {name: {'mean': train.get(f'{name}_mean', 0.0),
+                        'std': train.get(f'{name}_std', 1.0)}
+                 for name in ('step', 'duration')},
+      'splits': splits,
+      'input_fingerprint': hashlib.sha256(''.join(sorted(input_digests)).encode()).hexdigest(),
+      'options': dataclasses.asdict(config),
+  }
 
 
 class WriteInfoFn(beam.DoFn):
-  """Writes info.json, then the completion marker, once every shard is written."""
+  """Writes info.json, then the completion marker; yields the counts."""
 
   def __init__(self, config):
     """``config``: the run's :class:`beam_pipelines.preprocess.PreprocessConfig`."""
@@ -88,39 +121,39 @@ class WriteInfoFn(beam.DoFn):
 
   def process(self, unused_element, split_stats, dead_letter_reasons, input_digests,
               written_files):
-    config = self._config
-    splits = {}
-    # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
-    relative_files = sorted(f[len(config.output):].lstrip('/') for f in written_files)
-    for split in contract.SPLITS:
-      splits[split] = summarize_split(split_stats.get(split, {}))
-      # Matched on the relative name: an output folder under e.g. .../train/ must not match.
-      splits[split]['files'] = [f for f in relative_files if f.startswith(f'{split}/')]
-    dead_letters = dict(sorted(dead_letter_reasons.items()))
-    train = splits['train']
-    info = {
-        'format_version': contract.FORMAT_VERSION,
-        'features': contract.FEATURE_DTYPES,
-        'window_length': config.window_length,
-        'stride': config.stride,
-        'compression': 'GZIP' if config.compress else '',
-        'shard_patterns': {split: contract.shard_pattern(split) for split in contract.SPLITS},
-        'counts': {
-            'files_in': len(input_digests),
-            'pieces_written': sum(splits[s]['pieces'] for s in contract.SPLITS),
-            'duplicates': sum(splits[s]['duplicates'] for s in contract.SPLITS),
-            'dead_letters': sum(dead_letters.values()),
-            'dead_letter_reasons': dead_letters,
-        },
-        'timing': {name: {'mean': train.get(f'{name}_mean', 0.0),
-                          'std': train.get(f'{name}_std', 1.0)}
-                   for name in ('step', 'duration')},
-        'splits': splits,
-        'input_fingerprint': hashlib.sha256(''.join(sorted(input_digests)).encode()).hexdigest(),
-        'options': dataclasses.asdict(config),
-    }
-    write_atomically(FileSystems.join(config.output, contract.INFO_FILE),
-                     json.dumps(info, indent=1))
-    write_atomically(FileSystems.join(config.output, contract.COMPLETED_MARKER),
-                     json.dumps(info['counts']) + '\n')
+    info = build_info(self._config, split_stats, dead_letter_reasons, input_digests,
+                      written_files)
+    output = self._config.output
+    beam_outputs.write_atomically(filesystems.FileSystems.join(output, contract.INFO_FILE),
+                                  json.dumps(info, indent=1).encode())
+    beam_outputs.write_atomically(
+        filesystems.FileSystems.join(output, contract.COMPLETED_MARKER),
+        (json.dumps(info['counts']) + '\n').encode())
     yield info['counts']
+
+
+class WriteInfo(beam.PTransform):
+  """Writes info.json, then the COMPLETED marker, once every output file is written; outputs
+  the run's counts (the marker's content).
+
+  Applied to a dict of PCollections: ``split_stats`` (split, summed :func:`piece_stats`),
+  ``dead_letters`` (every dead-letter record), ``input_digests`` (one per input, see
+  :class:`beam_pipelines.inputs.ReadInputs`) and ``written_files`` (every shard and dead-letter
+  file; waiting for them is what makes the marker come last).
+  """
+
+  def __init__(self, config):
+    """``config``: the run's :class:`beam_pipelines.preprocess.PreprocessConfig`."""
+    super().__init__()
+    self._config = config
+
+  def expand(self, outputs):
+    reasons = outputs['dead_letters'] | 'CountReasons' >> beam_outputs.CountByReason()
+    return (outputs['written_files'].pipeline
+            | 'Once' >> beam.Create([None])
+            | 'Write' >> beam.ParDo(
+                WriteInfoFn(self._config),
+                split_stats=beam.pvalue.AsDict(outputs['split_stats']),
+                dead_letter_reasons=beam.pvalue.AsDict(reasons),
+                input_digests=beam.pvalue.AsList(outputs['input_digests']),
+                written_files=beam.pvalue.AsList(outputs['written_files'])))

@@ -2,19 +2,21 @@
 reading them, and the dead letters for inputs that cannot be read.
 
 Paths are local or any filesystem Beam knows (gs://); every function goes through
-``FileSystems``.
+``FileSystems``. :class:`ReadInputs` is the job's first step.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import warnings
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
+from apache_beam import metrics
+from apache_beam.io import fileio, filesystem, filesystems
+
+from beam_pipelines import outputs as beam_outputs
 
 MIDI_SUFFIXES = ('.mid', '.midi')
 
@@ -28,10 +30,10 @@ def input_patterns(input_spec: str) -> list[str]:
 
   A path that exists is taken literally even if it holds glob characters ('Sonatas [1800]').
   """
-  if FileSystems.exists(input_spec) or not any(ch in input_spec for ch in '*?['):
+  if filesystems.FileSystems.exists(input_spec) or not any(ch in input_spec for ch in '*?['):
     literal = escape_glob(input_spec)
     folder_pattern = literal.rstrip('/') + '/**'
-    if FileSystems.match([folder_pattern])[0].metadata_list:
+    if filesystems.FileSystems.match([folder_pattern])[0].metadata_list:
       return [folder_pattern]
     return [literal]
   return [input_spec]
@@ -50,15 +52,9 @@ def listed_path(list_file: str, line: str) -> str | None:
   line = line.strip()
   if not line or line.startswith('#'):
     return None
-  if FileSystems.get_scheme(line) or os.path.isabs(line):
+  if filesystems.FileSystems.get_scheme(line) or os.path.isabs(line):
     return line
-  return FileSystems.join(FileSystems.split(list_file)[0], line)
-
-
-def dead_letter(path: str, reason: str, error: str) -> beam.pvalue.TaggedOutput:
-  """A rejected file for the dead-letter output, counted per reason in Beam's metrics."""
-  Metrics.counter('dead_letter', reason).inc()
-  return beam.pvalue.TaggedOutput('dead_letter', {'path': path, 'reason': reason, 'error': error})
+  return filesystems.FileSystems.join(filesystems.FileSystems.split(list_file)[0], line)
 
 
 class ReadFileFn(beam.DoFn):
@@ -66,19 +62,20 @@ class ReadFileFn(beam.DoFn):
 
   def __init__(self, max_file_bytes: int):
     self._max_file_bytes = max_file_bytes
-    self._read = Metrics.counter('read', 'files_read')
+    self._read = metrics.Metrics.counter('read', 'files_read')
 
   def process(self, metadata):
     path = metadata.path
     if metadata.size_in_bytes > self._max_file_bytes:
-      yield dead_letter(path, 'too_large',
-                        f'{metadata.size_in_bytes} bytes > limit {self._max_file_bytes}')
+      yield beam_outputs.dead_letter(
+          path, 'too_large', f'{metadata.size_in_bytes} bytes > limit {self._max_file_bytes}')
       return
     try:
-      with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      with filesystems.FileSystems.open(
+          path, compression_type=filesystem.CompressionTypes.UNCOMPRESSED) as f:
         data = f.read()
     except Exception as e:  # permissions, vanished files, transient storage errors
-      yield dead_letter(path, 'unreadable', f'{type(e).__name__}: {e}')
+      yield beam_outputs.dead_letter(path, 'unreadable', f'{type(e).__name__}: {e}')
       return
     self._read.inc()
     yield path, data
@@ -96,13 +93,13 @@ class MatchListedFn(beam.DoFn):
     if path is None:
       return
     try:
-      matched = FileSystems.match([escape_glob(path)])[0].metadata_list
+      matched = filesystems.FileSystems.match([escape_glob(path)])[0].metadata_list
     except Exception as e:  # Beam raises BeamIOError for a path that does not exist
       matched, error = [], f'{type(e).__name__}: {e}'
     else:
       error = 'no such file'
     if not matched:
-      yield dead_letter(path, 'not_found', error)
+      yield beam_outputs.dead_letter(path, 'not_found', error)
     yield from matched
 
 
@@ -128,13 +125,74 @@ class ReadNoteSequencesFn(beam.DoFn):
     except Exception as e:  # tf.errors.DataLossError for a truncated or corrupt file
       # TF prefixes the message with the graph node that raised it: noise for the reader.
       message = re.sub(r'\{\{.*?\}\}', '', str(e)).strip()
-      yield dead_letter(f'{path}#{index}', 'corrupt_tfrecord', f'{type(e).__name__}: {message}')
+      yield beam_outputs.dead_letter(f'{path}#{index}', 'corrupt_tfrecord',
+                                     f'{type(e).__name__}: {message}')
+
+
+class ReadInputs(beam.PTransform):
+  """The job's inputs -> their bytes, the dead letters of those that cannot be read, and one
+  digest per input.
+
+  Applied to the pipeline; ``config`` is a :class:`beam_pipelines.preprocess.PreprocessConfig`.
+  Outputs a dict of PCollections:
+
+  * ``midi``: ``(path, bytes)`` of every MIDI file matched by ``--input`` or listed in
+    ``--input-list`` (other files that a folder or glob matches are not inputs);
+  * ``note_sequences`` (only with ``--note-sequences``): ``(path#index, serialized
+    NoteSequence)`` per record;
+  * ``dead_letter``: inputs that were never read (``not_found``, ``too_large``,
+    ``unreadable``, ``corrupt_tfrecord``);
+  * ``input_digests``: one hex digest per input, of its bytes if read and of its name if not;
+    their number is the run's count of inputs, their sorted concatenation its fingerprint.
+  """
+
+  def __init__(self, config):
+    super().__init__()
+    self._config = config
+
+  def expand(self, pbegin):
+    config = self._config
+    patterns = [pattern for spec in config.input for pattern in input_patterns(spec)]
+    matched = [pbegin | 'Patterns' >> beam.Create(patterns) | 'Match' >> fileio.MatchAll()]
+    unread = []
+    if config.input_list:
+      listed = (pbegin
+                | 'ReadInputList' >> beam.io.ReadFromText(config.input_list)
+                | 'MatchListed' >> beam.ParDo(MatchListedFn(config.input_list)).with_outputs(
+                    beam_outputs.TAG, main='files'))
+      matched.append(listed.files)
+      unread.append(listed[beam_outputs.TAG])
+    files = (matched
+             | 'AllMatched' >> beam.Flatten()
+             | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(MIDI_SUFFIXES))
+             | 'Reshuffle' >> beam.Reshuffle())
+    read = files | 'Read' >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
+        beam_outputs.TAG, main='files')
+    outputs = {'midi': read.files}
+    unread.append(read[beam_outputs.TAG])
+    if config.note_sequences:
+      sequences = (pbegin
+                   | 'NoteSequencePatterns' >> beam.Create(list(config.note_sequences))
+                   | 'MatchNoteSequences' >> fileio.MatchAll()
+                   | 'ReadNoteSequences' >> beam.ParDo(ReadNoteSequencesFn()).with_outputs(
+                       beam_outputs.TAG, main='records'))
+      outputs['note_sequences'] = sequences.records | 'ReshuffleRecords' >> beam.Reshuffle()
+      unread.append(sequences[beam_outputs.TAG])
+    outputs[beam_outputs.TAG] = unread | 'AllUnread' >> beam.Flatten()
+    read_inputs = [outputs[kind] for kind in ('midi', 'note_sequences') if kind in outputs]
+    outputs['input_digests'] = (
+        (read_inputs | 'AllRead' >> beam.Flatten()
+         | 'DigestRead' >> beam.Map(lambda kv: hashlib.md5(kv[1]).hexdigest()),
+         outputs[beam_outputs.TAG]
+         | 'DigestUnread' >> beam.Map(lambda d: hashlib.md5(d['input'].encode()).hexdigest()))
+        | 'AllDigests' >> beam.Flatten())
+    return outputs
 
 
 def matching_files(pattern: str) -> list[str]:
   """Paths matching ``pattern``; none (rather than an error) where nothing exists."""
   try:
-    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    return [m.path for m in filesystems.FileSystems.match([pattern])[0].metadata_list]
   except Exception:  # Beam raises BeamIOError where a literal path does not exist
     return []
 
@@ -158,7 +216,7 @@ def check_inputs(config) -> None:
     midi_files += sum(p.lower().endswith(MIDI_SUFFIXES) for p in matched)
   if config.input and not midi_files and not (config.input_list or config.note_sequences):
     raise FileNotFoundError(f'no .mid or .midi file matches --input {" ".join(config.input)}')
-  if config.input_list and not FileSystems.exists(config.input_list):
+  if config.input_list and not filesystems.FileSystems.exists(config.input_list):
     raise FileNotFoundError(f'--input-list {config.input_list} does not exist')
   for pattern in config.note_sequences:
     if not matching_files(pattern):

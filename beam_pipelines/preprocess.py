@@ -4,14 +4,21 @@ r"""Apache Beam job: MIDI files -> deduplicated, split, chunked TFRecords + info
         [--input-list paths.txt] [--note-sequences 'maestro/*.tfrecord'] \
         [--window-length 64] [Beam pipeline options, e.g. --runner DataflowRunner ...]
 
-Steps: match inputs -> read bytes -> parse (in a child process, :mod:`partita.isolation`) ->
-dedup by note content -> split by content hash -> overlapping chunks -> shards, then info.json
-and the COMPLETED marker once every shard is written.
+The job is four named transforms and the shared dead-letter writer, wired by
+:func:`build_pipeline`:
 
-Output layout (the contract in ``partita.contract``)::
+* :class:`beam_pipelines.inputs.ReadInputs`: match every input and read its bytes;
+* :class:`ParseAndDedup`: parse (in a child process, :mod:`partita.isolation`) and keep each
+  piece's notes once;
+* :class:`WriteSplits`: split by content hash, cut overlapping chunks, write shards;
+* :class:`beam_pipelines.outputs.WriteDeadLetters`: every rejected input, with its reason;
+* :class:`beam_pipelines.info.WriteInfo`: info.json and the COMPLETED marker, once every shard
+  and dead letter is written.
+
+Output layout (the contract in ``partita.contract``; dead letters in ``partita.failures``)::
 
     OUTPUT/train|validation|test/<split>-SSSSS-of-NNNNN.tfrecord.gz   chunks as tf.train.Example
-    OUTPUT/dead_letter/dead_letter-SSSSS-of-NNNNN.jsonl                {path, reason, error}
+    OUTPUT/dead_letter/dead_letters-SSSSS-of-NNNNN.jsonl               {input, reason, detail}
     OUTPUT/info.json                                                   features, counts, statistics
     OUTPUT/COMPLETED                                                   written last
 
@@ -24,23 +31,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import sys
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam import metrics
+from apache_beam.io import filesystem, filesystems
+from apache_beam.options import pipeline_options
 
 from beam_pipelines import info as info_lib
 from beam_pipelines import inputs
-from partita import contract
+from beam_pipelines import outputs as beam_outputs
+from partita import contract, failures
 from partita import isolation as isolation_lib
 from partita import notes as notes_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
@@ -103,8 +109,8 @@ class ParsePieceFn(beam.DoFn):
     self._parse = parse
     self._options = options
     self._isolation = isolation
-    self._parsed = Metrics.counter('parse', 'pieces')
-    self._notes = Metrics.counter('parse', 'notes')
+    self._parsed = metrics.Metrics.counter('parse', 'pieces')
+    self._notes = metrics.Metrics.counter('parse', 'notes')
 
   def setup(self):
     self._parser = isolation_lib.ParserProcess(self._isolation) if self._isolation else None
@@ -116,11 +122,11 @@ class ParsePieceFn(beam.DoFn):
         piece = self._parser.parse(self._parse, data, self._options)
       else:
         piece = self._parse(data, self._options)
-    except notes_lib.RejectedPiece as e:
-      yield inputs.dead_letter(path, e.reason, e.detail)
+    except failures.RejectionError as e:
+      yield beam_outputs.dead_letter(path, e.reason, e.detail)
       return
     except Exception as e:  # a bug on one odd file must cost that file, not the job
-      yield inputs.dead_letter(path, 'internal_error', f'{type(e).__name__}: {e}')
+      yield beam_outputs.dead_letter(path, 'internal_error', f'{type(e).__name__}: {e}')
       return
     self._parsed.inc()
     self._notes.inc(len(piece['pitch']))
@@ -152,6 +158,40 @@ class KeepFirstPathFn(beam.CombineFn):
     return accumulator
 
 
+class ParseAndDedup(beam.PTransform):
+  """Inputs read -> one ``(fingerprint, ((path, notes), copies))`` per distinct piece, and the
+  dead letters of inputs that are no piece.
+
+  Applied to :class:`beam_pipelines.inputs.ReadInputs`' outputs: ``midi`` is parsed with
+  :func:`partita.notes.parse_midi`, ``note_sequences`` (if present) with
+  :func:`partita.notes.parse_note_sequence`, crash-isolated as ``config`` says. Pieces with the
+  same notes are kept once, under the smallest path; ``copies`` counts all of them. Outputs a
+  dict: ``pieces`` and ``dead_letter``.
+  """
+
+  def __init__(self, config: PreprocessConfig):
+    super().__init__()
+    self._config = config
+
+  def expand(self, read):
+    parsers = {'midi': ('ParseMidi', notes_lib.parse_midi),
+               'note_sequences': ('ParseNoteSequences', notes_lib.parse_note_sequence)}
+    parsed = []
+    for kind, (label, parse) in parsers.items():
+      if kind in read:
+        parse_fn = ParsePieceFn(parse, self._config.parse_options(),
+                                self._config.isolation_options())
+        parsed.append(read[kind] | label >> beam.ParDo(parse_fn).with_outputs(
+            beam_outputs.TAG, main='pieces'))
+    return {
+        'pieces': ([p.pieces for p in parsed]
+                   | 'AllPieces' >> beam.Flatten()
+                   | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn())),
+        beam_outputs.TAG: ([p[beam_outputs.TAG] for p in parsed]
+                           | 'AllRejected' >> beam.Flatten()),
+    }
+
+
 class SplitAndChunkFn(beam.DoFn):
   """(fingerprint, ((path, notes), copies)) -> per-split serialized tf.train.Example chunks.
 
@@ -160,7 +200,7 @@ class SplitAndChunkFn(beam.DoFn):
 
   def __init__(self, config: PreprocessConfig):
     self._config = config
-    self._duplicates = Metrics.counter('dedup', 'duplicates')
+    self._duplicates = metrics.Metrics.counter('dedup', 'duplicates')
 
   def process(self, element):
     fingerprint, ((path, piece), copies) = element
@@ -174,94 +214,44 @@ class SplitAndChunkFn(beam.DoFn):
     yield beam.pvalue.TaggedOutput('stats', (split, stats))
 
 
+class WriteSplits(beam.PTransform):
+  """Distinct pieces -> chunks in TFRecord shards, one folder per split.
+
+  Outputs a dict: ``shards`` (the paths of the shards written) and ``stats`` (split, the
+  :func:`beam_pipelines.info.piece_stats` of its pieces summed).
+  """
+
+  def __init__(self, config: PreprocessConfig):
+    super().__init__()
+    self._config = config
+
+  def expand(self, pieces):
+    config = self._config
+    chunked = pieces | 'SplitAndChunk' >> beam.ParDo(SplitAndChunkFn(config)).with_outputs(
+        'stats', *contract.SPLITS)
+    suffix = '.tfrecord.gz' if config.compress else '.tfrecord'
+    compression = (filesystem.CompressionTypes.GZIP if config.compress
+                   else filesystem.CompressionTypes.UNCOMPRESSED)
+    shards = [chunked[split] | f'Write{split.title()}' >> beam.io.WriteToTFRecord(
+        filesystems.FileSystems.join(config.output, split, split), file_name_suffix=suffix,
+        compression_type=compression) for split in contract.SPLITS]
+    return {'shards': shards | 'AllShards' >> beam.Flatten(),
+            'stats': chunked.stats | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn())}
+
+
 def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PCollection:
   """Adds the preprocessing job to ``pipeline``; returns the PCollection of the final counts."""
-  patterns = [pattern for spec in config.input for pattern in inputs.input_patterns(spec)]
-  matched = [pipeline | 'InputPatterns' >> beam.Create(patterns) | 'Match' >> fileio.MatchAll()]
-  listed_dead_letters = []
-  if config.input_list:
-    listed = (
-        pipeline
-        | 'ReadInputList' >> beam.io.ReadFromText(config.input_list)
-        | 'MatchListed' >> beam.ParDo(inputs.MatchListedFn(config.input_list)).with_outputs(
-            'dead_letter', main='files'))
-    matched.append(listed.files)
-    listed_dead_letters.append(listed.dead_letter)
-  files = (
-      matched
-      | 'AllMatched' >> beam.Flatten()
-      | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(inputs.MIDI_SUFFIXES))
-      | 'Reshuffle' >> beam.Reshuffle())
-  read = files | 'Read' >> beam.ParDo(inputs.ReadFileFn(config.max_file_bytes)).with_outputs(
-      'dead_letter', main='files')
-  parsed = [read.files | 'Parse' >> beam.ParDo(
-      ParsePieceFn(notes_lib.parse_midi, config.parse_options(),
-                   config.isolation_options())).with_outputs(
-          'dead_letter', main='pieces')]
-  read_dead_letters = [read.dead_letter, *listed_dead_letters]
-  inputs_read = [read.files]
-  if config.note_sequences:
-    sequences = (
-        pipeline
-        | 'NoteSequencePatterns' >> beam.Create(list(config.note_sequences))
-        | 'MatchNoteSequences' >> fileio.MatchAll()
-        | 'ReadNoteSequences' >> beam.ParDo(inputs.ReadNoteSequencesFn()).with_outputs(
-            'dead_letter', main='records'))
-    records = sequences.records | 'ReshuffleRecords' >> beam.Reshuffle()
-    parsed.append(records | 'ParseNoteSequences' >> beam.ParDo(
-        ParsePieceFn(notes_lib.parse_note_sequence, config.parse_options(),
-                     config.isolation_options())).with_outputs(
-            'dead_letter', main='pieces'))
-    read_dead_letters.append(sequences.dead_letter)
-    inputs_read.append(records)
-  # Each input is fingerprinted once: by its bytes if read, by its path if not.
-  input_digests = (
-      (inputs_read | 'AllRead' >> beam.Flatten()
-       | 'DigestRead' >> beam.Map(lambda kv: hashlib.md5(kv[1]).hexdigest()),
-       read_dead_letters | 'AllUnread' >> beam.Flatten()
-       | 'DigestUnread' >> beam.Map(lambda d: hashlib.md5(d['path'].encode()).hexdigest()))
-      | 'AllInputs' >> beam.Flatten())
-  unique = ([p.pieces for p in parsed] | 'AllPieces' >> beam.Flatten()
-            | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn()))
-  chunked = unique | 'SplitAndChunk' >> beam.ParDo(SplitAndChunkFn(config)).with_outputs(
-      'stats', *contract.SPLITS)
-
-  suffix = '.tfrecord.gz' if config.compress else '.tfrecord'
-  compression = CompressionTypes.GZIP if config.compress else CompressionTypes.UNCOMPRESSED
-  written = []
-  for split in contract.SPLITS:
-    written.append(
-        chunked[split]
-        | f'Write{split.title()}' >> beam.io.WriteToTFRecord(
-            FileSystems.join(config.output, split, split), file_name_suffix=suffix,
-            compression_type=compression))
-  written_files = written | 'AllShards' >> beam.Flatten()
-
-  dead_letters = ([*read_dead_letters, *(p.dead_letter for p in parsed)]
-                  | 'AllDeadLetters' >> beam.Flatten())
-  dead_letter_files = (
-      dead_letters
-      | 'DeadLetterJson' >> beam.Map(json.dumps)
-      | 'WriteDeadLetters' >> beam.io.WriteToText(
-          FileSystems.join(config.output, contract.DEAD_LETTER_DIR, 'dead_letter'),
-          file_name_suffix='.jsonl'))
-  reasons = (
-      dead_letters
-      | 'Reason' >> beam.Map(lambda d: (d['reason'], 1))
-      | 'CountReasons' >> beam.CombinePerKey(sum))
-  split_stats = (
-      chunked.stats
-      | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn()))
-  return (
-      pipeline
-      | 'Once' >> beam.Create([None])
-      | 'WriteInfo' >> beam.ParDo(
-          info_lib.WriteInfoFn(config),
-          split_stats=beam.pvalue.AsDict(split_stats),
-          dead_letter_reasons=beam.pvalue.AsDict(reasons),
-          input_digests=beam.pvalue.AsList(input_digests),
-          written_files=beam.pvalue.AsList(
-              (written_files, dead_letter_files) | 'AllOutputs' >> beam.Flatten())))
+  read = pipeline | 'ReadInputs' >> inputs.ReadInputs(config)
+  parsed = read | 'ParseAndDedup' >> ParseAndDedup(config)
+  written = parsed['pieces'] | 'WriteSplits' >> WriteSplits(config)
+  rejected = ((read[beam_outputs.TAG], parsed[beam_outputs.TAG])
+              | 'AllDeadLetters' >> beam.Flatten())
+  dead_letter_files = rejected | 'WriteDeadLetters' >> beam_outputs.WriteDeadLetters(config.output)
+  return ({'split_stats': written['stats'], 'dead_letters': rejected,
+           'input_digests': read['input_digests'],
+           'written_files': ((written['shards'], dead_letter_files)
+                             | 'AllOutputs' >> beam.Flatten())}
+          | 'WriteInfo' >> info_lib.WriteInfo(config))
 
 
 def clear_previous_output(output: str) -> None:
@@ -271,15 +261,15 @@ def clear_previous_output(output: str) -> None:
   new run writes its marker last. Folders are cleared file by file, which also works on object
   stores (gs://), where a folder is only a name prefix.
   """
-  names = (contract.COMPLETED_MARKER, contract.INFO_FILE, contract.DEAD_LETTER_DIR,
+  names = (contract.COMPLETED_MARKER, contract.INFO_FILE, failures.DEAD_LETTER_DIR,
            *contract.SPLITS)
   for name in names:
-    path = FileSystems.join(output, name)
+    path = filesystems.FileSystems.join(output, name)
     inside = inputs.matching_files(inputs.escape_glob(path) + '/**')
     if inside:
-      FileSystems.delete(inside)
-    if FileSystems.exists(path):
-      FileSystems.delete([path])
+      filesystems.FileSystems.delete(inside)
+    if filesystems.FileSystems.exists(path):
+      filesystems.FileSystems.delete([path])
 
 
 def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dict:
@@ -290,10 +280,11 @@ def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dic
   """
   inputs.check_inputs(config)
   clear_previous_output(config.output)
-  options = PipelineOptions(pipeline_args or [])
+  options = pipeline_options.PipelineOptions(pipeline_args or [])
   with beam.Pipeline(options=options) as pipeline:
     build_pipeline(pipeline, config)
-  with FileSystems.open(FileSystems.join(config.output, contract.INFO_FILE)) as f:
+  with filesystems.FileSystems.open(
+      filesystems.FileSystems.join(config.output, contract.INFO_FILE)) as f:
     return json.load(f)
 
 
@@ -311,7 +302,7 @@ def print_summary(info: dict, out=None) -> None:
           f" in {len(s['files'])} shard(s)", file=out)
   if not counts['pieces_written']:
     print(f'no piece was written: every input is a dead letter (reasons in '
-          f'{contract.DEAD_LETTER_DIR}/) or a duplicate', file=out)
+          f'{failures.DEAD_LETTER_DIR}/) or a duplicate', file=out)
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -323,7 +314,8 @@ def int_list(text: str) -> tuple[int, ...]:
   return tuple(values)
 
 
-def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
+def argument_parser() -> argparse.ArgumentParser:
+  """The command's flags; unrecognised flags are left for Beam."""
   parser = argparse.ArgumentParser(
       description='Turn a corpus of MIDI files (and/or NoteSequence TFRecords) into '
       'train/validation/test TFRecords of note chunks (pitch, step, duration, velocity), an '
@@ -333,15 +325,15 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
       '--region R --temp_location gs://... --setup_file ./setup.py).')
   input_group = parser.add_argument_group('inputs (at least one; any mix; local or gs://)')
   input_group.add_argument('--input', action='append', default=[], metavar='GLOB|FOLDER|FILE',
-                      help='MIDI glob (quote it), folder (searched recursively for .mid/.midi '
-                      'in any case) or single file; repeatable')
+                           help='MIDI glob (quote it), folder (searched recursively for '
+                           '.mid/.midi in any case) or single file; repeatable')
   input_group.add_argument('--input-list', default='', metavar='FILE',
-                      help='text file with one MIDI path per line (blank and # lines skipped; '
-                      'relative paths are relative to the list file); paths that do not exist '
-                      'become dead letters')
+                           help='text file with one MIDI path per line (blank and # lines '
+                           'skipped; relative paths are relative to the list file); paths that '
+                           'do not exist become dead letters')
   input_group.add_argument('--note-sequences', action='append', default=[], metavar='GLOB',
-                      help='TFRecord files of NoteSequence protos (Magenta, MAESTRO); .gz '
-                      'files are read as GZIP; each sequence is one input; repeatable')
+                           help='TFRecord files of NoteSequence protos (Magenta, MAESTRO); .gz '
+                           'files are read as GZIP; each sequence is one input; repeatable')
   parser.add_argument('--output', required=True, help='output folder, local or gs://')
   parser.add_argument('--window-length', type=int, default=PreprocessConfig.window_length,
                       help='input notes per training window (default %(default)s)')
@@ -373,6 +365,13 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
   limits.add_argument('--no-isolation', action='store_true',
                       help='parse in the worker process itself: a little faster, but a parser '
                       'crash then fails the job instead of one file')
+  return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
+  """The run's config and the Beam pipeline options from the command line; exits on a bad
+  flag."""
+  parser = argument_parser()
   args, pipeline_args = parser.parse_known_args(argv)
   if not (args.input or args.input_list or args.note_sequences):
     parser.error('give at least one of --input, --input-list, --note-sequences')

@@ -9,16 +9,17 @@ the program reads the MIDI file that serving has already written and writes the 
 
 :func:`unavailable_reason` says, before anything is generated, why audio cannot be rendered, so
 callers can print one clear note and skip it. WAV files are written atomically like the MIDI
-files: FluidSynth renders to a hidden temporary name in the same folder, renamed on success.
+files (:mod:`partita.atomic`): FluidSynth renders to a hidden temporary name in the same folder,
+renamed on success.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-import uuid
+
+from partita import atomic
 
 # Where Debian's fluid-soundfont-gm puts the FluidR3 General MIDI soundfont.
 DEFAULT_SOUNDFONT = '/usr/share/sounds/sf2/FluidR3_GM.sf2'
@@ -55,24 +56,17 @@ def render_wav(midi_path: str, wav_path: str, soundfont: str) -> None:
   Raises:
     AudioError: FluidSynth exited with an error, timed out or wrote nothing.
   """
-  directory, name = os.path.split(os.path.abspath(wav_path))
-  temporary_path = os.path.join(directory, f'.{name}.{uuid.uuid4().hex}.tmp')
-  # -n -i: no MIDI input, no interactive shell; -q: quiet; -F: render to a file as fast as
-  # possible; -T: its type (the temporary name has no .wav suffix to infer it from).
-  command = ['fluidsynth', '-n', '-i', '-q', '-T', 'wav', '-r', str(SAMPLE_RATE),
-             '-F', temporary_path, soundfont, midi_path]
-  try:
+  with atomic.replacing(wav_path) as temporary:
+    # -n -i: no MIDI input, no interactive shell; -q: quiet; -F: render to a file as fast as
+    # possible; -T: its type (the temporary name has no .wav suffix to infer it from).
+    command = ['fluidsynth', '-n', '-i', '-q', '-T', 'wav', '-r', str(SAMPLE_RATE),
+               '-F', temporary, soundfont, midi_path]
     try:
       result = subprocess.run(command, capture_output=True, text=True, timeout=RENDER_TIMEOUT_S,
                               check=False)
     except subprocess.TimeoutExpired as e:
       raise AudioError(f'fluidsynth took over {RENDER_TIMEOUT_S} s on {midi_path}') from e
-    wrote = os.path.exists(temporary_path) and os.path.getsize(temporary_path) > 0
+    wrote = os.path.exists(temporary) and os.path.getsize(temporary) > 0
     if result.returncode != 0 or not wrote:
       raise AudioError(f'fluidsynth failed on {midi_path} (exit status {result.returncode}): '
                        f'{(result.stderr or result.stdout).strip()[-500:]}')
-    os.replace(temporary_path, wav_path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(temporary_path)
-    raise

@@ -14,7 +14,6 @@ import numpy as np
 
 INFO_FILE = 'info.json'
 COMPLETED_MARKER = 'COMPLETED'
-DEAD_LETTER_DIR = 'dead_letter'
 SPLITS = ('train', 'validation', 'test')
 FORMAT_VERSION = 1
 

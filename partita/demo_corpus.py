@@ -13,9 +13,9 @@ because a new release may ship different scores or translate them differently.
 
 A ``COMPLETED`` marker (JSON) is written only after every selected score has been tried, so
 an interrupted export is resumed by the next call: each ``.mid`` is renamed into place only
-once fully written, so a file that exists is complete and is not exported again. The marker
-records which selection was exported; after a change of the selection below, the next call
-exports the scores it adds and deletes the files it drops.
+once fully written (:mod:`partita.atomic`), so a file that exists is complete and is not
+exported again. The marker records which selection was exported; after a change of the
+selection below, the next call exports the scores it adds and deletes the files it drops.
 
 Usage::
 
@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import pathlib
 import sys
 import warnings
-from multiprocessing import Pool
-from pathlib import Path
+
+from partita import atomic
 
 try:
   import music21
   from music21 import bar, common, converter, corpus, repeat, spanner, stream
-  from tqdm import tqdm
+  import tqdm
 except ImportError as e:  # the only module that needs the demo extra
   raise ImportError(f'the demo corpus needs the demo extra ({e.name} is missing): '
                     "pip install 'partita[demo]'") from e
@@ -43,22 +45,8 @@ except ImportError as e:  # the only module that needs the demo extra
 # Composer folders of the music21 corpus to export. Left out on purpose: palestrina
 # (1,318 Humdrum masses would dwarf everything else), josquin (only .abc song books), and
 # the folk-song collections (essenFolksong, ryansMammoth, ...: monophonic .abc tunes).
-COMPOSERS = (
-    'bach',
-    'beethoven',
-    'chopin',
-    'corelli',
-    'cpebach',
-    'handel',
-    'haydn',
-    'monteverdi',
-    'mozart',
-    'schubert',
-    'schumann_clara',
-    'schumann_robert',
-    'verdi',
-    'weber',
-)
+COMPOSERS = ('bach', 'beethoven', 'chopin', 'corelli', 'cpebach', 'handel', 'haydn', 'monteverdi',
+             'mozart', 'schubert', 'schumann_clara', 'schumann_robert', 'verdi', 'weber')
 
 # File types that hold actual scores, in order of preference when the corpus has the same
 # piece in two encodings (bach/bwv277, beethoven/opus18no1/*: MusicXML wins over Humdrum).
@@ -85,215 +73,165 @@ TOO_SLOW_TO_EXPORT = {
 
 MARKER_NAME = 'COMPLETED'
 
-# Suffix of a file still being written; it never ends in ".mid", so an export that is
-# killed midway cannot leave something that looks like a finished MIDI file.
-PARTIAL_SUFFIX = '.partial'
+
+def default_cache_dir() -> pathlib.Path:
+  """Folder for the full export: ``$PARTITA_CACHE_DIR`` (or ``~/.cache/partita``) +
+  ``demo-corpus/music21-<version>``."""
+  cache_root = (os.environ.get('PARTITA_CACHE_DIR')
+                or pathlib.Path.home() / '.cache' / 'partita')
+  return pathlib.Path(cache_root) / 'demo-corpus' / f'music21-{music21.__version__}'
 
 
-def default_cache_dir() -> Path:
-    """Folder for the full export: ``$PARTITA_CACHE_DIR`` (or ``~/.cache/partita``) +
-    ``demo-corpus/music21-<version>``."""
-    cache_root = os.environ.get('PARTITA_CACHE_DIR') or Path.home() / '.cache' / 'partita'
-    return Path(cache_root) / 'demo-corpus' / f'music21-{music21.__version__}'
+def corpus_name(score_path: pathlib.Path) -> str:
+  """Path of a corpus file relative to the corpus root, e.g. ``"bach/bwv1.6.mxl"``."""
+  return score_path.relative_to(common.getCorpusFilePath()).as_posix()
 
 
-def corpus_name(score_path: Path) -> str:
-    """Path of a corpus file relative to the corpus root, e.g. ``"bach/bwv1.6.mxl"``."""
-    return score_path.relative_to(common.getCorpusFilePath()).as_posix()
+def select_scores() -> list[pathlib.Path]:
+  """Corpus files to export: absolute paths, sorted, one encoding per piece."""
+  candidates = [pathlib.Path(score_path)
+                for composer in COMPOSERS
+                for score_path in corpus.getComposer(composer)
+                if pathlib.Path(score_path).suffix in SCORE_SUFFIXES]
+  score_by_piece: dict[pathlib.Path, pathlib.Path] = {}
+  for score_path in sorted(candidates, key=lambda path: SCORE_SUFFIXES.index(path.suffix)):
+    score_by_piece.setdefault(score_path.with_suffix(''), score_path)
+  # Exclude after choosing the encoding, so a slow piece's other encoding does not slip in.
+  return sorted(score_path for score_path in score_by_piece.values()
+                if corpus_name(score_path) not in TOO_SLOW_TO_EXPORT)
 
 
-def select_scores() -> list[Path]:
-    """Corpus files to export: absolute paths, sorted, one encoding per piece."""
-    candidates = [
-        Path(score_path)
-        for composer in COMPOSERS
-        for score_path in corpus.getComposer(composer)
-        if Path(score_path).suffix in SCORE_SUFFIXES
-    ]
-    score_by_piece: dict[Path, Path] = {}
-    for score_path in sorted(candidates, key=lambda path: SCORE_SUFFIXES.index(path.suffix)):
-        score_by_piece.setdefault(score_path.with_suffix(''), score_path)
-    # Exclude after choosing the encoding, so a slow piece's other encoding does not slip in.
-    return sorted(
-        score_path
-        for score_path in score_by_piece.values()
-        if corpus_name(score_path) not in TOO_SLOW_TO_EXPORT
-    )
+def ensure_demo_corpus(cache_dir: str | os.PathLike[str] | None = None,
+                       workers: int | None = None, limit: int | None = None,
+                       progress: bool = True) -> pathlib.Path:
+  """Exports the demo corpus to MIDI unless already done; returns the folder of ``.mid`` files.
 
-
-def ensure_demo_corpus(
-    cache_dir: str | os.PathLike[str] | None = None,
-    workers: int | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-) -> Path:
-    """Export the demo corpus to MIDI unless already done; return the folder of ``.mid`` files.
-
+  Args:
     cache_dir: folder for the full export (default: ``default_cache_dir()``).
     workers: parallel processes (default: one per CPU).
     limit: export only the first ``limit`` selected scores (for tests). They go to a sibling
-        folder named ``<cache_dir>-first<limit>``, so a partial export is never taken for
-        the full corpus.
+      folder named ``<cache_dir>-first<limit>``, so a partial export is never taken for the
+      full corpus.
     progress: show a progress bar and a one-line summary on stderr.
-    """
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if limit is not None:
-        folder = folder.with_name(f'{folder.name}-first{limit}')
-    marker = folder / MARKER_NAME
-    selection = {
-        'composers': list(COMPOSERS),
-        'suffixes': list(SCORE_SUFFIXES),
-        'excluded_as_too_slow_seconds': TOO_SLOW_TO_EXPORT,
-        'limit': limit,
-    }
-    if marker.exists() and json.loads(marker.read_text()).get('selection') == selection:
-        return folder
-
-    scores = select_scores()[:limit]
-    targets = {score: folder / Path(corpus_name(score)).with_suffix('.mid') for score in scores}
-    missing = [score for score in scores if not targets[score].exists()]
-    # A cache made for another selection: drop the files this one does not choose.
-    for stale in set(folder.rglob('*.mid')) - set(targets.values()):
-        stale.unlink()
-    skipped = _export(
-        [(score, targets[score]) for score in missing],
-        workers=workers or os.cpu_count() or 1,
-        already_done=len(scores) - len(missing),
-        progress=progress,
-    )
-
-    mid_files = len(scores) - len(skipped)
-    summary = {
-        'music21_version': music21.__version__,
-        'mid_files': mid_files,
-        'skipped': dict(sorted(skipped.items())),
-        'selection': selection,
-    }
-    _write_atomically(marker, (json.dumps(summary, indent=2) + '\n').encode())
-    if progress:
-        print(
-            f'exported {len(missing) - len(skipped)} files ({mid_files} in total), '
-            f'skipped {len(skipped)} (see {marker})',
-            file=sys.stderr,
-        )
+  """
+  folder = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
+  if limit is not None:
+    folder = folder.with_name(f'{folder.name}-first{limit}')
+  marker = folder / MARKER_NAME
+  selection = {'composers': list(COMPOSERS), 'suffixes': list(SCORE_SUFFIXES),
+               'excluded_as_too_slow_seconds': TOO_SLOW_TO_EXPORT, 'limit': limit}
+  if marker.exists() and json.loads(marker.read_text()).get('selection') == selection:
     return folder
 
+  scores = select_scores()[:limit]
+  targets = {score: folder / pathlib.Path(corpus_name(score)).with_suffix('.mid')
+             for score in scores}
+  missing = [score for score in scores if not targets[score].exists()]
+  # A cache made for another selection: drop the files this one does not choose.
+  for stale in set(folder.rglob('*.mid')) - set(targets.values()):
+    stale.unlink()
+  skipped = _export([(score, targets[score]) for score in missing],
+                    workers=workers or os.cpu_count() or 1,
+                    already_done=len(scores) - len(missing), progress=progress)
 
-def _export(
-    jobs: list[tuple[Path, Path]], workers: int, already_done: int, progress: bool
-) -> dict[str, str]:
-    """Export (score, target .mid) pairs in parallel; return {corpus name: why skipped}."""
-    skipped: dict[str, str] = {}
-    if not jobs:
-        return skipped
-    # Largest files first: a long quartet movement that starts last would leave the other
-    # cores idle while it finishes.
-    jobs = sorted(jobs, key=lambda job: job[0].stat().st_size, reverse=True)
-    for folder in {target.parent for _, target in jobs}:
-        folder.mkdir(parents=True, exist_ok=True)
-    with (
-        Pool(min(workers, len(jobs)), initializer=_silence_music21) as pool,
-        tqdm(
-            total=already_done + len(jobs),
-            initial=already_done,
-            desc='demo corpus to MIDI',
-            unit='score',
-            file=sys.stderr,
-            disable=not progress,
-        ) as progress_bar,
-    ):
-        for name, reason in pool.imap_unordered(_export_score, jobs):
-            if reason is not None:
-                skipped[name] = reason
-            progress_bar.update()
+  mid_files = len(scores) - len(skipped)
+  summary = {'music21_version': music21.__version__, 'mid_files': mid_files,
+             'skipped': dict(sorted(skipped.items())), 'selection': selection}
+  atomic.write_bytes(marker, (json.dumps(summary, indent=2) + '\n').encode())
+  if progress:
+    print(f'exported {len(missing) - len(skipped)} files ({mid_files} in total), '
+          f'skipped {len(skipped)} (see {marker})', file=sys.stderr)
+  return folder
+
+
+def _export(jobs: list[tuple[pathlib.Path, pathlib.Path]], workers: int, already_done: int,
+            progress: bool) -> dict[str, str]:
+  """Exports (score, target .mid) pairs in parallel; returns {corpus name: why skipped}."""
+  skipped: dict[str, str] = {}
+  if not jobs:
     return skipped
+  # Largest files first: a long quartet movement that starts last would leave the other
+  # cores idle while it finishes.
+  jobs = sorted(jobs, key=lambda job: job[0].stat().st_size, reverse=True)
+  for folder in {target.parent for _, target in jobs}:
+    folder.mkdir(parents=True, exist_ok=True)
+  with (multiprocessing.Pool(min(workers, len(jobs)), initializer=_silence_music21) as pool,
+        tqdm.tqdm(total=already_done + len(jobs), initial=already_done,
+                  desc='demo corpus to MIDI', unit='score', file=sys.stderr,
+                  disable=not progress) as progress_bar):
+    for name, reason in pool.imap_unordered(_export_score, jobs):
+      if reason is not None:
+        skipped[name] = reason
+      progress_bar.update()
+  return skipped
 
 
 def _silence_music21() -> None:
-    """Worker initializer: hide music21's warnings (odd notation in many scores, harmless
-    for MIDI) so the progress bar stays readable. Failures are reported in the marker."""
-    warnings.simplefilter('ignore')
+  """Worker initializer: hides music21's warnings (odd notation in many scores, harmless for
+  MIDI) so the progress bar stays readable. Failures are reported in the marker."""
+  warnings.simplefilter('ignore')
 
 
-def _export_score(job: tuple[Path, Path]) -> tuple[str, str | None]:
-    """Parse one score and write it as MIDI; return (corpus name, why skipped or None)."""
-    score_path, target = job
-    partial = target.with_name(f'{target.name}.{os.getpid()}{PARTIAL_SUFFIX}')
-    try:
-        # forceSource: parse the file itself and leave no pickle cache in music21's temp dir.
-        score = converter.parse(score_path, forceSource=True)
-        if isinstance(score, stream.Opus):
-            return corpus_name(score_path), 'holds several scores (music21 Opus)'
-        try:
-            score.write('midi', fp=partial)
-        except repeat.ExpanderException:
-            # music21 unrolls repeats before writing MIDI and gives up when the marks are
-            # inconsistent (chopin/mazurka06-2, a few quartet movements); playing each
-            # section once beats losing the piece.
-            _remove_repeats(score)
-            score.write('midi', fp=partial)
-        os.replace(partial, target)
-        return corpus_name(score_path), None
-    except Exception as error:  # one unreadable score must not abort the whole export
-        return corpus_name(score_path), f'{type(error).__name__}: {error}'
-    finally:
-        partial.unlink(missing_ok=True)
+def _export_score(job: tuple[pathlib.Path, pathlib.Path]) -> tuple[str, str | None]:
+  """Parses one score and writes it as MIDI; returns (corpus name, why skipped or None).
+
+  The file is written atomically (:mod:`partita.atomic`): its temporary name never ends in
+  ``.mid``, so an export killed midway leaves nothing that looks like a finished MIDI file.
+  """
+  score_path, target = job
+  try:
+    # forceSource: parse the file itself and leave no pickle cache in music21's temp dir.
+    score = converter.parse(score_path, forceSource=True)
+    if isinstance(score, stream.Opus):
+      return corpus_name(score_path), 'holds several scores (music21 Opus)'
+    with atomic.replacing(target) as temporary:
+      try:
+        score.write('midi', fp=temporary)
+      except repeat.ExpanderException:
+        # music21 unrolls repeats before writing MIDI and gives up when the marks are
+        # inconsistent (chopin/mazurka06-2, a few quartet movements); playing each section
+        # once beats losing the piece.
+        _remove_repeats(score)
+        score.write('midi', fp=temporary)
+    return corpus_name(score_path), None
+  except Exception as error:  # one unreadable score must not abort the whole export
+    return corpus_name(score_path), f'{type(error).__name__}: {error}'
 
 
 def _remove_repeats(score: stream.Score) -> None:
-    """Delete repeat barlines, volta brackets and D.C./segno-style marks, in place."""
-    for measure in score[stream.Measure]:
-        if isinstance(measure.leftBarline, bar.Repeat):
-            measure.leftBarline = None
-        if isinstance(measure.rightBarline, bar.Repeat):
-            measure.rightBarline = None
-    repeat_marks = score.recurse().getElementsByClass(
-        (repeat.RepeatExpression, spanner.RepeatBracket)
-    )
-    for mark in list(repeat_marks):
-        mark.activeSite.remove(mark)
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` to a temporary sibling, then rename it over ``path``."""
-    partial = path.with_name(f'{path.name}.{os.getpid()}{PARTIAL_SUFFIX}')
-    partial.write_bytes(content)
-    os.replace(partial, path)
+  """Deletes repeat barlines, volta brackets and D.C./segno-style marks, in place."""
+  for measure in score[stream.Measure]:
+    if isinstance(measure.leftBarline, bar.Repeat):
+      measure.leftBarline = None
+    if isinstance(measure.rightBarline, bar.Repeat):
+      measure.rightBarline = None
+  repeat_marks = score.recurse().getElementsByClass(
+      (repeat.RepeatExpression, spanner.RepeatBracket))
+  for mark in list(repeat_marks):
+    mark.activeSite.remove(mark)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: export (or find) the demo corpus and print where it is."""
-    parser = argparse.ArgumentParser(
-        prog='python -m partita.demo_corpus',
-        description=(
-            'Export the classical scores bundled with music21 (Bach chorales, Beethoven, '
-            'Mozart and Haydn quartet movements, Monteverdi madrigals, songs and piano '
-            'pieces) to MIDI files for the demo, in parallel, without network access. '
-            'The result is cached: a second run only checks the COMPLETED marker, and an '
-            'interrupted run resumes where it stopped.'
-        ),
-    )
-    parser.add_argument(
-        '--cache-dir',
-        type=Path,
-        metavar='DIR',
-        help='folder for the .mid files (default: $PARTITA_CACHE_DIR or ~/.cache/partita, '
-        f'then demo-corpus/music21-{music21.__version__})',
-    )
-    parser.add_argument(
-        '--workers', type=int, metavar='N', help='parallel processes (default: one per CPU)'
-    )
-    parser.add_argument(
-        '--limit',
-        type=int,
-        metavar='N',
-        help='export only the first N scores, into a separate <cache-dir>-firstN folder',
-    )
-    args = parser.parse_args(argv)
-    folder = ensure_demo_corpus(args.cache_dir, workers=args.workers, limit=args.limit)
-    midi_count = sum(1 for _ in folder.rglob('*.mid'))
-    print(f'{midi_count} MIDI files in {folder}')
+  """Command line: exports (or finds) the demo corpus and prints where it is."""
+  parser = argparse.ArgumentParser(
+      prog='python -m partita.demo_corpus',
+      description='Export the classical scores bundled with music21 (Bach chorales, Beethoven, '
+      'Mozart and Haydn quartet movements, Monteverdi madrigals, songs and piano pieces) to MIDI '
+      'files for the demo, in parallel, without network access. The result is cached: a second '
+      'run only checks the COMPLETED marker, and an interrupted run resumes where it stopped.')
+  parser.add_argument('--cache-dir', type=pathlib.Path, metavar='DIR',
+                      help='folder for the .mid files (default: $PARTITA_CACHE_DIR or '
+                      f'~/.cache/partita, then demo-corpus/music21-{music21.__version__})')
+  parser.add_argument('--workers', type=int, metavar='N',
+                      help='parallel processes (default: one per CPU)')
+  parser.add_argument('--limit', type=int, metavar='N',
+                      help='export only the first N scores, into a separate <cache-dir>-firstN '
+                      'folder')
+  args = parser.parse_args(argv)
+  folder = ensure_demo_corpus(args.cache_dir, workers=args.workers, limit=args.limit)
+  midi_count = sum(1 for _ in folder.rglob('*.mid'))
+  print(f'{midi_count} MIDI files in {folder}')
 
 
 if __name__ == '__main__':
-    main()
+  main()

@@ -11,17 +11,18 @@ rejected under its own reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
+from multiprocessing import connection
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
-from multiprocessing.connection import Connection
 
-from partita.notes import ParseOptions, RejectedPiece
+from partita import failures
+from partita import notes as notes_lib
 
-Parse = Callable[[bytes, ParseOptions], dict]
+Parse = Callable[[bytes, notes_lib.ParseOptions], dict]
 STARTUP_TIMEOUT_SECONDS = 300
 
 
@@ -32,7 +33,8 @@ class IsolationOptions:
   memory_bytes: int = 4 * 2**30  # address space of the child
 
 
-def _serve(requests: Connection, answers: Connection, memory_bytes: int) -> None:
+def _serve(requests: connection.Connection, answers: connection.Connection,
+           memory_bytes: int) -> None:
   """The child's loop: (parse, data, options) in, ('ok', notes) or a rejection out."""
   import resource  # pylint: disable=import-outside-toplevel
   resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
@@ -44,7 +46,7 @@ def _serve(requests: Connection, answers: Connection, memory_bytes: int) -> None
       return
     try:
       answers.send(('ok', parse(data, options)))
-    except RejectedPiece as e:
+    except failures.RejectionError as e:
       answers.send(('rejected', e.reason, e.detail))
     except MemoryError:
       answers.send(('rejected', 'out_of_memory',
@@ -77,8 +79,8 @@ class ParserProcess:
         pass_fds=(request_read, answer_write), env=environment)
     os.close(request_read)
     os.close(answer_write)
-    self._requests = Connection(request_write, readable=False)
-    self._answers = Connection(answer_read, writable=False)
+    self._requests = connection.Connection(request_write, readable=False)
+    self._answers = connection.Connection(answer_read, writable=False)
     # Start-up (an interpreter, numpy, symusic) is not the file's fault and can be slow on a
     # loaded machine, so the parse timeout only starts once the child says it is ready.
     try:
@@ -89,11 +91,11 @@ class ParserProcess:
       self.close()
       raise RuntimeError(f'the parser process did not start within {STARTUP_TIMEOUT_SECONDS} s')
 
-  def parse(self, parse: Parse, data: bytes, options: ParseOptions) -> dict:
+  def parse(self, parse: Parse, data: bytes, options: notes_lib.ParseOptions) -> dict:
     """``parse(data, options)`` in the child.
 
     Raises:
-      RejectedPiece: as ``parse`` does, or with reason ``parser_crash`` (the child died),
+      failures.RejectionError: as ``parse`` does, or with reason ``parser_crash`` (the child died),
         ``parse_timeout`` or ``out_of_memory``.
     """
     if self._process is None or self._process.poll() is not None:
@@ -103,8 +105,8 @@ class ParserProcess:
       self._requests.send((parse, data, options))
       if not self._answers.poll(self._options.timeout_seconds):
         self.close()
-        raise RejectedPiece('parse_timeout',
-                            f'parsing took longer than {self._options.timeout_seconds:g} s')
+        raise failures.RejectionError(
+            'parse_timeout', f'parsing took longer than {self._options.timeout_seconds:g} s')
       answer = self._answers.recv()
     except (EOFError, OSError) as e:  # the child died mid-parse
       try:
@@ -114,10 +116,10 @@ class ParserProcess:
       self.close()
       cause = (f'signal {signal.Signals(-code).name}' if code and code < 0
                else f'exit code {code}' if code is not None else type(e).__name__)
-      raise RejectedPiece('parser_crash', f'the parser process died ({cause})') from e
+      raise failures.RejectionError('parser_crash', f'the parser process died ({cause})') from e
     if answer[0] == 'ok':
       return answer[1]
-    raise RejectedPiece(answer[1], answer[2])
+    raise failures.RejectionError(answer[1], answer[2])
 
   def close(self) -> None:
     if self._process is not None:
@@ -130,5 +132,5 @@ class ParserProcess:
 
 
 if __name__ == '__main__':
-  _serve(Connection(int(sys.argv[1]), writable=False),
-         Connection(int(sys.argv[2]), readable=False), int(sys.argv[3]))
+  _serve(connection.Connection(int(sys.argv[1]), writable=False),
+         connection.Connection(int(sys.argv[2]), readable=False), int(sys.argv[3]))

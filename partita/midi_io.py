@@ -1,4 +1,4 @@
-"""Notes dicts -> MIDI files and piano-roll pictures, and MIDI back to notes dicts.
+"""Notes dicts -> MIDI files and piano-roll pictures.
 
 Serving writes every generated piece through this module: the prime (the music the model was
 given) and the continuation (what it generated) go on two instruments of one MIDI file, and a
@@ -8,27 +8,26 @@ notes, velocity 0, two overlapping notes of one pitch on one channel), so such n
 before writing rather than silently lost or changed by the reader. Values that no adjustment can
 make sense of (negative or non-finite times) are bugs upstream and raise ``ValueError``.
 
-Files are written atomically: a reader sees the previous file or the complete new one, never a
-half-written file.
+Files are written atomically (:mod:`partita.atomic`): a reader sees the previous file or the
+complete new one, never a half-written file.
 
 No Beam and no TensorFlow here, so the serving code can import it cheaply.
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Mapping
 import io
 import math
 import os
-import uuid
-from collections.abc import Iterator, Mapping
-from typing import BinaryIO
 
+from matplotlib import figure as figure_lib
+from matplotlib import ticker
+from matplotlib.backends import backend_agg
 import numpy as np
 import pretty_midi
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+from partita import atomic
 
 # Same keys as partita.notes.FEATURES; not imported from there so that serving does not need that
 # module's MIDI parser.
@@ -104,9 +103,7 @@ def to_pretty_midi(prime: Mapping[str, np.ndarray] | None, continuation: Mapping
 def write_midi(path: str | os.PathLike[str], prime: Mapping[str, np.ndarray] | None,
                continuation: Mapping[str, np.ndarray], program: int = 0) -> None:
   """Writes :func:`to_pretty_midi`'s MIDI to ``path``, atomically."""
-  data = midi_bytes(prime, continuation, program)
-  with _atomic_output(path) as file:
-    file.write(data)
+  atomic.write_bytes(path, midi_bytes(prime, continuation, program))
 
 
 def midi_bytes(prime: Mapping[str, np.ndarray] | None, continuation: Mapping[str, np.ndarray],
@@ -121,9 +118,7 @@ def midi_bytes(prime: Mapping[str, np.ndarray] | None, continuation: Mapping[str
 def write_piano_roll(path: str | os.PathLike[str], prime: Mapping[str, np.ndarray] | None,
                      continuation: Mapping[str, np.ndarray], title: str = '') -> None:
   """Writes :func:`piano_roll_png` to ``path``, atomically."""
-  data = piano_roll_png(prime, continuation, title)
-  with _atomic_output(path) as file:
-    file.write(data)
+  atomic.write_bytes(path, piano_roll_png(prime, continuation, title))
 
 
 def piano_roll_png(prime: Mapping[str, np.ndarray] | None, continuation: Mapping[str, np.ndarray],
@@ -138,34 +133,6 @@ def piano_roll_png(prime: Mapping[str, np.ndarray] | None, continuation: Mapping
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', dpi=PIANO_ROLL_DPI)
   return buffer.getvalue()
-
-
-def notes_from_pretty_midi(midi: pretty_midi.PrettyMIDI,
-                           instrument_name: str | None = None) -> dict[str, np.ndarray]:
-  """Reads a notes dict from the instruments named ``instrument_name``, or all non-drum ones.
-
-  Notes are sorted by onset, then pitch; ``step[0]`` is the first onset (time from the start of
-  the file). Times are float64 as read. An instrument without notes does not survive a MIDI
-  round trip (pretty_midi creates instruments at their first note), so a name that matches
-  nothing gives an empty notes dict rather than an error.
-  """
-  if instrument_name is None:
-    instruments = [instrument for instrument in midi.instruments if not instrument.is_drum]
-  else:
-    instruments = [instrument for instrument in midi.instruments
-                   if instrument.name == instrument_name]
-  notes = [note for instrument in instruments for note in instrument.notes]
-  start = np.array([note.start for note in notes], dtype=np.float64)
-  end = np.array([note.end for note in notes], dtype=np.float64)
-  pitch = np.array([note.pitch for note in notes], dtype=np.int64)
-  velocity = np.array([note.velocity for note in notes], dtype=np.int64)
-  order = np.lexsort((pitch, start))
-  return {
-      'pitch': pitch[order],
-      'step': np.diff(start[order], prepend=0.0),
-      'duration': (end - start)[order],
-      'velocity': velocity[order],
-  }
 
 
 def _checked_notes(notes: Mapping[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
@@ -220,7 +187,7 @@ def _instrument(name: str, notes: dict[str, np.ndarray], onset_seconds: np.ndarr
       pretty_midi.Note(velocity=int(velocity), pitch=int(pitch), start=start / TICKS_PER_SECOND,
                        end=end / TICKS_PER_SECOND)
       for pitch, velocity, start, end in zip(notes['pitch'], notes['velocity'], start_tick,
-                                             end_tick)]
+                                             end_tick, strict=True)]
   return instrument
 
 
@@ -260,15 +227,15 @@ def _end_at_restrike(pitch: np.ndarray, start_tick: np.ndarray,
   return resolved_end
 
 
-def _piano_roll_figure(midi: pretty_midi.PrettyMIDI, title: str) -> Figure:
+def _piano_roll_figure(midi: pretty_midi.PrettyMIDI, title: str) -> figure_lib.Figure:
   """Draws the instruments of a :func:`to_pretty_midi` MIDI as a piano roll.
 
   Uses a bare Figure on the Agg canvas, not pyplot: pyplot keeps every figure open until it is
   closed and needs a GUI backend or global configuration, whereas this figure is freed as soon as
   the caller drops it, so thousands of calls in a server neither leak nor need a display.
   """
-  figure = Figure(figsize=PIANO_ROLL_SIZE_INCHES)
-  FigureCanvasAgg(figure)
+  figure = figure_lib.Figure(figsize=PIANO_ROLL_SIZE_INCHES)
+  backend_agg.FigureCanvasAgg(figure)
   axes = figure.add_subplot()
   styles = {PRIME_INSTRUMENT: (PRIME_COLOUR, 'prime'),
             CONTINUATION_INSTRUMENT: (CONTINUATION_COLOUR, 'generated')}
@@ -289,7 +256,7 @@ def _piano_roll_figure(midi: pretty_midi.PrettyMIDI, title: str) -> Figure:
     axes.set_ylim(all_pitches.min() - 1.5, all_pitches.max() + 1.5)
     # Outside the axes, on the right, so it never hides notes.
     axes.legend(loc='upper left', bbox_to_anchor=(1.0, 1.0))
-  axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+  axes.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   axes.set_xlim(left=0.0)
   axes.set_xlabel('time (s)')
   axes.set_ylabel('MIDI pitch')
@@ -297,27 +264,3 @@ def _piano_roll_figure(midi: pretty_midi.PrettyMIDI, title: str) -> Figure:
     axes.set_title(title)
   figure.tight_layout()
   return figure
-
-
-@contextlib.contextmanager
-def _atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-  """Yields a binary file whose content replaces ``path`` only if the block completes.
-
-  The file is a hidden temporary in the same folder (``os.replace`` is atomic only within one
-  file system), synced to disk before the rename so a crash cannot leave a complete-looking file
-  with missing data. On any exception, including KeyboardInterrupt, the temporary is removed and
-  ``path`` is left as it was. The temporary is opened with ``open`` rather than ``tempfile`` so it
-  gets the usual umask permissions: mkstemp's 0600 would make results unreadable to other users.
-  """
-  directory, name = os.path.split(os.fspath(path))
-  temporary_path = os.path.join(directory, f'.{name}.{uuid.uuid4().hex}.tmp')
-  try:
-    with open(temporary_path, 'xb') as file:
-      yield file
-      file.flush()
-      os.fsync(file.fileno())
-    os.replace(temporary_path, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(temporary_path)
-    raise

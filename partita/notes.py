@@ -8,7 +8,8 @@ is the representation every stage shares: preprocessing writes it, the trainer r
 writes MIDI from it.
 
 Parsing uses symusic (about 100x pretty_midi on this kind of machine, see DESIGN.md). Rejections
-raise :class:`RejectedPiece` with a stable reason code, which the pipeline routes to dead letters.
+raise :class:`partita.failures.RejectionError` with a stable reason code, which the pipeline
+routes to dead letters.
 """
 
 from __future__ import annotations
@@ -20,19 +21,12 @@ import warnings
 import numpy as np
 import symusic
 
+from partita import failures
+
 FEATURES = ('pitch', 'step', 'duration', 'velocity')
 SUSTAIN_CC = 64
 # MIDI convention (and note_seq's): controller values >= 64 mean the pedal is down.
 SUSTAIN_DOWN_MIN_VALUE = 64
-
-
-class RejectedPiece(Exception):
-  """A file that cannot become a piece; ``reason`` is a short stable code for counting."""
-
-  def __init__(self, reason: str, detail: str):
-    super().__init__(f'{reason}: {detail}')
-    self.reason = reason
-    self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,22 +71,11 @@ def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
   keep = np.ones(len(start), dtype=bool)
   if len(cc_time) == 0 or len(start) == 0:
     return end, keep
-  # Pedal events at the same instant: the release wins, as in note_seq (it orders downs first).
-  order = np.lexsort((cc_value < SUSTAIN_DOWN_MIN_VALUE, cc_time))
-  is_down = cc_value[order] >= SUSTAIN_DOWN_MIN_VALUE
-  times = cc_time[order]
-  # Keep state changes only: repeated "down" messages do not start new pedal intervals.
-  changed = np.concatenate([[True], is_down[1:] != is_down[:-1]])
-  is_down, times = is_down[changed], times[changed]
-  downs = times[is_down]
+  downs, ups, last_change = _pedal_intervals(cc_time, cc_value)
   if len(downs) == 0:
     return end, keep
   if piece_end is None:
-    piece_end = max(float(end.max()), float(times.max()))
-  down_positions = np.flatnonzero(is_down)
-  ups = np.full(len(downs), np.inf)  # a pedal never released stays down to the end
-  has_up = down_positions + 1 < len(times)
-  ups[has_up] = times[down_positions[has_up] + 1]
+    piece_end = max(float(end.max()), last_change)
 
   def pedal_interval(t: np.ndarray) -> np.ndarray:
     """Index of the pedal-down interval [down, up) holding each time, or -1."""
@@ -102,25 +85,50 @@ def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
 
   released_in = pedal_interval(end)
   sustained_end = np.where(released_in >= 0, np.minimum(ups[released_in], piece_end), end)
+  damp_time = _damping_onsets(start, pitch, pedal_interval(start) >= 0)
+  damped = damp_time < sustained_end
+  new_end = np.where(damped, damp_time, sustained_end)
+  keep = ~(damped & (damp_time == start))
+  return new_end.astype(end.dtype), keep
 
-  # Each note's damping onset: the first later onset of its pitch (at the same time: later in
-  # track order) that happens while the pedal is down. Found in one backward pass over the
-  # notes sorted by (pitch, onset, track order).
+
+def _pedal_intervals(cc_time: np.ndarray,
+                     cc_value: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+  """The pedal's down intervals ``[downs[i], ups[i])`` (``ups[i]`` is inf for a pedal never
+  released) and the time of its last change of state, from one track's CC64 events."""
+  # Pedal events at the same instant: the release wins, as in note_seq (it orders downs first).
+  order = np.lexsort((cc_value < SUSTAIN_DOWN_MIN_VALUE, cc_time))
+  is_down = cc_value[order] >= SUSTAIN_DOWN_MIN_VALUE
+  times = cc_time[order]
+  # Keep state changes only: repeated "down" messages do not start new pedal intervals.
+  changed = np.concatenate([[True], is_down[1:] != is_down[:-1]])
+  is_down, times = is_down[changed], times[changed]
+  downs = times[is_down]
+  down_positions = np.flatnonzero(is_down)
+  ups = np.full(len(downs), np.inf)  # a pedal never released stays down to the end
+  has_up = down_positions + 1 < len(times)
+  ups[has_up] = times[down_positions[has_up] + 1]
+  return downs, ups, float(times.max())
+
+
+def _damping_onsets(start: np.ndarray, pitch: np.ndarray,
+                    under_pedal: np.ndarray) -> np.ndarray:
+  """Each note's damping onset, or inf: the first later onset of its pitch (at the same time:
+  later in track order) that happens while the pedal is down (``under_pedal``, per note).
+
+  Found in one backward pass over the notes sorted by (pitch, onset, track order).
+  """
   count = len(start)
   by_pitch = np.lexsort((np.arange(count), start, pitch))
   sorted_pitch, sorted_start = pitch[by_pitch], start[by_pitch]
-  under_pedal = np.where(pedal_interval(sorted_start) >= 0, np.arange(count), count)
-  first_at_or_after = np.minimum.accumulate(under_pedal[::-1])[::-1]
+  under_pedal_index = np.where(under_pedal[by_pitch], np.arange(count), count)
+  first_at_or_after = np.minimum.accumulate(under_pedal_index[::-1])[::-1]
   following = np.append(first_at_or_after[1:], count)
   same_pitch = following < count
   same_pitch[same_pitch] = sorted_pitch[following[same_pitch]] == sorted_pitch[same_pitch]
   damp_time = np.full(count, np.inf)
   damp_time[by_pitch[same_pitch]] = sorted_start[following[same_pitch]]
-
-  damped = damp_time < sustained_end
-  new_end = np.where(damped, damp_time, sustained_end)
-  keep = ~(damped & (damp_time == start))
-  return new_end.astype(end.dtype), keep
+  return damp_time
 
 
 def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str, np.ndarray]:
@@ -128,35 +136,36 @@ def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str,
   default).
 
   Raises:
-    RejectedPiece: the bytes are not a usable piece (reason codes: empty, not_midi,
+    failures.RejectionError: the bytes are not a usable piece (reason codes: empty, not_midi,
       smpte_timing, parse_error, bad_timing, no_tracks, drums_only, no_notes, too_many_notes,
       too_long, too_few_notes).
   """
   if not data:
-    raise RejectedPiece('empty', 'file is empty')
+    raise failures.RejectionError('empty', 'file is empty')
   if not data.startswith(b'MThd'):
-    raise RejectedPiece('not_midi', 'file does not start with a MIDI header (MThd)')
+    raise failures.RejectionError('not_midi', 'file does not start with a MIDI header (MThd)')
   if len(data) >= 14 and data[12] & 0x80:  # MThd's division: frames per second, not quarters
-    raise RejectedPiece('smpte_timing', 'SMPTE time division (frames per second) is not '
-                        'supported; only ticks per quarter note')
+    raise failures.RejectionError('smpte_timing', 'SMPTE time division (frames per second) is not '
+                                  'supported; only ticks per quarter note')
   try:
     score = symusic.Score.from_midi(data)
   except Exception as e:  # symusic raises RuntimeError and others for corrupt files.
-    raise RejectedPiece('parse_error', f'{type(e).__name__}: {e}') from e
+    raise failures.RejectionError('parse_error', f'{type(e).__name__}: {e}') from e
   if score.ticks_per_quarter <= 0:
-    raise RejectedPiece('bad_timing', f'time division is {score.ticks_per_quarter}')
+    raise failures.RejectionError('bad_timing', f'time division is {score.ticks_per_quarter}')
   if len(data) >= 12 and data[10:12] == b'\x00\x00':  # MThd's track count
-    raise RejectedPiece('no_tracks', 'the MIDI header declares zero tracks')
+    raise failures.RejectionError('no_tracks', 'the MIDI header declares zero tracks')
   if score.note_num() and all(t.is_drum for t in score.tracks if len(t.notes)):
     if not options.include_drums:
-      raise RejectedPiece('drums_only', 'every note is on a drum track')
+      raise failures.RejectionError('drums_only', 'every note is on a drum track')
   selected = [i for i, t in enumerate(score.tracks) if options.selects(i, t) and len(t.notes)]
   if not selected:
     selection = ' of the selected programs or tracks' if options.programs or options.tracks else ''
-    raise RejectedPiece('no_notes', f'no notes in any track{selection}')
+    raise failures.RejectionError('no_notes', f'no notes in any track{selection}')
   num_notes = sum(len(score.tracks[i].notes) for i in selected)
   if num_notes > options.max_notes:
-    raise RejectedPiece('too_many_notes', f'{num_notes} notes > limit {options.max_notes}')
+    raise failures.RejectionError('too_many_notes',
+                                  f'{num_notes} notes > limit {options.max_notes}')
   in_seconds = score.to('second')
   return piece_from_tracks([_track_arrays(in_seconds.tracks[i]) for i in selected], options)
 
@@ -169,17 +178,17 @@ def parse_note_sequence(data: bytes,
   A NoteSequence's ``instrument`` numbers play the part of MIDI tracks.
 
   Raises:
-    RejectedPiece: as for :func:`parse_midi`, plus ``not_note_sequence``.
+    failures.RejectionError: as for :func:`parse_midi`, plus ``not_note_sequence``.
   """
   music_pb2 = note_seq_protos()
   try:
     sequence = music_pb2.NoteSequence.FromString(data)
   except Exception as e:  # protobuf's DecodeError
-    raise RejectedPiece('not_note_sequence', f'{type(e).__name__}: {e}') from e
+    raise failures.RejectionError('not_note_sequence', f'{type(e).__name__}: {e}') from e
   if not sequence.notes:
-    raise RejectedPiece('no_notes', 'the NoteSequence has no notes')
+    raise failures.RejectionError('no_notes', 'the NoteSequence has no notes')
   if all(note.is_drum for note in sequence.notes) and not options.include_drums:
-    raise RejectedPiece('drums_only', 'every note is a drum note')
+    raise failures.RejectionError('drums_only', 'every note is a drum note')
   notes, controls = {}, {}
   for note in sequence.notes:
     if ((options.include_drums or not note.is_drum)
@@ -188,16 +197,17 @@ def parse_note_sequence(data: bytes,
       notes.setdefault(note.instrument, []).append(
           (note.start_time, note.end_time, note.pitch, note.velocity))
   if not notes:
-    raise RejectedPiece('no_notes', 'no notes of the selected programs or tracks')
+    raise failures.RejectionError('no_notes', 'no notes of the selected programs or tracks')
   num_notes = sum(len(n) for n in notes.values())
   if num_notes > options.max_notes:
-    raise RejectedPiece('too_many_notes', f'{num_notes} notes > limit {options.max_notes}')
+    raise failures.RejectionError('too_many_notes',
+                                  f'{num_notes} notes > limit {options.max_notes}')
   for control in sequence.control_changes:
     if control.control_number == SUSTAIN_CC:
       controls.setdefault(control.instrument, []).append((control.time, control.control_value))
   tracks = []
   for instrument, rows in sorted(notes.items()):
-    start, end, pitch, velocity = (np.array(column) for column in zip(*rows))
+    start, end, pitch, velocity = (np.array(column) for column in zip(*rows, strict=True))
     pedal = np.array(controls.get(instrument, []), dtype=np.float64).reshape(-1, 2)
     tracks.append((start.astype(np.float64), end.astype(np.float64), pitch.astype(np.int64),
                    velocity.astype(np.int64), pedal[:, 0], pedal[:, 1].astype(np.int64)))
@@ -226,30 +236,34 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
                       options: ParseOptions) -> dict[str, np.ndarray]:
   """Merges tracks of ``(start, end, pitch, velocity, pedal_time, pedal_value)`` arrays (times
   in seconds) into a checked notes dict, with the sustain pedal applied per track."""
-  start, end, pitch, velocity, pedal_time, _ = (np.concatenate(arrays) for arrays in zip(*tracks))
+  start, end, pitch, velocity, pedal_time, _ = (np.concatenate(arrays)
+                                                for arrays in zip(*tracks, strict=True))
   if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))
           and np.all(np.isfinite(pedal_time))):
-    raise RejectedPiece('bad_timing', 'non-finite note or pedal times')
+    raise failures.RejectionError('bad_timing', 'non-finite note or pedal times')
   if start.min() < 0 or np.any(end < start):
-    raise RejectedPiece('bad_timing', 'negative note times or durations')
+    raise failures.RejectionError('bad_timing', 'negative note times or durations')
   if options.apply_sustain and len(pedal_time):
     # One pedal-release time for the whole piece, as note_seq does.
     piece_end = max(float(end.max()), float(pedal_time.max()))
     ends, keeps = zip(*(apply_sustain(t_start, t_end, t_pitch, t_pedal_time, t_pedal_value,
                                       piece_end)
-                        for t_start, t_end, t_pitch, _, t_pedal_time, t_pedal_value in tracks))
+                        for t_start, t_end, t_pitch, _, t_pedal_time, t_pedal_value in tracks),
+                      strict=True)
     keep = np.concatenate(keeps)
     start, end = start[keep], np.concatenate(ends)[keep]
     pitch, velocity = pitch[keep], velocity[keep]
 
   if end.max() > options.max_seconds:
-    raise RejectedPiece('too_long', f'{end.max():.0f} s > limit {options.max_seconds:.0f} s')
+    raise failures.RejectionError('too_long',
+                                  f'{end.max():.0f} s > limit {options.max_seconds:.0f} s')
   if len(start) < options.min_notes:
-    raise RejectedPiece('too_few_notes', f'{len(start)} notes < minimum {options.min_notes}')
+    raise failures.RejectionError('too_few_notes',
+                                  f'{len(start)} notes < minimum {options.min_notes}')
   seconds = float(end.max() - start.min())
   if len(start) > options.max_notes_per_second * max(seconds, 1.0):
-    raise RejectedPiece('bad_timing', f'{len(start)} notes in {seconds:.3g} s: the tempo or '
-                        'time division is implausible')
+    raise failures.RejectionError('bad_timing', f'{len(start)} notes in {seconds:.3g} s: the tempo '
+                                  'or time division is implausible')
 
   order = np.lexsort((pitch, start))
   start = start[order]

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+import numpy as np
 
-from partita import midi_io
-from partita import music_stats
+from partita import midi_io, music_stats
 
 REPORT_FILE = 'report.md'
 RESULTS_FILE = 'evaluation.json'

@@ -38,11 +38,10 @@ import sys
 
 import numpy as np
 
-from partita import audio
-from partita import midi_io
+from partita import audio, failures, midi_io
 from serving import primes as primes_lib
-from serving.validation import MAX_NUM_NOTES, MAX_SECONDS, GenerationError
 from serving import validation
+from serving.validation import MAX_NUM_NOTES, MAX_SECONDS, GenerationError
 
 # Notes per --seconds round, beyond the count the training data's mean step predicts: some
 # slack so that one round usually suffices.
@@ -324,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                   seconds=args.seconds, prime_from=args.prime_from, prime_data=args.prime_data,
                   no_prime=args.no_prime, audio_wanted=not args.no_audio,
                   soundfont=args.soundfont)
-  except GenerationError as e:
+  except failures.RejectionError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'wrote {len(written)} pieces to {args.out}')

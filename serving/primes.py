@@ -9,8 +9,8 @@ arrays (pitch, step, duration, velocity):
   (``prime_too_short``), never padded: padding would condition the model on music that is not in
   the file.
 * **Dataset** (``--prime-data``): windows of the test split of a preprocessed dataset, which the
-  model never trained on, read with tf.data through the contract in ``partita.contract`` and the
-  dataset's ``info.json`` (no Beam needed).
+  model never trained on, read with tf.data through the dataset contract's reader
+  (``partita.dataset``) and the dataset's ``info.json`` (no Beam needed).
 * **Neutral** (``--no-prime``): for pieces from nothing. The model still needs a window, so it
   is given one note repeated ``window_length`` times: the training split's most frequent pitch
   (a note near middle C in tonal music), at the training split's mean step and mean duration and
@@ -20,12 +20,11 @@ arrays (pitch, step, duration, velocity):
 
 from __future__ import annotations
 
-
 import numpy as np
 
+from partita import failures
 from partita import notes as notes_lib
 from serving import validation
-from serving.validation import GenerationError
 
 NEUTRAL_VELOCITY = 64
 NEUTRAL_PITCH = 60  # middle C, when the dataset's info has no pitch histogram
@@ -34,40 +33,30 @@ NEUTRAL_PITCH = 60  # middle C, when the dataset's info has no pitch histogram
 MAX_DATASET_CHUNKS = 10_000
 
 
-class PrimeError(GenerationError):
-  """A prime that cannot be used; ``reason`` is a short stable code (for dead letters)."""
-
-  def __init__(self, reason: str, message: str):
-    super().__init__(message)
-    self.reason = reason
-
-
 def window_from_midi(data: bytes, window_length: int, start_seconds: float = 0.0,
                      source: str = 'prime') -> dict[str, np.ndarray]:
   """The first ``window_length`` notes of MIDI ``data`` with an onset at or after
   ``start_seconds``.
 
   Raises:
-    PrimeError: the bytes are not a usable piece (reason: the parser's code, e.g. ``not_midi``),
-      ``start_seconds`` is negative or not finite (``bad_request``), or fewer than
-      ``window_length`` notes start at or after it (``prime_too_short``).
+    failures.RejectionError: the bytes are not a usable piece (reason: the parser's code, e.g.
+      ``not_midi``), ``start_seconds`` is negative or not finite (``bad_request``), or fewer
+      than ``window_length`` notes start at or after it (``prime_too_short``).
   """
-  try:
-    validation.check_prime_from(start_seconds)
-  except GenerationError as e:
-    raise PrimeError('bad_request', str(e)) from e
+  validation.check_prime_from(start_seconds)
   try:
     piece = notes_lib.parse_midi(data, notes_lib.ParseOptions(min_notes=1))
-  except notes_lib.RejectedPiece as e:
-    raise PrimeError(e.reason, f'{source}: not a usable MIDI piece: {e}') from e
+  except failures.RejectionError as e:
+    raise failures.RejectionError(
+        e.reason, f'{source}: not a usable MIDI piece: {e.reason}: {e.detail}') from e
   onsets = np.cumsum(piece['step'], dtype=np.float64)
   first = int(np.searchsorted(onsets, start_seconds, side='left'))
   available = len(onsets) - first
   if available < window_length:
     where = f' from {start_seconds:g} s' if start_seconds else ''
-    raise PrimeError('prime_too_short', f'{source}: {available} notes{where}, but the model '
-                     f'needs a window of {window_length} notes (short primes are refused, not '
-                     'padded)')
+    raise failures.RejectionError(
+        'prime_too_short', f'{source}: {available} notes{where}, but the model needs a window of '
+        f'{window_length} notes (short primes are refused, not padded)')
   return {name: values[first:first + window_length] for name, values in piece.items()}
 
 
@@ -81,25 +70,28 @@ def windows_from_dataset(data_dir: str, window_length: int,
   fewer usable chunks than ``count``, windows repeat.
 
   Raises:
-    GenerationError: the folder is not a finished dataset, or its test split has no chunk of at
-      least ``window_length`` notes.
+    validation.GenerationError: the folder is not a finished dataset, or its test split has no
+      chunk of at least ``window_length`` notes.
   """
-  import tensorflow as tf  # deferred, like every TensorFlow import in serving
-  from trainer import data as data_lib  # the dataset contract's reader (no Beam)
+  # Deferred, like every TensorFlow import in serving: the dataset contract's reader needs it.
+  import tensorflow as tf
+
+  from partita import dataset as dataset_lib
   try:
-    info = data_lib.load_info(data_dir)
-    files = data_lib.shard_files(data_dir, info, 'test')
+    info = dataset_lib.load_info(data_dir)
+    files = dataset_lib.shard_files(data_dir, info, 'test')
   except (FileNotFoundError, ValueError) as e:
-    raise GenerationError(str(e)) from e
+    raise validation.GenerationError(str(e)) from e
   records = tf.data.TFRecordDataset(files, compression_type=info['compression'] or None)
   heads = []
   for record in records.take(MAX_DATASET_CHUNKS):
-    chunk = data_lib.parse_chunk(record)
+    chunk = dataset_lib.parse_chunk(record)
     if len(chunk['pitch']) >= window_length:
       heads.append({name: values.numpy()[:window_length] for name, values in chunk.items()})
   if not heads:
-    raise GenerationError(f'{data_dir}: no test chunk holds a window of {window_length} notes '
-                          f"(the dataset's window is {info['window_length']})")
+    raise validation.GenerationError(
+        f'{data_dir}: no test chunk holds a window of {window_length} notes '
+        f"(the dataset's window is {info['window_length']})")
   chosen = np.linspace(0, len(heads) - 1, count).round().astype(int)
   return [heads[i] for i in chosen]
 

@@ -2,13 +2,16 @@
 Beam job so that both refuse the same requests with the same messages.
 
 Requests are checked before any model is loaded or file written: a bad request costs nothing and
-leaves no partial output.
+leaves no partial output. Every refusal is a :class:`partita.failures.RejectionError`: reason
+``bad_request`` (a :class:`GenerationError`) for a parameter, ``bad_name`` for an output name.
 """
 
 from __future__ import annotations
 
 import math
 import re
+
+from partita import failures
 
 # The export's own limit on notes per call (trainer.export.MAX_GENERATED_NOTES; the graph asserts
 # it too). It is also the limit on notes per piece, --seconds included.
@@ -21,8 +24,19 @@ _SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
 MIDI_SUFFIXES = ('.mid', '.midi')
 
 
-class GenerationError(Exception):
-  """A request that cannot be served; the message says why."""
+class GenerationError(failures.RejectionError):
+  """A request that cannot be served as asked: a rejection with reason ``bad_request``.
+
+  The commands raise it with only a message for their own checks, and exit with status 2 on any
+  :class:`partita.failures.RejectionError`.
+  """
+
+  def __init__(self, detail: str):
+    super().__init__('bad_request', detail)
+
+  def __reduce__(self):
+    # Exception pickles as type(self)(*args); args are (reason, detail) here.
+    return type(self), (self.detail,)
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float, seed: int,
@@ -58,15 +72,17 @@ def check_prime_from(seconds: float) -> None:
 
 
 def check_name(name: str) -> str:
-  """Returns ``name`` if it is safe as an output file stem, else raises GenerationError.
+  """Returns ``name`` if it is safe as an output file stem; else raises RejectionError
+  (``bad_name``).
 
   Safe means letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, at most
   MAX_NAME_LENGTH characters: no separators, so no path traversal (``../x``) and no absolute
   paths, and no hidden files (the writers' temporaries start with a dot).
   """
   if not (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and _SAFE_NAME.fullmatch(name)):
-    raise GenerationError(f'output name {name!r} is not safe: use at most {MAX_NAME_LENGTH} '
-                          'letters, digits, ".", "_" or "-", starting with a letter or digit')
+    raise failures.RejectionError(
+        'bad_name', f'output name {name!r} is not safe: use at most {MAX_NAME_LENGTH} letters, '
+        'digits, ".", "_" or "-", starting with a letter or digit')
   return name
 
 
@@ -75,12 +91,13 @@ def name_from_path(path: str) -> str:
   with every unsafe character replaced by ``_`` (``../../etc/x.mid`` -> ``x``).
 
   Raises:
-    GenerationError: nothing usable is left (e.g. the name is only dots).
+    failures.RejectionError: ``bad_name``: nothing usable is left (e.g. the name is only dots).
   """
   base = re.split(r'[/\\]', path.rstrip('/\\'))[-1]
   if base.lower().endswith(MIDI_SUFFIXES):
     base = base[:base.rfind('.')]
   cleaned = re.sub(r'[^A-Za-z0-9._-]', '_', base).lstrip('._-')[:MAX_NAME_LENGTH]
   if not cleaned:
-    raise GenerationError(f'cannot make an output name from {path!r}; give one explicitly')
+    raise failures.RejectionError('bad_name',
+                                  f'cannot make an output name from {path!r}; give one explicitly')
   return check_name(cleaned)

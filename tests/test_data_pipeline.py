@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from partita import contract
+from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 
@@ -69,7 +70,7 @@ def dataset(tmp_path_factory):
   }
   (root / contract.INFO_FILE).write_text(json.dumps(info))
   (root / contract.COMPLETED_MARKER).write_text('')
-  return {'dir': str(root), 'info': data_lib.load_info(str(root)), 'pieces': pieces}
+  return {'dir': str(root), 'info': dataset_lib.load_info(str(root)), 'pieces': pieces}
 
 
 def window_ids(inputs, targets):
@@ -204,7 +205,7 @@ def test_chunk_to_windows_and_unpack_are_exact():
            'step': tf.constant([0.1, 0.2, 0.3, 0.4]),
            'duration': tf.constant([1.5, 2.5, 3.5, 4.5]),
            'velocity': tf.constant([1.0, 127.0, 64.0, 2.0])}
-  windows = data_lib.unpack(data_lib.chunk_to_windows(chunk, 2))
+  windows = dataset_lib.unpack(dataset_lib.chunk_to_windows(chunk, 2))
   np.testing.assert_array_equal(windows['pitch'], [[0, 127, 5], [127, 5, 9]])
   assert windows['pitch'].dtype == tf.int32
   np.testing.assert_array_equal(windows['step'], np.float32([[0.1, 0.2, 0.3], [0.2, 0.3, 0.4]]))

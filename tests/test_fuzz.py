@@ -10,22 +10,23 @@ happen (another exception is a bug, a crash kills the run). CI runs the short, d
 
 from __future__ import annotations
 
-import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+import midi_builders
+import numpy as np
+import test_hostile
 
-from midi_builders import Track, midi_bytes, random_melody
-from partita import contract
+from partita import contract, failures
 from partita import notes as notes_lib
-from test_hostile import SPECIFIC_REASONS, check_piece
 
 WINDOW_LENGTH = 8
 OPTIONS = notes_lib.ParseOptions(min_notes=WINDOW_LENGTH + 1, max_notes=50_000)
 SEEDS = [
-    midi_bytes(random_melody(0, 40)),
-    midi_bytes(tracks=[Track(random_melody(1, 30), sustain=[(0.5, 127), (2.0, 0)]),
-                       Track(random_melody(2, 20), program=40),
-                       Track(random_melody(3, 10), drum=True)]),
+    midi_builders.midi_bytes(midi_builders.random_melody(0, 40)),
+    midi_builders.midi_bytes(tracks=[
+        midi_builders.Track(midi_builders.random_melody(1, 30), sustain=[(0.5, 127), (2.0, 0)]),
+        midi_builders.Track(midi_builders.random_melody(2, 20), program=40),
+        midi_builders.Track(midi_builders.random_melody(3, 10), drum=True)]),
 ]
 
 
@@ -52,13 +53,13 @@ def mutated_midi(draw) -> bytes:
 def parse_to_windows(data: bytes) -> None:
   try:
     piece = notes_lib.parse_midi(data, OPTIONS)
-  except notes_lib.RejectedPiece as e:
-    assert e.reason in SPECIFIC_REASONS and e.detail
+  except failures.RejectionError as e:
+    assert e.reason in test_hostile.SPECIFIC_REASONS and e.detail
     return
-  check_piece(piece)
+  test_hostile.check_piece(piece)
   covered = 0
   for chunk in contract.chunks(piece, WINDOW_LENGTH, stride=5):
-    check_piece(chunk)
+    test_hostile.check_piece(chunk)
     windows = np.lib.stride_tricks.sliding_window_view(chunk['pitch'], WINDOW_LENGTH + 1)
     covered += len(windows)
   assert covered == len(piece['pitch']) - WINDOW_LENGTH
@@ -78,7 +79,7 @@ def test_arbitrary_bytes_after_a_midi_header(data):
 def test_arbitrary_bytes_as_a_note_sequence(data):
   try:
     piece = notes_lib.parse_note_sequence(data, OPTIONS)
-  except notes_lib.RejectedPiece as e:
-    assert e.reason in SPECIFIC_REASONS | {'not_note_sequence'} and e.detail
+  except failures.RejectionError as e:
+    assert e.reason in test_hostile.SPECIFIC_REASONS | {'not_note_sequence'} and e.detail
   else:
-    check_piece(piece)
+    test_hostile.check_piece(piece)

@@ -12,14 +12,13 @@ import logging
 import os
 import socket
 
-import pytest
-from apache_beam.internal.gcp import auth
-from gcp_storage_emulator.server import create_server
+from gcp_storage_emulator import server
 from google.cloud import storage
+import midi_builders
+import pytest
 
 from beam_pipelines import preprocess
-from midi_builders import midi_bytes, random_melody
-from partita import contract
+from partita import contract, failures
 
 BUCKET = 'partita-test'
 
@@ -31,27 +30,32 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope='module')
-def bucket():
+def bucket(tmp_path_factory):
   # Every response it serves is logged as a warning otherwise.
   logging.getLogger('gcp_storage_emulator').setLevel(logging.ERROR)
   port = free_port()
-  server = create_server('127.0.0.1', port, in_memory=True, default_bucket=BUCKET)
-  server.start()
-  previous = os.environ.get('STORAGE_EMULATOR_HOST')
-  os.environ['STORAGE_EMULATOR_HOST'] = f'http://127.0.0.1:{port}'
-  # Beam looks for Application Default Credentials with four retries (about 23 s) before it
-  # connects anonymously; record that outcome up front, as its own cache would.
-  credentials_state = auth._Credentials._credentials_init, auth._Credentials._credentials  # pylint: disable=protected-access
-  auth._Credentials._credentials_init, auth._Credentials._credentials = True, None  # pylint: disable=protected-access
+  emulator = server.create_server('127.0.0.1', port, in_memory=True, default_bucket=BUCKET)
+  emulator.start()
+  # Without Application Default Credentials, Beam retries finding them four times (about 23 s)
+  # before it connects anonymously. These hold a token that never expires, so nothing is looked
+  # up or refreshed; the emulator ignores it.
+  credentials = tmp_path_factory.mktemp('credentials') / 'emulator.json'
+  credentials.write_text(json.dumps({
+      'type': 'authorized_user', 'client_id': 'emulator', 'client_secret': 'emulator',
+      'refresh_token': 'emulator', 'token': 'emulator', 'expiry': '2999-01-01T00:00:00Z'}))
+  environment = {'STORAGE_EMULATOR_HOST': f'http://127.0.0.1:{port}',
+                 'GOOGLE_APPLICATION_CREDENTIALS': str(credentials)}
+  previous = {name: os.environ.get(name) for name in environment}
+  os.environ.update(environment)
   try:
     yield storage.Client.create_anonymous_client().bucket(BUCKET)
   finally:
-    auth._Credentials._credentials_init, auth._Credentials._credentials = credentials_state  # pylint: disable=protected-access
-    server.stop()
-    if previous is None:
-      del os.environ['STORAGE_EMULATOR_HOST']
-    else:
-      os.environ['STORAGE_EMULATOR_HOST'] = previous
+    emulator.stop()
+    for name, value in previous.items():
+      if value is None:
+        del os.environ[name]
+      else:
+        os.environ[name] = value
 
 
 def object_names(bucket, prefix: str) -> list[str]:
@@ -61,9 +65,9 @@ def object_names(bucket, prefix: str) -> list[str]:
 def test_preprocess_from_and_to_gcs(bucket):
   for seed in range(4):
     bucket.blob(f'corpus/piece{seed}.mid').upload_from_string(
-        midi_bytes(random_melody(seed, 20 + seed)))
+        midi_builders.midi_bytes(midi_builders.random_melody(seed, 20 + seed)))
   bucket.blob('corpus/nested/Copy Of piece0.MIDI').upload_from_string(
-      midi_bytes(random_melody(0, 20)))
+      midi_builders.midi_bytes(midi_builders.random_melody(0, 20)))
   bucket.blob('corpus/broken.mid').upload_from_string(b'MThd broken')
   config = preprocess.PreprocessConfig(
       input=f'gs://{BUCKET}/corpus', output=f'gs://{BUCKET}/data', window_length=8, stride=4,
@@ -75,17 +79,18 @@ def test_preprocess_from_and_to_gcs(bucket):
                             'dead_letters': 1, 'dead_letter_reasons': {'parse_error': 1}}
   written = object_names(bucket, 'data/')
   shards = [f for split in contract.SPLITS for f in info['splits'][split]['files']]
-  dead_letter_files = [f for f in written if f.startswith(f'{contract.DEAD_LETTER_DIR}/')]
+  dead_letter_files = [f for f in written if f.startswith(f'{failures.DEAD_LETTER_DIR}/')]
+  # Nothing else: info.json and COMPLETED were renamed into place, no temporary is left.
   assert written == sorted([contract.COMPLETED_MARKER, contract.INFO_FILE, *shards,
                             *dead_letter_files])
-  assert len(dead_letter_files) == 1
+  assert dead_letter_files == ['dead_letter/dead_letters-00000-of-00001.jsonl']
   assert info['splits']['train']['files'] and info['splits']['train']['pieces'] == 4
   assert json.loads(bucket.blob('data/info.json').download_as_bytes()) == info
   assert json.loads(bucket.blob('data/COMPLETED').download_as_bytes()) == info['counts']
   dead = [json.loads(line) for line in
           bucket.blob(f'data/{dead_letter_files[0]}').download_as_text().splitlines()]
-  assert dead == [{'path': f'gs://{BUCKET}/corpus/broken.mid', 'reason': 'parse_error',
-                   'error': dead[0]['error']}]
+  assert dead == [{'input': f'gs://{BUCKET}/corpus/broken.mid', 'reason': 'parse_error',
+                   'detail': dead[0]['detail']}]
 
   # A rerun on fewer inputs replaces every object of the first run.
   for seed in range(1, 4):
@@ -99,7 +104,7 @@ def test_preprocess_from_and_to_gcs(bucket):
   written = object_names(bucket, 'data/')
   assert written == sorted([
       contract.COMPLETED_MARKER, contract.INFO_FILE, *shards,
-      *[f for f in written if f.startswith(f'{contract.DEAD_LETTER_DIR}/')]])
+      *[f for f in written if f.startswith(f'{failures.DEAD_LETTER_DIR}/')]])
   assert 'train/train-00007-of-00008.tfrecord.gz' not in written
 
 
@@ -107,7 +112,9 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   """The Beam generation job with its manifest, primes and outputs on gs:// (the export stays
   local: TensorFlow's own gs:// client cannot be pointed at an emulator)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from serving import beam_generate  # pylint: disable=import-outside-toplevel
+  from serving import requests as requests_lib  # pylint: disable=import-outside-toplevel
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
   from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
   from trainer import model as model_lib  # pylint: disable=import-outside-toplevel
@@ -122,7 +129,8 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   export_dir = str(tmp_path / 'export')
   export_lib.export_model(model_lib.build_model(config.model, window, timing), export_dir,
                           window, config.to_yaml(), info, primes)
-  bucket.blob('requests/primes/a.mid').upload_from_string(midi_bytes(random_melody(1, 20)))
+  bucket.blob('requests/primes/a.mid').upload_from_string(
+      midi_builders.midi_bytes(midi_builders.random_melody(1, 20)))
   bucket.blob('requests/manifest.jsonl').upload_from_string('\n'.join(json.dumps(r) for r in [
       {'name': 'first', 'prime': 'primes/a.mid', 'num_notes': 5},
       {'name': 'second', 'prime': 'primes/a.mid', 'num_notes': 5, 'seed': 1},
@@ -130,11 +138,15 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   ]))
 
   summary = beam_generate.run(
-      export_dir, f'gs://{BUCKET}/generated', beam_generate.Request(name='', num_notes=5),
+      export_dir, f'gs://{BUCKET}/generated', requests_lib.Request(name='', num_notes=5),
       manifest=f'gs://{BUCKET}/requests/manifest.jsonl')
 
   assert (summary['requests_in'], summary['written'], summary['dead_letters']) == (3, 2, 1)
   written = object_names(bucket, 'generated/')
-  assert {'first.mid', 'first.png', 'second.mid', 'second.png', 'summary.json'} <= set(written)
-  assert not [name for name in written if 'tmp' in name.lower()]
+  # Nothing else: every file was renamed into place, no temporary is left.
+  assert written == ['dead_letter/dead_letters-00000-of-00001.jsonl', 'first.mid', 'first.png',
+                     'second.mid', 'second.png', 'summary.json']
+  dead = json.loads(bucket.blob(f'generated/{written[0]}').download_as_text())
+  assert dead == {'input': 'gone', 'reason': 'prime_not_found',
+                  'detail': f'gs://{BUCKET}/requests/primes/missing.mid does not exist'}
   assert bucket.blob('generated/first.mid').download_as_bytes().startswith(b'MThd')

@@ -8,16 +8,16 @@ import glob
 import json
 import os
 
+import hostile_midi
+import midi_builders
 import numpy as np
 import pytest
+import test_preprocess
+import test_sustain_reference
 
-import hostile_midi
 from beam_pipelines import preprocess
-from midi_builders import expected_notes, midi_bytes, random_melody, write_file, write_midi
-from partita import contract, isolation
+from partita import contract, failures, isolation
 from partita import notes as notes_lib
-from test_preprocess import note_rows, read_chunks
-from test_sustain_reference import PIANO_FILES
 
 WINDOW_LENGTH = 64
 MAX_NOTES = 100_000
@@ -28,10 +28,11 @@ SPECIFIC_REASONS = {'empty', 'not_midi', 'smpte_timing', 'parse_error', 'bad_tim
 
 def real_files() -> list[bytes]:
   """Ten real files to mutate: from the piano corpus, or generated where it is absent."""
-  if PIANO_FILES:
-    paths = PIANO_FILES[::len(PIANO_FILES) // 10][:10]
+  piano_files = test_sustain_reference.PIANO_FILES
+  if piano_files:
+    paths = piano_files[::len(piano_files) // 10][:10]
     return [open(path, 'rb').read() for path in paths]
-  return [midi_bytes(random_melody(seed, 300)) for seed in range(10)]
+  return [midi_builders.midi_bytes(midi_builders.random_melody(seed, 300)) for seed in range(10)]
 
 
 HOSTILE = hostile_midi.hostile_files(real_files())
@@ -62,7 +63,7 @@ def test_hostile_file_is_parsed_or_rejected_specifically(name, parser):
   data, expected = HOSTILE[name]
   try:
     piece = parser.parse(notes_lib.parse_midi, data, OPTIONS)
-  except notes_lib.RejectedPiece as e:
+  except failures.RejectionError as e:
     outcome = e.reason
     assert e.reason in SPECIFIC_REASONS and e.detail
   else:
@@ -77,10 +78,10 @@ def test_hostile_file_is_parsed_or_rejected_specifically(name, parser):
 def test_job_on_hostile_folder_processes_good_files_and_accounts_for_every_file(tmp_path):
   corpus = tmp_path / 'corpus'
   for name, (data, _) in HOSTILE.items():
-    write_file(corpus / 'hostile' / name, data)
-  good = [random_melody(seed, 100 + seed) for seed in range(4)]
+    midi_builders.write_file(corpus / 'hostile' / name, data)
+  good = [midi_builders.random_melody(seed, 100 + seed) for seed in range(4)]
   for seed, melody in enumerate(good):
-    write_midi(corpus / f'good{seed}.mid', melody)
+    midi_builders.write_midi(corpus / f'good{seed}.mid', melody)
   config = preprocess.PreprocessConfig(
       input=str(corpus), output=str(tmp_path / 'out'), window_length=WINDOW_LENGTH,
       max_notes=MAX_NOTES, parse_memory_mb=1024, parse_timeout_seconds=120.0)
@@ -92,11 +93,11 @@ def test_job_on_hostile_folder_processes_good_files_and_accounts_for_every_file(
   assert counts['files_in'] == counts['pieces_written'] + counts['duplicates'] + counts[
       'dead_letters']
   dead = {}
-  for path in glob.glob(os.path.join(config.output, contract.DEAD_LETTER_DIR, '*.jsonl')):
+  for path in glob.glob(os.path.join(config.output, failures.DEAD_LETTER_DIR, '*.jsonl')):
     with open(path) as f:
       for line in f:
         letter = json.loads(line)
-        dead[os.path.basename(letter['path'])] = letter['reason']
+        dead[os.path.basename(letter['input'])] = letter['reason']
   assert set(dead.values()) <= SPECIFIC_REASONS  # no crash, timeout, memory blow-up or bug
   for name, (_, expected) in HOSTILE.items():
     if expected == 'piece':
@@ -106,10 +107,10 @@ def test_job_on_hostile_folder_processes_good_files_and_accounts_for_every_file(
   assert not any(name.startswith('good') for name in dead)
 
   files = [f for split in contract.SPLITS for f in info['splits'][split]['files']]
-  chunks = read_chunks(config.output, files)
+  chunks = test_preprocess.read_chunks(config.output, files)
   for chunk in chunks:
     check_piece(chunk)
   # Each good piece is shorter than one chunk (stride + window), so it is one chunk whole.
-  written = [note_rows(chunk) for chunk in chunks]
+  written = [test_preprocess.note_rows(chunk) for chunk in chunks]
   for melody in good:
-    assert note_rows(expected_notes(melody)) in written
+    assert test_preprocess.note_rows(midi_builders.expected_notes(melody)) in written

@@ -12,9 +12,9 @@ import signal
 import subprocess
 import sys
 
+from midi_builders import random_melody, write_midi
 import pytest
 
-from midi_builders import random_melody, write_midi
 from partita import contract
 from trainer import data as data_lib
 
@@ -53,7 +53,7 @@ def test_killed_preprocessing_leaves_no_completed_dataset_and_a_rerun_completes(
   assert os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))
 
   job = subprocess.run([sys.executable, '-c', KILLED_WHILE_WRITING_SHARDS] + preprocess_args(
-      str(corpus), output), cwd=ROOT, capture_output=True, start_new_session=True)
+      str(corpus), output), cwd=ROOT, capture_output=True, start_new_session=True, check=False)
   assert job.returncode == -signal.SIGKILL, job.stderr.decode()
   assert glob.glob(os.path.join(output, '*', 'beam-temp-*', '*'))  # killed mid-write
   assert not os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from apache_beam.testing.util import assert_that, equal_to
-
+from apache_beam.testing import test_pipeline
+from apache_beam.testing import util as beam_testing
 import hostile_parsers
+import midi_builders
+
 from beam_pipelines import preprocess
-from midi_builders import expected_notes, midi_bytes, random_melody
-from partita import isolation
+from partita import failures, isolation
 from partita import notes as notes_lib
 
 OPTIONS = notes_lib.ParseOptions()
@@ -18,17 +18,17 @@ LIMITS = isolation.IsolationOptions(timeout_seconds=3.0, memory_bytes=2 * 2**30)
 
 def test_parser_process_survives_crash_hang_and_memory_blow_up():
   parser = isolation.ParserProcess(LIMITS)
-  good = midi_bytes(random_melody(0, 12))
+  good = midi_builders.midi_bytes(midi_builders.random_melody(0, 12))
   try:
     outcomes = []
     for data in (good, b'CRASH', good, b'HANG', good, b'HOG', good, b'not midi'):
       try:
         outcomes.append(parser.parse(hostile_parsers.parse_or_fail, data, OPTIONS))
-      except notes_lib.RejectedPiece as e:
+      except failures.RejectionError as e:
         outcomes.append((e.reason, e.detail))
   finally:
     parser.close()
-  expected = expected_notes(random_melody(0, 12))
+  expected = midi_builders.expected_notes(midi_builders.random_melody(0, 12))
   for piece in outcomes[0:8:2]:
     assert piece['pitch'].tolist() == expected['pitch'].tolist()
   assert outcomes[1] == ('parser_crash', 'the parser process died (signal SIGSEGV)')
@@ -38,16 +38,19 @@ def test_parser_process_survives_crash_hang_and_memory_blow_up():
 
 
 def test_a_crashing_file_costs_that_file_not_the_beam_job():
-  inputs = [(f'good{seed}.mid', midi_bytes(random_melody(seed, 12))) for seed in range(3)]
+  inputs = [(f'good{seed}.mid', midi_builders.midi_bytes(midi_builders.random_melody(seed, 12)))
+            for seed in range(3)]
   inputs += [('crash.mid', b'CRASH'), ('hang.mid', b'HANG')]
-  with BeamTestPipeline() as pipeline:
+  with test_pipeline.TestPipeline() as pipeline:
     parsed = (pipeline
               | beam.Create(inputs)
               | beam.ParDo(preprocess.ParsePieceFn(hostile_parsers.parse_or_fail, OPTIONS,
                                                    LIMITS)).with_outputs(
                                                        'dead_letter', main='pieces'))
-    assert_that(parsed.pieces | beam.Map(lambda kv: kv[1][0]),
-                equal_to(['good0.mid', 'good1.mid', 'good2.mid']), label='pieces')
-    assert_that(parsed.dead_letter | beam.Map(lambda d: (d['path'], d['reason'])),
-                equal_to([('crash.mid', 'parser_crash'), ('hang.mid', 'parse_timeout')]),
-                label='dead_letters')
+    beam_testing.assert_that(parsed.pieces | beam.Map(lambda kv: kv[1][0]),
+                             beam_testing.equal_to(['good0.mid', 'good1.mid', 'good2.mid']),
+                             label='pieces')
+    beam_testing.assert_that(
+        parsed.dead_letter | beam.Map(lambda d: (d['input'], d['reason'])),
+        beam_testing.equal_to([('crash.mid', 'parser_crash'), ('hang.mid', 'parse_timeout')]),
+        label='dead_letters')

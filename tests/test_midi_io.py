@@ -1,4 +1,5 @@
-"""Tests for partita.midi_io: MIDI round trips, input checks, atomic writes, piano rolls."""
+"""Tests for partita.midi_io and partita.atomic: MIDI round trips, input checks, atomic writes,
+piano rolls."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from partita import midi_io
+from partita import atomic, midi_io
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 TIME_TOLERANCE_S = 1e-3
@@ -42,6 +43,35 @@ def read_instruments(path: os.PathLike[str]) -> dict[str, pretty_midi.Instrument
   by_name = {instrument.name: instrument for instrument in instruments}
   assert len(by_name) == len(instruments)
   return by_name
+
+
+def notes_from_pretty_midi(midi: pretty_midi.PrettyMIDI,
+                           instrument_name: str | None = None) -> dict[str, np.ndarray]:
+  """Reads a notes dict back from the instruments named ``instrument_name``, or all non-drum
+  ones: what a reader of the files written by partita.midi_io gets.
+
+  Notes are sorted by onset, then pitch; ``step[0]`` is the first onset (time from the start of
+  the file). Times are float64 as read. An instrument without notes does not survive a MIDI
+  round trip (pretty_midi creates instruments at their first note), so a name that matches
+  nothing gives an empty notes dict rather than an error.
+  """
+  if instrument_name is None:
+    instruments = [instrument for instrument in midi.instruments if not instrument.is_drum]
+  else:
+    instruments = [instrument for instrument in midi.instruments
+                   if instrument.name == instrument_name]
+  notes = [note for instrument in instruments for note in instrument.notes]
+  start = np.array([note.start for note in notes], dtype=np.float64)
+  end = np.array([note.end for note in notes], dtype=np.float64)
+  pitch = np.array([note.pitch for note in notes], dtype=np.int64)
+  velocity = np.array([note.velocity for note in notes], dtype=np.int64)
+  order = np.lexsort((pitch, start))
+  return {
+      'pitch': pitch[order],
+      'step': np.diff(start[order], prepend=0.0),
+      'duration': (end - start)[order],
+      'velocity': velocity[order],
+  }
 
 
 def note_ticks(instrument: pretty_midi.Instrument) -> list[tuple[int, int, int, int]]:
@@ -102,7 +132,7 @@ def test_200_random_notes_with_overlaps_chords_and_tiny_durations_all_round_trip
   end = np.round((midi_io.onsets(continuation) + continuation['duration'])
                  * midi_io.TICKS_PER_SECOND).astype(int)
   # The data must hold the cases this test is about, or it proves nothing.
-  same_pitch_same_tick = len({(p, s) for p, s in zip(continuation['pitch'], start)}) < num_notes
+  same_pitch_same_tick = len(set(zip(continuation['pitch'], start, strict=True))) < num_notes
   same_pitch_overlap = any(
       continuation['pitch'][i] == continuation['pitch'][j] and start[i] < start[j] < end[i]
       for i in range(num_notes) for j in range(num_notes))
@@ -116,7 +146,8 @@ def test_200_random_notes_with_overlaps_chords_and_tiny_durations_all_round_trip
   assert len(read_back.notes) == num_notes
   # Every note comes back at its onset, pitch and velocity ...
   assert sorted((p, s, v) for p, s, _, v in note_ticks(read_back)) == sorted(
-      zip(continuation['pitch'].tolist(), start.tolist(), continuation['velocity'].tolist()))
+      zip(continuation['pitch'].tolist(), start.tolist(), continuation['velocity'].tolist(),
+          strict=True))
   # ... and the file reads back exactly as built: no end was changed by the reader.
   built = midi_io.to_pretty_midi(None, continuation).instruments[0]
   assert note_ticks(read_back) == note_ticks(built)
@@ -220,6 +251,44 @@ def test_write_into_a_missing_folder_raises_and_creates_nothing(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+def test_atomic_replacing_writes_through_a_hidden_unique_temporary_beside_the_target(tmp_path):
+  path = tmp_path / 'out.wav'
+  with atomic.replacing(path) as first, atomic.replacing(path) as second:
+    assert first != second
+    for temporary in (first, second):
+      assert os.path.dirname(temporary) == str(tmp_path)
+      assert os.path.basename(temporary).startswith('.out.wav.') and temporary.endswith('.tmp')
+      assert not path.exists()  # nothing at the target until the block completes
+    with open(first, 'wb') as f:
+      f.write(b'first')
+    with open(second, 'wb') as f:
+      f.write(b'second')
+  assert path.read_bytes() == b'first'  # the writer that finishes last wins
+  assert os.listdir(tmp_path) == ['out.wav']
+
+
+def test_atomic_replacing_an_interrupted_block_keeps_the_old_file_and_no_temporary(tmp_path):
+  path = tmp_path / 'out.wav'
+  atomic.write_bytes(path, b'old')
+  with pytest.raises(KeyboardInterrupt):
+    with atomic.replacing(path) as temporary:
+      with open(temporary, 'wb') as f:
+        f.write(b'half of the new')
+      raise KeyboardInterrupt
+  assert path.read_bytes() == b'old'
+  assert os.listdir(tmp_path) == ['out.wav']
+
+
+def test_atomic_replacing_a_block_that_writes_nothing_fails_and_keeps_the_old_file(tmp_path):
+  path = tmp_path / 'out.wav'
+  atomic.write_bytes(path, b'old')
+  with pytest.raises(FileNotFoundError):
+    with atomic.replacing(path):
+      pass  # e.g. a renderer that exited without writing its output
+  assert path.read_bytes() == b'old'
+  assert os.listdir(tmp_path) == ['out.wav']
+
+
 def test_piano_roll_is_a_readable_png_of_the_chosen_size(tmp_path):
   path = tmp_path / 'roll.png'
   midi_io.write_piano_roll(path, PRIME, CONTINUATION, title='a title')
@@ -257,13 +326,13 @@ def test_notes_from_pretty_midi_reads_back_what_was_written(tmp_path):
   midi_io.write_midi(path, PRIME, CONTINUATION)
   midi = pretty_midi.PrettyMIDI(os.fspath(path))
 
-  continuation = midi_io.notes_from_pretty_midi(midi, 'continuation')
+  continuation = notes_from_pretty_midi(midi, 'continuation')
   assert continuation['pitch'].tolist() == [72, 71, 69]
   np.testing.assert_allclose(continuation['step'], [1.75, 0.25, 0.5], atol=TIME_TOLERANCE_S)
   np.testing.assert_allclose(continuation['duration'], [0.25, 0.5, 1.0], atol=TIME_TOLERANCE_S)
   assert continuation['velocity'].tolist() == [70, 60, 50]
 
-  everything = midi_io.notes_from_pretty_midi(midi)
+  everything = notes_from_pretty_midi(midi)
   assert everything['pitch'].tolist() == [60, 64, 67, 72, 71, 69]
   np.testing.assert_allclose(everything['step'], [0.0, 0.5, 0.5, 0.75, 0.25, 0.5],
                              atol=TIME_TOLERANCE_S)
@@ -275,10 +344,10 @@ def test_notes_from_pretty_midi_sorts_chords_by_pitch_and_skips_drums():
   drums.notes.append(pretty_midi.Note(velocity=100, pitch=36, start=0.0, end=0.1))
   midi.instruments.append(drums)
 
-  notes = midi_io.notes_from_pretty_midi(midi)
+  notes = notes_from_pretty_midi(midi)
   assert notes['pitch'].tolist() == [60, 64, 67]
   np.testing.assert_allclose(notes['step'], [0.5, 0.0, 0.0])
-  assert midi_io.notes_from_pretty_midi(midi, 'drums')['pitch'].tolist() == [36]
+  assert notes_from_pretty_midi(midi, 'drums')['pitch'].tolist() == [36]
 
 
 def test_an_empty_continuation_reads_back_as_no_notes(tmp_path):
@@ -288,6 +357,6 @@ def test_an_empty_continuation_reads_back_as_no_notes(tmp_path):
 
   midi = pretty_midi.PrettyMIDI(os.fspath(path))
   assert [instrument.name for instrument in midi.instruments] == ['prime']
-  notes = midi_io.notes_from_pretty_midi(midi, 'continuation')
+  notes = notes_from_pretty_midi(midi, 'continuation')
   assert all(len(values) == 0 for values in notes.values())
   assert set(notes) == set(midi_io.NOTE_KEYS)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 
+import midi_builders
 import numpy as np
 import pytest
 
-from midi_builders import (HUGE_DELTA_TIMES, TEMPO_1US, ZERO_TRACKS, Track, expected_notes,
-                           midi_bytes, random_melody, smf_bytes)
-from partita import contract
+from partita import contract, failures
 from partita import notes as notes_lib
 
 TOLERANCE = 1e-4
@@ -26,40 +26,54 @@ def assert_notes(piece, pitch, step, duration, velocity):
   assert piece['pitch'].dtype.kind == 'i' and piece['velocity'].dtype.kind == 'i'
 
 
-def rejection(data: bytes, options: notes_lib.ParseOptions = notes_lib.ParseOptions()) -> str:
-  with pytest.raises(notes_lib.RejectedPiece) as info:
-    notes_lib.parse_midi(data, options)
+def rejection(data: bytes, options: notes_lib.ParseOptions | None = None) -> str:
+  with pytest.raises(failures.RejectionError) as info:
+    notes_lib.parse_midi(data, options or notes_lib.ParseOptions())
   return info.value.reason
+
+
+def test_a_rejection_carries_its_reason_and_detail_and_survives_pickling():
+  with pytest.raises(failures.RejectionError) as info:
+    notes_lib.parse_midi(b'not midi')
+  rejected = info.value
+  assert (rejected.reason, rejected.detail) == (
+      'not_midi', 'file does not start with a MIDI header (MThd)')
+  assert str(rejected) == rejected.detail  # the message is the detail; the reason is a code
+  copy = pickle.loads(pickle.dumps(rejected))
+  assert (type(copy), copy.reason, copy.detail) == (
+      failures.RejectionError, 'not_midi', rejected.detail)
+  assert failures.dead_letter_record('a.mid', rejected.reason, rejected.detail) == {
+      'input': 'a.mid', 'reason': 'not_midi', 'detail': rejected.detail}
 
 
 # --- parsing ---------------------------------------------------------------------------------
 
 
 def test_parse_melody_exact_features():
-  data = midi_bytes([(60, 0.0, 0.5, 80), (64, 0.5, 0.75, 90), (67, 1.25, 2.25, 100)])
+  data = midi_builders.midi_bytes([(60, 0.0, 0.5, 80), (64, 0.5, 0.75, 90), (67, 1.25, 2.25, 100)])
   assert_notes(notes_lib.parse_midi(data), pitch=[60, 64, 67], step=[0.0, 0.5, 0.75],
                duration=[0.5, 0.25, 1.0], velocity=[80, 90, 100])
 
 
 def test_step_is_relative_to_first_onset_not_time_zero():
-  data = midi_bytes([(62, 1.5, 2.0, 70), (65, 2.0, 2.5, 71)])
+  data = midi_builders.midi_bytes([(62, 1.5, 2.0, 70), (65, 2.0, 2.5, 71)])
   assert_notes(notes_lib.parse_midi(data), pitch=[62, 65], step=[0.0, 0.5],
                duration=[0.5, 0.5], velocity=[70, 71])
 
 
 def test_chord_notes_sorted_by_pitch_within_an_onset():
-  data = midi_bytes([(67, 0.0, 1.0, 50), (60, 0.0, 0.5, 60), (64, 0.0, 0.25, 70),
-                     (59, 1.0, 1.5, 80), (55, 1.0, 2.0, 90)])
+  data = midi_builders.midi_bytes([(67, 0.0, 1.0, 50), (60, 0.0, 0.5, 60), (64, 0.0, 0.25, 70),
+                                   (59, 1.0, 1.5, 80), (55, 1.0, 2.0, 90)])
   assert_notes(notes_lib.parse_midi(data), pitch=[60, 64, 67, 55, 59],
                step=[0.0, 0.0, 0.0, 1.0, 0.0], duration=[0.5, 0.25, 1.0, 1.0, 0.5],
                velocity=[60, 70, 50, 90, 80])
 
 
 def test_non_drum_tracks_merged_sorted_and_drums_ignored():
-  data = midi_bytes(tracks=[
-      Track([(72, 0.0, 0.5, 10), (74, 1.0, 1.5, 11)], program=0, name='right hand'),
-      Track([(48, 0.0, 1.0, 20), (50, 0.5, 1.0, 21)], program=32, name='left hand'),
-      Track([(36, 0.0, 0.125, 127), (38, 0.25, 0.375, 127)], drum=True, name='drums'),
+  data = midi_builders.midi_bytes(tracks=[
+      midi_builders.Track([(72, 0.0, 0.5, 10), (74, 1.0, 1.5, 11)], program=0, name='right hand'),
+      midi_builders.Track([(48, 0.0, 1.0, 20), (50, 0.5, 1.0, 21)], program=32, name='left hand'),
+      midi_builders.Track([(36, 0.0, 0.125, 127), (38, 0.25, 0.375, 127)], drum=True, name='drums'),
   ])
   assert_notes(notes_lib.parse_midi(data), pitch=[48, 72, 50, 74], step=[0.0, 0.0, 0.5, 0.5],
                duration=[1.0, 0.5, 0.5, 0.5], velocity=[20, 10, 21, 11])
@@ -69,18 +83,18 @@ DRUMS = [(36, 0.0, 0.125, 100), (38, 0.5, 0.625, 100), (42, 1.0, 1.125, 100)]
 
 
 def test_drums_only_file_is_rejected_unless_drums_are_included():
-  data = midi_bytes(DRUMS, drum=True)
+  data = midi_builders.midi_bytes(DRUMS, drum=True)
   assert rejection(data) == 'drums_only'
   options = notes_lib.ParseOptions(include_drums=True)
   assert notes_lib.parse_midi(data, options)['pitch'].tolist() == [36, 38, 42]
 
 
 def test_selects_tracks_and_programs():
-  data = midi_bytes(tracks=[
-      Track([(60, 0.0, 0.5, 100)], program=0),   # track 0: piano
-      Track([(48, 0.0, 0.5, 90)], program=42),   # track 1: cello
-      Track(DRUMS, drum=True),                   # track 2: drums
-      Track([(72, 0.25, 0.5, 80)], program=42),  # track 3: cello
+  data = midi_builders.midi_bytes(tracks=[
+      midi_builders.Track([(60, 0.0, 0.5, 100)], program=0),   # track 0: piano
+      midi_builders.Track([(48, 0.0, 0.5, 90)], program=42),   # track 1: cello
+      midi_builders.Track(DRUMS, drum=True),                   # track 2: drums
+      midi_builders.Track([(72, 0.25, 0.5, 80)], program=42),  # track 3: cello
   ])
   def pitches(**selection):
     options = notes_lib.ParseOptions(min_notes=1, **selection)
@@ -92,7 +106,7 @@ def test_selects_tracks_and_programs():
   assert pitches(programs=(42,), tracks=(0, 1)) == [48]
   assert pitches(include_drums=True) == [36, 48, 60, 72, 38, 42]
   assert pitches(tracks=(2,), include_drums=True) == [36, 38, 42]
-  with pytest.raises(notes_lib.RejectedPiece) as info:
+  with pytest.raises(failures.RejectionError) as info:
     notes_lib.parse_midi(data, notes_lib.ParseOptions(programs=(5,)))
   assert (info.value.reason, info.value.detail) == (
       'no_notes', 'no notes in any track of the selected programs or tracks')
@@ -100,7 +114,7 @@ def test_selects_tracks_and_programs():
 
 def test_tempo_does_not_change_times_in_seconds():
   melody = [(60, 0.0, 0.5, 80), (62, 0.5, 1.25, 81), (64, 1.25, 1.5, 82)]
-  slow = notes_lib.parse_midi(midi_bytes(melody, tempo_bpm=100.0))
+  slow = notes_lib.parse_midi(midi_builders.midi_bytes(melody, tempo_bpm=100.0))
   assert_notes(slow, pitch=[60, 62, 64], step=[0.0, 0.5, 0.75], duration=[0.5, 0.75, 0.25],
                velocity=[80, 81, 82])
 
@@ -110,7 +124,7 @@ def test_tempo_does_not_change_times_in_seconds():
 
 def test_sustain_extends_cuts_and_leaves_notes_released_after_pedal_up():
   # Pedal down 0.25 .. 1.5.
-  data = midi_bytes([
+  data = midi_builders.midi_bytes([
       (60, 0.0, 0.5, 100),   # released under the pedal: extended to 1.5 ...
       (64, 0.0, 0.5, 100),   # ... but this one is cut at the next onset of 64 (1.0).
       (64, 1.0, 1.25, 100),  # released under the pedal: extended to 1.5.
@@ -123,20 +137,21 @@ def test_sustain_extends_cuts_and_leaves_notes_released_after_pedal_up():
 
 
 def test_sustain_still_down_at_end_releases_at_last_note_end():
-  data = midi_bytes([(60, 0.0, 0.5, 90), (62, 1.0, 3.0, 90)], sustain=[(0.25, 100)])
+  data = midi_builders.midi_bytes([(60, 0.0, 0.5, 90), (62, 1.0, 3.0, 90)], sustain=[(0.25, 100)])
   assert_notes(notes_lib.parse_midi(data), pitch=[60, 62], step=[0.0, 1.0],
                duration=[3.0, 2.0], velocity=[90, 90])
 
 
 def test_sustain_values_below_64_are_pedal_up():
-  data = midi_bytes([(60, 0.0, 0.5, 90), (62, 1.0, 1.5, 90)],
-                    sustain=[(0.25, 63), (1.25, 64), (1.75, 10)])
+  data = midi_builders.midi_bytes([(60, 0.0, 0.5, 90), (62, 1.0, 1.5, 90)],
+                                  sustain=[(0.25, 63), (1.25, 64), (1.75, 10)])
   assert_notes(notes_lib.parse_midi(data), pitch=[60, 62], step=[0.0, 1.0],
                duration=[0.5, 0.75], velocity=[90, 90])
 
 
 def test_apply_sustain_false_leaves_durations_alone():
-  data = midi_bytes([(60, 0.0, 0.5, 100), (64, 0.5, 0.75, 100)], sustain=[(0.25, 127), (2.0, 0)])
+  data = midi_builders.midi_bytes([(60, 0.0, 0.5, 100), (64, 0.5, 0.75, 100)],
+                                  sustain=[(0.25, 127), (2.0, 0)])
   options = notes_lib.ParseOptions(apply_sustain=False)
   assert_notes(notes_lib.parse_midi(data, options), pitch=[60, 64], step=[0.0, 0.5],
                duration=[0.5, 0.25], velocity=[100, 100])
@@ -145,9 +160,9 @@ def test_apply_sustain_false_leaves_durations_alone():
 
 
 def test_sustain_applies_per_track():
-  data = midi_bytes(tracks=[
-      Track([(60, 0.0, 0.5, 100)], sustain=[(0.25, 127), (2.0, 0)]),
-      Track([(48, 0.0, 0.5, 100)], program=33),
+  data = midi_builders.midi_bytes(tracks=[
+      midi_builders.Track([(60, 0.0, 0.5, 100)], sustain=[(0.25, 127), (2.0, 0)]),
+      midi_builders.Track([(48, 0.0, 0.5, 100)], program=33),
   ])
   assert_notes(notes_lib.parse_midi(data), pitch=[48, 60], step=[0.0, 0.0],
                duration=[0.5, 2.0], velocity=[100, 100])
@@ -225,40 +240,41 @@ def test_rejects_empty_files_and_bytes_that_are_not_midi():
 
 
 def test_rejects_truncated_midi_as_parse_error():
-  data = midi_bytes(MELODY)
+  data = midi_builders.midi_bytes(MELODY)
   assert len(notes_lib.parse_midi(data)['pitch']) == 3  # the whole file is fine
   assert rejection(data[:len(data) // 2]) == 'parse_error'
   assert rejection(data[:10]) == 'parse_error'
 
 
 def test_rejects_file_without_notes_or_without_tracks():
-  assert rejection(midi_bytes([])) == 'no_notes'
-  assert rejection(ZERO_TRACKS) == 'no_tracks'
+  assert rejection(midi_builders.midi_bytes([])) == 'no_notes'
+  assert rejection(midi_builders.ZERO_TRACKS) == 'no_tracks'
 
 
 def test_absurd_tick_and_tempo_values_are_rejected_without_exhausting_memory():
-  with pytest.raises(notes_lib.RejectedPiece) as info:
-    notes_lib.parse_midi(HUGE_DELTA_TIMES)
+  with pytest.raises(failures.RejectionError) as info:
+    notes_lib.parse_midi(midi_builders.HUGE_DELTA_TIMES)
   assert info.value.reason == 'too_long'
-  with pytest.raises(notes_lib.RejectedPiece) as info:
-    notes_lib.parse_midi(TEMPO_1US)
+  with pytest.raises(failures.RejectionError) as info:
+    notes_lib.parse_midi(midi_builders.TEMPO_1US)
   assert info.value.reason == 'bad_timing'
   assert info.value.detail.startswith('1000 notes in 0.001 s')
 
 
 def test_rejects_too_few_and_too_many_notes():
-  data = midi_bytes(MELODY)
+  data = midi_builders.midi_bytes(MELODY)
   assert rejection(data, notes_lib.ParseOptions(min_notes=4)) == 'too_few_notes'
   assert len(notes_lib.parse_midi(data, notes_lib.ParseOptions(min_notes=3))['pitch']) == 3
   assert rejection(data, notes_lib.ParseOptions(max_notes=2)) == 'too_many_notes'
   assert len(notes_lib.parse_midi(data, notes_lib.ParseOptions(max_notes=3))['pitch']) == 3
   # Drum notes do not count.
-  with_drums = midi_bytes(tracks=[Track(MELODY), Track([(36, 0.0, 0.1, 90)] * 5, drum=True)])
+  with_drums = midi_builders.midi_bytes(tracks=[
+      midi_builders.Track(MELODY), midi_builders.Track([(36, 0.0, 0.1, 90)] * 5, drum=True)])
   assert len(notes_lib.parse_midi(with_drums, notes_lib.ParseOptions(max_notes=3))['pitch']) == 3
 
 
 def test_rejects_too_long():
-  data = midi_bytes(MELODY)  # ends at 2.0 s
+  data = midi_builders.midi_bytes(MELODY)  # ends at 2.0 s
   assert rejection(data, notes_lib.ParseOptions(max_seconds=1.5)) == 'too_long'
   assert len(notes_lib.parse_midi(data, notes_lib.ParseOptions(max_seconds=2.5))['pitch']) == 3
 
@@ -266,45 +282,47 @@ def test_rejects_too_long():
 def test_rejects_time_division_zero_as_bad_timing():
   # Note on C4 at tick 0, note off 96 ticks later; then the same again.
   events = b'\x00\x90\x3c\x40\x60\x80\x3c\x40\x00\x90\x3e\x40\x60\x80\x3e\x40'
-  with pytest.raises(notes_lib.RejectedPiece) as info:
-    notes_lib.parse_midi(smf_bytes(0, events))
+  with pytest.raises(failures.RejectionError) as info:
+    notes_lib.parse_midi(midi_builders.smf_bytes(0, events))
   assert (info.value.reason, info.value.detail) == ('bad_timing', 'time division is 0')
   # The same bytes with a valid division parse: 96 ticks = one quarter = 0.5 s at 120 bpm.
-  assert_notes(notes_lib.parse_midi(smf_bytes(96, events)), pitch=[60, 62], step=[0.0, 0.5],
-               duration=[0.5, 0.5], velocity=[64, 64])
+  assert_notes(notes_lib.parse_midi(midi_builders.smf_bytes(96, events)), pitch=[60, 62],
+               step=[0.0, 0.5], duration=[0.5, 0.5], velocity=[64, 64])
 
 
 def test_rejection_carries_reason_and_detail():
-  with pytest.raises(notes_lib.RejectedPiece) as info:
-    notes_lib.parse_midi(midi_bytes(MELODY), notes_lib.ParseOptions(min_notes=5))
+  with pytest.raises(failures.RejectionError) as info:
+    notes_lib.parse_midi(midi_builders.midi_bytes(MELODY), notes_lib.ParseOptions(min_notes=5))
   assert info.value.reason == 'too_few_notes'
   assert info.value.detail == '3 notes < minimum 5'
-  assert str(info.value) == 'too_few_notes: 3 notes < minimum 5'
+  assert str(info.value) == '3 notes < minimum 5'  # the reason is a code beside the message
 
 
 # --- fingerprint and split -------------------------------------------------------------------
 
 
 def test_fingerprint_ignores_track_layout_names_programs_and_tempo():
-  one_track = midi_bytes(MELODY, name='piano')
-  two_tracks = midi_bytes(tracks=[Track(MELODY[:1], name='a', program=40),
-                                  Track(MELODY[1:], name='b', program=0)])
-  slower = midi_bytes(MELODY, tempo_bpm=100.0, name='other name')
+  one_track = midi_builders.midi_bytes(MELODY, name='piano')
+  two_tracks = midi_builders.midi_bytes(tracks=[
+      midi_builders.Track(MELODY[:1], name='a', program=40),
+      midi_builders.Track(MELODY[1:], name='b', program=0)])
+  slower = midi_builders.midi_bytes(MELODY, tempo_bpm=100.0, name='other name')
   assert len({one_track, two_tracks, slower}) == 3
   fingerprints = {notes_lib.content_fingerprint(notes_lib.parse_midi(d))
                   for d in (one_track, two_tracks, slower)}
   assert len(fingerprints) == 1
-  assert fingerprints == {notes_lib.content_fingerprint(expected_notes(MELODY))}
+  assert fingerprints == {notes_lib.content_fingerprint(midi_builders.expected_notes(MELODY))}
 
 
 def test_fingerprint_changes_with_pitch_onset_and_duration():
-  base = notes_lib.content_fingerprint(notes_lib.parse_midi(midi_bytes(MELODY)))
+  base = notes_lib.content_fingerprint(notes_lib.parse_midi(midi_builders.midi_bytes(MELODY)))
   variants = [
       [(61, 0.0, 0.5, 80)] + MELODY[1:],  # pitch
       [MELODY[0], (62, 0.625, 1.0, 80), MELODY[2]],  # onset
       MELODY[:2] + [(64, 1.0, 2.5, 80)],  # duration
   ]
-  others = {notes_lib.content_fingerprint(notes_lib.parse_midi(midi_bytes(v))) for v in variants}
+  others = {notes_lib.content_fingerprint(notes_lib.parse_midi(midi_builders.midi_bytes(v)))
+            for v in variants}
   assert len(others) == 3 and base not in others
   assert len(base) == 64
 
@@ -312,7 +330,7 @@ def test_fingerprint_changes_with_pitch_onset_and_duration():
 def test_fingerprint_is_stable_under_sub_millisecond_noise():
   # Times count to the millisecond (onsets off by <= 0.3 ms and durations by 0.4 ms are equal);
   # velocities are not part of the content.
-  piece = expected_notes(MELODY)
+  piece = midi_builders.expected_notes(MELODY)
   noisy = dict(piece, step=piece['step'] + np.float32(1e-4),
                duration=piece['duration'] - np.float32(4e-4),
                velocity=piece['velocity'] + 1)
@@ -360,8 +378,10 @@ def test_chunk_bounds_exact():
 def test_no_chunks_without_a_window(num_notes):
   assert contract.chunk_bounds(num_notes, window_length=3, stride=4) == []
   assert contract.num_windows(num_notes, 3) == 0
-  piece = expected_notes(random_melody(0, num_notes)) if num_notes else {
-      name: np.zeros(0) for name in notes_lib.FEATURES}
+  if num_notes:
+    piece = midi_builders.expected_notes(midi_builders.random_melody(0, num_notes))
+  else:
+    piece = {name: np.zeros(0) for name in notes_lib.FEATURES}
   assert contract.chunks(piece, window_length=3, stride=4) == []
 
 
@@ -378,10 +398,10 @@ def test_every_target_is_covered_exactly_once(num_notes, window_length, stride):
 
 
 def test_chunks_slice_every_feature():
-  piece = expected_notes(random_melody(3, 10))
+  piece = midi_builders.expected_notes(midi_builders.random_melody(3, 10))
   chunks = contract.chunks(piece, window_length=3, stride=4)
   assert len(chunks) == 2
-  for chunk, (start, end) in zip(chunks, [(0, 7), (4, 10)]):
+  for chunk, (start, end) in zip(chunks, [(0, 7), (4, 10)], strict=True):
     assert set(chunk) == set(notes_lib.FEATURES)
     for name in notes_lib.FEATURES:
       np.testing.assert_array_equal(chunk[name], piece[name][start:end])

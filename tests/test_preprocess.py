@@ -1,24 +1,28 @@
-"""Tests for beam_pipelines.preprocess: the Beam transforms, and end-to-end runs on generated
-MIDI."""
+"""Tests for beam_pipelines.preprocess: each Beam transform alone (with the shared dead-letter
+writer and atomic writes), and end-to-end runs on generated MIDI."""
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import shutil
 
 import apache_beam as beam
+from apache_beam.io import filesystems
+from apache_beam.metrics import metric
+from apache_beam.testing import test_pipeline
+from apache_beam.testing import util as beam_testing
+import midi_builders
 import numpy as np
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
+from beam_pipelines import info as info_lib
+from beam_pipelines import outputs as beam_outputs
 from beam_pipelines import preprocess
-from midi_builders import expected_notes, midi_bytes, random_melody, write_file, write_midi
-from partita import contract
+from partita import contract, failures
 from partita import notes as notes_lib
 
 WINDOW_LENGTH = 8
@@ -34,34 +38,34 @@ GOOD = [(seed, 30 + 5 * seed) for seed in range(6)]
 
 def test_parse_midi_fn_routes_pieces_and_dead_letters():
   melody = [(60, 0.0, 0.5, 80), (64, 0.5, 1.0, 90), (67, 1.0, 2.0, 100)]
-  with BeamTestPipeline() as pipeline:
-    parsed = (
-        pipeline
-        | beam.Create([('a/good.mid', midi_bytes(melody)), ('b/bad.mid', b'not midi at all'),
-                       ('c/short.mid', midi_bytes(melody[:2]))])
-        | beam.ParDo(preprocess.ParsePieceFn(
-            notes_lib.parse_midi, notes_lib.ParseOptions(min_notes=3))).with_outputs(
-                'dead_letter', main='pieces'))
+  inputs = [('a/good.mid', midi_builders.midi_bytes(melody)), ('b/bad.mid', b'not midi at all'),
+            ('c/short.mid', midi_builders.midi_bytes(melody[:2]))]
+  parse_fn = preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions(min_notes=3))
+  with test_pipeline.TestPipeline() as pipeline:
+    parsed = (pipeline
+              | beam.Create(inputs)
+              | beam.ParDo(parse_fn).with_outputs(beam_outputs.TAG, main='pieces'))
     pieces = parsed.pieces | beam.MapTuple(
         lambda fingerprint, path_notes: (fingerprint, path_notes[0],
                                          path_notes[1]['pitch'].tolist(),
                                          path_notes[1]['velocity'].tolist()))
-    assert_that(pieces, equal_to([(notes_lib.content_fingerprint(expected_notes(melody)),
-                                   'a/good.mid', [60, 64, 67], [80, 90, 100])]),
-                label='Pieces')
-    assert_that(parsed.dead_letter, equal_to([
-        {'path': 'b/bad.mid', 'reason': 'not_midi',
-         'error': 'file does not start with a MIDI header (MThd)'},
-        {'path': 'c/short.mid', 'reason': 'too_few_notes', 'error': '2 notes < minimum 3'},
+    fingerprint = notes_lib.content_fingerprint(midi_builders.expected_notes(melody))
+    beam_testing.assert_that(pieces, beam_testing.equal_to([
+        (fingerprint, 'a/good.mid', [60, 64, 67], [80, 90, 100])]), label='Pieces')
+    beam_testing.assert_that(parsed[beam_outputs.TAG], beam_testing.equal_to([
+        {'input': 'b/bad.mid', 'reason': 'not_midi',
+         'detail': 'file does not start with a MIDI header (MThd)'},
+        {'input': 'c/short.mid', 'reason': 'too_few_notes', 'detail': '2 notes < minimum 3'},
     ]), label='DeadLetters')
 
 
 def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
   melody = [(60, 0.0, 0.5, 80), (62, 0.5, 1.0, 80)]
-  same = midi_bytes(melody)
-  renamed_tracks = midi_bytes(melody, name='another layout', program=5)
-  other = midi_bytes([(61, 0.0, 0.5, 80), (62, 0.5, 1.0, 80)])
-  with BeamTestPipeline() as pipeline:
+  other_melody = [(61, 0.0, 0.5, 80), (62, 0.5, 1.0, 80)]
+  same = midi_builders.midi_bytes(melody)
+  renamed_tracks = midi_builders.midi_bytes(melody, name='another layout', program=5)
+  other = midi_builders.midi_bytes(other_melody)
+  with test_pipeline.TestPipeline() as pipeline:
     kept = (
         pipeline
         | beam.Create([('z/copy.mid', same), ('m/original.mid', same),
@@ -70,11 +74,14 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
         | beam.CombinePerKey(preprocess.KeepFirstPathFn())
         | beam.MapTuple(lambda fingerprint, kept_count: (
             fingerprint, kept_count[0][0], kept_count[0][1]['pitch'].tolist(), kept_count[1])))
-    assert_that(kept, equal_to([
-        (notes_lib.content_fingerprint(expected_notes(melody)), 'm/original.mid', [60, 62], 3),
-        (notes_lib.content_fingerprint(expected_notes([(61, 0.0, 0.5, 80), (62, 0.5, 1.0, 80)])),
-         'y/other.mid', [61, 62], 1),
+    beam_testing.assert_that(kept, beam_testing.equal_to([
+        (fingerprint_of(melody), 'm/original.mid', [60, 62], 3),
+        (fingerprint_of(other_melody), 'y/other.mid', [61, 62], 1),
     ]))
+
+
+def fingerprint_of(melody) -> str:
+  return notes_lib.content_fingerprint(midi_builders.expected_notes(melody))
 
 
 def test_keep_first_path_fn_merges_in_any_order():
@@ -87,18 +94,140 @@ def test_keep_first_path_fn_merges_in_any_order():
   assert fn.extract_output(fn.create_accumulator()) == (None, 0)
 
 
+def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_statistics(tmp_path):
+  config = preprocess.PreprocessConfig(output=str(tmp_path), window_length=WINDOW_LENGTH,
+                                       stride=STRIDE, split_ratios=SPLIT_RATIOS)
+  pieces = {seed: midi_builders.expected_notes(midi_builders.random_melody(seed, num_notes))
+            for seed, num_notes in GOOD}
+  copies = {seed: 2 if seed == 0 else 1 for seed in pieces}
+  elements = [(notes_lib.content_fingerprint(piece), ((f'{seed}.mid', piece), copies[seed]))
+              for seed, piece in pieces.items()]
+  expected = expected_by_split()
+
+  def shards_in_their_split_folders(paths):
+    relative = [os.path.relpath(path, tmp_path) for path in paths]
+    assert {name.split('/')[0] for name in relative} == set(contract.SPLITS)
+    assert all(name.startswith(f'{name.split("/")[0]}/{name.split("/")[0]}-')
+               and name.endswith('.tfrecord.gz') for name in relative)
+
+  with test_pipeline.TestPipeline() as pipeline:
+    written = pipeline | beam.Create(elements) | preprocess.WriteSplits(config)
+    beam_testing.assert_that(written['shards'], shards_in_their_split_folders, label='Shards')
+    beam_testing.assert_that(
+        written['stats'] | beam.MapTuple(lambda split, stats: (
+            split, stats['pieces'], stats['duplicates'], stats['notes'], stats['windows'],
+            stats['pitch_histogram'].tolist())),
+        beam_testing.equal_to([
+            (split, len(split_pieces), int(any(len(p['pitch']) == GOOD[0][1]
+                                               for p in split_pieces)),
+             sum(len(p['pitch']) for p in split_pieces),
+             sum(len(p['pitch']) - WINDOW_LENGTH for p in split_pieces),
+             np.bincount(np.concatenate([p['pitch'] for p in split_pieces]),
+                         minlength=128).tolist())
+            for split, split_pieces in expected.items()]), label='Stats')
+
+  for split, split_pieces in expected.items():
+    files = [os.path.relpath(path, tmp_path)
+             for path in glob.glob(os.path.join(tmp_path, split, '*'))]
+    chunks = read_chunks(str(tmp_path), files)
+    assert sorted(reassemble(chunks, WINDOW_LENGTH)) == sorted(note_rows(p) for p in split_pieces)
+
+
+def test_write_dead_letters_writes_json_lines_into_the_one_dead_letter_folder(tmp_path):
+  records = [failures.dead_letter_record('a.mid', 'not_midi', 'no MThd'),
+             failures.dead_letter_record('gs://b/c.mid#3', 'corrupt_tfrecord', 'DataLossError')]
+  with test_pipeline.TestPipeline() as pipeline:
+    files = (pipeline
+             | 'Records' >> beam.Create(records)
+             | 'Write' >> beam_outputs.WriteDeadLetters(str(tmp_path / 'some')))
+    beam_testing.assert_that(
+        files | beam.Map(lambda path: os.path.relpath(path, tmp_path / 'some')),
+        beam_testing.equal_to(['dead_letter/dead_letters-00000-of-00001.jsonl']), label='Files')
+    none = (pipeline
+            | 'NoRecords' >> beam.Create([])
+            | 'WriteNone' >> beam_outputs.WriteDeadLetters(str(tmp_path / 'none')))
+    beam_testing.assert_that(
+        none | beam.Map(lambda path: os.path.relpath(path, tmp_path / 'none')),
+        beam_testing.equal_to(['dead_letter/dead_letters-00000-of-00001.jsonl']), label='None')
+  assert read_dead_letters(str(tmp_path / 'some')) == sorted(records, key=lambda d: d['input'])
+  assert read_dead_letters(str(tmp_path / 'none')) == []
+
+
+def read_dead_letters(output: str) -> list[dict]:
+  """Every dead-letter record under ``output``, sorted by input."""
+  records = []
+  for path in glob.glob(os.path.join(output, failures.DEAD_LETTER_DIR, '*')):
+    assert os.path.basename(path).startswith(failures.DEAD_LETTER_PREFIX + '-')
+    with open(path) as f:
+      records += [json.loads(line) for line in f if line.strip()]
+  assert all(set(record) == {'input', 'reason', 'detail'} for record in records)
+  return sorted(records, key=lambda d: d['input'])
+
+
+def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_path):
+  output = str(tmp_path / 'data')
+  config = preprocess.PreprocessConfig(input='corpus', output=output,
+                                       window_length=WINDOW_LENGTH, stride=STRIDE)
+  piece = midi_builders.expected_notes(midi_builders.random_melody(0, 30))
+  stats = info_lib.piece_stats(piece, copies=2, num_chunks=5, window_length=WINDOW_LENGTH)
+  shard = os.path.join(output, 'train', 'train-00000-of-00001.tfrecord.gz')
+  letters = os.path.join(output, 'dead_letter', 'dead_letters-00000-of-00001.jsonl')
+  counts = {'files_in': 4, 'pieces_written': 1, 'duplicates': 1, 'dead_letters': 1,
+            'dead_letter_reasons': {'not_midi': 1}}
+  with test_pipeline.TestPipeline() as pipeline:
+    written = ({'split_stats': pipeline | 'Stats' >> beam.Create([('train', stats)]),
+                'dead_letters': pipeline | 'DeadLetters' >> beam.Create([
+                    failures.dead_letter_record('x.mid', 'not_midi', 'no MThd')]),
+                'input_digests': pipeline | 'Digests' >> beam.Create(['d', 'c', 'b', 'a']),
+                'written_files': pipeline | 'Files' >> beam.Create([shard, letters])}
+               | info_lib.WriteInfo(config))
+    beam_testing.assert_that(written, beam_testing.equal_to([counts]))
+
+  with open(os.path.join(output, contract.INFO_FILE)) as f:
+    info = json.load(f)
+  with open(os.path.join(output, contract.COMPLETED_MARKER)) as f:
+    assert json.load(f) == counts == info['counts']
+  assert info['input_fingerprint'] == hashlib.sha256(b'abcd').hexdigest()
+  assert info['splits']['train']['files'] == ['train/train-00000-of-00001.tfrecord.gz']
+  assert (info['splits']['train']['pieces'], info['splits']['train']['windows']) == (1, 22)
+  assert info['splits']['test'] == {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0,
+                                    'windows': 0, 'seconds': 0.0, 'files': []}
+  assert info['options'] == json.loads(json.dumps(dataclasses.asdict(config)))
+  assert sorted(os.listdir(output)) == [contract.COMPLETED_MARKER, contract.INFO_FILE]
+
+
+def test_atomic_write_leaves_the_old_file_and_no_temporary_when_the_rename_fails(tmp_path,
+                                                                               monkeypatch):
+  path = str(tmp_path / 'info.json')
+  beam_outputs.write_atomically(path, b'old')
+  assert os.listdir(tmp_path) == ['info.json']
+
+  def rename_fails(sources, destinations):
+    raise KeyboardInterrupt  # an interruption between writing and renaming
+
+  monkeypatch.setattr(filesystems.FileSystems, 'rename', rename_fails)
+  with pytest.raises(KeyboardInterrupt):
+    beam_outputs.write_atomically(path, b'new')
+  assert os.listdir(tmp_path) == ['info.json']
+  with open(path, 'rb') as f:
+    assert f.read() == b'old'
+
+
 # --- end to end ------------------------------------------------------------------------------
 
 
 def make_corpus(folder: str) -> None:
   for seed, num_notes in GOOD:
-    write_midi(os.path.join(folder, f'piece{seed}.mid'), random_melody(seed, num_notes))
+    midi_builders.write_midi(os.path.join(folder, f'piece{seed}.mid'),
+                             midi_builders.random_melody(seed, num_notes))
   # An exact copy of piece0 under a name sorting after it, in a subfolder, upper-case suffix.
   with open(os.path.join(folder, 'piece0.mid'), 'rb') as f:
-    write_file(os.path.join(folder, 'sub', 'dir', 'COPY.MID'), f.read())
-  write_file(os.path.join(folder, 'bad.mid'), b'this is not a MIDI file')
-  write_midi(os.path.join(folder, 'short.mid'), random_melody(99, WINDOW_LENGTH))
-  write_file(os.path.join(folder, 'readme.txt'), midi_bytes(random_melody(7, 40)))
+    midi_builders.write_file(os.path.join(folder, 'sub', 'dir', 'COPY.MID'), f.read())
+  midi_builders.write_file(os.path.join(folder, 'bad.mid'), b'this is not a MIDI file')
+  midi_builders.write_midi(os.path.join(folder, 'short.mid'),
+                           midi_builders.random_melody(99, WINDOW_LENGTH))
+  midi_builders.write_file(os.path.join(folder, 'readme.txt'),
+                           midi_builders.midi_bytes(midi_builders.random_melody(7, 40)))
 
 
 def read_chunks(dataset: str, files: list[str]) -> list[dict[str, np.ndarray]]:
@@ -121,7 +250,7 @@ def note_rows(notes: dict[str, np.ndarray]) -> list[tuple[int, int, int, int]]:
   """Notes as (pitch, step ms, duration ms, velocity) rows, for exact comparisons."""
   return list(zip(notes['pitch'].tolist(), np.round(notes['step'] * 1000).astype(int).tolist(),
                   np.round(notes['duration'] * 1000).astype(int).tolist(),
-                  notes['velocity'].tolist()))
+                  notes['velocity'].tolist(), strict=True))
 
 
 def reassemble(chunks: list[dict[str, np.ndarray]], window_length: int) -> list[list[tuple]]:
@@ -159,9 +288,9 @@ def first_run(tmp_path_factory):
   config = preprocess.PreprocessConfig(
       input=corpus, output=os.path.join(root, 'train', 'dataset'), window_length=WINDOW_LENGTH,
       stride=STRIDE, split_ratios=SPLIT_RATIOS)
-  pipeline = BeamTestPipeline()
+  pipeline = test_pipeline.TestPipeline()
   counts = preprocess.build_pipeline(pipeline, config)
-  assert_that(counts, equal_to([{
+  beam_testing.assert_that(counts, beam_testing.equal_to([{
       'files_in': 9, 'pieces_written': 6, 'duplicates': 1, 'dead_letters': 2,
       'dead_letter_reasons': {'not_midi': 1, 'too_few_notes': 1}}]))
   result = pipeline.run()
@@ -172,7 +301,7 @@ def first_run(tmp_path_factory):
 def expected_by_split() -> dict[str, list[dict[str, np.ndarray]]]:
   by_split = {split: [] for split in contract.SPLITS}
   for seed, num_notes in GOOD:
-    piece = expected_notes(random_melody(seed, num_notes))
+    piece = midi_builders.expected_notes(midi_builders.random_melody(seed, num_notes))
     by_split[notes_lib.split_for(notes_lib.content_fingerprint(piece), dict(SPLIT_RATIOS))].append(
         piece)
   return by_split
@@ -192,19 +321,20 @@ def test_end_to_end_counts_and_dead_letters(first_run):
   assert info['features'] == contract.FEATURE_DTYPES
   assert info['options'] == json.loads(json.dumps(dataclasses.asdict(config)))
 
-  dead = []
-  for path in glob.glob(os.path.join(config.output, contract.DEAD_LETTER_DIR, '*.jsonl')):
-    with open(path) as f:
-      dead += [json.loads(line) for line in f if line.strip()]
   [corpus] = config.input
-  assert sorted((d['path'], d['reason']) for d in dead) == [
-      (os.path.join(corpus, 'bad.mid'), 'not_midi'),
-      (os.path.join(corpus, 'short.mid'), 'too_few_notes')]
-  assert [d['error'] for d in sorted(dead, key=lambda d: d['path'])] == [
-      'file does not start with a MIDI header (MThd)', '8 notes < minimum 9']
+  assert read_dead_letters(config.output) == [
+      {'input': os.path.join(corpus, 'bad.mid'), 'reason': 'not_midi',
+       'detail': 'file does not start with a MIDI header (MThd)'},
+      {'input': os.path.join(corpus, 'short.mid'), 'reason': 'too_few_notes',
+       'detail': '8 notes < minimum 9'}]
+  assert [os.path.basename(path) for path in glob.glob(os.path.join(
+      config.output, failures.DEAD_LETTER_DIR, '*'))] == ['dead_letters-00000-of-00001.jsonl']
+  # Nothing but the outputs: no temporary of an atomic write is left.
+  assert sorted(os.listdir(config.output)) == sorted([
+      contract.COMPLETED_MARKER, contract.INFO_FILE, failures.DEAD_LETTER_DIR, *contract.SPLITS])
 
   def counter(name):
-    [found] = result.metrics().query(MetricsFilter().with_name(name))['counters']
+    [found] = result.metrics().query(metric.MetricsFilter().with_name(name))['counters']
     return found.committed
 
   assert counter('files_read') == 9
@@ -263,13 +393,14 @@ def test_rerun_with_fewer_inputs_leaves_no_stale_files(first_run, tmp_path):
   # Shards a bigger earlier run could have left behind.
   stale = [os.path.join(output, 'train', 'train-00003-of-00004.tfrecord.gz'),
            os.path.join(output, 'test', 'test-00001-of-00002.tfrecord.gz'),
-           os.path.join(output, 'dead_letter', 'dead_letter-00001-of-00002.jsonl')]
+           os.path.join(output, 'dead_letter', 'dead_letters-00001-of-00002.jsonl')]
   for path in stale:
-    write_file(path, b'stale')
+    midi_builders.write_file(path, b'stale')
   corpus = os.path.join(tmp_path, 'corpus')
   kept = GOOD[1:3]
   for seed, num_notes in kept:
-    write_midi(os.path.join(corpus, f'piece{seed}.mid'), random_melody(seed, num_notes))
+    midi_builders.write_midi(os.path.join(corpus, f'piece{seed}.mid'),
+                             midi_builders.random_melody(seed, num_notes))
   config = dataclasses.replace(first_config, input=corpus, output=output)
 
   info = preprocess.run(config)
@@ -295,9 +426,7 @@ def test_rerun_with_fewer_inputs_leaves_no_stale_files(first_run, tmp_path):
     notes += info['splits'][split]['notes']
   assert notes == sum(n for _, n in kept)
   assert windows == sum(n - WINDOW_LENGTH for _, n in kept)
-  for path in glob.glob(os.path.join(output, contract.DEAD_LETTER_DIR, '*')):
-    with open(path) as f:
-      assert f.read() == ''
+  assert read_dead_letters(output) == []
 
 
 def test_input_without_midi_files_is_a_clear_error_and_writes_nothing(tmp_path):

@@ -3,21 +3,23 @@ each kind of bad file, in one run whose every input is accounted for."""
 
 from __future__ import annotations
 
-import glob
-import json
+import hashlib
 import os
 
+import apache_beam as beam
+from apache_beam.io import filesystem
+from apache_beam.testing import test_pipeline
+from apache_beam.testing import util as beam_testing
+import midi_builders
 import numpy as np
 import pytest
 import tensorflow as tf
-from apache_beam.io.filesystem import FileMetadata
+import test_preprocess
 
 from beam_pipelines import inputs, preprocess
-from midi_builders import (DIVISION_ZERO, HUGE_DELTA_TIMES, TEMPO_1US, ZERO_TRACKS,
-                           expected_notes, midi_bytes, random_melody, write_file, write_midi)
+from beam_pipelines import outputs as beam_outputs
 from partita import contract
 from partita import notes as notes_lib
-from test_preprocess import read_chunks, reassemble, note_rows
 
 WINDOW_LENGTH = 8
 STRIDE = 5
@@ -47,45 +49,51 @@ def mixed_run(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('inputs'))
   corpus = os.path.join(root, 'corpus')
   for seed in range(3):
-    write_midi(os.path.join(corpus, f'good{seed}.mid'), random_melody(seed, 30 + seed))
+    midi_builders.write_midi(os.path.join(corpus, f'good{seed}.mid'),
+                             midi_builders.random_melody(seed, 30 + seed))
   for seed, name in enumerate(ODD_NAMES, start=3):
-    write_midi(os.path.join(corpus, 'odd', name), random_melody(seed, 30 + seed))
-  write_midi(os.path.join(corpus, 'sub', 'COPY.MID'), random_melody(0, 30))
-  good_bytes = midi_bytes(random_melody(0, 30))
+    midi_builders.write_midi(os.path.join(corpus, 'odd', name),
+                             midi_builders.random_melody(seed, 30 + seed))
+  midi_builders.write_midi(os.path.join(corpus, 'sub', 'COPY.MID'),
+                           midi_builders.random_melody(0, 30))
+  good_bytes = midi_builders.midi_bytes(midi_builders.random_melody(0, 30))
   bad = {
       'empty.mid': b'',
       'text.mid': b'not a MIDI file',
       'truncated.mid': good_bytes[:len(good_bytes) // 2],
-      'zero_tracks.mid': ZERO_TRACKS,
-      'drums.mid': midi_bytes(random_melody(20, 30), drum=True),
-      'short.mid': midi_bytes(random_melody(21, WINDOW_LENGTH)),
-      'big.mid': midi_bytes(random_melody(22, 2500)),
-      'many.mid': midi_bytes(random_melody(23, MAX_NOTES + 50)),
-      'huge_delta.mid': HUGE_DELTA_TIMES,
-      'tempo_1us.mid': TEMPO_1US,
-      'division_zero.mid': DIVISION_ZERO,
+      'zero_tracks.mid': midi_builders.ZERO_TRACKS,
+      'drums.mid': midi_builders.midi_bytes(midi_builders.random_melody(20, 30), drum=True),
+      'short.mid': midi_builders.midi_bytes(midi_builders.random_melody(21, WINDOW_LENGTH)),
+      'big.mid': midi_builders.midi_bytes(midi_builders.random_melody(22, 2500)),
+      'many.mid': midi_builders.midi_bytes(midi_builders.random_melody(23, MAX_NOTES + 50)),
+      'huge_delta.mid': midi_builders.HUGE_DELTA_TIMES,
+      'tempo_1us.mid': midi_builders.TEMPO_1US,
+      'division_zero.mid': midi_builders.DIVISION_ZERO,
   }
   for name, data in bad.items():
-    write_file(os.path.join(corpus, 'bad', name), data)
-  write_file(os.path.join(corpus, 'notes.txt'), b'not an input: wrong suffix')
+    midi_builders.write_file(os.path.join(corpus, 'bad', name), data)
+  midi_builders.write_file(os.path.join(corpus, 'notes.txt'), b'not an input: wrong suffix')
 
   listed = os.path.join(root, 'listed')
-  write_midi(os.path.join(listed, 'rel', 'good6.mid'), random_melody(6, 36))
-  odd_listed = write_midi(os.path.join(listed, 'x [y] *.mid'), random_melody(7, 37))
-  list_file = write_file(os.path.join(listed, 'paths.txt'), '\n'.join([
+  midi_builders.write_midi(os.path.join(listed, 'rel', 'good6.mid'),
+                           midi_builders.random_melody(6, 36))
+  odd_listed = midi_builders.write_midi(os.path.join(listed, 'x [y] *.mid'),
+                                        midi_builders.random_melody(7, 37))
+  list_file = midi_builders.write_file(os.path.join(listed, 'paths.txt'), '\n'.join([
       '# one path per line', '', 'rel/good6.mid', f'  {odd_listed}  ',
       os.path.join(root, 'missing.mid')]).encode())
 
   sequences = os.path.join(root, 'sequences')
   os.makedirs(sequences)
   write_tfrecord(os.path.join(sequences, 'seqs.tfrecord'), [
-      note_sequence(random_melody(8, 38)),
-      note_sequence(random_melody(0, 30)),  # the same notes as good0.mid
+      note_sequence(midi_builders.random_melody(8, 38)),
+      note_sequence(midi_builders.random_melody(0, 30)),  # the same notes as good0.mid
       b'\x08\x96\x01 not a NoteSequence',
-      note_sequence(random_melody(24, 3)),
+      note_sequence(midi_builders.random_melody(24, 3)),
   ])
   truncated = write_tfrecord(os.path.join(sequences, 'broken.tfrecord'), [
-      note_sequence(random_melody(9, 39)), note_sequence(random_melody(25, 40))])
+      note_sequence(midi_builders.random_melody(9, 39)),
+      note_sequence(midi_builders.random_melody(25, 40))])
   with open(truncated, 'r+b') as f:
     f.truncate(os.path.getsize(truncated) - 20)
 
@@ -94,17 +102,9 @@ def mixed_run(tmp_path_factory):
       note_sequences=(os.path.join(sequences, '*.tfrecord'),), window_length=WINDOW_LENGTH,
       stride=STRIDE, max_file_bytes=MAX_FILE_BYTES, max_notes=MAX_NOTES)
   info = preprocess.run(config)
-  expected_pieces = [random_melody(seed, 30 + seed) for seed in range(6)] + [
-      random_melody(6, 36), random_melody(7, 37), random_melody(8, 38), random_melody(9, 39)]
+  expected_pieces = [midi_builders.random_melody(seed, 30 + seed) for seed in range(6)] + [
+      midi_builders.random_melody(seed, 30 + seed) for seed in range(6, 10)]
   return config, info, root, expected_pieces
-
-
-def dead_letters(output: str) -> list[dict]:
-  records = []
-  for path in glob.glob(os.path.join(output, contract.DEAD_LETTER_DIR, '*.jsonl')):
-    with open(path) as f:
-      records += [json.loads(line) for line in f if line.strip()]
-  return sorted(records, key=lambda d: d['path'])
 
 
 def test_every_input_is_accounted_for_with_its_reason(mixed_run):
@@ -115,7 +115,8 @@ def test_every_input_is_accounted_for_with_its_reason(mixed_run):
           'bad_timing': 2, 'corrupt_tfrecord': 1, 'drums_only': 1, 'empty': 1, 'no_tracks': 1,
           'not_found': 1, 'not_midi': 1, 'not_note_sequence': 1, 'parse_error': 1,
           'too_few_notes': 2, 'too_large': 1, 'too_long': 1, 'too_many_notes': 1}}
-  reasons = [(os.path.relpath(d['path'], root), d['reason']) for d in dead_letters(config.output)]
+  dead = test_preprocess.read_dead_letters(config.output)
+  reasons = [(os.path.relpath(d['input'], root), d['reason']) for d in dead]
   assert reasons == sorted([
       ('corpus/bad/division_zero.mid', 'bad_timing'),
       ('corpus/bad/drums.mid', 'drums_only'),
@@ -133,20 +134,22 @@ def test_every_input_is_accounted_for_with_its_reason(mixed_run):
       ('sequences/seqs.tfrecord#2', 'not_note_sequence'),
       ('sequences/seqs.tfrecord#3', 'too_few_notes'),
   ])
-  assert all(d['error'] for d in dead_letters(config.output))
+  assert all(d['detail'] for d in dead)
 
 
 def test_pieces_from_every_source_are_written_once(mixed_run):
   config, info, _, expected_pieces = mixed_run
   files = [f for split in contract.SPLITS for f in info['splits'][split]['files']]
-  pieces = reassemble(read_chunks(config.output, files), WINDOW_LENGTH)
-  assert sorted(pieces) == sorted(note_rows(expected_notes(p)) for p in expected_pieces)
+  pieces = test_preprocess.reassemble(test_preprocess.read_chunks(config.output, files),
+                                      WINDOW_LENGTH)
+  assert sorted(pieces) == sorted(test_preprocess.note_rows(midi_builders.expected_notes(p))
+                                  for p in expected_pieces)
 
 
 def test_outputs_hold_only_finite_non_negative_times_and_midi_pitches(mixed_run):
   config, info, _, _ = mixed_run
   files = [f for split in contract.SPLITS for f in info['splits'][split]['files']]
-  chunks = read_chunks(config.output, files)
+  chunks = test_preprocess.read_chunks(config.output, files)
   assert chunks
   for chunk in chunks:
     for name in ('step', 'duration'):
@@ -155,17 +158,97 @@ def test_outputs_hold_only_finite_non_negative_times_and_midi_pitches(mixed_run)
     assert np.all((chunk['velocity'] >= 1) & (chunk['velocity'] <= 127))
 
 
+def test_read_inputs_reads_every_kind_of_input_and_digests_each_once(tmp_path):
+  good = midi_builders.midi_bytes(midi_builders.random_melody(0, 12))
+  listed_good = midi_builders.midi_bytes(midi_builders.random_melody(1, 12))
+  too_large = midi_builders.midi_bytes(midi_builders.random_melody(2, 2500))
+  midi_builders.write_file(tmp_path / 'corpus' / 'good.mid', good)
+  midi_builders.write_file(tmp_path / 'corpus' / 'big.MIDI', too_large)
+  midi_builders.write_file(tmp_path / 'corpus' / 'notes.txt', good)  # not an input
+  midi_builders.write_file(tmp_path / 'listed' / 'listed.mid', listed_good)
+  list_file = midi_builders.write_file(tmp_path / 'listed' / 'paths.txt',
+                                       b'# comment\nlisted.mid\n\nmissing.mid\n')
+  records = [note_sequence(midi_builders.random_melody(3, 12)), b'any bytes: parsed later']
+  write_tfrecord(str(tmp_path / 'sequences.tfrecord'), records)
+  config = preprocess.PreprocessConfig(
+      input=str(tmp_path / 'corpus'), input_list=list_file,
+      note_sequences=str(tmp_path / '*.tfrecord'), max_file_bytes=MAX_FILE_BYTES)
+  root = str(tmp_path)
+
+  def relative(path):
+    return os.path.relpath(path, root)
+
+  with test_pipeline.TestPipeline() as pipeline:
+    read = pipeline | inputs.ReadInputs(config)
+    assert set(read) == {'midi', 'note_sequences', beam_outputs.TAG, 'input_digests'}
+    beam_testing.assert_that(
+        read['midi'] | 'Midi' >> beam.MapTuple(lambda path, data: (relative(path), data)),
+        beam_testing.equal_to([('corpus/good.mid', good), ('listed/listed.mid', listed_good)]),
+        label='Midi')
+    beam_testing.assert_that(
+        read['note_sequences'] | 'Records' >> beam.MapTuple(
+            lambda name, data: (relative(name), data)),
+        beam_testing.equal_to([('sequences.tfrecord#0', records[0]),
+                               ('sequences.tfrecord#1', records[1])]), label='NoteSequences')
+    beam_testing.assert_that(
+        read[beam_outputs.TAG] | 'DeadLetters' >> beam.Map(
+            lambda d: (relative(d['input']), d['reason'])),
+        beam_testing.equal_to([('corpus/big.MIDI', 'too_large'),
+                               ('listed/missing.mid', 'not_found')]), label='DeadLetters')
+    # One digest per input: of the bytes of those read, of the name of those not read.
+    beam_testing.assert_that(read['input_digests'], beam_testing.equal_to([
+        hashlib.md5(data).hexdigest() for data in (good, listed_good, *records)] + [
+            hashlib.md5(str(tmp_path / name).encode()).hexdigest()
+            for name in ('corpus/big.MIDI', 'listed/missing.mid')]), label='Digests')
+
+
+def test_read_inputs_without_note_sequences_has_no_such_output(tmp_path):
+  midi_builders.write_midi(tmp_path / 'a.mid', midi_builders.random_melody(0, 12))
+  config = preprocess.PreprocessConfig(input=str(tmp_path))
+  with test_pipeline.TestPipeline() as pipeline:
+    read = pipeline | inputs.ReadInputs(config)
+    assert set(read) == {'midi', beam_outputs.TAG, 'input_digests'}
+    beam_testing.assert_that(read['midi'] | beam.MapTuple(lambda path, _: path),
+                             beam_testing.equal_to([str(tmp_path / 'a.mid')]))
+
+
+def test_parse_and_dedup_keeps_each_piece_once_across_kinds_and_rejects_the_rest():
+  melody = midi_builders.random_melody(0, 12)
+  other = midi_builders.random_melody(1, 12)
+  same = midi_builders.midi_bytes(melody)
+  config = preprocess.PreprocessConfig(window_length=WINDOW_LENGTH, isolate_parser=False)
+  with test_pipeline.TestPipeline() as pipeline:
+    read = {'midi': pipeline | 'Midi' >> beam.Create([
+                ('z/copy.mid', same), ('m/original.mid', same), ('b/bad.mid', b'not midi')]),
+            'note_sequences': pipeline | 'NoteSequences' >> beam.Create([
+                ('s.tfrecord#0', note_sequence(melody)), ('s.tfrecord#1', note_sequence(other)),
+                ('s.tfrecord#2', b'\x08\x96\x01 not a NoteSequence')])}
+    parsed = read | preprocess.ParseAndDedup(config)
+    beam_testing.assert_that(
+        parsed['pieces'] | beam.MapTuple(lambda fingerprint, kept: (
+            fingerprint, kept[0][0], kept[0][1]['pitch'].tolist(), kept[1])),
+        beam_testing.equal_to([
+            (test_preprocess.fingerprint_of(melody), 'm/original.mid',
+             midi_builders.expected_notes(melody)['pitch'].tolist(), 3),
+            (test_preprocess.fingerprint_of(other), 's.tfrecord#1',
+             midi_builders.expected_notes(other)['pitch'].tolist(), 1)]), label='Pieces')
+    beam_testing.assert_that(
+        parsed[beam_outputs.TAG] | beam.Map(lambda d: (d['input'], d['reason'])),
+        beam_testing.equal_to([('b/bad.mid', 'not_midi'),
+                               ('s.tfrecord#2', 'not_note_sequence')]), label='DeadLetters')
+
+
 def test_a_file_that_cannot_be_read_is_a_dead_letter(tmp_path):
   gone = str(tmp_path / 'vanished.mid')  # matched, then deleted before it was read
-  [letter] = list(inputs.ReadFileFn(MAX_FILE_BYTES).process(FileMetadata(gone, 100)))
-  assert letter.tag == 'dead_letter'
-  assert letter.value['path'] == gone and letter.value['reason'] == 'unreadable'
-  assert 'FileNotFoundError' in letter.value['error'] or 'No such file' in letter.value['error']
+  [letter] = list(inputs.ReadFileFn(MAX_FILE_BYTES).process(filesystem.FileMetadata(gone, 100)))
+  assert letter.tag == beam_outputs.TAG
+  assert letter.value['input'] == gone and letter.value['reason'] == 'unreadable'
+  assert 'FileNotFoundError' in letter.value['detail'] or 'No such file' in letter.value['detail']
 
 
 def test_a_folder_of_only_bad_files_succeeds_and_says_so(tmp_path, capsys):
-  write_file(tmp_path / 'in' / 'a.mid', b'')
-  write_file(tmp_path / 'in' / 'b.mid', b'garbage')
+  midi_builders.write_file(tmp_path / 'in' / 'a.mid', b'')
+  midi_builders.write_file(tmp_path / 'in' / 'b.mid', b'garbage')
   preprocess.main(['--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')])
   out = capsys.readouterr().out
   assert 'inputs: 2 = pieces written 0 + duplicates 0 + dead letters 2' in out
@@ -182,7 +265,7 @@ def test_a_folder_of_only_bad_files_succeeds_and_says_so(tmp_path, capsys):
 ])
 def test_inputs_that_name_nothing_are_clear_errors_and_write_nothing(tmp_path, capsys, args,
                                                                      message):
-  write_file(tmp_path / 'empty' / 'readme.txt', b'no MIDI here')
+  midi_builders.write_file(tmp_path / 'empty' / 'readme.txt', b'no MIDI here')
   output = tmp_path / 'out'
   with pytest.raises(SystemExit) as exit_info:
     preprocess.main([a.format(tmp=tmp_path) for a in args] + ['--output', str(output)])
@@ -211,7 +294,8 @@ def test_default_chunks_stay_under_twice_the_raw_notes_on_disk(tmp_path):
   """Overlapping chunks, not one record per window: disk holds (192 + 64) / 192 copies."""
   num_notes = [700, 900, 1200]
   for seed, count in enumerate(num_notes):
-    write_midi(tmp_path / 'in' / f'{seed}.mid', random_melody(seed, count))
+    midi_builders.write_midi(tmp_path / 'in' / f'{seed}.mid',
+                             midi_builders.random_melody(seed, count))
   config = preprocess.PreprocessConfig(input=str(tmp_path / 'in'), output=str(tmp_path / 'out'),
                                        compress=False)
   info = preprocess.run(config)

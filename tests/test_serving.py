@@ -3,21 +3,26 @@ Beam job (manifests, globs, dead letters, summary) on the DirectRunner."""
 
 import json
 import os
+import pickle
 import shutil
 import wave
 
+import apache_beam as beam
+from apache_beam.testing import test_pipeline
+from apache_beam.testing import util as beam_testing
+import midi_builders
 import numpy as np
 import pretty_midi
 import pytest
 import tensorflow as tf
-
 import trainer_fixtures
-from midi_builders import write_file, write_midi
-from partita import audio
-from serving import beam_generate
+
+from beam_pipelines import outputs as beam_outputs
+from partita import audio, failures
+from serving import beam_generate, validation
 from serving import generate as generate_lib
 from serving import primes as primes_lib
-from serving import validation
+from serving import requests as requests_lib
 from trainer import config as config_lib
 from trainer import task
 
@@ -51,7 +56,7 @@ def generate(served, out, *args):
 
 
 def test_prime_from_midi_takes_the_window_starting_at_prime_from(served, tmp_path):
-  prime = write_midi(tmp_path / 'ladder.mid', ladder(20))
+  prime = midi_builders.write_midi(tmp_path / 'ladder.mid', ladder(20))
   out = tmp_path / 'out'
   assert generate(served, out, '--prime', prime, '--prime-from', 1.0, '--num-samples', 2,
                   '--num-notes', 12) == 0
@@ -115,7 +120,7 @@ def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):
 
 
 def test_seconds_command_and_same_seed_gives_identical_bytes(served, tmp_path):
-  prime = write_midi(tmp_path / 'ladder.mid', ladder(20))
+  prime = midi_builders.write_midi(tmp_path / 'ladder.mid', ladder(20))
   args = ['--prime', prime, '--seconds', 6, '--num-samples', 2, '--seed', 11, '--top-p', 0.9]
   assert generate(served, tmp_path / 'a', *args) == 0
   assert generate(served, tmp_path / 'b', *args) == 0
@@ -156,9 +161,9 @@ def test_seconds_command_and_same_seed_gives_identical_bytes(served, tmp_path):
 ])
 def test_bad_requests_exit_2_with_a_message_and_write_nothing(served, tmp_path, capsys, args,
                                                               message):
-  files = {'short': write_midi(tmp_path / 'short.mid', ladder(WINDOW - 1)),
-           'ladder': write_midi(tmp_path / 'ladder.mid', ladder(20)),
-           'not_midi': write_file(tmp_path / 'notes.mid', b'not a MIDI file'),
+  files = {'short': midi_builders.write_midi(tmp_path / 'short.mid', ladder(WINDOW - 1)),
+           'ladder': midi_builders.write_midi(tmp_path / 'ladder.mid', ladder(20)),
+           'not_midi': midi_builders.write_file(tmp_path / 'notes.mid', b'not a MIDI file'),
            'missing': str(tmp_path / 'missing')}
   out = tmp_path / 'out'
   command = ['--model', served['export'], '--out', str(out), '--num-samples', '1']
@@ -242,11 +247,22 @@ def test_output_names_from_untrusted_paths_are_safe():
   assert validation.name_from_path('a/b/Fugue #1 (BWV 846).MIDI') == 'Fugue__1__BWV_846_'
   assert validation.name_from_path('C:\\music\\.hidden.mid') == 'hidden'
   for bad in ('..', '../x', '/abs', '.hidden', 'a/b', '', 'x' * 101):
-    with pytest.raises(validation.GenerationError, match='not safe|cannot make'):
+    with pytest.raises(failures.RejectionError, match='not safe|cannot make') as info:
       if bad == '..':
         validation.name_from_path(bad)
       else:
         validation.check_name(bad)
+    assert info.value.reason == 'bad_name'
+
+
+def test_a_refused_parameter_is_a_bad_request_rejection_that_pickles():
+  with pytest.raises(validation.GenerationError) as info:
+    validation.check_sampling(temperature=0.0, top_k=1, top_p=1.0, seed=0, program=0)
+  assert isinstance(info.value, failures.RejectionError)
+  assert (info.value.reason, str(info.value)) == ('bad_request', 'temperature must be > 0, got 0.0')
+  copy = pickle.loads(pickle.dumps(info.value))
+  assert (type(copy), copy.reason, copy.detail) == (
+      validation.GenerationError, 'bad_request', info.value.detail)
 
 
 # The Beam job.
@@ -267,10 +283,177 @@ def listing(folder):
                 for d, _, names in os.walk(folder) for f in names)
 
 
+# Each transform of the Beam job alone.
+
+# What ReadPrimes needs of an export's info.json: the window, and the neutral start's statistics.
+INFO = {'window_length': WINDOW,
+        'timing': {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}},
+        'splits': {'train': {'pitch_histogram': [0] * 60 + [5] + [0] * 67}}}
+
+
+def ladder_window(first_pitch, length=WINDOW):
+  """A prime window: ``length`` notes rising from ``first_pitch``, 0.25 s apart."""
+  return {'pitch': np.arange(first_pitch, first_pitch + length, dtype=np.int8),
+          'step': np.full(length, 0.25, np.float32),
+          'duration': np.full(length, 0.25, np.float32),
+          'velocity': np.full(length, 80, np.int8)}
+
+
+def inputs_and_reasons(records):
+  return records | 'InputsAndReasons' >> beam.Map(lambda d: (d['input'], d['reason']))
+
+
+def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
+  lines = [{'name': 'one', 'prime': 'p/a.mid', 'num_notes': 6}, '',
+           {'prime': '/abs/Fugue 1.MIDI'}, {'name': 'quiet', 'prime': None},
+           '{"name": "broken"', {'name': 'cold', 'prime': None, 'temperature': 0},
+           {'name': '../x', 'prime': None}]
+  manifest = write_manifest(tmp_path / 'm' / 'requests.jsonl', lines)
+  defaults = requests_lib.Request(name='', num_notes=9, seed=4)
+  with test_pipeline.TestPipeline() as pipeline:
+    read = pipeline | requests_lib.ReadRequests(defaults, manifest=manifest)
+    beam_testing.assert_that(read['requests'], beam_testing.equal_to([
+        requests_lib.Request('one', str(tmp_path / 'm' / 'p' / 'a.mid'), num_notes=6, seed=4),
+        requests_lib.Request('Fugue_1', '/abs/Fugue 1.MIDI', num_notes=9, seed=4),
+        requests_lib.Request('quiet', None, num_notes=9, seed=4)]), label='Requests')
+    beam_testing.assert_that(inputs_and_reasons(read[beam_outputs.TAG]), beam_testing.equal_to([
+        ('{"name": "broken"', 'bad_json'), (json.dumps(lines[5]), 'bad_request'),
+        (json.dumps(lines[6]), 'bad_name')]), label='DeadLetters')
+
+
+def test_read_requests_names_each_globbed_prime_by_its_path(tmp_path):
+  for name in ('a/x.mid', 'b/x.mid', '_/_.mid'):  # '_/_.mid' leaves no usable name
+    midi_builders.write_midi(tmp_path / 'primes' / name, ladder(10))
+  defaults = requests_lib.Request(name='', num_notes=9)
+  primes = tmp_path / 'primes'
+  with test_pipeline.TestPipeline() as pipeline:
+    read = pipeline | requests_lib.ReadRequests(defaults, primes_glob=str(primes / '**' / '*.mid'))
+    beam_testing.assert_that(read['requests'], beam_testing.equal_to([
+        requests_lib.Request('a_x', str(primes / 'a' / 'x.mid'), num_notes=9),
+        requests_lib.Request('b_x', str(primes / 'b' / 'x.mid'), num_notes=9)]),
+                             label='Requests')
+    beam_testing.assert_that(inputs_and_reasons(read[beam_outputs.TAG]), beam_testing.equal_to([
+        (str(primes / '_' / '_.mid'), 'bad_name')]), label='DeadLetters')
+
+
+def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
+  ladder_file = midi_builders.write_midi(tmp_path / 'ladder.mid', ladder(20))
+  short_file = midi_builders.write_midi(tmp_path / 'short.mid', ladder(WINDOW - 1))
+  text_file = midi_builders.write_file(tmp_path / 'text.mid', b'not a MIDI file')
+  requests = [requests_lib.Request('start', ladder_file),
+              requests_lib.Request('late', ladder_file, prime_from=1.0),
+              requests_lib.Request('neutral', None),
+              requests_lib.Request('gone', str(tmp_path / 'missing.mid')),
+              requests_lib.Request('text', text_file),
+              requests_lib.Request('short', short_file)]
+  with test_pipeline.TestPipeline() as pipeline:
+    primed = pipeline | beam.Create(requests) | requests_lib.ReadPrimes(INFO)
+    beam_testing.assert_that(
+        primed['primed'] | beam.MapTuple(lambda request, window: (
+            request.name, window['pitch'].tolist(),
+            np.round(window['step'].astype(np.float64), 3).tolist())),
+        beam_testing.equal_to([
+            ('start', list(range(40, 48)), [0.0] + [0.25] * 7),
+            ('late', list(range(44, 52)), [0.25] * 8),  # from the first onset at 1 s
+            ('neutral', [60] * 8, [0.2] * 8)]), label='Primed')
+    beam_testing.assert_that(inputs_and_reasons(primed[beam_outputs.TAG]), beam_testing.equal_to([
+        ('gone', 'prime_not_found'), ('text', 'not_midi'), ('short', 'prime_too_short')]),
+                             label='DeadLetters')
+
+
+def test_refuse_duplicate_names_refuses_every_request_of_a_name_used_twice():
+  items = [(requests_lib.Request('a'), 'prime a'), (requests_lib.Request('b', seed=1), 'b1'),
+           (requests_lib.Request('b', seed=2), 'b2')]
+  with test_pipeline.TestPipeline() as pipeline:
+    unique = pipeline | beam.Create(items) | beam_generate.RefuseDuplicateNames()
+    beam_testing.assert_that(unique['unique'], beam_testing.equal_to([items[0]]), label='Unique')
+    beam_testing.assert_that(inputs_and_reasons(unique[beam_outputs.TAG]), beam_testing.equal_to([
+        ('b', 'duplicate_name'), ('b', 'duplicate_name')]), label='DeadLetters')
+
+
+def test_generate_in_batches_batches_by_parameters_and_name_not_by_arrival(served):
+  same = {'num_notes': 4, 'seed': 5}
+  items = [(requests_lib.Request('c', **same), ladder_window(50)),
+           (requests_lib.Request('a', **same), ladder_window(40)),
+           (requests_lib.Request('b', **same), ladder_window(45)),
+           (requests_lib.Request('d', num_notes=4, seed=6), ladder_window(55)),
+           # A window the model cannot take fails its own batch only.
+           (requests_lib.Request('odd', num_notes=4, seed=7), ladder_window(40, WINDOW - 3))]
+  model = generate_lib.load_export(served['export']).model
+
+  def generated_rows(names, seed):
+    """What one generate call on these requests' windows, in this order, gives each."""
+    windows = {request.name: window for request, window in items}
+    batch = {key: np.stack([windows[name][key] for name in names]) for key in windows['a']}
+    notes = generate_lib.generate(model, batch, 4, 1.0, 128, 1.0, seed)
+    return [(name, notes['pitch'][row].tolist()) for row, name in enumerate(names)]
+
+  # One batch of a, b and c sorted by name (their parameters and seed are the same), d alone.
+  expected = generated_rows(['a', 'b', 'c'], 5) + generated_rows(['d'], 6)
+  with test_pipeline.TestPipeline() as pipeline:
+    generated = (pipeline
+                 | beam.Create(items)
+                 | beam_generate.GenerateInBatches(served['export'], batch_size=8))
+    beam_testing.assert_that(
+        generated['generated'] | beam.MapTuple(
+            lambda request, prime, notes: (request.name, notes['pitch'].tolist())),
+        beam_testing.equal_to(expected), label='Generated')
+    beam_testing.assert_that(inputs_and_reasons(generated[beam_outputs.TAG]),
+                             beam_testing.equal_to([('odd', 'generation_error')]),
+                             label='DeadLetters')
+
+
+def test_write_pieces_writes_midi_and_png_and_dead_letters_what_cannot_be_written(tmp_path):
+  prime = ladder_window(40)
+  continuation = dict(ladder_window(60, 5), step=np.full(5, 0.5, np.float32))
+  broken = dict(continuation, duration=np.full(5, -1.0, np.float32))  # negative: a bug upstream
+  items = [(requests_lib.Request('primed', 'p.mid', program=40), prime, continuation),
+           (requests_lib.Request('plain'), prime, continuation),
+           (requests_lib.Request('broken', 'p.mid'), prime, broken)]
+  out = tmp_path / 'out'
+  with test_pipeline.TestPipeline() as pipeline:
+    written = pipeline | beam.Create(items) | beam_generate.WritePieces(str(out))
+    beam_testing.assert_that(written['written'], beam_testing.equal_to(['primed', 'plain']),
+                             label='Written')
+    beam_testing.assert_that(inputs_and_reasons(written[beam_outputs.TAG]),
+                             beam_testing.equal_to([('broken', 'write_error')]),
+                             label='DeadLetters')
+  # Nothing half-written or temporary, nothing for the piece that failed.
+  assert listing(out) == ['plain.mid', 'plain.png', 'primed.mid', 'primed.png']
+  primed = instruments(out / 'primed.mid')
+  assert [n.pitch for n in primed['prime']] == list(range(40, 48))
+  assert primed['prime'][0].start == 0.0  # the piece starts at the prime's first note
+  assert [n.pitch for n in primed['continuation']] == list(range(60, 65))
+  assert pretty_midi.PrettyMIDI(str(out / 'primed.mid')).instruments[0].program == 40
+  assert list(instruments(out / 'plain.mid')) == ['continuation']  # a neutral start is not shown
+  assert (out / 'plain.png').read_bytes().startswith(b'\x89PNG')
+
+
+def test_write_summary_accounts_for_every_request(tmp_path):
+  records = [failures.dead_letter_record('x', 'bad_json', 'not JSON'),
+             failures.dead_letter_record('y', 'prime_not_found', 'gone'),
+             failures.dead_letter_record('z', 'bad_json', 'not JSON')]
+  files = [str(tmp_path / 'dead_letter' / 'dead_letters-00000-of-00001.jsonl')]
+  expected = {'requests_in': 5, 'written': 2, 'dead_letters': 3,
+              'dead_letter_reasons': {'bad_json': 2, 'prime_not_found': 1},
+              'dead_letter_files': files}
+  with test_pipeline.TestPipeline() as pipeline:
+    summary = ({'requests_in': pipeline | 'In' >> beam.Create(range(5)),
+                'written': pipeline | 'Written' >> beam.Create(['a', 'b']),
+                'dead_letters': pipeline | 'DeadLetters' >> beam.Create(records),
+                'dead_letter_files': pipeline | 'Files' >> beam.Create(files)}
+               | beam_generate.WriteSummary(str(tmp_path)))
+    beam_testing.assert_that(summary, beam_testing.equal_to([expected]))
+  assert json.loads((tmp_path / beam_generate.SUMMARY_FILE).read_text()) == expected
+  assert os.listdir(tmp_path) == [beam_generate.SUMMARY_FILE]
+
+
+# The Beam job end to end.
+
 def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_path, capsys):
-  write_midi(tmp_path / 'primes' / 'ladder.mid', ladder(20))
-  write_midi(tmp_path / 'primes' / 'short.mid', ladder(WINDOW - 1))
-  write_file(tmp_path / 'primes' / 'text.mid', b'not a MIDI file')
+  midi_builders.write_midi(tmp_path / 'primes' / 'ladder.mid', ladder(20))
+  midi_builders.write_midi(tmp_path / 'primes' / 'short.mid', ladder(WINDOW - 1))
+  midi_builders.write_file(tmp_path / 'primes' / 'text.mid', b'not a MIDI file')
   good = [
       {'name': 'one', 'prime': '../primes/ladder.mid', 'num_notes': 6},
       {'name': 'two', 'prime': '../primes/ladder.mid', 'num_notes': 6, 'seed': 1},
@@ -320,7 +503,10 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
   dead = [json.loads(line) for line in
           (out / 'dead_letter' / 'dead_letters-00000-of-00001.jsonl').read_text().splitlines()]
   assert sorted(d['reason'] for d in dead) == sorted(reason for _, reason in bad)
-  assert all(d['error'] for d in dead)
+  assert all(set(d) == {'input', 'reason', 'detail'} and d['detail'] for d in dead)
+  # A line that gave no usable name is its own input; any other request is named by its name.
+  assert {d['input'] for d in dead if d['reason'] == 'bad_json'} == {'{"name": "broken"', '[1, 2]'}
+  assert {d['input'] for d in dead if d['reason'] == 'duplicate_name'} == {'twice'}
 
   expected_notes = {'one': 6, 'two': 6, 'three': 6, 'ladder': 7, 'nothing': 8}
   for name, count in expected_notes.items():
@@ -339,9 +525,9 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
 
 
 def test_beam_job_over_a_glob_names_pieces_by_their_path(served, tmp_path):
-  write_midi(tmp_path / 'primes' / 'a' / 'x.mid', ladder(12))
-  write_midi(tmp_path / 'primes' / 'b' / 'x.mid', ladder(14))
-  write_midi(tmp_path / 'primes' / 'b' / 'tiny.mid', ladder(3))
+  midi_builders.write_midi(tmp_path / 'primes' / 'a' / 'x.mid', ladder(12))
+  midi_builders.write_midi(tmp_path / 'primes' / 'b' / 'x.mid', ladder(14))
+  midi_builders.write_midi(tmp_path / 'primes' / 'b' / 'tiny.mid', ladder(3))
   out = tmp_path / 'out'
   assert beam_job(served, out, '--primes', tmp_path / 'primes' / '**' / '*.mid',
                   '--num-notes', 4, '--seed', 2) == 0

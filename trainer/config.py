@@ -1,4 +1,5 @@
-"""One typed config tree for training, with YAML presets and ``--set key=value`` overrides.
+"""The training config tree, with YAML presets and ``--set key=value`` overrides
+(``partita.config_tree``, the mechanism every stage shares).
 
 The defaults below are the full model, sized for one GPU or TPU (``configs/full.yaml`` names
 them). Presets in ``configs/*.yaml`` hold only their differences from these defaults;
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-import yaml
+from partita import config_tree
 
 
 @dataclasses.dataclass
@@ -79,62 +80,16 @@ class Config:
   export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    return config_tree.to_dict(self)
 
   def to_yaml(self) -> str:
-    return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _apply(node, updates: dict, where: str) -> None:
-  """Sets leaves of dataclass ``node`` from a nested dict, checking names and types."""
-  fields = {f.name: f for f in dataclasses.fields(node)}
-  hints = typing.get_type_hints(type(node))
-  for key, value in updates.items():
-    if key not in fields:
-      raise ValueError(f'unknown config key {where}{key}; known: {sorted(fields)}')
-    current = getattr(node, key)
-    if dataclasses.is_dataclass(current):
-      if not isinstance(value, dict):
-        raise ValueError(f'config key {where}{key} is a section; give its fields')
-      _apply(current, value, f'{where}{key}.')
-      continue
-    kind = hints[key]
-    if typing.get_origin(kind) is typing.Literal:
-      if value not in typing.get_args(kind):
-        raise ValueError(f'config key {where}{key} must be one of '
-                         f'{", ".join(typing.get_args(kind))}; got {value!r}')
-      setattr(node, key, value)
-      continue
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-      raise ValueError(f'config key {where}{key} must be {kind.__name__}, got {value!r}')
-    setattr(node, key, value)
-
-
-def parse_override(text: str) -> dict:
-  """``'model.lstm_units=64'`` -> ``{'model': {'lstm_units': 64}}`` (value parsed as YAML)."""
-  key, sep, value = text.partition('=')
-  if not sep or not key:
-    raise ValueError(f'--set expects KEY=VALUE, got {text!r}')
-  update = yaml.safe_load(value) if value else ''
-  for part in reversed(key.split('.')):
-    update = {part: update}
-  return update
+    return config_tree.to_yaml(self)
 
 
 def load(preset_path: str | None = None, overrides: typing.Sequence[str] = ()) -> Config:
   """Defaults, then the preset file (if any), then each ``KEY=VALUE`` override in order."""
-  config = Config()
-  if preset_path:
-    with open(preset_path) as f:
-      _apply(config, yaml.safe_load(f) or {}, '')
-  for override in overrides:
-    _apply(config, parse_override(override), '')
-  return config
+  return config_tree.load(Config, preset_path, overrides)
 
 
 def from_yaml(text: str) -> Config:
-  config = Config()
-  _apply(config, yaml.safe_load(text), '')
-  return config
+  return config_tree.from_yaml(Config, text)

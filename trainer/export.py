@@ -9,9 +9,8 @@ notes.
 ``export_model`` writes locally or to object stores (``gs://``) without ever leaving a
 half-written export that looks complete (see its docstring).
 
-Files in the export's ``assets/`` folder: ``config.yaml`` (the resolved training config),
-``info.json`` (the dataset contract) and ``primes.json`` (a few validation windows, the default
-primes of ``serving.generate``).
+The names, argument order, assets and limits are the export contract,
+``partita.export_contract``, which every reader of an export shares.
 """
 
 from __future__ import annotations
@@ -25,12 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-MAX_GENERATED_NOTES = 10_000
-ASSET_CONFIG = 'config.yaml'
-ASSET_INFO = 'info.json'
-ASSET_PRIMES = 'primes.json'
-PITCHES = 128
-SAVED_MODEL_FILE = 'saved_model.pb'
+from partita import constants
+from partita import export_contract as contract
 
 
 def _sample_pitch(logits, temperature, top_k, top_p, seed):
@@ -67,7 +62,8 @@ class _Generator:
         'pitch_logits': outputs['pitch'],
         'step': outputs['step'],
         'duration': outputs['duration'],
-        'velocity': tf.clip_by_value(tf.round(outputs['velocity'] * 127.0), 1.0, 127.0),
+        'velocity': tf.clip_by_value(tf.round(outputs['velocity'] * constants.MAX_VELOCITY), 1.0,
+                                     constants.MAX_VELOCITY),
     }
 
   def generate(self, pitch, step, duration, velocity, num_notes, temperature, top_k, top_p,
@@ -75,12 +71,13 @@ class _Generator:
     checks = [
         tf.debugging.assert_greater(temperature, 0.0, message='temperature must be > 0'),
         tf.debugging.assert_greater_equal(top_k, 1, message='top_k must be in 1..128'),
-        tf.debugging.assert_less_equal(top_k, PITCHES, message='top_k must be in 1..128'),
+        tf.debugging.assert_less_equal(top_k, constants.PITCHES, message='top_k must be in 1..128'),
         tf.debugging.assert_greater(top_p, 0.0, message='top_p must be in (0, 1]'),
         tf.debugging.assert_less_equal(top_p, 1.0, message='top_p must be in (0, 1]'),
         tf.debugging.assert_greater(num_notes, 0, message='num_notes must be > 0'),
-        tf.debugging.assert_less_equal(num_notes, MAX_GENERATED_NOTES,
-                                       message=f'num_notes must be <= {MAX_GENERATED_NOTES}'),
+        tf.debugging.assert_less_equal(
+            num_notes, contract.MAX_GENERATED_NOTES,
+            message=f'num_notes must be <= {contract.MAX_GENERATED_NOTES}'),
     ]
     with tf.control_dependencies(checks):
       window = {'pitch': tf.identity(pitch), 'step': step, 'duration': duration,
@@ -134,19 +131,17 @@ def export_model(model: keras.Model, export_dir: str, window_length: int, config
   generator = _Generator(model, window_length)
   archive = keras.export.ExportArchive()
   archive.track(model)
-  archive.add_endpoint('predict_next', generator.predict_next, _window_spec(window_length))
+  archive.add_endpoint(contract.PREDICT_NEXT, generator.predict_next, _window_spec(window_length))
   archive.add_endpoint(
-      'generate', generator.generate,
+      contract.GENERATE, generator.generate,
       _window_spec(window_length) + [
-          tf.TensorSpec([], tf.int32, 'num_notes'),
-          tf.TensorSpec([], tf.float32, 'temperature'),
-          tf.TensorSpec([], tf.int32, 'top_k'),
-          tf.TensorSpec([], tf.float32, 'top_p'),
-          tf.TensorSpec([], tf.int64, 'seed')])
+          tf.TensorSpec([], dtype, name) for name, dtype in zip(
+              contract.GENERATE_PARAMETERS,
+              (tf.int32, tf.float32, tf.int32, tf.float32, tf.int64), strict=True)])
   asset_files = {
-      ASSET_CONFIG: config_yaml,
-      ASSET_INFO: json.dumps(info, indent=1),
-      ASSET_PRIMES: json.dumps({name: values.tolist() for name, values in primes.items()}),
+      contract.ASSET_CONFIG: config_yaml,
+      contract.ASSET_INFO: json.dumps(info, indent=1),
+      contract.ASSET_PRIMES: json.dumps({name: values.tolist() for name, values in primes.items()}),
   }
 
   export_dir = export_dir.rstrip('/')
@@ -162,7 +157,7 @@ def export_model(model: keras.Model, export_dir: str, window_length: int, config
     archive.write_out(saved, verbose=False)
     # Plain files in the SavedModel's own assets/ folder travel with the export wherever it is
     # copied; readers need only a file API, not this project.
-    asset_dir = os.path.join(saved, 'assets')
+    asset_dir = os.path.join(saved, contract.ASSETS_DIR)
     os.makedirs(asset_dir, exist_ok=True)
     for name, text in asset_files.items():
       with open(os.path.join(asset_dir, name), 'w') as f:
@@ -180,7 +175,7 @@ def export_model(model: keras.Model, export_dir: str, window_length: int, config
 def _copy_to_object_store(local_dir: str, export_dir: str) -> None:
   """Replaces ``export_dir`` by a copy of the SavedModel in ``local_dir``, writing
   ``saved_model.pb`` last and removing an earlier one first."""
-  marker = os.path.join(export_dir, SAVED_MODEL_FILE)
+  marker = os.path.join(export_dir, contract.SAVED_MODEL_FILE)
   if tf.io.gfile.exists(marker):
     tf.io.gfile.remove(marker)
   if tf.io.gfile.exists(export_dir):
@@ -188,7 +183,7 @@ def _copy_to_object_store(local_dir: str, export_dir: str) -> None:
   files = []
   for folder, _, names in os.walk(local_dir):
     files += [os.path.relpath(os.path.join(folder, name), local_dir) for name in names]
-  files.sort(key=lambda path: path == SAVED_MODEL_FILE)  # the marker last
+  files.sort(key=lambda path: path == contract.SAVED_MODEL_FILE)  # the marker last
   for path in files:
     target = os.path.join(export_dir, path)
     tf.io.gfile.makedirs(os.path.dirname(target))

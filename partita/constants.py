@@ -1,0 +1,14 @@
+"""Constants every stage shares, each defined once (as note-seq's ``constants.py`` does).
+
+Nothing here imports Beam or TensorFlow, so the preprocessing workers, the trainer and serving
+all read the same values.
+"""
+
+# MIDI pitches are 0..127: the pitch head's classes and the range every stage checks.
+PITCHES = 128
+# MIDI velocities are 1..127 for a sounding note; the model's velocity head is a fraction of it.
+MAX_VELOCITY = 127
+# A note's features, in the order they are stored, fed to the model and generated.
+NOTE_FEATURES = ('pitch', 'step', 'duration', 'velocity')
+# File name endings taken as MIDI files, compared case-insensitively.
+MIDI_SUFFIXES = ('.mid', '.midi')

@@ -1,0 +1,256 @@
+"""Requests of the Beam generation job (``serving.beam_generate``): what one request holds, how
+a manifest line or a matched prime file becomes one (:class:`ReadRequests`), and its prime
+window (:class:`ReadPrimes`).
+
+A manifest is a JSON-lines file with one request per line (blank lines are skipped), e.g.::
+
+    {"name": "bach-1", "prime": "primes/bwv846.mid", "num_notes": 512, "temperature": 0.9}
+    {"prime": "gs://bucket/primes/op10.mid", "prime_from": 30, "top_p": 0.95, "seed": 7}
+    {"name": "from-nothing", "prime": null, "seed": 3}
+
+Fields: ``name`` (the output file stem; by default made from the prime's file name),
+``prime`` (a MIDI path, local or ``gs://``, relative paths being relative to the manifest's
+folder; null or absent: a neutral start, as ``serving.generate --no-prime``, which then needs a
+``name``), ``prime_from`` (seconds), ``num_notes``, ``temperature``, ``top_k``, ``top_p``,
+``seed``, ``program``. Absent fields take the command's values; unknown fields are refused, so
+that a misspelt parameter never silently falls back. With a glob of prime files instead, each
+file is a request named after its path below the glob's folder (``a/x.mid`` -> ``a_x``).
+
+A request that cannot be served is a dead letter (``beam_pipelines.outputs``): ``bad_json``,
+``bad_request`` or ``bad_name`` here, as :func:`parse_request` rejects it; ``prime_not_found``,
+``prime_unreadable``, ``prime_too_large``, the MIDI parser's reasons or ``prime_too_short``
+for its prime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import apache_beam as beam
+from apache_beam import metrics
+from apache_beam.io import fileio, filesystem, filesystems
+
+from beam_pipelines import outputs as beam_outputs
+from partita import failures
+from serving import primes as primes_lib
+from serving import validation
+
+FIELDS = ('name', 'prime', 'prime_from', 'num_notes', 'temperature', 'top_k', 'top_p', 'seed',
+          'program')
+# Primes are short MIDI files; a bigger "prime" is a mistake, not music to read in full.
+MAX_PRIME_BYTES = 64 * 2**20
+# The part of a bad manifest line kept as its dead letter's input.
+MAX_LINE_IN_DEAD_LETTER = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """One piece to generate; ``prime`` None means a neutral start."""
+  name: str
+  prime: str | None = None
+  prime_from: float = 0.0
+  num_notes: int = 256
+  temperature: float = 1.0
+  top_k: int = 128
+  top_p: float = 1.0
+  seed: int = 0
+  program: int = 0
+
+  def check(self) -> None:
+    """Raises RejectionError (``bad_name``, ``bad_request``) for an unsafe name or a parameter
+    out of range."""
+    validation.check_name(self.name)
+    validation.check_length(self.num_notes, None)
+    validation.check_sampling(self.temperature, self.top_k, self.top_p, self.seed, self.program)
+    validation.check_prime_from(self.prime_from)
+
+  def batch_key(self) -> str:
+    """Requests with the same key can share a ``generate`` call (JSON: a deterministic key)."""
+    return json.dumps([self.num_notes, self.temperature, self.top_k, self.top_p, self.seed])
+
+
+def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
+  """A manifest line -> a checked Request, absent fields taken from ``defaults``.
+
+  Raises:
+    failures.RejectionError: reasons ``bad_json``, ``bad_request`` (unknown field, wrong type, value
+      out of range) or ``bad_name`` (an unsafe or underivable name).
+  """
+  try:
+    fields = json.loads(line)
+  except ValueError as e:
+    raise failures.RejectionError('bad_json', f'not JSON: {e}') from e
+  if not isinstance(fields, dict):
+    raise failures.RejectionError('bad_json', 'a request must be a JSON object')
+  _check_types(fields)
+  prime = fields.get('prime')
+  if prime is not None and '://' not in prime and not prime.startswith('/'):
+    prime = filesystems.FileSystems.join(manifest_dir, prime)
+  name = fields.get('name')
+  if name is None:
+    if prime is None:
+      raise failures.RejectionError('bad_name', 'a request without a prime needs a name')
+    name = validation.name_from_path(prime)
+  overrides = {key: value for key, value in fields.items() if key not in ('name', 'prime')}
+  request = dataclasses.replace(defaults, **overrides, name=name, prime=prime)
+  request.check()
+  return request
+
+
+def _check_types(fields: dict) -> None:
+  """Raises RejectionError (``bad_request``) for an unknown field or a value of the wrong type."""
+  unknown = sorted(set(fields) - set(FIELDS))
+  if unknown:
+    raise failures.RejectionError('bad_request', f'unknown fields {unknown}; known: {list(FIELDS)}')
+  for field in ('num_notes', 'top_k', 'seed', 'program'):
+    if field in fields and (not isinstance(fields[field], int) or isinstance(fields[field], bool)):
+      raise failures.RejectionError('bad_request',
+                                    f'{field} must be an integer, got {fields[field]!r}')
+  for field in ('prime_from', 'temperature', 'top_p'):
+    value = fields.get(field, 0.0)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+      raise failures.RejectionError('bad_request', f'{field} must be a number, got {value!r}')
+  prime = fields.get('prime')
+  if prime is not None and (not isinstance(prime, str) or not prime):
+    raise failures.RejectionError('bad_request',
+                                  f'prime must be a MIDI path or null, got {prime!r}')
+
+
+def name_for_match(path: str, root: str) -> str:
+  """Output name of a globbed prime: its path below ``root`` (the glob's folder), folders joined
+  by ``_``, so ``a/x.mid`` and ``b/x.mid`` do not collide.
+
+  Raises:
+    failures.RejectionError: ``bad_name``, no usable name is left.
+  """
+  relative = path[len(root):] if path.startswith(root) else path
+  return validation.name_from_path(relative.strip('/').replace('/', '_'))
+
+
+def glob_root(pattern: str) -> str:
+  """The folder part of a glob before its first wildcard (``a/b/**/*.mid`` -> ``a/b/``)."""
+  wildcard = re.search(r'[*?\[]', pattern)
+  prefix = pattern[:wildcard.start()] if wildcard else pattern
+  return prefix[:prefix.rfind('/') + 1]
+
+
+class RequestFromLineFn(beam.DoFn):
+  """Manifest line -> Request, or a dead letter (input: the line)."""
+
+  def __init__(self, defaults: Request, manifest_dir: str):
+    self._defaults = defaults
+    self._manifest_dir = manifest_dir
+
+  def process(self, line: str):
+    if not line.strip():
+      return
+    metrics.Metrics.counter('generate', 'requests_in').inc()
+    try:
+      yield parse_request(line, self._defaults, self._manifest_dir)
+    except failures.RejectionError as e:
+      yield beam_outputs.dead_letter(line[:MAX_LINE_IN_DEAD_LETTER], e.reason, e.detail)
+
+
+class RequestFromMatchFn(beam.DoFn):
+  """Matched prime file -> Request with the flags' parameters, or a dead letter (input: the
+  path)."""
+
+  def __init__(self, defaults: Request, root: str):
+    self._defaults = defaults
+    self._root = root
+
+  def process(self, metadata):
+    metrics.Metrics.counter('generate', 'requests_in').inc()
+    try:
+      name = name_for_match(metadata.path, self._root)
+    except failures.RejectionError as e:
+      yield beam_outputs.dead_letter(metadata.path, e.reason, e.detail)
+      return
+    yield dataclasses.replace(self._defaults, name=name, prime=metadata.path)
+
+
+class ReadRequests(beam.PTransform):
+  """The manifest's lines, or the files matching the primes glob -> requests.
+
+  Applied to the pipeline, with exactly one of ``manifest`` and ``primes_glob``. Outputs a dict:
+  ``requests`` (checked :class:`Request` objects) and ``dead_letter``.
+  """
+
+  def __init__(self, defaults: Request, manifest: str | None = None,
+               primes_glob: str | None = None):
+    super().__init__()
+    self._defaults = defaults
+    self._manifest = manifest
+    self._primes_glob = primes_glob
+
+  def expand(self, pbegin):
+    if self._manifest:
+      sources = pbegin | 'ReadManifest' >> beam.io.ReadFromText(self._manifest)
+      to_request = RequestFromLineFn(self._defaults,
+                                     filesystems.FileSystems.split(self._manifest)[0])
+    else:
+      sources = pbegin | 'MatchPrimes' >> fileio.MatchFiles(self._primes_glob)
+      to_request = RequestFromMatchFn(self._defaults, glob_root(self._primes_glob))
+    parsed = sources | 'ToRequest' >> beam.ParDo(to_request).with_outputs(
+        beam_outputs.TAG, main='requests')
+    return {'requests': parsed.requests, beam_outputs.TAG: parsed[beam_outputs.TAG]}
+
+
+class ReadPrimeFn(beam.DoFn):
+  """Request -> (Request, prime window), or a dead letter: prime_not_found, prime_unreadable,
+  prime_too_large, the parser's reason (not_midi, parse_error, ...) or prime_too_short."""
+
+  def __init__(self, info: dict):
+    self._info = info
+
+  def process(self, request: Request):
+    window_length = self._info['window_length']
+    if request.prime is None:
+      yield request, primes_lib.neutral_window(self._info, window_length)
+      return
+    try:
+      with filesystems.FileSystems.open(
+          request.prime, compression_type=filesystem.CompressionTypes.UNCOMPRESSED) as f:
+        data = f.read(MAX_PRIME_BYTES + 1)
+    except Exception as e:  # pylint: disable=broad-except  # each filesystem raises its own
+      if _exists(request.prime):
+        yield beam_outputs.dead_letter(request.name, 'prime_unreadable', f'{request.prime}: {e}')
+      else:
+        yield beam_outputs.dead_letter(request.name, 'prime_not_found',
+                                       f'{request.prime} does not exist')
+      return
+    if len(data) > MAX_PRIME_BYTES:
+      yield beam_outputs.dead_letter(request.name, 'prime_too_large',
+                                     f'{request.prime}: over {MAX_PRIME_BYTES} bytes')
+      return
+    try:
+      yield request, primes_lib.window_from_midi(data, window_length, request.prime_from,
+                                                 source=request.prime)
+    except failures.RejectionError as e:
+      yield beam_outputs.dead_letter(request.name, e.reason, e.detail)
+
+
+def _exists(path: str) -> bool:
+  try:
+    return filesystems.FileSystems.exists(path)
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+class ReadPrimes(beam.PTransform):
+  """Requests -> (Request, prime window); outputs a dict: ``primed`` and ``dead_letter``.
+
+  ``info`` is the export's ``info.json``: its window length, and the statistics of the neutral
+  start for requests without a prime.
+  """
+
+  def __init__(self, info: dict):
+    super().__init__()
+    self._info = info
+
+  def expand(self, requests):
+    read = requests | 'Read' >> beam.ParDo(ReadPrimeFn(self._info)).with_outputs(
+        beam_outputs.TAG, main='primed')
+    return {'primed': read.primed, beam_outputs.TAG: read[beam_outputs.TAG]}
