@@ -17,8 +17,7 @@ from apache_beam import metrics
 from apache_beam.io import fileio, filesystem, filesystems
 
 from beam_pipelines import outputs as beam_outputs
-
-MIDI_SUFFIXES = ('.mid', '.midi')
+from partita import constants
 
 # escape_glob matches a literal '[' with the class '[[]'; Beam turns that into the regex '[[]',
 # which Python's re flags as a possible future nested set. It means exactly '[' today.
@@ -164,7 +163,7 @@ class ReadInputs(beam.PTransform):
       unread.append(listed[beam_outputs.TAG])
     files = (matched
              | 'AllMatched' >> beam.Flatten()
-             | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(MIDI_SUFFIXES))
+             | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(constants.MIDI_SUFFIXES))
              | 'Reshuffle' >> beam.Reshuffle())
     read = files | 'Read' >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
         beam_outputs.TAG, main='files')
@@ -213,7 +212,7 @@ def check_inputs(config) -> None:
     matched = [p for pattern in input_patterns(spec) for p in matching_files(pattern)]
     if not matched:
       raise FileNotFoundError(f'--input {spec} matches no file')
-    midi_files += sum(p.lower().endswith(MIDI_SUFFIXES) for p in matched)
+    midi_files += sum(p.lower().endswith(constants.MIDI_SUFFIXES) for p in matched)
   if config.input and not midi_files and not (config.input_list or config.note_sequences):
     raise FileNotFoundError(f'no .mid or .midi file matches --input {" ".join(config.input)}')
   if config.input_list and not filesystems.FileSystems.exists(config.input_list):

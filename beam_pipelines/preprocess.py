@@ -43,46 +43,106 @@ from apache_beam.options import pipeline_options
 from beam_pipelines import info as info_lib
 from beam_pipelines import inputs
 from beam_pipelines import outputs as beam_outputs
-from partita import contract, failures
+from partita import config_tree, constants, contract, failures
 from partita import isolation as isolation_lib
 from partita import notes as notes_lib
+
+INPUTS = 'inputs (at least one; any mix; local or gs://)'
+NOTES = 'which notes'
+LIMITS = 'limits (inputs beyond them become dead letters)'
+
+
+def int_list(text: str) -> tuple[int, ...]:
+  """'0-7,40' -> (0, 1, 2, 3, 4, 5, 6, 7, 40)."""
+  values = []
+  for item in text.split(','):
+    low, _, high = item.partition('-')
+    values += range(int(low), int(high or low) + 1)
+  return tuple(values)
+
+
+def split_ratios(text: str) -> tuple[tuple[str, float], ...]:
+  """'train=0.8,validation=0.1,test=0.1' -> (('train', 0.8), ...)."""
+  ratios = []
+  for item in text.split(','):
+    name, _, weight = item.partition('=')
+    ratios.append((name, float(weight) if weight else -1.0))
+  return tuple(ratios)
 
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-  """Options of one preprocessing run; stored verbatim in info.json.
+  """Options of one preprocessing run, each with its command-line flag; stored verbatim in
+  info.json.
 
   The inputs are any mix of MIDI globs, folders or files (``input``), a text file listing MIDI
   paths (``input_list``) and globs of TFRecord files of NoteSequence protos
   (``note_sequences``); a single string is accepted for ``input``.
   """
-  input: tuple[str, ...] = ()
-  output: str = ''
-  input_list: str = ''
-  note_sequences: tuple[str, ...] = ()
-  window_length: int = 64
-  # Windows per chunk; chunks overlap by window_length notes, so disk holds
-  # (stride + window_length) / stride copies of each note.
-  stride: int = 192
-  split_ratios: tuple[tuple[str, float], ...] = (('train', 0.8), ('validation', 0.1),
-                                                 ('test', 0.1))
-  compress: bool = True
-  max_file_bytes: int = 16 * 2**20
-  max_notes: int = 2_000_000
-  apply_sustain: bool = True
-  programs: tuple[int, ...] = ()
-  tracks: tuple[int, ...] = ()
-  include_drums: bool = False
+  input: tuple[str, ...] = config_tree.option(
+      (), 'MIDI glob (quote it), folder (searched recursively for .mid/.midi in any case) or '
+      'single file; repeatable', repeat=True, metavar='GLOB|FOLDER|FILE', group=INPUTS)
+  output: str = config_tree.option('', 'output folder, local or gs:// (required)')
+  input_list: str = config_tree.option(
+      '', 'text file with one MIDI path per line (blank and # lines skipped; relative paths are '
+      'relative to the list file); paths that do not exist become dead letters', metavar='FILE',
+      group=INPUTS)
+  note_sequences: tuple[str, ...] = config_tree.option(
+      (), 'TFRecord files of NoteSequence protos (Magenta, MAESTRO); .gz files are read as GZIP; '
+      'each sequence is one input; repeatable', repeat=True, metavar='GLOB', group=INPUTS)
+  window_length: int = config_tree.option(64, 'input notes per training window')
+  # Chunks overlap by window_length notes, so disk holds (stride + window_length) / stride
+  # copies of each note.
+  stride: int = config_tree.option(192, 'windows per stored chunk')
+  split_ratios: tuple[tuple[str, float], ...] = config_tree.option(
+      (('train', 0.8), ('validation', 0.1), ('test', 0.1)),
+      'split ratios by content fingerprint', flag='--split', parse=split_ratios,
+      metavar='NAME=WEIGHT,...')
+  compress: bool = config_tree.option(True, 'write plain .tfrecord', flag='--no-compress',
+                                      sets=False)
+  max_file_bytes: int = config_tree.option(16 * 2**20, 'bytes per input file', group=LIMITS)
+  max_notes: int = config_tree.option(2_000_000, 'notes per piece', group=LIMITS)
+  apply_sustain: bool = config_tree.option(True, 'ignore the sustain pedal', flag='--no-sustain',
+                                           sets=False, group=NOTES)
+  programs: tuple[int, ...] = config_tree.option(
+      (), 'keep only tracks with these General MIDI programs (0-127), e.g. 0-7,40-43; default: '
+      'all', parse=int_list, metavar='LIST', group=NOTES)
+  tracks: tuple[int, ...] = config_tree.option(
+      (), 'keep only these tracks, counted from 0 (one per MIDI track, program and channel; '
+      'NoteSequence instrument numbers); default: all', parse=int_list, metavar='LIST',
+      group=NOTES)
+  include_drums: bool = config_tree.option(
+      False, 'keep drum tracks (channel 10), which are dropped by default', sets=True,
+      group=NOTES)
   # Parse in a child process with these limits (see partita.isolation); False parses in-process.
-  isolate_parser: bool = True
-  parse_timeout_seconds: float = 20.0
-  parse_memory_mb: int = 4096
+  isolate_parser: bool = config_tree.option(
+      True, 'parse in the worker process itself: a little faster, but a parser crash then '
+      'fails the job instead of one file', flag='--no-isolation', sets=False, group=LIMITS)
+  parse_timeout_seconds: float = config_tree.option(
+      20.0, 'seconds one file may take to parse', flag='--parse-timeout', group=LIMITS)
+  parse_memory_mb: int = config_tree.option(4096, 'memory one parse may use', group=LIMITS)
 
   def __post_init__(self):
     if isinstance(self.input, str):
       object.__setattr__(self, 'input', (self.input,))
     if isinstance(self.note_sequences, str):
       object.__setattr__(self, 'note_sequences', (self.note_sequences,))
+
+  def check(self) -> None:
+    """Raises ValueError naming the first option that cannot work."""
+    if not (self.input or self.input_list or self.note_sequences):
+      raise ValueError('give at least one of --input, --input-list, --note-sequences')
+    if not self.output:
+      raise ValueError('--output is required')
+    for name, weight in self.split_ratios:
+      if name not in contract.SPLITS or weight < 0:
+        given = f'{name}={weight:g}' if weight >= 0 else name
+        raise ValueError(f'--split: expected NAME=WEIGHT with NAME in {contract.SPLITS}, got '
+                         f'{given!r}')
+    if self.window_length < 1 or self.stride < 1:
+      raise ValueError('--window-length and --stride must be positive')
+    if any(not 0 <= p < constants.PITCHES for p in self.programs):
+      raise ValueError('--programs: General MIDI programs are 0-127')
 
   def parse_options(self) -> notes_lib.ParseOptions:
     return notes_lib.ParseOptions(min_notes=self.window_length + 1, max_notes=self.max_notes,
@@ -305,17 +365,9 @@ def print_summary(info: dict, out=None) -> None:
           f'{failures.DEAD_LETTER_DIR}/) or a duplicate', file=out)
 
 
-def int_list(text: str) -> tuple[int, ...]:
-  """'0-7,40' -> (0, 1, 2, 3, 4, 5, 6, 7, 40)."""
-  values = []
-  for item in text.split(','):
-    low, _, high = item.partition('-')
-    values += range(int(low), int(high or low) + 1)
-  return tuple(values)
-
-
 def argument_parser() -> argparse.ArgumentParser:
-  """The command's flags; unrecognised flags are left for Beam."""
+  """The command's flags (declared on :class:`PreprocessConfig`); unrecognised flags are left
+  for Beam."""
   parser = argparse.ArgumentParser(
       description='Turn a corpus of MIDI files (and/or NoteSequence TFRecords) into '
       'train/validation/test TFRecords of note chunks (pitch, step, duration, velocity), an '
@@ -323,48 +375,11 @@ def argument_parser() -> argparse.ArgumentParser:
       'Pieces with the same notes are kept once; the split is a hash of the notes. Unrecognised '
       'flags are Apache Beam pipeline options (e.g. --runner DataflowRunner --project P '
       '--region R --temp_location gs://... --setup_file ./setup.py).')
-  input_group = parser.add_argument_group('inputs (at least one; any mix; local or gs://)')
-  input_group.add_argument('--input', action='append', default=[], metavar='GLOB|FOLDER|FILE',
-                           help='MIDI glob (quote it), folder (searched recursively for '
-                           '.mid/.midi in any case) or single file; repeatable')
-  input_group.add_argument('--input-list', default='', metavar='FILE',
-                           help='text file with one MIDI path per line (blank and # lines '
-                           'skipped; relative paths are relative to the list file); paths that '
-                           'do not exist become dead letters')
-  input_group.add_argument('--note-sequences', action='append', default=[], metavar='GLOB',
-                           help='TFRecord files of NoteSequence protos (Magenta, MAESTRO); .gz '
-                           'files are read as GZIP; each sequence is one input; repeatable')
-  parser.add_argument('--output', required=True, help='output folder, local or gs://')
-  parser.add_argument('--window-length', type=int, default=PreprocessConfig.window_length,
-                      help='input notes per training window (default %(default)s)')
-  parser.add_argument('--stride', type=int, default=PreprocessConfig.stride,
-                      help='windows per stored chunk (default %(default)s)')
-  parser.add_argument('--split', default='train=0.8,validation=0.1,test=0.1',
-                      help='split ratios by content fingerprint (default %(default)s)')
-  parser.add_argument('--no-compress', action='store_true', help='write plain .tfrecord')
-  notes = parser.add_argument_group('which notes')
-  notes.add_argument('--no-sustain', action='store_true', help='ignore the sustain pedal')
-  notes.add_argument('--programs', type=int_list, default=(), metavar='LIST',
-                     help='keep only tracks with these General MIDI programs (0-127), e.g. '
-                     '0-7,40-43; default: all')
-  notes.add_argument('--tracks', type=int_list, default=(), metavar='LIST',
-                     help='keep only these tracks, counted from 0 (one per MIDI track, program '
-                     'and channel; NoteSequence instrument numbers); default: all')
-  notes.add_argument('--include-drums', action='store_true',
-                     help='keep drum tracks (channel 10), which are dropped by default')
-  limits = parser.add_argument_group('limits (inputs beyond them become dead letters)')
-  limits.add_argument('--max-file-bytes', type=int, default=PreprocessConfig.max_file_bytes,
-                      help='default %(default)s')
-  limits.add_argument('--max-notes', type=int, default=PreprocessConfig.max_notes,
-                      help='notes per piece, default %(default)s')
-  limits.add_argument('--parse-timeout', type=float,
-                      default=PreprocessConfig.parse_timeout_seconds,
-                      help='seconds one file may take to parse, default %(default)s')
-  limits.add_argument('--parse-memory-mb', type=int, default=PreprocessConfig.parse_memory_mb,
-                      help='memory one parse may use, default %(default)s')
-  limits.add_argument('--no-isolation', action='store_true',
-                      help='parse in the worker process itself: a little faster, but a parser '
-                      'crash then fails the job instead of one file')
+  parser.add_argument('--config', metavar='YAML',
+                      help='preset of options (the names of PreprocessConfig); flags override it')
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                      help='override one option, e.g. --set max_notes=100000 (repeatable)')
+  config_tree.add_flags(parser, PreprocessConfig)
   return parser
 
 
@@ -373,26 +388,12 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
   flag."""
   parser = argument_parser()
   args, pipeline_args = parser.parse_known_args(argv)
-  if not (args.input or args.input_list or args.note_sequences):
-    parser.error('give at least one of --input, --input-list, --note-sequences')
-  ratios = []
-  for item in args.split.split(','):
-    name, _, weight = item.partition('=')
-    if name not in contract.SPLITS or not weight:
-      parser.error(f'--split: expected NAME=WEIGHT with NAME in {contract.SPLITS}, got {item!r}')
-    ratios.append((name, float(weight)))
-  if args.window_length < 1 or args.stride < 1:
-    parser.error('--window-length and --stride must be positive')
-  if any(not 0 <= p <= 127 for p in args.programs):
-    parser.error('--programs: General MIDI programs are 0-127')
-  config = PreprocessConfig(
-      input=tuple(args.input), output=args.output, input_list=args.input_list,
-      note_sequences=tuple(args.note_sequences), window_length=args.window_length,
-      stride=args.stride, split_ratios=tuple(ratios), compress=not args.no_compress,
-      max_file_bytes=args.max_file_bytes, max_notes=args.max_notes,
-      apply_sustain=not args.no_sustain, programs=args.programs, tracks=args.tracks,
-      include_drums=args.include_drums, isolate_parser=not args.no_isolation,
-      parse_timeout_seconds=args.parse_timeout, parse_memory_mb=args.parse_memory_mb)
+  try:
+    config = config_tree.load(PreprocessConfig, args.config, args.set,
+                              config_tree.flag_updates(args))
+    config.check()
+  except (ValueError, OSError) as e:
+    parser.error(str(e))
   return config, pipeline_args
 
 

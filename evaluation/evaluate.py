@@ -1,6 +1,6 @@
 r"""Evaluate an export on the test split against baselines fitted in the same run; write a report.
 
-    python -m trainer.evaluate --data DATA_DIR --model MODEL_DIR/export [--out REPORT_DIR]
+    python -m evaluation.evaluate --data DATA_DIR --model MODEL_DIR/export [--out REPORT_DIR]
 
 **Likelihood.** The export's ``predict_next`` signature scores every test window that
 ``trainer.data.make_dataset`` yields (``training=False``: each note after the first window of
@@ -41,12 +41,12 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
+import tensorflow as tf
 
-from partita import baselines
-from partita import music_stats
-from partita import report as report_lib
+from evaluation import report as report_lib
+from partita import baselines, constants, music_stats
+from partita import dataset as dataset_lib
 from serving import generate as generate_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
@@ -56,9 +56,9 @@ NGRAM_ORDERS = (2, 3, 4, 5)
 
 def read_chunks(data_dir: str, info: dict, split: str) -> list[dict[str, np.ndarray]]:
   """Every chunk of a split, in file order, as numpy notes dicts."""
-  dataset = tf.data.TFRecordDataset(data_lib.shard_files(data_dir, info, split),
+  dataset = tf.data.TFRecordDataset(dataset_lib.shard_files(data_dir, info, split),
                                     compression_type=info['compression'] or None)
-  return [{name: values.numpy() for name, values in data_lib.parse_chunk(record).items()}
+  return [{name: values.numpy() for name, values in dataset_lib.parse_chunk(record).items()}
           for record in dataset]
 
 
@@ -128,7 +128,7 @@ def choose_primes(test_chunks: list[dict[str, np.ndarray]], window_length: int,
     return {}, []
   chosen = np.unique(np.linspace(0, len(long_enough) - 1, num_pieces).round().astype(int))
   primes = {name: np.stack([long_enough[i][name][:window_length] for i in chosen])
-            for name in data_lib.FEATURES}
+            for name in constants.NOTE_FEATURES}
   real = [{name: values[window_length:window_length + num_notes]
            for name, values in long_enough[i].items()} for i in chosen]
   return primes, real
@@ -186,7 +186,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
              num_notes: int | None = None, temperature: float = 1.0, seed: int = 0) -> dict:
   """Runs the whole evaluation, writes the report into ``out_dir``, returns its numbers."""
   started = time.perf_counter()
-  info = data_lib.load_info(data_dir)
+  info = dataset_lib.load_info(data_dir)
   window_length = info['window_length']
   num_notes = num_notes or info['stride']
   if num_notes > info['stride']:

@@ -1,5 +1,5 @@
 """The evaluation report: Markdown, ``evaluation.json`` and PNG plots, from the numbers of
-``trainer.evaluate``.
+``evaluation.evaluate``.
 
 No TensorFlow here: the report is drawn from plain numbers and numpy arrays, with bare
 matplotlib Figures on the Agg canvas (as ``partita.midi_io`` draws piano rolls), so nothing
@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import numpy as np
 
-from partita import midi_io, music_stats
+from partita import constants, midi_io, music_stats
 
 REPORT_FILE = 'report.md'
 RESULTS_FILE = 'evaluation.json'
@@ -154,7 +154,7 @@ def _piano_rolls_section(out_dir: str, sets: dict, primes: dict) -> str:
   images = []
   for name, pieces in sets.items():
     for i, piece in enumerate(pieces[:ROLLS_PER_SET]):
-      prime = {key: primes[key][i] for key in midi_io.NOTE_KEYS}
+      prime = {key: primes[key][i] for key in constants.NOTE_FEATURES}
       prime['step'] = np.concatenate([[0.0], prime['step'][1:]])
       path = os.path.join(ROLLS_DIR, f"{name.replace('-', '')}_{i:02d}.png")
       midi_io.write_piano_roll(os.path.join(out_dir, path), prime, piece,

@@ -21,11 +21,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PITCHES = 128
+from partita import constants
+
 # Stands before the first note of each training piece when counting the distinct predecessors
 # of an n-gram (Kneser-Ney's continuation counts), so an n-gram seen only at a piece's start
 # still has one.
-_START = PITCHES
+_START = constants.PITCHES
 
 
 def _encode(grams: np.ndarray) -> np.ndarray:
@@ -33,7 +34,7 @@ def _encode(grams: np.ndarray) -> np.ndarray:
   digits of a base-129 number: sorting keys groups the k-grams of one context together."""
   keys = np.zeros(len(grams), dtype=np.int64)
   for column in range(grams.shape[1]):
-    keys = keys * (PITCHES + 1) + grams[:, column]
+    keys = keys * (constants.PITCHES + 1) + grams[:, column]
   return keys
 
 
@@ -57,7 +58,7 @@ class _Level:
     self.keys = keys
     self.counts = counts
     self.discount = discount
-    context_of = keys // (PITCHES + 1)
+    context_of = keys // (constants.PITCHES + 1)
     self.context_keys, self.first = np.unique(context_of, return_index=True)
     self.totals = np.add.reduceat(counts, self.first) if len(keys) else np.zeros(0)
     self.types = np.diff(np.append(self.first, len(keys)))
@@ -108,7 +109,7 @@ class NGram:
     if not 1 <= order <= 7:
       raise ValueError(f'order must be in 1..7, got {order}')
     sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
-    if any(s.size and (s.min() < 0 or s.max() >= PITCHES) for s in sequences):
+    if any(s.size and (s.min() < 0 or s.max() >= constants.PITCHES) for s in sequences):
       raise ValueError('pitches must lie in 0..127')
     # Predecessors of the n-grams at a sequence's start are the start symbol.
     padded = [np.concatenate([[_START], s]) for s in sequences]
@@ -119,9 +120,10 @@ class NGram:
       windows = [_grams(s, k + 1)[max(first_target - k + 1, 0):] for s in padded]
       pairs = _encode(np.concatenate(windows) if windows else np.zeros((0, k + 1), int))
       if k == order:  # raw counts
-        keys, counts = np.unique(pairs % (PITCHES + 1) ** k, return_counts=True)
+        keys, counts = np.unique(pairs % (constants.PITCHES + 1) ** k, return_counts=True)
       else:  # continuation counts: distinct predecessors per k-gram
-        keys, counts = np.unique(np.unique(pairs) % (PITCHES + 1) ** k, return_counts=True)
+        keys, counts = np.unique(np.unique(pairs) % (constants.PITCHES + 1) ** k,
+                                 return_counts=True)
       counts = counts.astype(np.float64)
       levels.append(_Level(keys, counts, _discount(counts)))
     return cls(order, levels)
@@ -132,7 +134,7 @@ class NGram:
     if contexts.ndim != 2 or contexts.shape[1] < self.order - 1:
       raise ValueError(f'contexts must be [queries, >= {self.order - 1}], got {contexts.shape}')
     queries = len(contexts)
-    probs = np.full((queries, PITCHES), 1.0 / PITCHES)
+    probs = np.full((queries, constants.PITCHES), 1.0 / constants.PITCHES)
     for k, level in enumerate(self._levels, start=1):
       history = contexts[:, contexts.shape[1] - (k - 1):]
       context_key = _encode(history)
@@ -149,7 +151,7 @@ class NGram:
       row_of_entry = np.repeat(rows, lengths)
       entry = (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
                + np.repeat(level.first[index], lengths))
-      pitch = level.keys[entry] % (PITCHES + 1)
+      pitch = level.keys[entry] % (constants.PITCHES + 1)
       probs[row_of_entry, pitch] += (np.maximum(level.counts[entry] - level.discount, 0.0)
                                      / np.repeat(total, lengths))
     return probs
@@ -174,10 +176,9 @@ class RepeatPrevious:
     """Fits ``eps`` on the notes at index ``max(first_target, 1)`` or later of each sequence
     (each against the note before it), as :meth:`NGram.fit` counts."""
     changes, transitions = 0, 0
-    for sequence in sequences:
-      sequence = np.asarray(sequence)
-      target = sequence[max(first_target, 1):]
-      changes += int(np.count_nonzero(target != sequence[max(first_target, 1) - 1:-1]))
+    for pitches in map(np.asarray, sequences):
+      target = pitches[max(first_target, 1):]
+      changes += int(np.count_nonzero(target != pitches[max(first_target, 1) - 1:-1]))
       transitions += len(target)
     if not transitions:
       raise ValueError('no training transitions')
@@ -185,7 +186,7 @@ class RepeatPrevious:
 
   def distribution(self, contexts: np.ndarray) -> np.ndarray:
     contexts = np.asarray(contexts, dtype=np.int64)
-    probs = np.full((len(contexts), PITCHES), self.eps / (PITCHES - 1))
+    probs = np.full((len(contexts), constants.PITCHES), self.eps / (constants.PITCHES - 1))
     probs[np.arange(len(contexts)), contexts[:, -1]] = 1.0 - self.eps
     return probs
 
@@ -228,6 +229,6 @@ def sample(model, primes: np.ndarray, num_notes: int, rng: np.random.Generator) 
     probs = model.distribution(history)
     cumulative = np.cumsum(probs, axis=1)
     draws = rng.random(len(history))[:, None] * cumulative[:, -1:]
-    generated[:, i] = np.minimum((cumulative < draws).sum(axis=1), PITCHES - 1)
+    generated[:, i] = np.minimum((cumulative < draws).sum(axis=1), constants.PITCHES - 1)
     history = np.concatenate([history[:, 1:], generated[:, i:i + 1]], axis=1)
   return generated

@@ -20,9 +20,10 @@ import typing
 import yaml
 
 
-def option(default: typing.Any, help: str, *, flag: str | None = None,  # pylint: disable=redefined-builtin
+def option(default: typing.Any, help: str, *, flag: str | None = None,  # noqa: A002
            parse: Callable[[str], typing.Any] | None = None, repeat: bool = False,
-           sets: typing.Any = None) -> typing.Any:
+           sets: typing.Any = None, metavar: str | None = None,
+           group: str | None = None) -> typing.Any:
   """A config field with a command-line flag.
 
   Args:
@@ -33,15 +34,20 @@ def option(default: typing.Any, help: str, *, flag: str | None = None,  # pylint
     repeat: the flag may be given several times; the values form a tuple.
     sets: the flag takes no value and sets the field to this (e.g. ``--no-sustain`` sets
       ``apply_sustain`` to False).
+    metavar: the value's name in ``--help``; default the field's name in capitals.
+    group: the ``--help`` section the flag is listed under; default the parser's own.
   """
-  metadata = {'help': help, 'flag': flag, 'parse': parse, 'repeat': repeat, 'sets': sets}
+  metadata = {'help': help, 'flag': flag, 'parse': parse, 'repeat': repeat, 'sets': sets,
+              'metavar': metavar, 'group': group}
   return dataclasses.field(default=default, metadata=metadata)
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = '') -> None:
-  """Adds a flag for every ``option`` field of ``cls`` and its sections. Flags that are not
-  given leave no attribute on the parsed namespace, so only what the user typed overrides."""
+  """Adds a flag for every ``option`` field of ``cls`` and its sections, its help ending with
+  the default. Flags that are not given leave no attribute on the parsed namespace, so only what
+  the user typed overrides."""
   hints = typing.get_type_hints(cls)
+  groups = {}
   for field in dataclasses.fields(cls):
     key = f'{prefix}{field.name}'
     if dataclasses.is_dataclass(hints[field.name]):
@@ -56,10 +62,22 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = '') -> N
       kwargs.update(action='store_const', const=meta['sets'])
     else:
       kwargs.update(type=meta['parse'] or _scalar_type(hints[field.name]),
-                    metavar=field.name.upper())
+                    metavar=meta['metavar'] or field.name.upper())
       if meta['repeat']:
         kwargs['action'] = 'append'
-    parser.add_argument(name, **kwargs)
+      if field.default not in ((), ''):
+        kwargs['help'] += f' (default: {_shown(field.default)})'
+    if meta['group'] and meta['group'] not in groups:
+      groups[meta['group']] = parser.add_argument_group(meta['group'])
+    groups.get(meta['group'], parser).add_argument(name, **kwargs)
+
+
+def _shown(default) -> str:
+  """A default as a user would type it on the command line."""
+  if isinstance(default, tuple):
+    return ','.join('='.join(map(str, item)) if isinstance(item, tuple) else str(item)
+                    for item in default)
+  return str(default)
 
 
 def flag_updates(args: argparse.Namespace) -> dict:

@@ -12,3 +12,5 @@ MAX_VELOCITY = 127
 NOTE_FEATURES = ('pitch', 'step', 'duration', 'velocity')
 # File name endings taken as MIDI files, compared case-insensitively.
 MIDI_SUFFIXES = ('.mid', '.midi')
+# General MIDI programs (instruments) are 0..127.
+PROGRAMS = 128

@@ -27,11 +27,7 @@ from matplotlib.backends import backend_agg
 import numpy as np
 import pretty_midi
 
-from partita import atomic
-
-# Same keys as partita.notes.FEATURES; not imported from there so that serving does not need that
-# module's MIDI parser.
-NOTE_KEYS = ('pitch', 'step', 'duration', 'velocity')
+from partita import atomic, constants
 
 # Notes are timed in seconds, so tempo and resolution only choose the file's time grid. 480 ticks
 # per quarter note is the usual DAW resolution and 120 bpm is MIDI's default tempo (the one a
@@ -84,7 +80,7 @@ def to_pretty_midi(prime: Mapping[str, np.ndarray] | None, continuation: Mapping
     ValueError: a notes dict is malformed or holds negative or non-finite values, notes end
       later than a MIDI reader accepts, or ``program`` is not 0..127.
   """
-  if not 0 <= program <= 127:
+  if not 0 <= program < constants.PROGRAMS:
     raise ValueError(f'General MIDI program must be 0..127, got {program}')
   midi = pretty_midi.PrettyMIDI(resolution=RESOLUTION, initial_tempo=TEMPO_BPM)
   continuation_start = 0.0
@@ -142,10 +138,11 @@ def _checked_notes(notes: Mapping[str, np.ndarray], name: str) -> dict[str, np.n
     ValueError: keys are missing, arrays are not 1-D of one length, or values are non-finite, or
       step or duration is negative. These come from bugs upstream, so fail loudly.
   """
-  missing = [key for key in NOTE_KEYS if key not in notes]
+  missing = [key for key in constants.NOTE_FEATURES if key not in notes]
   if missing:
-    raise ValueError(f'{name} notes lack {missing}; a notes dict needs {list(NOTE_KEYS)}')
-  arrays = {key: np.asarray(notes[key], dtype=np.float64) for key in NOTE_KEYS}
+    raise ValueError(f'{name} notes lack {missing}; a notes dict needs '
+                     f'{list(constants.NOTE_FEATURES)}')
+  arrays = {key: np.asarray(notes[key], dtype=np.float64) for key in constants.NOTE_FEATURES}
   shapes = {key: values.shape for key, values in arrays.items()}
   if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) != 1:
     raise ValueError(f'{name} notes must be 1-D arrays of one length, got shapes {shapes}')
@@ -160,10 +157,10 @@ def _checked_notes(notes: Mapping[str, np.ndarray], name: str) -> dict[str, np.n
       raise ValueError(f'{name} {key} has negative values at indices {bad[:10].tolist()} '
                        f'(first value {arrays[key][bad[0]]})')
   return {
-      'pitch': np.clip(np.rint(arrays['pitch']), 0, 127).astype(np.int64),
+      'pitch': np.clip(np.rint(arrays['pitch']), 0, constants.PITCHES - 1).astype(np.int64),
       'step': arrays['step'],
       'duration': arrays['duration'],
-      'velocity': np.clip(np.rint(arrays['velocity']), 1, 127).astype(np.int64),
+      'velocity': np.clip(np.rint(arrays['velocity']), 1, constants.MAX_VELOCITY).astype(np.int64),
   }
 
 

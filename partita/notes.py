@@ -21,9 +21,8 @@ import warnings
 import numpy as np
 import symusic
 
-from partita import failures
+from partita import constants, failures
 
-FEATURES = ('pitch', 'step', 'duration', 'velocity')
 SUSTAIN_CC = 64
 # MIDI convention (and note_seq's): controller values >= 64 mean the pedal is down.
 SUSTAIN_DOWN_MIN_VALUE = 64
@@ -268,10 +267,10 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
   order = np.lexsort((pitch, start))
   start = start[order]
   return {
-      'pitch': np.clip(pitch[order], 0, 127).astype(np.int8),
+      'pitch': np.clip(pitch[order], 0, constants.PITCHES - 1).astype(np.int8),
       'step': np.diff(start, prepend=start[0]).astype(np.float32),
       'duration': (end[order] - start).astype(np.float32),
-      'velocity': np.clip(velocity[order], 1, 127).astype(np.int8),
+      'velocity': np.clip(velocity[order], 1, constants.MAX_VELOCITY).astype(np.int8),
   }
 
 

@@ -45,7 +45,7 @@ stage "train + export" python -m trainer.task --data "$out/data" --model-dir "$o
   --config "$config"
 stage "generate" python -m serving.generate --model "$out/model/export" --out "$out/generated" \
   --num-samples 4 --num-notes 256 --seed 0 --temperature 0.9
-stage "evaluate" python -m trainer.evaluate --data "$out/data" --model "$out/model/export" \
+stage "evaluate" python -m evaluation.evaluate --data "$out/data" --model "$out/model/export" \
   --out "$out/model/report"
 
 samples=("$out"/generated/sample_*.mid)
@@ -72,7 +72,7 @@ print(f"validation   pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
       f"accuracy {metrics['pitch_accuracy']:.1%}, top-5 {metrics['pitch_top5_accuracy']:.1%} "
       f"after {metrics['steps']} steps")
 print(f"report       {out}/model/report/report.md (baselines, music statistics, plots)")
-from partita import report
+from evaluation import report
 with open(os.path.join(out, 'model', 'report', report.RESULTS_FILE)) as f:
   for line in report.headline_lines(json.load(f)):
     print(line)

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import struct
 
+from midi_builders import (
+  DIVISION_ZERO,
+  HUGE_DELTA_TIMES,
+  TEMPO_1US,
+  ZERO_TRACKS,
+  midi_bytes,
+  note_events,
+  random_melody,
+  smf_bytes,
+  variable_length,
+)
 import numpy as np
-
-from midi_builders import (DIVISION_ZERO, HUGE_DELTA_TIMES, TEMPO_1US, ZERO_TRACKS, midi_bytes,
-                           note_events, random_melody, smf_bytes, variable_length)
 
 END_OF_TRACK = b'\x00\xff\x2f\x00'
 

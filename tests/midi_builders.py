@@ -7,11 +7,11 @@ multiple of 1/8 s, or 0.25 s, 0.125 s...) round-trips exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import io
 import os
 import struct
-from collections.abc import Sequence
 
 import numpy as np
 import pretty_midi

@@ -1,4 +1,4 @@
-"""trainer.evaluate on a tiny dataset and model: the metrics, the baselines scoring the same
+"""evaluation.evaluate on a tiny dataset and model: the metrics, the baselines scoring the same
 notes, primes, training curves and the written report."""
 
 import json
@@ -6,15 +6,16 @@ import os
 
 import numpy as np
 import pytest
+from trainer_fixtures import REPO, WINDOW, make_dataset
 
-from partita import baselines
-from partita import report as report_lib
+from evaluation import evaluate
+from evaluation import report as report_lib
+from partita import baselines, constants
+from partita import dataset as dataset_lib
 from serving import generate as generate_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
-from trainer import evaluate
 from trainer import task
-from trainer_fixtures import REPO, WINDOW, make_dataset
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +27,7 @@ def trained(tmp_path_factory):
   model_dir = os.path.join(root, 'model')
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
   model, _ = task.train(data_dir, model_dir, config)
-  info = data_lib.load_info(data_dir)
+  info = dataset_lib.load_info(data_dir)
   return {'data': data_dir, 'model_dir': model_dir, 'model': model, 'info': info,
           'export': os.path.join(model_dir, 'export')}
 
@@ -34,8 +35,8 @@ def trained(tmp_path_factory):
 def test_model_metrics_match_the_trainers_over_every_test_window(trained):
   info = trained['info']
   fitted = evaluate.fit_baselines(evaluate.read_chunks(trained['data'], info, 'train'), WINDOW)
-  rows, windows = evaluate.likelihood(generate_lib.load_export(trained['export']).model, trained['data'],
-                                      info, fitted, batch_size=7)
+  export = generate_lib.load_export(trained['export']).model
+  rows, windows = evaluate.likelihood(export, trained['data'], info, fitted, batch_size=7)
   assert windows == info['splits']['test']['windows']
   dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),
                                   training=False, batch_size=64)
@@ -50,8 +51,8 @@ def test_model_metrics_match_the_trainers_over_every_test_window(trained):
 def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(trained):
   info = trained['info']
   fitted = evaluate.fit_baselines(evaluate.read_chunks(trained['data'], info, 'train'), WINDOW)
-  rows, _ = evaluate.likelihood(generate_lib.load_export(trained['export']).model, trained['data'], info,
-                                fitted)
+  export = generate_lib.load_export(trained['export']).model
+  rows, _ = evaluate.likelihood(export, trained['data'], info, fitted)
   # The same means, computed from the stored chunks: each chunk's notes from index WINDOW on
   # are targets, each with the notes before it in the chunk as context.
   trigram = fitted['pitch']['3-gram']
@@ -81,7 +82,7 @@ def test_fit_baselines_uses_the_training_targets():
 def test_choose_primes_spreads_over_long_enough_chunks():
   def chunk(start, length):
     notes = np.arange(start, start + length)
-    return {name: notes.astype(float) for name in data_lib.FEATURES}
+    return {name: notes.astype(float) for name in constants.NOTE_FEATURES}
 
   chunks = [chunk(0, 10), chunk(100, 5), chunk(200, 10), chunk(300, 10), chunk(400, 9)]
   primes, real = evaluate.choose_primes(chunks, window_length=4, num_pieces=2, num_notes=5)

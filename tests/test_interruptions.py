@@ -68,6 +68,7 @@ def test_killed_preprocessing_leaves_no_completed_dataset_and_a_rerun_completes(
 
 def test_an_export_interrupted_at_any_step_leaves_no_half_written_export(tmp_path, monkeypatch):
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
   from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
   from trainer import model as model_lib  # pylint: disable=import-outside-toplevel

@@ -13,7 +13,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from partita import atomic, midi_io
+from partita import atomic, constants, midi_io
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 TIME_TOLERANCE_S = 1e-3
@@ -359,4 +359,4 @@ def test_an_empty_continuation_reads_back_as_no_notes(tmp_path):
   assert [instrument.name for instrument in midi.instruments] == ['prime']
   notes = notes_from_pretty_midi(midi, 'continuation')
   assert all(len(values) == 0 for values in notes.values())
-  assert set(notes) == set(midi_io.NOTE_KEYS)
+  assert set(notes) == set(constants.NOTE_FEATURES)

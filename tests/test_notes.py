@@ -9,7 +9,7 @@ import midi_builders
 import numpy as np
 import pytest
 
-from partita import contract, failures
+from partita import constants, contract, failures
 from partita import notes as notes_lib
 
 TOLERANCE = 1e-4
@@ -17,7 +17,7 @@ TOLERANCE = 1e-4
 
 def assert_notes(piece, pitch, step, duration, velocity):
   """Exact integer features, float features within TOLERANCE, and the project's dtypes."""
-  assert set(piece) == set(notes_lib.FEATURES)
+  assert set(piece) == set(constants.NOTE_FEATURES)
   np.testing.assert_array_equal(piece['pitch'], pitch)
   np.testing.assert_allclose(piece['step'], step, rtol=0, atol=TOLERANCE)
   np.testing.assert_allclose(piece['duration'], duration, rtol=0, atol=TOLERANCE)
@@ -381,7 +381,7 @@ def test_no_chunks_without_a_window(num_notes):
   if num_notes:
     piece = midi_builders.expected_notes(midi_builders.random_melody(0, num_notes))
   else:
-    piece = {name: np.zeros(0) for name in notes_lib.FEATURES}
+    piece = {name: np.zeros(0) for name in constants.NOTE_FEATURES}
   assert contract.chunks(piece, window_length=3, stride=4) == []
 
 
@@ -402,8 +402,8 @@ def test_chunks_slice_every_feature():
   chunks = contract.chunks(piece, window_length=3, stride=4)
   assert len(chunks) == 2
   for chunk, (start, end) in zip(chunks, [(0, 7), (4, 10)], strict=True):
-    assert set(chunk) == set(notes_lib.FEATURES)
-    for name in notes_lib.FEATURES:
+    assert set(chunk) == set(constants.NOTE_FEATURES)
+    for name in constants.NOTE_FEATURES:
       np.testing.assert_array_equal(chunk[name], piece[name][start:end])
 
 

@@ -22,7 +22,7 @@ import pytest
 from beam_pipelines import info as info_lib
 from beam_pipelines import outputs as beam_outputs
 from beam_pipelines import preprocess
-from partita import contract, failures
+from partita import constants, contract, failures
 from partita import notes as notes_lib
 
 WINDOW_LENGTH = 8
@@ -236,7 +236,7 @@ def read_chunks(dataset: str, files: list[str]) -> list[dict[str, np.ndarray]]:
   paths = [os.path.join(dataset, f) for f in files]
   for record in tf.data.TFRecordDataset(paths, compression_type='GZIP'):
     feature = tf.train.Example.FromString(record.numpy()).features.feature
-    assert set(feature) == set(notes_lib.FEATURES)
+    assert set(feature) == set(constants.NOTE_FEATURES)
     chunks.append({
         'pitch': np.array(feature['pitch'].int64_list.value, dtype=np.int64),
         'step': np.array(feature['step'].float_list.value, dtype=np.float32),

@@ -18,7 +18,7 @@ import test_preprocess
 
 from beam_pipelines import inputs, preprocess
 from beam_pipelines import outputs as beam_outputs
-from partita import contract
+from partita import config_tree, contract
 from partita import notes as notes_lib
 
 WINDOW_LENGTH = 8
@@ -288,6 +288,26 @@ def test_command_line_needs_an_input_and_parses_selections(capsys):
   assert beam_args == ['--runner', 'DirectRunner']
   with pytest.raises(SystemExit):
     preprocess.parse_args(['--input', 'a', '--output', 'o', '--programs', '128'])
+
+
+def test_command_line_takes_a_preset_flags_and_overrides_in_that_order(tmp_path, capsys):
+  preset = tmp_path / 'preset.yaml'
+  preset.write_text('window_length: 32\nstride: 64\nmax_notes: 1000\n')
+  config, _ = preprocess.parse_args([
+      '--config', str(preset), '--input', 'a', '--output', 'o', '--stride', '96',
+      '--set', 'max_notes=2000', '--split', 'train=1,test=1', '--no-sustain', '--no-isolation'])
+  assert (config.window_length, config.stride, config.max_notes) == (32, 96, 2000)
+  assert config.split_ratios == (('train', 1.0), ('test', 1.0))
+  assert not config.apply_sustain and config.isolation_options() is None
+  assert config_tree.from_yaml(preprocess.PreprocessConfig, config_tree.to_yaml(config)) == config
+  for args, message in ((['--split', 'train=1,dev=1'],
+                         "--split: expected NAME=WEIGHT with NAME in ('train', 'validation', "
+                         "'test'), got 'dev=1'"),
+                        (['--set', 'stride=0'], '--window-length and --stride must be positive'),
+                        (['--set', 'strides=2'], 'unknown config key strides')):
+    with pytest.raises(SystemExit):
+      preprocess.parse_args(['--input', 'a', '--output', 'o', *args])
+    assert message in capsys.readouterr().err
 
 
 def test_default_chunks_stay_under_twice_the_raw_notes_on_disk(tmp_path):
