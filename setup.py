@@ -12,7 +12,9 @@ DEMO = ['music21>=10,<11', 'tqdm>=4.66,<5']
 # gs:// paths for Beam and the Dataflow runner.
 GCP = ['apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4']
 # The suite runs the demo corpus and gs:// tests too, so it needs both of the above.
-TEST_TOOLS = ['pytest>=8,<10', 'gcp-storage-emulator>=2024.8', 'hypothesis>=6.100,<7']
+# ruff: the linter tests/test_code_shape.py runs.
+TEST_TOOLS = ['pytest>=8,<10', 'gcp-storage-emulator>=2024.8', 'hypothesis>=6.100,<7',
+              'ruff>=0.17,<0.18']
 
 setuptools.setup(
     name='partita',

@@ -6,18 +6,20 @@ For each preset (``configs/tiny.yaml``, ``configs/small.yaml`` and the full-size
 ``configs/full.yaml`` if there is one, else the defaults of ``trainer/config.py``) it measures,
 in one process and one after the other:
 
-* **stream**: ``model.fit`` on ``trainer.data.make_dataset`` (the training split, shuffled and
-  augmented as the preset says), as ``trainer.task`` trains;
-* **numpy**: the notebook way, the same model fitted with ``model.fit(x, y, batch_size=...)``
-  on numpy arrays holding the very windows the stream delivered (taken from the same pipeline
-  beforehand), so both do the same arithmetic on the same data;
+* **stream**: the trainer's training steps (``trainer.train_loop.Trainer.train_steps``) on
+  ``trainer.data.make_dataset`` (the training split, shuffled and augmented as the preset
+  says), as ``trainer.task`` trains;
+* **numpy**: the notebook way, the same steps on numpy arrays in memory
+  (``tf.data.Dataset.from_tensor_slices``, reshuffled on every pass) holding the very windows
+  the stream delivered (taken from the same pipeline beforehand), so both do the same
+  arithmetic on the same data;
 * **input pipeline alone** (the small preset): ``make_dataset`` iterated without a model.
 
-Each fit is one epoch of ``warm-up + steps`` steps with the same batch size; a callback notes the
-time after every step and only the last ``steps`` steps count, so tracing, the shuffle buffer's
-first fill and tf.data's autotuning are excluded. Stream and numpy fits alternate (stream,
+Each run trains a new model for ``warm-up + steps`` steps with the same batch size, the
+warm-up steps in one call and the timed ``steps`` in the next, so tracing, the shuffle buffer's
+first fill and tf.data's autotuning are excluded. Stream and numpy runs alternate (stream,
 numpy, numpy, stream, ...) so that load from other processes on a shared machine falls on both;
-windows/s are medians over the fits, ratios medians over the (stream, numpy) pairs. Besides
+windows/s are medians over the runs, ratios medians over the (stream, numpy) pairs. Besides
 wall-clock windows/s it reports the process's CPU time (all threads) per 1,000 windows, which
 other processes' load changes much less: the stream's extra CPU time is what the input pipeline
 costs the training.
@@ -35,33 +37,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import typing
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import keras  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-import tensorflow as tf  # pylint: disable=wrong-import-position
+import keras  # noqa: E402  (after quieting TensorFlow)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from trainer import config as config_lib  # pylint: disable=wrong-import-position
-from trainer import data as data_lib  # pylint: disable=wrong-import-position
-from trainer import model as model_lib  # pylint: disable=wrong-import-position
-
-
-class StepTimes(keras.callbacks.Callback):
-  """Wall-clock and process CPU time (all threads) after every training step."""
-
-  def __init__(self):
-    super().__init__()
-    self.times = []
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.times.append((time.perf_counter(), time.process_time()))
+from partita import dataset as dataset_lib  # noqa: E402
+from trainer import config as config_lib  # noqa: E402
+from trainer import data as data_lib  # noqa: E402
+from trainer import model as model_lib  # noqa: E402
+from trainer import train_loop  # noqa: E402
 
 
 def presets() -> list[tuple[str, config_lib.Config]]:
@@ -80,10 +70,14 @@ class Rate(typing.NamedTuple):
   cpu_ms_per_1k: float  # CPU time of the whole process (training + input) per 1,000 windows
 
 
-def rate(times: list[tuple[float, float]], warmup: int, batch_size: int) -> Rate:
-  """Throughput over the steps after the first ``warmup``."""
-  windows = (len(times) - warmup) * batch_size
-  (wall_0, cpu_0), (wall_1, cpu_1) = times[warmup - 1], times[-1]
+def now() -> tuple[float, float]:
+  """Wall-clock and process CPU time (all threads)."""
+  return time.perf_counter(), time.process_time()
+
+
+def rate(start: tuple[float, float], end: tuple[float, float], windows: int) -> Rate:
+  """Throughput of ``windows`` between two :func:`now` readings."""
+  (wall_0, cpu_0), (wall_1, cpu_1) = start, end
   return Rate(windows / (wall_1 - wall_0), 1e6 * (cpu_1 - cpu_0) / windows)
 
 
@@ -92,35 +86,25 @@ def train_dataset(data_dir: str, info: dict, config: config_lib.Config) -> tf.da
                                batch_size=config.data.batch_size, seed=config.train.seed)
 
 
-def new_model(info: dict, config: config_lib.Config) -> keras.Model:
+def in_memory(arrays: tuple[dict, dict], batch_size: int) -> tf.data.Dataset:
+  """Batches of the numpy arrays ``(x, y)``, reshuffled on every pass."""
+  windows = len(arrays[1]['pitch'])
+  return (tf.data.Dataset.from_tensor_slices(arrays).shuffle(windows)
+          .batch(batch_size, drop_remainder=True).repeat())
+
+
+def train_speed(info: dict, config: config_lib.Config, dataset: tf.data.Dataset, warmup: int,
+                steps: int) -> Rate:
+  """Throughput of a new model's training steps on ``dataset``, after ``warmup`` steps."""
   keras.utils.set_random_seed(config.train.seed)
   model = model_lib.build_model(config.model, info['window_length'], info['timing'])
-  model_lib.compile_model(model, config.model, config.train.learning_rate,
-                          config.train.clipnorm)
-  return model
-
-
-def fit_stream(data_dir: str, info: dict, config: config_lib.Config, warmup: int,
-               steps: int) -> Rate:
-  """Throughput of ``model.fit`` on the TFRecord stream."""
-  model = new_model(info, config)
-  timer = StepTimes()
-  # shuffle=False only silences Keras' warning: the dataset shuffles windows itself.
-  model.fit(train_dataset(data_dir, info, config), epochs=1, steps_per_epoch=warmup + steps,
-            shuffle=False, verbose=0, callbacks=[timer])
-  return rate(timer.times, warmup, config.data.batch_size)
-
-
-def fit_numpy(info: dict, config: config_lib.Config, arrays: tuple[dict, dict], warmup: int,
-              steps: int) -> Rate:
-  """Throughput of ``model.fit(x, y, batch_size=...)`` on in-memory arrays."""
-  model = new_model(info, config)
-  timer = StepTimes()
-  x, y = arrays
-  model.fit(x, y, batch_size=config.data.batch_size, epochs=1, shuffle=True, verbose=0,
-            callbacks=[timer])
-  assert len(timer.times) == warmup + steps, len(timer.times)
-  return rate(timer.times, warmup, config.data.batch_size)
+  optimizer = train_loop.make_optimizer(config.train, 'float32', model.trainable_variables)
+  trainer = train_loop.Trainer(model, optimizer, tf.distribute.get_strategy(), config)
+  batches = iter(dataset)
+  trainer.train_steps(batches, tf.constant(warmup)).numpy()
+  start = now()
+  trainer.train_steps(batches, tf.constant(steps)).numpy()
+  return rate(start, now(), steps * config.data.batch_size)
 
 
 def materialise(data_dir: str, info: dict, config: config_lib.Config,
@@ -140,12 +124,12 @@ def pipeline_alone(data_dir: str, info: dict, config: config_lib.Config, warmup:
                    batches: int) -> Rate:
   """Throughput of the training input pipeline iterated without a model."""
   iterator = iter(train_dataset(data_dir, info, config))
-  times = []
-  for i in range(warmup + batches):
+  for _ in range(warmup):
     next(iterator)
-    if i >= warmup - 1:
-      times.append((time.perf_counter(), time.process_time()))
-  return rate(times, 1, config.data.batch_size)
+  start = now()
+  for _ in range(batches):
+    next(iterator)
+  return rate(start, now(), batches * config.data.batch_size)
 
 
 def load_average() -> str:
@@ -158,15 +142,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--data', required=True,
                       help='dataset folder written by `python -m beam_pipelines.preprocess`')
   parser.add_argument('--steps', type=int, default=150,
-                      help='timed steps per fit for tiny and small (default 150)')
+                      help='timed steps per run for tiny and small (default 150)')
   parser.add_argument('--full-steps', type=int, default=20,
-                      help='timed steps per fit for the full-size model (default 20: it is '
+                      help='timed steps per run for the full-size model (default 20: it is '
                       'slow on a CPU)')
   parser.add_argument('--warmup', type=int, default=20,
                       help='untimed steps before the timed ones (default 20; at most 5 for '
                       'full)')
   parser.add_argument('--rounds', type=int, default=6,
-                      help='(stream, numpy) pairs of fits for the small preset, the one the '
+                      help='(stream, numpy) pairs of runs for the small preset, the one the '
                       'targets are about, alternating the order of each pair; medians are '
                       'reported (default 6; tiny and full get at most 2)')
   parser.add_argument('--pipeline-batches', type=int, default=2000,
@@ -175,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                       help='comma-separated subset of tiny,small,full (default all three)')
   args = parser.parse_args(argv)
 
-  info = data_lib.load_info(args.data)
+  info = dataset_lib.load_info(args.data)
   wanted = args.presets.split(',')
   started = time.perf_counter()
   print(f'load average (1, 5, 15 min) at the start: {load_average()}', flush=True)
@@ -192,10 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(rounds):
       pair = {}
       for kind in ('stream', 'numpy') if i % 2 == 0 else ('numpy', 'stream'):
-        if kind == 'stream':
-          pair[kind] = fit_stream(args.data, info, config, warmup, steps)
-        else:
-          pair[kind] = fit_numpy(info, config, arrays, warmup, steps)
+        dataset = (train_dataset(args.data, info, config) if kind == 'stream'
+                   else in_memory(arrays, config.data.batch_size))
+        pair[kind] = train_speed(info, config, dataset, warmup, steps)
         print(f'{name}: {kind} {pair[kind].windows_per_second:,.0f} windows/s, '
               f'{pair[kind].cpu_ms_per_1k:,.0f} CPU ms per 1k windows', flush=True)
       pairs.append(pair)
@@ -211,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     return f'{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})'
 
   print()
-  print('| preset | batch | LSTM units | pairs of fits x timed steps | stream windows/s '
+  print('| preset | batch | LSTM units | pairs of runs x timed steps | stream windows/s '
         '| numpy windows/s | stream / numpy windows/s | stream / numpy CPU time per window |')
   print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for name, config, steps, pairs in rows:
@@ -220,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
           f'| {median(pairs, lambda p: p["stream"].windows_per_second):,.0f} '
           f'| {median(pairs, lambda p: p["numpy"].windows_per_second):,.0f} '
           f'| {ratios(pairs, "windows_per_second")} | {ratios(pairs, "cpu_ms_per_1k")} |')
-  print('\nMedians over the fits; ratios: median (range) over the (stream, numpy) pairs.')
+  print('\nMedians over the runs; ratios: median (range) over the (stream, numpy) pairs.')
 
   small = [pairs for name, _, _, pairs in rows if name == 'small']
   if small:

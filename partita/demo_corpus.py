@@ -158,6 +158,8 @@ def _export(jobs: list[tuple[pathlib.Path, pathlib.Path]], workers: int, already
   with (multiprocessing.Pool(min(workers, len(jobs)), initializer=_silence_music21) as pool,
         tqdm.tqdm(total=already_done + len(jobs), initial=already_done,
                   desc='demo corpus to MIDI', unit='score', file=sys.stderr,
+                  # In a log (CI) rather than a terminal, a line every 30 s, not one per score.
+                  mininterval=0.1 if sys.stderr.isatty() else 30.0,
                   disable=not progress) as progress_bar):
     for name, reason in pool.imap_unordered(_export_score, jobs):
       if reason is not None:

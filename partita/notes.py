@@ -7,7 +7,7 @@ int8, which keeps a piece at 10 bytes per note where it crosses a Beam shuffle (
 is the representation every stage shares: preprocessing writes it, the trainer reads it, serving
 writes MIDI from it.
 
-Parsing uses symusic (about 100x pretty_midi on this kind of machine, see DESIGN.md). Rejections
+Parsing uses symusic (about 100x pretty_midi on this kind of machine: BENCHMARKS.md). Rejections
 raise :class:`partita.failures.RejectionError` with a stable reason code, which the pipeline
 routes to dead letters.
 """

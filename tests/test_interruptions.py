@@ -16,7 +16,7 @@ from midi_builders import random_melody, write_midi
 import pytest
 
 from partita import contract
-from trainer import data as data_lib
+from partita import dataset as dataset_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,10 +58,10 @@ def test_killed_preprocessing_leaves_no_completed_dataset_and_a_rerun_completes(
   assert glob.glob(os.path.join(output, '*', 'beam-temp-*', '*'))  # killed mid-write
   assert not os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))
   with pytest.raises(FileNotFoundError, match='no COMPLETED marker'):
-    data_lib.load_info(output)
+    dataset_lib.load_info(output)
 
   subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
-  info = data_lib.load_info(output)
+  info = dataset_lib.load_info(output)
   assert info['counts']['files_in'] == 30 and info['counts']['pieces_written'] == 30
   assert not glob.glob(os.path.join(output, '**', 'beam-temp-*'), recursive=True)
 

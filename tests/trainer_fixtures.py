@@ -10,10 +10,10 @@ import os
 import socket
 import sys
 
+from midi_builders import random_melody, write_midi
 import tensorflow as tf
 
 from beam_pipelines import preprocess
-from midi_builders import random_melody, write_midi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINDOW = 8

@@ -55,7 +55,7 @@ MixedPrecision = typing.Literal['auto', 'none', 'float16', 'bfloat16']
 
 @dataclasses.dataclass
 class RuntimeConfig:
-  """Where and in what precision training runs (see ``trainer.task.make_strategy``)."""
+  """Where and in what precision training runs (see ``trainer.distribute.make_strategy``)."""
   # default: TensorFlow's default device; one_device: ``device``; mirrored: every local GPU
   # (or the CPU); multi_worker: every worker named by TF_CONFIG; tpu: the TPU named by ``tpu``.
   strategy: Strategy = 'default'

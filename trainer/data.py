@@ -11,10 +11,10 @@ import tensorflow as tf
 
 from partita import constants
 from partita import dataset as dataset_lib
-from trainer.config import DataConfig
+from trainer import config as config_lib
 
 
-def augment(windows: dict[str, tf.Tensor], config: DataConfig,
+def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig,
             seed: tf.Tensor) -> dict[str, tf.Tensor]:
   """Random transposition and tempo stretch of each window (training split only).
 
@@ -40,8 +40,8 @@ def augment(windows: dict[str, tf.Tensor], config: DataConfig,
   return windows
 
 
-def make_dataset(data_dir: str, info: dict, split: str, config: DataConfig, training: bool,
-                 batch_size: int, seed: int = 0, max_windows: int | None = None,
+def make_dataset(data_dir: str, info: dict, split: str, config: config_lib.DataConfig,
+                 training: bool, batch_size: int, seed: int = 0, max_windows: int | None = None,
                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
   """Batches of (inputs, targets) from one split.
 
@@ -94,7 +94,7 @@ def make_dataset(data_dir: str, info: dict, split: str, config: DataConfig, trai
   return _to_batches(dataset, config, training, batch_size, seed).prefetch(tf.data.AUTOTUNE)
 
 
-def _to_batches(windows: tf.data.Dataset, config: DataConfig, training: bool,
+def _to_batches(windows: tf.data.Dataset, config: config_lib.DataConfig, training: bool,
                 batch_size: int, seed: int) -> tf.data.Dataset:
   """Packed windows -> batches of (inputs, targets), augmented when training asks for it."""
   batches = windows.batch(batch_size, drop_remainder=training)
@@ -108,7 +108,3 @@ def _to_batches(windows: tf.data.Dataset, config: DataConfig, training: bool,
   return batches.map(
       lambda packed: dataset_lib.to_features_and_targets(dataset_lib.unpack(packed)),
       num_parallel_calls=tf.data.AUTOTUNE)
-
-
-# TEMP-ALIAS: callers move to partita.dataset once the other refactors land.
-load_info = dataset_lib.load_info

@@ -1,5 +1,4 @@
-"""tf.distribute for the trainer: the strategies, mixed precision, which process writes, and
-the workarounds that let Keras 3.15's ``fit`` train correctly under a strategy."""
+"""tf.distribute for the trainer: the strategies, mixed precision and which process writes."""
 
 from __future__ import annotations
 
@@ -108,81 +107,3 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
   return (resolver.task_type == 'worker' and resolver.task_id == 0
           and 'chief' not in resolver.cluster_spec().as_dict())
 
-
-def build_for_fit(model: keras.Model, batch_spec) -> None:
-  """Builds what ``fit`` would build from its first batch (the compiled losses and metrics and
-  the optimizer) from ``batch_spec``, the ``(inputs, targets)`` element spec, without data.
-
-  Call it in the strategy's scope; it is what lets :func:`keras_distributed_fit` skip Keras' own
-  build.
-  """
-  # Keras' own build routine, given shapes instead of a batch (it only reads their shapes and
-  # dtypes); Keras has no public equivalent.
-  model._symbolic_build(data_batch=batch_spec)  # pylint: disable=protected-access
-  unbuilt = [name for name, part in (('model', model), ('optimizer', model.optimizer),
-                                     ('losses', model._compile_loss),  # pylint: disable=protected-access
-                                     ('metrics', model._compile_metrics))  # pylint: disable=protected-access
-             if part is not None and not part.built]
-  if unbuilt:
-    raise RuntimeError(f'build_for_fit left unbuilt: {", ".join(unbuilt)}')
-
-
-@contextlib.contextmanager
-def keras_distributed_fit(model: keras.Model, strategy: tf.distribute.Strategy):
-  """Within the block, ``model.fit`` (with the validation it runs) works around two bugs of
-  Keras 3.15's TensorFlow trainer under ``tf.distribute``; needs :func:`build_for_fit` first.
-
-  1. For a model created in a strategy's scope, ``fit`` and ``evaluate`` begin with
-     ``_maybe_symbolic_build``: it opens an iterator over the dataset, draws one batch,
-     ``strategy.reduce('MEAN', batch)``s it, builds whatever is unbuilt from that batch's
-     shapes, and throws the iterator away; training then opens a second iterator.
-
-     * ``MultiWorkerMirroredStrategy`` cannot reduce a nested value (``Strategy.reduce``:
-       "TODO: support value being a nest"), and every ``(inputs, targets)`` batch is one, so
-       ``fit`` fails before its first step ("unsupported type (dict)"; tuples fail the same
-       way). keras-team/keras#20585.
-     * The training input reshuffles on every iteration, so the second iterator yields another
-       permutation than the first would have: a ``MirroredStrategy`` run trained on other
-       windows than a one-device run with the same seed (which skips this build) and their
-       weights differed by up to 5e-3 after 2 steps, while one step on the same batch agrees to
-       3e-8.
-
-     After :func:`build_for_fit` that routine has nothing left to build, so skipping it
-     changes nothing else.
-
-  2. Under ``MultiWorkerMirroredStrategy`` with several workers, every step reduces its logs
-     (the per-replica loss and metric values, all scalars) with ``strategy.reduce('MEAN', v,
-     axis=0)``, which fails on a scalar: "Invalid reduction dimension 0 for input with 0
-     dimensions" (tensorflow/tensorflow#72388). Returning each value with shape ``[1]`` from
-     the step makes that the mean over workers that Keras means (a sum over axis 0 of one
-     value, divided by the number of replicas), and the reduction gives back a scalar.
-
-  Each fix is an attribute of the model instance shadowing Keras' method, removed when the block
-  ends (so the export sees the plain model); ``train_step`` and ``test_step`` are Keras'
-  documented places to customise ``fit``. The tests that catch a Keras upgrade changing this:
-  ``test_fit_trains_on_the_first_batch_under_a_strategy``, the mirrored-versus-one-device and
-  the two-worker tests in tests/test_trainer_distributed.py.
-  """
-  shadowed = []
-
-  def shadow(name, value):
-    if hasattr(type(model), name):  # another Keras may lack the method: then nothing to do
-      setattr(model, name, value)
-      shadowed.append(name)
-
-  shadow('_maybe_symbolic_build', lambda iterator=None, data_batch=None: None)
-  if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-      and strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
-    def rank_one_logs(step):
-      def wrapped(data):
-        return tf.nest.map_structure(
-            lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value,
-            step(data))
-      return wrapped
-    shadow('train_step', rank_one_logs(model.train_step))
-    shadow('test_step', rank_one_logs(model.test_step))
-  try:
-    yield
-  finally:
-    for name in shadowed:
-      delattr(model, name)

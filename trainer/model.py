@@ -72,55 +72,28 @@ def _scalar_head(x, activation: str, name: str):
   return layers.Reshape((), dtype='float32', name=name)(value)
 
 
-def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float,
-                  clipnorm: float) -> None:
-  """Adam with gradient clipping; one loss per head.
+def per_window_losses(outputs: dict, targets: dict, config: ModelConfig) -> dict:
+  """The training objective, one value per window: ``{'loss': the weighted sum, 'pitch_loss',
+  'step_loss', 'duration_loss', 'velocity_loss'}``, each ``[batch]``.
 
-  A model built under the ``mixed_float16`` policy gets its optimizer wrapped in a
-  ``keras.optimizers.LossScaleOptimizer`` by ``compile`` itself (dynamic loss scaling, so that
-  small float16 gradients do not flush to zero); bfloat16 has float32's range and needs none.
+  Pitch: cross-entropy of the logits. Step and duration: Huber (delta 1 s), not squared error,
+  so that a few notes held for tens of seconds by the pedal do not dominate every gradient.
+  Velocity: squared error of the fraction of 127. Per window rather than batch means, so that
+  the caller divides by the global batch size and replicas of any size sum to the same loss.
   """
-  model.compile(
-      optimizer=keras.optimizers.Adam(learning_rate, clipnorm=clipnorm),
-      loss={
-          'pitch': keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-          # Huber, not squared error: a few notes held for tens of seconds by the pedal would
-          # otherwise dominate every gradient.
-          'step': _PerWindowLoss(keras.losses.huber, 'huber', delta=1.0),
-          'duration': _PerWindowLoss(keras.losses.huber, 'huber', delta=1.0),
-          'velocity': _PerWindowLoss(keras.losses.mean_squared_error, 'mean_squared_error'),
-      },
-      loss_weights={
-          'pitch': config.pitch_loss_weight,
-          'step': config.step_loss_weight,
-          'duration': config.duration_loss_weight,
-          'velocity': config.velocity_loss_weight,
-      },
-      metrics={
-          'pitch': [keras.metrics.SparseCategoricalAccuracy(name='accuracy'),
-                    keras.metrics.SparseTopKCategoricalAccuracy(5, name='top5')],
-          'step': [keras.metrics.MeanAbsoluteError(name='mae')],
-          'duration': [keras.metrics.MeanAbsoluteError(name='mae')],
-      })
+  def huber(name):
+    # Keras' huber averages over the last axis: give it one value per window there.
+    return keras.losses.huber(targets[name][:, None], outputs[name][:, None], delta=1.0)
 
-
-
-class _PerWindowLoss(keras.losses.Loss):
-  """``loss_fn`` on heads with one value per window ([batch] tensors), keeping one loss value
-  per window until Keras reduces them.
-
-  Keras' ``Huber`` and ``MeanSquaredError`` average over the last axis, which for [batch]
-  targets is the whole batch; Keras then takes the scalar as already reduced and skips its
-  division by the number of replicas, so under ``tf.distribute`` with several replicas the
-  timing heads' gradients would be summed over replicas instead of averaged (measured with
-  Keras 3.15: a MirroredStrategy step on two devices moved the timing heads about twice as far
-  as one device on the same batch).
-  """
-
-  def __init__(self, loss_fn, name: str, **kwargs):
-    super().__init__(name=name)
-    self._loss_fn = loss_fn
-    self._kwargs = kwargs
-
-  def call(self, y_true, y_pred):
-    return self._loss_fn(y_true[..., None], y_pred[..., None], **self._kwargs)
+  losses = {
+      'pitch_loss': keras.losses.sparse_categorical_crossentropy(
+          targets['pitch'], outputs['pitch'], from_logits=True),
+      'step_loss': huber('step'),
+      'duration_loss': huber('duration'),
+      'velocity_loss': keras.ops.square(outputs['velocity'] - targets['velocity']),
+  }
+  losses['loss'] = (config.pitch_loss_weight * losses['pitch_loss']
+                    + config.step_loss_weight * losses['step_loss']
+                    + config.duration_loss_weight * losses['duration_loss']
+                    + config.velocity_loss_weight * losses['velocity_loss'])
+  return losses
