@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib import figure as figure_lib
+from matplotlib.backends import backend_agg
 import numpy as np
 
 from partita import constants, midi_io, music_stats
@@ -164,20 +164,20 @@ def _piano_rolls_section(out_dir: str, sets: dict, primes: dict) -> str:
           + '\n'.join(images) + '\n')
 
 
-def _figure(panels: int, columns: int, size=(4.0, 3.0)) -> tuple[Figure, list]:
+def _figure(panels: int, columns: int, size=(4.0, 3.0)) -> tuple[figure_lib.Figure, list]:
   rows = -(-panels // columns)
-  figure = Figure(figsize=(size[0] * columns, size[1] * rows))
-  FigureCanvasAgg(figure)
+  figure = figure_lib.Figure(figsize=(size[0] * columns, size[1] * rows))
+  backend_agg.FigureCanvasAgg(figure)
   axes = [figure.add_subplot(rows, columns, i + 1) for i in range(panels)]
   return figure, axes
 
 
-def _save(figure: Figure, path: str) -> None:
+def _save(figure: figure_lib.Figure, path: str) -> None:
   figure.tight_layout()
   figure.savefig(path, dpi=80)
 
 
-def _curves_figure(curves: dict, results: dict) -> Figure:
+def _curves_figure(curves: dict, results: dict) -> figure_lib.Figure:
   figure, axes = _figure(len(CURVE_PANELS), len(CURVE_PANELS))
   for ax, (title, tags) in zip(axes, CURVE_PANELS):
     for run, style in (('train', '-'), ('validation', 'o-')):
@@ -196,7 +196,7 @@ def _curves_figure(curves: dict, results: dict) -> Figure:
   return figure
 
 
-def _features_figure(features: dict) -> Figure:
+def _features_figure(features: dict) -> figure_lib.Figure:
   """Per feature, each set's distribution: scalar features as per-piece value histograms,
   vector features as the mean vector over pieces."""
   figure, axes = _figure(len(music_stats.FEATURES), 5)
@@ -218,7 +218,7 @@ def _features_figure(features: dict) -> Figure:
   return figure
 
 
-def _distances_figure(comparisons: dict) -> Figure:
+def _distances_figure(comparisons: dict) -> figure_lib.Figure:
   """Per feature, the density of the real set's intra-set distances and of each generated
   set's inter-set distances (what OA and KLD compare)."""
   figure, axes = _figure(len(music_stats.FEATURES), 5)
