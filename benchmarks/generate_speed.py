@@ -30,23 +30,26 @@ about a minute on 2 cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 
+# Set before TensorFlow is imported, here or by the project's modules: it is read at import.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # pylint: disable=wrong-import-position
-import tensorflow as tf  # pylint: disable=wrong-import-position
+import numpy as np
+import tensorflow as tf
+
+from serving import generate as generate_lib
+from serving import sampling as sampling_lib
+from trainer import config as config_lib
+from trainer import export as export_lib
+from trainer import model as model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from serving import generate as generate_lib  # pylint: disable=wrong-import-position
-
 WINDOW = 64
 # Timing statistics of the demo corpus's training split, for the untrained model's inputs.
 TIMING = {'step': {'mean': 0.126, 'std': 0.225}, 'duration': {'mean': 0.842, 'std': 3.58}}
@@ -54,9 +57,6 @@ TIMING = {'step': {'mean': 0.126, 'std': 0.225}, 'duration': {'mean': 0.842, 'st
 
 def untrained_small_export(folder: str) -> str:
   """Exports an untrained model of the small preset's sizes to ``folder``/export."""
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
-  from trainer import model as model_lib  # pylint: disable=import-outside-toplevel
   config = config_lib.load(os.path.join(REPO, 'configs', 'small.yaml'))
   model = model_lib.build_model(config.model, WINDOW, TIMING)
   info = {'window_length': WINDOW, 'timing': TIMING}
@@ -134,10 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     loop_rate = args.notes / wall
     rows.append(('Python loop, `predict_next` per note', 1, wall, loop_rate,
                  1000 * cpu / args.notes * 1000))
+    sampling = sampling_lib.Sampling(num_notes=args.notes)
     for batch in batch_sizes:
       primes = random_primes(batch, window, seed=batch)
-      wall, cpu = timed(lambda: generate_lib.generate(  # pylint: disable=cell-var-from-loop
-          export.model, primes, args.notes, 1.0, 128, 1.0, seed=0), args.repeats)
+      wall, cpu = timed(functools.partial(generate_lib.generate, export.model, primes, sampling),
+                        args.repeats)
       notes = batch * args.notes
       rows.append(('in-graph `generate`', batch, wall, notes / wall, 1000 * cpu / notes * 1000))
   load_after = load_average()

@@ -20,8 +20,9 @@ once, with its real history, and no other.
 **Music statistics.** Primes are the first window of test chunks long enough to hold a window
 plus ``--num-notes`` more notes (evenly spread over the split's chunks in file order, so over its
 pieces); the *real* set is the notes that follow each prime in the piece. The *model* set is the
-export's ``generate`` signature on the same primes (``--seed``, ``--temperature``; no top-k or
-top-p cut, so it samples the distribution the NLL measures), and the *n-gram* set samples the
+export's ``generate`` signature on the same primes (a ``serving.sampling.Sampling`` of
+``--num-notes``, ``--temperature`` and ``--seed``, with no top-k or top-p cut, so it samples the
+distribution the NLL measures), and the *n-gram* set samples the
 best n-gram (lowest test NLL in this run) from the same primes, each note's step, duration and
 velocity drawn at random from the training targets (an n-gram over pitches has no timing of its
 own). ``partita.music_stats`` computes per-piece features and compares each set with the real
@@ -45,9 +46,10 @@ from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
 from evaluation import report as report_lib
-from partita import baselines, constants, music_stats
+from partita import baselines, constants, export_contract, failures, music_stats
 from partita import dataset as dataset_lib
 from serving import generate as generate_lib
+from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 
@@ -93,9 +95,10 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict,
     for name, values in scores.items():
       totals[name] = totals.get(name, 0.0) + float(np.sum(values, dtype=np.float64))
 
+  predict_next = getattr(export, export_contract.PREDICT_NEXT)
   for inputs, targets in dataset:
-    outputs = export.predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
-                                  inputs['velocity'])
+    outputs = predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
+                           inputs['velocity'])
     target_pitch = targets['pitch'].numpy()
     step, duration = targets['step'].numpy(), targets['duration'].numpy()
     add('model', {
@@ -148,11 +151,16 @@ def ngram_pieces(model: baselines.NGram, primes: dict, num_notes: int,
           for i in range(len(pitch))]
 
 
-def model_pieces(export, primes: dict, num_notes: int, temperature: float,
-                 seed: int) -> list[dict]:
-  """The export's ``generate`` signature on ``primes`` (no top-k or top-p cut)."""
-  generated = generate_lib.generate(export, primes, num_notes, temperature,
-                                    top_k=baselines.PITCHES, top_p=1.0, seed=seed)
+def model_sampling(num_notes: int, temperature: float, seed: int) -> sampling_lib.Sampling:
+  """The model set's sampling: no top-k or top-p cut, so it samples the distribution the NLL
+  measures."""
+  return sampling_lib.Sampling(num_notes=num_notes, temperature=temperature,
+                               top_k=constants.PITCHES, top_p=1.0, seed=seed)
+
+
+def model_pieces(export, primes: dict, sampling: sampling_lib.Sampling) -> list[dict]:
+  """The export's ``generate`` signature on ``primes``."""
+  generated = generate_lib.generate(export, primes, sampling)
   return [{name: values[i] for name, values in generated.items()}
           for i in range(len(primes['pitch']))]
 
@@ -182,9 +190,31 @@ def read_scalars(log_dir: str) -> dict[str, dict[str, tuple[list[int], list[floa
   return curves
 
 
+def statistics_summary(comparisons: dict, pieces: int, sampling: sampling_lib.Sampling) -> dict:
+  """The music statistics as ``evaluation.json`` holds them: how the sets were made, each
+  generated set's OA and KLD per feature against the real set, and their means."""
+  return {
+      'pieces': pieces, 'notes': sampling.num_notes, 'seed': sampling.seed,
+      'temperature': sampling.temperature,
+      'features': {feature: {name: {'oa': comparison[feature]['oa'],
+                                    'kld': comparison[feature]['kld']}
+                             for name, comparison in comparisons.items()}
+                   for feature in music_stats.FEATURES},
+      'mean_oa': {name: float(np.mean([c[f]['oa'] for f in music_stats.FEATURES]))
+                  for name, c in comparisons.items()},
+      'mean_kld': {name: float(np.mean([c[f]['kld'] for f in music_stats.FEATURES]))
+                   for name, c in comparisons.items()},
+  }
+
+
 def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
              num_notes: int | None = None, temperature: float = 1.0, seed: int = 0) -> dict:
-  """Runs the whole evaluation, writes the report into ``out_dir``, returns its numbers."""
+  """Runs the whole evaluation, writes the report into ``out_dir``, returns its numbers.
+
+  Raises:
+    failures.RejectionError: ``bad_request``: the model set's sampling is out of range (checked
+      before the export is loaded).
+  """
   started = time.perf_counter()
   info = dataset_lib.load_info(data_dir)
   window_length = info['window_length']
@@ -192,6 +222,8 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   if num_notes > info['stride']:
     raise ValueError(f'--num-notes {num_notes} is more than one stored chunk holds after its '
                      f"first window (the dataset's stride, {info['stride']})")
+  sampling = model_sampling(num_notes, temperature, seed)
+  sampling.check()
   export = generate_lib.load_export(export_dir).model
 
   train_chunks = read_chunks(data_dir, info, 'train')
@@ -211,23 +243,13 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   sets, features, comparisons = {}, {}, {}
   if len(real) >= 3:
     sets = {'real': real,
-            'model': model_pieces(export, primes, num_notes, temperature, seed),
+            'model': model_pieces(export, primes, sampling),
             'n-gram': ngram_pieces(fitted['pitch'][best_ngram], primes, num_notes,
                                    train_chunks, window_length, seed)}
     features = {name: music_stats.set_features(pieces) for name, pieces in sets.items()}
     comparisons = {name: music_stats.compare_sets(features['real'], features[name])
                    for name in ('model', 'n-gram')}
-    results['statistics'] = {
-        'pieces': len(real), 'notes': num_notes, 'seed': seed, 'temperature': temperature,
-        'features': {feature: {name: {'oa': comparison[feature]['oa'],
-                                      'kld': comparison[feature]['kld']}
-                               for name, comparison in comparisons.items()}
-                     for feature in music_stats.FEATURES},
-        'mean_oa': {name: float(np.mean([c[f]['oa'] for f in music_stats.FEATURES]))
-                    for name, c in comparisons.items()},
-        'mean_kld': {name: float(np.mean([c[f]['kld'] for f in music_stats.FEATURES]))
-                     for name, c in comparisons.items()},
-    }
+    results['statistics'] = statistics_summary(comparisons, len(real), sampling)
   else:
     results['statistics'] = {
         'skipped': f'{len(real)} test chunks hold a window plus {num_notes} notes; at least 3 '
@@ -268,14 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.error('--num-pieces must be >= 3 (intra-set distances need pairs)')
   if args.num_notes is not None and args.num_notes < 4:
     parser.error('--num-notes must be >= 4')
-  if not args.temperature > 0:
-    parser.error('--temperature must be > 0')
   out_dir = args.out or os.path.join(
       os.path.dirname(os.path.abspath(args.model.rstrip('/'))), 'report')
   try:
     results = evaluate(args.data, args.model, out_dir, args.num_pieces, args.num_notes,
                        args.temperature, args.seed)
-  except (ValueError, FileNotFoundError, generate_lib.GenerationError) as e:
+  except (ValueError, FileNotFoundError, failures.RejectionError) as e:
     parser.exit(2, f'{parser.prog}: error: {e}\n')
   for line in report_lib.headline_lines(results):
     print(line)

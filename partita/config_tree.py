@@ -138,7 +138,13 @@ def to_dict(config: typing.Any) -> dict:
 
 
 def to_yaml(config: typing.Any) -> str:
-  return yaml.safe_dump(_plain(dataclasses.asdict(config)), sort_keys=False)
+  return yaml_dump(dataclasses.asdict(config))
+
+
+def yaml_dump(values: dict) -> str:
+  """Plain data as YAML, in the dict's order, tuples as lists: how every stage saves what it
+  resolved."""
+  return yaml.safe_dump(_plain(values), sort_keys=False)
 
 
 def from_yaml(cls: type, text: str) -> typing.Any:

@@ -6,13 +6,15 @@ r"""Apache Beam job: generate thousands of pieces from an export, local or on Da
         [--program 0] [--prime-from 0] [Beam pipeline options, e.g. --runner DataflowRunner ...]
 
 Requests come from a manifest of JSON lines or from a glob of prime MIDI files (the format is in
-:mod:`serving.requests`). The job is named transforms wired by :func:`build_pipeline`:
+:mod:`serving.requests`); absent parameters take the flags', the sampling flags being those of
+:class:`serving.sampling.Sampling`, as in ``serving.generate``. The job is named transforms
+wired by :func:`build_pipeline`:
 
 * :class:`serving.requests.ReadRequests`: manifest lines or matched files -> checked requests;
 * :class:`serving.requests.ReadPrimes`: each request's prime window (its MIDI file's first
   window from ``prime_from``, or a neutral start);
 * :class:`RefuseDuplicateNames`: a name used twice refuses every request of that name;
-* :class:`GenerateInBatches`: requests with identical sampling parameters and seed share calls
+* :class:`GenerateInBatches`: requests with the same ``Sampling`` (parameters and seed) share calls
   of the export's in-graph ``generate`` signature (the model is loaded once per worker process
   and shared by its threads);
 * :class:`WritePieces`: ``OUT/NAME.mid`` and ``OUT/NAME.png``, each written atomically;
@@ -27,10 +29,11 @@ request's name, or the manifest line when it gave no usable name), and the other
 
 Batches, and why the same manifest gives byte-identical files: the export draws one seed's
 random numbers per batch row, so a request's notes depend on its row. Batches are therefore
-formed deterministically rather than by bundle: requests sharing (num_notes, temperature, top_k,
-top_p, seed) are split into ``ceil(count / batch_size)`` buckets by a hash of their name, each
-bucket sorted by name and cut into batches of at most ``--batch-size``. Any runner, worker count
-or bundling gives the same batches for the same manifest and ``--batch-size``.
+formed deterministically rather than by bundle: requests sharing a ``Sampling`` (num_notes,
+temperature, top_k, top_p, seed) are split into ``ceil(count / batch_size)`` buckets by a hash
+of their name, each bucket sorted by name and cut into batches of at most ``--batch-size``. Any
+runner, worker count or bundling gives the same batches for the same manifest and
+``--batch-size``.
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ from apache_beam.utils import shared
 import numpy as np
 
 from beam_pipelines import outputs as beam_outputs
-from partita import failures, midi_io
+from partita import config_tree, constants, failures, midi_io
 from serving import generate as generate_lib
 from serving import requests as requests_lib
+from serving import sampling as sampling_lib
 from serving import validation
 
 SUMMARY_FILE = 'summary.json'
@@ -121,13 +125,11 @@ class GenerateBatchesFn(beam.DoFn):
     items = sorted(items, key=lambda item: item[0].name)
     for start in range(0, len(items), self._batch_size):
       batch = items[start:start + self._batch_size]
-      first = batch[0][0]
       primes = {name: np.stack([prime[name] for _, prime in batch])
-                for name in midi_io.NOTE_KEYS}
+                for name in constants.NOTE_FEATURES}
       try:
-        generated = generate_lib.generate(self._export.model, primes, first.num_notes,
-                                          first.temperature, first.top_k, first.top_p,
-                                          first.seed)
+        # One key, one Sampling: every request of the batch shares its first one's.
+        generated = generate_lib.generate(self._export.model, primes, batch[0][0].sampling)
       except Exception as e:  # pylint: disable=broad-except  # costs this batch, not the job
         for request, _ in batch:
           yield beam_outputs.dead_letter(request.name, 'generation_error',
@@ -266,26 +268,33 @@ def run(export_dir: str, out: str, defaults: requests_lib.Request, batch_size: i
   """Checks the job's own arguments and the export, runs the job, returns the summary.
 
   Raises:
-    validation.GenerationError: the defaults are out of range, the batch size is not positive,
-      the manifest does not exist or the glob matches nothing, or the export cannot serve (see
-      ``serving.generate.load_export``). Nothing is written then.
+    failures.RejectionError: ``bad_request``: the defaults are out of range, the batch size is
+      not positive, the manifest does not exist or the glob matches nothing, or the export
+      cannot serve (see ``serving.generate.load_export``). Nothing is written then.
   """
   if (manifest is None) == (primes_glob is None):
-    raise validation.GenerationError('give either a manifest or a glob of prime MIDI files')
+    raise validation.bad_request('give either a manifest or a glob of prime MIDI files')
   if batch_size < 1:
-    raise validation.GenerationError(f'batch-size must be >= 1, got {batch_size}')
+    raise validation.bad_request(f'batch-size must be >= 1, got {batch_size}')
   try:
     dataclasses.replace(defaults, name='defaults').check()
   except failures.RejectionError as e:
-    raise validation.GenerationError(f'bad default: {e}') from e
+    raise validation.bad_request(f'bad default: {e}') from e
   if manifest and not filesystems.FileSystems.exists(manifest):
-    raise validation.GenerationError(f'manifest {manifest} does not exist')
+    raise validation.bad_request(f'manifest {manifest} does not exist')
   if primes_glob and not filesystems.FileSystems.match([primes_glob])[0].metadata_list:
-    raise validation.GenerationError(f'no file matches {primes_glob}')
+    raise validation.bad_request(f'no file matches {primes_glob}')
   info = generate_lib.load_export(export_dir).info
   options = pipeline_options.PipelineOptions(pipeline_args or [])
   with beam.Pipeline(options=options) as pipeline:
     build_pipeline(pipeline, export_dir, info, out, defaults, batch_size, manifest, primes_glob)
+  # The job's resolved settings beside its outputs, as serving.generate saves its own; each
+  # request's own parameters are its manifest line.
+  resolved = {'model': export_dir, 'manifest': manifest, 'primes': primes_glob,
+              'batch_size': batch_size, 'defaults': config_tree.to_dict(defaults)}
+  beam_outputs.write_atomically(
+      filesystems.FileSystems.join(out, generate_lib.GENERATION_FILE),
+      config_tree.yaml_dump(resolved).encode())
   with filesystems.FileSystems.open(filesystems.FileSystems.join(out, SUMMARY_FILE)) as f:
     return json.load(f)
 
@@ -307,28 +316,23 @@ def argument_parser() -> argparse.ArgumentParser:
   source.add_argument('--primes', metavar='GLOB',
                       help="prime MIDI files (quote the glob), one request each")
   parser.add_argument('--batch-size', type=int, default=64,
-                      help='most requests per generate call (requests with identical '
-                      'parameters and seed share calls; default %(default)s)')
-  parser.add_argument('--num-notes', type=int, default=256,
-                      help=f'notes per piece, 1..{validation.MAX_NUM_NOTES} (default %(default)s)')
-  parser.add_argument('--temperature', type=float, default=1.0, help='> 0 (default %(default)s)')
-  parser.add_argument('--top-k', type=int, default=128, help='1..128 (default 128: all pitches)')
-  parser.add_argument('--top-p', type=float, default=1.0, help='in (0, 1] (default %(default)s)')
-  parser.add_argument('--seed', type=int, default=0,
-                      help='same seed, same music (default %(default)s)')
-  parser.add_argument('--program', type=int, default=0,
-                      help='General MIDI program 0..127 (default 0: piano)')
-  parser.add_argument('--prime-from', type=float, default=0.0, metavar='SECONDS',
-                      help='take each prime window from the notes starting at or after this time '
-                      '(default 0)')
+                      help='most requests per generate call (requests with the same sampling '
+                      'share calls; default %(default)s)')
+  config_tree.add_flags(parser, sampling_lib.Sampling)
+  parser.add_argument('--program', type=int, default=requests_lib.Request.program,
+                      help=f'General MIDI program 0..{constants.PROGRAMS - 1} '
+                      '(default %(default)s: piano)')
+  parser.add_argument('--prime-from', type=float, default=requests_lib.Request.prime_from,
+                      metavar='SECONDS', help='take each prime window from the notes starting '
+                      'at or after this time (default %(default)s)')
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
   args, pipeline_args = argument_parser().parse_known_args(argv)
-  defaults = requests_lib.Request(name='', prime_from=args.prime_from, num_notes=args.num_notes,
-                                  temperature=args.temperature, top_k=args.top_k,
-                                  top_p=args.top_p, seed=args.seed, program=args.program)
+  sampling = config_tree.load(sampling_lib.Sampling, updates=config_tree.flag_updates(args))
+  defaults = requests_lib.Request(name='', prime_from=args.prime_from, sampling=sampling,
+                                  program=args.program)
   try:
     summary = run(args.model, args.out, defaults, args.batch_size, args.manifest, args.primes,
                   pipeline_args)

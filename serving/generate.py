@@ -7,12 +7,13 @@ r"""Generate pieces from an exported SavedModel: MIDI files, piano-roll PNGs and
 
 Needs only the export: the model, and the dataset contract and default primes in its assets/.
 All samples run as one batch through the export's ``generate`` signature, whose sampling loop
-runs inside the graph. Primes (see ``serving.primes``): the first window of ``--prime`` MIDI
-files (or the first window from ``--prime-from`` seconds), windows of a dataset's test split
-(``--prime-data``), a neutral window (``--no-prime``), or by default the validation windows
-bundled with the export. Each output MIDI holds the prime on an instrument named ``prime`` and
-the generated notes on one named ``continuation`` (a ``--no-prime`` piece has no prime
-instrument); the piano roll draws the prime in grey and the continuation in red.
+runs inside the graph; its parameters are a :class:`serving.sampling.Sampling`, the type (and
+the flags) every generation path shares. Primes (see ``serving.primes``): the first window of
+``--prime`` MIDI files (or the first window from ``--prime-from`` seconds), windows of a
+dataset's test split (``--prime-data``), a neutral window (``--no-prime``), or by default the
+validation windows bundled with the export. Each output MIDI holds the prime on an instrument
+named ``prime`` and the generated notes on one named ``continuation`` (a ``--no-prime`` piece
+has no prime instrument); the piano roll draws the prime in grey and the continuation in red.
 
 ``--seconds S`` generates until every continuation lasts S seconds: notes are generated in
 rounds (each round one ``generate`` call for the whole batch, continuing from the last window
@@ -23,7 +24,8 @@ inputs.
 
 Requests are checked before the model is loaded and every prime is read before anything is
 written, so a bad request writes nothing; every file is written under a temporary name and
-renamed. The same inputs and seed give byte-identical MIDI files.
+renamed. The same inputs and seed give byte-identical MIDI files. The resolved parameters are
+saved last, beside the pieces, as ``OUT/generation.yaml`` (a :class:`Generation`).
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ import sys
 
 import numpy as np
 
-from partita import audio, failures, midi_io
+from partita import atomic, audio, config_tree, constants, export_contract, failures, midi_io
 from serving import primes as primes_lib
+from serving import sampling as sampling_lib
 from serving import validation
-from serving.validation import MAX_NUM_NOTES, MAX_SECONDS, GenerationError
 
 # Notes per --seconds round, beyond the count the training data's mean step predicts: some
 # slack so that one round usually suffices.
 ROUND_SLACK = 1.25
 ROUND_EXTRA_NOTES = 16
+# The resolved parameters of a run, written beside its pieces.
+GENERATION_FILE = 'generation.yaml'
 
 
 @dataclasses.dataclass
@@ -61,55 +65,102 @@ class Export:
     return self.info['window_length']
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What :func:`run` makes besides the sampling: how many pieces, how long, from which primes,
+  and what it writes. The defaults are the command's."""
+  num_samples: int = 4
+  seconds: float | None = None  # when set, replaces the sampling's num_notes (see --seconds)
+  program: int = 0  # the General MIDI program of the written pieces
+  # At most one prime source; none: the validation windows bundled with the export.
+  prime_paths: tuple[str, ...] = ()
+  prime_from: float = 0.0  # seconds into each prime file
+  prime_data: str | None = None
+  no_prime: bool = False
+  audio: bool = True
+  soundfont: str | None = None  # None: audio.default_soundfont()
+
+  def check(self) -> None:
+    """Raises a ``bad_request`` rejection for an option out of range or options that
+    conflict."""
+    if self.num_samples < 1:
+      raise validation.bad_request(f'num-samples must be >= 1, got {self.num_samples}')
+    if self.seconds is not None:
+      validation.check_seconds(self.seconds)
+    validation.check_program(self.program)
+    if sum([bool(self.prime_paths), self.prime_data is not None, self.no_prime]) > 1:
+      raise validation.bad_request('give at most one of prime files, prime data and no-prime')
+    validation.check_prime_from(self.prime_from)
+    if self.prime_from and not self.prime_paths:
+      raise validation.bad_request('prime-from applies to prime MIDI files only')
+    if self.soundfont and self.audio and not os.path.isfile(self.soundfont):
+      raise validation.bad_request(f'soundfont {self.soundfont} does not exist')
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  """One run's resolved parameters, saved as ``OUT/generation.yaml``;
+  ``config_tree.from_yaml(Generation, text)`` reads them back to run it again."""
+  model: str
+  sampling: sampling_lib.Sampling
+  options: Options
+
+
 def load_export(export_dir: str) -> Export:
   """Loads an export written by ``trainer.task`` (local or ``gs://``) and checks it can serve.
 
   Raises:
-    GenerationError: no SavedModel there, its assets are missing, it cannot be loaded, it lacks
-      the ``generate`` or ``predict_next`` function, or its windows are not the length its
-      ``info.json`` says.
+    failures.RejectionError: ``bad_request``: no SavedModel there, its assets are missing, it
+      cannot be loaded, it lacks the ``generate`` or ``predict_next`` function, or its windows
+      are not the length its ``info.json`` says.
   """
   import tensorflow as tf  # deferred: `--help` and argument errors should not wait for TF.
-  assets = os.path.join(export_dir, 'assets')
-  if not tf.io.gfile.exists(os.path.join(export_dir, 'saved_model.pb')):
-    raise GenerationError(f'{export_dir} is not a SavedModel export (no saved_model.pb)')
+  assets = os.path.join(export_dir, export_contract.ASSETS_DIR)
+  if not tf.io.gfile.exists(os.path.join(export_dir, export_contract.SAVED_MODEL_FILE)):
+    raise validation.bad_request(
+        f'{export_dir} is not a SavedModel export (no {export_contract.SAVED_MODEL_FILE})')
   try:
-    with tf.io.gfile.GFile(os.path.join(assets, 'info.json')) as f:
+    with tf.io.gfile.GFile(os.path.join(assets, export_contract.ASSET_INFO)) as f:
       info = json.load(f)
-    with tf.io.gfile.GFile(os.path.join(assets, 'primes.json')) as f:
+    with tf.io.gfile.GFile(os.path.join(assets, export_contract.ASSET_PRIMES)) as f:
       bundled = {name: np.asarray(values) for name, values in json.load(f).items()}
     window_length = int(info['window_length'])
   except (OSError, tf.errors.NotFoundError, ValueError, KeyError, TypeError) as e:
-    raise GenerationError(f'{export_dir} lacks the assets written by trainer.task: {e}') from e
+    raise validation.bad_request(
+        f'{export_dir} lacks the assets written by trainer.task: {e}') from e
   try:
     model = tf.saved_model.load(export_dir)
   except Exception as e:  # a corrupt or foreign SavedModel raises many kinds of error
-    raise GenerationError(f'{export_dir}: cannot load the SavedModel: {type(e).__name__}: '
-                          f'{str(e)[:300]}') from e
-  for function in ('generate', 'predict_next'):
+    raise validation.bad_request(f'{export_dir}: cannot load the SavedModel: '
+                                 f'{type(e).__name__}: {str(e)[:300]}') from e
+  for function in (export_contract.GENERATE, export_contract.PREDICT_NEXT):
     if not hasattr(model, function):
-      raise GenerationError(f'{export_dir} has no `{function}` function: not a partita export')
-  signature = model.generate.concrete_functions[0].structured_input_signature[0]
+      raise validation.bad_request(
+          f'{export_dir} has no `{function}` function: not a partita export')
+  generate_function = getattr(model, export_contract.GENERATE)
+  signature = generate_function.concrete_functions[0].structured_input_signature[0]
   if signature[0].shape[-1] != window_length:
-    raise GenerationError(f'{export_dir} is incompatible: its model takes windows of '
-                          f'{signature[0].shape[-1]} notes but its info.json says {window_length}')
+    raise validation.bad_request(
+        f'{export_dir} is incompatible: its model takes windows of {signature[0].shape[-1]} '
+        f'notes but its {export_contract.ASSET_INFO} says {window_length}')
   return Export(model, info, bundled)
 
 
-def generate(model, primes: dict[str, np.ndarray], num_notes: int, temperature: float,
-             top_k: int, top_p: float, seed: int) -> dict[str, np.ndarray]:
+def generate(model, primes: dict[str, np.ndarray],
+             sampling: sampling_lib.Sampling) -> dict[str, np.ndarray]:
   """Runs the export's in-graph sampling loop on a batch of primes ``[batch, window]``;
-  returns ``[batch, num_notes]`` arrays.
+  returns ``[batch, sampling.num_notes]`` arrays.
 
-  Row ``b``'s draws depend on ``seed`` and ``b``, not on the other rows, so the same prime in
-  the same row with the same seed gives the same notes.
+  Row ``b``'s draws depend on the seed and ``b``, not on the other rows, so the same prime in
+  the same row with the same sampling gives the same notes.
   """
   import tensorflow as tf
-  outputs = model.generate(
+  outputs = getattr(model, export_contract.GENERATE)(
       tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
       tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
-      tf.constant(num_notes, tf.int32), tf.constant(temperature, tf.float32),
-      tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32), tf.constant(seed, tf.int64))
+      tf.constant(sampling.num_notes, tf.int32), tf.constant(sampling.temperature, tf.float32),
+      tf.constant(sampling.top_k, tf.int32), tf.constant(sampling.top_p, tf.float32),
+      tf.constant(sampling.seed, tf.int64))
   return {name: values.numpy() for name, values in outputs.items()}
 
 
@@ -120,28 +171,27 @@ def round_seed(seed: int, round_index: int) -> int:
   if round_index == 0:
     return seed
   digest = hashlib.sha256(f'{seed}:{round_index}'.encode()).digest()
-  return int.from_bytes(digest[:8], 'little') & validation.MAX_SEED
+  return int.from_bytes(digest[:8], 'little') & export_contract.MAX_SEED
 
 
 def generate_for_seconds(export: Export, primes: dict[str, np.ndarray], seconds: float,
-                         temperature: float, top_k: int, top_p: float,
-                         seed: int) -> list[dict[str, np.ndarray]]:
+                         sampling: sampling_lib.Sampling) -> list[dict[str, np.ndarray]]:
   """Generates continuations lasting ``seconds`` (see the module docstring); one notes dict per
-  prime, of varying lengths.
+  prime, of varying lengths. ``sampling.num_notes`` is not used: the rounds choose their counts.
 
-  A sample that has not reached ``seconds`` within MAX_NUM_NOTES notes (a model predicting
+  A sample that has not reached ``seconds`` within MAX_GENERATED_NOTES notes (a model predicting
   near-zero steps) is returned as it is, with a printed warning.
   """
+  most = export_contract.MAX_GENERATED_NOTES
   step_mean = max(float(export.info['timing']['step']['mean']), 1e-3)
-  per_round = int(min(MAX_NUM_NOTES, math.ceil(ROUND_SLACK * seconds / step_mean)
-                      + ROUND_EXTRA_NOTES))
+  per_round = int(min(most, math.ceil(ROUND_SLACK * seconds / step_mean) + ROUND_EXTRA_NOTES))
   window = {name: np.asarray(values) for name, values in primes.items()}
   rounds = []
   total = 0
-  while total < MAX_NUM_NOTES:
-    count = min(per_round, MAX_NUM_NOTES - total)
-    rounds.append(generate(export.model, window, count, temperature, top_k, top_p,
-                           round_seed(seed, len(rounds))))
+  while total < most:
+    count = min(per_round, most - total)
+    rounds.append(generate(export.model, window, dataclasses.replace(
+        sampling, num_notes=count, seed=round_seed(sampling.seed, len(rounds)))))
     total += count
     steps = np.concatenate([r['step'] for r in rounds], axis=1).astype(np.float64)
     if np.all(steps.sum(axis=1) >= seconds):  # every sample has a note starting at or after S
@@ -162,33 +212,33 @@ def generate_for_seconds(export: Export, primes: dict[str, np.ndarray], seconds:
   return continuations
 
 
-def choose_primes(export: Export, num_samples: int, prime_paths: list[str] | None,
-                  prime_from: float, prime_data: str | None,
-                  no_prime: bool) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+def choose_primes(export: Export,
+                  options: Options) -> tuple[list[dict[str, np.ndarray]], list[str]]:
   """One prime window per sample and a description of where each came from.
 
-  Sources are cycled over the samples when there are fewer than ``num_samples``.
+  Sources are cycled over the samples when there are fewer than ``options.num_samples``.
   """
-  window_length = export.window_length
-  if no_prime:
+  window_length, num_samples = export.window_length, options.num_samples
+  if options.no_prime:
     neutral = primes_lib.neutral_window(export.info, window_length)
     return [neutral] * num_samples, ['no prime (neutral start)'] * num_samples
-  if prime_paths:
+  if options.prime_paths:
     import tensorflow as tf  # for gs:// primes; already loaded with the export
     windows = []
-    for path in prime_paths:
+    for path in options.prime_paths:
       try:
         with tf.io.gfile.GFile(path, 'rb') as f:
           data = f.read()
       except (OSError, tf.errors.OpError) as e:
-        raise GenerationError(f'prime {path}: cannot read: {e}') from e
-      windows.append(primes_lib.window_from_midi(data, window_length, prime_from,
+        raise validation.bad_request(f'prime {path}: cannot read: {e}') from e
+      windows.append(primes_lib.window_from_midi(data, window_length, options.prime_from,
                                                  source=f'prime {path}'))
-    where = f' from {prime_from:g} s' if prime_from else ''
-    sources = [f'primed with {os.path.basename(path)}{where}' for path in prime_paths]
-  elif prime_data:
-    windows = primes_lib.windows_from_dataset(prime_data, window_length, num_samples)
-    sources = [f'primed with test window {i} of {prime_data}' for i in range(num_samples)]
+    where = f' from {options.prime_from:g} s' if options.prime_from else ''
+    sources = [f'primed with {os.path.basename(path)}{where}' for path in options.prime_paths]
+  elif options.prime_data:
+    windows = primes_lib.windows_from_dataset(options.prime_data, window_length, num_samples)
+    sources = [f'primed with test window {i} of {options.prime_data}'
+               for i in range(num_samples)]
   else:
     bundled = export.bundled_primes
     windows = [{name: values[i] for name, values in bundled.items()}
@@ -213,87 +263,71 @@ def write_sample(stem: str, prime: dict[str, np.ndarray] | None,
   return written
 
 
-def run(export_dir: str, out_dir: str, num_samples: int, num_notes: int | None = 256,
-        seed: int = 0, temperature: float = 1.0, top_k: int = 128, top_p: float = 1.0,
-        prime_paths: list[str] | None = None, program: int = 0, seconds: float | None = None,
-        prime_from: float = 0.0, prime_data: str | None = None, no_prime: bool = False,
-        audio_wanted: bool = True, soundfont: str | None = None) -> list[str]:
-  """Generates ``num_samples`` pieces into ``out_dir``; returns the MIDI paths written.
+def run(export_dir: str, out_dir: str, sampling: sampling_lib.Sampling,
+        options: Options = Options()) -> list[str]:
+  """Generates ``options.num_samples`` pieces into ``out_dir``, then saves the resolved
+  parameters there (``generation.yaml``); returns the MIDI paths written.
 
-  WAV files are rendered when ``audio_wanted`` and FluidSynth and the soundfont (default:
+  WAV files are rendered when ``options.audio`` and FluidSynth and the soundfont (default:
   :func:`partita.audio.default_soundfont`) are installed; otherwise a printed note says why
-  audio was skipped. A ``soundfont`` named explicitly must exist.
+  audio was skipped. A soundfont named explicitly must exist.
+
+  Raises:
+    failures.RejectionError: the request cannot be served (nothing is written then), or audio
+      rendering failed.
   """
-  if num_samples < 1:
-    raise GenerationError(f'num-samples must be >= 1, got {num_samples}')
-  validation.check_length(num_notes, seconds)
-  validation.check_sampling(temperature, top_k, top_p, seed, program)
-  if sum([bool(prime_paths), prime_data is not None, no_prime]) > 1:
-    raise GenerationError('give at most one of prime files, prime data and no-prime')
-  validation.check_prime_from(prime_from)
-  if prime_from and not prime_paths:
-    raise GenerationError('prime-from applies to prime MIDI files only')
-  if soundfont and audio_wanted and not os.path.isfile(soundfont):
-    raise GenerationError(f'soundfont {soundfont} does not exist')
-  audio_skipped = audio.unavailable_reason(soundfont or audio.default_soundfont())
+  sampling.check()
+  options.check()
+  soundfont = options.soundfont or audio.default_soundfont()
+  audio_skipped = audio.unavailable_reason(soundfont)
 
   export = load_export(export_dir)
-  prime_list, sources = choose_primes(export, num_samples, prime_paths, prime_from, prime_data,
-                                      no_prime)
-  batch = {name: np.stack([prime[name] for prime in prime_list]) for name in midi_io.NOTE_KEYS}
-  if seconds is None:
-    generated = generate(export.model, batch, num_notes, temperature, top_k, top_p, seed)
+  prime_list, sources = choose_primes(export, options)
+  batch = {name: np.stack([prime[name] for prime in prime_list])
+           for name in constants.NOTE_FEATURES}
+  if options.seconds is None:
+    generated = generate(export.model, batch, sampling)
     continuations = [{name: values[i] for name, values in generated.items()}
-                     for i in range(num_samples)]
+                     for i in range(options.num_samples)]
   else:
-    continuations = generate_for_seconds(export, batch, seconds, temperature, top_k, top_p,
-                                         seed)
+    continuations = generate_for_seconds(export, batch, options.seconds, sampling)
 
   os.makedirs(out_dir, exist_ok=True)
-  render_with = None
-  if audio_wanted and not audio_skipped:
-    render_with = soundfont or audio.default_soundfont()
+  render_with = soundfont if options.audio and not audio_skipped else None
   written = []
   for sample, continuation in enumerate(continuations):
     stem = os.path.join(out_dir, f'sample_{sample:03d}')
     try:
-      write_sample(stem, None if no_prime else prime_list[sample], continuation, program,
-                   f'sample {sample}: {sources[sample]}', render_with)
+      write_sample(stem, None if options.no_prime else prime_list[sample], continuation,
+                   options.program, f'sample {sample}: {sources[sample]}', render_with)
     except audio.AudioError as e:
-      raise GenerationError(f'audio for {stem}.mid: {e}') from e
+      raise validation.bad_request(f'audio for {stem}.mid: {e}') from e
     written.append(stem + '.mid')
-  if audio_wanted and audio_skipped:
+  resolved = config_tree.to_yaml(Generation(export_dir, sampling, options))
+  atomic.write_bytes(os.path.join(out_dir, GENERATION_FILE), resolved.encode())
+  if options.audio and audio_skipped:
     print(f'note: WAV audio skipped: {audio_skipped}')
   return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+  """The command's flags; the sampling flags are ``Sampling``'s, shared with the Beam job."""
   parser = argparse.ArgumentParser(
       description='Generate pieces from a SavedModel exported by trainer.task: per sample a MIDI '
       'file (the prime on an instrument named "prime", the generated notes on "continuation"), '
       'a piano-roll PNG (prime grey, continuation red) and, when FluidSynth and a General MIDI '
-      'soundfont are installed, a WAV file. All samples are generated in one batch by the '
-      "export's in-graph sampling loop. The same inputs and seed give byte-identical MIDI.")
+      'soundfont are installed, a WAV file; and the resolved parameters in generation.yaml. All '
+      "samples are generated in one batch by the export's in-graph sampling loop. The same "
+      'inputs and seed give byte-identical MIDI.')
   parser.add_argument('--model', required=True, help='export folder (MODEL_DIR/export)')
   parser.add_argument('--out', required=True, help='output folder')
-  parser.add_argument('--num-samples', type=int, default=4,
+  parser.add_argument('--num-samples', type=int, default=Options.num_samples,
                       help='pieces to generate (default %(default)s)')
-  length = parser.add_mutually_exclusive_group()
-  length.add_argument('--num-notes', type=int,
-                      help=f'generated notes per piece, 1..{MAX_NUM_NOTES} (default 256)')
-  length.add_argument('--seconds', type=float,
+  config_tree.add_flags(parser, sampling_lib.Sampling)
+  parser.add_argument('--seconds', type=float,
                       help=f'instead of --num-notes: generate until each continuation lasts '
-                      f'this long, in (0, {MAX_SECONDS:g}], and cut it there (at most '
-                      f'{MAX_NUM_NOTES} notes)')
-  parser.add_argument('--seed', type=int, default=0,
-                      help='same seed, same music (default %(default)s)')
-  parser.add_argument('--temperature', type=float, default=1.0,
-                      help='> 0; lower is more conservative (default %(default)s)')
-  parser.add_argument('--top-k', type=int, default=128,
-                      help='sample among the k likeliest pitches, 1..128 (default 128: all)')
-  parser.add_argument('--top-p', type=float, default=1.0,
-                      help='nucleus sampling: the likeliest pitches holding this probability '
-                      'mass, in (0, 1] (default %(default)s)')
+                      f'this long, in (0, {validation.MAX_SECONDS:g}], and cut it there (at most '
+                      f'{export_contract.MAX_GENERATED_NOTES} notes)')
   primes = parser.add_mutually_exclusive_group()
   primes.add_argument('--prime', nargs='+', metavar='MIDI',
                       help='prime with the first window of notes of these files (cycled over '
@@ -306,23 +340,32 @@ def main(argv: list[str] | None = None) -> int:
                       help="start from nothing: the model is given a neutral window (the "
                       "training data's most frequent pitch repeated at its mean step and "
                       'duration), which is not written to the output')
-  parser.add_argument('--prime-from', type=float, default=0.0, metavar='SECONDS',
+  parser.add_argument('--prime-from', type=float, default=Options.prime_from, metavar='SECONDS',
                       help='with --prime: take the window of notes starting at or after this '
-                      'time in each file (seconds, default 0)')
-  parser.add_argument('--program', type=int, default=0,
-                      help='General MIDI program of the output, 0..127 (default 0: piano)')
+                      'time in each file (seconds, default %(default)s)')
+  parser.add_argument('--program', type=int, default=Options.program,
+                      help=f'General MIDI program of the output, 0..{constants.PROGRAMS - 1} '
+                      '(default %(default)s: piano)')
   parser.add_argument('--soundfont', metavar='SF2',
                       help='General MIDI soundfont for the WAV files (default: '
                       f'${audio.SOUNDFONT_ENV} or {audio.DEFAULT_SOUNDFONT})')
   parser.add_argument('--no-audio', action='store_true', help='write no WAV files')
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argument_parser()
   args = parser.parse_args(argv)
-  num_notes = 256 if args.num_notes is None and args.seconds is None else args.num_notes
+  given = config_tree.flag_updates(args)
+  if args.seconds is not None and 'num_notes' in given:
+    parser.error('argument --seconds: not allowed with argument --num-notes')
+  sampling = config_tree.load(sampling_lib.Sampling, updates=given)
+  options = Options(num_samples=args.num_samples, seconds=args.seconds, program=args.program,
+                    prime_paths=tuple(args.prime or ()), prime_from=args.prime_from,
+                    prime_data=args.prime_data, no_prime=args.no_prime,
+                    audio=not args.no_audio, soundfont=args.soundfont)
   try:
-    written = run(args.model, args.out, args.num_samples, num_notes, args.seed,
-                  args.temperature, args.top_k, args.top_p, args.prime, args.program,
-                  seconds=args.seconds, prime_from=args.prime_from, prime_data=args.prime_data,
-                  no_prime=args.no_prime, audio_wanted=not args.no_audio,
-                  soundfont=args.soundfont)
+    written = run(args.model, args.out, sampling, options)
   except failures.RejectionError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -70,8 +70,8 @@ def windows_from_dataset(data_dir: str, window_length: int,
   fewer usable chunks than ``count``, windows repeat.
 
   Raises:
-    validation.GenerationError: the folder is not a finished dataset, or its test split has no
-      chunk of at least ``window_length`` notes.
+    failures.RejectionError: ``bad_request``: the folder is not a finished dataset, or its test
+      split has no chunk of at least ``window_length`` notes.
   """
   # Deferred, like every TensorFlow import in serving: the dataset contract's reader needs it.
   import tensorflow as tf
@@ -81,7 +81,7 @@ def windows_from_dataset(data_dir: str, window_length: int,
     info = dataset_lib.load_info(data_dir)
     files = dataset_lib.shard_files(data_dir, info, 'test')
   except (FileNotFoundError, ValueError) as e:
-    raise validation.GenerationError(str(e)) from e
+    raise validation.bad_request(str(e)) from e
   records = tf.data.TFRecordDataset(files, compression_type=info['compression'] or None)
   heads = []
   for record in records.take(MAX_DATASET_CHUNKS):
@@ -89,7 +89,7 @@ def windows_from_dataset(data_dir: str, window_length: int,
     if len(chunk['pitch']) >= window_length:
       heads.append({name: values.numpy()[:window_length] for name, values in chunk.items()})
   if not heads:
-    raise validation.GenerationError(
+    raise validation.bad_request(
         f'{data_dir}: no test chunk holds a window of {window_length} notes '
         f"(the dataset's window is {info['window_length']})")
   chosen = np.linspace(0, len(heads) - 1, count).round().astype(int)

@@ -11,10 +11,12 @@ A manifest is a JSON-lines file with one request per line (blank lines are skipp
 Fields: ``name`` (the output file stem; by default made from the prime's file name),
 ``prime`` (a MIDI path, local or ``gs://``, relative paths being relative to the manifest's
 folder; null or absent: a neutral start, as ``serving.generate --no-prime``, which then needs a
-``name``), ``prime_from`` (seconds), ``num_notes``, ``temperature``, ``top_k``, ``top_p``,
-``seed``, ``program``. Absent fields take the command's values; unknown fields are refused, so
-that a misspelt parameter never silently falls back. With a glob of prime files instead, each
-file is a request named after its path below the glob's folder (``a/x.mid`` -> ``a_x``).
+``name``), ``prime_from`` (seconds), ``program``, and the sampling parameters ``num_notes``,
+``temperature``, ``top_k``, ``top_p`` and ``seed`` (the request's
+:class:`serving.sampling.Sampling`, written flat in the line). Absent fields take the command's
+values; unknown fields are refused, so that a misspelt parameter never silently falls back.
+With a glob of prime files instead, each file is a request named after its path below the
+glob's folder (``a/x.mid`` -> ``a_x``).
 
 A request that cannot be served is a dead letter (``beam_pipelines.outputs``): ``bad_json``,
 ``bad_request`` or ``bad_name`` here, as :func:`parse_request` rejects it; ``prime_not_found``,
@@ -35,10 +37,14 @@ from apache_beam.io import fileio, filesystem, filesystems
 from beam_pipelines import outputs as beam_outputs
 from partita import failures
 from serving import primes as primes_lib
+from serving import sampling as sampling_lib
 from serving import validation
 
-FIELDS = ('name', 'prime', 'prime_from', 'num_notes', 'temperature', 'top_k', 'top_p', 'seed',
-          'program')
+# A manifest line's fields: the request's own and, flat beside them, its Sampling's.
+SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(sampling_lib.Sampling))
+FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'program')
+_INTEGER_FIELDS = ('num_notes', 'top_k', 'seed', 'program')
+_NUMBER_FIELDS = ('prime_from', 'temperature', 'top_p')
 # Primes are short MIDI files; a bigger "prime" is a mistake, not music to read in full.
 MAX_PRIME_BYTES = 64 * 2**20
 # The part of a bad manifest line kept as its dead letter's input.
@@ -51,24 +57,21 @@ class Request:
   name: str
   prime: str | None = None
   prime_from: float = 0.0
-  num_notes: int = 256
-  temperature: float = 1.0
-  top_k: int = 128
-  top_p: float = 1.0
-  seed: int = 0
+  sampling: sampling_lib.Sampling = dataclasses.field(default_factory=sampling_lib.Sampling)
   program: int = 0
 
   def check(self) -> None:
     """Raises RejectionError (``bad_name``, ``bad_request``) for an unsafe name or a parameter
     out of range."""
     validation.check_name(self.name)
-    validation.check_length(self.num_notes, None)
-    validation.check_sampling(self.temperature, self.top_k, self.top_p, self.seed, self.program)
+    self.sampling.check()
+    validation.check_program(self.program)
     validation.check_prime_from(self.prime_from)
 
   def batch_key(self) -> str:
-    """Requests with the same key can share a ``generate`` call (JSON: a deterministic key)."""
-    return json.dumps([self.num_notes, self.temperature, self.top_k, self.top_p, self.seed])
+    """Requests with the same sampling can share a ``generate`` call: its parameters as JSON, a
+    deterministic key for any runner."""
+    return json.dumps(dataclasses.astuple(self.sampling))
 
 
 def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
@@ -85,6 +88,8 @@ def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
   if not isinstance(fields, dict):
     raise failures.RejectionError('bad_json', 'a request must be a JSON object')
   _check_types(fields)
+  # An integer is a number too; as a float it batches with the same value written 1.0.
+  fields.update({field: float(fields[field]) for field in _NUMBER_FIELDS if field in fields})
   prime = fields.get('prime')
   if prime is not None and '://' not in prime and not prime.startswith('/'):
     prime = filesystems.FileSystems.join(manifest_dir, prime)
@@ -93,8 +98,10 @@ def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
     if prime is None:
       raise failures.RejectionError('bad_name', 'a request without a prime needs a name')
     name = validation.name_from_path(prime)
-  overrides = {key: value for key, value in fields.items() if key not in ('name', 'prime')}
-  request = dataclasses.replace(defaults, **overrides, name=name, prime=prime)
+  sampling = dataclasses.replace(
+      defaults.sampling, **{key: fields[key] for key in SAMPLING_FIELDS if key in fields})
+  request = Request(name, prime, fields.get('prime_from', defaults.prime_from), sampling,
+                    fields.get('program', defaults.program))
   request.check()
   return request
 
@@ -103,19 +110,17 @@ def _check_types(fields: dict) -> None:
   """Raises RejectionError (``bad_request``) for an unknown field or a value of the wrong type."""
   unknown = sorted(set(fields) - set(FIELDS))
   if unknown:
-    raise failures.RejectionError('bad_request', f'unknown fields {unknown}; known: {list(FIELDS)}')
-  for field in ('num_notes', 'top_k', 'seed', 'program'):
+    raise validation.bad_request(f'unknown fields {unknown}; known: {list(FIELDS)}')
+  for field in _INTEGER_FIELDS:
     if field in fields and (not isinstance(fields[field], int) or isinstance(fields[field], bool)):
-      raise failures.RejectionError('bad_request',
-                                    f'{field} must be an integer, got {fields[field]!r}')
-  for field in ('prime_from', 'temperature', 'top_p'):
+      raise validation.bad_request(f'{field} must be an integer, got {fields[field]!r}')
+  for field in _NUMBER_FIELDS:
     value = fields.get(field, 0.0)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-      raise failures.RejectionError('bad_request', f'{field} must be a number, got {value!r}')
+      raise validation.bad_request(f'{field} must be a number, got {value!r}')
   prime = fields.get('prime')
   if prime is not None and (not isinstance(prime, str) or not prime):
-    raise failures.RejectionError('bad_request',
-                                  f'prime must be a MIDI path or null, got {prime!r}')
+    raise validation.bad_request(f'prime must be a MIDI path or null, got {prime!r}')
 
 
 def name_for_match(path: str, root: str) -> str:

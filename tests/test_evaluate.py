@@ -120,13 +120,18 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   assert results['best_ngram'] in ('2-gram', '3-gram', '4-gram', '5-gram')
 
 
-def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_path):
+def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     evaluate.main(['--data', trained['data'], '--model', str(tmp_path)])
   assert exit_info.value.code == 2
   with pytest.raises(SystemExit):
     evaluate.main(['--data', trained['data'], '--model', trained['export'],
                    '--num-notes', str(trained['info']['stride'] + 1)])
+  # The model set's Sampling is checked as serving checks it, before the export is loaded.
+  with pytest.raises(SystemExit) as exit_info:
+    evaluate.main(['--data', trained['data'], '--model', str(tmp_path), '--temperature', '0'])
+  assert exit_info.value.code == 2
+  assert 'temperature must be > 0, got 0.0' in capsys.readouterr().err
   assert evaluate.main(['--data', trained['data'], '--model', trained['export'],
                         '--num-pieces', '3']) == 0
   assert os.path.exists(os.path.join(trained['model_dir'], 'report', report_lib.REPORT_FILE))

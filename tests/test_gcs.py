@@ -115,6 +115,7 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
 
   from serving import beam_generate  # pylint: disable=import-outside-toplevel
   from serving import requests as requests_lib  # pylint: disable=import-outside-toplevel
+  from serving import sampling as sampling_lib  # pylint: disable=import-outside-toplevel
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
   from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
   from trainer import model as model_lib  # pylint: disable=import-outside-toplevel
@@ -138,14 +139,15 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   ]))
 
   summary = beam_generate.run(
-      export_dir, f'gs://{BUCKET}/generated', requests_lib.Request(name='', num_notes=5),
+      export_dir, f'gs://{BUCKET}/generated', requests_lib.Request(
+          name='', sampling=sampling_lib.Sampling(num_notes=5)),
       manifest=f'gs://{BUCKET}/requests/manifest.jsonl')
 
   assert (summary['requests_in'], summary['written'], summary['dead_letters']) == (3, 2, 1)
   written = object_names(bucket, 'generated/')
   # Nothing else: every file was renamed into place, no temporary is left.
   assert written == ['dead_letter/dead_letters-00000-of-00001.jsonl', 'first.mid', 'first.png',
-                     'second.mid', 'second.png', 'summary.json']
+                     'generation.yaml', 'second.mid', 'second.png', 'summary.json']
   dead = json.loads(bucket.blob(f'generated/{written[0]}').download_as_text())
   assert dead == {'input': 'gone', 'reason': 'prime_not_found',
                   'detail': f'gs://{BUCKET}/requests/primes/missing.mid does not exist'}

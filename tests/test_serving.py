@@ -1,6 +1,7 @@
 """Generation from a real tiny export: the command (primes, lengths, audio, bad requests) and the
 Beam job (manifests, globs, dead letters, summary) on the DirectRunner."""
 
+import dataclasses
 import json
 import os
 import pickle
@@ -16,13 +17,15 @@ import pretty_midi
 import pytest
 import tensorflow as tf
 import trainer_fixtures
+import yaml
 
 from beam_pipelines import outputs as beam_outputs
-from partita import audio, failures
+from partita import audio, config_tree, constants, export_contract, failures
 from serving import beam_generate, validation
 from serving import generate as generate_lib
 from serving import primes as primes_lib
 from serving import requests as requests_lib
+from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import task
 
@@ -110,8 +113,9 @@ def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):
   slow = generate_lib.Export(export.model, dict(export.info, timing={
       'step': {'mean': 1000.0, 'std': 1.0}, 'duration': export.info['timing']['duration']}),
                              export.bundled_primes)
-  pieces = generate_lib.generate_for_seconds(slow, primes, 20.0, 1.0, 128, 1.0, seed=4)
-  first_round = generate_lib.generate(export.model, primes, 17, 1.0, 128, 1.0, seed=4)
+  pieces = generate_lib.generate_for_seconds(slow, primes, 20.0, sampling_lib.Sampling(seed=4))
+  first_round = generate_lib.generate(export.model, primes,
+                                      sampling_lib.Sampling(num_notes=17, seed=4))
   for sample, piece in enumerate(pieces):
     onsets = np.cumsum(piece['step'], dtype=np.float64)
     assert len(onsets) > 17 and onsets[-1] < 20.0
@@ -134,6 +138,11 @@ def test_seconds_command_and_same_seed_gives_identical_bytes(served, tmp_path):
     assert max(n.start for n in notes['continuation']) < start + 6.0
   assert (tmp_path / 'a' / 'sample_000.mid').read_bytes() != (
       tmp_path / 'c' / 'sample_000.mid').read_bytes()
+  # The resolved parameters, saved beside the pieces, read back into what the run was given.
+  saved = (tmp_path / 'a' / generate_lib.GENERATION_FILE).read_text()
+  assert config_tree.from_yaml(generate_lib.Generation, saved) == generate_lib.Generation(
+      served['export'], sampling_lib.Sampling(seed=11, top_p=0.9),
+      generate_lib.Options(num_samples=2, seconds=6.0, prime_paths=(prime,), audio=False))
 
 
 @pytest.mark.parametrize('args,message', [
@@ -204,7 +213,7 @@ def test_audio_is_skipped_with_a_note_without_fluidsynth(served, tmp_path, capsy
                             '--num-notes', '5']) == 0
   assert 'note: WAV audio skipped: the fluidsynth program is not installed' in (
       capsys.readouterr().out)
-  assert sorted(os.listdir(out)) == ['sample_000.mid', 'sample_000.png']
+  assert sorted(os.listdir(out)) == ['generation.yaml', 'sample_000.mid', 'sample_000.png']
 
 
 HAS_FLUIDSYNTH = audio.unavailable_reason(audio.DEFAULT_SOUNDFONT) is None
@@ -223,8 +232,8 @@ def test_wav_is_rendered_with_fluidsynth(served, tmp_path, capsys, monkeypatch):
   assert generate_lib.main(['--model', served['export'], '--out', str(out), '--num-samples', '2',
                             '--num-notes', '20']) == 0
   assert 'skipped' not in capsys.readouterr().out
-  assert sorted(os.listdir(out)) == [f'sample_00{i}.{ext}' for i in range(2)
-                                     for ext in ('mid', 'png', 'wav')]  # no temporaries left
+  assert sorted(os.listdir(out)) == ['generation.yaml'] + [
+      f'sample_00{i}.{ext}' for i in range(2) for ext in ('mid', 'png', 'wav')]  # no temporaries
   for i in range(2):
     midi = pretty_midi.PrettyMIDI(str(out / f'sample_00{i}.mid'))
     with wave.open(str(out / f'sample_00{i}.wav')) as wav:
@@ -256,13 +265,60 @@ def test_output_names_from_untrusted_paths_are_safe():
 
 
 def test_a_refused_parameter_is_a_bad_request_rejection_that_pickles():
-  with pytest.raises(validation.GenerationError) as info:
-    validation.check_sampling(temperature=0.0, top_k=1, top_p=1.0, seed=0, program=0)
-  assert isinstance(info.value, failures.RejectionError)
+  with pytest.raises(failures.RejectionError) as info:
+    sampling_lib.Sampling(temperature=0.0).check()
+  assert type(info.value) is failures.RejectionError  # the project's one rejection type
   assert (info.value.reason, str(info.value)) == ('bad_request', 'temperature must be > 0, got 0.0')
   copy = pickle.loads(pickle.dumps(info.value))
   assert (type(copy), copy.reason, copy.detail) == (
-      validation.GenerationError, 'bad_request', info.value.detail)
+      failures.RejectionError, 'bad_request', info.value.detail)
+
+
+def test_sampling_holds_the_export_signatures_parameters_with_the_historical_defaults():
+  names = tuple(field.name for field in dataclasses.fields(sampling_lib.Sampling))
+  assert names == export_contract.GENERATE_PARAMETERS
+  assert sampling_lib.Sampling() == sampling_lib.Sampling(
+      num_notes=256, temperature=1.0, top_k=constants.PITCHES, top_p=1.0, seed=0)
+  sampling_lib.Sampling().check()
+  with pytest.raises(failures.RejectionError, match='seed must be in 0..2'):
+    sampling_lib.Sampling(seed=export_contract.MAX_SEED + 1).check()
+
+
+def sampling_flags(parser):
+  """The parser's flags that set a Sampling field: option -> (help, type, metavar)."""
+  return {action.option_strings[0]: (action.help, action.type, action.metavar)
+          for action in parser._actions  # noqa: SLF001  # argparse lists its flags nowhere else
+          if action.dest.startswith('config:')}
+
+
+def test_both_commands_take_the_same_sampling_flags_with_the_same_defaults():
+  flags = sampling_flags(generate_lib.argument_parser())
+  assert sorted(flags) == ['--num-notes', '--seed', '--temperature', '--top-k', '--top-p']
+  assert sampling_flags(beam_generate.argument_parser()) == flags
+  required = ['--model', 'm', '--out', 'o', '--manifest', 'r.jsonl']
+  for parser, argv in ((generate_lib.argument_parser(), required[:4]),
+                       (beam_generate.argument_parser(), required)):
+    args, _ = parser.parse_known_args(argv)
+    assert config_tree.load(sampling_lib.Sampling, updates=config_tree.flag_updates(args)) == (
+        sampling_lib.Sampling())
+    args, _ = parser.parse_known_args(argv + ['--num-notes', '9', '--temperature', '0.5',
+                                              '--top-k', '7', '--top-p', '0.8', '--seed', '3'])
+    assert config_tree.load(sampling_lib.Sampling, updates=config_tree.flag_updates(args)) == (
+        sampling_lib.Sampling(num_notes=9, temperature=0.5, top_k=7, top_p=0.8, seed=3))
+    assert (args.program, args.prime_from) == (0, 0.0)
+  args = generate_lib.argument_parser().parse_args(required[:4])
+  assert (args.num_samples, args.seconds, args.prime, args.no_audio) == (4, None, None, False)
+  args, _ = beam_generate.argument_parser().parse_known_args(required)
+  assert args.batch_size == 64
+
+
+def test_num_notes_and_seconds_are_exclusive(served, tmp_path, capsys):
+  out = tmp_path / 'out'
+  with pytest.raises(SystemExit) as exit_info:
+    generate(served, out, '--num-notes', 5, '--seconds', 3)
+  assert exit_info.value.code == 2
+  assert 'argument --seconds: not allowed with argument --num-notes' in capsys.readouterr().err
+  assert not out.exists()
 
 
 # The Beam job.
@@ -309,28 +365,49 @@ def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
            '{"name": "broken"', {'name': 'cold', 'prime': None, 'temperature': 0},
            {'name': '../x', 'prime': None}]
   manifest = write_manifest(tmp_path / 'm' / 'requests.jsonl', lines)
-  defaults = requests_lib.Request(name='', num_notes=9, seed=4)
+  sampling = sampling_lib.Sampling(num_notes=9, seed=4)
+  defaults = requests_lib.Request(name='', sampling=sampling)
   with test_pipeline.TestPipeline() as pipeline:
     read = pipeline | requests_lib.ReadRequests(defaults, manifest=manifest)
     beam_testing.assert_that(read['requests'], beam_testing.equal_to([
-        requests_lib.Request('one', str(tmp_path / 'm' / 'p' / 'a.mid'), num_notes=6, seed=4),
-        requests_lib.Request('Fugue_1', '/abs/Fugue 1.MIDI', num_notes=9, seed=4),
-        requests_lib.Request('quiet', None, num_notes=9, seed=4)]), label='Requests')
+        requests_lib.Request('one', str(tmp_path / 'm' / 'p' / 'a.mid'),
+                             sampling=dataclasses.replace(sampling, num_notes=6)),
+        requests_lib.Request('Fugue_1', '/abs/Fugue 1.MIDI', sampling=sampling),
+        requests_lib.Request('quiet', None, sampling=sampling)]), label='Requests')
     beam_testing.assert_that(inputs_and_reasons(read[beam_outputs.TAG]), beam_testing.equal_to([
         ('{"name": "broken"', 'bad_json'), (json.dumps(lines[5]), 'bad_request'),
         (json.dumps(lines[6]), 'bad_name')]), label='DeadLetters')
 
 
+def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
+  assert requests_lib.FIELDS == ('name', 'prime', 'prime_from', 'num_notes', 'temperature',
+                                 'top_k', 'top_p', 'seed', 'program')
+  defaults = requests_lib.Request(name='', sampling=sampling_lib.Sampling(seed=4), program=40)
+  request = requests_lib.parse_request(
+      json.dumps({'name': 'a', 'prime': None, 'temperature': 1, 'top_k': 5, 'prime_from': 0}),
+      defaults, '/manifests')
+  assert request == requests_lib.Request(
+      'a', None, 0.0, sampling_lib.Sampling(temperature=1.0, top_k=5, seed=4), program=40)
+  assert isinstance(request.sampling.temperature, float)
+  # "temperature": 1 and 1.0 are the same sampling, so the two requests can share a batch.
+  same = requests_lib.parse_request('{"name": "b", "top_k": 5, "temperature": 1.0}', defaults, '')
+  assert request.batch_key() == same.batch_key()
+  with pytest.raises(failures.RejectionError, match=r"unknown fields \['temprature'\]") as info:
+    requests_lib.parse_request('{"name": "c", "temprature": 1}', defaults, '')
+  assert info.value.reason == 'bad_request'
+
+
 def test_read_requests_names_each_globbed_prime_by_its_path(tmp_path):
   for name in ('a/x.mid', 'b/x.mid', '_/_.mid'):  # '_/_.mid' leaves no usable name
     midi_builders.write_midi(tmp_path / 'primes' / name, ladder(10))
-  defaults = requests_lib.Request(name='', num_notes=9)
+  sampling = sampling_lib.Sampling(num_notes=9)
+  defaults = requests_lib.Request(name='', sampling=sampling)
   primes = tmp_path / 'primes'
   with test_pipeline.TestPipeline() as pipeline:
     read = pipeline | requests_lib.ReadRequests(defaults, primes_glob=str(primes / '**' / '*.mid'))
     beam_testing.assert_that(read['requests'], beam_testing.equal_to([
-        requests_lib.Request('a_x', str(primes / 'a' / 'x.mid'), num_notes=9),
-        requests_lib.Request('b_x', str(primes / 'b' / 'x.mid'), num_notes=9)]),
+        requests_lib.Request('a_x', str(primes / 'a' / 'x.mid'), sampling=sampling),
+        requests_lib.Request('b_x', str(primes / 'b' / 'x.mid'), sampling=sampling)]),
                              label='Requests')
     beam_testing.assert_that(inputs_and_reasons(read[beam_outputs.TAG]), beam_testing.equal_to([
         (str(primes / '_' / '_.mid'), 'bad_name')]), label='DeadLetters')
@@ -362,8 +439,9 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
 
 
 def test_refuse_duplicate_names_refuses_every_request_of_a_name_used_twice():
-  items = [(requests_lib.Request('a'), 'prime a'), (requests_lib.Request('b', seed=1), 'b1'),
-           (requests_lib.Request('b', seed=2), 'b2')]
+  items = [(requests_lib.Request('a'), 'prime a'),
+           (requests_lib.Request('b', sampling=sampling_lib.Sampling(seed=1)), 'b1'),
+           (requests_lib.Request('b', sampling=sampling_lib.Sampling(seed=2)), 'b2')]
   with test_pipeline.TestPipeline() as pipeline:
     unique = pipeline | beam.Create(items) | beam_generate.RefuseDuplicateNames()
     beam_testing.assert_that(unique['unique'], beam_testing.equal_to([items[0]]), label='Unique')
@@ -372,20 +450,22 @@ def test_refuse_duplicate_names_refuses_every_request_of_a_name_used_twice():
 
 
 def test_generate_in_batches_batches_by_parameters_and_name_not_by_arrival(served):
-  same = {'num_notes': 4, 'seed': 5}
-  items = [(requests_lib.Request('c', **same), ladder_window(50)),
-           (requests_lib.Request('a', **same), ladder_window(40)),
-           (requests_lib.Request('b', **same), ladder_window(45)),
-           (requests_lib.Request('d', num_notes=4, seed=6), ladder_window(55)),
+  def sampling(seed):
+    return sampling_lib.Sampling(num_notes=4, seed=seed)
+
+  items = [(requests_lib.Request('c', sampling=sampling(5)), ladder_window(50)),
+           (requests_lib.Request('a', sampling=sampling(5)), ladder_window(40)),
+           (requests_lib.Request('b', sampling=sampling(5)), ladder_window(45)),
+           (requests_lib.Request('d', sampling=sampling(6)), ladder_window(55)),
            # A window the model cannot take fails its own batch only.
-           (requests_lib.Request('odd', num_notes=4, seed=7), ladder_window(40, WINDOW - 3))]
+           (requests_lib.Request('odd', sampling=sampling(7)), ladder_window(40, WINDOW - 3))]
   model = generate_lib.load_export(served['export']).model
 
   def generated_rows(names, seed):
     """What one generate call on these requests' windows, in this order, gives each."""
     windows = {request.name: window for request, window in items}
     batch = {key: np.stack([windows[name][key] for name in names]) for key in windows['a']}
-    notes = generate_lib.generate(model, batch, 4, 1.0, 128, 1.0, seed)
+    notes = generate_lib.generate(model, batch, sampling(seed))
     return [(name, notes['pitch'][row].tolist()) for row, name in enumerate(names)]
 
   # One batch of a, b and c sorted by name (their parameters and seed are the same), d alone.
@@ -498,8 +578,11 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
   names = ['ladder', 'nothing', 'one', 'three', 'two']
   assert listing(out) == sorted(
       [f'{n}.{ext}' for n in names for ext in ('mid', 'png')]
-      + ['summary.json', 'dead_letter/dead_letters-00000-of-00001.jsonl'])
+      + ['generation.yaml', 'summary.json', 'dead_letter/dead_letters-00000-of-00001.jsonl'])
   assert not (tmp_path / 'etc').exists()
+  resolved = yaml.safe_load((out / 'generation.yaml').read_text())
+  assert (resolved['manifest'], resolved['batch_size']) == (str(manifest), 2)
+  assert resolved['defaults']['sampling'] == config_tree.to_dict(sampling_lib.Sampling())
   dead = [json.loads(line) for line in
           (out / 'dead_letter' / 'dead_letters-00000-of-00001.jsonl').read_text().splitlines()]
   assert sorted(d['reason'] for d in dead) == sorted(reason for _, reason in bad)

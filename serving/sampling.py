@@ -1,0 +1,57 @@
+"""The sampling parameters of a generation: one type for every path that calls ``generate``.
+
+:class:`Sampling` holds the scalar arguments of the export's ``generate`` signature
+(``export_contract.GENERATE_PARAMETERS``, in that order). ``serving.generate`` (the command and
+its library functions), the Beam job's requests and defaults (``serving.requests``,
+``serving.beam_generate``) and ``evaluation.evaluate`` all hand one to
+``serving.generate.generate``. Its fields are declared with ``config_tree.option``, so both
+commands get the same flags with the same help from ``config_tree.add_flags``, and
+:meth:`Sampling.check` refuses the same values with the same messages on every path.
+
+What the export does not take is not here: the output's General MIDI program (a property of the
+written file, not of the notes) and ``serving.generate``'s ``--seconds`` (generation in rounds
+until a duration, which only that command offers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from partita import config_tree, constants, export_contract
+from serving import validation
+
+# The heading of the sampling flags in both commands' --help.
+FLAG_GROUP = "sampling (the export's generate signature)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """How to draw notes from the model; the same parameters and seed give the same notes."""
+  num_notes: int = config_tree.option(
+      256, f'generated notes per piece, 1..{export_contract.MAX_GENERATED_NOTES}',
+      group=FLAG_GROUP)
+  temperature: float = config_tree.option(
+      1.0, '> 0; lower is more conservative', group=FLAG_GROUP)
+  top_k: int = config_tree.option(
+      constants.PITCHES, f'sample among the k likeliest pitches, 1..{constants.PITCHES}; '
+      f'{constants.PITCHES} keeps them all', group=FLAG_GROUP)
+  top_p: float = config_tree.option(
+      1.0, 'nucleus sampling: the likeliest pitches holding this probability mass, in (0, 1]',
+      group=FLAG_GROUP)
+  seed: int = config_tree.option(0, 'same seed, same music', group=FLAG_GROUP)
+
+  def check(self) -> None:
+    """Raises ``failures.RejectionError`` (``bad_request``) naming the first parameter out of
+    range, before any model is loaded."""
+    if not 1 <= self.num_notes <= export_contract.MAX_GENERATED_NOTES:
+      raise validation.bad_request(
+          f'num-notes must be in 1..{export_contract.MAX_GENERATED_NOTES}, got {self.num_notes}')
+    if not (math.isfinite(self.temperature) and self.temperature > 0):
+      raise validation.bad_request(f'temperature must be > 0, got {self.temperature}')
+    if not 1 <= self.top_k <= constants.PITCHES:
+      raise validation.bad_request(f'top-k must be in 1..{constants.PITCHES}, got {self.top_k}')
+    if not 0 < self.top_p <= 1:
+      raise validation.bad_request(f'top-p must be in (0, 1], got {self.top_p}')
+    if not 0 <= self.seed <= export_contract.MAX_SEED:
+      raise validation.bad_request(f'seed must be in 0..2**63-1, got {self.seed}')
