@@ -20,7 +20,7 @@ import typing
 import yaml
 
 
-def option(default: typing.Any, help: str, *, flag: str | None = None,  # noqa: A002
+def option(default: typing.Any, help: str, *, flag: str | None = None,
            parse: Callable[[str], typing.Any] | None = None, repeat: bool = False,
            sets: typing.Any = None, metavar: str | None = None,
            group: str | None = None) -> typing.Any:
