@@ -10,8 +10,14 @@ Both sides run on the same SavedModel in the same process, one after the other:
   the TensorFlow graph. Measured for each batch size.
 * **Python loop**: the notebook way: one piece at a time, one call of the export's
   ``predict_next`` signature per generated note, the pitch sampled in numpy from the softmax of
-  the returned logits, and the window slid in numpy. This baseline is kinder than most notebooks,
-  which call Keras' ``model.predict`` per note (several milliseconds of overhead more per call).
+  the returned logits, the step and duration from their returned mixtures (a chord with the
+  chord probability, else a component by its weight and a logistic draw from it, in
+  log-seconds), and the window slid in numpy. One call per note is a simplification:
+  ``predict_next`` conditions each part on the next note's earlier parts, which this loop passes
+  as zeros (step 0, pitch 0, duration 0) rather than the values it samples; sampling them
+  exactly would take one call per part, three per note. So this baseline is kinder than an
+  exact loop, and kinder than most notebooks, which call Keras' ``model.predict`` per note
+  (several milliseconds of overhead more per call).
 
 Without ``--export``, the model is a freshly built, untrained model of the small preset's sizes
 (``configs/small.yaml``: embedding 32, BiLSTM + LSTM of 64 units, window 64), exported to a
@@ -74,19 +80,40 @@ def random_primes(batch: int, window: int, seed: int) -> dict[str, np.ndarray]:
           'velocity': rng.integers(40, 110, (batch, window)).astype(np.float32)}
 
 
+def softmax_choice(logits: np.ndarray, rng: np.random.Generator) -> int:
+  """An index drawn with probability ``softmax(logits)``."""
+  probabilities = np.exp(logits - logits.max())
+  return int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+
+
+def sample_time(out: dict, part: str, rng: np.random.Generator) -> float:
+  """A time (s) drawn from ``predict_next``'s ``part`` ('step' or 'duration') mixture of the
+  first row: 0 with the chord probability (step only), else a logistic draw in log-seconds from
+  a component chosen by its weight."""
+  if part == 'step' and rng.random() < 1 / (1 + np.exp(-float(out['step_chord_logit'][0]))):
+    return 0.0
+  component = softmax_choice(out[f'{part}_mixture_logits'].numpy()[0].astype(np.float64), rng)
+  location = float(out[f'{part}_locations'][0, component])
+  scale = float(out[f'{part}_scales'][0, component])
+  uniform = rng.uniform(1e-12, 1.0)
+  return float(np.exp(location + scale * (np.log(uniform) - np.log1p(-uniform))))
+
+
 def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) -> np.ndarray:
-  """The notebook way: one ``predict_next`` call per note for one piece; returns the pitches."""
+  """The notebook way: one ``predict_next`` call per note for one piece (the next note's
+  conditions zeros, see the module docstring); returns the pitches."""
   rng = np.random.default_rng(seed)
   window = {name: values[:1].copy() for name, values in prime.items()}
+  zeros, zero_pitch = tf.zeros([1]), tf.zeros([1], tf.int32)
   pitches = []
   for _ in range(num_notes):
     out = model.predict_next(tf.constant(window['pitch']), tf.constant(window['step']),
-                             tf.constant(window['duration']), tf.constant(window['velocity']))
-    logits = out['pitch_logits'].numpy()[0].astype(np.float64)
-    probabilities = np.exp(logits - logits.max())
-    pitch = rng.choice(len(probabilities), p=probabilities / probabilities.sum())
-    next_note = {'pitch': pitch, 'step': out['step'].numpy()[0],
-                 'duration': out['duration'].numpy()[0], 'velocity': out['velocity'].numpy()[0]}
+                             tf.constant(window['duration']), tf.constant(window['velocity']),
+                             zeros, zero_pitch, zeros)
+    pitch = softmax_choice(out['pitch_logits'].numpy()[0].astype(np.float64), rng)
+    next_note = {'pitch': pitch, 'step': sample_time(out, 'step', rng),
+                 'duration': sample_time(out, 'duration', rng),
+                 'velocity': out['velocity'].numpy()[0]}
     for name, value in next_note.items():
       window[name] = np.concatenate([window[name][:, 1:], [[value]]], axis=1).astype(
           window[name].dtype)

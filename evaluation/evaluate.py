@@ -4,18 +4,24 @@ r"""Evaluate an export on the test split against baselines fitted in the same ru
 
 **Likelihood.** The export's ``predict_next`` signature scores every test window that
 ``trainer.data.make_dataset`` yields (``training=False``: each note after the first window of
-each test piece is a target exactly once): pitch NLL (nats/note), top-1 and top-5 accuracy, step
-and duration MAE (seconds), exact means over windows. The baselines score the very same targets,
-reading their context from the same windows (the last pitches before the target), so every row
-of the table is a mean over the same notes:
+each test piece is a target exactly once), each head given the true parts of the note before
+its own: pitch NLL (nats/note), top-1 and top-5 accuracy, and the NLL of the step and of the
+duration on the 10 ms grid of ``partita.timing_bins`` (the log-probability of the bin holding
+the true time), and the note NLL, the sum of the three. The baselines score the very same
+targets, reading their context from the same windows (the last pitches, or the last step and
+duration, before the target), so every row of the table is a mean over the same notes:
 
 * unigram and interpolated Kneser-Ney n-grams of orders 2 to 5 (``partita.baselines.NGram``),
 * repeat-the-previous-pitch (``RepeatPrevious``, its ``eps`` the training change rate),
-* mean timing: the mean step and duration of the training targets, as constant predictions.
+* timing histogram: the smoothed training histogram of binned steps and of binned durations
+  (``TimingHistogram``),
+* timing histogram | previous: the same conditioned on the previous note's binned step (for
+  the step) or duration (for the duration) (``ConditionalTimingHistogram``).
 
-They are fitted on the training split's chunks, counting the n-grams that end at each chunk's
-targets (``first_target`` = window length): every training note the network learns to predict,
-once, with its real history, and no other.
+They are fitted on the training split's chunks, counting the targets at each chunk's index
+``first_target`` = window length or later: every training note the network learns to predict,
+once, with its real history, and no other. The model's note NLL is compared with the best
+n-gram's pitch NLL plus the better timing baseline's step and duration NLLs.
 
 **Music statistics.** Primes are the first window of test chunks long enough to hold a window
 plus ``--num-notes`` more notes (evenly spread over the split's chunks in file order, so over its
@@ -46,14 +52,18 @@ from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
 from evaluation import report as report_lib
-from partita import baselines, constants, export_contract, failures, music_stats
+from partita import baselines, constants, export_contract, failures, music_stats, timing_bins
 from partita import dataset as dataset_lib
 from serving import generate as generate_lib
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
+from trainer import timing_distribution
 
 NGRAM_ORDERS = (2, 3, 4, 5)
+TIMING_PARTS = ('step', 'duration')
+TIMING_HISTOGRAM = 'timing histogram'
+TIMING_CONDITIONAL = 'timing histogram | previous'
 
 
 def read_chunks(data_dir: str, info: dict, split: str) -> list[dict[str, np.ndarray]]:
@@ -65,17 +75,35 @@ def read_chunks(data_dir: str, info: dict, split: str) -> list[dict[str, np.ndar
 
 
 def fit_baselines(train_chunks: list[dict[str, np.ndarray]], window_length: int) -> dict:
-  """Pitch baselines (name -> model) and the mean-timing constants, fitted on the training
-  targets: the notes at index ``window_length`` or later of each chunk."""
+  """The baselines, fitted on the training targets (the notes at index ``window_length`` or
+  later of each chunk): ``{'pitch': {name: pitch model}, 'timing': {name: {'step' |
+  'duration': timing model}}}``."""
   pitches = [chunk['pitch'] for chunk in train_chunks]
   models = {'unigram': baselines.NGram.fit(pitches, 1, first_target=window_length)}
   for order in NGRAM_ORDERS:
     models[f'{order}-gram'] = baselines.NGram.fit(pitches, order, first_target=window_length)
   models['repeat previous'] = baselines.RepeatPrevious.fit(pitches, first_target=window_length)
-  timing = {name: float(np.concatenate([chunk[name][window_length:]
-                                        for chunk in train_chunks]).mean())
-            for name in ('step', 'duration')}
+  timing = {
+      TIMING_HISTOGRAM: {part: baselines.TimingHistogram.fit(
+          [chunk[part] for chunk in train_chunks], first_target=window_length)
+          for part in TIMING_PARTS},
+      TIMING_CONDITIONAL: {part: baselines.ConditionalTimingHistogram.fit(
+          [chunk[part] for chunk in train_chunks], first_target=window_length)
+          for part in TIMING_PARTS}}
   return {'pitch': models, 'timing': timing}
+
+
+def _model_scores(outputs: dict, targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The model's per-note scores from ``predict_next``'s outputs for the true notes."""
+  scores = baselines.score_pitches(baselines.log_softmax(outputs['pitch_logits'].numpy()),
+                                   targets['pitch'])
+  for part in TIMING_PARTS:
+    parameters = {name[len(part) + 1:]: value for name, value in outputs.items()
+                  if name.startswith(f'{part}_')}
+    bins = tf.constant(timing_bins.to_bins(targets[part]), tf.int32)
+    scores[f'{part}_nll'] = -timing_distribution.log_bin_probability(parameters, bins).numpy()
+  scores['note_nll'] = scores['pitch_nll'] + scores['step_nll'] + scores['duration_nll']
+  return scores
 
 
 def likelihood(export, data_dir: str, info: dict, fitted: dict,
@@ -83,7 +111,7 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict,
   """Test-split metrics of the export and of every baseline, over the same windows.
 
   Returns ``({row name: {metric: mean}}, number of windows)``: ``model`` has every metric,
-  the pitch baselines the pitch metrics, ``mean timing`` the timing ones.
+  the pitch baselines the pitch metrics, the timing baselines the step and duration NLLs.
   """
   dataset = data_lib.make_dataset(data_dir, info, 'test', config_lib.DataConfig(),
                                   training=False, batch_size=batch_size)
@@ -97,24 +125,38 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict,
 
   predict_next = getattr(export, export_contract.PREDICT_NEXT)
   for inputs, targets in dataset:
+    # The true next note: each head is conditioned on the true parts before its own.
     outputs = predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
-                           inputs['velocity'])
-    target_pitch = targets['pitch'].numpy()
-    step, duration = targets['step'].numpy(), targets['duration'].numpy()
-    add('model', {
-        **baselines.score_pitches(baselines.log_softmax(outputs['pitch_logits'].numpy()),
-                                  target_pitch),
-        'step_mae_seconds': np.abs(outputs['step'].numpy() - step),
-        'duration_mae_seconds': np.abs(outputs['duration'].numpy() - duration)})
+                           inputs['velocity'], targets['step'], targets['pitch'],
+                           targets['duration'])
+    target = {name: values.numpy() for name, values in targets.items()}
+    add('model', _model_scores(outputs, target))
     context = inputs['pitch'].numpy()
     for name, model in fitted['pitch'].items():
-      add(name, baselines.score_pitches(np.log(model.distribution(context)), target_pitch))
-    add('mean timing', {
-        'step_mae_seconds': np.abs(fitted['timing']['step'] - step),
-        'duration_mae_seconds': np.abs(fitted['timing']['duration'] - duration)})
-    count += len(target_pitch)
+      add(name, baselines.score_pitches(np.log(model.distribution(context)), target['pitch']))
+    histogram, conditional = (fitted['timing'][name] for name in (TIMING_HISTOGRAM,
+                                                                   TIMING_CONDITIONAL))
+    add(TIMING_HISTOGRAM, {f'{part}_nll': -histogram[part].log_prob(target[part])
+                           for part in TIMING_PARTS})
+    # The previous value is the window's last note's.
+    add(TIMING_CONDITIONAL, {
+        f'{part}_nll': -conditional[part].log_prob(target[part], inputs[part].numpy()[:, -1])
+        for part in TIMING_PARTS})
+    count += len(target['pitch'])
   return {row: {name: total / count for name, total in totals.items()}
           for row, totals in sums.items()}, count
+
+
+def best_baselines(rows: dict[str, dict]) -> dict:
+  """The best n-gram (lowest pitch NLL), the better timing baseline (lowest step + duration
+  NLL) and their sum's note NLL: the baseline the model's note NLL is compared with."""
+  ngram = min((f'{order}-gram' for order in NGRAM_ORDERS), key=lambda r: rows[r]['pitch_nll'])
+  timing = min((TIMING_HISTOGRAM, TIMING_CONDITIONAL),
+               key=lambda r: rows[r]['step_nll'] + rows[r]['duration_nll'])
+  timing_nll = rows[timing]['step_nll'] + rows[timing]['duration_nll']
+  return {'best_ngram': ngram, 'best_timing': timing,
+          'baseline_note_nll': rows[ngram]['pitch_nll'] + timing_nll,
+          'baseline_timing_nll': timing_nll}
 
 
 def choose_primes(test_chunks: list[dict[str, np.ndarray]], window_length: int,
@@ -204,6 +246,10 @@ def statistics_summary(comparisons: dict, pieces: int, sampling: sampling_lib.Sa
                   for name, c in comparisons.items()},
       'mean_kld': {name: float(np.mean([c[f]['kld'] for f in music_stats.FEATURES]))
                    for name, c in comparisons.items()},
+      # The weakest rhythm or timing feature: a set can match pitches well and still move
+      # unlike music.
+      'min_rhythm_oa': {name: float(min(c[f]['oa'] for f in music_stats.RHYTHM_FEATURES))
+                        for name, c in comparisons.items()},
   }
 
 
@@ -229,13 +275,12 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   train_chunks = read_chunks(data_dir, info, 'train')
   fitted = fit_baselines(train_chunks, window_length)
   rows, windows = likelihood(export, data_dir, info, fitted)
-  ngram_rows = ['unigram'] + [f'{order}-gram' for order in NGRAM_ORDERS]
-  best_ngram = min(ngram_rows[1:], key=lambda row: rows[row]['pitch_nll'])
+  best = best_baselines(rows)
+  best_ngram = best['best_ngram']
   results = {
       'data': data_dir, 'export': export_dir, 'test_windows': windows,
-      'likelihood': rows, 'best_ngram': best_ngram,
+      'likelihood': rows, **best,
       'repeat_previous_eps': fitted['pitch']['repeat previous'].eps,
-      'mean_timing_seconds': fitted['timing'],
   }
 
   primes, real = choose_primes(read_chunks(data_dir, info, 'test'), window_length, num_pieces,
@@ -266,8 +311,9 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       description='Evaluate an export of trainer.task on the test split: pitch NLL, top-1/top-5 '
-      'accuracy and timing MAE beside unigram, Kneser-Ney 2- to 5-gram, repeat-previous and '
-      'mean-timing baselines fitted on the training split in the same run; then statistics '
+      'accuracy, step and duration NLL on a 10 ms grid and the note NLL, beside unigram, '
+      'Kneser-Ney 2- to 5-gram, repeat-previous and binned timing-histogram baselines fitted on '
+      'the training split in the same run; then statistics '
       '(Yang & Lerch 2018) of pieces generated from test primes by the model and by the best '
       'n-gram, against the real continuations. Writes report.md, evaluation.json and PNG plots.')
   parser.add_argument('--data', required=True,

@@ -28,29 +28,42 @@ SET_COLOURS = {'real': 'black', 'model': 'tab:red', 'n-gram': 'tab:blue'}
 # TensorBoard tags of trainer.task drawn in the training-curves figure, one panel each.
 CURVE_PANELS = (('pitch NLL (nats/note)', ('pitch_loss',)),
                 ('pitch accuracy', ('pitch_accuracy', 'pitch_top5')),
-                ('timing MAE (s)', ('step_mae', 'duration_mae')))
+                ('timing NLL (nats/note, 10 ms grid)', ('step_loss', 'duration_loss')))
 
 
 def headline_lines(results: dict) -> list[str]:
-  """The few lines a person reads first: model vs best n-gram NLL and accuracy, and mean
-  overlapping area of the generated sets."""
+  """The few lines a person reads first: the model against the best baselines in pitch NLL and
+  accuracy, step + duration NLL and note NLL, and mean overlapping area of the generated sets."""
   rows = results['likelihood']
   model, best = rows['model'], rows[results['best_ngram']]
-  gap = best['pitch_nll'] - model['pitch_nll']
+
+  def comparison(model_value: float, baseline_value: float) -> str:
+    gap = baseline_value - model_value
+    return f"model {'better' if gap > 0 else 'worse'} by {abs(gap):.3f}"
+
+  model_timing = model['step_nll'] + model['duration_nll']
   lines = [
       f"test pitch NLL  model {model['pitch_nll']:.3f} vs best n-gram "
-      f"({results['best_ngram']}) {best['pitch_nll']:.3f} nats/note: model "
-      f"{'better' if gap > 0 else 'worse'} by {abs(gap):.3f}",
+      f"({results['best_ngram']}) {best['pitch_nll']:.3f} nats/note: "
+      + comparison(model['pitch_nll'], best['pitch_nll']),
       f"test accuracy   model top-1 {model['pitch_accuracy']:.1%} top-5 "
       f"{model['pitch_top5_accuracy']:.1%} vs {results['best_ngram']} top-1 "
       f"{best['pitch_accuracy']:.1%} top-5 {best['pitch_top5_accuracy']:.1%} "
-      f"({results['test_windows']} windows)"]
+      f"({results['test_windows']} windows)",
+      f"test timing NLL model step + duration {model_timing:.3f} vs {results['best_timing']} "
+      f"{results['baseline_timing_nll']:.3f} nats/note (10 ms grid): "
+      + comparison(model_timing, results['baseline_timing_nll']),
+      f"test note NLL   model {model['note_nll']:.3f} vs {results['best_ngram']} + "
+      f"{results['best_timing']} {results['baseline_note_nll']:.3f} nats/note: "
+      + comparison(model['note_nll'], results['baseline_note_nll'])]
   statistics = results['statistics']
   if 'mean_oa' in statistics:
     lines.append(
         f"music stats     mean overlapping area with real music: model "
-        f"{statistics['mean_oa']['model']:.3f} vs n-gram {statistics['mean_oa']['n-gram']:.3f} "
-        f"({statistics['pieces']} pieces x {statistics['notes']} notes; higher is closer)")
+        f"{statistics['mean_oa']['model']:.3f} vs n-gram {statistics['mean_oa']['n-gram']:.3f}, "
+        f"lowest of the rhythm features model {statistics['min_rhythm_oa']['model']:.3f} vs "
+        f"n-gram {statistics['min_rhythm_oa']['n-gram']:.3f} ({statistics['pieces']} pieces x "
+        f"{statistics['notes']} notes; higher is closer)")
   else:
     lines.append(f"music stats     skipped: {statistics['skipped']}")
   return lines
@@ -96,32 +109,43 @@ def _header(results: dict) -> str:
           f"{results['test_windows']} test windows; {results['seconds']} s.\n\n{lines}\n")
 
 
-def _likelihood_section(results: dict) -> str:
-  rows = results['likelihood']
-  header = ('| predictor | pitch NLL (nats/note) | top-1 | top-5 | step MAE (s) | '
-            'duration MAE (s) |\n| --- | ---: | ---: | ---: | ---: | ---: |')
+LIKELIHOOD_COLUMNS = (('pitch NLL', 'pitch_nll'), ('top-1', 'pitch_accuracy'),
+                      ('top-5', 'pitch_top5_accuracy'), ('step NLL', 'step_nll'),
+                      ('duration NLL', 'duration_nll'), ('note NLL', 'note_nll'))
 
-  def cell(row, name, percent=False):
+
+def _likelihood_section(results: dict) -> str:
+  rows = dict(results['likelihood'])
+  combined = f"{results['best_ngram']} + {results['best_timing']}"
+  rows[combined] = {'note_nll': results['baseline_note_nll']}
+  header = ('| predictor | ' + ' | '.join(title for title, _ in LIKELIHOOD_COLUMNS)
+            + ' |\n| --- |' + ' ---: |' * len(LIKELIHOOD_COLUMNS))
+
+  def cell(row, name):
     if name not in rows[row]:
       return ''
-    return f'{rows[row][name]:.1%}' if percent else f'{rows[row][name]:.3f}'
+    return f'{rows[row][name]:.1%}' if 'accuracy' in name else f'{rows[row][name]:.3f}'
 
   lines = [header]
+  bold = ('model', results['best_ngram'], results['best_timing'], combined)
   for row in rows:
-    label = f"**{row}**" if row in ('model', results['best_ngram']) else row
-    lines.append(f"| {label} | {cell(row, 'pitch_nll')} | {cell(row, 'pitch_accuracy', True)} "
-                 f"| {cell(row, 'pitch_top5_accuracy', True)} | {cell(row, 'step_mae_seconds')} "
-                 f"| {cell(row, 'duration_mae_seconds')} |")
-  timing = results['mean_timing_seconds']
+    label = f'**{row}**' if row in bold else row
+    lines.append(f'| {label} | ' + ' | '.join(cell(row, name) for _, name in LIKELIHOOD_COLUMNS)
+                 + ' |')
   return (
       '## Likelihood on the test split\n\n' + '\n'.join(lines) + '\n\n'
       'Means over every test window (each note after the first window of each test piece, '
-      'once). Baselines are fitted on the training targets and score the same notes from the '
-      'same windows: n-grams are interpolated Kneser-Ney; *repeat previous* gives the previous '
-      f"pitch probability 1 - eps (eps = {results['repeat_previous_eps']:.3f}, the training "
-      'rate of pitch changes; its maximum-likelihood value) and the rest eps / 127 each; '
-      f"*mean timing* predicts the training mean step ({timing['step']:.3f} s) and duration "
-      f"({timing['duration']:.3f} s). Ties in probability count against top-k hits.\n")
+      'once), in nats/note. Step and duration NLLs are the log-probability of the 10 ms bin '
+      'holding the true time (bin 0 is [0, 5 ms): chords); the note NLL is pitch + step + '
+      'duration, each of the model\'s heads given the true parts before its own. Baselines are '
+      'fitted on the training targets and score the same notes from the same windows: n-grams '
+      'are interpolated Kneser-Ney; *repeat previous* gives the previous pitch probability '
+      f"1 - eps (eps = {results['repeat_previous_eps']:.3f}, the training rate of pitch "
+      'changes; its maximum-likelihood value) and the rest eps / 127 each; *timing histogram* '
+      'is the training histogram of binned steps and durations (add-one smoothing), '
+      '*| previous* the same conditioned on the previous note\'s binned step or duration; the '
+      f'last row adds the best n-gram\'s pitch NLL to the better timing baseline\'s. Ties in '
+      'probability count against top-k hits.\n')
 
 
 def _statistics_section(results: dict) -> str:
@@ -129,7 +153,8 @@ def _statistics_section(results: dict) -> str:
   lines = ['| feature | OA model | OA n-gram | KLD model | KLD n-gram |',
            '| --- | ---: | ---: | ---: | ---: |']
   for feature, values in statistics['features'].items():
-    lines.append(f"| {feature} | {values['model']['oa']:.3f} | {values['n-gram']['oa']:.3f} | "
+    label = f'{feature} (rhythm)' if feature in music_stats.RHYTHM_FEATURES else feature
+    lines.append(f"| {label} | {values['model']['oa']:.3f} | {values['n-gram']['oa']:.3f} | "
                  f"{values['model']['kld']:.3f} | {values['n-gram']['kld']:.3f} |")
   lines.append(f"| **mean** | **{statistics['mean_oa']['model']:.3f}** | "
                f"**{statistics['mean_oa']['n-gram']:.3f}** | "

@@ -13,6 +13,15 @@ scored on (the last pitches of each window are the context) and sampled from the
 
 :func:`score_pitches` turns probabilities (or the model's log-probabilities) into per-note NLL
 and top-k hits with one tie rule for every model.
+
+The timing baselines score a note's ``step`` (seconds since the previous onset) or ``duration``
+as the probability of the 10 ms bin of :mod:`partita.timing_bins` holding it, as the model is
+scored: ``log_prob`` returns natural-log probabilities of each value's bin, each distribution
+exact over all ``NUM_BINS`` bins and > 0 on every one.
+
+* :class:`TimingHistogram`: the training histogram of bins, add-one smoothed.
+* :class:`ConditionalTimingHistogram`: the bin given the previous value's bin, interpolated with
+  the smoothed histogram.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from partita import constants
+from partita import constants, timing_bins
 
 # Stands before the first note of each training piece when counting the distinct predecessors
 # of an n-gram (Kneser-Ney's continuation counts), so an n-gram seen only at a piece's start
@@ -232,3 +241,134 @@ def sample(model, primes: np.ndarray, num_notes: int, rng: np.random.Generator) 
     generated[:, i] = np.minimum((cumulative < draws).sum(axis=1), constants.PITCHES - 1)
     history = np.concatenate([history[:, 1:], generated[:, i:i + 1]], axis=1)
   return generated
+
+
+# The weight, in pseudo-counts, of the smoothed histogram in each of
+# ConditionalTimingHistogram's conditional distributions: a previous bin seen n times in
+# training keeps n / (n + 2) of its mass on its own counts. Small, because the next step or
+# duration usually repeats the previous one's bin, which the histogram of all notes knows
+# nothing of; large enough that a bin seen once or twice does not put most of its mass on one
+# next bin. Fixed, not fitted.
+TIMING_BACKOFF_WEIGHT = 2.0
+
+
+def _time_bins(seconds) -> np.ndarray:
+  """Times in seconds (any shape) -> their bins; a NaN or a negative time is a bug upstream."""
+  seconds = np.asarray(seconds, dtype=np.float64)
+  if np.isnan(seconds).any() or (seconds < 0).any():
+    raise ValueError('times must be >= 0 seconds and not NaN')
+  return timing_bins.to_bins(seconds)
+
+
+def _training_bins(sequences: Sequence[np.ndarray]) -> list[np.ndarray]:
+  """Each training sequence of times in seconds (1-D) -> its array of bins."""
+  bins = [_time_bins(s) for s in sequences]
+  if any(b.ndim != 1 for b in bins):
+    raise ValueError('each training sequence must be 1-D')
+  return bins
+
+
+class TimingHistogram:
+  """The training histogram of a time's bin, add-one (Laplace) smoothed over all bins::
+
+      P(b) = (count(b) + 1) / (N + NUM_BINS)
+
+  with ``N`` the number of training values, so every one of the ``NUM_BINS`` bins is > 0 and
+  the distribution sums to 1. ``probs`` holds the ``[NUM_BINS]`` float64 probabilities.
+  """
+
+  def __init__(self, counts: np.ndarray):
+    self.counts = np.asarray(counts, dtype=np.float64)
+    if self.counts.shape != (timing_bins.NUM_BINS,):
+      raise ValueError(f'counts must be [{timing_bins.NUM_BINS}], got {self.counts.shape}')
+    self.probs = (self.counts + 1.0) / (self.counts.sum() + timing_bins.NUM_BINS)
+    self._log_probs = np.log(self.probs)
+
+  @classmethod
+  def fit(cls, sequences: Sequence[np.ndarray], first_target: int = 0) -> TimingHistogram:
+    """Counts the bins of the values at index ``first_target`` or later of each sequence of
+    times in seconds, as :meth:`NGram.fit` counts its targets."""
+    targets = [bins[first_target:] for bins in _training_bins(sequences)]
+    counts = np.bincount(np.concatenate(targets) if targets else np.zeros(0, np.int64),
+                         minlength=timing_bins.NUM_BINS)
+    if not counts.sum():
+      raise ValueError('no training values')
+    return cls(counts)
+
+  def log_prob(self, values_seconds) -> np.ndarray:
+    """The natural-log probability (float64, the input's shape) of each value's bin."""
+    return self._log_probs[_time_bins(values_seconds)]
+
+
+class ConditionalTimingHistogram:
+  """The bin ``b`` of a time given the bin ``p`` of the previous one in its sequence (the
+  previous step for a step, the previous duration for a duration)::
+
+      P(b | p) = (count(p, b) + beta * P_hist(b)) / (count(p) + beta)
+
+  where ``count(p, b)`` counts training transitions ``p -> b``, ``count(p)`` is their sum over
+  ``b``, ``P_hist`` is :class:`TimingHistogram` and ``beta`` is
+  :data:`TIMING_BACKOFF_WEIGHT`. A previous bin never seen in training (``count(p) = 0``) backs
+  off to ``P_hist`` alone. Each ``P(. | p)`` sums to 1 over the ``NUM_BINS`` bins and is > 0
+  on every one, since ``P_hist`` is.
+
+  Transitions are stored sparsely: ``pair_keys`` the sorted distinct ``p * NUM_BINS + b`` with
+  their ``pair_counts``; ``context_keys`` the sorted distinct ``p`` with ``totals`` (``count(p)``).
+  """
+
+  def __init__(self, histogram: TimingHistogram, pair_keys: np.ndarray, pair_counts: np.ndarray,
+               beta: float = TIMING_BACKOFF_WEIGHT):
+    if not beta > 0:
+      raise ValueError(f'beta must be > 0, got {beta}')
+    self.histogram = histogram
+    self.beta = float(beta)
+    self.pair_keys = np.asarray(pair_keys, dtype=np.int64)
+    self.pair_counts = np.asarray(pair_counts, dtype=np.float64)
+    self.context_keys, first = np.unique(self.pair_keys // timing_bins.NUM_BINS,
+                                         return_index=True)
+    self.totals = (np.add.reduceat(self.pair_counts, first) if len(first)
+                   else np.zeros(0, np.float64))
+
+  @classmethod
+  def fit(cls, sequences: Sequence[np.ndarray], first_target: int = 0,
+          beta: float = TIMING_BACKOFF_WEIGHT) -> ConditionalTimingHistogram:
+    """Counts, in each sequence of times in seconds, the transitions into the values at index
+    ``max(first_target, 1)`` or later, from the value before each (which may lie before
+    ``first_target``); ``P_hist`` is :meth:`TimingHistogram.fit` with the same ``first_target``.
+
+    Sequences are not joined: no transition spans two of them. With the trainer's chunks and
+    ``first_target`` the window length, each note the neural model predicts is counted once,
+    with its real previous value.
+    """
+    histogram = TimingHistogram.fit(sequences, first_target)
+    start = max(first_target, 1)
+    pairs = [bins[start - 1:-1] * timing_bins.NUM_BINS + bins[start:]
+             for bins in _training_bins(sequences) if len(bins) > start]
+    pair_keys, pair_counts = np.unique(
+        np.concatenate(pairs) if pairs else np.zeros(0, np.int64), return_counts=True)
+    return cls(histogram, pair_keys, pair_counts, beta)
+
+  def log_prob(self, values_seconds, previous_seconds) -> np.ndarray:
+    """The natural-log probability (float64) of each value's bin given the previous value;
+    the two arrays broadcast together, and the result has their broadcast shape."""
+    values, previous = np.broadcast_arrays(_time_bins(values_seconds),
+                                           _time_bins(previous_seconds))
+    shape = values.shape
+    values, previous = values.ravel(), previous.ravel()
+    backoff = self.histogram.probs[values]
+    log_probs = np.log(backoff)  # for previous bins never seen in training
+    where = _lookup(self.context_keys, previous)
+    seen = where >= 0
+    pair = _lookup(self.pair_keys, previous[seen] * timing_bins.NUM_BINS + values[seen])
+    count = np.where(pair >= 0, self.pair_counts[np.maximum(pair, 0)], 0.0)
+    log_probs[seen] = (np.log(count + self.beta * backoff[seen])
+                       - np.log(self.totals[where[seen]] + self.beta))
+    return log_probs.reshape(shape)
+
+
+def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+  """The index of each key in ``sorted_keys`` (distinct, ascending), -1 where it is absent."""
+  if not len(sorted_keys):
+    return np.full(keys.shape, -1, dtype=np.int64)
+  where = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+  return np.where(sorted_keys[where] == keys, where, -1)

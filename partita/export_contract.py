@@ -4,12 +4,25 @@ A SavedModel with two functions and three plain files in its ``assets/`` folder.
 (``serving``, ``evaluation``, or anyone's code with only TensorFlow) need nothing else, so the
 names and limits live here, with no TensorFlow import, for the writer and the readers alike.
 
-``predict_next(pitch, step, duration, velocity)``: ``[batch, window]`` windows ->
-``pitch_logits [batch, 128]``, ``step``, ``duration``, ``velocity`` ``[batch]``.
+``predict_next(pitch, step, duration, velocity, next_step, next_pitch, next_duration)``:
+``[batch, window]`` windows and ``[batch]`` values of the next note's parts -> the distribution
+of each part of the next note. The model predicts the parts in an order (its config's
+``model.note_order``, e.g. step, then pitch, then duration) and each part's distribution is
+conditioned on the values given for the parts before it; the values of its own and later parts
+are ignored (to score a real note, pass the note). Outputs:
+
+* ``pitch_logits [batch, 128]``: unnormalised log-probabilities of the pitch;
+* ``step_chord_logit [batch]``: log-odds that the step is exactly 0 (the note joins a chord);
+* ``step_mixture_logits``, ``step_locations``, ``step_scales`` ``[batch, components]``: the
+  rest of the step's distribution, a mixture of logistic distributions over log-seconds with
+  weights ``softmax(mixture_logits)``, locations and scales in log-seconds;
+* ``duration_mixture_logits``, ``duration_locations``, ``duration_scales``: the duration's;
+* ``velocity [batch]``: the predicted MIDI velocity, 1..127.
 
 ``generate(pitch, step, duration, velocity, num_notes, temperature, top_k, top_p, seed)``: prime
 windows and scalar sampling parameters -> ``pitch``, ``step``, ``duration``, ``velocity``
-``[batch, num_notes]``, the whole sampling loop running inside the graph.
+``[batch, num_notes]``, the whole sampling loop running inside the graph: every part of each note
+is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the pitch only).
 """
 
 # The file every SavedModel reader looks for first; written last, so it marks a complete export.
@@ -23,6 +36,8 @@ ASSET_FILES = (ASSET_CONFIG, ASSET_INFO, ASSET_PRIMES)
 PREDICT_NEXT = 'predict_next'
 GENERATE = 'generate'
 SIGNATURES = (PREDICT_NEXT, GENERATE)
+# The arguments of ``predict_next`` after the four windows, in order.
+PREDICT_NEXT_CONDITIONS = ('next_step', 'next_pitch', 'next_duration')
 # The scalar arguments of ``generate`` after the four prime windows, in order.
 GENERATE_PARAMETERS = ('num_notes', 'temperature', 'top_k', 'top_p', 'seed')
 

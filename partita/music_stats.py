@@ -19,6 +19,30 @@ seconds), each a 1-D float64 vector (length 1 for scalars):
 * ``repetition_rate`` (1): share of the piece's 4-note pitch patterns already played earlier in
   the piece (high for loops, low for aimless wandering).
 
+The next three describe rhythm as a listener hears it, on *perceived* onsets: onsets closer than
+:data:`ONSET_TOLERANCE` (5 ms) to the first onset of a group sound as one onset, at that first
+onset's time (sorted onsets are grouped greedily: an onset starts a new group unless it lies less
+than 5 ms after the current group's first onset).
+
+* ``ioi_ratio_histogram`` (11): share of the ratios of consecutive inter-onset intervals
+  (between perceived onsets; ``log2(later / earlier)``, so positive means slowing down) per bin
+  of :data:`IOI_RATIO_EDGES`: bins 1 to 9 are centred on the ratios 1:4, 1:3, 1:2, 2:3, 1:1, 3:2,
+  2:1, 3:1 and 4:1 with edges halfway between neighbouring centres in log2 (1:1 takes ratios
+  from 0.82 to 1.22, for instance); bin 0 takes ratios below 2^-2.5 (about 1:5.7) and bin 10 those
+  above 2^2.5. All zero when the piece has fewer than 3 perceived onsets (no pair of intervals).
+* ``chord_onset_fraction`` (1): share of perceived onsets at which two or more notes start.
+* ``onset_rate_variation`` (2): the coefficient of variation (population standard deviation over
+  mean) of the perceived onsets per second in consecutive windows of
+  :data:`ONSET_RATE_WINDOW` (2 s), and the share of those windows with no onset at all (stalls).
+  The windows tile the piece from its first onset to its last note's end; a remainder shorter
+  than a window joins the last window (its rate is its count over its own length), so every
+  window is at least 2 s long. A piece shorter than two windows (4 s) has one window and gets
+  ``[0, 0]``. The mean rate is left out: ``note_density`` and ``inter_onset_interval`` already
+  carry the pace, and onsets per second would swamp the two scale-free shares in the Euclidean
+  distances of the set comparison.
+
+:data:`RHYTHM_FEATURES` names the features that describe rhythm and timing.
+
 Set comparison (:func:`compare_sets`) follows Yang & Lerch, "On the evaluation of generative
 models in music" (Neural Computing and Applications, 2018): for each feature, the Euclidean
 distances between the per-piece vectors of every pair of reference pieces (the *intra-set*
@@ -38,10 +62,26 @@ import numpy as np
 
 FEATURES = ('pitch_class_histogram', 'pitch_range', 'polyphony', 'inter_onset_interval',
             'duration_histogram', 'pitch_class_transitions', 'scale_consistency',
-            'pitch_class_entropy', 'note_density', 'repetition_rate')
+            'pitch_class_entropy', 'note_density', 'repetition_rate', 'ioi_ratio_histogram',
+            'chord_onset_fraction', 'onset_rate_variation')
+RHYTHM_FEATURES = ('polyphony', 'inter_onset_interval', 'duration_histogram', 'note_density',
+                   'ioi_ratio_histogram', 'chord_onset_fraction', 'onset_rate_variation')
 DURATION_BIN_EDGES = np.array([0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, np.inf])
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
 REPETITION_PATTERN = 4
+# Onsets less than this many seconds after the first onset of a group sound as one onset (the
+# rhythm features only; the older features group exactly equal onsets). Compared with 1 ns of
+# slack, so that onsets 5 ms apart stay two however the seconds were rounded (1.005 - 1.0 is
+# 0.0049999... in float64).
+ONSET_TOLERANCE = 0.005
+_ONSET_SLACK = 1e-9
+# Centres of the inner bins of ioi_ratio_histogram, log2(later interval / earlier interval).
+IOI_RATIO_CENTRES = np.log2([1 / 4, 1 / 3, 1 / 2, 2 / 3, 1, 3 / 2, 2, 3, 4])
+# Inner edges of ioi_ratio_histogram: +-2.5 (halfway to 1:8 and 8:1) outside, halfway between
+# neighbouring centres inside; bin k holds [edge k-1, edge k), bins 0 and 10 are open-ended.
+IOI_RATIO_EDGES = np.concatenate([[-2.5], (IOI_RATIO_CENTRES[1:] + IOI_RATIO_CENTRES[:-1]) / 2,
+                                  [2.5]])
+ONSET_RATE_WINDOW = 2.0  # seconds
 GRID_POINTS = 1000
 # KL divergence: the inter-set density is floored at this fraction of its peak before the log,
 # so a region with reference mass but (numerically) no inter-set mass costs a large but finite
@@ -89,7 +129,57 @@ def piece_features(notes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
       'pitch_class_entropy': np.array([-(nonzero * np.log2(nonzero)).sum()]),
       'note_density': np.array([len(pitch) / span if span > 0 else float(len(pitch))]),
       'repetition_rate': np.array([_repetition_rate(pitch)]),
+      **_rhythm_features(start, span),
   }
+
+
+def perceived_onsets(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Onset times as heard, and how many notes start at each.
+
+  Sorted onsets are grouped greedily: an onset joins the current group when it lies less than
+  :data:`ONSET_TOLERANCE` after the group's first onset, and otherwise starts a new group (anchoring
+  at the first onset keeps a slow arpeggio of 4 ms steps from merging into one onset). A group's
+  time is its first onset's.
+  """
+  times, sizes = [], []
+  for onset in np.sort(np.asarray(start, dtype=np.float64)):
+    if times and onset - times[-1] < ONSET_TOLERANCE - _ONSET_SLACK:
+      sizes[-1] += 1
+    else:
+      times.append(onset)
+      sizes.append(1)
+  return np.array(times, dtype=np.float64), np.array(sizes, dtype=np.int64)
+
+
+def _rhythm_features(start: np.ndarray, span: float) -> dict[str, np.ndarray]:
+  """``ioi_ratio_histogram``, ``chord_onset_fraction`` and ``onset_rate_variation`` of a
+  piece with onsets ``start`` lasting ``span`` seconds from its first onset to its last end."""
+  times, sizes = perceived_onsets(start)
+  ratio_histogram = np.zeros(len(IOI_RATIO_EDGES) + 1)
+  if len(times) >= 3:
+    intervals = np.diff(times)  # each at least ONSET_TOLERANCE, so the ratios are finite
+    bins = np.searchsorted(IOI_RATIO_EDGES, np.log2(intervals[1:] / intervals[:-1]),
+                           side='right')
+    ratio_histogram = np.bincount(bins, minlength=len(ratio_histogram)) / len(bins)
+  return {
+      'ioi_ratio_histogram': ratio_histogram.astype(np.float64),
+      'chord_onset_fraction': np.array([np.mean(sizes >= 2)], dtype=np.float64),
+      'onset_rate_variation': _onset_rate_variation(times - times[0], span),
+  }
+
+
+def _onset_rate_variation(times: np.ndarray, span: float) -> np.ndarray:
+  """Coefficient of variation of the onsets per second in ONSET_RATE_WINDOW windows, and the
+  share of windows without an onset (``times`` from the first onset, 0)."""
+  windows = max(int(np.floor(span / ONSET_RATE_WINDOW)), 1)
+  if windows == 1:
+    return np.zeros(2)
+  window = np.minimum(np.floor(times / ONSET_RATE_WINDOW).astype(np.int64), windows - 1)
+  lengths = np.full(windows, ONSET_RATE_WINDOW)
+  lengths[-1] = span - (windows - 1) * ONSET_RATE_WINDOW
+  rates = np.bincount(window, minlength=windows) / lengths
+  # The first window holds the first onset, so the mean rate is positive.
+  return np.array([rates.std() / rates.mean(), np.mean(rates == 0)])
 
 
 def _repetition_rate(pitch: np.ndarray) -> float:

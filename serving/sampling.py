@@ -32,7 +32,8 @@ class Sampling:
       256, f'generated notes per piece, 1..{export_contract.MAX_GENERATED_NOTES}',
       group=FLAG_GROUP)
   temperature: float = config_tree.option(
-      1.0, '> 0; lower is more conservative', group=FLAG_GROUP)
+      1.0, '> 0, for every part of a note (step, pitch, duration); lower is more '
+      'conservative, 1 samples the model\'s own distribution', group=FLAG_GROUP)
   top_k: int = config_tree.option(
       constants.PITCHES, f'sample among the k likeliest pitches, 1..{constants.PITCHES}; '
       f'{constants.PITCHES} keeps them all', group=FLAG_GROUP)

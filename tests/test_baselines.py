@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from partita import baselines
+from partita import baselines, timing_bins
 
 # Counts used below, for the single piece 60 62 60 62 64:
 #   unigrams 60:2 62:2 64:1 (n1 = 1, n2 = 2: D1 = 1 / (1 + 4) = 0.2; S = 5, T = 3)
@@ -155,3 +155,143 @@ def test_ngram_matches_a_dictionary_implementation():
     for pitch in (60, 61, 63, 65, 70):
       assert probs[row, pitch] == pytest.approx(
           _reference_kneser_ney(pieces, 3, list(context), pitch), rel=1e-12)
+
+
+# Timing baselines. Bins are 10 ms wide (partita.timing_bins): with NUM_BINS = 3001 bins,
+# add-one smoothing of N training values gives a bin seen c times (c + 1) / (N + 3001).
+NUM_BINS = 3001
+
+
+def bin_centres():
+  return np.arange(NUM_BINS) * 0.01
+
+
+def test_timing_histogram_is_add_one_smoothed():
+  model = baselines.TimingHistogram.fit([np.array([0.5, 0.5, 0.0, 0.5])])  # 50 50 0 50
+  np.testing.assert_allclose(np.exp(model.log_prob([0.5, 0.0, 0.07, 31.0])),
+                             [(3 + 1) / (4 + 3001), (1 + 1) / (4 + 3001), 1 / (4 + 3001),
+                              1 / (4 + 3001)], rtol=1e-13)
+  assert model.log_prob(np.array([0.5, 0.0])).dtype == np.float64
+  probs = np.exp(model.log_prob(bin_centres()))
+  assert (probs > 0).all()
+  assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_timing_values_at_bin_edges_fall_in_the_upper_bin():
+  # [0, 5 ms) is bin 0, [5 ms, 15 ms) bin 1, ..., everything from 29.995 s the last bin.
+  model = baselines.TimingHistogram.fit([np.array([0.005, 0.015, 29.995, 100.0])])
+  np.testing.assert_array_equal(
+      timing_bins.to_bins([0.0049, 0.005, 0.0149, 0.015, 29.994, 29.995, 1e6]),
+      [0, 1, 1, 2, 2999, 3000, 3000])
+  np.testing.assert_allclose(
+      np.exp(model.log_prob([0.0049, 0.005, 0.0149, 0.015, 29.994, 29.995, 1e6])),
+      np.array([1, 2, 2, 2, 1, 3, 3]) / (4 + 3001), rtol=1e-13)
+
+
+def test_timing_baselines_bin_through_timing_bins():
+  # Values at and around every edge, as float64 and float32 computes them: each is scored as
+  # the centre of the bin timing_bins.to_bins puts it in, whatever rounding decides there.
+  edges = (np.arange(1, NUM_BINS) - 0.5) * 0.01
+  values = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, 1),
+                           edges.astype(np.float32).astype(np.float64)])
+  rng = np.random.default_rng(4)
+  train = [rng.choice(values, size=500) for _ in range(3)]
+  centres = timing_bins.to_bins(values) * 0.01
+  histogram = baselines.TimingHistogram.fit(train)
+  np.testing.assert_array_equal(histogram.log_prob(values), histogram.log_prob(centres))
+  conditional = baselines.ConditionalTimingHistogram.fit(train)
+  previous = np.roll(values, 1)
+  np.testing.assert_array_equal(conditional.log_prob(values, previous),
+                                conditional.log_prob(centres, np.roll(centres, 1)))
+
+
+# Steps 0 0 0.25 0 0 0.25 (bins 0 0 25 0 0 25): histogram counts 0:4 25:2 (N = 6);
+# transitions 0->0: 2, 0->25: 2, 25->0: 1, so count(0) = 4, count(25) = 1.
+STEPS = np.array([0.0, 0.0, 0.25, 0.0, 0.0, 0.25])
+
+
+def test_conditional_timing_histogram_interpolates_with_the_histogram():
+  model = baselines.ConditionalTimingHistogram.fit([STEPS], beta=2.0)
+  hist = {0: 5 / 3007, 25: 3 / 3007, 7: 1 / 3007}
+  values = np.array([0.0, 0.25, 0.07, 0.0, 0.25, 0.07])
+  previous = np.array([0.0, 0.0, 0.0, 0.25, 0.25, 0.25])
+  expected = [(2 + 2 * hist[0]) / 6, (2 + 2 * hist[25]) / 6, 2 * hist[7] / 6,
+              (1 + 2 * hist[0]) / 3, 2 * hist[25] / 3, 2 * hist[7] / 3]
+  np.testing.assert_allclose(np.exp(model.log_prob(values, previous)), expected, rtol=1e-13)
+
+
+def test_conditional_timing_histogram_backs_off_for_unseen_previous_bins():
+  model = baselines.ConditionalTimingHistogram.fit([STEPS], beta=2.0)
+  values = np.array([0.0, 0.25, 0.07])
+  for previous in (0.5, 0.07, 40.0):  # bins 50, 7 and the last: never a previous bin
+    np.testing.assert_allclose(np.exp(model.log_prob(values, previous)),
+                               [5 / 3007, 3 / 3007, 1 / 3007], rtol=1e-13)
+
+
+def test_conditional_timing_histogram_uses_the_documented_beta():
+  model = baselines.ConditionalTimingHistogram.fit([STEPS])
+  beta = baselines.TIMING_BACKOFF_WEIGHT
+  assert model.beta == beta
+  assert np.exp(model.log_prob(0.0, 0.25)) == pytest.approx((1 + beta * 5 / 3007) / (1 + beta),
+                                                             rel=1e-13)
+
+
+def test_timing_transitions_do_not_span_sequences():
+  model = baselines.ConditionalTimingHistogram.fit([np.array([0.1, 0.2]), np.array([0.3, 0.4])])
+  backoff = baselines.TimingHistogram.fit([np.array([0.1, 0.2]), np.array([0.3, 0.4])])
+  # 0.2 ends a sequence: never a previous value, so 0.2 -> 0.3 was not counted.
+  np.testing.assert_array_equal(model.log_prob(bin_centres(), 0.2),
+                                backoff.log_prob(bin_centres()))
+
+
+@pytest.mark.parametrize('beta', [0.5, 2.0, 10.0])
+def test_conditional_timing_distributions_sum_to_one(beta):
+  rng = np.random.default_rng(5)
+  pieces = [rng.choice([0.0, 0.12, 0.25, 0.5, 1.0, 35.0], size=200) for _ in range(4)]
+  model = baselines.ConditionalTimingHistogram.fit(pieces, first_target=8, beta=beta)
+  histogram = np.exp(model.histogram.log_prob(bin_centres()))
+  assert histogram.sum() == pytest.approx(1.0, abs=1e-12)
+  for previous in (0.0, 0.12, 0.5, 35.0, 0.3, 7.0):  # four seen previous bins, two unseen
+    probs = np.exp(model.log_prob(bin_centres(), previous))
+    assert (probs > 0).all()
+    assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_timing_first_target_counts_each_later_value_once_with_its_previous():
+  # Two overlapping chunks of one piece 0.1 0.2 0.3 0.4 0.5 (window length 2): targets
+  # 0.3 0.4 | 0.5, with transitions 20->30, 30->40 | 40->50.
+  chunks = [np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.3, 0.4, 0.5])]
+  histogram = baselines.TimingHistogram.fit(chunks, first_target=2)
+  np.testing.assert_allclose(np.exp(histogram.log_prob([0.3, 0.4, 0.5, 0.1, 0.2])),
+                             np.array([2, 2, 2, 1, 1]) / (3 + 3001), rtol=1e-13)
+  model = baselines.ConditionalTimingHistogram.fit(chunks, first_target=2, beta=2.0)
+  values = np.array([0.3, 0.4, 0.5, 0.5, 0.2])
+  previous = np.array([0.2, 0.3, 0.4, 0.2, 0.1])
+  expected = [(1 + 2 * 2 / 3004) / 3, (1 + 2 * 2 / 3004) / 3, (1 + 2 * 2 / 3004) / 3,
+              2 * 2 / 3004 / 3, 1 / 3004]  # 0.1 was never a previous value: backs off
+  np.testing.assert_allclose(np.exp(model.log_prob(values, previous)), expected, rtol=1e-13)
+  whole = baselines.ConditionalTimingHistogram.fit([np.array([0.2, 0.3, 0.4, 0.5])],
+                                                   first_target=1, beta=2.0)
+  np.testing.assert_array_equal(whole.log_prob(values, previous),
+                                model.log_prob(values, previous))
+
+
+def test_timing_first_target_zero_counts_the_first_value_in_the_histogram_only():
+  model = baselines.ConditionalTimingHistogram.fit([np.array([0.1, 0.2])], beta=2.0)
+  # Histogram: 10 and 20 once each (N = 2); one transition 10 -> 20.
+  assert np.exp(model.histogram.log_prob(0.1)) == pytest.approx(2 / 3003, rel=1e-13)
+  assert np.exp(model.log_prob(0.2, 0.1)) == pytest.approx((1 + 2 * 2 / 3003) / 3, rel=1e-13)
+
+
+def test_timing_log_probs_broadcast_and_reject_nan():
+  model = baselines.ConditionalTimingHistogram.fit([STEPS], beta=2.0)
+  values = np.array([[0.0, 0.25, 0.07], [0.25, 0.0, 0.0]])
+  scores = model.log_prob(values, np.array([[0.0], [0.25]]))
+  assert scores.shape == (2, 3) and scores.dtype == np.float64
+  np.testing.assert_array_equal(scores[1], model.log_prob(values[1], np.full(3, 0.25)))
+  with pytest.raises(ValueError, match='NaN'):
+    model.log_prob(np.array([np.nan]), np.array([0.0]))
+  with pytest.raises(ValueError, match='NaN'):
+    baselines.TimingHistogram.fit([np.array([0.1, -0.2])])
+  with pytest.raises(ValueError, match='no training values'):
+    baselines.TimingHistogram.fit([np.array([0.1])], first_target=1)

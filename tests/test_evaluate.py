@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
   model, _ = task.train(data_dir, model_dir, config)
   info = dataset_lib.load_info(data_dir)
   return {'data': data_dir, 'model_dir': model_dir, 'model': model, 'info': info,
-          'export': os.path.join(model_dir, 'export')}
+          'config': config, 'export': os.path.join(model_dir, 'export')}
 
 
 def test_model_metrics_match_the_trainers_over_every_test_window(trained):
@@ -40,12 +40,19 @@ def test_model_metrics_match_the_trainers_over_every_test_window(trained):
   assert windows == info['splits']['test']['windows']
   dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),
                                   training=False, batch_size=64)
-  expected = task.evaluation_metrics(trained['model'], dataset)
-  for name in ('pitch_nll', 'pitch_accuracy', 'pitch_top5_accuracy', 'step_mae_seconds',
-               'duration_mae_seconds'):
-    assert rows['model'][name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6)
+  expected = task.evaluation_metrics(trained['model'], dataset, trained['config'].model)
+  names = ('pitch_nll', 'pitch_accuracy', 'pitch_top5_accuracy', 'step_nll', 'duration_nll',
+           'note_nll')
+  assert sorted(expected) == sorted(names)
+  for name in names:
+    assert rows['model'][name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+  assert rows['model']['note_nll'] == pytest.approx(
+      rows['model']['pitch_nll'] + rows['model']['step_nll'] + rows['model']['duration_nll'],
+      rel=1e-12)
   assert set(rows) == {'model', 'unigram', '2-gram', '3-gram', '4-gram', '5-gram',
-                       'repeat previous', 'mean timing'}
+                       'repeat previous', 'timing histogram', 'timing histogram | previous'}
+  for row in ('timing histogram', 'timing histogram | previous'):
+    assert sorted(rows[row]) == ['duration_nll', 'step_nll'], row
 
 
 def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(trained):
@@ -55,25 +62,48 @@ def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tr
   rows, _ = evaluate.likelihood(export, trained['data'], info, fitted)
   # The same means, computed from the stored chunks: each chunk's notes from index WINDOW on
   # are targets, each with the notes before it in the chunk as context.
+  # The timing baselines score each target's bin, the conditional one given the bin of the
+  # note before it.
   trigram = fitted['pitch']['3-gram']
-  nll, step_error = [], []
+  histogram = fitted['timing']['timing histogram']
+  conditional = fitted['timing']['timing histogram | previous']
+  nll, timing_nll = [], {(row, part): [] for row in ('timing histogram', 'timing histogram | '
+                                                      'previous') for part in ('step', 'duration')}
   for chunk in evaluate.read_chunks(trained['data'], info, 'test'):
     pitch = chunk['pitch']
     contexts = np.stack([pitch[i - 2:i] for i in range(WINDOW, len(pitch))])
     probs = trigram.distribution(contexts)
     nll.extend(-np.log(probs[np.arange(len(contexts)), pitch[WINDOW:]]))
-    step_error.extend(np.abs(chunk['step'][WINDOW:] - fitted['timing']['step']))
+    for part in ('step', 'duration'):
+      timing_nll['timing histogram', part].extend(
+          -histogram[part].log_prob(chunk[part][WINDOW:]))
+      timing_nll['timing histogram | previous', part].extend(
+          -conditional[part].log_prob(chunk[part][WINDOW:], chunk[part][WINDOW - 1:-1]))
   assert len(nll) == info['splits']['test']['windows']
   assert rows['3-gram']['pitch_nll'] == pytest.approx(np.mean(nll), rel=1e-12)
-  assert rows['mean timing']['step_mae_seconds'] == pytest.approx(np.mean(step_error),
-                                                                  rel=1e-6)
+  for (row, part), values in timing_nll.items():
+    assert len(values) == len(nll)
+    assert rows[row][f'{part}_nll'] == pytest.approx(np.mean(values), rel=1e-12), (row, part)
 
 
 def test_fit_baselines_uses_the_training_targets():
   chunks = [{'pitch': np.array([60, 61, 62, 62]), 'step': np.array([9.0, 9.0, 0.5, 1.5]),
              'duration': np.array([9.0, 9.0, 1.0, 2.0]), 'velocity': np.full(4, 64.0)}]
   fitted = evaluate.fit_baselines(chunks, window_length=2)
-  assert fitted['timing'] == {'step': 1.0, 'duration': 1.5}
+  # Training targets: steps 0.5 and 1.5 s (bins 50 and 150), durations 1 and 2 s (bins 100 and
+  # 200); add-one smoothing over the 3001 bins gives a target's bin 2 / 3003, any other 1 / 3003.
+  histogram = fitted['timing']['timing histogram']
+  np.testing.assert_allclose(np.exp(histogram['step'].log_prob([0.5, 1.5, 9.0, 1.0])),
+                             np.array([2, 2, 1, 1]) / 3003, rtol=1e-13)
+  np.testing.assert_allclose(np.exp(histogram['duration'].log_prob([1.0, 2.0, 9.0, 0.5])),
+                             np.array([2, 2, 1, 1]) / 3003, rtol=1e-13)
+  # Transitions into the targets: steps 9 -> 0.5 -> 1.5 (the first from before the targets).
+  conditional = fitted['timing']['timing histogram | previous']['step']
+  beta = baselines.TIMING_BACKOFF_WEIGHT
+  np.testing.assert_allclose(
+      np.exp(conditional.log_prob(np.array([0.5, 1.5, 1.5]), np.array([9.0, 0.5, 9.0]))),
+      [(1 + beta * 2 / 3003) / (1 + beta), (1 + beta * 2 / 3003) / (1 + beta),
+       beta * 2 / 3003 / (1 + beta)], rtol=1e-13)
   assert fitted['pitch']['repeat previous'].eps == pytest.approx(0.5)  # 61->62, 62->62
   unigram = fitted['pitch']['unigram'].distribution(np.zeros((1, 0), int))[0]
   assert unigram[62] > 0.9 and unigram[60] == unigram[61]  # only 62 is a target
@@ -107,6 +137,7 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
                         '--num-pieces', '4', '--num-notes', '8']) == 0
   printed = capsys.readouterr().out
   assert 'test pitch NLL  model' in printed and 'mean overlapping area' in printed
+  assert 'test timing NLL model' in printed and 'test note NLL   model' in printed
   for name in (report_lib.REPORT_FILE, report_lib.RESULTS_FILE, report_lib.CURVES_PNG,
                report_lib.FEATURES_PNG, report_lib.DISTANCES_PNG,
                os.path.join(report_lib.ROLLS_DIR, 'model_00.png')):
@@ -118,6 +149,20 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   for values in statistics['features'].values():
     assert 0.0 <= values['model']['oa'] <= 1.0 + 1e-9
   assert results['best_ngram'] in ('2-gram', '3-gram', '4-gram', '5-gram')
+  # The model's note NLL is compared with the best n-gram plus the better timing baseline.
+  rows = results['likelihood']
+  assert results['best_timing'] in ('timing histogram', 'timing histogram | previous')
+  timing = {row: rows[row]['step_nll'] + rows[row]['duration_nll']
+            for row in ('timing histogram', 'timing histogram | previous')}
+  assert results['baseline_timing_nll'] == pytest.approx(min(timing.values()), rel=1e-12)
+  assert timing[results['best_timing']] == min(timing.values())
+  assert results['baseline_note_nll'] == pytest.approx(
+      rows[results['best_ngram']]['pitch_nll'] + results['baseline_timing_nll'], rel=1e-12)
+  assert 'mean_timing_seconds' not in results
+  with open(os.path.join(out, report_lib.REPORT_FILE)) as f:
+    report = f.read()
+  assert f"| **{results['best_ngram']} + {results['best_timing']}** |" in report
+  assert '| step NLL | duration NLL | note NLL |' in report
 
 
 def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_path, capsys):

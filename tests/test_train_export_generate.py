@@ -12,10 +12,11 @@ import pytest
 import tensorflow as tf
 
 from beam_pipelines import preprocess
+from partita import timing_bins
 from serving import generate as generate_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
-from trainer import task
+from trainer import task, timing_distribution
 
 WINDOW = 8
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,24 +99,35 @@ def test_training_writes_config_metrics_and_export(trained):
 
 
 def test_evaluation_metrics_are_means_over_all_windows(trained):
-  """The reported metrics are means over the evaluated windows, recomputed here."""
+  """The reported metrics are means over the evaluated windows, recomputed here from the
+  export's distributions of each true next note (each head given the true earlier parts)."""
   model = tf.saved_model.load(os.path.join(trained['model_dir'], 'export'))
   config = trained['config']
   dataset = data_lib.make_dataset(trained['data'], trained['info'], 'validation', config.data,
                                   training=False, batch_size=7,
                                   max_windows=config.train.validation_windows)
-  nll, correct = [], []
+  nll, correct, timing_nll = [], [], {'step': [], 'duration': []}
   for inputs, targets in dataset:
-    logits = model.predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
-                                inputs['velocity'])['pitch_logits']
-    log_probs = tf.nn.log_softmax(logits).numpy()
+    out = model.predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
+                             inputs['velocity'], targets['step'], targets['pitch'],
+                             targets['duration'])
+    log_probs = tf.nn.log_softmax(out['pitch_logits']).numpy()
     target = targets['pitch'].numpy()
     nll.append(-log_probs[np.arange(len(target)), target])
     correct.append(log_probs.argmax(-1) == target)
+    for part, values in timing_nll.items():
+      parameters = {name[len(part) + 1:]: value for name, value in out.items()
+                    if name.startswith(part + '_')}
+      bins = tf.constant(timing_bins.to_bins(targets[part].numpy()), tf.int32)
+      values.append(-timing_distribution.log_bin_probability(parameters, bins).numpy())
+  metrics = trained['metrics']
   assert len(np.concatenate(nll)) <= config.train.validation_windows
-  assert np.concatenate(nll).mean() == pytest.approx(trained['metrics']['pitch_nll'], abs=1e-5)
-  assert np.concatenate(correct).mean() == pytest.approx(trained['metrics']['pitch_accuracy'],
-                                                         abs=1e-6)
+  assert np.concatenate(nll).mean() == pytest.approx(metrics['pitch_nll'], abs=1e-5)
+  assert np.concatenate(correct).mean() == pytest.approx(metrics['pitch_accuracy'], abs=1e-6)
+  for part, values in timing_nll.items():
+    assert np.concatenate(values).mean() == pytest.approx(metrics[f'{part}_nll'], abs=1e-5), part
+  note_nll = np.concatenate(nll) + sum(np.concatenate(values) for values in timing_nll.values())
+  assert note_nll.mean() == pytest.approx(metrics['note_nll'], abs=1e-5)
 
 
 FRESH_PROCESS = textwrap.dedent('''
@@ -134,11 +146,13 @@ FRESH_PROCESS = textwrap.dedent('''
       return {k: v.numpy().tolist() for k, v in out.items()}
     project = [m for m in sys.modules if m.split('.')[0] in
                ('partita', 'trainer', 'serving', 'beam_pipelines', 'apache_beam')]
+    batch = len(primes['pitch'])
     next_note = model.predict_next(
         tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
-        tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32))
+        tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
+        tf.zeros([batch]), tf.fill([batch], 60), tf.fill([batch], 0.5))
     print(json.dumps({'a': run(1), 'b': run(1), 'c': run(2), 'project_modules': project,
-                      'logits': next_note['pitch_logits'].numpy().tolist()}))
+                      'next_note': {k: v.numpy().tolist() for k, v in next_note.items()}}))
 ''')
 
 
@@ -160,15 +174,22 @@ def test_export_generates_in_a_fresh_process_without_project_code(trained, tmp_p
   pitch = np.asarray(out['a']['pitch'])
   assert pitch.min() >= 0 and pitch.max() <= 127
   assert np.all(np.asarray(out['a']['step']) >= 0)
-  assert np.all(np.asarray(out['a']['duration']) >= 0)
+  assert np.all(np.asarray(out['a']['duration']) > 0)
   velocity = np.asarray(out['a']['velocity'])
   assert velocity.min() >= 1 and velocity.max() <= 127
 
-  # The reloaded export computes what the trained in-memory Keras model computes.
+  # The reloaded export computes what the trained in-memory Keras model computes for the same
+  # next note (a chord note, pitch 60, held 0.5 s).
   with open(os.path.join(export, 'assets', 'primes.json')) as f:
     primes = {name: np.asarray(values) for name, values in json.load(f).items()}
-  expected = trained['model'](primes, training=False)['pitch'].numpy()
-  np.testing.assert_allclose(out['logits'], expected, atol=1e-4)
+  expected = trained['model'](primes, {'step': np.zeros(num_primes, np.float32),
+                                       'pitch': np.full(num_primes, 60),
+                                       'duration': np.full(num_primes, 0.5, np.float32)},
+                              training=False)
+  np.testing.assert_allclose(out['next_note']['pitch_logits'], expected['pitch'], atol=1e-4)
+  for part in ('step', 'duration'):
+    for name, value in expected[part].items():
+      np.testing.assert_allclose(out['next_note'][f'{part}_{name}'], value, atol=1e-4)
 
 
 def test_generate_command_writes_midi_with_the_requested_notes(trained, tmp_path):

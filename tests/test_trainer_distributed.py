@@ -56,6 +56,12 @@ def tiny(*overrides):
   return config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'), overrides)
 
 
+def next_note_conditions(batch):
+  """``predict_next``'s next_step, next_pitch and next_duration: a note 0.25 s after the
+  window's last, pitch 60, held 0.5 s."""
+  return (tf.fill([batch], 0.25), tf.fill([batch], 60), tf.fill([batch], 0.5))
+
+
 def read_scalars(log_dir):
   """{tag: [(step, value)...]} from every TensorBoard event file in ``log_dir``."""
   scalars = {}
@@ -80,8 +86,8 @@ def test_presets_all_load_and_full_is_the_defaults():
   # cpu_hour is the run recorded in BENCHMARKS.md: the small preset with these overrides.
   assert config_lib.load(os.path.join(REPO, 'configs', 'cpu_hour.yaml')) == config_lib.load(
       os.path.join(REPO, 'configs', 'small.yaml'),
-      ['model.lstm_units=128', 'model.embedding_dim=64', 'train.steps=18000',
-       'train.steps_per_epoch=1000'])
+      ['model.lstm_units=128', 'model.embedding_dim=64', 'model.head_units=128',
+       'train.steps=18000', 'train.steps_per_epoch=1000'])
 
 
 def test_unknown_strategy_and_precision_are_clear_errors():
@@ -157,8 +163,9 @@ def test_mixed_precision_trains_and_exports_float32(dataset, tmp_path, precision
   assert tf.keras.mixed_precision.global_policy().name == 'float32'  # restored after training
   assert model.dtype_policy.name == policy
   assert model.get_layer('lstm').compute_dtype == precision
-  for head in ('next_pitch_logits', 'next_step', 'next_duration', 'next_velocity'):
-    assert model.get_layer(head).compute_dtype == 'float32'
+  for head in ('pitch_head', 'step_head', 'duration_head', 'velocity_head'):
+    for layer in model.get_layer(head).layers:  # the head's dense layers
+      assert layer.compute_dtype == 'float32', (head, layer.name)
   # Float16 only trains with a dynamic loss scale, checkpointed with the optimizer so that a
   # resumed run carries on with it.
   checkpoint = tf.train.load_checkpoint(os.path.join(model_dir, 'checkpoints'))
@@ -178,10 +185,12 @@ def test_mixed_precision_trains_and_exports_float32(dataset, tmp_path, precision
   for name in ('step', 'duration', 'velocity'):
     assert out[name].dtype == tf.float32
     assert np.all(np.isfinite(out[name].numpy()))
-  logits = export.predict_next(*[tf.constant(primes[name], dtype) for name, dtype in (
+  next_note = export.predict_next(*[tf.constant(primes[name], dtype) for name, dtype in (
       ('pitch', tf.int32), ('step', tf.float32), ('duration', tf.float32),
-      ('velocity', tf.float32))])['pitch_logits']
-  assert logits.dtype == tf.float32
+      ('velocity', tf.float32))], *next_note_conditions(len(primes['pitch'])))
+  for name, value in next_note.items():
+    assert value.dtype == tf.float32, name
+    assert np.all(np.isfinite(value.numpy())), name
 
 
 # --- outputs: Vertex AI, TensorBoard, object stores ---
@@ -211,11 +220,13 @@ def test_vertex_ai_dirs_take_the_export_checkpoints_and_logs(dataset, tmp_path, 
   assert sorted(validation_scalars) == sorted(train_loop.METRICS)
   for tag in train_loop.METRICS:
     assert [step for step, _ in validation_scalars[tag]] == [2, 4], tag
-  # The last validation and metrics.json are means over the same windows, by the same rule.
+  # The last validation and metrics.json are means over the same windows, by the same rule
+  # (the timing NLLs by the same TF code, the bins' log-probabilities).
   with open(os.path.join(model_dir, 'metrics.json')) as f:
     metrics = json.load(f)
   for tag, name in (('pitch_loss', 'pitch_nll'), ('pitch_accuracy', 'pitch_accuracy'),
-                    ('pitch_top5', 'pitch_top5_accuracy'), ('step_mae', 'step_mae_seconds')):
+                    ('pitch_top5', 'pitch_top5_accuracy'), ('step_loss', 'step_nll'),
+                    ('duration_loss', 'duration_nll'), ('note_nll', 'note_nll')):
     assert validation_scalars[tag][-1][1] == pytest.approx(metrics[name], rel=1e-5), tag
 
 
@@ -235,9 +246,12 @@ def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tm
     assert sorted(tf.io.gfile.listdir(url + '/assets')) == ['config.yaml', 'info.json',
                                                             'primes.json']
     loaded = tf.saved_model.load(url)
-    logits = loaded.predict_next(*[tf.constant(primes[name]) for name in
-                                   ('pitch', 'step', 'duration', 'velocity')])['pitch_logits']
-    np.testing.assert_allclose(logits, model(primes)['pitch'], atol=1e-5)
+    conditions = next_note_conditions(2)
+    out = loaded.predict_next(*[tf.constant(primes[name]) for name in
+                                ('pitch', 'step', 'duration', 'velocity')], *conditions)
+    expected = model(primes, dict(zip(('step', 'pitch', 'duration'), conditions, strict=True)))
+    np.testing.assert_allclose(out['pitch_logits'], expected['pitch'], atol=1e-5)
+    np.testing.assert_allclose(out['step_locations'], expected['step']['locations'], atol=1e-5)
   finally:
     tf.io.gfile.rmtree('ram://exports')
 
@@ -286,9 +300,9 @@ def test_killed_run_resumes_from_its_checkpoint_and_stops_at_the_planned_step(
   assert f'resuming from step {killed_at}' in lines[1]
   progress = [line for line in lines if line.startswith('step ')]
   for line in progress:
-    assert re.fullmatch(rf'step \d+/{total} loss=\d\.\d{{4}} pitch_loss=\d\.\d{{4}} '
+    assert re.fullmatch(rf'step \d+/{total} loss=\d+\.\d{{4}} pitch_loss=\d\.\d{{4}} '
                         r'val_pitch_accuracy=\d\.\d{4} val_pitch_loss=\d\.\d{4} '
-                        r'\(\d+ windows/s\)', line), line
+                        r'val_note_nll=\d+\.\d{4} \(\d+ windows/s\)', line), line
   steps = [int(line.split()[1].split('/')[0]) for line in progress]
   # The resumed run finishes the interrupted epoch, then validates every 50 steps.
   assert steps == [step for step in range(50, total, 50) if step > killed_at] + [total]
@@ -365,7 +379,7 @@ def test_each_training_step_trains_on_the_next_batch_and_reports_its_metrics():
   dataset = synthetic_batches(3)
   batches = iter(strategy.experimental_distribute_dataset(dataset))
   for inputs, targets in dataset.take(2):
-    values = train_loop.window_metrics(trainer.model(inputs, training=False), targets,
+    values = train_loop.window_metrics(trainer.model(inputs, targets, training=False), targets,
                                        trainer.loss_weights)
     expected = [np.mean(values[name]) for name in train_loop.METRICS]
     before = trainer.model.get_weights()
@@ -463,8 +477,10 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f'with {2 if strategy == "mirrored" else 1} replica(s)' in result.stdout
     reader = tf.train.load_checkpoint(os.path.join(model_dir, 'checkpoints'))
+    # The model's weights: the checkpoint keeps each under one path, the embedding's under
+    # model/ and the others' under the optimizer's list of the variables it trains.
     weights = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-               if name.startswith('optimizer/_trainable_variables/')}
+               if name.startswith(('model/', 'optimizer/_trainable_variables/'))}
     losses = {tag: values for tag, values in
               read_scalars(os.path.join(model_dir, 'logs', 'train')).items()
               if tag.endswith('loss')}
@@ -472,7 +488,8 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
       results[strategy] = weights, losses, json.load(f)
   (weights, losses, metrics), (one_weights, one_losses, one_metrics) = (
       results['mirrored'], results['default'])
-  assert len(weights) == len(one_weights) == 18
+  # Embedding 1, BiLSTM 6, LSTM 3, and the four heads' two dense layers' kernels and biases 16.
+  assert len(weights) == len(one_weights) == 26
   for name, value in one_weights.items():
     np.testing.assert_allclose(weights[name], value, rtol=0, atol=1e-5, err_msg=name)
   assert sorted(losses) == sorted(one_losses) == [

@@ -1,9 +1,11 @@
 """SavedModel export with two signatures that need none of this project's code to serve.
 
-``predict_next``: a batch of windows -> next-note pitch logits and timing.
+``predict_next``: a batch of windows, and the next note's parts that later heads condition on
+-> the distribution of every part of the next note.
 ``generate``: prime windows + sampling parameters -> ``num_notes`` new notes per prime, the whole
-sampling loop running inside the graph (one call per batch, not one per note). Sampling uses
-stateless random ops seeded from ``seed`` and the note index, so the same inputs give the same
+sampling loop running inside the graph (one call per batch, not one per note), every part of
+every note sampled from its distribution in the model's note order. Sampling uses stateless
+random ops seeded from ``seed``, the note index and the part, so the same inputs give the same
 notes.
 
 ``export_model`` writes locally or to object stores (``gs://``) without ever leaving a
@@ -26,6 +28,8 @@ import tensorflow as tf
 
 from partita import constants
 from partita import export_contract as contract
+from trainer import model as model_lib
+from trainer import timing_distribution
 
 
 def _sample_pitch(logits, temperature, top_k, top_p, seed):
@@ -49,22 +53,36 @@ def _sample_pitch(logits, temperature, top_k, top_p, seed):
 
 
 class _Generator:
-  """Builds the exported functions around a trained Keras model."""
+  """Builds the exported functions around a trained :class:`trainer.model.NoteModel`."""
 
-  def __init__(self, model: keras.Model, window_length: int):
+  def __init__(self, model: model_lib.NoteModel, window_length: int):
     self.model = model
     self.window_length = window_length
 
-  def predict_next(self, pitch, step, duration, velocity):
-    outputs = self.model({'pitch': pitch, 'step': step, 'duration': duration,
-                          'velocity': tf.cast(velocity, tf.float32)}, training=False)
-    return {
-        'pitch_logits': outputs['pitch'],
-        'step': outputs['step'],
-        'duration': outputs['duration'],
-        'velocity': tf.clip_by_value(tf.round(outputs['velocity'] * constants.MAX_VELOCITY), 1.0,
-                                     constants.MAX_VELOCITY),
-    }
+  def predict_next(self, pitch, step, duration, velocity, next_step, next_pitch, next_duration):
+    window = {'pitch': pitch, 'step': step, 'duration': duration,
+              'velocity': tf.cast(velocity, tf.float32)}
+    outputs = self.model(window, {'step': next_step, 'pitch': next_pitch,
+                                  'duration': next_duration}, training=False)
+    result = {'pitch_logits': outputs['pitch'], 'velocity': _velocity(outputs['velocity'])}
+    for part in model_lib.TIMING_PARTS:
+      result.update({f'{part}_{name}': value for name, value in outputs[part].items()})
+    return result
+
+  def next_note(self, hidden, temperature, top_k, top_p, seed):
+    """Samples the next note from the encoder's ``hidden`` vectors, part by part in the model's
+    note order, each part drawn with its own seed split from ``seed`` and seen by the heads
+    after it."""
+    seeds = tf.random.experimental.stateless_split(seed, len(self.model.parts))
+    note = {}
+    for part, part_seed in zip(self.model.parts, tf.unstack(seeds), strict=True):
+      distribution = self.model.head(part, hidden, note)
+      if part == 'pitch':
+        note[part] = _sample_pitch(distribution, temperature, top_k, top_p, part_seed)
+      else:
+        note[part] = timing_distribution.sample(distribution, temperature, part_seed)
+    note['velocity'] = _velocity(self.model.head('velocity', hidden, note))
+    return note
 
   def generate(self, pitch, step, duration, velocity, num_notes, temperature, top_k, top_p,
                seed):
@@ -92,18 +110,22 @@ class _Generator:
     generated = {name: tf.TensorArray(tf.int32 if name == 'pitch' else tf.float32,
                                       size=num_notes) for name in window}
 
-    def body(i, window, generated):
-      next_note = self.predict_next(**window)
-      next_note['pitch'] = _sample_pitch(next_note.pop('pitch_logits'), temperature, top_k,
-                                         top_p, tf.stack([seed, tf.cast(i, tf.int64)]))
-      window = {name: tf.concat([window[name][:, 1:], next_note[name][:, None]], axis=1)
-                for name in window}
+    def body(i, state, generated):
+      next_note = self.next_note(self.model.state_vector(state), temperature, top_k, top_p,
+                                 tf.stack([seed, tf.cast(i, tf.int64)]))
       generated = {name: generated[name].write(i, next_note[name]) for name in generated}
-      return i + 1, window, generated
+      return i + 1, self.model.advance(state, next_note), generated
 
-    _, _, generated = tf.while_loop(lambda i, *_: i < num_notes, body, (0, window, generated))
+    _, _, generated = tf.while_loop(lambda i, *_: i < num_notes, body,
+                                    (0, self.model.start(window), generated))
     # TensorArrays stack to [notes, batch]; callers expect [batch, notes].
     return {name: tf.transpose(values.stack()) for name, values in generated.items()}
+
+
+def _velocity(fraction: tf.Tensor) -> tf.Tensor:
+  """The velocity head's fraction of 127 -> a MIDI velocity in 1..127 (float32)."""
+  return tf.clip_by_value(tf.round(fraction * constants.MAX_VELOCITY), 1.0,
+                          constants.MAX_VELOCITY)
 
 
 def _window_spec(window_length: int):
@@ -113,7 +135,7 @@ def _window_spec(window_length: int):
           tf.TensorSpec([None, window_length], tf.float32, 'velocity')]
 
 
-def export_model(model: keras.Model, export_dir: str, window_length: int, config_yaml: str,
+def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int, config_yaml: str,
                  info: dict, primes: dict[str, np.ndarray]) -> None:
   """Writes the SavedModel, with its assets, to ``export_dir`` (a local path or a URL such as
   ``gs://bucket/run/export``) so that a reader never finds a half-written export.
@@ -131,7 +153,10 @@ def export_model(model: keras.Model, export_dir: str, window_length: int, config
   generator = _Generator(model, window_length)
   archive = keras.export.ExportArchive()
   archive.track(model)
-  archive.add_endpoint(contract.PREDICT_NEXT, generator.predict_next, _window_spec(window_length))
+  archive.add_endpoint(
+      contract.PREDICT_NEXT, generator.predict_next,
+      _window_spec(window_length) + [tf.TensorSpec([None], dtype, name) for name, dtype in zip(
+          contract.PREDICT_NEXT_CONDITIONS, (tf.float32, tf.int32, tf.float32), strict=True)])
   archive.add_endpoint(
       contract.GENERATE, generator.generate,
       _window_spec(window_length) + [

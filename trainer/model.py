@@ -1,4 +1,17 @@
-"""The Keras model: a window of notes -> distribution of the next pitch, plus its timing.
+"""The Keras model: a window of notes -> the distribution of the next note, part by part.
+
+An encoder (pitch embedding and timing features -> bidirectional LSTM -> LSTM) reads the window
+into one vector (``model.encoder=causal``: two left-to-right LSTMs, which give a vector after
+every position, see :meth:`NoteModel.call`); a head per part of the next note turns it into
+that part's distribution: a 128-way softmax for the pitch, a mixture of logistics over
+log-seconds for the step and the duration (``trainer.timing_distribution``; the step's with a
+point mass at 0 for chords) and a regression for the velocity. ``model.note_order`` names the
+order of the parts: each head also sees the parts before its own (so with
+``step_pitch_duration`` the pitch head knows whether the note joins a chord, and the duration
+head knows its pitch), which factors the note's likelihood as
+``P(step) P(pitch | step) P(duration | step, pitch)`` with every factor exact; the velocity
+comes last and sees all three. ``independent`` gives every head the encoder's vector alone.
+Training feeds the true earlier parts (teacher forcing); generation feeds the sampled ones.
 
 Inputs are raw values (pitch 0..127, step and duration in seconds, velocity 1..127); the timing
 inputs are standardised inside the model with the training split's statistics from info.json,
@@ -7,90 +20,225 @@ so an exported model needs no preprocessing code from this project.
 The LSTMs keep Keras' defaults (tanh, sigmoid recurrent activation, no recurrent dropout,
 unroll=False, use_bias=True, use_cudnn='auto') and see no mask, because those are the
 conditions for the cuDNN kernel on GPUs; dropout is applied between layers instead of inside
-the recurrence for the same reason.
-
-Under a mixed-precision policy (``keras.mixed_precision.set_global_policy`` before
-``build_model``) the embedding and LSTMs compute in float16 or bfloat16, while the output heads
-compute in float32: the pitch logits feed a 128-way softmax and the timing heads a softplus,
-both of which lose too much in 16 bits. Inputs and outputs stay float32 either way.
+the recurrence for the same reason. Under a mixed-precision policy the embedding and LSTMs
+compute in float16 or bfloat16 while the heads compute in float32: a 128-way softmax and the
+mixtures' cumulative distributions lose too much in 16 bits.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import layers
+import numpy as np
+import tensorflow as tf
 
+from partita import constants, timing_bins
+from trainer import timing_distribution
 from trainer.config import ModelConfig
 
-PITCHES = 128
+TIMING_PARTS = ('step', 'duration')
 
 
-def build_model(config: ModelConfig, window_length: int, timing: dict) -> keras.Model:
-  """Bidirectional LSTM -> LSTM -> {pitch logits, step, duration, velocity} heads.
+def note_parts(note_order: str) -> tuple[str, ...]:
+  """The parts of a note in the order their heads predict them (``independent``: the order
+  does not matter; this one is the export's)."""
+  if note_order == 'independent':
+    return ('step', 'pitch', 'duration')
+  return tuple(note_order.split('_'))
+
+
+def log_time(seconds: tf.Tensor) -> tf.Tensor:
+  """Times as the heads and the encoder see them: ``log(1 + t / 10 ms) / 5``, about 0 to 1
+  from 0 to 15 s, so that the ratios between times, not their differences, count."""
+  return tf.math.log1p(seconds / timing_bins.BIN_SECONDS) / 5.0
+
+
+class NoteModel(keras.Model):
+  """The encoder and the per-part heads; see the module docstring."""
+
+  def __init__(self, config: ModelConfig, window_length: int, timing: dict, **kwargs):
+    super().__init__(name='partita', **kwargs)
+    self.window_length = window_length
+    self.parts = note_parts(config.note_order)
+    self.conditioned = config.note_order != 'independent'
+    self.components = config.timing_components
+    self.timing = {name: (float(timing[name]['mean']), max(float(timing[name]['std']), 1e-6))
+                   for name in TIMING_PARTS}
+    self.causal = config.encoder == 'causal'
+    self.pitch_embedding = layers.Embedding(constants.PITCHES, config.embedding_dim,
+                                            name='pitch_embedding')
+    if self.causal:
+      self.recurrent = [layers.LSTM(config.lstm_units, return_sequences=True, return_state=True,
+                                    name=f'lstm_{i}') for i in range(2)]
+    else:
+      self.bilstm = layers.Bidirectional(
+          layers.LSTM(config.lstm_units, return_sequences=True), name='bilstm')
+      self.lstm = layers.LSTM(config.lstm_units, name='lstm')
+    self.dropout = layers.Dropout(config.dropout)
+    outputs = {'pitch': constants.PITCHES, 'velocity': 1,
+               'step': timing_distribution.parameter_count(self.components, chord=True),
+               'duration': timing_distribution.parameter_count(self.components, chord=False)}
+    for part, size in outputs.items():
+      hidden = [layers.Dense(config.head_units, activation='relu', dtype='float32')
+                ] if config.head_units else []
+      setattr(self, f'{part}_head', keras.Sequential(
+          hidden + [layers.Dense(size, dtype='float32')], name=f'{part}_head'))
+
+  def note_features(self, notes: dict[str, tf.Tensor]) -> tf.Tensor:
+    """``[batch, time]`` notes -> ``[batch, time, features]``, what the recurrence reads."""
+    def standardized(name):
+      mean, std = self.timing[name]
+      return (notes[name] - mean) / std
+
+    timing_features = tf.stack(
+        [standardized('step'), standardized('duration'), log_time(notes['step']),
+         log_time(notes['duration']), notes['velocity'] / constants.MAX_VELOCITY], axis=-1)
+    embedded = self.pitch_embedding(notes['pitch'])
+    return tf.concat([embedded, tf.cast(timing_features, embedded.dtype)], axis=-1)
+
+  def encode(self, window: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    """``[batch, window]`` notes -> the ``[batch, units]`` float32 vector the heads read to
+    predict the note after the window."""
+    if self.causal:
+      return self.encode_sequence(window, training)[0][:, -1]
+    x = self.dropout(self.bilstm(self.note_features(window)), training=training)
+    x = self.dropout(self.lstm(x), training=training)
+    return tf.cast(x, tf.float32)
+
+  def encode_sequence(self, notes: dict[str, tf.Tensor], training: bool = False,
+                      states: list[tf.Tensor] | None = None) -> tuple[tf.Tensor, list]:
+    """Causal encoder only: ``[batch, time]`` notes, continuing from ``states`` (the LSTMs'
+    ``[h, c]`` after the notes before them; None: from the start) -> the ``[batch, time,
+    units]`` float32 vectors (each reads the notes up to its own) and the states after the
+    last note."""
+    x = self.note_features(notes)
+    after = []
+    for i, lstm in enumerate(self.recurrent):
+      x, hidden, cell = lstm(x, initial_state=states[2 * i:2 * i + 2] if states else None)
+      after += [hidden, cell]
+      x = self.dropout(x, training=training)
+    return tf.cast(x, tf.float32), after
+
+  # Generation walks a state from note to note: the window itself for the BiLSTM, which reads
+  # the whole window again for every note; the LSTMs' states and last vector for the causal
+  # encoder, which reads each new note once.
+
+  def start(self, window: dict[str, tf.Tensor]):
+    """The generation state after a prime window."""
+    if not self.causal:
+      return window
+    hidden, states = self.encode_sequence(window)
+    return {'hidden': hidden[:, -1], 'states': states}
+
+  def state_vector(self, state) -> tf.Tensor:
+    """The ``[batch, units]`` vector the heads read in ``state``."""
+    return state['hidden'] if self.causal else self.encode(state)
+
+  def advance(self, state, note: dict[str, tf.Tensor]):
+    """The state after one more note (``[batch]`` values of every feature)."""
+    if not self.causal:
+      return {name: tf.concat([state[name][:, 1:], note[name][:, None]], axis=1)
+              for name in state}
+    hidden, states = self.encode_sequence(
+        {name: value[:, None] for name, value in note.items()}, states=state['states'])
+    return {'hidden': hidden[:, -1], 'states': states}
+
+  def part_features(self, part: str, value: tf.Tensor) -> tf.Tensor:
+    """What a later head sees of an earlier part's value (``[batch]`` -> ``[batch, n]``)."""
+    if part == 'pitch':
+      return tf.cast(self.pitch_embedding(value), tf.float32)
+    # Under a mixed-precision policy Keras hands the call's float inputs over in 16 bits.
+    value = tf.cast(value, tf.float32)
+    features = [log_time(value)]
+    if part == 'step':
+      features.append(tf.cast(value < timing_bins.BIN_SECONDS / 2, tf.float32))  # a chord
+    return tf.stack(features, axis=-1)
+
+  def head(self, part: str, hidden: tf.Tensor, note: dict[str, tf.Tensor],
+           training: bool = False):
+    """The distribution of ``part`` ('pitch', 'step', 'duration' or 'velocity') given the
+    encoder's ``hidden`` and the values in ``note`` of the parts before it.
+
+    Returns pitch logits ``[batch, 128]``, a step or duration parameters dict
+    (``trainer.timing_distribution``) or the velocity as a fraction of 127 ``[batch]``.
+    """
+    inputs = [hidden]
+    if self.conditioned:
+      earlier = self.parts if part == 'velocity' else self.parts[:self.parts.index(part)]
+      inputs += [self.part_features(name, note[name]) for name in earlier]
+    outputs = getattr(self, f'{part}_head')(tf.concat(inputs, axis=-1), training=training)
+    if part == 'pitch':
+      return outputs
+    if part == 'velocity':
+      return tf.sigmoid(outputs[:, 0])
+    return timing_distribution.from_dense(
+        outputs, self.components, chord=part == 'step',
+        location_offset=float(np.log(max(self.timing[part][0], timing_bins.BIN_SECONDS))))
+
+  def call(self, window: dict[str, tf.Tensor], next_note: dict[str, tf.Tensor],
+           training: bool = False, every_position: bool = False) -> dict:
+    """Every part's distribution for the note after ``window``, each head seeing the values in
+    ``next_note`` (``pitch``, ``step``, ``duration``: ``[batch]``) of the parts before it.
+
+    ``every_position`` (causal encoder only): the distributions of the note after every
+    position of the window instead, flattened to ``[batch * window]`` rows, with ``next_note``
+    from :func:`every_position_targets`.
+    """
+    if every_position:
+      hidden = self.encode_sequence(window, training)[0]
+      hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
+    else:
+      hidden = self.encode(window, training)
+    return {part: self.head(part, hidden, next_note, training)
+            for part in self.parts + ('velocity',)}
+
+
+def every_position_targets(window: dict[str, tf.Tensor],
+                           targets: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """The note after each position of ``[batch, window]`` windows whose next notes are
+  ``targets`` (as ``partita.dataset.to_features_and_targets`` makes them, the velocity a
+  fraction of 127), flattened to ``[batch * window]``: a causal encoder's training targets."""
+  following = {}
+  for name, values in targets.items():
+    later = window[name][:, 1:]
+    if name == 'velocity':
+      later = later / constants.MAX_VELOCITY
+    following[name] = tf.reshape(tf.concat([later, values[:, None]], axis=1), [-1])
+  return following
+
+
+def build_model(config: ModelConfig, window_length: int, timing: dict) -> NoteModel:
+  """A :class:`NoteModel` with its variables created (call it in the strategy's scope).
 
   Args:
-    config: sizes, dropout.
+    config: sizes, dropout, note order, mixture components.
     window_length: input notes per window.
     timing: ``info['timing']``: mean and std of step and duration on the training split.
   """
-  pitch = keras.Input((window_length,), dtype='int32', name='pitch')
-  step = keras.Input((window_length,), dtype='float32', name='step')
-  duration = keras.Input((window_length,), dtype='float32', name='duration')
-  velocity = keras.Input((window_length,), dtype='float32', name='velocity')
-
-  def standardized(values, name):
-    stats = timing[name]
-    return (values - stats['mean']) / max(stats['std'], 1e-6)
-
-  timing_features = keras.ops.stack(
-      [standardized(step, 'step'), standardized(duration, 'duration'), velocity / 127.0],
-      axis=-1)
-  embedded = layers.Embedding(PITCHES, config.embedding_dim, name='pitch_embedding')(pitch)
-  x = layers.Concatenate()([embedded, timing_features])
-  x = layers.Bidirectional(layers.LSTM(config.lstm_units, return_sequences=True),
-                           name='bilstm')(x)
-  x = layers.Dropout(config.dropout)(x)
-  x = layers.LSTM(config.lstm_units, name='lstm')(x)
-  x = layers.Dropout(config.dropout)(x)
-
-  outputs = {
-      'pitch': layers.Dense(PITCHES, dtype='float32', name='next_pitch_logits')(x),
-      # Timing heads are in seconds; softplus keeps them non-negative.
-      'step': _scalar_head(x, 'softplus', 'next_step'),
-      'duration': _scalar_head(x, 'softplus', 'next_duration'),
-      # Velocity as a fraction of 127.
-      'velocity': _scalar_head(x, 'sigmoid', 'next_velocity'),
-  }
-  return keras.Model(
-      {'pitch': pitch, 'step': step, 'duration': duration, 'velocity': velocity}, outputs,
-      name='partita')
-
-
-def _scalar_head(x, activation: str, name: str):
-  """A float32 Dense(1) with ``activation``, reshaped to one value per window."""
-  value = layers.Dense(1, activation=activation, dtype='float32', name=f'{name}_dense')(x)
-  return layers.Reshape((), dtype='float32', name=name)(value)
+  model = NoteModel(config, window_length, timing)
+  window = {'pitch': tf.zeros([1, window_length], tf.int32),
+            **{name: tf.zeros([1, window_length]) for name in ('step', 'duration', 'velocity')}}
+  model(window, {'pitch': tf.zeros([1], tf.int32), 'step': tf.zeros([1]),
+                 'duration': tf.zeros([1])})
+  return model
 
 
 def per_window_losses(outputs: dict, targets: dict, config: ModelConfig) -> dict:
   """The training objective, one value per window: ``{'loss': the weighted sum, 'pitch_loss',
   'step_loss', 'duration_loss', 'velocity_loss'}``, each ``[batch]``.
 
-  Pitch: cross-entropy of the logits. Step and duration: Huber (delta 1 s), not squared error,
-  so that a few notes held for tens of seconds by the pedal do not dominate every gradient.
-  Velocity: squared error of the fraction of 127. Per window rather than batch means, so that
-  the caller divides by the global batch size and replicas of any size sum to the same loss.
+  Pitch: cross-entropy of the logits. Step and duration: the negative log-likelihood of the
+  10 ms bin holding the true time (``partita.timing_bins``), nats, so that the sum of the
+  three is the note's NLL on the grid every baseline is scored on. Velocity: squared error of
+  the fraction of 127. Per window rather than batch means, so that the caller divides by the
+  global batch size and replicas of any size sum to the same loss.
   """
-  def huber(name):
-    # Keras' huber averages over the last axis: give it one value per window there.
-    return keras.losses.huber(targets[name][:, None], outputs[name][:, None], delta=1.0)
-
   losses = {
       'pitch_loss': keras.losses.sparse_categorical_crossentropy(
           targets['pitch'], outputs['pitch'], from_logits=True),
-      'step_loss': huber('step'),
-      'duration_loss': huber('duration'),
-      'velocity_loss': keras.ops.square(outputs['velocity'] - targets['velocity']),
+      **{f'{part}_loss': -timing_distribution.log_bin_probability(
+          outputs[part], timing_distribution.to_bins(targets[part])) for part in TIMING_PARTS},
+      'velocity_loss': tf.square(outputs['velocity'] - targets['velocity']),
   }
   losses['loss'] = (config.pitch_loss_weight * losses['pitch_loss']
                     + config.step_loss_weight * losses['step_loss']

@@ -56,26 +56,29 @@ class OutputDirs:
         logs=env.get('AIP_TENSORBOARD_LOG_DIR') or os.path.join(model_dir, 'logs'))
 
 
-def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset) -> dict:
+def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset,
+                       config: config_lib.ModelConfig) -> dict:
   """Means over every window of ``dataset``: pitch NLL (nats/note), top-1 and top-5 accuracy,
-  step and duration MAE (seconds).
+  step and duration NLL on the 10 ms grid and the note NLL, their sum with the pitch's.
 
   The pitch metrics are ``partita.baselines.score_pitches``, as in ``evaluation.evaluate``'s
   report, so they are the same metrics as the baselines'.
   """
-  predict = tf.function(lambda inputs: model(inputs, training=False))
+  @tf.function
+  def scores(inputs, targets):
+    outputs = model(inputs, targets, training=False)
+    losses = model_lib.per_window_losses(outputs, targets, config)
+    return outputs['pitch'], losses['step_loss'], losses['duration_loss']
+
   sums, count = {}, 0
   for inputs, targets in dataset:
-    outputs = {name: value.numpy() for name, value in predict(inputs).items()}
-    target = {name: value.numpy() for name, value in targets.items()}
-    values = {
-        **baselines.score_pitches(baselines.log_softmax(outputs['pitch']), target['pitch']),
-        'step_mae_seconds': np.abs(outputs['step'] - target['step']),
-        'duration_mae_seconds': np.abs(outputs['duration'] - target['duration']),
-    }
+    logits, step_nll, duration_nll = (value.numpy() for value in scores(inputs, targets))
+    values = {**baselines.score_pitches(baselines.log_softmax(logits), targets['pitch'].numpy()),
+              'step_nll': step_nll, 'duration_nll': duration_nll}
+    values['note_nll'] = values['pitch_nll'] + step_nll + duration_nll
     for name, value in values.items():
       sums[name] = sums.get(name, 0.0) + float(np.sum(value, dtype=np.float64))
-    count += len(target['pitch'])
+    count += len(logits)
   return {name: total / count for name, total in sums.items()}
 
 
@@ -134,7 +137,7 @@ def train(data_dir: str, model_dir: str,
     steps = train_loop.run(trainer, train_data, validation_data, dirs.checkpoints, dirs.logs,
                            chief, config.train)
 
-    metrics = dict(evaluation_metrics(model, validation_data), steps=steps)
+    metrics = dict(evaluation_metrics(model, validation_data, config.model), steps=steps)
     if chief:
       write_text(os.path.join(model_dir, 'metrics.json'), json.dumps(metrics, indent=1))
     export_args = (info['window_length'], config_yaml, info,
@@ -175,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
   except distribute.StrategyError as e:
     parser.exit(1, f'{parser.prog}: error: {e}\n')
   print(f"validation pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
-        f"accuracy {metrics['pitch_accuracy']:.1%}, top-5 {metrics['pitch_top5_accuracy']:.1%}")
+        f"accuracy {metrics['pitch_accuracy']:.1%}, top-5 {metrics['pitch_top5_accuracy']:.1%}; "
+        f"step {metrics['step_nll']:.3f}, duration {metrics['duration_nll']:.3f}, "
+        f"note {metrics['note_nll']:.3f} nats/note on the 10 ms grid")
   print(f'export: {OutputDirs.for_model_dir(args.model_dir).export}')
 
 

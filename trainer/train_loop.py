@@ -27,8 +27,10 @@ from trainer import model as model_lib
 
 # What the console and TensorBoard show, under the same names in logs/train and
 # logs/validation so that TensorBoard draws both runs of a tag in one chart.
-METRICS = ('loss', 'pitch_loss', 'step_loss', 'duration_loss', 'velocity_loss',
-           'pitch_accuracy', 'pitch_top5', 'step_mae', 'duration_mae')
+# The step and duration losses are their NLLs on the 10 ms grid; note_nll is the sum of the
+# pitch, step and duration NLLs.
+METRICS = ('loss', 'pitch_loss', 'step_loss', 'duration_loss', 'velocity_loss', 'note_nll',
+           'pitch_accuracy', 'pitch_top5')
 SUM = tf.distribute.ReduceOp.SUM
 
 
@@ -48,26 +50,29 @@ def top_k_hits(logits: tf.Tensor, targets: tf.Tensor, k: int) -> tf.Tensor:
 def window_metrics(outputs: dict, targets: dict,
                    loss_weights: config_lib.ModelConfig) -> dict[str, tf.Tensor]:
   """Each of :data:`METRICS` for each window (``[batch]`` tensors): the losses of
-  ``model.per_window_losses``, top-1 and top-5 hits and the step and duration errors (s)."""
+  ``model.per_window_losses``, the note NLL and top-1 and top-5 hits."""
+  losses = model_lib.per_window_losses(outputs, targets, loss_weights)
   return {
-      **model_lib.per_window_losses(outputs, targets, loss_weights),
+      **losses,
+      'note_nll': losses['pitch_loss'] + losses['step_loss'] + losses['duration_loss'],
       'pitch_accuracy': top_k_hits(outputs['pitch'], targets['pitch'], 1),
       'pitch_top5': top_k_hits(outputs['pitch'], targets['pitch'], 5),
-      'step_mae': tf.abs(outputs['step'] - targets['step']),
-      'duration_mae': tf.abs(outputs['duration'] - targets['duration']),
   }
 
 
 def make_optimizer(train_config: config_lib.TrainConfig, policy: str,
                    variables: list) -> keras.optimizers.Optimizer:
-  """Adam, built for ``variables``; call it in the strategy's scope. (The trainer clips the
-  gradients: see :meth:`Trainer.clip`.)
+  """Adam, built for ``variables``, with the configured learning-rate schedule; call it in the
+  strategy's scope. (The trainer clips the gradients: see :meth:`Trainer.clip`.)
 
   Under ``mixed_float16`` it is wrapped in a ``LossScaleOptimizer`` (dynamic loss scaling, so
   that small float16 gradients do not flush to zero); bfloat16 has float32's range and needs
   none.
   """
-  optimizer = keras.optimizers.Adam(train_config.learning_rate)
+  learning_rate = train_config.learning_rate
+  if train_config.learning_rate_schedule == 'cosine':
+    learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, train_config.steps)
+  optimizer = keras.optimizers.Adam(learning_rate)
   if policy == 'mixed_float16':
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   # Built here, not on the first step: variables are created in the strategy's scope, and
@@ -102,14 +107,22 @@ class Trainer:
 
   def replica_step(self, inputs: dict, targets: dict) -> tf.Tensor:
     """One replica's part of a training step, on its share of the global batch; returns the
-    share's sums of :data:`METRICS` divided by the global batch size."""
+    share's sums of :data:`METRICS` divided by the global number of targets (the global batch
+    size, times the window length for a causal encoder: its training metrics are means over
+    every position, its validation metrics, like the BiLSTM's, over the last)."""
+    # A causal encoder learns the note after every position of the window, not only the last.
+    every_position = self.model.causal
+    if every_position:
+      targets = model_lib.every_position_targets(inputs, targets)
+    targets_per_window = inputs['pitch'].shape[1] if every_position else 1
     with tf.GradientTape() as tape:
-      outputs = self.model(inputs, training=True)
+      # Teacher forcing: each head sees the true parts before its own.
+      outputs = self.model(inputs, targets, training=True, every_position=every_position)
       values = window_metrics(outputs, targets, self.loss_weights)
       # This replica's part of the global batch's mean loss: the optimizer sums the parts'
       # gradients over the replicas, which is the mean's gradient for any number of them.
-      loss = tf.nn.compute_average_loss(values['loss'],
-                                        global_batch_size=self.global_batch_size)
+      loss = tf.nn.compute_average_loss(
+          values['loss'], global_batch_size=self.global_batch_size * targets_per_window)
       scaled_loss = self.optimizer.scale_loss(loss)  # times the loss scale under float16
     # Dense: the embedding's gradient comes as IndexedSlices, a row per occurrence of a pitch,
     # and from those Keras' Adam takes the sum of the rows' squares for the square of their sum
@@ -119,7 +132,8 @@ class Trainer:
     # Sums the parts over the replicas, unscales and steps; under float16 it skips a step
     # whose gradients are not finite, and lowers the loss scale.
     self.optimizer.apply(self.clip(gradients), self.model.trainable_variables)
-    return tf.stack([tf.reduce_sum(values[name]) for name in METRICS]) / self.global_batch_size
+    return tf.stack([tf.reduce_sum(values[name]) for name in METRICS]) / (
+        self.global_batch_size * targets_per_window)
 
   def clip(self, parts: list) -> list[tf.Tensor]:
     """This replica's parts of the gradients, scaled so that their sums over the replicas
@@ -156,7 +170,8 @@ class Trainer:
   def validation_sums(self, batch: tuple) -> tf.Tensor:
     """The sums of :data:`METRICS` over one distributed batch, then its number of windows."""
     def replica_sums(inputs, targets):
-      values = window_metrics(self.model(inputs, training=False), targets, self.loss_weights)
+      values = window_metrics(self.model(inputs, targets, training=False), targets,
+                              self.loss_weights)
       count = tf.cast(tf.shape(targets['pitch'])[0], tf.float32)
       return tf.stack([tf.reduce_sum(values[name]) for name in METRICS] + [count])
     return self.strategy.reduce(SUM, self.strategy.run(replica_sums, args=batch), axis=None)
@@ -273,7 +288,7 @@ class EpochLog:
     windows_per_second = self.steps * self.batch_size / self.seconds
     shown = {'loss': train['loss'], 'pitch_loss': train['pitch_loss'],
              'val_pitch_accuracy': validation['pitch_accuracy'],
-             'val_pitch_loss': validation['pitch_loss']}
+             'val_pitch_loss': validation['pitch_loss'], 'val_note_nll': validation['note_nll']}
     print(f'step {step}/{self.total_steps} '
           + ' '.join(f'{name}={value:.4f}' for name, value in shown.items())
           + f' ({windows_per_second:.0f} windows/s)', flush=True)

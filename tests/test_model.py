@@ -1,0 +1,290 @@
+"""trainer.model's heads: which parts of the next note each one sees, the losses against a
+float64 closed form, and the export's in-graph sampling of every part."""
+
+import os
+
+import numpy as np
+import pytest
+from scipy import special
+import tensorflow as tf
+
+from partita import timing_bins
+from trainer import config as config_lib
+from trainer import distribute
+from trainer import export as export_lib
+from trainer import model as model_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WINDOW = 8
+BATCH = 6
+TIMING = {'step': {'mean': 0.25, 'std': 0.1}, 'duration': {'mean': 0.5, 'std': 0.2}}
+ORDERS = ('step_pitch_duration', 'pitch_step_duration', 'step_duration_pitch', 'independent')
+
+
+def tiny_model(note_order='step_pitch_duration'):
+  config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'),
+                           [f'model.note_order={note_order}'])
+  return model_lib.build_model(config.model, WINDOW, TIMING), config
+
+
+def windows(seed=0, batch=BATCH):
+  rng = np.random.default_rng(seed)
+  return {'pitch': tf.constant(rng.integers(40, 90, (batch, WINDOW)), tf.int32),
+          'step': tf.constant(rng.choice([0.0, 0.125, 0.25, 0.5], (batch, WINDOW)), tf.float32),
+          'duration': tf.constant(rng.choice([0.125, 0.25, 1.0], (batch, WINDOW)), tf.float32),
+          'velocity': tf.constant(rng.integers(40, 110, (batch, WINDOW)), tf.float32)}
+
+
+def next_note(step=0.25, pitch=60, duration=0.5, batch=BATCH):
+  return {'step': tf.fill([batch], np.float32(step)), 'pitch': tf.fill([batch], pitch),
+          'duration': tf.fill([batch], np.float32(duration))}
+
+
+def flat(output) -> np.ndarray:
+  """A head's output (logits, velocity or a parameters dict) as one array per row."""
+  if isinstance(output, dict):
+    return np.concatenate([np.reshape(output[name].numpy(), (BATCH, -1))
+                           for name in sorted(output)], axis=1)
+  return np.reshape(output.numpy(), (BATCH, -1))
+
+
+# Another value of each part: the step 0.5 s instead of 0.25 s (0 would also flip the chord
+# flag), the pitch 72 instead of 60, the duration 1 s instead of 0.5 s.
+CHANGED = {'step': {'step': 0.5}, 'pitch': {'pitch': 72}, 'duration': {'duration': 1.0}}
+
+
+@pytest.mark.parametrize('note_order', ORDERS)
+def test_each_head_sees_exactly_the_parts_before_its_own(note_order):
+  model, _ = tiny_model(note_order)
+  window = windows()
+  base = model(window, next_note())
+  parts = model_lib.note_parts(note_order)
+  for changed, values in CHANGED.items():
+    other = model(window, next_note(**values))
+    for head in parts + ('velocity',):
+      if note_order == 'independent':
+        sees = False
+      elif head == 'velocity':
+        sees = True
+      else:
+        sees = parts.index(changed) < parts.index(head)
+      differs = np.abs(flat(other[head]) - flat(base[head])).max()
+      if sees:
+        assert differs > 1e-6, (changed, head)
+      else:
+        assert differs == 0.0, (changed, head)
+
+
+def test_the_pitch_head_sees_whether_the_step_makes_a_chord():
+  model, _ = tiny_model('step_pitch_duration')
+  window = windows()
+  chord, later = (model(window, next_note(step=step))['pitch'].numpy() for step in (0.0, 0.5))
+  assert np.abs(chord - later).max() > 1e-6
+  # The step's own distribution depends on neither the next step nor the next pitch.
+  first = model(window, next_note(step=0.0, pitch=30))['step']
+  second = model(window, next_note(step=0.5, pitch=90))['step']
+  for name, value in first.items():
+    np.testing.assert_array_equal(value.numpy(), second[name].numpy(), err_msg=name)
+  independent, _ = tiny_model('independent')
+  chord, later = (independent(window, next_note(step=step))['pitch'].numpy()
+                  for step in (0.0, 0.5))
+  np.testing.assert_array_equal(chord, later)
+
+
+@pytest.mark.parametrize('policy', ['mixed_float16', 'mixed_bfloat16'])
+def test_a_mixed_precision_model_reads_the_next_note_and_answers_in_float32(policy):
+  # Keras casts every float input of the model, the next note's step and duration included,
+  # to the policy's 16-bit compute dtype; the heads compute in float32.
+  config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
+  with distribute.global_dtype_policy(policy):
+    model = model_lib.build_model(config.model, WINDOW, TIMING)
+  assert model.get_layer('lstm').compute_dtype == policy.split('_')[1]
+  outputs = model(windows(), next_note(step=0.0))
+  assert outputs['pitch'].dtype == outputs['velocity'].dtype == tf.float32
+  for part in ('step', 'duration'):
+    for name, value in outputs[part].items():
+      assert value.dtype == tf.float32, (part, name)
+      assert np.all(np.isfinite(value.numpy())), (part, name)
+
+
+def reference_log_bin_probability(parameters: dict, seconds: np.ndarray) -> np.ndarray:
+  """The natural-log probability of each time's 10 ms bin, float64, from the closed form:
+  ``sigmoid(c) [bin 0] + sigmoid(-c) sum_k w_k (F_k(upper) - F_k(lower))``, ``F_k`` the
+  logistic's cumulative distribution over log-seconds."""
+  values = {name: value.numpy().astype(np.float64) for name, value in parameters.items()}
+  bins = timing_bins.to_bins(seconds)
+  upper = timing_bins.LOG_UPPER[bins][:, None]
+  lower = timing_bins.LOG_LOWER[bins][:, None]
+  weights = special.softmax(values['mixture_logits'], axis=-1)
+  masses = special.expit((upper - values['locations']) / values['scales']) - special.expit(
+      (lower - values['locations']) / values['scales'])
+  probability = (weights * masses).sum(axis=-1)
+  if 'chord_logit' in values:
+    chord = special.expit(values['chord_logit'])
+    probability = (1 - chord) * probability + chord * (bins == 0)
+  return np.log(probability)
+
+
+def test_per_window_losses_are_the_bin_nlls_the_pitch_cross_entropy_and_their_sum():
+  model, config = tiny_model()
+  # Targets: a chord note, steps and durations in the middle of bins and in the last bin.
+  targets = {'pitch': tf.constant([60, 61, 62, 0, 127, 64], tf.int32),
+             'step': tf.constant([0.0, 0.003, 0.25, 0.5, 1.2, 40.0], tf.float32),
+             'duration': tf.constant([0.25, 0.02, 0.5, 3.0, 0.1, 0.75], tf.float32),
+             'velocity': tf.constant([0.5, 0.25, 0.75, 1.0, 0.1, 0.6], tf.float32)}
+  outputs = model(windows(), targets)
+  losses = {name: value.numpy() for name, value in
+            model_lib.per_window_losses(outputs, targets, config.model).items()}
+  for part in ('step', 'duration'):
+    expected = -reference_log_bin_probability(outputs[part], targets[part].numpy())
+    np.testing.assert_allclose(losses[f'{part}_loss'], expected, rtol=1e-5, err_msg=part)
+  logits = outputs['pitch'].numpy().astype(np.float64)
+  pitch = targets['pitch'].numpy()
+  expected_pitch = -special.log_softmax(logits, axis=-1)[np.arange(BATCH), pitch]
+  np.testing.assert_allclose(losses['pitch_loss'], expected_pitch, rtol=1e-5)
+  velocity = (outputs['velocity'].numpy() - targets['velocity'].numpy())**2
+  np.testing.assert_allclose(losses['velocity_loss'], velocity, rtol=1e-6)
+  weights = config.model
+  np.testing.assert_allclose(
+      losses['loss'], weights.pitch_loss_weight * losses['pitch_loss']
+      + weights.step_loss_weight * losses['step_loss']
+      + weights.duration_loss_weight * losses['duration_loss']
+      + weights.velocity_loss_weight * losses['velocity_loss'], rtol=1e-6)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+  """An untrained tiny model exported and loaded back, with its primes."""
+  model, config = tiny_model()
+  primes = {name: value.numpy() for name, value in windows(seed=3, batch=4).items()}
+  export_dir = str(tmp_path_factory.mktemp('model') / 'export')
+  export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(),
+                          {'window_length': WINDOW, 'timing': TIMING}, primes)
+  return model, tf.saved_model.load(export_dir), primes, export_dir
+
+
+def generate(export, primes, seed, num_notes=40, temperature=1.0):
+  out = export.generate(
+      tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
+      tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
+      tf.constant(num_notes), tf.constant(temperature), tf.constant(128), tf.constant(1.0),
+      tf.constant(seed, tf.int64))
+  return {name: value.numpy() for name, value in out.items()}
+
+
+def test_generate_samples_every_part_reproducibly(exported):
+  _, export, primes, _ = exported
+  first, again, other = (generate(export, primes, seed) for seed in (1, 1, 2))
+  for name in ('pitch', 'step', 'duration', 'velocity'):
+    assert first[name].shape == (4, 40), name
+    np.testing.assert_array_equal(first[name], again[name], err_msg=name)
+  for name in ('pitch', 'step', 'duration'):
+    assert (first[name] != other[name]).mean() > 0.5, name
+  # An untrained step head's chord logit is near 0: about half the steps are chords, exactly 0,
+  # and the others are positive; every duration is positive.
+  step = first['step']
+  assert 0.1 < (step == 0).mean() < 0.9
+  assert (step[step != 0] > 0).all()
+  assert (first['duration'] > 0).all()
+  assert np.isin(first['velocity'], np.arange(1, 128)).all()
+
+
+def test_predict_next_returns_the_models_distributions(exported):
+  model, export, primes, export_dir = exported
+  window = windows(seed=3, batch=4)  # the primes
+  np.testing.assert_array_equal(window['pitch'], primes['pitch'])
+  note = next_note(step=0.0, pitch=67, duration=0.3, batch=4)
+  out = export.predict_next(window['pitch'], window['step'], window['duration'],
+                            window['velocity'], note['step'], note['pitch'], note['duration'])
+  with open(os.path.join(export_dir, 'assets', 'config.yaml')) as f:
+    components = config_lib.from_yaml(f.read()).model.timing_components
+  assert sorted(out) == sorted(
+      ['pitch_logits', 'velocity', 'step_chord_logit']
+      + [f'{part}_{name}' for part in ('step', 'duration')
+         for name in ('mixture_logits', 'locations', 'scales')])
+  assert out['step_locations'].shape == out['duration_scales'].shape == (4, components)
+  expected = model(window, note)
+  np.testing.assert_allclose(out['pitch_logits'], expected['pitch'], atol=1e-5)
+  for part in ('step', 'duration'):
+    for name, value in expected[part].items():
+      np.testing.assert_allclose(out[f'{part}_{name}'], value, atol=1e-5, err_msg=name)
+
+
+# --- the causal encoder ---
+
+
+def causal_model():
+  config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'), ['model.encoder=causal'])
+  return model_lib.build_model(config.model, WINDOW, TIMING), config
+
+
+def test_the_causal_state_carried_note_by_note_is_the_whole_sequence_read_at_once():
+  model, _ = causal_model()
+  notes = windows(seed=5)
+  longer = {name: tf.concat([values, values[:, :3]], axis=1) for name, values in notes.items()}
+  state = model.start(notes)
+  np.testing.assert_allclose(model.state_vector(state), model.encode(notes), atol=1e-6)
+  for position in range(WINDOW, WINDOW + 3):
+    state = model.advance(state, {name: values[:, position] for name, values in longer.items()})
+    np.testing.assert_allclose(model.state_vector(state),
+                               model.encode_sequence(longer)[0][:, position], atol=1e-6)
+
+
+def test_the_causal_encoder_never_sees_later_notes():
+  model, _ = causal_model()
+  notes = windows(seed=6)
+  changed = dict(notes, pitch=tf.concat([notes['pitch'][:, :5], notes['pitch'][:, 5:] + 1], 1))
+  before, after = (model.encode_sequence(n)[0].numpy() for n in (notes, changed))
+  np.testing.assert_array_equal(before[:, :5], after[:, :5])
+  assert np.abs(before[:, 5:] - after[:, 5:]).min() > 0
+
+
+def test_every_position_targets_are_the_window_shifted_by_one_then_the_target():
+  window = {'pitch': tf.constant([[60, 62, 64]]), 'step': tf.constant([[0.0, 0.5, 0.25]]),
+            'duration': tf.constant([[1.0, 0.5, 0.5]]), 'velocity': tf.constant([[64.0, 127.0,
+                                                                                  0.0]])}
+  targets = {'pitch': tf.constant([65]), 'step': tf.constant([0.0]),
+             'duration': tf.constant([2.0]), 'velocity': tf.constant([0.5])}
+  following = model_lib.every_position_targets(window, targets)
+  np.testing.assert_array_equal(following['pitch'], [62, 64, 65])
+  np.testing.assert_array_equal(following['step'], [0.5, 0.25, 0.0])
+  np.testing.assert_array_equal(following['duration'], [0.5, 0.5, 2.0])
+  np.testing.assert_array_equal(following['velocity'], [1.0, 0.0, 0.5])
+
+
+def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_state(tmp_path):
+  """One training step's loss is the mean over every position's note; the export generates
+  reproducibly, and over its many more notes than a window the carried state stays the whole
+  sequence read at once."""
+  from trainer import train_loop  # noqa: PLC0415 (only this test builds a Trainer)
+  model, config = causal_model()
+  optimizer = train_loop.make_optimizer(config.train, 'float32', model.trainable_variables)
+  trainer = train_loop.Trainer(model, optimizer, tf.distribute.get_strategy(), config)
+  batch = config.data.batch_size  # the global batch the step divides by
+  window = windows(seed=7, batch=batch)
+  targets = dict(next_note(batch=batch), velocity=tf.fill([batch], 0.5))
+  following = model_lib.every_position_targets(window, targets)
+  expected = model_lib.per_window_losses(model(window, following, every_position=True),
+                                         following, config.model)['loss'].numpy().mean()
+  sums = trainer.strategy.run(trainer.replica_step, args=(window, targets)).numpy()
+  assert sums[train_loop.METRICS.index('loss')] == pytest.approx(expected, rel=1e-5)
+
+  primes = {name: value.numpy() for name, value in windows(seed=8, batch=4).items()}
+  export_dir = str(tmp_path / 'export')
+  export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(),
+                          {'window_length': WINDOW, 'timing': TIMING}, primes)
+  export = tf.saved_model.load(export_dir)
+  first, again = (generate(export, primes, seed=4) for _ in range(2))
+  for name in first:
+    np.testing.assert_array_equal(first[name], again[name])
+  # The export's last generated note, scored from the whole generated sequence read at once.
+  sequence = {name: np.concatenate([primes[name], first[name].astype(primes[name].dtype)],
+                                   axis=1) for name in primes}
+  state = model.start({name: tf.constant(values) for name, values in primes.items()})
+  for position in range(WINDOW, sequence['pitch'].shape[1] - 1):
+    state = model.advance(state, {name: tf.constant(values[:, position])
+                                  for name, values in sequence.items()})
+  np.testing.assert_allclose(
+      model.state_vector(state),
+      model.encode_sequence({name: tf.constant(v[:, :-1]) for name, v in sequence.items()})[0][
+          :, -1], atol=1e-5)

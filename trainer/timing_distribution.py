@@ -1,0 +1,116 @@
+"""The distribution of a note's step or duration: a mixture of logistics over log-seconds, with
+a point mass at 0 for the step (the notes of one chord).
+
+Its parameters, each ``[batch, components]`` but the chord logit ``[batch]`` (the export's
+``predict_next`` returns them under these names with a ``step_`` or ``duration_`` prefix):
+
+* ``mixture_logits``: unnormalised log-weights of the components;
+* ``locations``: each component's location, log-seconds;
+* ``scales``: each component's scale (> 0), log-seconds;
+* ``chord_logit`` (step only): the log-odds that the step is 0.
+
+So ``log(time)`` has the density ``sum_k w_k logistic((u - locations_k) / scales_k) / scales_k``
+with ``w = softmax(mixture_logits)``; for the step that density is scaled by
+``1 - sigmoid(chord_logit)``. Trained by maximum likelihood of the 10 ms bin holding the true
+time (``partita.timing_bins``): the bin's mass is a difference of the logistic's cumulative
+distribution, the sigmoid, at the bin's edges, so the loss is the very NLL that the evaluation
+reports and a component cannot shrink onto a repeated value to gain an unbounded density.
+Times on a log scale, because musical steps and durations span three decades (a grace note's
+20 ms to a held chord's 20 s) and ratios, not differences, are what a listener hears.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from partita import timing_bins
+
+# The smallest scale, log-seconds: keeps every component's mass spread over at least a few
+# bins' worth of log-time.
+MIN_SCALE = 0.01
+PARAMETERS = ('mixture_logits', 'locations', 'scales')
+CHORD_LOGIT = 'chord_logit'
+
+
+def parameter_count(components: int, chord: bool) -> int:
+  """Outputs of the dense layer that :func:`from_dense` reads."""
+  return 3 * components + int(chord)
+
+
+def from_dense(outputs: tf.Tensor, components: int, chord: bool,
+               location_offset: float) -> dict[str, tf.Tensor]:
+  """Splits a dense layer's ``[batch, parameter_count]`` outputs into named parameters.
+
+  ``location_offset`` (log-seconds) shifts every location, so that an untrained layer (outputs
+  near 0) starts near the training split's typical time rather than at 1 s.
+  """
+  logits, locations, raw_scales = tf.split(outputs[:, :3 * components], 3, axis=-1)
+  parameters = {'mixture_logits': logits, 'locations': locations + location_offset,
+                'scales': tf.nn.softplus(raw_scales) + MIN_SCALE}
+  if chord:
+    parameters[CHORD_LOGIT] = outputs[:, -1]
+  return parameters
+
+
+def to_bins(seconds: tf.Tensor) -> tf.Tensor:
+  """The grid bin of each time, as ``partita.timing_bins.to_bins`` (but in float32)."""
+  bins = tf.floor(seconds / timing_bins.BIN_SECONDS + 0.5)
+  return tf.cast(tf.clip_by_value(bins, 0, timing_bins.NUM_BINS - 1), tf.int32)
+
+
+def _log1mexp(x: tf.Tensor) -> tf.Tensor:
+  """``log(1 - exp(-x))`` for x > 0, accurate for small and large x (Maechler 2012)."""
+  return tf.where(x > np.log(2.0), tf.math.log1p(-tf.exp(-x)), tf.math.log(-tf.math.expm1(-x)))
+
+
+def log_bin_probability(parameters: dict[str, tf.Tensor], bins: tf.Tensor) -> tf.Tensor:
+  """``[batch]`` natural-log probabilities of one grid bin per row (int ``[batch]``)."""
+  lower = tf.gather(tf.constant(timing_bins.LOG_LOWER, tf.float32), bins)[:, None]
+  upper = tf.gather(tf.constant(timing_bins.LOG_UPPER, tf.float32), bins)[:, None]
+  width = tf.gather(tf.constant(timing_bins.LOG_WIDTH, tf.float32), bins)[:, None]
+  scales = parameters['scales']
+  above = (upper - parameters['locations']) / scales
+  below = (lower - parameters['locations']) / scales
+  # log(sigmoid(above) - sigmoid(below)), without subtracting two nearly equal numbers.
+  component = tf.math.log_sigmoid(above) - tf.nn.softplus(below) + _log1mexp(width / scales)
+  log_weights = tf.nn.log_softmax(parameters['mixture_logits'], axis=-1)
+  log_probability = tf.reduce_logsumexp(log_weights + component, axis=-1)
+  if CHORD_LOGIT not in parameters:
+    return log_probability
+  chord = parameters[CHORD_LOGIT]
+  not_chord = tf.math.log_sigmoid(-chord) + log_probability
+  # Bin 0 holds step 0 as well as the continuous part's mass below 5 ms.
+  return tf.where(bins == 0, tf.reduce_logsumexp(
+      tf.stack([tf.math.log_sigmoid(chord), not_chord]), axis=0), not_chord)
+
+
+def _uniform(shape, seed):
+  return tf.random.stateless_uniform(shape, seed, minval=np.finfo(np.float32).tiny, maxval=1.0)
+
+
+def sample(parameters: dict[str, tf.Tensor], temperature: tf.Tensor,
+           seed: tf.Tensor) -> tf.Tensor:
+  """One time per row, seconds (``[batch]``), drawn with ``temperature``.
+
+  Temperature divides the mixture's logits and the chord logit, as it divides the pitch logits,
+  and multiplies every scale: at 1 the draw is from the distribution itself, below 1 it
+  concentrates on the likeliest component and its centre, above 1 it spreads.
+  ``seed`` is a stateless-random seed pair; the same parameters and seed give the same time.
+  """
+  logits = parameters['mixture_logits'] / temperature
+  seeds = tf.random.experimental.stateless_split(seed, 3)
+  # Gumbel-max picks a component with probability softmax(logits).
+  gumbel = -tf.math.log(-tf.math.log(_uniform(tf.shape(logits), seeds[0])))
+  chosen = tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
+  location = tf.gather(parameters['locations'], chosen, batch_dims=1)
+  scale = tf.gather(parameters['scales'], chosen, batch_dims=1) * temperature
+  uniform = _uniform(tf.shape(location), seeds[1])
+  # The logistic's inverse cumulative distribution.
+  log_seconds = location + scale * (tf.math.log(uniform) - tf.math.log1p(-uniform))
+  seconds = tf.exp(tf.minimum(log_seconds, timing_bins.LOG_INFINITY))
+  if CHORD_LOGIT not in parameters:
+    return seconds
+  chord = tf.math.log(_uniform(tf.shape(location), seeds[2])) < tf.math.log_sigmoid(
+      parameters[CHORD_LOGIT] / temperature)
+  return tf.where(chord, 0.0, seconds)
