@@ -277,8 +277,11 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   rows, windows = likelihood(export, data_dir, info, fitted)
   best = best_baselines(rows)
   best_ngram = best['best_ngram']
+  with tf.io.gfile.GFile(os.path.join(export_dir, export_contract.ASSETS_DIR,
+                                      export_contract.ASSET_CONFIG)) as f:
+    note_order = config_lib.from_yaml(f.read()).model.note_order
   results = {
-      'data': data_dir, 'export': export_dir, 'test_windows': windows,
+      'data': data_dir, 'export': export_dir, 'test_windows': windows, 'note_order': note_order,
       'likelihood': rows, **best,
       'repeat_previous_eps': fitted['pitch']['repeat previous'].eps,
   }

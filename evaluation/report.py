@@ -145,7 +145,11 @@ def _likelihood_section(results: dict) -> str:
       'is the training histogram of binned steps and durations (add-one smoothing), '
       '*| previous* the same conditioned on the previous note\'s binned step or duration; the '
       f'last row adds the best n-gram\'s pitch NLL to the better timing baseline\'s. Ties in '
-      'probability count against top-k hits.\n')
+      'probability count against top-k hits.\n\n'
+      f"The model predicts a note's parts in the order `{results['note_order']}`: each of its "
+      'NLLs is given the true parts before it (its pitch NLL, after the step, knows whether the '
+      'note joins a chord), while the n-grams see no timing at all, so the note NLL is the '
+      'like-for-like comparison.\n')
 
 
 def _statistics_section(results: dict) -> str:

@@ -10,7 +10,7 @@ from trainer_fixtures import REPO, WINDOW, make_dataset
 
 from evaluation import evaluate
 from evaluation import report as report_lib
-from partita import baselines, constants
+from partita import baselines, constants, music_stats
 from partita import dataset as dataset_lib
 from serving import generate as generate_lib
 from trainer import config as config_lib
@@ -163,6 +163,14 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
     report = f.read()
   assert f"| **{results['best_ngram']} + {results['best_timing']}** |" in report
   assert '| step NLL | duration NLL | note NLL |' in report
+  # The pitch NLL's condition is stated: the model's note order, read from its export.
+  assert results['note_order'] == 'step_pitch_duration'
+  assert "in the order `step_pitch_duration`" in report
+  # Every rhythm feature is in the table, marked, and the weakest one's OA is reported.
+  for feature in music_stats.RHYTHM_FEATURES:
+    assert f'| {feature} (rhythm) |' in report
+  assert statistics['min_rhythm_oa']['model'] == pytest.approx(
+      min(statistics['features'][f]['model']['oa'] for f in music_stats.RHYTHM_FEATURES))
 
 
 def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_path, capsys):
