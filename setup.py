@@ -23,7 +23,7 @@ setuptools.setup(
     'generation',
     python_requires='>=3.10,<3.13',
     packages=setuptools.find_packages(include=['partita', 'beam_pipelines', 'trainer',
-                                               'serving']),
+                                               'serving', 'evaluation']),
     install_requires=[
         'apache-beam>=2.77,<3',
         # Beam's TFRecord sink checksums every record with CRC32C and plain apache-beam brings

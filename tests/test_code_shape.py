@@ -81,3 +81,12 @@ def test_each_stage_loads_only_its_own_frameworks(module, absent):
   result = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True,
                           text=True, check=False)
   assert result.returncode == 0, f'importing {module} loads {absent}\n{result.stderr[-2000:]}'
+
+
+def test_setup_installs_every_top_level_package():
+  """``pip install .`` must bring every package, so that each stage's ``python -m`` command
+  runs outside the repository too (the evaluation package once was missing)."""
+  setup = ast.parse((REPO / 'setup.py').read_text())
+  include = next(node for node in ast.walk(setup)
+                 if isinstance(node, ast.keyword) and node.arg == 'include')
+  assert sorted(ast.literal_eval(include.value)) == sorted(PACKAGES)
