@@ -78,16 +78,21 @@ def read_scalars(log_dir):
 
 
 def test_presets_all_load_and_full_is_the_defaults():
-  for name in ('tiny', 'small', 'cpu_hour', 'full'):
+  for name in ('tiny', 'small', 'small_causal', 'cpu_hour', 'full'):
     config = config_lib.load(os.path.join(REPO, 'configs', f'{name}.yaml'))
     assert config_lib.from_yaml(config.to_yaml()) == config
   assert config_lib.load(os.path.join(REPO, 'configs', 'full.yaml')) == config_lib.Config()
   assert config_lib.Config().runtime.mixed_precision == 'auto'
-  # cpu_hour is the run recorded in BENCHMARKS.md: the small preset with these overrides.
+  # cpu_hour and small_causal are the runs recorded in BENCHMARKS.md: the small preset with
+  # these overrides.
+  measured_small = ['data.tempo_stretch=0.1', 'model.step_loss_weight=1.0',
+                    'model.duration_loss_weight=1.0']
   assert config_lib.load(os.path.join(REPO, 'configs', 'cpu_hour.yaml')) == config_lib.load(
       os.path.join(REPO, 'configs', 'small.yaml'),
-      ['model.lstm_units=128', 'model.embedding_dim=64', 'model.head_units=128',
-       'train.steps=18000', 'train.steps_per_epoch=1000'])
+      measured_small + ['model.lstm_units=128', 'model.embedding_dim=64', 'model.head_units=128',
+                        'train.steps=18000', 'train.steps_per_epoch=1000'])
+  assert config_lib.load(os.path.join(REPO, 'configs', 'small_causal.yaml')) == config_lib.load(
+      os.path.join(REPO, 'configs', 'small.yaml'), measured_small + ['model.encoder=causal'])
 
 
 def test_unknown_strategy_and_precision_are_clear_errors():
