@@ -55,9 +55,8 @@ def _sample_pitch(logits, temperature, top_k, top_p, seed):
 class _Generator:
   """Builds the exported functions around a trained :class:`trainer.model.NoteModel`."""
 
-  def __init__(self, model: model_lib.NoteModel, window_length: int):
+  def __init__(self, model: model_lib.NoteModel):
     self.model = model
-    self.window_length = window_length
 
   def predict_next(self, pitch, step, duration, velocity, next_step, next_pitch, next_duration):
     window = {'pitch': pitch, 'step': step, 'duration': duration,
@@ -150,7 +149,7 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
     looks for it first. An earlier export at the same place loses its ``saved_model.pb`` before
     anything else is deleted or overwritten.
   """
-  generator = _Generator(model, window_length)
+  generator = _Generator(model)
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.add_endpoint(

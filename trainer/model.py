@@ -56,9 +56,8 @@ def log_time(seconds: tf.Tensor) -> tf.Tensor:
 class NoteModel(keras.Model):
   """The encoder and the per-part heads; see the module docstring."""
 
-  def __init__(self, config: ModelConfig, window_length: int, timing: dict, **kwargs):
+  def __init__(self, config: ModelConfig, timing: dict, **kwargs):
     super().__init__(name='partita', **kwargs)
-    self.window_length = window_length
     self.parts = note_parts(config.note_order)
     self.conditioned = config.note_order != 'independent'
     self.components = config.timing_components
@@ -215,7 +214,7 @@ def build_model(config: ModelConfig, window_length: int, timing: dict) -> NoteMo
     window_length: input notes per window.
     timing: ``info['timing']``: mean and std of step and duration on the training split.
   """
-  model = NoteModel(config, window_length, timing)
+  model = NoteModel(config, timing)
   window = {'pitch': tf.zeros([1, window_length], tf.int32),
             **{name: tf.zeros([1, window_length]) for name in ('step', 'duration', 'velocity')}}
   model(window, {'pitch': tf.zeros([1], tf.int32), 'step': tf.zeros([1]),
