@@ -61,7 +61,6 @@ from trainer import data as data_lib
 from trainer import timing_distribution
 
 NGRAM_ORDERS = (2, 3, 4, 5)
-TIMING_PARTS = ('step', 'duration')
 TIMING_HISTOGRAM = 'timing histogram'
 TIMING_CONDITIONAL = 'timing histogram | previous'
 
@@ -86,10 +85,10 @@ def fit_baselines(train_chunks: list[dict[str, np.ndarray]], window_length: int)
   timing = {
       TIMING_HISTOGRAM: {part: baselines.TimingHistogram.fit(
           [chunk[part] for chunk in train_chunks], first_target=window_length)
-          for part in TIMING_PARTS},
+          for part in timing_bins.TIMED_PARTS},
       TIMING_CONDITIONAL: {part: baselines.ConditionalTimingHistogram.fit(
           [chunk[part] for chunk in train_chunks], first_target=window_length)
-          for part in TIMING_PARTS}}
+          for part in timing_bins.TIMED_PARTS}}
   return {'pitch': models, 'timing': timing}
 
 
@@ -97,7 +96,7 @@ def _model_scores(outputs: dict, targets: dict[str, np.ndarray]) -> dict[str, np
   """The model's per-note scores from ``predict_next``'s outputs for the true notes."""
   scores = baselines.score_pitches(baselines.log_softmax(outputs['pitch_logits'].numpy()),
                                    targets['pitch'])
-  for part in TIMING_PARTS:
+  for part in timing_bins.TIMED_PARTS:
     parameters = {name[len(part) + 1:]: value for name, value in outputs.items()
                   if name.startswith(f'{part}_')}
     bins = tf.constant(timing_bins.to_bins(targets[part]), tf.int32)
@@ -137,11 +136,11 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict,
     histogram, conditional = (fitted['timing'][name] for name in (TIMING_HISTOGRAM,
                                                                    TIMING_CONDITIONAL))
     add(TIMING_HISTOGRAM, {f'{part}_nll': -histogram[part].log_prob(target[part])
-                           for part in TIMING_PARTS})
+                           for part in timing_bins.TIMED_PARTS})
     # The previous value is the window's last note's.
     add(TIMING_CONDITIONAL, {
         f'{part}_nll': -conditional[part].log_prob(target[part], inputs[part].numpy()[:, -1])
-        for part in TIMING_PARTS})
+        for part in timing_bins.TIMED_PARTS})
     count += len(target['pitch'])
   return {row: {name: total / count for name, total in totals.items()}
           for row, totals in sums.items()}, count

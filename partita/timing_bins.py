@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# The parts of a note whose likelihood is measured on this grid.
+TIMED_PARTS = ('step', 'duration')
 BIN_SECONDS = 0.01
 NUM_BINS = 3001  # the last bin, from 29.995 s up, holds every longer time
 # Stand-ins for log(0 s) and log(inf s): e^-40 s and e^40 s lie beyond any time a

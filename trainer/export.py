@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from partita import constants
+from partita import constants, timing_bins
 from partita import export_contract as contract
 from trainer import model as model_lib
 from trainer import timing_distribution
@@ -64,7 +64,7 @@ class _Generator:
     outputs = self.model(window, {'step': next_step, 'pitch': next_pitch,
                                   'duration': next_duration}, training=False)
     result = {'pitch_logits': outputs['pitch'], 'velocity': _velocity(outputs['velocity'])}
-    for part in model_lib.TIMING_PARTS:
+    for part in timing_bins.TIMED_PARTS:
       result.update({f'{part}_{name}': value for name, value in outputs[part].items()})
     return result
 

@@ -36,8 +36,6 @@ from partita import constants, timing_bins
 from trainer import timing_distribution
 from trainer.config import ModelConfig
 
-TIMING_PARTS = ('step', 'duration')
-
 
 def note_parts(note_order: str) -> tuple[str, ...]:
   """The parts of a note in the order their heads predict them (``independent``: the order
@@ -62,7 +60,7 @@ class NoteModel(keras.Model):
     self.conditioned = config.note_order != 'independent'
     self.components = config.timing_components
     self.timing = {name: (float(timing[name]['mean']), max(float(timing[name]['std']), 1e-6))
-                   for name in TIMING_PARTS}
+                   for name in timing_bins.TIMED_PARTS}
     self.causal = config.encoder == 'causal'
     self.pitch_embedding = layers.Embedding(constants.PITCHES, config.embedding_dim,
                                             name='pitch_embedding')
@@ -236,7 +234,8 @@ def per_window_losses(outputs: dict, targets: dict, config: ModelConfig) -> dict
       'pitch_loss': keras.losses.sparse_categorical_crossentropy(
           targets['pitch'], outputs['pitch'], from_logits=True),
       **{f'{part}_loss': -timing_distribution.log_bin_probability(
-          outputs[part], timing_distribution.to_bins(targets[part])) for part in TIMING_PARTS},
+          outputs[part], timing_distribution.to_bins(targets[part]))
+         for part in timing_bins.TIMED_PARTS},
       'velocity_loss': tf.square(outputs['velocity'] - targets['velocity']),
   }
   losses['loss'] = (config.pitch_loss_weight * losses['pitch_loss']
