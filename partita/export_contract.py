@@ -20,9 +20,13 @@ are ignored (to score a real note, pass the note). Outputs:
 * ``velocity [batch]``: the predicted MIDI velocity, 1..127.
 
 ``generate(pitch, step, duration, velocity, num_notes, temperature, top_k, top_p, seed)``: prime
-windows and scalar sampling parameters -> ``pitch``, ``step``, ``duration``, ``velocity``
-``[batch, num_notes]``, the whole sampling loop running inside the graph: every part of each note
-is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the pitch only).
+windows, scalar sampling parameters and int64 seeds -> ``pitch``, ``step``, ``duration``,
+``velocity`` ``[batch, num_notes]``, the whole sampling loop running inside the graph: every part
+of each note is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the pitch
+only). ``seed`` is one per row (``[batch]``), or a scalar ``s`` standing for the seeds
+:func:`row_seeds` gives (``s, s + 1, ...``). A row's random numbers are drawn from its own seed
+and the note index alone, so its notes depend only on its prime, the parameters and its seed:
+the same request gives the same notes alone, in any batch and at any row.
 """
 
 # The file every SavedModel reader looks for first; written last, so it marks a complete export.
@@ -45,3 +49,9 @@ GENERATE_PARAMETERS = ('num_notes', 'temperature', 'top_k', 'top_p', 'seed')
 MAX_GENERATED_NOTES = 10_000
 # The seed is an int64 in the graph.
 MAX_SEED = 2**63 - 1
+
+
+def row_seeds(seed: int, rows: int) -> list[int]:
+  """The per-row seeds a scalar ``seed`` stands for in ``generate``: ``seed + row``, modulo
+  2**63 (as the graph computes them)."""
+  return [(seed + row) & MAX_SEED for row in range(rows)]

@@ -18,9 +18,9 @@ has no prime instrument); the piano roll draws the prime in grey and the continu
 ``--seconds S`` generates until every continuation lasts S seconds: notes are generated in
 rounds (each round one ``generate`` call for the whole batch, continuing from the last window
 of the previous one), then each continuation is cut to the notes starting before S seconds,
-with any note still sounding at S shortened to end there. Round ``r > 0`` draws with a seed
-derived from ``--seed`` and ``r`` (see :func:`round_seed`), so the result depends only on the
-inputs.
+with any note still sounding at S shortened to end there. Round ``r > 0`` draws with seeds
+derived from each sample's seed and ``r`` (see :func:`round_seed`), so the result depends only
+on the inputs.
 
 Requests are checked before the model is loaded and every prime is read before anything is
 written, so a bad request writes nothing; every file is written under a temporary name and
@@ -146,22 +146,33 @@ def load_export(export_dir: str) -> Export:
   return Export(model, info, bundled)
 
 
-def generate(model, primes: dict[str, np.ndarray],
-             sampling: sampling_lib.Sampling) -> dict[str, np.ndarray]:
+def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampling,
+             seeds: list[int] | None = None, rows: int | None = None) -> dict[str, np.ndarray]:
   """Runs the export's in-graph sampling loop on a batch of primes ``[batch, window]``;
   returns ``[batch, sampling.num_notes]`` arrays.
 
-  Row ``b``'s draws depend on the seed and ``b``, not on the other rows, so the same prime in
-  the same row with the same sampling gives the same notes.
+  ``seeds``: one per row; by default ``sampling.seed + row``
+  (``export_contract.row_seeds``). A row's notes depend only on its prime, the sampling
+  parameters and its seed, not on the other rows. ``rows``: pad the call to this many rows
+  (copies of the first), because the CPU's matrix kernels choose their order of summation by
+  batch size: calls of one size give every row bit-identical times, calls of different sizes
+  may differ in the last bits of a time (pitches agreed in every test).
   """
   import tensorflow as tf
+  batch = len(primes['pitch'])
+  if seeds is None:
+    seeds = export_contract.row_seeds(sampling.seed, batch)
+  if rows is not None and rows > batch:
+    primes = {name: np.concatenate([values, np.repeat(values[:1], rows - batch, axis=0)])
+              for name, values in primes.items()}
+    seeds = list(seeds) + [seeds[0]] * (rows - batch)
   outputs = getattr(model, export_contract.GENERATE)(
       tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
       tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
       tf.constant(sampling.num_notes, tf.int32), tf.constant(sampling.temperature, tf.float32),
       tf.constant(sampling.top_k, tf.int32), tf.constant(sampling.top_p, tf.float32),
-      tf.constant(sampling.seed, tf.int64))
-  return {name: values.numpy() for name, values in outputs.items()}
+      tf.constant(seeds, tf.int64))
+  return {name: values.numpy()[:batch] for name, values in outputs.items()}
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -175,9 +186,12 @@ def round_seed(seed: int, round_index: int) -> int:
 
 
 def generate_for_seconds(export: Export, primes: dict[str, np.ndarray], seconds: float,
-                         sampling: sampling_lib.Sampling) -> list[dict[str, np.ndarray]]:
+                         sampling: sampling_lib.Sampling, seeds: list[int] | None = None,
+                         rows: int | None = None) -> list[dict[str, np.ndarray]]:
   """Generates continuations lasting ``seconds`` (see the module docstring); one notes dict per
   prime, of varying lengths. ``sampling.num_notes`` is not used: the rounds choose their counts.
+  ``seeds`` and ``rows`` as for :func:`generate`; a row's continuation depends only on its own
+  prime, parameters and seed (rounds that other rows still need are cut off it).
 
   A sample that has not reached ``seconds`` within MAX_GENERATED_NOTES notes (a model predicting
   near-zero steps) is returned as it is, with a printed warning.
@@ -186,12 +200,14 @@ def generate_for_seconds(export: Export, primes: dict[str, np.ndarray], seconds:
   step_mean = max(float(export.info['timing']['step']['mean']), 1e-3)
   per_round = int(min(most, math.ceil(ROUND_SLACK * seconds / step_mean) + ROUND_EXTRA_NOTES))
   window = {name: np.asarray(values) for name, values in primes.items()}
+  if seeds is None:
+    seeds = export_contract.row_seeds(sampling.seed, len(window['pitch']))
   rounds = []
   total = 0
   while total < most:
     count = min(per_round, most - total)
-    rounds.append(generate(export.model, window, dataclasses.replace(
-        sampling, num_notes=count, seed=round_seed(sampling.seed, len(rounds)))))
+    rounds.append(generate(export.model, window, dataclasses.replace(sampling, num_notes=count),
+                           [round_seed(seed, len(rounds)) for seed in seeds], rows))
     total += count
     steps = np.concatenate([r['step'] for r in rounds], axis=1).astype(np.float64)
     if np.all(steps.sum(axis=1) >= seconds):  # every sample has a note starting at or after S

@@ -8,7 +8,7 @@ import pytest
 from scipy import special
 import tensorflow as tf
 
-from partita import timing_bins
+from partita import export_contract, timing_bins
 from trainer import config as config_lib
 from trainer import distribute
 from trainer import export as export_lib
@@ -187,6 +187,41 @@ def test_generate_samples_every_part_reproducibly(exported):
   assert (step[step != 0] > 0).all()
   assert (first['duration'] > 0).all()
   assert np.isin(first['velocity'], np.arange(1, 128)).all()
+
+
+def test_a_rows_notes_depend_only_on_its_own_prime_parameters_and_seed(exported):
+  """The same request alone (padded with copies of itself to 64 rows, as serving pads), at row 0
+  of a batch of 64 and at row 37 of another batch of 64, among other primes and seeds: the same
+  notes, bit for bit. A scalar seed s stands for the seeds s, s + 1, ..."""
+  _, export, primes, _ = exported
+  rng = np.random.default_rng(0)
+  request = {name: values[2:3] for name, values in primes.items()}
+  others = {name: values[rng.integers(0, 4, 63)] for name, values in primes.items()}
+
+  def batch_with_request_at(row):
+    return {name: np.concatenate([others[name][:row], request[name], others[name][row:]])
+            for name in primes}
+
+  alone = generate(export, {name: np.repeat(values, 64, axis=0)
+                            for name, values in request.items()}, np.full(64, 123))
+  first = generate(export, batch_with_request_at(0),
+                   np.concatenate([[123], rng.integers(0, 2**40, 63)]))
+  middle = generate(export, batch_with_request_at(37),
+                    np.concatenate([rng.integers(0, 2**40, 37), [123], rng.integers(0, 9, 26)]))
+  for name in alone:
+    np.testing.assert_array_equal(first[name][0], alone[name][0], err_msg=name)
+    np.testing.assert_array_equal(middle[name][37], alone[name][0], err_msg=name)
+  # Unpadded, a batch of one takes other matrix kernels: its times may differ in the last bits.
+  single = generate(export, request, np.array([123]))
+  np.testing.assert_array_equal(single['pitch'][0], alone['pitch'][0])
+  np.testing.assert_allclose(single['step'][0], alone['step'][0], rtol=1e-4, atol=1e-6)
+  scalar = generate(export, primes, 5)
+  vector = generate(export, primes, np.array(export_contract.row_seeds(5, 4)))
+  for name in scalar:
+    np.testing.assert_array_equal(scalar[name], vector[name], err_msg=name)
+  assert export_contract.row_seeds(export_contract.MAX_SEED, 2) == [export_contract.MAX_SEED, 0]
+  with pytest.raises(tf.errors.InvalidArgumentError, match='seed must be a scalar or one per row'):
+    generate(export, primes, np.array([1, 2]))
 
 
 def test_predict_next_returns_the_models_distributions(exported):

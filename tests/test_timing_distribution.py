@@ -92,9 +92,18 @@ def test_the_step_puts_its_chord_mass_in_bin_0():
   assert sure[1:].sum() < 1e-6
 
 
+def uniforms(components, rows, seed):
+  """The random numbers sample() takes, from a stateless seed: the same seed, the same draws."""
+  return tf.random.stateless_uniform(
+      [rows, timing_distribution.uniforms_per_draw(components)], tf.constant(seed, tf.int64),
+      minval=np.finfo(np.float32).tiny, maxval=1.0)
+
+
 def sample(name, temperature=1.0, seed=(7, 11), rows=20_000):
-  return timing_distribution.sample(parameters(*PARAMETER_SETS[name], rows=rows),
-                                    tf.constant(temperature), tf.constant(seed, tf.int64)).numpy()
+  distribution = parameters(*PARAMETER_SETS[name], rows=rows)
+  return timing_distribution.sample(
+      distribution, tf.constant(temperature),
+      uniforms(distribution['locations'].shape[-1], rows, seed)).numpy()
 
 
 def test_sampling_is_deterministic_for_a_seed():
@@ -136,7 +145,7 @@ def test_mixture_samples_choose_components_by_their_weights():
   # below 0.1 s is the first component's weight, 1 / (1 + 3).
   durations = timing_distribution.sample(
       parameters([0.0, np.log(3.0)], [np.log(0.01), 0.0], [0.05, 0.05], None, rows=ROWS),
-      tf.constant(1.0), tf.constant([1, 2], tf.int64)).numpy()
+      tf.constant(1.0), uniforms(2, ROWS, (1, 2))).numpy()
   assert (durations > 0).all()
   assert (durations < 0.1).mean() == pytest.approx(0.25, abs=4 * np.sqrt(0.25 * 0.75 / ROWS))
 

@@ -4,9 +4,9 @@
 -> the distribution of every part of the next note.
 ``generate``: prime windows + sampling parameters -> ``num_notes`` new notes per prime, the whole
 sampling loop running inside the graph (one call per batch, not one per note), every part of
-every note sampled from its distribution in the model's note order. Sampling uses stateless
-random ops seeded from ``seed``, the note index and the part, so the same inputs give the same
-notes.
+every note sampled from its distribution in the model's note order. Each row has its own seed,
+and its random numbers are stateless draws from that seed and the note index alone, so a row's
+notes depend only on its own prime, parameters and seed, whatever else is in the batch.
 
 ``export_model`` writes locally or to object stores (``gs://``) without ever leaving a
 half-written export that looks complete (see its docstring).
@@ -32,8 +32,9 @@ from trainer import model as model_lib
 from trainer import timing_distribution
 
 
-def _sample_pitch(logits, temperature, top_k, top_p, seed):
-  """Samples one pitch per row from logits filtered by temperature, top-k and top-p."""
+def _sample_pitch(logits, temperature, top_k, top_p, uniform):
+  """Samples one pitch per row from logits filtered by temperature, top-k and top-p, with
+  ``uniform`` ``[batch, 128]`` numbers in (0, 1) as the row's random draws."""
   logits = logits / temperature
   # top-k: drop everything below the k-th largest logit.
   kth_largest = tf.gather(tf.sort(logits, direction='DESCENDING'), top_k - 1, axis=-1)
@@ -47,9 +48,26 @@ def _sample_pitch(logits, temperature, top_k, top_p, seed):
   logits = tf.where(logits < threshold, -np.inf, logits)
   # Gumbel-max: the argmax of logits plus Gumbel noise is a draw from softmax(logits). Unlike
   # stateless_categorical it compiles with XLA on CPU (see _Generator.sampling_loop).
-  uniform = tf.random.stateless_uniform(tf.shape(logits), seed,
-                                        minval=np.finfo(np.float32).tiny, maxval=1.0)
   return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+
+
+def row_uniforms(seeds: tf.Tensor, width: int) -> tf.Tensor:
+  """``[batch, 2]`` stateless seeds -> ``[batch, width]`` uniform numbers in (0, 1), row ``b``
+  drawn from ``seeds[b]`` alone (so the same seed gives the same row in any batch)."""
+  return tf.vectorized_map(lambda seed: tf.random.stateless_uniform(
+      [width], seed, minval=np.finfo(np.float32).tiny, maxval=1.0), seeds)
+
+
+def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+  """``generate``'s seed argument -> one int64 seed per row: a ``[batch]`` vector as it is, a
+  scalar ``s`` as ``s, s + 1, ..., s + batch - 1`` (modulo 2**63, as
+  ``partita.export_contract.row_seeds``), so that the rows of one call differ."""
+  seed = tf.convert_to_tensor(seed, tf.int64)
+  return tf.cond(
+      tf.equal(tf.rank(seed), 0),
+      lambda: tf.bitwise.bitwise_and(tf.reshape(seed, []) + tf.range(batch, dtype=tf.int64),
+                                     contract.MAX_SEED),
+      lambda: tf.reshape(seed, [-1]))
 
 
 class _Generator:
@@ -68,18 +86,21 @@ class _Generator:
       result.update({f'{part}_{name}': value for name, value in outputs[part].items()})
     return result
 
-  def next_note(self, hidden, temperature, top_k, top_p, seed):
+  def next_note(self, hidden, temperature, top_k, top_p, seeds):
     """Samples the next note from the encoder's ``hidden`` vectors, part by part in the model's
-    note order, each part drawn with its own seed split from ``seed`` and seen by the heads
-    after it."""
-    seeds = tf.random.experimental.stateless_split(seed, len(self.model.parts))
+    note order, each part seen by the heads after it. ``seeds`` ``[batch, 2]``: each row's
+    stateless seed for this note; one draw per row gives every part its random numbers."""
+    widths = [constants.PITCHES if part == 'pitch' else
+              timing_distribution.uniforms_per_draw(self.model.components)
+              for part in self.model.parts]
+    uniforms = tf.split(row_uniforms(seeds, sum(widths)), widths, axis=-1)
     note = {}
-    for part, part_seed in zip(self.model.parts, tf.unstack(seeds), strict=True):
+    for part, uniform in zip(self.model.parts, uniforms, strict=True):
       distribution = self.model.head(part, hidden, note)
       if part == 'pitch':
-        note[part] = _sample_pitch(distribution, temperature, top_k, top_p, part_seed)
+        note[part] = _sample_pitch(distribution, temperature, top_k, top_p, uniform)
       else:
-        note[part] = timing_distribution.sample(distribution, temperature, part_seed)
+        note[part] = timing_distribution.sample(distribution, temperature, uniform)
     note['velocity'] = _velocity(self.model.head('velocity', hidden, note))
     return note
 
@@ -96,22 +117,27 @@ class _Generator:
             num_notes, contract.MAX_GENERATED_NOTES,
             message=f'num_notes must be <= {contract.MAX_GENERATED_NOTES}'),
     ]
+    seeds = row_seeds(seed, tf.shape(pitch)[0])
+    checks.append(tf.debugging.assert_equal(
+        tf.size(seeds), tf.shape(pitch)[0], message='seed must be a scalar or one per row'))
     with tf.control_dependencies(checks):
       window = {'pitch': tf.identity(pitch), 'step': step, 'duration': duration,
                 'velocity': tf.cast(velocity, tf.float32)}
-    return self.sampling_loop(window, num_notes, temperature, top_k, top_p, seed)
+      seeds = tf.identity(seeds)
+    return self.sampling_loop(window, num_notes, temperature, top_k, top_p, seeds)
 
   # XLA fuses the LSTMs' per-timestep ops, which dominate generation: about 8x the notes/s at
   # batch 1 and 1.4x at batch 64 on a 2-core CPU (BENCHMARKS.md, Generation). The argument
   # checks stay outside, in generate: XLA compiles assertions to nothing.
   @tf.function(jit_compile=True)
-  def sampling_loop(self, window, num_notes, temperature, top_k, top_p, seed):
+  def sampling_loop(self, window, num_notes, temperature, top_k, top_p, seeds):
     generated = {name: tf.TensorArray(tf.int32 if name == 'pitch' else tf.float32,
                                       size=num_notes) for name in window}
 
     def body(i, state, generated):
+      note_seeds = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(i, tf.int64))], axis=1)
       next_note = self.next_note(self.model.state_vector(state), temperature, top_k, top_p,
-                                 tf.stack([seed, tf.cast(i, tf.int64)]))
+                                 note_seeds)
       generated = {name: generated[name].write(i, next_note[name]) for name in generated}
       return i + 1, self.model.advance(state, next_note), generated
 
@@ -160,8 +186,10 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
       contract.GENERATE, generator.generate,
       _window_spec(window_length) + [
           tf.TensorSpec([], dtype, name) for name, dtype in zip(
-              contract.GENERATE_PARAMETERS,
-              (tf.int32, tf.float32, tf.int32, tf.float32, tf.int64), strict=True)])
+              contract.GENERATE_PARAMETERS[:-1], (tf.int32, tf.float32, tf.int32, tf.float32),
+              strict=True)]
+      # The seed: a scalar, or one per row (any shape here; row_seeds checks it).
+      + [tf.TensorSpec(None, tf.int64, contract.GENERATE_PARAMETERS[-1])])
   asset_files = {
       contract.ASSET_CONFIG: config_yaml,
       contract.ASSET_INFO: json.dumps(info, indent=1),

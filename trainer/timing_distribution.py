@@ -85,32 +85,35 @@ def log_bin_probability(parameters: dict[str, tf.Tensor], bins: tf.Tensor) -> tf
       tf.stack([tf.math.log_sigmoid(chord), not_chord]), axis=0), not_chord)
 
 
-def _uniform(shape, seed):
-  return tf.random.stateless_uniform(shape, seed, minval=np.finfo(np.float32).tiny, maxval=1.0)
+def uniforms_per_draw(components: int) -> int:
+  """Uniform numbers :func:`sample` takes per row: a Gumbel draw per component, one for the
+  logistic and one for the chord."""
+  return components + 2
 
 
 def sample(parameters: dict[str, tf.Tensor], temperature: tf.Tensor,
-           seed: tf.Tensor) -> tf.Tensor:
+           uniform: tf.Tensor) -> tf.Tensor:
   """One time per row, seconds (``[batch]``), drawn with ``temperature``.
 
   Temperature divides the mixture's logits and the chord logit, as it divides the pitch logits,
   and multiplies every scale: at 1 the draw is from the distribution itself, below 1 it
   concentrates on the likeliest component and its centre, above 1 it spreads.
-  ``seed`` is a stateless-random seed pair; the same parameters and seed give the same time.
+  ``uniform``: ``[batch, uniforms_per_draw(components)]`` numbers in (0, 1), the row's random
+  draws (the caller's seeds decide them); the same parameters and uniforms give the same time.
   """
   logits = parameters['mixture_logits'] / temperature
-  seeds = tf.random.experimental.stateless_split(seed, 3)
+  components = logits.shape[-1]
   # Gumbel-max picks a component with probability softmax(logits).
-  gumbel = -tf.math.log(-tf.math.log(_uniform(tf.shape(logits), seeds[0])))
+  gumbel = -tf.math.log(-tf.math.log(uniform[:, :components]))
   chosen = tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
   location = tf.gather(parameters['locations'], chosen, batch_dims=1)
   scale = tf.gather(parameters['scales'], chosen, batch_dims=1) * temperature
-  uniform = _uniform(tf.shape(location), seeds[1])
+  logistic = uniform[:, components]
   # The logistic's inverse cumulative distribution.
-  log_seconds = location + scale * (tf.math.log(uniform) - tf.math.log1p(-uniform))
+  log_seconds = location + scale * (tf.math.log(logistic) - tf.math.log1p(-logistic))
   seconds = tf.exp(tf.minimum(log_seconds, timing_bins.LOG_INFINITY))
   if CHORD_LOGIT not in parameters:
     return seconds
-  chord = tf.math.log(_uniform(tf.shape(location), seeds[2])) < tf.math.log_sigmoid(
+  chord = tf.math.log(uniform[:, components + 1]) < tf.math.log_sigmoid(
       parameters[CHORD_LOGIT] / temperature)
   return tf.where(chord, 0.0, seconds)
