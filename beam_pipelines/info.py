@@ -36,6 +36,14 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
   }
 
 
+def lost_piece_stats(copies: int) -> dict:
+  """The statistics of a piece whose surviving input was lost after the dedup: none written,
+  its other copies still duplicates."""
+  return {'pieces': 0, 'duplicates': copies - 1, 'notes': 0, 'chunks': 0, 'windows': 0,
+          'seconds': 0.0, 'step_sum': 0.0, 'step_sq_sum': 0.0, 'duration_sum': 0.0,
+          'duration_sq_sum': 0.0, 'pitch_histogram': np.zeros(128, dtype=np.int64)}
+
+
 class SumStatsFn(beam.CombineFn):
   """Sums :func:`piece_stats` dicts key by key."""
 
@@ -58,10 +66,11 @@ class SumStatsFn(beam.CombineFn):
 
 def summarize_split(stats: dict) -> dict:
   """JSON-ready per-split summary with timing mean/std and pitch histogram."""
-  if not stats:
-    return {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0, 'windows': 0, 'seconds': 0.0}
-  notes = stats['notes']
-  summary = {key: stats[key] for key in ('pieces', 'duplicates', 'notes', 'chunks', 'windows')}
+  summary = {key: stats.get(key, 0) for key in ('pieces', 'duplicates', 'notes', 'chunks',
+                                                 'windows')}
+  notes = summary['notes']
+  if not notes:  # no piece written (perhaps lost pieces' duplicates)
+    return {**summary, 'seconds': 0.0}
   summary['seconds'] = round(stats['seconds'], 3)
   for name in ('step', 'duration'):
     mean = stats[f'{name}_sum'] / notes

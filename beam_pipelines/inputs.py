@@ -1,8 +1,10 @@
 """Inputs of the preprocessing job: matching MIDI files, path lists and NoteSequence TFRecords,
-reading them, and the dead letters for inputs that cannot be read.
+reading them, reading the pieces that survive the dedup once more, and the dead letters for
+inputs that cannot be read.
 
 Paths are local or any filesystem Beam knows (gs://); every function goes through
-``FileSystems``. :class:`ReadInputs` is the job's first step.
+``FileSystems``. :class:`ReadInputs` is the job's first step; :class:`ReadAgain` reads the
+inputs the dedup kept, so that only names and fingerprints, never notes, cross the shuffle.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from apache_beam.io import fileio, filesystem, filesystems
 
 from beam_pipelines import outputs as beam_outputs
 from partita import constants
+
+# The kinds of input, the keys of ReadInputs' outputs: each has its own parser and way of being
+# read again.
+MIDI = 'midi'
+NOTE_SEQUENCES = 'note_sequences'
 
 # escape_glob matches a literal '[' with the class '[[]'; Beam turns that into the regex '[[]',
 # which Python's re flags as a possible future nested set. It means exactly '[' today.
@@ -56,23 +63,28 @@ def listed_path(list_file: str, line: str) -> str | None:
   return filesystems.FileSystems.join(filesystems.FileSystems.split(list_file)[0], line)
 
 
+def read_bytes(path: str) -> bytes:
+  with filesystems.FileSystems.open(
+      path, compression_type=filesystem.CompressionTypes.UNCOMPRESSED) as f:
+    return f.read()
+
+
 class ReadFileFn(beam.DoFn):
-  """FileMetadata -> (path, bytes); too large or unreadable files become dead letters."""
+  """(path, size in bytes) -> (path, bytes); too large or unreadable files become dead
+  letters."""
 
   def __init__(self, max_file_bytes: int):
     self._max_file_bytes = max_file_bytes
     self._read = metrics.Metrics.counter('read', 'files_read')
 
-  def process(self, metadata):
-    path = metadata.path
-    if metadata.size_in_bytes > self._max_file_bytes:
-      yield beam_outputs.dead_letter(
-          path, 'too_large', f'{metadata.size_in_bytes} bytes > limit {self._max_file_bytes}')
+  def process(self, element):
+    path, size = element
+    if size > self._max_file_bytes:
+      yield beam_outputs.dead_letter(path, 'too_large',
+                                     f'{size} bytes > limit {self._max_file_bytes}')
       return
     try:
-      with filesystems.FileSystems.open(
-          path, compression_type=filesystem.CompressionTypes.UNCOMPRESSED) as f:
-        data = f.read()
+      data = read_bytes(path)
     except Exception as e:  # permissions, vanished files, transient storage errors
       yield beam_outputs.dead_letter(path, 'unreadable', f'{type(e).__name__}: {e}')
       return
@@ -102,6 +114,23 @@ class MatchListedFn(beam.DoFn):
     yield from matched
 
 
+def note_sequence_name(path: str, index: int) -> str:
+  """The input name of a TFRecord file's ``index``-th NoteSequence."""
+  return f'{path}#{index}'
+
+
+def note_sequence_records(tf, path: str):
+  """Yields the serialized records of a TFRecord file (.gz: GZIP) in order; ``tf`` is
+  TensorFlow, imported by the caller on a worker (Beam's driver never needs it).
+
+  Raises:
+    tf.errors.DataLossError: at a truncated or corrupt record.
+  """
+  compression = 'GZIP' if path.lower().endswith('.gz') else ''
+  for record in tf.data.TFRecordDataset(path, compression_type=compression):
+    yield record.numpy()
+
+
 class ReadNoteSequencesFn(beam.DoFn):
   """A TFRecord file of NoteSequence protos -> (path#index, serialized NoteSequence).
 
@@ -115,16 +144,15 @@ class ReadNoteSequencesFn(beam.DoFn):
 
   def process(self, metadata):
     path = metadata.path
-    compression = 'GZIP' if path.lower().endswith('.gz') else ''
     index = 0
     try:
-      for record in self._tf.data.TFRecordDataset(path, compression_type=compression):
-        yield f'{path}#{index}', record.numpy()
+      for record in note_sequence_records(self._tf, path):
+        yield note_sequence_name(path, index), record
         index += 1
     except Exception as e:  # tf.errors.DataLossError for a truncated or corrupt file
       # TF prefixes the message with the graph node that raised it: noise for the reader.
       message = re.sub(r'\{\{.*?\}\}', '', str(e)).strip()
-      yield beam_outputs.dead_letter(f'{path}#{index}', 'corrupt_tfrecord',
+      yield beam_outputs.dead_letter(note_sequence_name(path, index), 'corrupt_tfrecord',
                                      f'{type(e).__name__}: {message}')
 
 
@@ -138,7 +166,8 @@ class ReadInputs(beam.PTransform):
   * ``midi``: ``(path, bytes)`` of every MIDI file matched by ``--input`` or listed in
     ``--input-list`` (other files that a folder or glob matches are not inputs);
   * ``note_sequences`` (only with ``--note-sequences``): ``(path#index, serialized
-    NoteSequence)`` per record;
+    NoteSequence)`` per record; the records of one file are read and parsed by one worker, since
+    shuffling them would carry every note;
   * ``dead_letter``: inputs that were never read (``not_found``, ``too_large``,
     ``unreadable``, ``corrupt_tfrecord``);
   * ``input_digests``: one hex digest per input, of its bytes if read and of its name if not;
@@ -164,21 +193,24 @@ class ReadInputs(beam.PTransform):
     files = (matched
              | 'AllMatched' >> beam.Flatten()
              | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(constants.MIDI_SUFFIXES))
+             # Only (path, size) crosses the shuffle that spreads the reads over workers.
+             | 'PathAndSize' >> beam.Map(lambda m: (m.path, m.size_in_bytes))
              | 'Reshuffle' >> beam.Reshuffle())
     read = files | 'Read' >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
         beam_outputs.TAG, main='files')
-    outputs = {'midi': read.files}
+    outputs = {MIDI: read.files}
     unread.append(read[beam_outputs.TAG])
     if config.note_sequences:
       sequences = (pbegin
                    | 'NoteSequencePatterns' >> beam.Create(list(config.note_sequences))
                    | 'MatchNoteSequences' >> fileio.MatchAll()
+                   | 'ReshuffleNoteSequenceFiles' >> beam.Reshuffle()
                    | 'ReadNoteSequences' >> beam.ParDo(ReadNoteSequencesFn()).with_outputs(
                        beam_outputs.TAG, main='records'))
-      outputs['note_sequences'] = sequences.records | 'ReshuffleRecords' >> beam.Reshuffle()
+      outputs[NOTE_SEQUENCES] = sequences.records
       unread.append(sequences[beam_outputs.TAG])
     outputs[beam_outputs.TAG] = unread | 'AllUnread' >> beam.Flatten()
-    read_inputs = [outputs[kind] for kind in ('midi', 'note_sequences') if kind in outputs]
+    read_inputs = [outputs[kind] for kind in (MIDI, NOTE_SEQUENCES) if kind in outputs]
     outputs['input_digests'] = (
         (read_inputs | 'AllRead' >> beam.Flatten()
          | 'DigestRead' >> beam.Map(lambda kv: hashlib.md5(kv[1]).hexdigest()),
@@ -186,6 +218,84 @@ class ReadInputs(beam.PTransform):
          | 'DigestUnread' >> beam.Map(lambda d: hashlib.md5(d['input'].encode()).hexdigest()))
         | 'AllDigests' >> beam.Flatten())
     return outputs
+
+
+class ReadFileAgainFn(beam.DoFn):
+  """A MIDI survivor -> (survivor, bytes), or (survivor, reason, detail) on ``lost`` if it can
+  no longer be read.
+
+  A survivor is ``(fingerprint, ((name, kind), copies))``, an output of the dedup.
+  """
+
+  def process(self, survivor):
+    _, ((path, _), _) = survivor
+    try:
+      data = read_bytes(path)
+    except Exception as e:  # the file vanished or became unreadable during the run
+      yield beam.pvalue.TaggedOutput('lost', (survivor, 'unreadable', f'{type(e).__name__}: {e}'))
+      return
+    yield survivor, data
+
+
+class ReadNoteSequencesAgainFn(beam.DoFn):
+  """(TFRecord path, its survivors) -> (survivor, serialized NoteSequence) per survivor, or
+  (survivor, reason, detail) on ``lost`` for those it can no longer read.
+
+  The file is read once, in order, for all its survivors.
+  """
+
+  def setup(self):
+    import tensorflow as tf  # imported on workers only: Beam's driver never needs it.
+    self._tf = tf
+
+  def process(self, element):
+    path, survivors = element
+    wanted = {int(name.rpartition('#')[2]): (fingerprint, ((name, kind), copies))
+              for fingerprint, ((name, kind), copies) in survivors}
+    detail = 'the file has fewer records than when it was first read'
+    try:
+      for index, record in enumerate(note_sequence_records(self._tf, path)):
+        if index in wanted:
+          yield wanted.pop(index), record
+    except Exception as e:  # tf.errors.DataLossError: the file changed during the run
+      detail = f'{type(e).__name__}: {e}'
+    for survivor in wanted.values():
+      yield beam.pvalue.TaggedOutput('lost', (survivor, 'unreadable', detail))
+
+
+class ReadAgain(beam.PTransform):
+  """The dedup's survivors -> their bytes, read a second time.
+
+  The first read's bytes are parsed and dropped once their fingerprint is known, so the dedup
+  shuffles fingerprints and names only; each surviving input is read (and parsed) again after
+  it, in the stage that writes its chunks. Applied to survivors ``(fingerprint, ((name, kind),
+  copies))``, ``kind`` being :data:`MIDI` or, if ``note_sequences``, :data:`NOTE_SEQUENCES`;
+  outputs a dict: ``pieces``, ``(survivor, bytes)``, and ``lost``, ``(survivor, reason,
+  detail)`` for those that can no longer be read (they changed or vanished during the run).
+  """
+
+  def __init__(self, note_sequences: bool):
+    super().__init__()
+    # Without NoteSequence inputs, no worker imports TensorFlow (about 400 MB) to read them.
+    self._note_sequences = note_sequences
+
+  def expand(self, survivors):
+    if not self._note_sequences:
+      files = survivors | 'ReadFiles' >> beam.ParDo(ReadFileAgainFn()).with_outputs(
+          'lost', main='pieces')
+      return {'pieces': files.pieces, 'lost': files.lost}
+    by_kind = survivors | 'ByKind' >> beam.Partition(
+        lambda survivor, _: int(survivor[1][0][1] == NOTE_SEQUENCES), 2)
+    files = by_kind[0] | 'ReadFiles' >> beam.ParDo(ReadFileAgainFn()).with_outputs(
+        'lost', main='pieces')
+    sequences = (by_kind[1]
+                 | 'ByTFRecordFile' >> beam.Map(
+                     lambda survivor: (survivor[1][0][0].rpartition('#')[0], survivor))
+                 | 'GroupByFile' >> beam.GroupByKey()
+                 | 'ReadNoteSequences' >> beam.ParDo(ReadNoteSequencesAgainFn()).with_outputs(
+                     'lost', main='pieces'))
+    return {output: (files[output], sequences[output]) | f'All{output.title()}' >> beam.Flatten()
+            for output in ('pieces', 'lost')}
 
 
 def matching_files(pattern: str) -> list[str]:

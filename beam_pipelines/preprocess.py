@@ -4,16 +4,24 @@ r"""Apache Beam job: MIDI files -> deduplicated, split, chunked TFRecords + info
         [--input-list paths.txt] [--note-sequences 'maestro/*.tfrecord'] \
         [--window-length 64] [Beam pipeline options, e.g. --runner DataflowRunner ...]
 
-The job is four named transforms and the shared dead-letter writer, wired by
+The job is five named transforms and the shared dead-letter writer, wired by
 :func:`build_pipeline`:
 
 * :class:`beam_pipelines.inputs.ReadInputs`: match every input and read its bytes;
 * :class:`ParseAndDedup`: parse (in a child process, :mod:`partita.isolation`) and keep each
-  piece's notes once;
-* :class:`WriteSplits`: split by content hash, cut overlapping chunks, write shards;
+  piece once, deciding on fingerprints and names alone;
+* :class:`beam_pipelines.inputs.ReadAgain`: read each surviving input a second time;
+* :class:`WriteSplits`: parse each survivor again, split by content hash, cut overlapping
+  chunks, write shards;
 * :class:`beam_pipelines.outputs.WriteDeadLetters`: every rejected input, with its reason;
 * :class:`beam_pipelines.info.WriteInfo`: info.json and the COMPLETED marker, once every shard
   and dead letter is written.
+
+Why parse twice: what crosses a shuffle is what a runner must hold (the DirectRunner, in
+memory) or pay to move (Dataflow). Deciding the dedup on 16-byte fingerprints and names, then
+reading and parsing the survivors again in the stage that writes their chunks, keeps the
+shuffle at under two hundred bytes a file (mostly its path, twice) instead of ten bytes a note,
+for a second parse of about two milliseconds a file.
 
 Output layout (the contract in ``partita.contract``; dead letters in ``partita.failures``)::
 
@@ -23,14 +31,16 @@ Output layout (the contract in ``partita.contract``; dead letters in ``partita.f
     OUTPUT/COMPLETED                                                   written last
 
 Every input (a MIDI file, a listed path, a NoteSequence) ends up as exactly one of: a written
-piece, a duplicate of a written piece (same notes), or a dead letter with a reason.
-``info.json`` records the three counts.
+piece, a duplicate of a written piece (same notes), or a dead letter with a reason (a survivor
+that changed or vanished between its two reads is a dead letter, ``changed_during_run`` or
+``unreadable``, and its copies stay duplicates). ``info.json`` records the three counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -156,49 +166,75 @@ class PreprocessConfig:
                                           memory_bytes=self.parse_memory_mb * 2**20)
 
 
-class ParsePieceFn(beam.DoFn):
-  """(path, bytes) -> (fingerprint, (path, notes)); rejected inputs become dead letters.
+# How each kind of input (beam_pipelines.inputs) is parsed, and the label of its parse step.
+# The dedup's key: the first 16 bytes of a piece's sha256 content fingerprint. A collision among
+# 10^9 pieces has a chance near 10^-21, and half the bytes of the whole digest cross the shuffle.
+FINGERPRINT_BYTES = 16
 
-  ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`.
-  With ``isolation`` it runs in a child process (:mod:`partita.isolation`), so a parser crash,
-  hang or memory blow-up costs one file.
-  """
+PARSERS = {inputs.MIDI: ('ParseMidi', notes_lib.parse_midi),
+           inputs.NOTE_SEQUENCES: ('ParseNoteSequences', notes_lib.parse_note_sequence)}
 
-  def __init__(self, parse, options: notes_lib.ParseOptions,
+
+class IsolatedParsingFn(beam.DoFn):
+  """Base of the two DoFns that parse: with ``isolation``, each instance parses in one
+  long-lived child process (:mod:`partita.isolation`), so a parser crash, hang or memory
+  blow-up costs one file; without, in the worker itself."""
+
+  def __init__(self, options: notes_lib.ParseOptions,
                isolation: isolation_lib.IsolationOptions | None = None):
-    self._parse = parse
     self._options = options
     self._isolation = isolation
-    self._parsed = metrics.Metrics.counter('parse', 'pieces')
-    self._notes = metrics.Metrics.counter('parse', 'notes')
 
   def setup(self):
     self._parser = isolation_lib.ParserProcess(self._isolation) if self._isolation else None
 
-  def process(self, element):
-    path, data = element
-    try:
-      if self._parser:
-        piece = self._parser.parse(self._parse, data, self._options)
-      else:
-        piece = self._parse(data, self._options)
-    except failures.RejectionError as e:
-      yield beam_outputs.dead_letter(path, e.reason, e.detail)
-      return
-    except Exception as e:  # a bug on one odd file must cost that file, not the job
-      yield beam_outputs.dead_letter(path, 'internal_error', f'{type(e).__name__}: {e}')
-      return
-    self._parsed.inc()
-    self._notes.inc(len(piece['pitch']))
-    yield notes_lib.content_fingerprint(piece), (path, piece)
+  def parse(self, parse, data: bytes):
+    """``parse(data, options)``, in the child if isolated; raises RejectionError as it does."""
+    if self._parser:
+      return self._parser.parse(parse, data, self._options)
+    return parse(data, self._options)
 
   def teardown(self):
     if self._parser:
       self._parser.close()
 
 
+class ParsePieceFn(IsolatedParsingFn):
+  """(name, bytes) -> (fingerprint, (name, kind)); rejected inputs become dead letters.
+
+  ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`,
+  ``kind`` the matching kind of input (:data:`beam_pipelines.inputs.MIDI` by default). Only
+  the piece's fingerprint comes back from the parse, not its notes (the key is its first
+  :data:`FINGERPRINT_BYTES` raw bytes): the dedup needs nothing else, and :class:`WriteSplits`
+  parses the surviving inputs again.
+  """
+
+  def __init__(self, parse, options: notes_lib.ParseOptions,
+               isolation: isolation_lib.IsolationOptions | None = None, kind: str = inputs.MIDI):
+    super().__init__(options, isolation)
+    self._fingerprint = functools.partial(notes_lib.fingerprint_and_size, parse)
+    self._kind = kind
+    self._parsed = metrics.Metrics.counter('parse', 'pieces')
+    self._notes = metrics.Metrics.counter('parse', 'notes')
+
+  def process(self, element):
+    name, data = element
+    try:
+      fingerprint, num_notes = self.parse(self._fingerprint, data)
+    except failures.RejectionError as e:
+      yield beam_outputs.dead_letter(name, e.reason, e.detail)
+      return
+    except Exception as e:  # a bug on one odd file must cost that file, not the job
+      yield beam_outputs.dead_letter(name, 'internal_error', f'{type(e).__name__}: {e}')
+      return
+    self._parsed.inc()
+    self._notes.inc(num_notes)
+    yield bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES], (name, self._kind)
+
+
 class KeepFirstPathFn(beam.CombineFn):
-  """Among pieces with the same notes, keeps the one with the smallest path; counts copies."""
+  """Among inputs with the same notes, keeps the ``(name, kind)`` with the smallest name;
+  counts copies."""
 
   def create_accumulator(self):
     return None, 0
@@ -219,14 +255,15 @@ class KeepFirstPathFn(beam.CombineFn):
 
 
 class ParseAndDedup(beam.PTransform):
-  """Inputs read -> one ``(fingerprint, ((path, notes), copies))`` per distinct piece, and the
-  dead letters of inputs that are no piece.
+  """Inputs read -> one survivor ``(fingerprint, ((name, kind), copies))`` per distinct piece,
+  and the dead letters of inputs that are no piece.
 
-  Applied to :class:`beam_pipelines.inputs.ReadInputs`' outputs: ``midi`` is parsed with
-  :func:`partita.notes.parse_midi`, ``note_sequences`` (if present) with
-  :func:`partita.notes.parse_note_sequence`, crash-isolated as ``config`` says. Pieces with the
-  same notes are kept once, under the smallest path; ``copies`` counts all of them. Outputs a
-  dict: ``pieces`` and ``dead_letter``.
+  Applied to :class:`beam_pipelines.inputs.ReadInputs`' outputs: each kind of input present
+  is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says. Inputs with the same
+  notes are kept once, under the smallest name; ``copies`` counts all of them. Only
+  fingerprints and names cross the shuffle (:func:`build_pipeline` reads and parses each
+  survivor again), so it does not grow with the notes. Outputs a dict: ``survivors`` and
+  ``dead_letter``.
   """
 
   def __init__(self, config: PreprocessConfig):
@@ -234,39 +271,52 @@ class ParseAndDedup(beam.PTransform):
     self._config = config
 
   def expand(self, read):
-    parsers = {'midi': ('ParseMidi', notes_lib.parse_midi),
-               'note_sequences': ('ParseNoteSequences', notes_lib.parse_note_sequence)}
     parsed = []
-    for kind, (label, parse) in parsers.items():
+    for kind, (label, parse) in PARSERS.items():
       if kind in read:
         parse_fn = ParsePieceFn(parse, self._config.parse_options(),
-                                self._config.isolation_options())
+                                self._config.isolation_options(), kind)
         parsed.append(read[kind] | label >> beam.ParDo(parse_fn).with_outputs(
             beam_outputs.TAG, main='pieces'))
     return {
-        'pieces': ([p.pieces for p in parsed]
-                   | 'AllPieces' >> beam.Flatten()
-                   | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn())),
+        'survivors': ([p.pieces for p in parsed]
+                      | 'AllPieces' >> beam.Flatten()
+                      | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn())),
         beam_outputs.TAG: ([p[beam_outputs.TAG] for p in parsed]
                            | 'AllRejected' >> beam.Flatten()),
     }
 
 
-class SplitAndChunkFn(beam.DoFn):
-  """(fingerprint, ((path, notes), copies)) -> per-split serialized tf.train.Example chunks.
+class SplitAndChunkFn(IsolatedParsingFn):
+  """(survivor, bytes) -> per-split serialized tf.train.Example chunks, and the piece's
+  statistics on ``stats``.
 
-  Also emits per-piece statistics on the ``stats`` output.
+  The survivor's bytes are parsed again (as its kind's :data:`PARSERS` entry, isolated as
+  ``config`` says); one whose notes no longer have its fingerprint, or that no longer parses,
+  goes to ``lost`` as ``(survivor, reason, detail)``.
   """
 
   def __init__(self, config: PreprocessConfig):
+    super().__init__(config.parse_options(), config.isolation_options())
     self._config = config
-    self._duplicates = metrics.Metrics.counter('dedup', 'duplicates')
 
   def process(self, element):
-    fingerprint, ((path, piece), copies) = element
-    if copies > 1:
-      self._duplicates.inc(copies - 1)
-    split = notes_lib.split_for(fingerprint, dict(self._config.split_ratios))
+    survivor, data = element
+    fingerprint, ((_, kind), copies) = survivor
+    try:
+      piece = self.parse(PARSERS[kind][1], data)
+    except failures.RejectionError as e:
+      yield beam.pvalue.TaggedOutput('lost', (survivor, e.reason, e.detail))
+      return
+    except Exception as e:  # a bug on one odd file must cost that file, not the job
+      yield beam.pvalue.TaggedOutput('lost', (survivor, 'internal_error',
+                                              f'{type(e).__name__}: {e}'))
+      return
+    if bytes.fromhex(notes_lib.content_fingerprint(piece))[:FINGERPRINT_BYTES] != fingerprint:
+      yield beam.pvalue.TaggedOutput('lost', (survivor, 'changed_during_run',
+                                              'its notes changed after the dedup read them'))
+      return
+    split = notes_lib.split_for(fingerprint.hex(), dict(self._config.split_ratios))
     chunks = contract.chunks(piece, self._config.window_length, self._config.stride)
     for chunk in chunks:
       yield beam.pvalue.TaggedOutput(split, contract.serialize_chunk(chunk))
@@ -274,21 +324,53 @@ class SplitAndChunkFn(beam.DoFn):
     yield beam.pvalue.TaggedOutput('stats', (split, stats))
 
 
-class WriteSplits(beam.PTransform):
-  """Distinct pieces -> chunks in TFRecord shards, one folder per split.
+class AccountLostFn(beam.DoFn):
+  """(survivor, reason, detail) -> its dead letter, and on ``stats`` its copies as duplicates,
+  so that every input stays accounted for."""
 
-  Outputs a dict: ``shards`` (the paths of the shards written) and ``stats`` (split, the
-  :func:`beam_pipelines.info.piece_stats` of its pieces summed).
+  def __init__(self, split_ratios: dict[str, float]):
+    self._split_ratios = split_ratios
+
+  def process(self, element):
+    (fingerprint, ((name, _), copies)), reason, detail = element
+    yield beam_outputs.dead_letter(name, reason, detail)
+    split = notes_lib.split_for(fingerprint.hex(), self._split_ratios)
+    yield beam.pvalue.TaggedOutput('stats', (split, info_lib.lost_piece_stats(copies)))
+
+
+class CountDuplicatesFn(beam.DoFn):
+  """Counts every survivor's other copies in Beam's metrics (``dedup/duplicates``)."""
+
+  def __init__(self):
+    self._duplicates = metrics.Metrics.counter('dedup', 'duplicates')
+
+  def process(self, element):
+    _, (_, copies) = element
+    self._duplicates.inc(copies - 1)
+    yield element
+
+
+class WriteSplits(beam.PTransform):
+  """Survivors and their bytes (:class:`beam_pipelines.inputs.ReadAgain`'s outputs) -> chunks in
+  TFRecord shards, one folder per split.
+
+  Outputs a dict: ``shards`` (the paths of the shards written), ``stats`` (split, the
+  :func:`beam_pipelines.info.piece_stats` of its pieces summed) and ``dead_letter`` (the
+  survivors lost since the dedup; their copies stay counted as duplicates).
   """
 
   def __init__(self, config: PreprocessConfig):
     super().__init__()
     self._config = config
 
-  def expand(self, pieces):
+  def expand(self, read_again):
     config = self._config
-    chunked = pieces | 'SplitAndChunk' >> beam.ParDo(SplitAndChunkFn(config)).with_outputs(
-        'stats', *contract.SPLITS)
+    chunked = read_again['pieces'] | 'SplitAndChunk' >> beam.ParDo(
+        SplitAndChunkFn(config)).with_outputs('stats', 'lost', *contract.SPLITS)
+    lost = ((read_again['lost'], chunked.lost)
+            | 'AllLost' >> beam.Flatten()
+            | 'AccountLost' >> beam.ParDo(AccountLostFn(dict(config.split_ratios))).with_outputs(
+                beam_outputs.TAG, 'stats'))
     suffix = '.tfrecord.gz' if config.compress else '.tfrecord'
     compression = (filesystem.CompressionTypes.GZIP if config.compress
                    else filesystem.CompressionTypes.UNCOMPRESSED)
@@ -296,15 +378,21 @@ class WriteSplits(beam.PTransform):
         filesystems.FileSystems.join(config.output, split, split), file_name_suffix=suffix,
         compression_type=compression) for split in contract.SPLITS]
     return {'shards': shards | 'AllShards' >> beam.Flatten(),
-            'stats': chunked.stats | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn())}
+            'stats': ((chunked.stats, lost.stats)
+                      | 'AllStats' >> beam.Flatten()
+                      | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn())),
+            beam_outputs.TAG: lost[beam_outputs.TAG]}
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PCollection:
   """Adds the preprocessing job to ``pipeline``; returns the PCollection of the final counts."""
   read = pipeline | 'ReadInputs' >> inputs.ReadInputs(config)
   parsed = read | 'ParseAndDedup' >> ParseAndDedup(config)
-  written = parsed['pieces'] | 'WriteSplits' >> WriteSplits(config)
-  rejected = ((read[beam_outputs.TAG], parsed[beam_outputs.TAG])
+  survivors = parsed['survivors'] | 'CountDuplicates' >> beam.ParDo(CountDuplicatesFn())
+  written = (survivors
+             | 'ReadAgain' >> inputs.ReadAgain(bool(config.note_sequences))
+             | 'WriteSplits' >> WriteSplits(config))
+  rejected = ((read[beam_outputs.TAG], parsed[beam_outputs.TAG], written[beam_outputs.TAG])
               | 'AllDeadLetters' >> beam.Flatten())
   dead_letter_files = rejected | 'WriteDeadLetters' >> beam_outputs.WriteDeadLetters(config.output)
   return ({'split_stats': written['stats'], 'dead_letters': rejected,

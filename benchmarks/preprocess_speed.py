@@ -124,15 +124,16 @@ def child_main(args: argparse.Namespace) -> None:
 # --- the driver ----------------------------------------------------------------------------------
 
 
-def measure(label: str, child_args: list[str]) -> dict | None:
-  """Runs this script as ``child_args`` in a subprocess; wall time, memory and load around it.
+def measure(label: str, child_args: list[str], script: str = __file__) -> dict | None:
+  """Runs ``script`` (this one by default) as ``child_args`` in a subprocess; wall time, memory
+  and load around it.
 
   Returns None (after printing the end of the side's log) if the side fails, so that one
   failing runner mode does not lose the others' figures.
   """
   with tempfile.NamedTemporaryFile(suffix='.json') as result_file, \
        tempfile.TemporaryFile('w+') as log:
-    command = [sys.executable, os.path.abspath(__file__), *child_args,
+    command = [sys.executable, os.path.abspath(script), *child_args,
                '--result-json', result_file.name]
     load_start = os.getloadavg()[0]
     start = time.perf_counter()

@@ -3,9 +3,8 @@
 A piece is a "notes dict": ``{'pitch', 'step', 'duration', 'velocity'}`` of equal-length 1-D numpy
 arrays in onset order (ties broken by pitch). ``step`` is seconds since the previous onset
 (0 for the first note), ``duration`` is seconds; ``pitch`` (0..127) and ``velocity`` (1..127) are
-int8, which keeps a piece at 10 bytes per note where it crosses a Beam shuffle (the dedup). This
-is the representation every stage shares: preprocessing writes it, the trainer reads it, serving
-writes MIDI from it.
+int8 (10 bytes a note in memory). This is the representation every stage shares: preprocessing
+writes it, the trainer reads it, serving writes MIDI from it.
 
 Parsing uses symusic (about 100x pretty_midi on this kind of machine: BENCHMARKS.md). Rejections
 raise :class:`partita.failures.RejectionError` with a stable reason code, which the pipeline
@@ -297,6 +296,17 @@ def content_fingerprint(notes: dict[str, np.ndarray]) -> str:
                 .tobytes())
   digest.update(np.round(notes['duration'].astype(np.float64) * 1000).astype(np.int64).tobytes())
   return digest.hexdigest()
+
+
+def fingerprint_and_size(parse, data: bytes, options: ParseOptions) -> tuple[str, int]:
+  """``parse(data, options)``'s :func:`content_fingerprint` and number of notes: all that the
+  dedup needs of a piece, so a parse in a child process sends back a few bytes, not the notes.
+
+  Raises:
+    failures.RejectionError: as ``parse`` does.
+  """
+  piece = parse(data, options)
+  return content_fingerprint(piece), len(piece['pitch'])
 
 
 def split_for(fingerprint: str, ratios: dict[str, float]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from beam_pipelines import info as info_lib
+from beam_pipelines import inputs as inputs_lib
 from beam_pipelines import outputs as beam_outputs
 from beam_pipelines import preprocess
 from partita import constants, contract, failures
@@ -45,13 +46,9 @@ def test_parse_midi_fn_routes_pieces_and_dead_letters():
     parsed = (pipeline
               | beam.Create(inputs)
               | beam.ParDo(parse_fn).with_outputs(beam_outputs.TAG, main='pieces'))
-    pieces = parsed.pieces | beam.MapTuple(
-        lambda fingerprint, path_notes: (fingerprint, path_notes[0],
-                                         path_notes[1]['pitch'].tolist(),
-                                         path_notes[1]['velocity'].tolist()))
-    fingerprint = notes_lib.content_fingerprint(midi_builders.expected_notes(melody))
-    beam_testing.assert_that(pieces, beam_testing.equal_to([
-        (fingerprint, 'a/good.mid', [60, 64, 67], [80, 90, 100])]), label='Pieces')
+    # Only the fingerprint's first bytes and the name come out: no notes.
+    beam_testing.assert_that(parsed.pieces, beam_testing.equal_to([
+        (key_of(melody), ('a/good.mid', 'midi'))]), label='Pieces')
     beam_testing.assert_that(parsed[beam_outputs.TAG], beam_testing.equal_to([
         {'input': 'b/bad.mid', 'reason': 'not_midi',
          'detail': 'file does not start with a MIDI header (MThd)'},
@@ -71,17 +68,20 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
         | beam.Create([('z/copy.mid', same), ('m/original.mid', same),
                        ('n/renamed.mid', renamed_tracks), ('y/other.mid', other)])
         | beam.ParDo(preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions()))
-        | beam.CombinePerKey(preprocess.KeepFirstPathFn())
-        | beam.MapTuple(lambda fingerprint, kept_count: (
-            fingerprint, kept_count[0][0], kept_count[0][1]['pitch'].tolist(), kept_count[1])))
+        | beam.CombinePerKey(preprocess.KeepFirstPathFn()))
     beam_testing.assert_that(kept, beam_testing.equal_to([
-        (fingerprint_of(melody), 'm/original.mid', [60, 62], 3),
-        (fingerprint_of(other_melody), 'y/other.mid', [61, 62], 1),
+        (key_of(melody), (('m/original.mid', 'midi'), 3)),
+        (key_of(other_melody), (('y/other.mid', 'midi'), 1)),
     ]))
 
 
 def fingerprint_of(melody) -> str:
   return notes_lib.content_fingerprint(midi_builders.expected_notes(melody))
+
+
+def key_of(melody) -> bytes:
+  """The dedup's key for a melody: its fingerprint's first bytes."""
+  return bytes.fromhex(fingerprint_of(melody))[:preprocess.FINGERPRINT_BYTES]
 
 
 def test_keep_first_path_fn_merges_in_any_order():
@@ -96,12 +96,12 @@ def test_keep_first_path_fn_merges_in_any_order():
 
 def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_statistics(tmp_path):
   config = preprocess.PreprocessConfig(output=str(tmp_path), window_length=WINDOW_LENGTH,
-                                       stride=STRIDE, split_ratios=SPLIT_RATIOS)
-  pieces = {seed: midi_builders.expected_notes(midi_builders.random_melody(seed, num_notes))
-            for seed, num_notes in GOOD}
-  copies = {seed: 2 if seed == 0 else 1 for seed in pieces}
-  elements = [(notes_lib.content_fingerprint(piece), ((f'{seed}.mid', piece), copies[seed]))
-              for seed, piece in pieces.items()]
+                                       stride=STRIDE, split_ratios=SPLIT_RATIOS,
+                                       isolate_parser=False)
+  melodies = {seed: midi_builders.random_melody(seed, num_notes) for seed, num_notes in GOOD}
+  copies = {seed: 2 if seed == 0 else 1 for seed in melodies}
+  elements = [((key_of(melody), ((f'{seed}.mid', 'midi'), copies[seed])),
+               midi_builders.midi_bytes(melody)) for seed, melody in melodies.items()]
   expected = expected_by_split()
 
   def shards_in_their_split_folders(paths):
@@ -111,8 +111,12 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
                and name.endswith('.tfrecord.gz') for name in relative)
 
   with test_pipeline.TestPipeline() as pipeline:
-    written = pipeline | beam.Create(elements) | preprocess.WriteSplits(config)
+    written = ({'pieces': pipeline | 'Pieces' >> beam.Create(elements),
+                'lost': pipeline | 'Lost' >> beam.Create([])}
+               | preprocess.WriteSplits(config))
     beam_testing.assert_that(written['shards'], shards_in_their_split_folders, label='Shards')
+    beam_testing.assert_that(written[beam_outputs.TAG], beam_testing.equal_to([]),
+                             label='NoneLost')
     beam_testing.assert_that(
         written['stats'] | beam.MapTuple(lambda split, stats: (
             split, stats['pieces'], stats['duplicates'], stats['notes'], stats['windows'],
@@ -131,6 +135,47 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
              for path in glob.glob(os.path.join(tmp_path, split, '*'))]
     chunks = read_chunks(str(tmp_path), files)
     assert sorted(reassemble(chunks, WINDOW_LENGTH)) == sorted(note_rows(p) for p in split_pieces)
+
+
+def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_duplicates(
+    tmp_path):
+  """An input that vanishes or changes between its two reads: nothing of it is written, and
+  the run still accounts for each of its copies."""
+  config = preprocess.PreprocessConfig(output=str(tmp_path / 'out'), window_length=WINDOW_LENGTH,
+                                       stride=STRIDE, split_ratios=SPLIT_RATIOS,
+                                       isolate_parser=False)
+  kept, changed, vanished = (midi_builders.random_melody(seed, 30) for seed in range(3))
+  kept_path = midi_builders.write_midi(tmp_path / 'in' / 'kept.mid', kept)
+  # The dedup saw `changed`'s notes; the file now holds other notes.
+  changed_path = midi_builders.write_midi(tmp_path / 'in' / 'changed.mid',
+                                          midi_builders.random_melody(9, 30))
+  vanished_path = str(tmp_path / 'in' / 'vanished.mid')
+  survivors = [(key_of(kept), ((kept_path, 'midi'), 1)),
+               (key_of(changed), ((changed_path, 'midi'), 3)),
+               (key_of(vanished), ((vanished_path, 'midi'), 2))]
+  split_of = {name: notes_lib.split_for(fingerprint_of(melody), dict(SPLIT_RATIOS))
+              for name, melody in (('kept', kept), ('changed', changed), ('vanished', vanished))}
+  expected_stats = {}
+  for name, pieces, duplicates in (('kept', 1, 0), ('changed', 0, 2), ('vanished', 0, 1)):
+    split_pieces, split_duplicates = expected_stats.get(split_of[name], (0, 0))
+    expected_stats[split_of[name]] = (split_pieces + pieces, split_duplicates + duplicates)
+  with test_pipeline.TestPipeline() as pipeline:
+    written = (pipeline
+               | beam.Create(survivors)
+               | inputs_lib.ReadAgain(note_sequences=False)
+               | preprocess.WriteSplits(config))
+    beam_testing.assert_that(
+        written[beam_outputs.TAG] | beam.Map(lambda d: (d['input'], d['reason'])),
+        beam_testing.equal_to([(changed_path, 'changed_during_run'),
+                               (vanished_path, 'unreadable')]), label='DeadLetters')
+    beam_testing.assert_that(
+        written['stats'] | beam.MapTuple(lambda split, stats: (
+            split, (stats['pieces'], stats['duplicates']))),
+        beam_testing.equal_to(list(expected_stats.items())), label='Stats')
+  chunks = read_chunks(config.output, [
+      os.path.relpath(p, config.output)
+      for p in glob.glob(os.path.join(config.output, '*', '*.tfrecord.gz'))])
+  assert reassemble(chunks, WINDOW_LENGTH) == [note_rows(midi_builders.expected_notes(kept))]
 
 
 def test_write_dead_letters_writes_json_lines_into_the_one_dead_letter_folder(tmp_path):

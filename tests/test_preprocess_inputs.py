@@ -7,7 +7,6 @@ import hashlib
 import os
 
 import apache_beam as beam
-from apache_beam.io import filesystem
 from apache_beam.testing import test_pipeline
 from apache_beam.testing import util as beam_testing
 import midi_builders
@@ -18,7 +17,7 @@ import test_preprocess
 
 from beam_pipelines import inputs, preprocess
 from beam_pipelines import outputs as beam_outputs
-from partita import config_tree, contract
+from partita import config_tree, contract, failures
 from partita import notes as notes_lib
 
 WINDOW_LENGTH = 8
@@ -146,6 +145,71 @@ def test_pieces_from_every_source_are_written_once(mixed_run):
                                   for p in expected_pieces)
 
 
+def raw_records(dataset: str, files: list[str]) -> list[bytes]:
+  return [record.numpy() for record in tf.data.TFRecordDataset(
+      [os.path.join(dataset, f) for f in files], compression_type='GZIP')]
+
+
+def expected_split_contents(config, root: str) -> dict[str, dict]:
+  """Each split's serialized chunks and statistics, derived without Beam from every input of
+  the mixed run: parse each with partita's functions, keep the smallest name per fingerprint,
+  cut its chunks."""
+  options = config.parse_options()
+  parsed = {}  # name -> notes, for every input that parses
+  for folder, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, 'rb') as f:
+        data = f.read()
+      if name.lower().endswith(('.mid', '.midi')) and len(data) <= config.max_file_bytes:
+        parsed[path] = data, notes_lib.parse_midi
+      elif name.endswith('.tfrecord'):
+        records = tf.data.TFRecordDataset(path).as_numpy_iterator()
+        for index in range(4):  # the broken file's second record is unreadable
+          try:
+            parsed[f'{path}#{index}'] = next(records), notes_lib.parse_note_sequence
+          except (StopIteration, tf.errors.DataLossError):
+            break
+  pieces = {}
+  for _, (data, parse) in sorted(parsed.items()):
+    try:
+      piece = parse(data, options)
+    except failures.RejectionError:
+      continue
+    fingerprint = notes_lib.content_fingerprint(piece)
+    copies = pieces[fingerprint][1] + 1 if fingerprint in pieces else 1
+    pieces[fingerprint] = (pieces[fingerprint][0] if fingerprint in pieces else piece), copies
+  expected = {split: {'chunks': [], 'pieces': 0, 'duplicates': 0, 'notes': 0, 'steps': []}
+              for split in contract.SPLITS}
+  for fingerprint, (piece, copies) in pieces.items():
+    split = expected[notes_lib.split_for(fingerprint, dict(config.split_ratios))]
+    split['chunks'] += [contract.serialize_chunk(chunk)
+                        for chunk in contract.chunks(piece, config.window_length, config.stride)]
+    split['pieces'] += 1
+    split['duplicates'] += copies - 1
+    split['notes'] += len(piece['pitch'])
+    split['steps'].append(piece['step'].astype(np.float64))
+  return expected
+
+
+def test_every_split_holds_exactly_the_chunks_of_its_surviving_pieces(mixed_run):
+  """The chunks, as a multiset per split, and the statistics, against what partita's plain
+  functions give for the inputs that survive the dedup (shard boundaries may differ)."""
+  config, info, root, _ = mixed_run
+  expected = expected_split_contents(config, root)
+  assert sum(e['pieces'] for e in expected.values()) == info['counts']['pieces_written'] == 10
+  assert sum(e['duplicates'] for e in expected.values()) == info['counts']['duplicates'] == 2
+  for split in contract.SPLITS:
+    summary, want = info['splits'][split], expected[split]
+    assert sorted(raw_records(config.output, summary['files'])) == sorted(want['chunks']), split
+    assert (summary['pieces'], summary['duplicates'], summary['notes'], summary['chunks']) == (
+        want['pieces'], want['duplicates'], want['notes'], len(want['chunks'])), split
+    if want['steps']:
+      steps = np.concatenate(want['steps'])
+      assert summary['step_mean'] == pytest.approx(steps.mean(), rel=1e-9), split
+      assert summary['step_std'] == pytest.approx(steps.std(), rel=1e-6), split
+
+
 def test_outputs_hold_only_finite_non_negative_times_and_midi_pitches(mixed_run):
   config, info, _, _ = mixed_run
   files = [f for split in contract.SPLITS for f in info['splits'][split]['files']]
@@ -224,14 +288,10 @@ def test_parse_and_dedup_keeps_each_piece_once_across_kinds_and_rejects_the_rest
                 ('s.tfrecord#0', note_sequence(melody)), ('s.tfrecord#1', note_sequence(other)),
                 ('s.tfrecord#2', b'\x08\x96\x01 not a NoteSequence')])}
     parsed = read | preprocess.ParseAndDedup(config)
-    beam_testing.assert_that(
-        parsed['pieces'] | beam.MapTuple(lambda fingerprint, kept: (
-            fingerprint, kept[0][0], kept[0][1]['pitch'].tolist(), kept[1])),
-        beam_testing.equal_to([
-            (test_preprocess.fingerprint_of(melody), 'm/original.mid',
-             midi_builders.expected_notes(melody)['pitch'].tolist(), 3),
-            (test_preprocess.fingerprint_of(other), 's.tfrecord#1',
-             midi_builders.expected_notes(other)['pitch'].tolist(), 1)]), label='Pieces')
+    beam_testing.assert_that(parsed['survivors'], beam_testing.equal_to([
+        (test_preprocess.key_of(melody), (('m/original.mid', 'midi'), 3)),
+        (test_preprocess.key_of(other), (('s.tfrecord#1', 'note_sequences'), 1))]),
+        label='Survivors')
     beam_testing.assert_that(
         parsed[beam_outputs.TAG] | beam.Map(lambda d: (d['input'], d['reason'])),
         beam_testing.equal_to([('b/bad.mid', 'not_midi'),
@@ -240,7 +300,7 @@ def test_parse_and_dedup_keeps_each_piece_once_across_kinds_and_rejects_the_rest
 
 def test_a_file_that_cannot_be_read_is_a_dead_letter(tmp_path):
   gone = str(tmp_path / 'vanished.mid')  # matched, then deleted before it was read
-  [letter] = list(inputs.ReadFileFn(MAX_FILE_BYTES).process(filesystem.FileMetadata(gone, 100)))
+  [letter] = list(inputs.ReadFileFn(MAX_FILE_BYTES).process((gone, 100)))
   assert letter.tag == beam_outputs.TAG
   assert letter.value['input'] == gone and letter.value['reason'] == 'unreadable'
   assert 'FileNotFoundError' in letter.value['detail'] or 'No such file' in letter.value['detail']
