@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 
 from partita import atomic
 
@@ -70,3 +71,20 @@ def render_wav(midi_path: str, wav_path: str, soundfont: str) -> None:
     if result.returncode != 0 or not wrote:
       raise AudioError(f'fluidsynth failed on {midi_path} (exit status {result.returncode}): '
                        f'{(result.stderr or result.stdout).strip()[-500:]}')
+
+
+def wav_bytes(midi: bytes, soundfont: str) -> bytes:
+  """Renders MIDI file bytes to WAV bytes, for writers that do not write to a local disk (the
+  Beam job's outputs may be on ``gs://``).
+
+  Raises:
+    AudioError: as :func:`render_wav`.
+  """
+  with tempfile.TemporaryDirectory(prefix='partita-audio-') as folder:
+    midi_path = os.path.join(folder, 'piece.mid')
+    with open(midi_path, 'wb') as f:
+      f.write(midi)
+    wav_path = os.path.join(folder, 'piece.wav')
+    render_wav(midi_path, wav_path, soundfont)
+    with open(wav_path, 'rb') as f:
+      return f.read()

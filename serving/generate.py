@@ -340,10 +340,7 @@ def argument_parser() -> argparse.ArgumentParser:
   parser.add_argument('--num-samples', type=int, default=Options.num_samples,
                       help='pieces to generate (default %(default)s)')
   config_tree.add_flags(parser, sampling_lib.Sampling)
-  parser.add_argument('--seconds', type=float,
-                      help=f'instead of --num-notes: generate until each continuation lasts '
-                      f'this long, in (0, {validation.MAX_SECONDS:g}], and cut it there (at most '
-                      f'{export_contract.MAX_GENERATED_NOTES} notes)')
+  add_seconds_flag(parser)
   primes = parser.add_mutually_exclusive_group()
   primes.add_argument('--prime', nargs='+', metavar='MIDI',
                       help='prime with the first window of notes of these files (cycled over '
@@ -362,20 +359,41 @@ def argument_parser() -> argparse.ArgumentParser:
   parser.add_argument('--program', type=int, default=Options.program,
                       help=f'General MIDI program of the output, 0..{constants.PROGRAMS - 1} '
                       '(default %(default)s: piano)')
+  add_audio_flags(parser)
+  return parser
+
+
+def add_seconds_flag(parser: argparse.ArgumentParser) -> None:
+  """``--seconds``, shared with the Beam job; see :func:`sampling_from_args`."""
+  parser.add_argument('--seconds', type=float,
+                      help=f'instead of --num-notes: generate until each continuation lasts '
+                      f'this long, in (0, {validation.MAX_SECONDS:g}], and cut it there (at most '
+                      f'{export_contract.MAX_GENERATED_NOTES} notes)')
+
+
+def add_audio_flags(parser: argparse.ArgumentParser) -> None:
+  """``--soundfont`` and ``--no-audio``, shared with the Beam job."""
   parser.add_argument('--soundfont', metavar='SF2',
                       help='General MIDI soundfont for the WAV files (default: '
-                      f'${audio.SOUNDFONT_ENV} or {audio.DEFAULT_SOUNDFONT})')
+                      f'${audio.SOUNDFONT_ENV} or {audio.DEFAULT_SOUNDFONT}); without '
+                      'FluidSynth and a soundfont, WAV files are skipped with a note saying why')
   parser.add_argument('--no-audio', action='store_true', help='write no WAV files')
-  return parser
+
+
+def sampling_from_args(parser: argparse.ArgumentParser,
+                       args: argparse.Namespace) -> sampling_lib.Sampling:
+  """The sampling flags' values; exits with a usage error if ``--seconds`` and ``--num-notes``
+  are both given."""
+  given = config_tree.flag_updates(args)
+  if args.seconds is not None and 'num_notes' in given:
+    parser.error('argument --seconds: not allowed with argument --num-notes')
+  return config_tree.load(sampling_lib.Sampling, updates=given)
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argument_parser()
   args = parser.parse_args(argv)
-  given = config_tree.flag_updates(args)
-  if args.seconds is not None and 'num_notes' in given:
-    parser.error('argument --seconds: not allowed with argument --num-notes')
-  sampling = config_tree.load(sampling_lib.Sampling, updates=given)
+  sampling = sampling_from_args(parser, args)
   options = Options(num_samples=args.num_samples, seconds=args.seconds, program=args.program,
                     prime_paths=tuple(args.prime or ()), prime_from=args.prime_from,
                     prime_data=args.prime_data, no_prime=args.no_prime,

@@ -11,10 +11,14 @@ A manifest is a JSON-lines file with one request per line (blank lines are skipp
 Fields: ``name`` (the output file stem; by default made from the prime's file name),
 ``prime`` (a MIDI path, local or ``gs://``, relative paths being relative to the manifest's
 folder; null or absent: a neutral start, as ``serving.generate --no-prime``, which then needs a
-``name``), ``prime_from`` (seconds), ``program``, and the sampling parameters ``num_notes``,
-``temperature``, ``top_k``, ``top_p`` and ``seed`` (the request's
-:class:`serving.sampling.Sampling`, written flat in the line). Absent fields take the command's
-values; unknown fields are refused, so that a misspelt parameter never silently falls back.
+``name``), ``prime_from`` (seconds), ``program``, ``seconds`` (instead of ``num_notes``:
+generate until the continuation lasts this long, as ``serving.generate --seconds``), and the
+sampling parameters ``num_notes``, ``temperature``, ``top_k``, ``top_p`` and ``seed`` (the
+request's :class:`serving.sampling.Sampling`, written flat in the line). Absent fields take the
+command's values (a line's ``num_notes`` replaces a default ``--seconds``, and a line may not
+give both); unknown fields are refused, so that a misspelt parameter never silently falls back.
+A request's notes depend only on its prime, parameters and seed: requests with the same three
+give the same piece.
 With a glob of prime files instead, each file is a request named after its path below the
 glob's folder (``a/x.mid`` -> ``a_x``).
 
@@ -42,9 +46,9 @@ from serving import validation
 
 # A manifest line's fields: the request's own and, flat beside them, its Sampling's.
 SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(sampling_lib.Sampling))
-FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'program')
+FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'seconds', 'program')
 _INTEGER_FIELDS = ('num_notes', 'top_k', 'seed', 'program')
-_NUMBER_FIELDS = ('prime_from', 'temperature', 'top_p')
+_NUMBER_FIELDS = ('prime_from', 'temperature', 'top_p', 'seconds')
 # Primes are short MIDI files; a bigger "prime" is a mistake, not music to read in full.
 MAX_PRIME_BYTES = 64 * 2**20
 # The part of a bad manifest line kept as its dead letter's input.
@@ -59,19 +63,25 @@ class Request:
   prime_from: float = 0.0
   sampling: sampling_lib.Sampling = dataclasses.field(default_factory=sampling_lib.Sampling)
   program: int = 0
+  seconds: float | None = None  # when set, replaces the sampling's num_notes (see --seconds)
 
   def check(self) -> None:
     """Raises RejectionError (``bad_name``, ``bad_request``) for an unsafe name or a parameter
     out of range."""
     validation.check_name(self.name)
     self.sampling.check()
+    if self.seconds is not None:
+      validation.check_seconds(self.seconds)
     validation.check_program(self.program)
     validation.check_prime_from(self.prime_from)
 
   def batch_key(self) -> str:
-    """Requests with the same sampling can share a ``generate`` call: its parameters as JSON, a
-    deterministic key for any runner."""
-    return json.dumps(dataclasses.astuple(self.sampling))
+    """Requests that can share a ``generate`` call: the same parameters but for the seed (each
+    row has its own), as JSON, a deterministic key for any runner."""
+    sampling = self.sampling
+    length = ('seconds', self.seconds) if self.seconds is not None else (
+        'num_notes', sampling.num_notes)
+    return json.dumps([*length, sampling.temperature, sampling.top_k, sampling.top_p])
 
 
 def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
@@ -100,8 +110,11 @@ def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
     name = validation.name_from_path(prime)
   sampling = dataclasses.replace(
       defaults.sampling, **{key: fields[key] for key in SAMPLING_FIELDS if key in fields})
+  if 'num_notes' in fields and 'seconds' in fields:
+    raise validation.bad_request('give num_notes or seconds, not both')
+  seconds = fields.get('seconds', None if 'num_notes' in fields else defaults.seconds)
   request = Request(name, prime, fields.get('prime_from', defaults.prime_from), sampling,
-                    fields.get('program', defaults.program))
+                    fields.get('program', defaults.program), seconds)
   request.check()
   return request
 

@@ -21,7 +21,7 @@ import yaml
 
 from beam_pipelines import outputs as beam_outputs
 from partita import audio, config_tree, constants, export_contract, failures
-from serving import beam_generate, validation
+from serving import beam_generate, model_handler, validation
 from serving import generate as generate_lib
 from serving import primes as primes_lib
 from serving import requests as requests_lib
@@ -329,9 +329,10 @@ def write_manifest(path, requests):
   return str(path)
 
 
-def beam_job(served, out, *args):
+def beam_job(served, out, *args, render_audio=False):
   return beam_generate.main(['--model', served['export'], '--out', str(out),
-                             '--runner=DirectRunner', *map(str, args)])
+                             '--runner=DirectRunner', *([] if render_audio else ['--no-audio']),
+                             *map(str, args)])
 
 
 def listing(folder):
@@ -381,7 +382,7 @@ def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
 
 def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   assert requests_lib.FIELDS == ('name', 'prime', 'prime_from', 'num_notes', 'temperature',
-                                 'top_k', 'top_p', 'seed', 'program')
+                                 'top_k', 'top_p', 'seed', 'seconds', 'program')
   defaults = requests_lib.Request(name='', sampling=sampling_lib.Sampling(seed=4), program=40)
   request = requests_lib.parse_request(
       json.dumps({'name': 'a', 'prime': None, 'temperature': 1, 'top_k': 5, 'prime_from': 0}),
@@ -392,6 +393,19 @@ def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   # "temperature": 1 and 1.0 are the same sampling, so the two requests can share a batch.
   same = requests_lib.parse_request('{"name": "b", "top_k": 5, "temperature": 1.0}', defaults, '')
   assert request.batch_key() == same.batch_key()
+  # Every row has its own seed, so the seed does not split calls; a length in seconds does.
+  other_seed = requests_lib.parse_request('{"name": "b", "top_k": 5, "seed": 9}', defaults, '')
+  assert other_seed.batch_key() == request.batch_key()
+  timed = requests_lib.parse_request('{"name": "t", "top_k": 5, "seconds": 20}', defaults, '')
+  assert (timed.seconds, timed.batch_key()) == (20.0, '["seconds", 20.0, 1.0, 5, 1.0]')
+  # A line's num_notes replaces a default length in seconds; a line gives one or the other.
+  by_seconds = dataclasses.replace(defaults, seconds=30.0)
+  assert requests_lib.parse_request('{"name": "n", "num_notes": 8}', by_seconds, '').seconds is None
+  assert requests_lib.parse_request('{"name": "s"}', by_seconds, '').seconds == 30.0
+  for line, message in (('{"name": "x", "num_notes": 8, "seconds": 2}', 'not both'),
+                        ('{"name": "x", "seconds": 0}', 'seconds must be in')):
+    with pytest.raises(failures.RejectionError, match=message):
+      requests_lib.parse_request(line, defaults, '')
   with pytest.raises(failures.RejectionError, match=r"unknown fields \['temprature'\]") as info:
     requests_lib.parse_request('{"name": "c", "temprature": 1}', defaults, '')
   assert info.value.reason == 'bad_request'
@@ -449,38 +463,56 @@ def test_refuse_duplicate_names_refuses_every_request_of_a_name_used_twice():
         ('b', 'duplicate_name'), ('b', 'duplicate_name')]), label='DeadLetters')
 
 
-def test_generate_in_batches_batches_by_parameters_and_name_not_by_arrival(served):
-  def sampling(seed):
-    return sampling_lib.Sampling(num_notes=4, seed=seed)
+def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_batch(served):
+  def sampling(seed, num_notes=4):
+    return sampling_lib.Sampling(num_notes=num_notes, seed=seed)
 
   items = [(requests_lib.Request('c', sampling=sampling(5)), ladder_window(50)),
            (requests_lib.Request('a', sampling=sampling(5)), ladder_window(40)),
-           (requests_lib.Request('b', sampling=sampling(5)), ladder_window(45)),
-           (requests_lib.Request('d', sampling=sampling(6)), ladder_window(55)),
-           # A window the model cannot take fails its own batch only.
-           (requests_lib.Request('odd', sampling=sampling(7)), ladder_window(40, WINDOW - 3))]
-  model = generate_lib.load_export(served['export']).model
+           (requests_lib.Request('b', sampling=sampling(9)), ladder_window(45)),
+           (requests_lib.Request('d', sampling=sampling(6, num_notes=3)), ladder_window(55)),
+           (requests_lib.Request('timed', sampling=sampling(2), seconds=1.5), ladder_window(42)),
+           # A window the model cannot take fails its batch (its parameters are its own).
+           (requests_lib.Request('odd', sampling=sampling(7, num_notes=5)),
+            ladder_window(40, WINDOW - 3))]
+  export = generate_lib.load_export(served['export'])
 
-  def generated_rows(names, seed):
-    """What one generate call on these requests' windows, in this order, gives each."""
-    windows = {request.name: window for request, window in items}
-    batch = {key: np.stack([windows[name][key] for name in names]) for key in windows['a']}
-    notes = generate_lib.generate(model, batch, sampling(seed))
-    return [(name, notes['pitch'][row].tolist()) for row, name in enumerate(names)]
+  def alone(request, window):
+    """What the request gives generated on its own, padded to the job's batch size."""
+    batch = {key: values[None] for key, values in window.items()}
+    if request.seconds is None:
+      notes = generate_lib.generate(export.model, batch, request.sampling, rows=8)
+      return {key: values[0] for key, values in notes.items()}
+    return generate_lib.generate_for_seconds(export, batch, request.seconds, request.sampling,
+                                             rows=8)[0]
 
-  # One batch of a, b and c sorted by name (their parameters and seed are the same), d alone.
-  expected = generated_rows(['a', 'b', 'c'], 5) + generated_rows(['d'], 6)
+  expected = [(request.name, {key: values.tolist() for key, values in alone(*item).items()})
+              for item in items[:5] for request in item[:1]]
   with test_pipeline.TestPipeline() as pipeline:
     generated = (pipeline
                  | beam.Create(items)
-                 | beam_generate.GenerateInBatches(served['export'], batch_size=8))
+                 | beam_generate.GeneratePieces(served['export'], batch_size=8))
     beam_testing.assert_that(
-        generated['generated'] | beam.MapTuple(
-            lambda request, prime, notes: (request.name, notes['pitch'].tolist())),
+        generated['generated'] | beam.MapTuple(lambda request, prime, notes: (
+            request.name, {key: values.tolist() for key, values in notes.items()})),
         beam_testing.equal_to(expected), label='Generated')
     beam_testing.assert_that(inputs_and_reasons(generated[beam_outputs.TAG]),
                              beam_testing.equal_to([('odd', 'generation_error')]),
                              label='DeadLetters')
+
+
+def test_the_model_handler_refuses_a_batch_of_mixed_parameters(served):
+  handler = model_handler.PieceModelHandler(served['export'], batch_size=4)
+  assert handler.should_skip_batching()  # the job batches by key before RunInference
+  export = handler.load_model()
+  batch = [(requests_lib.Request('a', sampling=sampling_lib.Sampling(num_notes=3)),
+            ladder_window(40)),
+           (requests_lib.Request('b', sampling=sampling_lib.Sampling(num_notes=4)),
+            ladder_window(40))]
+  with pytest.raises(ValueError, match='a batch must share its parameters'):
+    handler.run_inference(batch, export)
+  results = list(handler.run_inference(batch[:1], export))
+  assert results[0].example == batch[0] and results[0].inference['pitch'].shape == (3,)
 
 
 def test_write_pieces_writes_midi_and_png_and_dead_letters_what_cannot_be_written(tmp_path):
@@ -493,8 +525,9 @@ def test_write_pieces_writes_midi_and_png_and_dead_letters_what_cannot_be_writte
   out = tmp_path / 'out'
   with test_pipeline.TestPipeline() as pipeline:
     written = pipeline | beam.Create(items) | beam_generate.WritePieces(str(out))
-    beam_testing.assert_that(written['written'], beam_testing.equal_to(['primed', 'plain']),
-                             label='Written')
+    beam_testing.assert_that(
+        written['written'] | beam.Map(lambda entry: (entry.title, entry.clips[0].audio)),
+        beam_testing.equal_to([('primed', None), ('plain', None)]), label='Written')
     beam_testing.assert_that(inputs_and_reasons(written[beam_outputs.TAG]),
                              beam_testing.equal_to([('broken', 'write_error')]),
                              label='DeadLetters')
@@ -514,14 +547,16 @@ def test_write_summary_accounts_for_every_request(tmp_path):
              failures.dead_letter_record('y', 'prime_not_found', 'gone'),
              failures.dead_letter_record('z', 'bad_json', 'not JSON')]
   files = [str(tmp_path / 'dead_letter' / 'dead_letters-00000-of-00001.jsonl')]
+  page = str(tmp_path / 'index.html')
   expected = {'requests_in': 5, 'written': 2, 'dead_letters': 3,
               'dead_letter_reasons': {'bad_json': 2, 'prime_not_found': 1},
-              'dead_letter_files': files}
+              'dead_letter_files': files, 'page': page}
   with test_pipeline.TestPipeline() as pipeline:
     summary = ({'requests_in': pipeline | 'In' >> beam.Create(range(5)),
                 'written': pipeline | 'Written' >> beam.Create(['a', 'b']),
                 'dead_letters': pipeline | 'DeadLetters' >> beam.Create(records),
-                'dead_letter_files': pipeline | 'Files' >> beam.Create(files)}
+                'dead_letter_files': pipeline | 'Files' >> beam.Create(files),
+                'page': pipeline | 'Page' >> beam.Create([page])}
                | beam_generate.WriteSummary(str(tmp_path)))
     beam_testing.assert_that(summary, beam_testing.equal_to([expected]))
   assert json.loads((tmp_path / beam_generate.SUMMARY_FILE).read_text()) == expected
@@ -541,6 +576,7 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
        'prime_from': 1.0, 'temperature': 0.5, 'top_k': 5, 'top_p': 0.9, 'program': 40},
       {'prime': '../primes/ladder.mid', 'num_notes': 7},  # named after the file: 'ladder'
       {'name': 'nothing', 'prime': None, 'num_notes': 8},
+      {'name': 'timed', 'prime': '../primes/ladder.mid', 'seconds': 3.5, 'seed': 1},
   ]
   bad = [
       ('{"name": "broken"', 'bad_json'),
@@ -575,10 +611,16 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
   assert summary['dead_letter_reasons'] == dict(sorted(reasons.items()))
   assert f'requests in: {len(good) + len(bad)} = written {len(good)} + dead letters' in (
       capsys.readouterr().out)
-  names = ['ladder', 'nothing', 'one', 'three', 'two']
+  names = ['ladder', 'nothing', 'one', 'three', 'timed', 'two']
   assert listing(out) == sorted(
       [f'{n}.{ext}' for n in names for ext in ('mid', 'png')]
-      + ['generation.yaml', 'summary.json', 'dead_letter/dead_letters-00000-of-00001.jsonl'])
+      + ['generation.yaml', 'index.html', 'summary.json',
+         'dead_letter/dead_letters-00000-of-00001.jsonl'])
+  page = (out / 'index.html').read_text()
+  assert page.count('<section class="piece">') == len(names)
+  assert all(f'href="{name}.mid"' in page and f'src="{name}.png"' in page for name in names)
+  assert '30 s' not in page and '3.5 s, temperature 1' in page and '<audio' not in page
+  assert 'No audio: not asked for.' in page
   assert not (tmp_path / 'etc').exists()
   resolved = yaml.safe_load((out / 'generation.yaml').read_text())
   assert (resolved['manifest'], resolved['batch_size']) == (str(manifest), 2)
@@ -596,6 +638,10 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
     notes = instruments(out / f'{name}.mid')
     assert len(notes['continuation']) == count
     assert ('prime' in notes) == (name != 'nothing')
+  # 'timed' lasts 3.5 s after its prime: its last note ends there, as serving.generate cuts it.
+  timed = instruments(out / 'timed.mid')
+  prime_end = max(n.end for n in timed['prime'])
+  assert max(n.end for n in timed['continuation']) <= prime_end + 3.5 + 0.01
   assert [n.pitch for n in instruments(out / 'three.mid')['prime']] == list(range(44, 52))
   assert pretty_midi.PrettyMIDI(str(out / 'three.mid')).instruments[0].program == 40
 
@@ -603,7 +649,7 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
   again = tmp_path / 'again'
   assert beam_job(served, again, '--manifest', manifest, '--batch-size', 2,
                   '--direct_num_workers=2', '--direct_running_mode=multi_threading') == 0
-  for name in expected_notes:
+  for name in names:
     assert (again / f'{name}.mid').read_bytes() == (out / f'{name}.mid').read_bytes()
 
 

@@ -1,0 +1,67 @@
+"""The Beam job's RunInference model handler: an export's ``generate`` signature as Beam sees a
+model.
+
+:class:`PieceModelHandler` loads the export once per worker process (RunInference shares it
+between the process's threads) and turns a batch of ``(Request, prime)`` pairs that share their
+parameters (see ``Request.batch_key``; each row keeps its own seed) into one ``generate`` call,
+or one ``serving.generate.generate_for_seconds`` run for requests with ``seconds``. Every call
+is padded to ``batch_size`` rows: the CPU's matrix kernels pick their order of summation by
+batch size, so a fixed size keeps a request's times bit-identical in any batch, on any runner
+(``serving.generate.generate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from apache_beam.ml.inference import base as inference
+import numpy as np
+
+from partita import constants
+from serving import generate as generate_lib
+
+# The namespace of RunInference's metrics for this handler (num_inferences,
+# inference_batch_latency_micro_secs, load_model_latency_milli_secs, ...).
+METRICS_NAMESPACE = 'partita_generate'
+
+
+class PieceModelHandler(inference.ModelHandler):
+  """(Request, prime) batches -> PredictionResult(example=(Request, prime), inference=notes)."""
+
+  def __init__(self, export_dir: str, batch_size: int):
+    super().__init__()
+    self._export_dir = export_dir
+    self._batch_size = batch_size
+
+  def should_skip_batching(self) -> bool:
+    # The job batches by key (GroupIntoBatches on Request.batch_key) before RunInference, since
+    # one generate call takes one set of parameters; RunInference's own batching is unkeyed.
+    return True
+
+  def load_model(self) -> generate_lib.Export:
+    return generate_lib.load_export(self._export_dir)
+
+  def run_inference(self, batch: Sequence[tuple], model: generate_lib.Export,
+                    inference_args: dict | None = None) -> Iterable[inference.PredictionResult]:
+    """Generates every request of ``batch``, which share their parameters but for the seed."""
+    requests = [request for request, _ in batch]
+    keys = {request.batch_key() for request in requests}
+    if len(keys) != 1:
+      raise ValueError(f'a batch must share its parameters, got {sorted(keys)}')
+    primes = {name: np.stack([prime[name] for _, prime in batch])
+              for name in constants.NOTE_FEATURES}
+    first = requests[0]
+    seeds = [request.sampling.seed for request in requests]
+    if first.seconds is None:
+      generated = generate_lib.generate(model.model, primes, first.sampling, seeds,
+                                        self._batch_size)
+      notes = [{name: values[row] for name, values in generated.items()}
+               for row in range(len(batch))]
+    else:
+      notes = generate_lib.generate_for_seconds(model, primes, first.seconds, first.sampling,
+                                                seeds, self._batch_size)
+    return [inference.PredictionResult(example, continuation)
+            for example, continuation in zip(batch, notes, strict=True)]
+
+  def get_metrics_namespace(self) -> str:
+    return METRICS_NAMESPACE
