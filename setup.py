@@ -13,8 +13,9 @@ DEMO = ['music21>=10,<11', 'tqdm>=4.66,<5']
 GCP = ['apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4']
 # The suite runs the demo corpus and gs:// tests too, so it needs both of the above.
 # ruff: the linter tests/test_code_shape.py runs.
+# selenium: drives Debian's chromium (through its chromedriver) to test the index.html pages.
 TEST_TOOLS = ['pytest>=8,<10', 'gcp-storage-emulator>=2024.8', 'hypothesis>=6.100,<7',
-              'ruff>=0.17,<0.18']
+              'ruff>=0.17,<0.18', 'selenium>=4.20,<5']
 
 setuptools.setup(
     name='partita',
@@ -40,6 +41,7 @@ setuptools.setup(
         'pretty_midi>=0.2.11,<0.3',  # writing MIDI
         'note-seq==0.0.5',  # NoteSequence inputs; reference sustain behaviour
         'matplotlib>=3.8,<4',  # piano rolls
+        'markdown>=3.5,<4',  # the evaluation report's tables on its index.html
         'pyyaml>=6,<7',
     ],
     extras_require={'demo': DEMO, 'gcp': GCP, 'dev': DEMO + GCP + TEST_TOOLS},

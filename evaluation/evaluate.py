@@ -37,7 +37,7 @@ one by overlapping area and KL divergence (Yang & Lerch 2018).
 **Report.** ``REPORT_DIR`` (default ``MODEL_DIR/report``, beside the export) gets
 ``report.md``, ``evaluation.json`` (every number), ``training_curves.png`` (from the TensorBoard
 event files in ``MODEL_DIR/logs``, if any), ``features.png``, ``distances.png`` and piano rolls
-in ``piano_rolls/``.
+in ``pieces/`` with their MIDI and WAV, and ``index.html`` to look at and listen to them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
-"""The evaluation report: Markdown, ``evaluation.json`` and PNG plots, from the numbers of
-``evaluation.evaluate``.
+"""The evaluation report: Markdown, ``index.html``, ``evaluation.json``, PNG plots and the first
+pieces of every set as MIDI, piano rolls and WAV, from the numbers of ``evaluation.evaluate``.
+
+``index.html`` (``partita.listening_page``) holds the report's tables and plots, then the real,
+model and n-gram continuations of the same primes side by side, each labelled for what it is,
+with a player where FluidSynth rendered a WAV. The tables are the Markdown report's, turned
+into HTML by the ``markdown`` package.
 
 No TensorFlow here: the report is drawn from plain numbers and numpy arrays, with bare
 matplotlib Figures on the Agg canvas (as ``partita.midi_io`` draws piano rolls), so nothing
@@ -11,20 +16,24 @@ from __future__ import annotations
 import json
 import os
 
+import markdown
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 import numpy as np
 
-from partita import constants, midi_io, music_stats
+from partita import audio, constants, listening_page, midi_io, music_stats
 
 REPORT_FILE = 'report.md'
 RESULTS_FILE = 'evaluation.json'
 CURVES_PNG = 'training_curves.png'
 FEATURES_PNG = 'features.png'
 DISTANCES_PNG = 'distances.png'
-ROLLS_DIR = 'piano_rolls'
-ROLLS_PER_SET = 3
+PIECES_DIR = 'pieces'
+PIECES_PER_SET = 3
 SET_COLOURS = {'real': 'black', 'model': 'tab:red', 'n-gram': 'tab:blue'}
+# What each set's continuations are, on their piano rolls, players and links.
+SET_LABELS = {'real': 'real continuation', 'model': 'model continuation',
+              'n-gram': 'n-gram continuation'}
 # TensorBoard tags of trainer.task drawn in the training-curves figure, one panel each.
 CURVE_PANELS = (('pitch NLL (nats/note)', ('pitch_loss',)),
                 ('pitch accuracy', ('pitch_accuracy', 'pitch_top5')),
@@ -85,11 +94,14 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
   with open(os.path.join(out_dir, RESULTS_FILE), 'w') as f:
     json.dump(results, f, indent=1)
   sections = [_header(results), _likelihood_section(results)]
+  entries, audio_note = [], None
   if comparisons:
     _save(_features_figure(features), os.path.join(out_dir, FEATURES_PNG))
     _save(_distances_figure(comparisons), os.path.join(out_dir, DISTANCES_PNG))
     sections.append(_statistics_section(results))
-    sections.append(_piano_rolls_section(out_dir, sets, primes))
+    soundfont = audio.default_soundfont()
+    audio_note = audio.unavailable_reason(soundfont)
+    entries = _write_pieces(out_dir, sets, primes, None if audio_note else soundfont)
   else:
     sections.append(f"## Music statistics\n\nSkipped: {results['statistics']['skipped']}.\n")
   if curves:
@@ -99,8 +111,15 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
                     'is the best n-gram\'s test NLL.\n')
   else:
     sections.append('## Training curves\n\nNo TensorBoard logs beside the export.\n')
+  pieces_intro, piano_rolls = _pieces_section(entries, results)
   with open(os.path.join(out_dir, REPORT_FILE), 'w') as f:
-    f.write('\n'.join(sections))
+    f.write('\n'.join(sections + [pieces_intro + piano_rolls]))
+  # The page shows the pieces as its own sections, after the report's text.
+  body = markdown.markdown('\n'.join(sections + [pieces_intro]), extensions=['tables'])
+  page = listening_page.render('Evaluation report', entries, audio_note=audio_note,
+                               body_html=body)
+  with open(os.path.join(out_dir, listening_page.PAGE_FILE), 'w') as f:
+    f.write(page)
 
 
 def _header(results: dict) -> str:
@@ -178,19 +197,41 @@ def _statistics_section(results: dict) -> str:
       f'![distance densities]({DISTANCES_PNG})\n')
 
 
-def _piano_rolls_section(out_dir: str, sets: dict, primes: dict) -> str:
-  os.makedirs(os.path.join(out_dir, ROLLS_DIR), exist_ok=True)
-  images = []
-  for name, pieces in sets.items():
-    for i, piece in enumerate(pieces[:ROLLS_PER_SET]):
-      prime = {key: primes[key][i] for key in constants.NOTE_FEATURES}
-      prime['step'] = np.concatenate([[0.0], prime['step'][1:]])
-      path = os.path.join(ROLLS_DIR, f"{name.replace('-', '')}_{i:02d}.png")
-      midi_io.write_piano_roll(os.path.join(out_dir, path), prime, piece,
-                               title=f'{name}, prime {i}')
-      images.append(f'![{name} {i}]({path})')
-  return ('## Piano rolls\n\nThe same primes (grey) continued by each set (red).\n\n'
-          + '\n'.join(images) + '\n')
+def _write_pieces(out_dir: str, sets: dict, primes: dict,
+                  soundfont: str | None) -> list[listening_page.Entry]:
+  """Writes the first pieces of every set into ``pieces/`` (MIDI, piano roll, WAV with a
+  soundfont); returns one page entry per prime, its sets side by side."""
+  os.makedirs(os.path.join(out_dir, PIECES_DIR), exist_ok=True)
+  entries = []
+  for i in range(min(PIECES_PER_SET, len(next(iter(sets.values()))))):
+    prime = {key: primes[key][i] for key in constants.NOTE_FEATURES}
+    prime['step'] = np.concatenate([[0.0], prime['step'][1:]])
+    clips = []
+    for name, pieces in sets.items():
+      stem = os.path.join(PIECES_DIR, f"{name.replace('-', '')}_{i:02d}")
+      label = f'{SET_LABELS[name]} of prime {i}'
+      midi_io.write_midi(os.path.join(out_dir, stem + '.mid'), prime, pieces[i])
+      midi_io.write_piano_roll(os.path.join(out_dir, stem + '.png'), prime, pieces[i],
+                               title=label, continuation_label=SET_LABELS[name])
+      if soundfont:
+        audio.render_wav(os.path.join(out_dir, stem + '.mid'), os.path.join(out_dir, stem + '.wav'),
+                         soundfont)
+      clips.append(listening_page.Clip(label, stem + '.mid', stem + '.png',
+                                       stem + '.wav' if soundfont else None))
+    entries.append(listening_page.Entry(
+        f'prime {i}', (('prime', f'test prime {i} (grey on each piano roll)'),), tuple(clips)))
+  return entries
+
+
+def _pieces_section(entries: list[listening_page.Entry], results: dict) -> tuple[str, str]:
+  """The Markdown of the pieces: its heading and text, and their piano rolls by prime."""
+  if not entries:
+    return '## Pieces\n\nNone: the music statistics were skipped.\n', ''
+  images = [f'![{clip.label}]({clip.image})' for entry in entries for clip in entry.clips]
+  return ('## Pieces\n\nThe same test primes (grey) continued by the real piece, the model and '
+          f"the {results['best_ngram']} (red); their MIDI, piano rolls and WAV are in "
+          f'`{PIECES_DIR}/`, to listen to in `{listening_page.PAGE_FILE}`.\n\n',
+          '\n'.join(images) + '\n')
 
 
 def _figure(panels: int, columns: int, size=(4.0, 3.0)) -> tuple[figure_lib.Figure, list]:

@@ -112,20 +112,22 @@ def midi_bytes(prime: Mapping[str, np.ndarray] | None, continuation: Mapping[str
 
 
 def write_piano_roll(path: str | os.PathLike[str], prime: Mapping[str, np.ndarray] | None,
-                     continuation: Mapping[str, np.ndarray], title: str = '') -> None:
+                     continuation: Mapping[str, np.ndarray], title: str = '',
+                     continuation_label: str = 'generated') -> None:
   """Writes :func:`piano_roll_png` to ``path``, atomically."""
-  atomic.write_bytes(path, piano_roll_png(prime, continuation, title))
+  atomic.write_bytes(path, piano_roll_png(prime, continuation, title, continuation_label))
 
 
 def piano_roll_png(prime: Mapping[str, np.ndarray] | None, continuation: Mapping[str, np.ndarray],
-                   title: str = '') -> bytes:
+                   title: str = '', continuation_label: str = 'generated') -> bytes:
   """A PNG piano roll of the prime (grey) and the continuation (red), as bytes.
 
   x is time in seconds, y is MIDI pitch, each note a horizontal bar; a dashed line marks the
-  continuation's first onset. The notes drawn are the ones :func:`write_midi` writes, so the
-  picture shows what the MIDI file plays.
+  continuation's first onset; the legend names the continuation ``continuation_label`` (the
+  evaluation's real continuations are not "generated"). The notes drawn are the ones
+  :func:`write_midi` writes, so the picture shows what the MIDI file plays.
   """
-  figure = _piano_roll_figure(to_pretty_midi(prime, continuation), title)
+  figure = _piano_roll_figure(to_pretty_midi(prime, continuation), title, continuation_label)
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', dpi=PIANO_ROLL_DPI)
   return buffer.getvalue()
@@ -224,7 +226,8 @@ def _end_at_restrike(pitch: np.ndarray, start_tick: np.ndarray,
   return resolved_end
 
 
-def _piano_roll_figure(midi: pretty_midi.PrettyMIDI, title: str) -> figure_lib.Figure:
+def _piano_roll_figure(midi: pretty_midi.PrettyMIDI, title: str,
+                       continuation_label: str) -> figure_lib.Figure:
   """Draws the instruments of a :func:`to_pretty_midi` MIDI as a piano roll.
 
   Uses a bare Figure on the Agg canvas, not pyplot: pyplot keeps every figure open until it is
@@ -235,7 +238,7 @@ def _piano_roll_figure(midi: pretty_midi.PrettyMIDI, title: str) -> figure_lib.F
   backend_agg.FigureCanvasAgg(figure)
   axes = figure.add_subplot()
   styles = {PRIME_INSTRUMENT: (PRIME_COLOUR, 'prime'),
-            CONTINUATION_INSTRUMENT: (CONTINUATION_COLOUR, 'generated')}
+            CONTINUATION_INSTRUMENT: (CONTINUATION_COLOUR, continuation_label)}
   pitches_drawn = []
   for instrument in midi.instruments:
     if not instrument.notes:

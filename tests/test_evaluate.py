@@ -5,12 +5,13 @@ import json
 import os
 
 import numpy as np
+import pretty_midi
 import pytest
 from trainer_fixtures import REPO, WINDOW, make_dataset
 
 from evaluation import evaluate
 from evaluation import report as report_lib
-from partita import baselines, constants, music_stats
+from partita import audio, baselines, constants, music_stats
 from partita import dataset as dataset_lib
 from serving import generate as generate_lib
 from trainer import config as config_lib
@@ -138,10 +139,25 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   printed = capsys.readouterr().out
   assert 'test pitch NLL  model' in printed and 'mean overlapping area' in printed
   assert 'test timing NLL model' in printed and 'test note NLL   model' in printed
+  sets = ('real', 'model', 'ngram')
+  pieces = [os.path.join(report_lib.PIECES_DIR, f'{name}_{i:02d}.{ext}') for name in sets
+            for i in range(report_lib.PIECES_PER_SET) for ext in ('mid', 'png')]
   for name in (report_lib.REPORT_FILE, report_lib.RESULTS_FILE, report_lib.CURVES_PNG,
-               report_lib.FEATURES_PNG, report_lib.DISTANCES_PNG,
-               os.path.join(report_lib.ROLLS_DIR, 'model_00.png')):
+               report_lib.FEATURES_PNG, report_lib.DISTANCES_PNG, 'index.html', *pieces):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
+  # The page: the report's tables, then each prime's real, model and n-gram pieces side by side,
+  # each labelled for what it is (the real continuation's piano roll is not "generated").
+  with open(os.path.join(out, 'index.html')) as f:
+    page = f.read()
+  assert page.count('<table>') == 2 and 'src="features.png"' in page
+  assert page.count('<section class="piece">') == report_lib.PIECES_PER_SET
+  for label in ('real continuation of prime 0', 'model continuation of prime 2',
+                'n-gram continuation of prime 1'):
+    assert f'alt="piano roll: {label}"' in page and f'MIDI: {label}' in page
+  with_audio = audio.unavailable_reason(audio.default_soundfont()) is None
+  assert page.count('<audio') == (3 * report_lib.PIECES_PER_SET if with_audio else 0)
+  real = pretty_midi.PrettyMIDI(os.path.join(out, report_lib.PIECES_DIR, 'real_00.mid'))
+  assert len(real.instruments[1].notes) == 8  # the prime, then the 8 real notes after it
   with open(os.path.join(out, report_lib.RESULTS_FILE)) as f:
     results = json.load(f)
   statistics = results['statistics']

@@ -213,7 +213,9 @@ def test_audio_is_skipped_with_a_note_without_fluidsynth(served, tmp_path, capsy
                             '--num-notes', '5']) == 0
   assert 'note: WAV audio skipped: the fluidsynth program is not installed' in (
       capsys.readouterr().out)
-  assert sorted(os.listdir(out)) == ['generation.yaml', 'sample_000.mid', 'sample_000.png']
+  assert sorted(os.listdir(out)) == ['generation.yaml', 'index.html', 'sample_000.mid',
+                                     'sample_000.png']
+  assert 'No audio: the fluidsynth program is not installed' in (out / 'index.html').read_text()
 
 
 HAS_FLUIDSYNTH = audio.unavailable_reason(audio.DEFAULT_SOUNDFONT) is None
@@ -232,13 +234,39 @@ def test_wav_is_rendered_with_fluidsynth(served, tmp_path, capsys, monkeypatch):
   assert generate_lib.main(['--model', served['export'], '--out', str(out), '--num-samples', '2',
                             '--num-notes', '20']) == 0
   assert 'skipped' not in capsys.readouterr().out
-  assert sorted(os.listdir(out)) == ['generation.yaml'] + [
+  assert sorted(os.listdir(out)) == ['generation.yaml', 'index.html'] + [
       f'sample_00{i}.{ext}' for i in range(2) for ext in ('mid', 'png', 'wav')]  # no temporaries
   for i in range(2):
-    midi = pretty_midi.PrettyMIDI(str(out / f'sample_00{i}.mid'))
-    with wave.open(str(out / f'sample_00{i}.wav')) as wav:
-      assert wav.getframerate() == audio.SAMPLE_RATE and wav.getnchannels() == 2
-      assert wav.getnframes() / wav.getframerate() >= midi.get_end_time()
+    check_wav(out / f'sample_00{i}.wav', out / f'sample_00{i}.mid')
+  page = (out / 'index.html').read_text()
+  assert page.count('<audio') == 2 and 'src="sample_001.wav"' in page and 'No audio' not in page
+  # The page says each sample's own seed: sample i takes --seed + i.
+  assert 'seed 0, program 0' in page and 'seed 1, program 0' in page
+
+
+def check_wav(wav_path, midi_path):
+  midi = pretty_midi.PrettyMIDI(str(midi_path))
+  with wave.open(str(wav_path)) as wav:
+    assert wav.getframerate() == audio.SAMPLE_RATE and wav.getnchannels() == 2
+    assert wav.getnframes() / wav.getframerate() >= midi.get_end_time()
+
+
+@pytest.mark.skipif(not HAS_FLUIDSYNTH, reason='needs the fluidsynth program and '
+                    f'{audio.DEFAULT_SOUNDFONT} (apt-get install fluidsynth fluid-soundfont-gm)')
+def test_the_beam_job_renders_wav_and_its_page_plays_it(served, tmp_path, capsys):
+  manifest = write_manifest(tmp_path / 'requests.jsonl', [
+      {'name': 'a', 'prime': None, 'num_notes': 12}, {'name': 'b', 'prime': None, 'seconds': 4}])
+  out = tmp_path / 'out'
+  assert beam_job(served, out, '--manifest', manifest, render_audio=True) == 0
+  assert 'skipped' not in capsys.readouterr().out
+  for name in ('a', 'b'):
+    check_wav(out / f'{name}.wav', out / f'{name}.mid')
+  page = (out / 'index.html').read_text()
+  assert 'src="a.wav"' in page and 'src="b.wav"' in page
+  bad_font = tmp_path / 'bad'
+  assert beam_job(served, bad_font, '--manifest', manifest, '--soundfont', tmp_path / 'x.sf2',
+                  render_audio=True) == 2
+  assert 'soundfont' in capsys.readouterr().err and not bad_font.exists()
 
 
 def test_help_explains_every_option(capsys):

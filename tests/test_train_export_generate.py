@@ -199,7 +199,7 @@ def test_generate_command_writes_midi_with_the_requested_notes(trained, tmp_path
           '--seed', '5', '--temperature', '0.8', '--no-audio']  # WAVs: tests/test_serving.py
   assert generate_lib.main(args) == 0
   names = sorted(os.listdir(out))
-  assert names == [generate_lib.GENERATION_FILE] + [
+  assert names == [generate_lib.GENERATION_FILE, 'index.html'] + [
       f'sample_00{i}.{ext}' for i in range(3) for ext in ('mid', 'png')]
   for i in range(3):
     midi = pretty_midi.PrettyMIDI(str(out / f'sample_00{i}.mid'))
