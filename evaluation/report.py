@@ -24,6 +24,7 @@ import numpy as np
 from partita import audio, constants, listening_page, midi_io, music_stats
 
 REPORT_FILE = 'report.md'
+REPORT_TITLE = 'Evaluation report'
 RESULTS_FILE = 'evaluation.json'
 CURVES_PNG = 'training_curves.png'
 FEATURES_PNG = 'features.png'
@@ -114,17 +115,17 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
   pieces_intro, piano_rolls = _pieces_section(entries, results)
   with open(os.path.join(out_dir, REPORT_FILE), 'w') as f:
     f.write('\n'.join(sections + [pieces_intro + piano_rolls]))
-  # The page shows the pieces as its own sections, after the report's text.
-  body = markdown.markdown('\n'.join(sections + [pieces_intro]), extensions=['tables'])
-  page = listening_page.render('Evaluation report', entries, audio_note=audio_note,
-                               body_html=body)
+  # The page has its own title, and shows the pieces as its own sections after the text.
+  text = '\n'.join(sections + [pieces_intro]).removeprefix(f'# {REPORT_TITLE}\n')
+  body = markdown.markdown(text, extensions=['tables'])
+  page = listening_page.render(REPORT_TITLE, entries, audio_note=audio_note, body_html=body)
   with open(os.path.join(out_dir, listening_page.PAGE_FILE), 'w') as f:
     f.write(page)
 
 
 def _header(results: dict) -> str:
   lines = '\n'.join(f'- {line}' for line in headline_lines(results))
-  return (f"# Evaluation report\n\nExport `{results['export']}`, data `{results['data']}`, "
+  return (f"# {REPORT_TITLE}\n\nExport `{results['export']}`, data `{results['data']}`, "
           f"{results['test_windows']} test windows; {results['seconds']} s.\n\n{lines}\n")
 
 
@@ -148,7 +149,8 @@ def _likelihood_section(results: dict) -> str:
   lines = [header]
   bold = ('model', results['best_ngram'], results['best_timing'], combined)
   for row in rows:
-    label = f'**{row}**' if row in bold else row
+    label = row.replace('|', '\\|')  # a pipe in a name would end the cell
+    label = f'**{label}**' if row in bold else label
     lines.append(f'| {label} | ' + ' | '.join(cell(row, name) for _, name in LIKELIHOOD_COLUMNS)
                  + ' |')
   return (

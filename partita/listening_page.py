@@ -28,7 +28,8 @@ dl { display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; mar
 dt { color: #666; } dd { margin: 0; }
 .clips { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; max-width: 36em; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
+img { max-width: 100%; }
+figure img { border: 1px solid #ddd; }
 figure audio { width: 100%; }
 figcaption { font-weight: 600; margin-bottom: 0.3em; }
 .note { color: #8a5a00; }
