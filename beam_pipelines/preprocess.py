@@ -377,10 +377,14 @@ class WriteSplits(beam.PTransform):
     shards = [chunked[split] | f'Write{split.title()}' >> beam.io.WriteToTFRecord(
         filesystems.FileSystems.join(config.output, split, split), file_name_suffix=suffix,
         compression_type=compression) for split in contract.SPLITS]
+    # Each stream is summed where it is made, before any Flatten: a Flatten of two stages'
+    # outputs is materialised by the DirectRunner, which would hold every piece's statistics.
+    sums = [chunked.stats | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn()),
+            lost.stats | 'SumLostPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn())]
     return {'shards': shards | 'AllShards' >> beam.Flatten(),
-            'stats': ((chunked.stats, lost.stats)
-                      | 'AllStats' >> beam.Flatten()
-                      | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn())),
+            'stats': (sums
+                      | 'AllSums' >> beam.Flatten()
+                      | 'MergePerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn())),
             beam_outputs.TAG: lost[beam_outputs.TAG]}
 
 
