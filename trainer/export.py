@@ -160,6 +160,15 @@ def _window_spec(window_length: int):
           tf.TensorSpec([None, window_length], tf.float32, 'velocity')]
 
 
+def _generate_spec(window_length: int):
+  scalars = [tf.TensorSpec([], dtype, name) for name, dtype in zip(
+      contract.GENERATE_PARAMETERS[:-1], (tf.int32, tf.float32, tf.int32, tf.float32),
+      strict=True)]
+  # The seed: a scalar, or one per row (any shape here; row_seeds checks it).
+  seed = tf.TensorSpec(None, tf.int64, contract.GENERATE_PARAMETERS[-1])
+  return _window_spec(window_length) + scalars + [seed]
+
+
 def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int, config_yaml: str,
                  info: dict, primes: dict[str, np.ndarray]) -> None:
   """Writes the SavedModel, with its assets, to ``export_dir`` (a local path or a URL such as
@@ -182,14 +191,7 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
       contract.PREDICT_NEXT, generator.predict_next,
       _window_spec(window_length) + [tf.TensorSpec([None], dtype, name) for name, dtype in zip(
           contract.PREDICT_NEXT_CONDITIONS, (tf.float32, tf.int32, tf.float32), strict=True)])
-  archive.add_endpoint(
-      contract.GENERATE, generator.generate,
-      _window_spec(window_length) + [
-          tf.TensorSpec([], dtype, name) for name, dtype in zip(
-              contract.GENERATE_PARAMETERS[:-1], (tf.int32, tf.float32, tf.int32, tf.float32),
-              strict=True)]
-      # The seed: a scalar, or one per row (any shape here; row_seeds checks it).
-      + [tf.TensorSpec(None, tf.int64, contract.GENERATE_PARAMETERS[-1])])
+  archive.add_endpoint(contract.GENERATE, generator.generate, _generate_spec(window_length))
   asset_files = {
       contract.ASSET_CONFIG: config_yaml,
       contract.ASSET_INFO: json.dumps(info, indent=1),
