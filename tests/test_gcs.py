@@ -145,9 +145,17 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
 
   assert (summary['requests_in'], summary['written'], summary['dead_letters']) == (3, 2, 1)
   written = object_names(bucket, 'generated/')
-  # Nothing else: every file was renamed into place, no temporary is left.
-  assert written == ['dead_letter/dead_letters-00000-of-00001.jsonl', 'first.mid', 'first.png',
-                     'generation.yaml', 'second.mid', 'second.png', 'summary.json']
+  # Nothing else: every file was renamed into place, no temporary is left. WAV files where
+  # FluidSynth is installed (CI installs it), written through Beam's FileSystems too.
+  from partita import audio  # pylint: disable=import-outside-toplevel
+  with_audio = audio.unavailable_reason(audio.default_soundfont()) is None
+  assert written == sorted(
+      ['dead_letter/dead_letters-00000-of-00001.jsonl', 'generation.yaml', 'index.html',
+       'summary.json']
+      + [f'{name}.{ext}' for name in ('first', 'second')
+         for ext in ('mid', 'png', *(['wav'] if with_audio else []))])
+  page = bucket.blob('generated/index.html').download_as_text()
+  assert 'href="first.mid"' in page and ('src="second.wav"' in page) == with_audio
   dead = json.loads(bucket.blob(f'generated/{written[0]}').download_as_text())
   assert dead == {'input': 'gone', 'reason': 'prime_not_found',
                   'detail': f'gs://{BUCKET}/requests/primes/missing.mid does not exist'}
