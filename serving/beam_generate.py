@@ -145,14 +145,6 @@ def prime_description(request: requests_lib.Request) -> str:
   return f'primed with {request.prime}{where}'
 
 
-def parameters_description(request: requests_lib.Request) -> str:
-  sampling = request.sampling
-  length = (f'{request.seconds:g} s' if request.seconds is not None
-            else f'{sampling.num_notes} notes')
-  return (f'{length}, temperature {sampling.temperature:g}, top-k {sampling.top_k}, top-p '
-          f'{sampling.top_p:g}, seed {sampling.seed}, program {request.program}')
-
-
 class WritePieceFn(beam.DoFn):
   """(Request, prime, continuation) -> OUT/NAME.png, OUT/NAME.wav (with a soundfont) and
   OUT/NAME.mid; yields the piece's page entry, or a dead letter (write_error, audio_error)."""
@@ -189,8 +181,9 @@ class WritePieceFn(beam.DoFn):
       return
     metrics.Metrics.counter('generate', 'written').inc()
     name = request.name
+    parameters = f'{request.sampling.description(request.seconds)}, program {request.program}'
     yield listening_page.Entry(
-        name, (('prime', source), ('parameters', parameters_description(request))),
+        name, (('prime', source), ('parameters', parameters)),
         (listening_page.Clip(f'{name}: generated continuation', f'{name}.mid', f'{name}.png',
                              f'{name}.wav' if wav is not None else None),))
 

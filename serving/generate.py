@@ -349,10 +349,7 @@ def run(export_dir: str, out_dir: str, sampling: sampling_lib.Sampling,
 def page_entry(name: str, source: str, sampling: sampling_lib.Sampling, options: Options,
                seed: int, with_audio: bool) -> listening_page.Entry:
   """A sample's section of ``index.html``."""
-  length = (f'{options.seconds:g} s' if options.seconds is not None
-            else f'{sampling.num_notes} notes')
-  parameters = (f'{length}, temperature {sampling.temperature:g}, top-k {sampling.top_k}, '
-                f'top-p {sampling.top_p:g}, seed {seed}, program {options.program}')
+  parameters = f'{sampling.description(options.seconds, seed)}, program {options.program}'
   clip = listening_page.Clip(f'{name}: generated continuation', f'{name}.mid', f'{name}.png',
                              f'{name}.wav' if with_audio else None)
   return listening_page.Entry(name, (('prime', source), ('parameters', parameters)), (clip,))

@@ -56,3 +56,10 @@ class Sampling:
       raise validation.bad_request(f'top-p must be in (0, 1], got {self.top_p}')
     if not 0 <= self.seed <= export_contract.MAX_SEED:
       raise validation.bad_request(f'seed must be in 0..2**63-1, got {self.seed}')
+
+  def description(self, seconds: float | None = None, seed: int | None = None) -> str:
+    """The parameters in words, for the pages: ``seconds``, where given, is the length instead
+    of ``num_notes``; ``seed``, where given, the row's own seed instead of this one."""
+    length = f'{seconds:g} s' if seconds is not None else f'{self.num_notes} notes'
+    return (f'{length}, temperature {self.temperature:g}, top-k {self.top_k}, top-p '
+            f'{self.top_p:g}, seed {self.seed if seed is None else seed}')
