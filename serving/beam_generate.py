@@ -123,8 +123,7 @@ class GeneratePieces(beam.PTransform):
                | 'GroupByParameters' >> beam.GroupByKey()
                | 'Batches' >> beam.FlatMap(batches_of, batch_size))
     results, failed = batches | 'RunInference' >> inference.RunInference(
-        model_handler.PieceModelHandler(self._export_dir, self._batch_size),
-        metrics_namespace=model_handler.METRICS_NAMESPACE).with_exception_handling()
+        model_handler.PieceModelHandler(self._export_dir, batch_size)).with_exception_handling()
     generated = results | 'Continuations' >> beam.Map(
         lambda result: (*result.example, result.inference))
     dead_letters = failed.failed_inferences | 'FailedBatches' >> beam.FlatMap(failed_batch)

@@ -34,8 +34,9 @@ class PieceModelHandler(inference.ModelHandler):
     self._batch_size = batch_size
 
   def should_skip_batching(self) -> bool:
-    # The job batches by key (GroupIntoBatches on Request.batch_key) before RunInference, since
-    # one generate call takes one set of parameters; RunInference's own batching is unkeyed.
+    # The job batches by Request.batch_key before RunInference (beam_generate.GeneratePieces),
+    # since one generate call takes one set of parameters; RunInference's own batching is not
+    # keyed.
     return True
 
   def load_model(self) -> generate_lib.Export:

@@ -516,17 +516,24 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
 
   expected = [(request.name, {key: values.tolist() for key, values in alone(*item).items()})
               for item in items[:5] for request in item[:1]]
-  with test_pipeline.TestPipeline() as pipeline:
-    generated = (pipeline
-                 | beam.Create(items)
-                 | beam_generate.GeneratePieces(served['export'], batch_size=8))
-    beam_testing.assert_that(
-        generated['generated'] | beam.MapTuple(lambda request, prime, notes: (
-            request.name, {key: values.tolist() for key, values in notes.items()})),
-        beam_testing.equal_to(expected), label='Generated')
-    beam_testing.assert_that(inputs_and_reasons(generated[beam_outputs.TAG]),
-                             beam_testing.equal_to([('odd', 'generation_error')]),
-                             label='DeadLetters')
+  pipeline = test_pipeline.TestPipeline()
+  generated = (pipeline
+               | beam.Create(items)
+               | beam_generate.GeneratePieces(served['export'], batch_size=8))
+  beam_testing.assert_that(
+      generated['generated'] | beam.MapTuple(lambda request, prime, notes: (
+          request.name, {key: values.tolist() for key, values in notes.items()})),
+      beam_testing.equal_to(expected), label='Generated')
+  beam_testing.assert_that(inputs_and_reasons(generated[beam_outputs.TAG]),
+                           beam_testing.equal_to([('odd', 'generation_error')]),
+                           label='DeadLetters')
+  result = pipeline.run()
+  result.wait_until_finish()
+  # RunInference's own metrics, under the handler's namespace: five requests in four batches
+  # (one per parameter set) were generated, and the odd one's batch failed.
+  counters = {counter.key.metric.name: counter.committed for counter in result.metrics().query(
+      beam.metrics.MetricsFilter().with_namespace(model_handler.METRICS_NAMESPACE))['counters']}
+  assert counters['num_inferences'] == 5 and counters['failed_batches_counter'] == 1
 
 
 def test_the_model_handler_refuses_a_batch_of_mixed_parameters(served):
