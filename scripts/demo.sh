@@ -67,11 +67,14 @@ print(f"dataset      {out}/data: {counts['pieces_written']} pieces "
       f"{info['splits']['train']['windows']} training windows")
 print(f"model        {out}/model (TensorBoard: tensorboard --logdir {out}/model/logs)")
 print(f"export       {out}/model/export")
-print(f"generated    {out}/generated: MIDI + piano-roll PNG per sample")
+with_audio = os.path.exists(os.path.join(out, 'generated', 'sample_000.wav'))
+print(f"generated    {out}/generated: MIDI + piano-roll PNG{' + WAV' if with_audio else ''} per "
+      f"sample; open {out}/generated/index.html in a browser to look and listen")
 print(f"validation   pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
       f"accuracy {metrics['pitch_accuracy']:.1%}, top-5 {metrics['pitch_top5_accuracy']:.1%} "
       f"after {metrics['steps']} steps")
-print(f"report       {out}/model/report/report.md (baselines, music statistics, plots)")
+print(f"report       {out}/model/report/index.html (baselines, music statistics, plots, and "
+      "real, model and n-gram pieces side by side; also as report.md)")
 from evaluation import report
 with open(os.path.join(out, 'model', 'report', report.RESULTS_FILE)) as f:
   for line in report.headline_lines(json.load(f)):
