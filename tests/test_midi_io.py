@@ -310,6 +310,14 @@ def test_piano_roll_without_prime_or_continuation_notes(tmp_path, prime, continu
   assert path.read_bytes()[:len(PNG_SIGNATURE)] == PNG_SIGNATURE
 
 
+def test_piano_roll_legend_names_what_the_continuation_is():
+  midi = midi_io.to_pretty_midi(PRIME, CONTINUATION)
+  for label in ('generated', 'real continuation'):
+    figure = midi_io._piano_roll_figure(midi, '', label)  # noqa: SLF001 (what the PNG draws)
+    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == [
+        'prime', label]
+
+
 def test_piano_roll_figures_are_freed(tmp_path):
   def live_figures() -> int:
     gc.collect()
