@@ -40,7 +40,9 @@ class Sampling:
   top_p: float = config_tree.option(
       1.0, 'nucleus sampling: the likeliest pitches holding this probability mass, in (0, 1]',
       group=FLAG_GROUP)
-  seed: int = config_tree.option(0, 'same seed, same music', group=FLAG_GROUP)
+  seed: int = config_tree.option(
+      0, 'a piece\'s seed: the same prime, parameters and seed give the same music '
+      '(serving.generate gives sample i the seed + i)', group=FLAG_GROUP)
 
   def check(self) -> None:
     """Raises ``failures.RejectionError`` (``bad_request``) naming the first parameter out of
