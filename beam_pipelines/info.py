@@ -3,6 +3,7 @@ job's last step, which writes info.json and the COMPLETED marker once every shar
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -13,11 +14,13 @@ import numpy as np
 
 from beam_pipelines import outputs as beam_outputs
 from partita import contract
+from partita import labels as labels_lib
 
 
-def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
-                window_length: int) -> dict:
-  """Additive statistics of one piece (summed per split by :class:`SumStatsFn`)."""
+def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, window_length: int,
+                label: str = labels_lib.UNKNOWN, label_conflict: bool = False) -> dict:
+  """Additive statistics of one piece labelled ``label`` (summed per split by
+  :class:`SumStatsFn`); ``label_conflict``: its copies carried different labels."""
   step = piece['step'].astype(np.float64)
   duration = piece['duration'].astype(np.float64)
   return {
@@ -33,6 +36,8 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
       'duration_sum': float(duration.sum()),
       'duration_sq_sum': float(np.square(duration).sum()),
       'pitch_histogram': np.bincount(piece['pitch'], minlength=128).astype(np.int64),
+      'labels': collections.Counter({label: 1}),
+      'label_conflicts': int(label_conflict),
   }
 
 
@@ -41,7 +46,8 @@ def lost_piece_stats(copies: int) -> dict:
   its other copies still duplicates."""
   return {'pieces': 0, 'duplicates': copies - 1, 'notes': 0, 'chunks': 0, 'windows': 0,
           'seconds': 0.0, 'step_sum': 0.0, 'step_sq_sum': 0.0, 'duration_sum': 0.0,
-          'duration_sq_sum': 0.0, 'pitch_histogram': np.zeros(128, dtype=np.int64)}
+          'duration_sq_sum': 0.0, 'pitch_histogram': np.zeros(128, dtype=np.int64),
+          'labels': collections.Counter(), 'label_conflicts': 0}
 
 
 class SumStatsFn(beam.CombineFn):
@@ -67,7 +73,8 @@ class SumStatsFn(beam.CombineFn):
 def summarize_split(stats: dict) -> dict:
   """JSON-ready per-split summary with timing mean/std and pitch histogram."""
   summary = {key: stats.get(key, 0) for key in ('pieces', 'duplicates', 'notes', 'chunks',
-                                                 'windows')}
+                                                 'windows', 'label_conflicts')}
+  summary['labels'] = dict(sorted(stats.get('labels', {}).items()))
   notes = summary['notes']
   if not notes:  # no piece written (perhaps lost pieces' duplicates)
     return {**summary, 'seconds': 0.0}
@@ -98,9 +105,13 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
     splits[split]['files'] = [f for f in relative_files if f.startswith(f'{split}/')]
   dead_letters = dict(sorted(dead_letter_reasons.items()))
   train = splits['train']
+  label_pieces = collections.defaultdict(dict)
+  for split in contract.SPLITS:
+    for label, pieces in splits[split]['labels'].items():
+      label_pieces[label][split] = pieces
   return {
       'format_version': contract.FORMAT_VERSION,
-      'features': contract.FEATURE_DTYPES,
+      'features': {**contract.FEATURE_DTYPES, contract.LABEL_FEATURE: 'bytes'},
       'window_length': config.window_length,
       'stride': config.stride,
       'compression': 'GZIP' if config.compress else '',
@@ -111,7 +122,10 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
           'duplicates': sum(splits[s]['duplicates'] for s in contract.SPLITS),
           'dead_letters': sum(dead_letters.values()),
           'dead_letter_reasons': dead_letters,
+          # Pieces whose copies carried different known labels (the smallest-named one's won).
+          'label_conflicts': sum(splits[s]['label_conflicts'] for s in contract.SPLITS),
       },
+      'labels': labels_lib.vocabulary(label_pieces, config.min_label_pieces, config.label_name),
       'timing': {name: {'mean': train.get(f'{name}_mean', 0.0),
                         'std': train.get(f'{name}_std', 1.0)}
                  for name in ('step', 'duration')},

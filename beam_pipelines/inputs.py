@@ -20,6 +20,7 @@ from apache_beam.io import fileio, filesystem, filesystems
 
 from beam_pipelines import outputs as beam_outputs
 from partita import constants
+from partita import labels as labels_lib
 
 # The kinds of input, the keys of ReadInputs' outputs: each has its own parser and way of being
 # read again.
@@ -61,6 +62,31 @@ def listed_path(list_file: str, line: str) -> str | None:
   if filesystems.FileSystems.get_scheme(line) or os.path.isabs(line):
     return line
   return filesystems.FileSystems.join(filesystems.FileSystems.split(list_file)[0], line)
+
+
+def folder_root(input_spec: str) -> str:
+  """The folder an --input's files are found below: the folder itself, or a glob's folder
+  before its first wildcard ('corpus/*/*.mid' -> 'corpus')."""
+  if filesystems.FileSystems.exists(input_spec) or not any(ch in input_spec for ch in '*?['):
+    return input_spec.rstrip('/')
+  literal = re.split(r'[*?[]', input_spec, maxsplit=1)[0]
+  return literal.rpartition('/')[0] if '/' in literal else '.'
+
+
+def label_sources(config) -> labels_lib.LabelSources:
+  """The run's :class:`partita.labels.LabelSources` (``config``: a
+  :class:`beam_pipelines.preprocess.PreprocessConfig`); the CSV is read here, once, and travels
+  to the workers with the transforms."""
+  csv_labels = {}
+  if config.label_csv:
+    text = read_bytes(config.label_csv).decode('utf-8-sig')
+    csv_labels = labels_lib.read_csv(text, config.label_csv, config.label_name,
+                                     config.label_csv_path_column)
+  roots = tuple(folder_root(spec) for spec in config.input) if config.label_from_folder else ()
+  return labels_lib.LabelSources(csv_labels=csv_labels, name_regex=config.label_regex,
+                                 folder_roots=roots,
+                                 unknown_names=tuple(labels_lib.normalize(name)
+                                                     for name in config.unknown_labels))
 
 
 def read_bytes(path: str) -> bytes:
@@ -224,11 +250,12 @@ class ReadFileAgainFn(beam.DoFn):
   """A MIDI survivor -> (survivor, bytes), or (survivor, reason, detail) on ``lost`` if it can
   no longer be read.
 
-  A survivor is ``(fingerprint, ((name, kind), copies))``, an output of the dedup.
+  A survivor is ``(fingerprint, ((name, kind), copies, label, conflict))``, an output of the
+  dedup.
   """
 
   def process(self, survivor):
-    _, ((path, _), _) = survivor
+    _, ((path, _), *_) = survivor
     try:
       data = read_bytes(path)
     except Exception as e:  # the file vanished or became unreadable during the run
@@ -250,8 +277,7 @@ class ReadNoteSequencesAgainFn(beam.DoFn):
 
   def process(self, element):
     path, survivors = element
-    wanted = {int(name.rpartition('#')[2]): (fingerprint, ((name, kind), copies))
-              for fingerprint, ((name, kind), copies) in survivors}
+    wanted = {int(survivor[1][0][0].rpartition('#')[2]): survivor for survivor in survivors}
     detail = 'the file has fewer records than when it was first read'
     try:
       for index, record in enumerate(note_sequence_records(self._tf, path)):
@@ -269,7 +295,8 @@ class ReadAgain(beam.PTransform):
   The first read's bytes are parsed and dropped once their fingerprint is known, so the dedup
   shuffles fingerprints and names only; each surviving input is read (and parsed) again after
   it, in the stage that writes its chunks. Applied to survivors ``(fingerprint, ((name, kind),
-  copies))``, ``kind`` being :data:`MIDI` or, if ``note_sequences``, :data:`NOTE_SEQUENCES`;
+  copies, label, conflict))``, ``kind`` being :data:`MIDI` or, if ``note_sequences``,
+  :data:`NOTE_SEQUENCES`;
   outputs a dict: ``pieces``, ``(survivor, bytes)``, and ``lost``, ``(survivor, reason,
   detail)`` for those that can no longer be read (they changed or vanished during the run).
   """

@@ -43,6 +43,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 import sys
 
 import apache_beam as beam
@@ -55,10 +56,13 @@ from beam_pipelines import inputs
 from beam_pipelines import outputs as beam_outputs
 from partita import config_tree, constants, contract, failures
 from partita import isolation as isolation_lib
+from partita import labels as labels_lib
 from partita import notes as notes_lib
 
 INPUTS = 'inputs (at least one; any mix; local or gs://)'
 NOTES = 'which notes'
+LABELS = ('labels (a composer, or another label: the first source that knows a piece\'s wins, '
+          'in this order; a piece none knows is "unknown")')
 LIMITS = 'limits (inputs beyond them become dead letters)'
 
 
@@ -69,6 +73,11 @@ def int_list(text: str) -> tuple[int, ...]:
     low, _, high = item.partition('-')
     values += range(int(low), int(high or low) + 1)
   return tuple(values)
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+  """'a, b' -> ('a', 'b')."""
+  return tuple(item.strip() for item in text.split(',') if item.strip())
 
 
 def split_ratios(text: str) -> tuple[tuple[str, float], ...]:
@@ -124,6 +133,31 @@ class PreprocessConfig:
   include_drums: bool = config_tree.option(
       False, 'keep drum tracks (channel 10), which are dropped by default', sets=True,
       group=NOTES)
+  label_name: str = config_tree.option(
+      'composer', 'what the labels are; names the CSV column and the NoteSequence field read',
+      group=LABELS)
+  label_csv: str = config_tree.option(
+      '', 'metadata CSV with a path column and a column named --label-name (relative paths are '
+      'relative to the CSV)', metavar='FILE', group=LABELS)
+  label_csv_path_column: str = config_tree.option(
+      '', f"the CSV's path column (default: the first of {', '.join(labels_lib.CSV_PATH_COLUMNS)})",
+      metavar='COLUMN', group=LABELS)
+  label_note_sequences: bool = config_tree.option(
+      True, "ignore NoteSequence inputs' own field (composers for --label-name composer, else "
+      'the field of that name in sequence_metadata)', flag='--no-label-note-sequences',
+      sets=False, group=LABELS)
+  label_regex: str = config_tree.option(
+      '', "regular expression over each file's name; its group named label (or its first group) "
+      "is the label, e.g. '^([^-]+)-' for composer-title.mid", metavar='REGEX', group=LABELS)
+  label_from_folder: bool = config_tree.option(
+      False, 'the first folder below an --input folder names the label (corpus/chopin/...)',
+      sets=True, group=LABELS)
+  unknown_labels: tuple[str, ...] = config_tree.option(
+      labels_lib.DEFAULT_UNKNOWN_NAMES, 'label values that mean unknown', parse=comma_list,
+      metavar='NAME,...', group=LABELS)
+  min_label_pieces: int = config_tree.option(
+      20, 'training pieces a label needs for an id of its own; rarer labels share "other"',
+      group=LABELS)
   # Parse in a child process with these limits (see partita.isolation); False parses in-process.
   isolate_parser: bool = config_tree.option(
       True, 'parse in the worker process itself: a little faster, but a parser crash then '
@@ -153,6 +187,13 @@ class PreprocessConfig:
       raise ValueError('--window-length and --stride must be positive')
     if any(not 0 <= p < constants.PITCHES for p in self.programs):
       raise ValueError('--programs: General MIDI programs are 0-127')
+    if self.label_regex:
+      try:
+        re.compile(self.label_regex)
+      except re.error as e:
+        raise ValueError(f'--label-regex: {e}') from e
+    if self.min_label_pieces < 1:
+      raise ValueError('--min-label-pieces must be at least 1')
 
   def parse_options(self) -> notes_lib.ParseOptions:
     return notes_lib.ParseOptions(min_notes=self.window_length + 1, max_notes=self.max_notes,
@@ -200,20 +241,25 @@ class IsolatedParsingFn(beam.DoFn):
 
 
 class ParsePieceFn(IsolatedParsingFn):
-  """(name, bytes) -> (fingerprint, (name, kind)); rejected inputs become dead letters.
+  """(name, bytes) -> (fingerprint, (name, kind, label)); rejected inputs become dead letters.
 
   ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`,
   ``kind`` the matching kind of input (:data:`beam_pipelines.inputs.MIDI` by default). Only
   the piece's fingerprint comes back from the parse, not its notes (the key is its first
   :data:`FINGERPRINT_BYTES` raw bytes): the dedup needs nothing else, and :class:`WriteSplits`
-  parses the surviving inputs again.
+  parses the surviving inputs again. ``label`` is the input's label name, or
+  :data:`partita.labels.UNKNOWN`: from ``sources``, after the NoteSequence's own
+  ``label_field`` (if given) for NoteSequence inputs.
   """
 
   def __init__(self, parse, options: notes_lib.ParseOptions,
-               isolation: isolation_lib.IsolationOptions | None = None, kind: str = inputs.MIDI):
+               isolation: isolation_lib.IsolationOptions | None = None, kind: str = inputs.MIDI,
+               sources: labels_lib.LabelSources | None = None, label_field: str = ''):
     super().__init__(options, isolation)
     self._fingerprint = functools.partial(notes_lib.fingerprint_and_size, parse)
     self._kind = kind
+    self._sources = sources or labels_lib.LabelSources()
+    self._label_field = label_field if kind == inputs.NOTE_SEQUENCES else ''
     self._parsed = metrics.Metrics.counter('parse', 'pieces')
     self._notes = metrics.Metrics.counter('parse', 'notes')
 
@@ -229,38 +275,59 @@ class ParsePieceFn(IsolatedParsingFn):
       return
     self._parsed.inc()
     self._notes.inc(num_notes)
-    yield bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES], (name, self._kind)
+    yield bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES], (name, self._kind, self.label(name, data))
+
+  def label(self, name: str, data: bytes) -> str:
+    # The proto already parsed in the (isolated) parse above, so decoding it here is safe.
+    own = notes_lib.note_sequence_label(data, self._label_field) if self._label_field else ''
+    return (self._sources.known(own) or self._sources.from_name(name)
+            or labels_lib.UNKNOWN)
 
 
 class KeepFirstPathFn(beam.CombineFn):
-  """Among inputs with the same notes, keeps the ``(name, kind)`` with the smallest name;
-  counts copies."""
+  """Among inputs with the same notes ``(name, kind, label)``, keeps the ``(name, kind)`` with
+  the smallest name; counts copies; labels the piece with the label of the smallest-named copy
+  that has one (an unknown copy never overrides a known one) and flags a conflict when the
+  copies carry two different known labels.
+
+  Outputs ``((name, kind), copies, label, conflict)``.
+  """
 
   def create_accumulator(self):
-    return None, 0
+    return None, 0, None, frozenset()  # kept, copies, (name, label) labelled first, labels
 
   def add_input(self, accumulator, element):
-    return self.merge_accumulators([accumulator, (element, 1)])
+    name, kind, label = element
+    known = label != labels_lib.UNKNOWN
+    return self.merge_accumulators([accumulator, (
+        (name, kind), 1, (name, label) if known else None, frozenset([label] if known else []))])
 
   def merge_accumulators(self, accumulators):
-    kept, count = None, 0
-    for candidate, n in accumulators:
+    kept, count, labelled, labels = None, 0, None, frozenset()
+    for candidate, n, candidate_labelled, candidate_labels in accumulators:
       count += n
+      labels |= candidate_labels
       if candidate is not None and (kept is None or candidate[0] < kept[0]):
         kept = candidate
-    return kept, count
+      if candidate_labelled is not None and (labelled is None
+                                             or candidate_labelled[0] < labelled[0]):
+        labelled = candidate_labelled
+    return kept, count, labelled, labels
 
   def extract_output(self, accumulator):
-    return accumulator
+    kept, count, labelled, labels = accumulator
+    return kept, count, labelled[1] if labelled else labels_lib.UNKNOWN, len(labels) > 1
 
 
 class ParseAndDedup(beam.PTransform):
-  """Inputs read -> one survivor ``(fingerprint, ((name, kind), copies))`` per distinct piece,
-  and the dead letters of inputs that are no piece.
+  """Inputs read -> one survivor ``(fingerprint, ((name, kind), copies, label, conflict))``
+  per distinct piece, and the dead letters of inputs that are no piece.
 
   Applied to :class:`beam_pipelines.inputs.ReadInputs`' outputs: each kind of input present
-  is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says. Inputs with the same
-  notes are kept once, under the smallest name; ``copies`` counts all of them. Only
+  is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says, and labelled from the
+  sources ``config`` names. Inputs with the same notes are kept once, under the smallest name
+  (:class:`KeepFirstPathFn`, which also says which label wins); ``copies`` counts all of
+  them. Only
   fingerprints and names cross the shuffle (:func:`build_pipeline` reads and parses each
   survivor again), so it does not grow with the notes. Outputs a dict: ``survivors`` and
   ``dead_letter``.
@@ -271,12 +338,17 @@ class ParseAndDedup(beam.PTransform):
     self._config = config
 
   def expand(self, read):
+    config = self._config
+    sources = inputs.label_sources(config)
+    label_field = ''
+    if config.label_note_sequences:
+      label_field = 'composers' if config.label_name == 'composer' else config.label_name
     parsed = []
-    for kind, (label, parse) in PARSERS.items():
+    for kind, (step_label, parse) in PARSERS.items():
       if kind in read:
-        parse_fn = ParsePieceFn(parse, self._config.parse_options(),
-                                self._config.isolation_options(), kind)
-        parsed.append(read[kind] | label >> beam.ParDo(parse_fn).with_outputs(
+        parse_fn = ParsePieceFn(parse, config.parse_options(), config.isolation_options(), kind,
+                                sources, label_field)
+        parsed.append(read[kind] | step_label >> beam.ParDo(parse_fn).with_outputs(
             beam_outputs.TAG, main='pieces'))
     return {
         'survivors': ([p.pieces for p in parsed]
@@ -302,7 +374,7 @@ class SplitAndChunkFn(IsolatedParsingFn):
 
   def process(self, element):
     survivor, data = element
-    fingerprint, ((_, kind), copies) = survivor
+    fingerprint, ((_, kind), copies, label, conflict) = survivor
     try:
       piece = self.parse(PARSERS[kind][1], data)
     except failures.RejectionError as e:
@@ -319,8 +391,9 @@ class SplitAndChunkFn(IsolatedParsingFn):
     split = notes_lib.split_for(fingerprint.hex(), dict(self._config.split_ratios))
     chunks = contract.chunks(piece, self._config.window_length, self._config.stride)
     for chunk in chunks:
-      yield beam.pvalue.TaggedOutput(split, contract.serialize_chunk(chunk))
-    stats = info_lib.piece_stats(piece, copies, len(chunks), self._config.window_length)
+      yield beam.pvalue.TaggedOutput(split, contract.serialize_chunk(chunk, label))
+    stats = info_lib.piece_stats(piece, copies, len(chunks), self._config.window_length, label,
+                                 conflict)
     yield beam.pvalue.TaggedOutput('stats', (split, stats))
 
 
@@ -332,21 +405,24 @@ class AccountLostFn(beam.DoFn):
     self._split_ratios = split_ratios
 
   def process(self, element):
-    (fingerprint, ((name, _), copies)), reason, detail = element
+    (fingerprint, ((name, _), copies, *_)), reason, detail = element
     yield beam_outputs.dead_letter(name, reason, detail)
     split = notes_lib.split_for(fingerprint.hex(), self._split_ratios)
     yield beam.pvalue.TaggedOutput('stats', (split, info_lib.lost_piece_stats(copies)))
 
 
 class CountDuplicatesFn(beam.DoFn):
-  """Counts every survivor's other copies in Beam's metrics (``dedup/duplicates``)."""
+  """Counts every survivor's other copies, and the survivors whose copies disagree on their
+  label, in Beam's metrics (``dedup/duplicates``, ``dedup/label_conflicts``)."""
 
   def __init__(self):
     self._duplicates = metrics.Metrics.counter('dedup', 'duplicates')
+    self._conflicts = metrics.Metrics.counter('dedup', 'label_conflicts')
 
   def process(self, element):
-    _, (_, copies) = element
+    _, (_, copies, _, conflict) = element
     self._duplicates.inc(copies - 1)
+    self._conflicts.inc(int(conflict))
     yield element
 
 

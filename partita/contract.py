@@ -15,10 +15,13 @@ import numpy as np
 INFO_FILE = 'info.json'
 COMPLETED_MARKER = 'COMPLETED'
 SPLITS = ('train', 'validation', 'test')
-FORMAT_VERSION = 1
+# 2: chunks carry their piece's label name, info.json the label vocabulary (partita.labels).
+FORMAT_VERSION = 2
 
 # Feature name -> dtype as stored in each tf.train.Example (variable-length lists, one per chunk).
 FEATURE_DTYPES = {'pitch': 'int64', 'step': 'float32', 'duration': 'float32', 'velocity': 'int64'}
+# One bytes value per chunk: its piece's label name (partita.labels; ids are info.json's).
+LABEL_FEATURE = 'label'
 
 
 def shard_pattern(split: str) -> str:
@@ -54,10 +57,11 @@ def chunks(notes: dict[str, np.ndarray], window_length: int,
 
 # Wire-format tags of tf.train.Example (example.proto, feature.proto): field number << 3 | 2
 # (length-delimited). Example.features = 1; Features.feature = 1 (a map entry: key = 1,
-# value = 2); Feature.float_list = 2, Feature.int64_list = 3; FloatList/Int64List.value = 1.
+# value = 2); Feature.bytes_list = 1, Feature.float_list = 2, Feature.int64_list = 3;
+# BytesList/FloatList/Int64List.value = 1.
 _LENGTH_DELIMITED_1 = 0x0A
 _MAP_VALUE = 0x12
-_FEATURE_TAGS = {'float32': 0x12, 'int64': 0x1A}
+_FEATURE_TAGS = {'bytes': 0x0A, 'float32': 0x12, 'int64': 0x1A}
 
 
 def _varint(value: int) -> bytes:
@@ -73,8 +77,14 @@ def _field(tag: int, payload: bytes) -> bytes:
   return bytes([tag]) + _varint(len(payload)) + payload
 
 
-def serialize_chunk(chunk: dict[str, np.ndarray]) -> bytes:
-  """A chunk as a serialized ``tf.train.Example`` (the features of FEATURE_DTYPES).
+def _entry(name: str, feature: bytes) -> bytes:
+  return _field(_LENGTH_DELIMITED_1,
+                _field(_LENGTH_DELIMITED_1, name.encode()) + _field(_MAP_VALUE, feature))
+
+
+def serialize_chunk(chunk: dict[str, np.ndarray], label: str) -> bytes:
+  """A chunk of a piece labelled ``label`` as a serialized ``tf.train.Example`` (the features
+  of FEATURE_DTYPES and LABEL_FEATURE).
 
   Written straight from the numpy arrays in protobuf's wire format (packed lists: pitch and
   velocity, always 0..127, are one-byte varints; floats little-endian) rather than through
@@ -90,7 +100,9 @@ def serialize_chunk(chunk: dict[str, np.ndarray]) -> bytes:
       payload = values.astype(np.uint8).tobytes()
     else:
       payload = values.astype('<f4').tobytes()
-    feature = _field(_FEATURE_TAGS[dtype], _field(_LENGTH_DELIMITED_1, payload))
-    entry = _field(_LENGTH_DELIMITED_1, name.encode()) + _field(_MAP_VALUE, feature)
-    entries.append(_field(_LENGTH_DELIMITED_1, entry))
+    entries.append(_entry(name, _field(_FEATURE_TAGS[dtype],
+                                       _field(_LENGTH_DELIMITED_1, payload))))
+  # A BytesList holds each value as its own length-delimited field (not packed).
+  entries.append(_entry(LABEL_FEATURE, _field(_FEATURE_TAGS['bytes'],
+                                              _field(_LENGTH_DELIMITED_1, label.encode()))))
   return _field(_LENGTH_DELIMITED_1, b''.join(entries))

@@ -212,6 +212,16 @@ def parse_note_sequence(data: bytes,
   return piece_from_tracks(tracks, options)
 
 
+def note_sequence_label(data: bytes, field: str) -> str:
+  """The first value of a serialized NoteSequence's ``sequence_metadata`` field ``field``
+  (``composers``, ``genre``, ``artist``, ...), '' when it has none."""
+  metadata = note_seq_protos().NoteSequence.FromString(data).sequence_metadata
+  if field not in metadata.DESCRIPTOR.fields_by_name:
+    return ''
+  value = getattr(metadata, field)
+  return value if isinstance(value, str) else (value[0] if len(value) else '')
+
+
 def note_seq_protos():
   """note_seq's ``music_pb2``, imported without its side effect on pretty_midi.
 

@@ -417,9 +417,10 @@ def test_serialized_chunk_is_a_tf_example_with_the_same_values():
         'duration': rng.random(num_notes).astype(np.float32) * 30,
         'velocity': rng.integers(1, 128, num_notes),
     }
-    serialized = contract.serialize_chunk(chunk)
+    serialized = contract.serialize_chunk(chunk, 'carl_czerny')
     feature = tf.train.Example.FromString(serialized).features.feature
-    assert set(feature) == set(contract.FEATURE_DTYPES)
+    assert set(feature) == {*contract.FEATURE_DTYPES, contract.LABEL_FEATURE}
+    assert list(feature[contract.LABEL_FEATURE].bytes_list.value) == [b'carl_czerny']
     assert list(feature['pitch'].int64_list.value) == chunk['pitch'].tolist()
     assert list(feature['velocity'].int64_list.value) == chunk['velocity'].tolist()
     assert list(feature['step'].float_list.value) == chunk['step'].tolist()
@@ -430,4 +431,4 @@ def test_serialize_chunk_refuses_values_outside_a_byte():
   chunk = {'pitch': np.array([60, 128]), 'step': np.zeros(2), 'duration': np.zeros(2),
            'velocity': np.array([1, 1])}
   with pytest.raises(ValueError, match='pitch must lie in 0..127'):
-    contract.serialize_chunk(chunk)
+    contract.serialize_chunk(chunk, 'unknown')

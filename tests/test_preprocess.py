@@ -48,7 +48,7 @@ def test_parse_midi_fn_routes_pieces_and_dead_letters():
               | beam.ParDo(parse_fn).with_outputs(beam_outputs.TAG, main='pieces'))
     # Only the fingerprint's first bytes and the name come out: no notes.
     beam_testing.assert_that(parsed.pieces, beam_testing.equal_to([
-        (key_of(melody), ('a/good.mid', 'midi'))]), label='Pieces')
+        (key_of(melody), ('a/good.mid', 'midi', 'unknown'))]), label='Pieces')
     beam_testing.assert_that(parsed[beam_outputs.TAG], beam_testing.equal_to([
         {'input': 'b/bad.mid', 'reason': 'not_midi',
          'detail': 'file does not start with a MIDI header (MThd)'},
@@ -70,8 +70,8 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
         | beam.ParDo(preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions()))
         | beam.CombinePerKey(preprocess.KeepFirstPathFn()))
     beam_testing.assert_that(kept, beam_testing.equal_to([
-        (key_of(melody), (('m/original.mid', 'midi'), 3)),
-        (key_of(other_melody), (('y/other.mid', 'midi'), 1)),
+        (key_of(melody), (('m/original.mid', 'midi'), 3, 'unknown', False)),
+        (key_of(other_melody), (('y/other.mid', 'midi'), 1, 'unknown', False)),
     ]))
 
 
@@ -86,12 +86,31 @@ def key_of(melody) -> bytes:
 
 def test_keep_first_path_fn_merges_in_any_order():
   fn = preprocess.KeepFirstPathFn()
-  accumulators = [fn.add_input(fn.create_accumulator(), ('b', 'B')),
+  accumulators = [fn.add_input(fn.create_accumulator(), ('b', 'B', 'unknown')),
                   fn.create_accumulator(),
-                  fn.add_input(fn.add_input(fn.create_accumulator(), ('c', 'C')), ('a', 'A'))]
-  assert fn.extract_output(fn.merge_accumulators(accumulators)) == (('a', 'A'), 3)
-  assert fn.extract_output(fn.merge_accumulators(accumulators[::-1])) == (('a', 'A'), 3)
-  assert fn.extract_output(fn.create_accumulator()) == (None, 0)
+                  fn.add_input(fn.add_input(fn.create_accumulator(), ('c', 'C', 'unknown')),
+                               ('a', 'A', 'unknown'))]
+  assert fn.extract_output(fn.merge_accumulators(accumulators)) == (('a', 'A'), 3, 'unknown',
+                                                                    False)
+  assert fn.extract_output(fn.merge_accumulators(accumulators[::-1])) == (
+      ('a', 'A'), 3, 'unknown', False)
+  assert fn.extract_output(fn.create_accumulator()) == (None, 0, 'unknown', False)
+
+
+def test_keep_first_path_fn_labels_with_the_first_known_label_and_flags_conflicts():
+  fn = preprocess.KeepFirstPathFn()
+
+  def kept(*inputs):
+    accumulators = [fn.add_input(fn.create_accumulator(), element) for element in inputs]
+    return fn.extract_output(fn.merge_accumulators(accumulators))
+
+  # The smallest name is kept; an unknown copy does not hide its copy's known label.
+  assert kept(('a', 'midi', 'unknown'), ('c', 'midi', 'bach')) == (('a', 'midi'), 2, 'bach',
+                                                                   False)
+  # Two known labels: the smallest-named labelled copy's wins, and it is a conflict.
+  assert kept(('d', 'midi', 'handel'), ('b', 'midi', 'bach'), ('a', 'midi', 'unknown')) == (
+      ('a', 'midi'), 3, 'bach', True)
+  assert kept(('b', 'midi', 'bach'), ('a', 'midi', 'bach')) == (('a', 'midi'), 2, 'bach', False)
 
 
 def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_statistics(tmp_path):
@@ -100,7 +119,7 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
                                        isolate_parser=False)
   melodies = {seed: midi_builders.random_melody(seed, num_notes) for seed, num_notes in GOOD}
   copies = {seed: 2 if seed == 0 else 1 for seed in melodies}
-  elements = [((key_of(melody), ((f'{seed}.mid', 'midi'), copies[seed])),
+  elements = [((key_of(melody), ((f'{seed}.mid', 'midi'), copies[seed], 'unknown', False)),
                midi_builders.midi_bytes(melody)) for seed, melody in melodies.items()]
   expected = expected_by_split()
 
@@ -150,9 +169,9 @@ def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_d
   changed_path = midi_builders.write_midi(tmp_path / 'in' / 'changed.mid',
                                           midi_builders.random_melody(9, 30))
   vanished_path = str(tmp_path / 'in' / 'vanished.mid')
-  survivors = [(key_of(kept), ((kept_path, 'midi'), 1)),
-               (key_of(changed), ((changed_path, 'midi'), 3)),
-               (key_of(vanished), ((vanished_path, 'midi'), 2))]
+  survivors = [(key_of(kept), ((kept_path, 'midi'), 1, 'unknown', False)),
+               (key_of(changed), ((changed_path, 'midi'), 3, 'unknown', False)),
+               (key_of(vanished), ((vanished_path, 'midi'), 2, 'unknown', False))]
   split_of = {name: notes_lib.split_for(fingerprint_of(melody), dict(SPLIT_RATIOS))
               for name, melody in (('kept', kept), ('changed', changed), ('vanished', vanished))}
   expected_stats = {}
@@ -218,7 +237,7 @@ def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_pat
   shard = os.path.join(output, 'train', 'train-00000-of-00001.tfrecord.gz')
   letters = os.path.join(output, 'dead_letter', 'dead_letters-00000-of-00001.jsonl')
   counts = {'files_in': 4, 'pieces_written': 1, 'duplicates': 1, 'dead_letters': 1,
-            'dead_letter_reasons': {'not_midi': 1}}
+            'dead_letter_reasons': {'not_midi': 1}, 'label_conflicts': 0}
   with test_pipeline.TestPipeline() as pipeline:
     written = ({'split_stats': pipeline | 'Stats' >> beam.Create([('train', stats)]),
                 'dead_letters': pipeline | 'DeadLetters' >> beam.Create([
@@ -236,7 +255,12 @@ def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_pat
   assert info['splits']['train']['files'] == ['train/train-00000-of-00001.tfrecord.gz']
   assert (info['splits']['train']['pieces'], info['splits']['train']['windows']) == (1, 22)
   assert info['splits']['test'] == {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0,
-                                    'windows': 0, 'seconds': 0.0, 'files': []}
+                                    'windows': 0, 'label_conflicts': 0, 'labels': {},
+                                    'seconds': 0.0, 'files': []}
+  assert info['splits']['train']['labels'] == {'unknown': 1}
+  assert info['labels'] == {'name': 'composer', 'min_pieces': 20,
+                            'vocabulary': ['unknown', 'other'], 'ids': {'unknown': 0},
+                            'pieces': {'unknown': {'train': 1}}}
   assert info['options'] == json.loads(json.dumps(dataclasses.asdict(config)))
   assert sorted(os.listdir(output)) == [contract.COMPLETED_MARKER, contract.INFO_FILE]
 
@@ -281,7 +305,7 @@ def read_chunks(dataset: str, files: list[str]) -> list[dict[str, np.ndarray]]:
   paths = [os.path.join(dataset, f) for f in files]
   for record in tf.data.TFRecordDataset(paths, compression_type='GZIP'):
     feature = tf.train.Example.FromString(record.numpy()).features.feature
-    assert set(feature) == set(constants.NOTE_FEATURES)
+    assert set(feature) == {*constants.NOTE_FEATURES, contract.LABEL_FEATURE}
     chunks.append({
         'pitch': np.array(feature['pitch'].int64_list.value, dtype=np.int64),
         'step': np.array(feature['step'].float_list.value, dtype=np.float32),
@@ -337,7 +361,7 @@ def first_run(tmp_path_factory):
   counts = preprocess.build_pipeline(pipeline, config)
   beam_testing.assert_that(counts, beam_testing.equal_to([{
       'files_in': 9, 'pieces_written': 6, 'duplicates': 1, 'dead_letters': 2,
-      'dead_letter_reasons': {'not_midi': 1, 'too_few_notes': 1}}]))
+      'dead_letter_reasons': {'not_midi': 1, 'too_few_notes': 1}, 'label_conflicts': 0}]))
   result = pipeline.run()
   result.wait_until_finish()
   return config, result
@@ -358,12 +382,13 @@ def test_end_to_end_counts_and_dead_letters(first_run):
     info = json.load(f)
   assert info['counts'] == {'files_in': 9, 'pieces_written': 6, 'duplicates': 1,
                             'dead_letters': 2,
-                            'dead_letter_reasons': {'not_midi': 1, 'too_few_notes': 1}}
+                            'dead_letter_reasons': {'not_midi': 1, 'too_few_notes': 1},
+                            'label_conflicts': 0}
   with open(os.path.join(config.output, contract.COMPLETED_MARKER)) as f:
     assert json.loads(f.read()) == info['counts']
   assert info['window_length'] == WINDOW_LENGTH and info['stride'] == STRIDE
   assert info['compression'] == 'GZIP'
-  assert info['features'] == contract.FEATURE_DTYPES
+  assert info['features'] == {**contract.FEATURE_DTYPES, contract.LABEL_FEATURE: 'bytes'}
   assert info['options'] == json.loads(json.dumps(dataclasses.asdict(config)))
 
   [corpus] = config.input
@@ -451,7 +476,7 @@ def test_rerun_with_fewer_inputs_leaves_no_stale_files(first_run, tmp_path):
   info = preprocess.run(config)
 
   assert info['counts'] == {'files_in': 2, 'pieces_written': 2, 'duplicates': 0,
-                            'dead_letters': 0, 'dead_letter_reasons': {}}
+                            'dead_letters': 0, 'dead_letter_reasons': {}, 'label_conflicts': 0}
   with open(os.path.join(output, contract.INFO_FILE)) as f:
     assert json.load(f) == info
   with open(os.path.join(output, contract.COMPLETED_MARKER)) as f:

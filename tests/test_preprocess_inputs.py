@@ -113,7 +113,8 @@ def test_every_input_is_accounted_for_with_its_reason(mixed_run):
       'dead_letter_reasons': {
           'bad_timing': 2, 'corrupt_tfrecord': 1, 'drums_only': 1, 'empty': 1, 'no_tracks': 1,
           'not_found': 1, 'not_midi': 1, 'not_note_sequence': 1, 'parse_error': 1,
-          'too_few_notes': 2, 'too_large': 1, 'too_long': 1, 'too_many_notes': 1}}
+          'too_few_notes': 2, 'too_large': 1, 'too_long': 1, 'too_many_notes': 1},
+      'label_conflicts': 0}
   dead = test_preprocess.read_dead_letters(config.output)
   reasons = [(os.path.relpath(d['input'], root), d['reason']) for d in dead]
   assert reasons == sorted([
@@ -183,7 +184,7 @@ def expected_split_contents(config, root: str) -> dict[str, dict]:
               for split in contract.SPLITS}
   for fingerprint, (piece, copies) in pieces.items():
     split = expected[notes_lib.split_for(fingerprint, dict(config.split_ratios))]
-    split['chunks'] += [contract.serialize_chunk(chunk)
+    split['chunks'] += [contract.serialize_chunk(chunk, 'unknown')
                         for chunk in contract.chunks(piece, config.window_length, config.stride)]
     split['pieces'] += 1
     split['duplicates'] += copies - 1
@@ -289,8 +290,9 @@ def test_parse_and_dedup_keeps_each_piece_once_across_kinds_and_rejects_the_rest
                 ('s.tfrecord#2', b'\x08\x96\x01 not a NoteSequence')])}
     parsed = read | preprocess.ParseAndDedup(config)
     beam_testing.assert_that(parsed['survivors'], beam_testing.equal_to([
-        (test_preprocess.key_of(melody), (('m/original.mid', 'midi'), 3)),
-        (test_preprocess.key_of(other), (('s.tfrecord#1', 'note_sequences'), 1))]),
+        (test_preprocess.key_of(melody), (('m/original.mid', 'midi'), 3, 'unknown', False)),
+        (test_preprocess.key_of(other), (('s.tfrecord#1', 'note_sequences'), 1, 'unknown',
+                                         False))]),
         label='Survivors')
     beam_testing.assert_that(
         parsed[beam_outputs.TAG] | beam.Map(lambda d: (d['input'], d['reason'])),
