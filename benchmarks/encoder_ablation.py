@@ -60,13 +60,15 @@ def generation_notes_per_second(export_dir: str, data: str) -> float:
   export = generate_lib.load_export(export_dir).model
   info = dataset_lib.load_info(data)
   primes, _ = evaluate_lib.choose_primes(
-      evaluate_lib.read_chunks(data, info, 'test'), info['window_length'], GENERATION_BATCH, 0)
+      evaluate_lib.read_chunks(data, info, 'test', info['labels']), info['window_length'],
+      GENERATION_BATCH, 0)
   primes = {name: np.resize(values, (GENERATION_BATCH,) + values.shape[1:])
             for name, values in primes.items()}
   arguments = [tf.constant(primes[name], dtype) for name, dtype in (
       ('pitch', tf.int32), ('step', tf.float32), ('duration', tf.float32),
       ('velocity', tf.float32))] + [tf.constant(GENERATION_NOTES), tf.constant(1.0),
-                                    tf.constant(128), tf.constant(1.0), tf.constant(0, tf.int64)]
+                                    tf.constant(128), tf.constant(1.0), tf.constant(0, tf.int64),
+                                    tf.zeros([GENERATION_BATCH], tf.int32)]
   export.generate(*arguments)  # compiles
   seconds = []
   for _ in range(3):

@@ -64,7 +64,7 @@ TIMING = {'step': {'mean': 0.126, 'std': 0.225}, 'duration': {'mean': 0.842, 'st
 def untrained_small_export(folder: str) -> str:
   """Exports an untrained model of the small preset's sizes to ``folder``/export."""
   config = config_lib.load(os.path.join(REPO, 'configs', 'small.yaml'))
-  model = model_lib.build_model(config.model, WINDOW, TIMING)
+  model = model_lib.build_model(config.model, WINDOW, TIMING, num_labels=3)
   info = {'window_length': WINDOW, 'timing': TIMING}
   export_dir = os.path.join(folder, 'export')
   export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(), info,
@@ -109,7 +109,7 @@ def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) 
   for _ in range(num_notes):
     out = model.predict_next(tf.constant(window['pitch']), tf.constant(window['step']),
                              tf.constant(window['duration']), tf.constant(window['velocity']),
-                             zeros, zero_pitch, zeros)
+                             zeros, zero_pitch, zeros, zero_pitch)
     pitch = softmax_choice(out['pitch_logits'].numpy()[0].astype(np.float64), rng)
     next_note = {'pitch': pitch, 'step': sample_time(out, 'step', rng),
                  'duration': sample_time(out, 'duration', rng),

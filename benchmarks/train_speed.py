@@ -97,7 +97,8 @@ def train_speed(info: dict, config: config_lib.Config, dataset: tf.data.Dataset,
                 steps: int) -> Rate:
   """Throughput of a new model's training steps on ``dataset``, after ``warmup`` steps."""
   keras.utils.set_random_seed(config.train.seed)
-  model = model_lib.build_model(config.model, info['window_length'], info['timing'])
+  model = model_lib.build_model(config.model, info['window_length'], info['timing'],
+                                len(info['labels']['vocabulary']))
   optimizer = train_loop.make_optimizer(config.train, 'float32', model.trainable_variables)
   trainer = train_loop.Trainer(model, optimizer, tf.distribute.get_strategy(), config)
   batches = iter(dataset)

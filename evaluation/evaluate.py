@@ -51,9 +51,19 @@ import numpy as np
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
+from evaluation import conditioning
 from evaluation import report as report_lib
-from partita import baselines, constants, export_contract, failures, music_stats, timing_bins
+from partita import (
+  baselines,
+  constants,
+  contract,
+  export_contract,
+  failures,
+  music_stats,
+  timing_bins,
+)
 from partita import dataset as dataset_lib
+from partita import labels as labels_lib
 from serving import generate as generate_lib
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
@@ -65,11 +75,15 @@ TIMING_HISTOGRAM = 'timing histogram'
 TIMING_CONDITIONAL = 'timing histogram | previous'
 
 
-def read_chunks(data_dir: str, info: dict, split: str) -> list[dict[str, np.ndarray]]:
-  """Every chunk of a split, in file order, as numpy notes dicts."""
+def read_chunks(data_dir: str, info: dict, split: str,
+                labels: dict) -> list[dict[str, np.ndarray]]:
+  """Every chunk of a split, in file order, as numpy notes dicts with the chunk's ``label``
+  id in the vocabulary ``labels`` (the model's)."""
   dataset = tf.data.TFRecordDataset(dataset_lib.shard_files(data_dir, info, split),
                                     compression_type=info['compression'] or None)
-  return [{name: values.numpy() for name, values in dataset_lib.parse_chunk(record).items()}
+  label_ids = dataset_lib.label_table(labels)
+  return [{name: values.numpy()
+           for name, values in dataset_lib.parse_chunk(record, label_ids).items()}
           for record in dataset]
 
 
@@ -105,45 +119,60 @@ def _model_scores(outputs: dict, targets: dict[str, np.ndarray]) -> dict[str, np
   return scores
 
 
-def likelihood(export, data_dir: str, info: dict, fitted: dict,
-               batch_size: int = 512) -> tuple[dict[str, dict], int]:
+def likelihood(export, data_dir: str, info: dict, fitted: dict, by_label: bool,
+               batch_size: int = 512) -> tuple[dict[str, dict], int, dict[int, dict]]:
   """Test-split metrics of the export and of every baseline, over the same windows.
 
-  Returns ``({row name: {metric: mean}}, number of windows)``: ``model`` has every metric,
-  the pitch baselines the pitch metrics, the timing baselines the step and duration NLLs.
+  ``info``: the export's (its label vocabulary reads the dataset's labels). Returns
+  ``({row name: {metric: mean}}, number of windows, per-label sums)``: ``model`` has every
+  metric, the pitch baselines the pitch metrics, the timing baselines the step and duration
+  NLLs. With ``by_label``, every window is also scored with the unconditional label id, and the
+  per-label sums (``{label id: {'windows', 'pitch_nll', 'note_nll', and both
+  '*_unconditional'}}``, see ``evaluation.conditioning.label_rows``) are filled.
   """
   dataset = data_lib.make_dataset(data_dir, info, 'test', config_lib.DataConfig(),
                                   training=False, batch_size=batch_size)
   sums: dict[str, dict[str, float]] = {}
+  per_label: dict[int, dict[str, float]] = {}
   count = 0
 
-  def add(row: str, scores: dict[str, np.ndarray]) -> None:
-    totals = sums.setdefault(row, {})
+  def add(totals: dict, scores: dict[str, np.ndarray]) -> None:
     for name, values in scores.items():
       totals[name] = totals.get(name, 0.0) + float(np.sum(values, dtype=np.float64))
 
   predict_next = getattr(export, export_contract.PREDICT_NEXT)
   for inputs, targets in dataset:
     # The true next note: each head is conditioned on the true parts before its own.
-    outputs = predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
-                           inputs['velocity'], targets['step'], targets['pitch'],
-                           targets['duration'])
+    arguments = (inputs['pitch'], inputs['step'], inputs['duration'], inputs['velocity'],
+                 targets['step'], targets['pitch'], targets['duration'])
+    label = inputs[contract.LABEL_FEATURE][:, -1]
     target = {name: values.numpy() for name, values in targets.items()}
-    add('model', _model_scores(outputs, target))
+    scores = _model_scores(predict_next(*arguments, label), target)
+    add(sums.setdefault('model', {}), scores)
+    if by_label:
+      unconditional = _model_scores(predict_next(*arguments, tf.zeros_like(label)), target)
+      for label_id in np.unique(label.numpy()):
+        rows = label.numpy() == label_id
+        add(per_label.setdefault(int(label_id), {}), {
+            'windows': rows, **{f'{metric}{suffix}': values[metric][rows]
+                                for metric in ('pitch_nll', 'note_nll')
+                                for suffix, values in (('', scores),
+                                                       ('_unconditional', unconditional))}})
     context = inputs['pitch'].numpy()
     for name, model in fitted['pitch'].items():
-      add(name, baselines.score_pitches(np.log(model.distribution(context)), target['pitch']))
+      add(sums.setdefault(name, {}),
+          baselines.score_pitches(np.log(model.distribution(context)), target['pitch']))
     histogram, conditional = (fitted['timing'][name] for name in (TIMING_HISTOGRAM,
                                                                    TIMING_CONDITIONAL))
-    add(TIMING_HISTOGRAM, {f'{part}_nll': -histogram[part].log_prob(target[part])
-                           for part in timing_bins.TIMED_PARTS})
+    add(sums.setdefault(TIMING_HISTOGRAM, {}), {
+        f'{part}_nll': -histogram[part].log_prob(target[part]) for part in timing_bins.TIMED_PARTS})
     # The previous value is the window's last note's.
-    add(TIMING_CONDITIONAL, {
+    add(sums.setdefault(TIMING_CONDITIONAL, {}), {
         f'{part}_nll': -conditional[part].log_prob(target[part], inputs[part].numpy()[:, -1])
         for part in timing_bins.TIMED_PARTS})
     count += len(target['pitch'])
-  return {row: {name: total / count for name, total in totals.items()}
-          for row, totals in sums.items()}, count
+  return ({row: {name: total / count for name, total in totals.items()}
+           for row, totals in sums.items()}, count, per_label)
 
 
 def best_baselines(rows: dict[str, dict]) -> dict:
@@ -173,8 +202,8 @@ def choose_primes(test_chunks: list[dict[str, np.ndarray]], window_length: int,
   chosen = np.unique(np.linspace(0, len(long_enough) - 1, num_pieces).round().astype(int))
   primes = {name: np.stack([long_enough[i][name][:window_length] for i in chosen])
             for name in constants.NOTE_FEATURES}
-  real = [{name: values[window_length:window_length + num_notes]
-           for name, values in long_enough[i].items()} for i in chosen]
+  real = [{name: long_enough[i][name][window_length:window_length + num_notes]
+           for name in constants.NOTE_FEATURES} for i in chosen]
   return primes, real
 
 
@@ -269,11 +298,16 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
                      f"first window (the dataset's stride, {info['stride']})")
   sampling = model_sampling(num_notes, temperature, seed)
   sampling.check()
-  export = generate_lib.load_export(export_dir).model
-
-  train_chunks = read_chunks(data_dir, info, 'train')
+  loaded = generate_lib.load_export(export_dir)
+  export, labels = loaded.model, loaded.info['labels']
+  # The model's label ids read the dataset's label names.
+  info = {**info, 'labels': labels}
+  train_chunks = read_chunks(data_dir, info, 'train', labels)
+  test_chunks = read_chunks(data_dir, info, 'test', labels)
   fitted = fit_baselines(train_chunks, window_length)
-  rows, windows = likelihood(export, data_dir, info, fitted)
+  labelled = any(int(chunk[contract.LABEL_FEATURE]) != labels_lib.UNCONDITIONAL_ID
+                 for chunk in test_chunks)
+  rows, windows, per_label = likelihood(export, data_dir, info, fitted, by_label=labelled)
   best = best_baselines(rows)
   best_ngram = best['best_ngram']
   with tf.io.gfile.GFile(os.path.join(export_dir, export_contract.ASSETS_DIR,
@@ -285,8 +319,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
       'repeat_previous_eps': fitted['pitch']['repeat previous'].eps,
   }
 
-  primes, real = choose_primes(read_chunks(data_dir, info, 'test'), window_length, num_pieces,
-                               num_notes)
+  primes, real = choose_primes(test_chunks, window_length, num_pieces, num_notes)
   sets, features, comparisons = {}, {}, {}
   if len(real) >= 3:
     sets = {'real': real,
@@ -302,11 +335,18 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
         'skipped': f'{len(real)} test chunks hold a window plus {num_notes} notes; at least 3 '
                    'are needed (try a smaller --num-notes)'}
 
+  generated_by_label = {}
+  if labelled:
+    results['conditioning'] = {'likelihood': conditioning.label_rows(per_label, labels)}
+    results['conditioning']['style'], generated_by_label = conditioning.style_evaluation(
+        export, labels, train_chunks, test_chunks, primes, sampling)
+
   model_dir = os.path.dirname(os.path.abspath(export_dir.rstrip('/')))
   log_dir = os.path.join(model_dir, 'logs')
   curves = read_scalars(log_dir) if tf.io.gfile.isdir(log_dir) else {}
   results['seconds'] = round(time.perf_counter() - started, 1)
-  report_lib.write_report(out_dir, results, curves, comparisons, features, sets, primes)
+  report_lib.write_report(out_dir, results, curves, comparisons, features, sets, primes,
+                          generated_by_label)
   return results
 
 

@@ -21,6 +21,7 @@ from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 import numpy as np
 
+from evaluation import conditioning
 from partita import audio, constants, listening_page, midi_io, music_stats
 
 REPORT_FILE = 'report.md'
@@ -76,11 +77,13 @@ def headline_lines(results: dict) -> list[str]:
         f"{statistics['notes']} notes; higher is closer)")
   else:
     lines.append(f"music stats     skipped: {statistics['skipped']}")
+  if 'conditioning' in results:
+    lines += conditioning.headline_lines(results['conditioning'])
   return lines
 
 
 def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, features: dict,
-                 sets: dict, primes: dict) -> None:
+                 sets: dict, primes: dict, generated_by_label: dict | None = None) -> None:
   """Writes every file of the report into ``out_dir``.
 
   Args:
@@ -90,6 +93,8 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
     features: ``{set name: music_stats.set_features(pieces)}``.
     sets: ``{set name: list of notes dicts}`` (continuations only).
     primes: ``{feature: [pieces, window]}``, the prime before each piece of every set.
+    generated_by_label: ``{label: [notes dicts]}``, the pieces of the style evaluation
+      (``evaluation.conditioning``), when the test pieces carry labels.
   """
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, RESULTS_FILE), 'w') as f:
@@ -105,6 +110,9 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
     entries = _write_pieces(out_dir, sets, primes, None if audio_note else soundfont)
   else:
     sections.append(f"## Music statistics\n\nSkipped: {results['statistics']['skipped']}.\n")
+  if 'conditioning' in results:
+    sections.append(conditioning.report_section(results['conditioning'], out_dir,
+                                                generated_by_label or {}, PIECES_DIR))
   if curves:
     _save(_curves_figure(curves, results), os.path.join(out_dir, CURVES_PNG))
     sections.append(f'## Training curves\n\n![training curves]({CURVES_PNG})\n\n'

@@ -16,6 +16,10 @@ import os
 import tensorflow as tf
 
 from partita import constants, contract
+from partita import labels as labels_lib
+
+# What a packed window holds, in order: the note features, then the piece's label id.
+WINDOW_FEATURES = (*constants.NOTE_FEATURES, contract.LABEL_FEATURE)
 
 
 def load_info(data_dir: str) -> dict:
@@ -39,43 +43,61 @@ def shard_files(data_dir: str, info: dict, split: str) -> list[str]:
   return files
 
 
-def parse_chunk(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-  """One serialized tf.train.Example -> dict of 1-D tensors (pitch int32, others float32)."""
+def label_table(labels: dict) -> tf.lookup.StaticHashTable:
+  """Label name -> id, from an info.json's ``labels`` (``partita.labels``): the ids of the
+  model's vocabulary when reading with a model's info, so a dataset preprocessed on its own still
+  gets that model's ids; names it never saw read as the unconditional id."""
+  names = list(labels['ids'])
+  return tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(tf.constant(names, tf.string),
+                                          tf.constant([labels['ids'][n] for n in names], tf.int32)),
+      default_value=labels_lib.UNCONDITIONAL_ID)
+
+
+def parse_chunk(serialized: tf.Tensor,
+                label_ids: tf.lookup.StaticHashTable) -> dict[str, tf.Tensor]:
+  """One serialized tf.train.Example -> dict of 1-D note tensors (pitch int32, others float32)
+  and the scalar int32 ``label`` id (``label_ids``: :func:`label_table`)."""
   spec = {name: tf.io.VarLenFeature(tf.int64 if dtype == 'int64' else tf.float32)
           for name, dtype in contract.FEATURE_DTYPES.items()}
+  spec[contract.LABEL_FEATURE] = tf.io.FixedLenFeature([], tf.string)
   parsed = tf.io.parse_single_example(serialized, spec)
-  chunk = {name: tf.sparse.to_dense(value) for name, value in parsed.items()}
+  chunk = {name: tf.sparse.to_dense(parsed[name]) for name in contract.FEATURE_DTYPES}
   return {
       'pitch': tf.cast(chunk['pitch'], tf.int32),
       'step': chunk['step'],
       'duration': chunk['duration'],
       'velocity': tf.cast(chunk['velocity'], tf.float32),
+      contract.LABEL_FEATURE: label_ids.lookup(parsed[contract.LABEL_FEATURE]),
   }
 
 
 def chunk_to_windows(chunk: dict[str, tf.Tensor], window_length: int) -> tf.Tensor:
   """Every ``window_length + 1`` consecutive notes of a chunk, at stride 1.
 
-  Returns one float32 tensor ``[windows, window_length + 1, 4]`` (the features in
-  ``constants.NOTE_FEATURES`` order): pitch and velocity are small integers, exact in float32,
-  and one tensor per window instead of four makes shuffling and batching single windows (the
-  costly part of the pipeline) twice as fast.
+  Returns one float32 tensor ``[windows, window_length + 1, 5]`` (:data:`WINDOW_FEATURES`: the
+  note features, then the chunk's label id at every note): pitch, velocity and label are small
+  integers, exact in float32, and one tensor per window instead of five makes shuffling and
+  batching single windows (the costly part of the pipeline) twice as fast.
   :func:`unpack` turns batches back into named features.
   """
-  notes = tf.stack([tf.cast(chunk[name], tf.float32) for name in constants.NOTE_FEATURES], axis=-1)
-  return tf.signal.frame(notes, window_length + 1, 1, axis=0)
+  notes = [tf.cast(chunk[name], tf.float32) for name in constants.NOTE_FEATURES]
+  label = tf.fill(tf.shape(notes[0]), tf.cast(chunk[contract.LABEL_FEATURE], tf.float32))
+  return tf.signal.frame(tf.stack(notes + [label], axis=-1), window_length + 1, 1, axis=0)
 
 
 def unpack(windows: tf.Tensor) -> dict[str, tf.Tensor]:
-  """``[..., W+1, 4]`` packed windows -> dict of ``[..., W+1]`` per feature (pitch int32)."""
+  """``[..., W+1, 5]`` packed windows -> dict of ``[..., W+1]`` per feature (pitch and label
+  int32)."""
   features = tf.unstack(windows, axis=-1)
-  unpacked = dict(zip(constants.NOTE_FEATURES, features, strict=True))
-  unpacked['pitch'] = tf.cast(unpacked['pitch'], tf.int32)
+  unpacked = dict(zip(WINDOW_FEATURES, features, strict=True))
+  for name in ('pitch', contract.LABEL_FEATURE):
+    unpacked[name] = tf.cast(unpacked[name], tf.int32)
   return unpacked
 
 
 def to_features_and_targets(window: dict[str, tf.Tensor]):
-  """[.., W+1] windows -> (inputs: the first W notes, targets: note W+1)."""
+  """[.., W+1] windows -> (inputs: the first W notes, with their label, targets: note W+1)."""
   inputs = {name: values[..., :-1] for name, values in window.items()}
   targets = {
       'pitch': window['pitch'][..., -1],

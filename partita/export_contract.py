@@ -4,12 +4,12 @@ A SavedModel with two functions and three plain files in its ``assets/`` folder.
 (``serving``, ``evaluation``, or anyone's code with only TensorFlow) need nothing else, so the
 names and limits live here, with no TensorFlow import, for the writer and the readers alike.
 
-``predict_next(pitch, step, duration, velocity, next_step, next_pitch, next_duration)``:
-``[batch, window]`` windows and ``[batch]`` values of the next note's parts -> the distribution
-of each part of the next note. The model predicts the parts in an order (its config's
-``model.note_order``, e.g. step, then pitch, then duration) and each part's distribution is
-conditioned on the values given for the parts before it; the values of its own and later parts
-are ignored (to score a real note, pass the note). Outputs:
+``predict_next(pitch, step, duration, velocity, next_step, next_pitch, next_duration, label)``:
+``[batch, window]`` windows, ``[batch]`` values of the next note's parts and ``[batch]`` int32
+label ids -> the distribution of each part of the next note. The model predicts the parts in an
+order (its config's ``model.note_order``, e.g. step, then pitch, then duration) and each part's
+distribution is conditioned on the values given for the parts before it; the values of its own
+and later parts are ignored (to score a real note, pass the note). Outputs:
 
 * ``pitch_logits [batch, 128]``: unnormalised log-probabilities of the pitch;
 * ``step_chord_logit [batch]``: log-odds that the step is exactly 0 (the note joins a chord);
@@ -19,14 +19,19 @@ are ignored (to score a real note, pass the note). Outputs:
 * ``duration_mixture_logits``, ``duration_locations``, ``duration_scales``: the duration's;
 * ``velocity [batch]``: the predicted MIDI velocity, 1..127.
 
-``generate(pitch, step, duration, velocity, num_notes, temperature, top_k, top_p, seed)``: prime
-windows, scalar sampling parameters and int64 seeds -> ``pitch``, ``step``, ``duration``,
+``generate(pitch, step, duration, velocity, num_notes, temperature, top_k, top_p, seed, label)``:
+prime windows, scalar sampling parameters, int64 seeds and ``[batch]`` int32 label ids ->
+``pitch``, ``step``, ``duration``,
 ``velocity`` ``[batch, num_notes]``, the whole sampling loop running inside the graph: every part
 of each note is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the pitch
 only). ``seed`` is one per row (``[batch]``), or a scalar ``s`` standing for the seeds
 :func:`row_seeds` gives (``s, s + 1, ...``). A row's random numbers are drawn from its own seed
 and the note index alone, so its notes depend only on its prime, the parameters and its seed:
 the same request gives the same notes alone, in any batch and at any row.
+
+``label``: the id of the piece's label (a composer) in the vocabulary of the ``labels`` section
+of the export's ``info.json`` asset (``partita.labels``): ``vocabulary[i]`` is the name of id
+``i``; id 0 (``unknown``) asks for no label in particular.
 """
 
 # The file every SavedModel reader looks for first; written last, so it marks a complete export.
@@ -44,6 +49,8 @@ SIGNATURES = (PREDICT_NEXT, GENERATE)
 PREDICT_NEXT_CONDITIONS = ('next_step', 'next_pitch', 'next_duration')
 # The scalar arguments of ``generate`` after the four prime windows, in order.
 GENERATE_PARAMETERS = ('num_notes', 'temperature', 'top_k', 'top_p', 'seed')
+# The label ids: the last argument of both functions.
+LABEL_ARGUMENT = 'label'
 
 # Notes per ``generate`` call; the graph asserts it, and serving refuses more before calling.
 MAX_GENERATED_NOTES = 10_000

@@ -182,7 +182,8 @@ class WritePieceFn(beam.DoFn):
     name = request.name
     parameters = f'{request.sampling.description(request.seconds)}, program {request.program}'
     yield listening_page.Entry(
-        name, (('prime', source), ('parameters', parameters)),
+        name, (('prime', source), ('label', generate_lib.label_text(request.label)),
+               ('parameters', parameters)),
         (listening_page.Clip(f'{name}: generated continuation', f'{name}.mid', f'{name}.png',
                              f'{name}.wav' if wav is not None else None),))
 
@@ -303,7 +304,8 @@ def run(export_dir: str, out: str, defaults: requests_lib.Request, batch_size: i
     failures.RejectionError: ``bad_request``: the defaults are out of range, the batch size is
       not positive, the manifest does not exist or the glob matches nothing, a soundfont named
       explicitly does not exist, or the export cannot serve (see
-      ``serving.generate.load_export``). Nothing is written then.
+      ``serving.generate.load_export``); ``unknown_label``: the default label is not the
+      model's. Nothing is written then.
   """
   if (manifest is None) == (primes_glob is None):
     raise validation.bad_request('give either a manifest or a glob of prime MIDI files')
@@ -322,6 +324,7 @@ def run(export_dir: str, out: str, defaults: requests_lib.Request, batch_size: i
   soundfont = soundfont or audio.default_soundfont()
   audio_note = audio.unavailable_reason(soundfont) if render_audio else 'not asked for'
   info = generate_lib.load_export(export_dir).info
+  validation.label_id(info['labels'], defaults.label)  # a default label the model lacks
   options = pipeline_options.PipelineOptions(pipeline_args or [])
   with beam.Pipeline(options=options) as pipeline:
     build_pipeline(pipeline, export_dir, info, out, defaults, batch_size, manifest, primes_glob,
@@ -344,9 +347,9 @@ def argument_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       description='Beam job generating many pieces from an export: one request per manifest '
       'line (JSON: name, prime, prime_from, num_notes or seconds, temperature, top_k, top_p, '
-      'seed, program; absent fields take the flags below) or per file of a glob of prime MIDI '
-      'files. Writes OUT/NAME.mid, OUT/NAME.png and (with FluidSynth) OUT/NAME.wav per request, '
-      'OUT/index.html to look at and listen to them, dead letters with reasons in '
+      'seed, program, composer; absent fields take the flags below) or per file of a glob of '
+      'prime MIDI files. Writes OUT/NAME.mid, OUT/NAME.png and (with FluidSynth) OUT/NAME.wav '
+      'per request, OUT/index.html to look at and listen to them, dead letters with reasons in '
       'OUT/dead_letter/, and OUT/summary.json. A request\'s notes depend only on its prime, '
       'parameters and seed. Unrecognised flags are Beam pipeline options (e.g. --runner '
       'DataflowRunner --project P --region R --temp_location gs://B/tmp --setup_file '
@@ -368,6 +371,7 @@ def argument_parser() -> argparse.ArgumentParser:
   parser.add_argument('--prime-from', type=float, default=requests_lib.Request.prime_from,
                       metavar='SECONDS', help='take each prime window from the notes starting '
                       'at or after this time (default %(default)s)')
+  generate_lib.add_label_flag(parser)
   generate_lib.add_audio_flags(parser)
   return parser
 
@@ -377,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
   args, pipeline_args = parser.parse_known_args(argv)
   sampling = generate_lib.sampling_from_args(parser, args)
   defaults = requests_lib.Request(name='', prime_from=args.prime_from, sampling=sampling,
-                                  program=args.program, seconds=args.seconds)
+                                  program=args.program, seconds=args.seconds, label=args.label)
   try:
     summary = run(args.model, args.out, defaults, args.batch_size, args.manifest, args.primes,
                   pipeline_args, render_audio=not args.no_audio, soundfont=args.soundfont)

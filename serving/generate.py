@@ -3,7 +3,8 @@ r"""Generate pieces from an exported SavedModel: MIDI files, piano-roll PNGs and
     python -m serving.generate --model MODEL_DIR/export --out DIR --num-samples 4 \
         (--num-notes 256 | --seconds 30) --seed 0 --temperature 1.0 [--top-k 40] [--top-p 0.95] \
         [--prime a.mid b.mid [--prime-from 12.5] | --prime-data DATA_DIR | --no-prime] \
-        [--program 0] [--soundfont FILE.sf2 | --no-audio]
+        [--composer chopin] [--program 0] [--soundfont FILE.sf2 | --no-audio]
+    python -m serving.generate --model MODEL_DIR/export --list-labels
 
 Needs only the export: the model, and the dataset contract and default primes in its assets/.
 All samples run as one batch through the export's ``generate`` signature, whose sampling loop
@@ -14,6 +15,9 @@ dataset's test split (``--prime-data``), a neutral window (``--no-prime``), or b
 validation windows bundled with the export. Each output MIDI holds the prime on an instrument
 named ``prime`` and the generated notes on one named ``continuation`` (a ``--no-prime`` piece
 has no prime instrument); the piano roll draws the prime in grey and the continuation in red.
+``--composer NAME`` (or ``--label NAME``) conditions every sample on one of the labels the model
+was trained with (``--list-labels`` lists them, from the export's ``info.json``); without it the
+samples are unconditional.
 
 ``--seconds S`` generates until every continuation lasts S seconds: notes are generated in
 rounds (each round one ``generate`` call for the whole batch, continuing from the last window
@@ -50,6 +54,7 @@ from partita import (
   listening_page,
   midi_io,
 )
+from partita import labels as labels_lib
 from serving import primes as primes_lib
 from serving import sampling as sampling_lib
 from serving import validation
@@ -88,6 +93,7 @@ class Options:
   no_prime: bool = False
   audio: bool = True
   soundfont: str | None = None  # None: audio.default_soundfont()
+  label: str | None = None  # a label of the model's (a composer); None: unconditional
 
   def check(self) -> None:
     """Raises a ``bad_request`` rejection for an option out of range or options that
@@ -156,12 +162,14 @@ def load_export(export_dir: str) -> Export:
 
 
 def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampling,
-             seeds: list[int] | None = None, rows: int | None = None) -> dict[str, np.ndarray]:
+             seeds: list[int] | None = None, rows: int | None = None,
+             labels: list[int] | None = None) -> dict[str, np.ndarray]:
   """Runs the export's in-graph sampling loop on a batch of primes ``[batch, window]``;
   returns ``[batch, sampling.num_notes]`` arrays.
 
   ``seeds``: one per row; by default ``sampling.seed + row``
-  (``export_contract.row_seeds``). A row's notes depend only on its prime, the sampling
+  (``export_contract.row_seeds``). ``labels``: one label id per row (``partita.labels``); by
+  default the unconditional id. A row's notes depend only on its prime, the sampling
   parameters and its seed, not on the other rows. ``rows``: pad the call to this many rows
   (copies of the first), because the CPU's matrix kernels choose their order of summation by
   batch size: calls of one size give every row bit-identical times, calls of different sizes
@@ -171,16 +179,19 @@ def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampli
   batch = len(primes['pitch'])
   if seeds is None:
     seeds = export_contract.row_seeds(sampling.seed, batch)
+  if labels is None:
+    labels = [labels_lib.UNCONDITIONAL_ID] * batch
   if rows is not None and rows > batch:
     primes = {name: np.concatenate([values, np.repeat(values[:1], rows - batch, axis=0)])
               for name, values in primes.items()}
     seeds = list(seeds) + [seeds[0]] * (rows - batch)
+    labels = list(labels) + [labels[0]] * (rows - batch)
   outputs = getattr(model, export_contract.GENERATE)(
       tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
       tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
       tf.constant(sampling.num_notes, tf.int32), tf.constant(sampling.temperature, tf.float32),
       tf.constant(sampling.top_k, tf.int32), tf.constant(sampling.top_p, tf.float32),
-      tf.constant(seeds, tf.int64))
+      tf.constant(seeds, tf.int64), tf.constant(labels, tf.int32))
   return {name: values.numpy()[:batch] for name, values in outputs.items()}
 
 
@@ -196,11 +207,13 @@ def round_seed(seed: int, round_index: int) -> int:
 
 def generate_for_seconds(export: Export, primes: dict[str, np.ndarray], seconds: float,
                          sampling: sampling_lib.Sampling, seeds: list[int] | None = None,
-                         rows: int | None = None) -> list[dict[str, np.ndarray]]:
+                         rows: int | None = None,
+                         labels: list[int] | None = None) -> list[dict[str, np.ndarray]]:
   """Generates continuations lasting ``seconds`` (see the module docstring); one notes dict per
   prime, of varying lengths. ``sampling.num_notes`` is not used: the rounds choose their counts.
-  ``seeds`` and ``rows`` as for :func:`generate`; a row's continuation depends only on its own
-  prime, parameters and seed (rounds that other rows still need are cut off it).
+  ``seeds``, ``rows`` and ``labels`` as for :func:`generate`; a row's continuation depends only
+  on its own prime, parameters, label and seed (rounds that other rows still need are cut off
+  it).
 
   A sample that has not reached ``seconds`` within MAX_GENERATED_NOTES notes (a model predicting
   near-zero steps) is returned as it is, with a printed warning.
@@ -216,7 +229,7 @@ def generate_for_seconds(export: Export, primes: dict[str, np.ndarray], seconds:
   while total < most:
     count = min(per_round, most - total)
     rounds.append(generate(export.model, window, dataclasses.replace(sampling, num_notes=count),
-                           [round_seed(seed, len(rounds)) for seed in seeds], rows))
+                           [round_seed(seed, len(rounds)) for seed in seeds], rows, labels))
     total += count
     steps = np.concatenate([r['step'] for r in rounds], axis=1).astype(np.float64)
     if np.all(steps.sum(axis=1) >= seconds):  # every sample has a note starting at or after S
@@ -307,15 +320,17 @@ def run(export_dir: str, out_dir: str, sampling: sampling_lib.Sampling,
   audio_skipped = audio.unavailable_reason(soundfont)
 
   export = load_export(export_dir)
+  labels = [validation.label_id(export.info['labels'], options.label)] * options.num_samples
   prime_list, sources = choose_primes(export, options)
   batch = {name: np.stack([prime[name] for prime in prime_list])
            for name in constants.NOTE_FEATURES}
   if options.seconds is None:
-    generated = generate(export.model, batch, sampling)
+    generated = generate(export.model, batch, sampling, labels=labels)
     continuations = [{name: values[i] for name, values in generated.items()}
                      for i in range(options.num_samples)]
   else:
-    continuations = generate_for_seconds(export, batch, options.seconds, sampling)
+    continuations = generate_for_seconds(export, batch, options.seconds, sampling,
+                                         labels=labels)
 
   os.makedirs(out_dir, exist_ok=True)
   render_with = soundfont if options.audio and not audio_skipped else None
@@ -352,7 +367,27 @@ def page_entry(name: str, source: str, sampling: sampling_lib.Sampling, options:
   parameters = f'{sampling.description(options.seconds, seed)}, program {options.program}'
   clip = listening_page.Clip(f'{name}: generated continuation', f'{name}.mid', f'{name}.png',
                              f'{name}.wav' if with_audio else None)
-  return listening_page.Entry(name, (('prime', source), ('parameters', parameters)), (clip,))
+  return listening_page.Entry(name, (('prime', source), ('label', label_text(options.label)),
+                                     ('parameters', parameters)), (clip,))
+
+
+def label_text(label: str | None) -> str:
+  """A request's label as the pages show it."""
+  return label or 'none (unconditional)'
+
+
+def list_labels(export: Export) -> list[str]:
+  """The lines of ``--list-labels``: each label the model can be asked for, with its id and
+  training pieces."""
+  labels = export.info['labels']
+  train = {}
+  for name, counts in labels['pieces'].items():
+    train[labels['ids'][name]] = train.get(labels['ids'][name], 0) + counts.get('train', 0)
+  lines = [f"{labels['name']} labels of this model (--composer NAME or --label NAME; none: "
+           'unconditional):']
+  for label_id, name in enumerate(labels['vocabulary']):
+    lines.append(f'  {label_id:>3}  {name:<24} {train.get(label_id, 0):>6} training pieces')
+  return lines
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -365,7 +400,10 @@ def argument_parser() -> argparse.ArgumentParser:
       "samples are generated in one batch by the export's in-graph sampling loop. The same "
       'inputs and seed give byte-identical MIDI.')
   parser.add_argument('--model', required=True, help='export folder (MODEL_DIR/export)')
-  parser.add_argument('--out', required=True, help='output folder')
+  parser.add_argument('--out', help='output folder (required unless --list-labels)')
+  add_label_flag(parser)
+  parser.add_argument('--list-labels', action='store_true',
+                      help="list the model's labels with their training pieces, and exit")
   parser.add_argument('--num-samples', type=int, default=Options.num_samples,
                       help='pieces to generate (default %(default)s)')
   config_tree.add_flags(parser, sampling_lib.Sampling)
@@ -400,6 +438,13 @@ def add_seconds_flag(parser: argparse.ArgumentParser) -> None:
                       f'{export_contract.MAX_GENERATED_NOTES} notes)')
 
 
+def add_label_flag(parser: argparse.ArgumentParser) -> None:
+  """``--composer`` (alias ``--label``), shared with the Beam job."""
+  parser.add_argument('--composer', '--label', dest='label', metavar='NAME',
+                      help='generate in the style of this label of the model (a composer; '
+                      'serving.generate --list-labels lists them); default: unconditional')
+
+
 def add_audio_flags(parser: argparse.ArgumentParser) -> None:
   """``--soundfont`` and ``--no-audio``, shared with the Beam job."""
   parser.add_argument('--soundfont', metavar='SF2',
@@ -422,11 +467,20 @@ def sampling_from_args(parser: argparse.ArgumentParser,
 def main(argv: list[str] | None = None) -> int:
   parser = argument_parser()
   args = parser.parse_args(argv)
+  if args.list_labels:
+    try:
+      print('\n'.join(list_labels(load_export(args.model))))
+    except failures.RejectionError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    return 0
+  if not args.out:
+    parser.error('the following arguments are required: --out')
   sampling = sampling_from_args(parser, args)
   options = Options(num_samples=args.num_samples, seconds=args.seconds, program=args.program,
                     prime_paths=tuple(args.prime or ()), prime_from=args.prime_from,
                     prime_data=args.prime_data, no_prime=args.no_prime,
-                    audio=not args.no_audio, soundfont=args.soundfont)
+                    audio=not args.no_audio, soundfont=args.soundfont, label=args.label)
   try:
     written = run(args.model, args.out, sampling, options)
   except failures.RejectionError as e:

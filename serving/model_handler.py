@@ -19,6 +19,7 @@ import numpy as np
 
 from partita import constants
 from serving import generate as generate_lib
+from serving import validation
 
 # The namespace of RunInference's metrics for this handler (num_inferences,
 # inference_batch_latency_micro_secs, load_model_latency_milli_secs, ...).
@@ -44,7 +45,8 @@ class PieceModelHandler(inference.ModelHandler):
 
   def run_inference(self, batch: Sequence[tuple], model: generate_lib.Export,
                     inference_args: dict | None = None) -> Iterable[inference.PredictionResult]:
-    """Generates every request of ``batch``, which share their parameters but for the seed."""
+    """Generates every request of ``batch``, which share their parameters but for the seed and
+    the label."""
     requests = [request for request, _ in batch]
     keys = {request.batch_key() for request in requests}
     if len(keys) != 1:
@@ -53,14 +55,16 @@ class PieceModelHandler(inference.ModelHandler):
               for name in constants.NOTE_FEATURES}
     first = requests[0]
     seeds = [request.sampling.seed for request in requests]
+    # Each row its own label, like its seed (ReadPrimes refused the labels the model lacks).
+    labels = [validation.label_id(model.info['labels'], request.label) for request in requests]
     if first.seconds is None:
       generated = generate_lib.generate(model.model, primes, first.sampling, seeds,
-                                        self._batch_size)
+                                        self._batch_size, labels)
       notes = [{name: values[row] for name, values in generated.items()}
                for row in range(len(batch))]
     else:
       notes = generate_lib.generate_for_seconds(model, primes, first.seconds, first.sampling,
-                                                seeds, self._batch_size)
+                                                seeds, self._batch_size, labels)
     return [inference.PredictionResult(example, continuation)
             for example, continuation in zip(batch, notes, strict=True)]
 

@@ -11,8 +11,10 @@ A manifest is a JSON-lines file with one request per line (blank lines are skipp
 Fields: ``name`` (the output file stem; by default made from the prime's file name),
 ``prime`` (a MIDI path, local or ``gs://``, relative paths being relative to the manifest's
 folder; null or absent: a neutral start, as ``serving.generate --no-prime``, which then needs a
-``name``), ``prime_from`` (seconds), ``program``, ``seconds`` (instead of ``num_notes``:
-generate until the continuation lasts this long, as ``serving.generate --seconds``), and the
+``name``), ``prime_from`` (seconds), ``composer`` (or ``label``: one of the model's labels, as
+``serving.generate --composer``; absent or null: unconditional), ``program``, ``seconds``
+(instead of ``num_notes``: generate until the continuation lasts this long, as
+``serving.generate --seconds``), and the
 sampling parameters ``num_notes``, ``temperature``, ``top_k``, ``top_p`` and ``seed`` (the
 request's :class:`serving.sampling.Sampling`, written flat in the line). Absent fields take the
 command's values (a line's ``num_notes`` replaces a default ``--seconds``, and a line may not
@@ -23,7 +25,8 @@ With a glob of prime files instead, each file is a request named after its path 
 glob's folder (``a/x.mid`` -> ``a_x``).
 
 A request that cannot be served is a dead letter (``beam_pipelines.outputs``): ``bad_json``,
-``bad_request`` or ``bad_name`` here, as :func:`parse_request` rejects it; ``prime_not_found``,
+``bad_request`` or ``bad_name`` here, as :func:`parse_request` rejects it; ``unknown_label``
+for a label the model does not know; ``prime_not_found``,
 ``prime_unreadable``, ``prime_too_large``, the MIDI parser's reasons or ``prime_too_short``
 for its prime.
 """
@@ -46,7 +49,9 @@ from serving import validation
 
 # A manifest line's fields: the request's own and, flat beside them, its Sampling's.
 SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(sampling_lib.Sampling))
-FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'seconds', 'program')
+# ``composer`` is the common name of the one label field.
+LABEL_FIELDS = ('label', 'composer')
+FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'seconds', 'program', *LABEL_FIELDS)
 _INTEGER_FIELDS = ('num_notes', 'top_k', 'seed', 'program')
 _NUMBER_FIELDS = ('prime_from', 'temperature', 'top_p', 'seconds')
 # Primes are short MIDI files; a bigger "prime" is a mistake, not music to read in full.
@@ -64,6 +69,7 @@ class Request:
   sampling: sampling_lib.Sampling = dataclasses.field(default_factory=sampling_lib.Sampling)
   program: int = 0
   seconds: float | None = None  # when set, replaces the sampling's num_notes (see --seconds)
+  label: str | None = None  # one of the model's labels (a composer); None: unconditional
 
   def check(self) -> None:
     """Raises RejectionError (``bad_name``, ``bad_request``) for an unsafe name or a parameter
@@ -113,8 +119,12 @@ def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
   if 'num_notes' in fields and 'seconds' in fields:
     raise validation.bad_request('give num_notes or seconds, not both')
   seconds = fields.get('seconds', None if 'num_notes' in fields else defaults.seconds)
+  given = [field for field in LABEL_FIELDS if field in fields]
+  if len(given) > 1:
+    raise validation.bad_request('give label or composer, not both')
+  label = fields[given[0]] if given else defaults.label
   request = Request(name, prime, fields.get('prime_from', defaults.prime_from), sampling,
-                    fields.get('program', defaults.program), seconds)
+                    fields.get('program', defaults.program), seconds, label)
   request.check()
   return request
 
@@ -134,6 +144,10 @@ def _check_types(fields: dict) -> None:
   prime = fields.get('prime')
   if prime is not None and (not isinstance(prime, str) or not prime):
     raise validation.bad_request(f'prime must be a MIDI path or null, got {prime!r}')
+  for field in LABEL_FIELDS:
+    value = fields.get(field)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+      raise validation.bad_request(f'{field} must be a label name or null, got {value!r}')
 
 
 def name_for_match(path: str, root: str) -> str:
@@ -217,14 +231,20 @@ class ReadRequests(beam.PTransform):
 
 
 class ReadPrimeFn(beam.DoFn):
-  """Request -> (Request, prime window), or a dead letter: prime_not_found, prime_unreadable,
-  prime_too_large, the parser's reason (not_midi, parse_error, ...) or prime_too_short."""
+  """Request -> (Request, prime window), or a dead letter: unknown_label (its label is not the
+  model's), prime_not_found, prime_unreadable, prime_too_large, the parser's reason (not_midi,
+  parse_error, ...) or prime_too_short."""
 
   def __init__(self, info: dict):
     self._info = info
 
   def process(self, request: Request):
     window_length = self._info['window_length']
+    try:
+      validation.label_id(self._info['labels'], request.label)
+    except failures.RejectionError as e:
+      yield beam_outputs.dead_letter(request.name, e.reason, e.detail)
+      return
     if request.prime is None:
       yield request, primes_lib.neutral_window(self._info, window_length)
       return
@@ -260,8 +280,8 @@ def _exists(path: str) -> bool:
 class ReadPrimes(beam.PTransform):
   """Requests -> (Request, prime window); outputs a dict: ``primed`` and ``dead_letter``.
 
-  ``info`` is the export's ``info.json``: its window length, and the statistics of the neutral
-  start for requests without a prime.
+  ``info`` is the export's ``info.json``: its window length, its labels (a request's label must
+  be one), and the statistics of the neutral start for requests without a prime.
   """
 
   def __init__(self, info: dict):

@@ -3,7 +3,8 @@ the command and the Beam job so that both refuse the same requests with the same
 
 Requests are checked before any model is loaded or file written: a bad request costs nothing and
 leaves no partial output. Every refusal is a :class:`partita.failures.RejectionError`: reason
-``bad_request`` (made by :func:`bad_request`) for a parameter, ``bad_name`` for an output name.
+``bad_request`` (made by :func:`bad_request`) for a parameter, ``bad_name`` for an output name,
+``unknown_label`` for a label the model does not know.
 The sampling parameters are checked by ``serving.sampling.Sampling.check``.
 """
 
@@ -13,6 +14,7 @@ import math
 import re
 
 from partita import constants, failures
+from partita import labels as labels_lib
 
 MAX_SECONDS = 3_600.0
 MAX_NAME_LENGTH = 100
@@ -23,6 +25,22 @@ def bad_request(detail: str) -> failures.RejectionError:
   """The rejection of a request that cannot be served as asked (reason ``bad_request``); the
   commands print its detail and exit with status 2."""
   return failures.RejectionError('bad_request', detail)
+
+
+def label_id(labels: dict, name: str | None) -> int:
+  """The id to generate the label ``name`` with (None: the unconditional id), from an
+  export's ``info['labels']``.
+
+  Raises:
+    failures.RejectionError: ``unknown_label``, the model has no such label; the detail names
+      the ones it has.
+  """
+  if name is None:
+    return labels_lib.UNCONDITIONAL_ID
+  try:
+    return labels_lib.requested_id(labels, name)
+  except KeyError as e:
+    raise failures.RejectionError('unknown_label', e.args[0]) from e
 
 
 def check_seconds(seconds: float) -> None:

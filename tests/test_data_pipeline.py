@@ -204,9 +204,10 @@ def test_chunk_to_windows_and_unpack_are_exact():
   chunk = {'pitch': tf.constant([0, 127, 5, 9], tf.int32),
            'step': tf.constant([0.1, 0.2, 0.3, 0.4]),
            'duration': tf.constant([1.5, 2.5, 3.5, 4.5]),
-           'velocity': tf.constant([1.0, 127.0, 64.0, 2.0])}
+           'velocity': tf.constant([1.0, 127.0, 64.0, 2.0]), 'label': tf.constant(7, tf.int32)}
   windows = dataset_lib.unpack(dataset_lib.chunk_to_windows(chunk, 2))
   np.testing.assert_array_equal(windows['pitch'], [[0, 127, 5], [127, 5, 9]])
-  assert windows['pitch'].dtype == tf.int32
+  np.testing.assert_array_equal(windows['label'], [[7, 7, 7], [7, 7, 7]])
+  assert windows['pitch'].dtype == windows['label'].dtype == tf.int32
   np.testing.assert_array_equal(windows['step'], np.float32([[0.1, 0.2, 0.3], [0.2, 0.3, 0.4]]))
   np.testing.assert_array_equal(windows['velocity'], [[1, 127, 64], [127, 64, 2]])

@@ -19,6 +19,7 @@ import pytest
 
 from beam_pipelines import preprocess
 from partita import contract, failures
+from partita import labels as labels_lib
 
 BUCKET = 'partita-test'
 
@@ -125,12 +126,13 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   config = config_lib.load(os.path.join(os.path.dirname(__file__), '..', 'configs', 'tiny.yaml'))
   timing = {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}}
   info = {'window_length': window, 'timing': timing,
-          'splits': {'train': {'pitch_histogram': [1] * 128}}}
+          'splits': {'train': {'pitch_histogram': [1] * 128}},
+          'labels': labels_lib.vocabulary({}, 1, 'composer')}
   primes = {'pitch': np.full((1, window), 60), 'step': np.full((1, window), 0.25),
             'duration': np.full((1, window), 0.5), 'velocity': np.full((1, window), 80)}
   export_dir = str(tmp_path / 'export')
-  export_lib.export_model(model_lib.build_model(config.model, window, timing), export_dir,
-                          window, config.to_yaml(), info, primes)
+  export_lib.export_model(model_lib.build_model(config.model, window, timing, num_labels=2),
+                          export_dir, window, config.to_yaml(), info, primes)
   bucket.blob('requests/primes/a.mid').upload_from_string(
       midi_builders.midi_bytes(midi_builders.random_melody(1, 20)))
   bucket.blob('requests/manifest.jsonl').upload_from_string('\n'.join(json.dumps(r) for r in [

@@ -75,7 +75,7 @@ def test_an_export_interrupted_at_any_step_leaves_no_half_written_export(tmp_pat
 
   config = config_lib.load(os.path.join(ROOT, 'configs', 'tiny.yaml'))
   timing = {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}}
-  model = model_lib.build_model(config.model, 8, timing)
+  model = model_lib.build_model(config.model, 8, timing, num_labels=2)
   primes = {'pitch': np.full((2, 8), 60), 'step': np.full((2, 8), 0.25),
             'duration': np.full((2, 8), 0.5), 'velocity': np.full((2, 8), 80)}
   export_dir = str(tmp_path / 'model' / 'export')

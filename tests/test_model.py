@@ -21,18 +21,30 @@ TIMING = {'step': {'mean': 0.25, 'std': 0.1}, 'duration': {'mean': 0.5, 'std': 0
 ORDERS = ('step_pitch_duration', 'pitch_step_duration', 'step_duration_pitch', 'independent')
 
 
-def tiny_model(note_order='step_pitch_duration'):
+NUM_LABELS = 3
+
+
+def tiny_model(note_order='step_pitch_duration', label_conditioning='input'):
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'),
-                           [f'model.note_order={note_order}'])
-  return model_lib.build_model(config.model, WINDOW, TIMING), config
+                           [f'model.note_order={note_order}',
+                            f'model.label_conditioning={label_conditioning}'])
+  return model_lib.build_model(config.model, WINDOW, TIMING, NUM_LABELS), config
 
 
-def windows(seed=0, batch=BATCH):
+def windows(seed=0, batch=BATCH, label=None):
+  """Random windows of notes, each with one label id (random, or ``label``) at every note."""
   rng = np.random.default_rng(seed)
+  labels = rng.integers(0, NUM_LABELS, batch) if label is None else np.full(batch, label)
   return {'pitch': tf.constant(rng.integers(40, 90, (batch, WINDOW)), tf.int32),
           'step': tf.constant(rng.choice([0.0, 0.125, 0.25, 0.5], (batch, WINDOW)), tf.float32),
           'duration': tf.constant(rng.choice([0.125, 0.25, 1.0], (batch, WINDOW)), tf.float32),
-          'velocity': tf.constant(rng.integers(40, 110, (batch, WINDOW)), tf.float32)}
+          'velocity': tf.constant(rng.integers(40, 110, (batch, WINDOW)), tf.float32),
+          'label': tf.constant(np.repeat(labels[:, None], WINDOW, axis=1), tf.int32)}
+
+
+def notes_of(window):
+  """A window's notes without its label: what an export's primes are."""
+  return {name: np.asarray(values) for name, values in window.items() if name != 'label'}
 
 
 def next_note(step=0.25, pitch=60, duration=0.5, batch=BATCH):
@@ -97,7 +109,7 @@ def test_a_mixed_precision_model_reads_the_next_note_and_answers_in_float32(poli
   # to the policy's 16-bit compute dtype; the heads compute in float32.
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
   with distribute.global_dtype_policy(policy):
-    model = model_lib.build_model(config.model, WINDOW, TIMING)
+    model = model_lib.build_model(config.model, WINDOW, TIMING, NUM_LABELS)
   assert model.get_layer('lstm').compute_dtype == policy.split('_')[1]
   outputs = model(windows(), next_note(step=0.0))
   assert outputs['pitch'].dtype == outputs['velocity'].dtype == tf.float32
@@ -156,19 +168,20 @@ def test_per_window_losses_are_the_bin_nlls_the_pitch_cross_entropy_and_their_su
 def exported(tmp_path_factory):
   """An untrained tiny model exported and loaded back, with its primes."""
   model, config = tiny_model()
-  primes = {name: value.numpy() for name, value in windows(seed=3, batch=4).items()}
+  primes = notes_of(windows(seed=3, batch=4))
   export_dir = str(tmp_path_factory.mktemp('model') / 'export')
   export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(),
                           {'window_length': WINDOW, 'timing': TIMING}, primes)
   return model, tf.saved_model.load(export_dir), primes, export_dir
 
 
-def generate(export, primes, seed, num_notes=40, temperature=1.0):
+def generate(export, primes, seed, num_notes=40, temperature=1.0, labels=None):
+  labels = np.zeros(len(primes['pitch'])) if labels is None else labels
   out = export.generate(
       tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
       tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
       tf.constant(num_notes), tf.constant(temperature), tf.constant(128), tf.constant(1.0),
-      tf.constant(seed, tf.int64))
+      tf.constant(seed, tf.int64), tf.constant(labels, tf.int32))
   return {name: value.numpy() for name, value in out.items()}
 
 
@@ -226,11 +239,12 @@ def test_a_rows_notes_depend_only_on_its_own_prime_parameters_and_seed(exported)
 
 def test_predict_next_returns_the_models_distributions(exported):
   model, export, primes, export_dir = exported
-  window = windows(seed=3, batch=4)  # the primes
+  window = windows(seed=3, batch=4)  # the primes, with labels
   np.testing.assert_array_equal(window['pitch'], primes['pitch'])
   note = next_note(step=0.0, pitch=67, duration=0.3, batch=4)
   out = export.predict_next(window['pitch'], window['step'], window['duration'],
-                            window['velocity'], note['step'], note['pitch'], note['duration'])
+                            window['velocity'], note['step'], note['pitch'], note['duration'],
+                            window['label'][:, -1])
   with open(os.path.join(export_dir, 'assets', 'config.yaml')) as f:
     components = config_lib.from_yaml(f.read()).model.timing_components
   assert sorted(out) == sorted(
@@ -245,12 +259,49 @@ def test_predict_next_returns_the_models_distributions(exported):
       np.testing.assert_allclose(out[f'{part}_{name}'], value, atol=1e-5, err_msg=name)
 
 
+# --- the label ---
+
+
+@pytest.mark.parametrize('label_conditioning', ['input', 'heads'])
+def test_every_head_sees_the_label(label_conditioning):
+  model, _ = tiny_model(label_conditioning=label_conditioning)
+  outputs = [model(windows(seed=0, label=label), next_note()) for label in (0, 1, 2)]
+  for head in ('pitch', 'step', 'duration', 'velocity'):
+    for other in outputs[1:]:
+      assert np.abs(flat(other[head]) - flat(outputs[0][head])).max() > 1e-6, head
+  # The same label, the same answer: the label is all that changed.
+  again = model(windows(seed=0, label=2), next_note())
+  np.testing.assert_array_equal(flat(again['pitch']), flat(outputs[2]['pitch']))
+
+
+def test_generate_conditions_each_row_on_its_own_label(exported):
+  """A row's notes depend on its label, and only on its own: the same prime and seed with
+  another label gives other notes, and the other rows' labels change nothing of it."""
+  _, export, primes, _ = exported
+  padded = {name: np.repeat(values[:1], 4, axis=0) for name, values in primes.items()}
+  seeds = np.full(4, 9)
+  by_label = generate(export, padded, seeds, labels=np.array([0, 1, 2, 1]))
+  np.testing.assert_array_equal(by_label['pitch'][1], by_label['pitch'][3])
+  # Same random numbers, other distributions: an untrained model's pitches rarely flip, but the
+  # continuous durations all move.
+  for row, other in ((0, 1), (1, 2)):
+    assert (by_label['duration'][row] != by_label['duration'][other]).mean() > 0.9
+  alone = generate(export, padded, seeds, labels=np.full(4, 2))
+  for name in alone:
+    np.testing.assert_array_equal(alone[name][0], by_label[name][2], err_msg=name)
+  for labels, message in ((np.array([0, 1, 3, 0]), 'label must hold one id in 0..2 per row'),
+                          (np.array([0, -1, 0, 0]), 'label must hold one id in 0..2 per row'),
+                          (np.array([0, 1]), 'label must hold one id in 0..2 per row')):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+      generate(export, padded, seeds, labels=labels)
+
+
 # --- the causal encoder ---
 
 
 def causal_model():
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'), ['model.encoder=causal'])
-  return model_lib.build_model(config.model, WINDOW, TIMING), config
+  return model_lib.build_model(config.model, WINDOW, TIMING, num_labels=3), config
 
 
 def test_the_causal_state_carried_note_by_note_is_the_whole_sequence_read_at_once():
@@ -304,7 +355,7 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
   sums = trainer.strategy.run(trainer.replica_step, args=(window, targets)).numpy()
   assert sums[train_loop.METRICS.index('loss')] == pytest.approx(expected, rel=1e-5)
 
-  primes = {name: value.numpy() for name, value in windows(seed=8, batch=4).items()}
+  primes = notes_of(windows(seed=8, batch=4, label=0))
   export_dir = str(tmp_path / 'export')
   export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(),
                           {'window_length': WINDOW, 'timing': TIMING}, primes)
@@ -315,7 +366,8 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
   # The export's last generated note, scored from the whole generated sequence read at once.
   sequence = {name: np.concatenate([primes[name], first[name].astype(primes[name].dtype)],
                                    axis=1) for name in primes}
-  state = model.start({name: tf.constant(values) for name, values in primes.items()})
+  sequence['label'] = np.zeros_like(sequence['pitch'])  # generate's labels
+  state = model.start({name: tf.constant(values[:, :WINDOW]) for name, values in sequence.items()})
   for position in range(WINDOW, sequence['pitch'].shape[1] - 1):
     state = model.advance(state, {name: tf.constant(values[:, position])
                                   for name, values in sequence.items()})

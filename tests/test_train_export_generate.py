@@ -110,7 +110,7 @@ def test_evaluation_metrics_are_means_over_all_windows(trained):
   for inputs, targets in dataset:
     out = model.predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
                              inputs['velocity'], targets['step'], targets['pitch'],
-                             targets['duration'])
+                             targets['duration'], inputs['label'][:, -1])
     log_probs = tf.nn.log_softmax(out['pitch_logits']).numpy()
     target = targets['pitch'].numpy()
     nll.append(-log_probs[np.arange(len(target)), target])
@@ -142,7 +142,7 @@ FRESH_PROCESS = textwrap.dedent('''
           tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
           tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
           tf.constant(num_notes), tf.constant(1.0), tf.constant(128), tf.constant(1.0),
-          tf.constant(seed, tf.int64))
+          tf.constant(seed, tf.int64), tf.zeros([len(primes['pitch'])], tf.int32))
       return {k: v.numpy().tolist() for k, v in out.items()}
     project = [m for m in sys.modules if m.split('.')[0] in
                ('partita', 'trainer', 'serving', 'beam_pipelines', 'apache_beam')]
@@ -150,7 +150,7 @@ FRESH_PROCESS = textwrap.dedent('''
     next_note = model.predict_next(
         tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
         tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
-        tf.zeros([batch]), tf.fill([batch], 60), tf.fill([batch], 0.5))
+        tf.zeros([batch]), tf.fill([batch], 60), tf.fill([batch], 0.5), tf.zeros([batch], tf.int32))
     print(json.dumps({'a': run(1), 'b': run(1), 'c': run(2), 'project_modules': project,
                       'next_note': {k: v.numpy().tolist() for k, v in next_note.items()}}))
 ''')

@@ -58,8 +58,9 @@ def tiny(*overrides):
 
 def next_note_conditions(batch):
   """``predict_next``'s next_step, next_pitch and next_duration: a note 0.25 s after the
-  window's last, pitch 60, held 0.5 s."""
-  return (tf.fill([batch], 0.25), tf.fill([batch], 60), tf.fill([batch], 0.5))
+  window's last, pitch 60, held 0.5 s; and its label: the unconditional id."""
+  return (tf.fill([batch], 0.25), tf.fill([batch], 60), tf.fill([batch], 0.5),
+          tf.zeros([batch], tf.int32))
 
 
 def read_scalars(log_dir):
@@ -185,7 +186,7 @@ def test_mixed_precision_trains_and_exports_float32(dataset, tmp_path, precision
       tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
       tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
       tf.constant(12), tf.constant(1.0), tf.constant(128), tf.constant(1.0),
-      tf.constant(3, tf.int64))
+      tf.constant(3, tf.int64), tf.zeros([len(primes['pitch'])], tf.int32))
   assert out['pitch'].dtype == tf.int32 and out['pitch'].shape == (4, 12)
   for name in ('step', 'duration', 'velocity'):
     assert out[name].dtype == tf.float32
@@ -254,7 +255,8 @@ def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tm
     conditions = next_note_conditions(2)
     out = loaded.predict_next(*[tf.constant(primes[name]) for name in
                                 ('pitch', 'step', 'duration', 'velocity')], *conditions)
-    expected = model(primes, dict(zip(('step', 'pitch', 'duration'), conditions, strict=True)))
+    expected = model({**primes, 'label': np.zeros((2, 8), np.int32)},
+                     dict(zip(('step', 'pitch', 'duration'), conditions[:3], strict=True)))
     np.testing.assert_allclose(out['pitch_logits'], expected['pitch'], atol=1e-5)
     np.testing.assert_allclose(out['step_locations'], expected['step']['locations'], atol=1e-5)
   finally:
@@ -367,7 +369,7 @@ def tiny_trainer(strategy, policy='float32', optimizer=None, overrides=()):
   """The tiny preset's model and optimizer, built in ``strategy``'s scope."""
   config = tiny(*overrides)
   with distribute.global_dtype_policy(policy), strategy.scope():
-    model = model_lib.build_model(config.model, WINDOW, TIMING)
+    model = model_lib.build_model(config.model, WINDOW, TIMING, num_labels=3)
     if optimizer is None:
       optimizer = train_loop.make_optimizer(config.train, policy, model.trainable_variables)
     else:

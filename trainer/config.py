@@ -22,12 +22,16 @@ class DataConfig:
   # Training-split augmentation, applied on the fly in tf.data (never on disk).
   transpose_semitones: int = 0  # random transposition in [-n, n]; 0 disables
   tempo_stretch: float = 0.0  # random step/duration scale in [1 - x, 1 + x]; 0 disables
+  # Share of training windows whose label is replaced by the unconditional id (partita.labels),
+  # so that the same model also generates with no label.
+  label_dropout: float = 0.1
 
 
 NoteOrder = typing.Literal['step_pitch_duration', 'pitch_step_duration', 'step_duration_pitch',
                            'independent']
 
 Encoder = typing.Literal['bilstm', 'causal']
+LabelConditioning = typing.Literal['input', 'heads']
 
 
 @dataclasses.dataclass
@@ -43,6 +47,10 @@ class ModelConfig:
   # generation carries their state from note to note instead of rereading the window.
   encoder: Encoder = 'bilstm'
   timing_components: int = 8  # logistic components of the step and duration mixtures
+  label_embedding_dim: int = 16  # the piece label's embedding (partita.labels)
+  # Where the label enters: input: beside every note's features, into the recurrence;
+  # heads: beside the encoder's vector, into every head.
+  label_conditioning: LabelConditioning = 'input'
   # Hidden ReLU units of each head before its output layer; 0: the output layer alone (linear
   # in the encoder's vector and the earlier parts: measured worse, 9.01 against 8.83 nats/note
   # of validation note NLL after 1,000 steps of the small preset).

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from partita import constants
+from partita import constants, contract
 from partita import dataset as dataset_lib
+from partita import labels as labels_lib
 from trainer import config as config_lib
 
 
 def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig,
             seed: tf.Tensor) -> dict[str, tf.Tensor]:
-  """Random transposition and tempo stretch of each window (training split only).
+  """Random transposition and tempo stretch of each window, and its label replaced by the
+  unconditional id with probability ``label_dropout`` (training split only).
 
   Works on one window (``[W+1]`` values) or a batch of them (``[B, W+1]``); every window of a
   batch draws its own shift and scale, so augmenting after batching is one vectorised op per
@@ -37,6 +39,12 @@ def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig,
                                         1.0 + config.tempo_stretch)[..., tf.newaxis]
     windows = dict(windows, step=windows['step'] * scale,
                    duration=windows['duration'] * scale)
+  if config.label_dropout:
+    # So that the one model also generates with no label: see partita.labels.
+    dropped = tf.random.stateless_uniform(shape, seed + 2) < config.label_dropout
+    label = windows[contract.LABEL_FEATURE]
+    windows = {**windows, contract.LABEL_FEATURE: tf.where(
+        dropped[..., tf.newaxis], tf.constant(labels_lib.UNCONDITIONAL_ID, label.dtype), label)}
   return windows
 
 
@@ -72,8 +80,10 @@ def make_dataset(data_dir: str, info: dict, split: str, config: config_lib.DataC
       # Sharding windows needs every pipeline to see them in the same order.
       deterministic=not training or shard_windows)
   window_length = info['window_length']
+  label_ids = dataset_lib.label_table(info['labels'])
   dataset = dataset.map(
-      lambda record: dataset_lib.chunk_to_windows(dataset_lib.parse_chunk(record), window_length),
+      lambda record: dataset_lib.chunk_to_windows(dataset_lib.parse_chunk(record, label_ids),
+                                                  window_length),
       num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.unbatch()  # chunks -> single windows, in order
   if shard_windows:
@@ -98,7 +108,7 @@ def _to_batches(windows: tf.data.Dataset, config: config_lib.DataConfig, trainin
                 batch_size: int, seed: int) -> tf.data.Dataset:
   """Packed windows -> batches of (inputs, targets), augmented when training asks for it."""
   batches = windows.batch(batch_size, drop_remainder=training)
-  if training and (config.transpose_semitones or config.tempo_stretch):
+  if training and (config.transpose_semitones or config.tempo_stretch or config.label_dropout):
     # Augmented per window but after batching: one vectorised op per batch (see augment).
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
     return tf.data.Dataset.zip(batches, seeds).map(

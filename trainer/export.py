@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from partita import constants, timing_bins
+from partita import contract as data_contract
 from partita import export_contract as contract
 from trainer import model as model_lib
 from trainer import timing_distribution
@@ -76,9 +77,10 @@ class _Generator:
   def __init__(self, model: model_lib.NoteModel):
     self.model = model
 
-  def predict_next(self, pitch, step, duration, velocity, next_step, next_pitch, next_duration):
-    window = {'pitch': pitch, 'step': step, 'duration': duration,
-              'velocity': tf.cast(velocity, tf.float32)}
+  def predict_next(self, pitch, step, duration, velocity, next_step, next_pitch, next_duration,
+                   label):
+    window = with_label({'pitch': pitch, 'step': step, 'duration': duration,
+                         'velocity': tf.cast(velocity, tf.float32)}, label)
     outputs = self.model(window, {'step': next_step, 'pitch': next_pitch,
                                   'duration': next_duration}, training=False)
     result = {'pitch_logits': outputs['pitch'], 'velocity': _velocity(outputs['velocity'])}
@@ -105,7 +107,7 @@ class _Generator:
     return note
 
   def generate(self, pitch, step, duration, velocity, num_notes, temperature, top_k, top_p,
-               seed):
+               seed, label):
     checks = [
         tf.debugging.assert_greater(temperature, 0.0, message='temperature must be > 0'),
         tf.debugging.assert_greater_equal(top_k, 1, message='top_k must be in 1..128'),
@@ -120,9 +122,10 @@ class _Generator:
     seeds = row_seeds(seed, tf.shape(pitch)[0])
     checks.append(tf.debugging.assert_equal(
         tf.size(seeds), tf.shape(pitch)[0], message='seed must be a scalar or one per row'))
+    checks += label_checks(label, tf.shape(pitch)[0], self.model.label_embedding.input_dim)
     with tf.control_dependencies(checks):
-      window = {'pitch': tf.identity(pitch), 'step': step, 'duration': duration,
-                'velocity': tf.cast(velocity, tf.float32)}
+      window = with_label({'pitch': tf.identity(pitch), 'step': step, 'duration': duration,
+                           'velocity': tf.cast(velocity, tf.float32)}, label)
       seeds = tf.identity(seeds)
     return self.sampling_loop(window, num_notes, temperature, top_k, top_p, seeds)
 
@@ -132,19 +135,37 @@ class _Generator:
   @tf.function(jit_compile=True)
   def sampling_loop(self, window, num_notes, temperature, top_k, top_p, seeds):
     generated = {name: tf.TensorArray(tf.int32 if name == 'pitch' else tf.float32,
-                                      size=num_notes) for name in window}
+                                      size=num_notes) for name in constants.NOTE_FEATURES}
+    label = window[data_contract.LABEL_FEATURE][:, -1]
 
     def body(i, state, generated):
       note_seeds = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(i, tf.int64))], axis=1)
       next_note = self.next_note(self.model.state_vector(state), temperature, top_k, top_p,
                                  note_seeds)
       generated = {name: generated[name].write(i, next_note[name]) for name in generated}
+      next_note[data_contract.LABEL_FEATURE] = label  # the piece keeps its label
       return i + 1, self.model.advance(state, next_note), generated
 
     _, _, generated = tf.while_loop(lambda i, *_: i < num_notes, body,
                                     (0, self.model.start(window), generated))
     # TensorArrays stack to [notes, batch]; callers expect [batch, notes].
     return {name: tf.transpose(values.stack()) for name, values in generated.items()}
+
+
+def with_label(window: dict[str, tf.Tensor], label: tf.Tensor) -> dict[str, tf.Tensor]:
+  """``[batch, window]`` notes and ``[batch]`` label ids -> the model's window, the label at
+  every note."""
+  label = tf.cast(label, tf.int32)
+  return {**window, data_contract.LABEL_FEATURE: tf.tile(
+      label[:, None], [1, tf.shape(window['pitch'])[1]])}
+
+
+def label_checks(label: tf.Tensor, rows: tf.Tensor, num_labels: int) -> list:
+  """Assertions that ``label`` holds one id per row, each one of the model's."""
+  message = f'label must hold one id in 0..{num_labels - 1} per row'
+  return [tf.debugging.assert_equal(tf.size(label), rows, message=message),
+          tf.debugging.assert_non_negative(label, message=message),
+          tf.debugging.assert_less(label, num_labels, message=message)]
 
 
 def _velocity(fraction: tf.Tensor) -> tf.Tensor:
@@ -166,7 +187,11 @@ def _generate_spec(window_length: int):
       strict=True)]
   # The seed: a scalar, or one per row (any shape here; row_seeds checks it).
   seed = tf.TensorSpec(None, tf.int64, contract.GENERATE_PARAMETERS[-1])
-  return _window_spec(window_length) + scalars + [seed]
+  return _window_spec(window_length) + scalars + [seed, _label_spec()]
+
+
+def _label_spec():
+  return tf.TensorSpec([None], tf.int32, contract.LABEL_ARGUMENT)
 
 
 def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int, config_yaml: str,
@@ -190,7 +215,8 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
   archive.add_endpoint(
       contract.PREDICT_NEXT, generator.predict_next,
       _window_spec(window_length) + [tf.TensorSpec([None], dtype, name) for name, dtype in zip(
-          contract.PREDICT_NEXT_CONDITIONS, (tf.float32, tf.int32, tf.float32), strict=True)])
+          contract.PREDICT_NEXT_CONDITIONS, (tf.float32, tf.int32, tf.float32), strict=True)]
+      + [_label_spec()])
   archive.add_endpoint(contract.GENERATE, generator.generate, _generate_spec(window_length))
   asset_files = {
       contract.ASSET_CONFIG: config_yaml,

@@ -13,6 +13,12 @@ head knows its pitch), which factors the note's likelihood as
 comes last and sees all three. ``independent`` gives every head the encoder's vector alone.
 Training feeds the true earlier parts (teacher forcing); generation feeds the sampled ones.
 
+The piece's label (``partita.labels``: a composer id, 0 for none) conditions the whole note: a
+learned embedding of it joins every note's features before the recurrence
+(``model.label_conditioning=input``) or the encoder's vector before the heads (``heads``). The
+label travels with the notes as one more ``[batch, time]`` feature, ``label``, constant along a
+window, so that windows, generation states and every-position training carry it like the rest.
+
 Inputs are raw values (pitch 0..127, step and duration in seconds, velocity 1..127); the timing
 inputs are standardised inside the model with the training split's statistics from info.json,
 so an exported model needs no preprocessing code from this project.
@@ -32,7 +38,7 @@ from keras import layers
 import numpy as np
 import tensorflow as tf
 
-from partita import constants, timing_bins
+from partita import constants, contract, timing_bins
 from trainer import timing_distribution
 from trainer.config import ModelConfig
 
@@ -54,8 +60,11 @@ def log_time(seconds: tf.Tensor) -> tf.Tensor:
 class NoteModel(keras.Model):
   """The encoder and the per-part heads; see the module docstring."""
 
-  def __init__(self, config: ModelConfig, timing: dict, **kwargs):
+  def __init__(self, config: ModelConfig, timing: dict, num_labels: int, **kwargs):
     super().__init__(name='partita', **kwargs)
+    self.label_at_input = config.label_conditioning == 'input'
+    self.label_embedding = layers.Embedding(num_labels, config.label_embedding_dim,
+                                            name='label_embedding')
     self.parts = note_parts(config.note_order)
     self.conditioned = config.note_order != 'independent'
     self.components = config.timing_components
@@ -91,7 +100,18 @@ class NoteModel(keras.Model):
         [standardized('step'), standardized('duration'), log_time(notes['step']),
          log_time(notes['duration']), notes['velocity'] / constants.MAX_VELOCITY], axis=-1)
     embedded = self.pitch_embedding(notes['pitch'])
-    return tf.concat([embedded, tf.cast(timing_features, embedded.dtype)], axis=-1)
+    features = [embedded, tf.cast(timing_features, embedded.dtype)]
+    if self.label_at_input:
+      features.append(self.label_embedding(notes[contract.LABEL_FEATURE]))
+    return tf.concat(features, axis=-1)
+
+  def with_label(self, hidden: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+    """The encoder's float32 vectors, with the label's embedding beside them when it enters at
+    the heads (``label``: the ids of the notes the vectors end at)."""
+    hidden = tf.cast(hidden, tf.float32)
+    if self.label_at_input:
+      return hidden
+    return tf.concat([hidden, tf.cast(self.label_embedding(label), tf.float32)], axis=-1)
 
   def encode(self, window: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     """``[batch, window]`` notes -> the ``[batch, units]`` float32 vector the heads read to
@@ -100,7 +120,7 @@ class NoteModel(keras.Model):
       return self.encode_sequence(window, training)[0][:, -1]
     x = self.dropout(self.bilstm(self.note_features(window)), training=training)
     x = self.dropout(self.lstm(x), training=training)
-    return tf.cast(x, tf.float32)
+    return self.with_label(x, window[contract.LABEL_FEATURE][:, -1])
 
   def encode_sequence(self, notes: dict[str, tf.Tensor], training: bool = False,
                       states: list[tf.Tensor] | None = None) -> tuple[tf.Tensor, list]:
@@ -114,7 +134,7 @@ class NoteModel(keras.Model):
       x, hidden, cell = lstm(x, initial_state=states[2 * i:2 * i + 2] if states else None)
       after += [hidden, cell]
       x = self.dropout(x, training=training)
-    return tf.cast(x, tf.float32), after
+    return self.with_label(x, notes[contract.LABEL_FEATURE]), after
 
   # Generation walks a state from note to note: the window itself for the BiLSTM, which reads
   # the whole window again for every note; the LSTMs' states and last vector for the causal
@@ -132,7 +152,7 @@ class NoteModel(keras.Model):
     return state['hidden'] if self.causal else self.encode(state)
 
   def advance(self, state, note: dict[str, tf.Tensor]):
-    """The state after one more note (``[batch]`` values of every feature)."""
+    """The state after one more note (``[batch]`` values of every feature and the label)."""
     if not self.causal:
       return {name: tf.concat([state[name][:, 1:], note[name][:, None]], axis=1)
               for name in state}
@@ -204,16 +224,19 @@ def every_position_targets(window: dict[str, tf.Tensor],
   return following
 
 
-def build_model(config: ModelConfig, window_length: int, timing: dict) -> NoteModel:
+def build_model(config: ModelConfig, window_length: int, timing: dict,
+                num_labels: int) -> NoteModel:
   """A :class:`NoteModel` with its variables created (call it in the strategy's scope).
 
   Args:
-    config: sizes, dropout, note order, mixture components.
+    config: sizes, dropout, note order, mixture components, label conditioning.
     window_length: input notes per window.
     timing: ``info['timing']``: mean and std of step and duration on the training split.
+    num_labels: the size of ``info['labels']['vocabulary']``.
   """
-  model = NoteModel(config, timing)
+  model = NoteModel(config, timing, num_labels)
   window = {'pitch': tf.zeros([1, window_length], tf.int32),
+            contract.LABEL_FEATURE: tf.zeros([1, window_length], tf.int32),
             **{name: tf.zeros([1, window_length]) for name in ('step', 'duration', 'velocity')}}
   model(window, {'pitch': tf.zeros([1], tf.int32), 'step': tf.zeros([1]),
                  'duration': tf.zeros([1])})

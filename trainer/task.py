@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from partita import baselines
+from partita import baselines, constants
 from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
@@ -95,9 +95,10 @@ def validation_dataset(data_dir: str, info: dict, config: config_lib.Config) -> 
 
 
 def first_windows(dataset: tf.data.Dataset, count: int) -> dict[str, np.ndarray]:
-  """The input windows of the first ``count`` examples of a (batched) dataset."""
+  """The notes of the input windows of the first ``count`` examples of a (batched) dataset
+  (primes: without their label, which a request gives)."""
   inputs, _ = next(iter(dataset.unbatch().batch(count).take(1)))
-  return {name: values.numpy() for name, values in inputs.items()}
+  return {name: inputs[name].numpy() for name in constants.NOTE_FEATURES}
 
 
 def write_text(path: str, text: str) -> None:
@@ -131,7 +132,8 @@ def train(data_dir: str, model_dir: str,
 
   with distribute.global_dtype_policy(policy):
     with strategy.scope():
-      model = model_lib.build_model(config.model, info['window_length'], info['timing'])
+      model = model_lib.build_model(config.model, info['window_length'], info['timing'],
+                                    len(info['labels']['vocabulary']))
       optimizer = train_loop.make_optimizer(config.train, policy, model.trainable_variables)
     trainer = train_loop.Trainer(model, optimizer, strategy, config)
     steps = train_loop.run(trainer, train_data, validation_data, dirs.checkpoints, dirs.logs,

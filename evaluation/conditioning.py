@@ -1,0 +1,197 @@
+"""Does the label condition the model? Per-label likelihood and a style classifier's verdict.
+
+Two measurements, both on the test split of a dataset whose pieces carry labels
+(``partita.labels``):
+
+* **Likelihood with and without the label** (:func:`label_rows`, from the sums
+  ``evaluation.evaluate.likelihood`` collects): the test pitch and note NLL of every window
+  scored with its piece's true label id and again with the unconditional id, per label with at
+  least :data:`MIN_TEST_PIECES` test pieces, and over every labelled window (a window of an
+  ``unknown`` piece is scored the same both ways, so the labelled windows are where the label
+  can help). Conditioning works when the true label lowers the NLL.
+* **Style** (:func:`style_evaluation`): ``evaluation.style``'s classifier is fitted on the
+  chunks of real training pieces of every label with an id of its own, scored on the real test
+  chunks (the ceiling: how well these statistics tell the labels apart at all) and on pieces the
+  model generates for each label. Every label's pieces start from the *same* primes (test
+  windows of every label, spread over the split), so what tells them apart is the label alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from evaluation import style
+from partita import constants, contract, midi_io
+from partita import labels as labels_lib
+from serving import generate as generate_lib
+from serving import sampling as sampling_lib
+
+# Test pieces a label needs for its own row in the per-label table.
+MIN_TEST_PIECES = 5
+# Training chunks per label the style classifier is fitted on, at most (evenly spread over the
+# label's chunks in file order): enough for 185 features, and a big label does not take hours.
+MAX_CHUNKS_PER_LABEL = 300
+STYLE_PNG = {'real': 'style_real.png', 'generated': 'style_generated.png'}
+
+
+def own_labels(labels: dict) -> list[str]:
+  """The labels with an id of their own (not ``unknown``, not ``other``), in id order."""
+  return labels['vocabulary'][labels_lib.OTHER_ID + 1:]
+
+
+def test_pieces_per_id(labels: dict) -> dict[int, int]:
+  """Test pieces per label id (rare names counted under ``other``'s id)."""
+  pieces: dict[int, int] = {}
+  for name, counts in labels['pieces'].items():
+    label_id = labels['ids'][name]
+    pieces[label_id] = pieces.get(label_id, 0) + counts.get('test', 0)
+  return pieces
+
+
+def label_rows(sums: dict[int, dict[str, float]], labels: dict) -> dict:
+  """Per-label and overall means from ``{label id: {metric: sum, 'windows': count}}``
+  (metrics ``pitch_nll``, ``note_nll`` and their ``*_unconditional`` twins).
+
+  Returns ``{'labels': {name: row}, 'labelled': row, 'all': row}``, each row the means, the
+  windows and (per label) test pieces; per-label rows only for labels with
+  :data:`MIN_TEST_PIECES` test pieces or more.
+  """
+  def mean(parts: list[dict[str, float]]) -> dict:
+    windows = int(sum(part['windows'] for part in parts))
+    row = {name: sum(part[name] for part in parts) / max(windows, 1)
+           for name in parts[0] if name != 'windows'} if parts else {}
+    for metric in ('pitch_nll', 'note_nll'):
+      if row:
+        row[f'{metric}_gain'] = row[f'{metric}_unconditional'] - row[metric]
+    return {**row, 'windows': windows}
+
+  pieces = test_pieces_per_id(labels)
+  rows = {}
+  for label_id, part in sorted(sums.items()):
+    if label_id != labels_lib.UNCONDITIONAL_ID and pieces.get(label_id, 0) >= MIN_TEST_PIECES:
+      rows[labels['vocabulary'][label_id]] = {**mean([part]), 'test_pieces': pieces[label_id]}
+  labelled = [part for label_id, part in sums.items()
+              if label_id != labels_lib.UNCONDITIONAL_ID]
+  return {'labels': rows, 'labelled': mean(labelled), 'all': mean(list(sums.values())),
+          'min_test_pieces': MIN_TEST_PIECES}
+
+
+def spread(items: list, count: int) -> list:
+  """At most ``count`` of ``items``, evenly spaced in their order."""
+  if len(items) <= count:
+    return list(items)
+  return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
+def chunks_by_label(chunks: list[dict], labels: dict, names: list[str],
+                    per_label: int) -> tuple[list[dict], list[str]]:
+  """At most ``per_label`` chunks of each label in ``names`` (notes only) and their labels."""
+  pieces, piece_labels = [], []
+  for name in names:
+    label_id = labels['vocabulary'].index(name)
+    own = [chunk for chunk in chunks if int(chunk[contract.LABEL_FEATURE]) == label_id]
+    for chunk in spread(own, per_label):
+      pieces.append({feature: chunk[feature] for feature in constants.NOTE_FEATURES})
+      piece_labels.append(name)
+  return pieces, piece_labels
+
+
+def style_evaluation(export, labels: dict, train_chunks: list[dict], test_chunks: list[dict],
+                     primes: dict, sampling: sampling_lib.Sampling) -> tuple[dict, dict]:
+  """The style classifier on real test chunks and on pieces generated for each label.
+
+  ``primes``: ``{feature: [pieces, window]}``, the prime windows every label's pieces start
+  from (one piece per prime and label, row ``i`` of every label seeded ``sampling.seed + i``).
+  Returns (``{'real': score, 'generated': score, 'classes': names}``, the generated pieces
+  ``{name: [notes dicts]}``); ``{'skipped': why}`` and no pieces when fewer than two labels
+  have both training and test chunks.
+  """
+  names = own_labels(labels)
+  train, train_labels = chunks_by_label(train_chunks, labels, names, MAX_CHUNKS_PER_LABEL)
+  test, test_labels = chunks_by_label(test_chunks, labels, names, MAX_CHUNKS_PER_LABEL)
+  classes = [name for name in names if name in train_labels and name in test_labels]
+  if len(classes) < 2 or not primes:
+    return {'skipped': f'{len(classes)} label(s) have training and test pieces; a style '
+                       'classifier needs 2'}, {}
+  fitted_on = [i for i, name in enumerate(train_labels) if name in classes]
+  classifier = style.fit([train[i] for i in fitted_on], [train_labels[i] for i in fitted_on])
+  scored = [i for i, name in enumerate(test_labels) if name in classes]
+  real = style.score(classifier, [test[i] for i in scored], [test_labels[i] for i in scored],
+                     classes)
+  generated, generated_labels = {}, []
+  rows = len(primes['pitch'])
+  for name in classes:
+    label_id = labels['vocabulary'].index(name)
+    notes = generate_lib.generate(export, primes, sampling, labels=[label_id] * rows)
+    generated[name] = [{feature: values[i] for feature, values in notes.items()}
+                       for i in range(rows)]
+    generated_labels += [name] * rows
+  pieces = [piece for name in classes for piece in generated[name]]
+  return {'classes': classes, 'train_chunks': len(fitted_on), 'real': real,
+          'generated': style.score(classifier, pieces, generated_labels, classes),
+          'pieces_per_label': rows}, generated
+
+
+def headline_lines(conditioning: dict) -> list[str]:
+  """The conditioning's figures in a line or two, for the report's headline."""
+  labelled = conditioning['likelihood']['labelled']
+  lines = [f"label           test pitch NLL with the true label {labelled['pitch_nll']:.3f} vs the "
+           f"unconditional id {labelled['pitch_nll_unconditional']:.3f} nats/note: "
+           f"{labelled['pitch_nll_gain']:+.3f} gain ({labelled['windows']} labelled windows)"]
+  scores = conditioning['style']
+  if 'skipped' in scores:
+    lines.append(f"style           skipped: {scores['skipped']}")
+  else:
+    lines.append(
+        'style           classifier accuracy on generated pieces '
+        f"{scores['generated']['accuracy']:.1%} vs chance {scores['generated']['chance']:.1%} "
+        f"({len(scores['classes'])} labels x {scores['pieces_per_label']}); on real test pieces "
+        f"{scores['real']['accuracy']:.1%}")
+  return lines
+
+
+def report_section(conditioning: dict, out_dir: str, generated: dict, pieces_dir: str) -> str:
+  """The report's Markdown section on the label; writes the confusion plots into ``out_dir``
+  and, per label, the first generated piece's MIDI and piano roll into its ``pieces_dir``."""
+  likelihood = conditioning['likelihood']
+  lines = ['## Conditioning on the label', '',
+           'Test NLL (nats/note) of every window with its true label id and with the '
+           f"unconditional id; labels with at least {likelihood['min_test_pieces']} test pieces "
+           'get a row. A positive gain means the label helps.', '',
+           '| label | test pieces | windows | pitch NLL | unconditional | gain | note NLL | '
+           'unconditional | gain |',
+           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  rows = dict(likelihood['labels'], **{'all labelled windows': likelihood['labelled'],
+                                       'all windows': likelihood['all']})
+  for name, row in rows.items():
+    lines.append(f"| {name} | {row.get('test_pieces', '')} | {row['windows']} | "
+                 f"{row['pitch_nll']:.3f} | {row['pitch_nll_unconditional']:.3f} | "
+                 f"{row['pitch_nll_gain']:+.3f} | {row['note_nll']:.3f} | "
+                 f"{row['note_nll_unconditional']:.3f} | {row['note_nll_gain']:+.3f} |")
+  scores = conditioning['style']
+  lines += ['', '### Style classifier', '']
+  if 'skipped' in scores:
+    return '\n'.join(lines + [f"Skipped: {scores['skipped']}.", ''])
+  lines.append(
+      f"Logistic regression over per-piece music statistics (`evaluation.style`), fitted on "
+      f"{scores['train_chunks']} chunks of real training pieces of {len(scores['classes'])} "
+      f"labels. Real test chunks: accuracy {scores['real']['accuracy']:.1%} (the ceiling; "
+      f"chance {scores['real']['chance']:.1%}, majority {scores['real']['majority_rate']:.1%}). "
+      f"Generated, {scores['pieces_per_label']} pieces per label from the same primes: accuracy "
+      f"{scores['generated']['accuracy']:.1%} against chance {scores['generated']['chance']:.1%}.")
+  for kind, path in STYLE_PNG.items():
+    style.plot_confusion(scores[kind], os.path.join(out_dir, path),
+                         f'style classifier on {kind} pieces')
+    lines += ['', f'![confusion matrix, {kind} pieces]({path})']
+  os.makedirs(os.path.join(out_dir, pieces_dir), exist_ok=True)
+  links = []
+  for name, pieces in generated.items():
+    stem = os.path.join(pieces_dir, f'label_{name}')
+    midi_io.write_midi(os.path.join(out_dir, stem + '.mid'), None, pieces[0], 0)
+    midi_io.write_piano_roll(os.path.join(out_dir, stem + '.png'), None, pieces[0],
+                             title=f'generated for {name}')
+    links.append(f'[{name}]({stem}.mid) ([piano roll]({stem}.png))')
+  return '\n'.join(lines + ['', 'The first piece generated for each label: ' + ', '.join(links),
+                            ''])
