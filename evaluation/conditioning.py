@@ -26,6 +26,7 @@ from evaluation import style
 from partita import constants, contract, midi_io
 from partita import labels as labels_lib
 from serving import generate as generate_lib
+from serving import primes as primes_lib
 from serving import sampling as sampling_lib
 
 # Test pieces a label needs for its own row in the per-label table.
@@ -33,7 +34,11 @@ MIN_TEST_PIECES = 5
 # Training chunks per label the style classifier is fitted on, at most (evenly spread over the
 # label's chunks in file order): enough for 185 features, and a big label does not take hours.
 MAX_CHUNKS_PER_LABEL = 300
-STYLE_PNG = {'real': 'style_real.png', 'generated': 'style_generated.png'}
+# Where the generated pieces of the style evaluation start: the same test primes for every
+# label, or the neutral window (no prime), where the label is all the model is told.
+STARTS = ('test primes', 'no prime')
+STYLE_PNG = {'real': 'style_real.png', STARTS[0]: 'style_generated_primed.png',
+             STARTS[1]: 'style_generated_unprimed.png'}
 
 
 def own_labels(labels: dict) -> list[str]:
@@ -98,16 +103,32 @@ def chunks_by_label(chunks: list[dict], labels: dict, names: list[str],
   return pieces, piece_labels
 
 
-def style_evaluation(export, labels: dict, train_chunks: list[dict], test_chunks: list[dict],
+def generate_per_label(export, classes: list[str], labels: dict, primes: dict,
+                       sampling: sampling_lib.Sampling) -> dict[str, list[dict]]:
+  """One piece per prime for every label in ``classes``: ``{label: [notes dicts]}``; row ``i``
+  of every label is seeded ``sampling.seed + i``, so a label is all that tells them apart."""
+  rows = len(primes['pitch'])
+  generated = {}
+  for name in classes:
+    notes = generate_lib.generate(export, primes, sampling,
+                                  labels=[labels['vocabulary'].index(name)] * rows)
+    generated[name] = [{feature: values[i] for feature, values in notes.items()}
+                       for i in range(rows)]
+  return generated
+
+
+def style_evaluation(export, info: dict, train_chunks: list[dict], test_chunks: list[dict],
                      primes: dict, sampling: sampling_lib.Sampling) -> tuple[dict, dict]:
   """The style classifier on real test chunks and on pieces generated for each label.
 
-  ``primes``: ``{feature: [pieces, window]}``, the prime windows every label's pieces start
-  from (one piece per prime and label, row ``i`` of every label seeded ``sampling.seed + i``).
-  Returns (``{'real': score, 'generated': score, 'classes': names}``, the generated pieces
-  ``{name: [notes dicts]}``); ``{'skipped': why}`` and no pieces when fewer than two labels
-  have both training and test chunks.
+  Pieces are generated from two starts (:data:`STARTS`): the test ``primes`` (``{feature:
+  [pieces, window]}``), the same for every label, and the neutral window of
+  ``serving.primes.neutral_window`` (as many rows), where the label is the only thing the model
+  is told. ``info``: the export's. Returns (``{'real': score, 'generated': {start: score},
+  'classes': names, ...}``, ``{start: {label: [notes dicts]}}``); ``{'skipped': why}`` and no
+  pieces when fewer than two labels have both training and test chunks.
   """
+  labels = info['labels']
   names = own_labels(labels)
   train, train_labels = chunks_by_label(train_chunks, labels, names, MAX_CHUNKS_PER_LABEL)
   test, test_labels = chunks_by_label(test_chunks, labels, names, MAX_CHUNKS_PER_LABEL)
@@ -120,18 +141,19 @@ def style_evaluation(export, labels: dict, train_chunks: list[dict], test_chunks
   scored = [i for i, name in enumerate(test_labels) if name in classes]
   real = style.score(classifier, [test[i] for i in scored], [test_labels[i] for i in scored],
                      classes)
-  generated, generated_labels = {}, []
   rows = len(primes['pitch'])
-  for name in classes:
-    label_id = labels['vocabulary'].index(name)
-    notes = generate_lib.generate(export, primes, sampling, labels=[label_id] * rows)
-    generated[name] = [{feature: values[i] for feature, values in notes.items()}
-                       for i in range(rows)]
-    generated_labels += [name] * rows
-  pieces = [piece for name in classes for piece in generated[name]]
+  neutral = primes_lib.neutral_window(info, info['window_length'])
+  starts = {STARTS[0]: primes,
+            STARTS[1]: {name: np.repeat(values[None], rows, axis=0)
+                        for name, values in neutral.items()}}
+  generated, scores = {}, {}
+  for start, start_primes in starts.items():
+    generated[start] = generate_per_label(export, classes, labels, start_primes, sampling)
+    pieces = [piece for name in classes for piece in generated[start][name]]
+    scores[start] = style.score(classifier, pieces, [name for name in classes
+                                                     for _ in range(rows)], classes)
   return {'classes': classes, 'train_chunks': len(fitted_on), 'real': real,
-          'generated': style.score(classifier, pieces, generated_labels, classes),
-          'pieces_per_label': rows}, generated
+          'generated': scores, 'pieces_per_label': rows}, generated
 
 
 def headline_lines(conditioning: dict) -> list[str]:
@@ -143,18 +165,20 @@ def headline_lines(conditioning: dict) -> list[str]:
   scores = conditioning['style']
   if 'skipped' in scores:
     lines.append(f"style           skipped: {scores['skipped']}")
-  else:
-    lines.append(
-        'style           classifier accuracy on generated pieces '
-        f"{scores['generated']['accuracy']:.1%} vs chance {scores['generated']['chance']:.1%} "
-        f"({len(scores['classes'])} labels x {scores['pieces_per_label']}); on real test pieces "
-        f"{scores['real']['accuracy']:.1%}")
+    return lines
+  generated = ', '.join(f"from {start} {score['accuracy']:.1%}"
+                        for start, score in scores['generated'].items())
+  lines.append(f"style           classifier accuracy on generated pieces {generated} vs chance "
+               f"{scores['real']['chance']:.1%} ({len(scores['classes'])} labels x "
+               f"{scores['pieces_per_label']}); on real test pieces "
+               f"{scores['real']['accuracy']:.1%}")
   return lines
 
 
 def report_section(conditioning: dict, out_dir: str, generated: dict, pieces_dir: str) -> str:
   """The report's Markdown section on the label; writes the confusion plots into ``out_dir``
-  and, per label, the first generated piece's MIDI and piano roll into its ``pieces_dir``."""
+  and, per label, the first piece generated from no prime (MIDI and piano roll) into its
+  ``pieces_dir``. ``generated``: :func:`style_evaluation`'s pieces."""
   likelihood = conditioning['likelihood']
   lines = ['## Conditioning on the label', '',
            'Test NLL (nats/note) of every window with its true label id and with the '
@@ -179,19 +203,23 @@ def report_section(conditioning: dict, out_dir: str, generated: dict, pieces_dir
       f"{scores['train_chunks']} chunks of real training pieces of {len(scores['classes'])} "
       f"labels. Real test chunks: accuracy {scores['real']['accuracy']:.1%} (the ceiling; "
       f"chance {scores['real']['chance']:.1%}, majority {scores['real']['majority_rate']:.1%}). "
-      f"Generated, {scores['pieces_per_label']} pieces per label from the same primes: accuracy "
-      f"{scores['generated']['accuracy']:.1%} against chance {scores['generated']['chance']:.1%}.")
+      f"Generated, {scores['pieces_per_label']} pieces per label, from the same test primes "
+      'for every label, and from no prime (a neutral window: the label is all the model is '
+      'told): accuracy ' + ' and '.join(
+          f"{score['accuracy']:.1%} ({start})" for start, score in scores['generated'].items())
+      + f" against chance {scores['real']['chance']:.1%}.")
+  plotted = {'real': scores['real'], **scores['generated']}
   for kind, path in STYLE_PNG.items():
-    style.plot_confusion(scores[kind], os.path.join(out_dir, path),
-                         f'style classifier on {kind} pieces')
-    lines += ['', f'![confusion matrix, {kind} pieces]({path})']
+    style.plot_confusion(plotted[kind], os.path.join(out_dir, path),
+                         f'style classifier: {kind if kind == "real" else "generated, " + kind}')
+    lines += ['', f'![confusion matrix, {kind}]({path})']
   os.makedirs(os.path.join(out_dir, pieces_dir), exist_ok=True)
   links = []
-  for name, pieces in generated.items():
+  for name, pieces in generated[STARTS[1]].items():
     stem = os.path.join(pieces_dir, f'label_{name}')
     midi_io.write_midi(os.path.join(out_dir, stem + '.mid'), None, pieces[0], 0)
     midi_io.write_piano_roll(os.path.join(out_dir, stem + '.png'), None, pieces[0],
-                             title=f'generated for {name}')
+                             title=f'generated for {name}, no prime')
     links.append(f'[{name}]({stem}.mid) ([piano roll]({stem}.png))')
-  return '\n'.join(lines + ['', 'The first piece generated for each label: ' + ', '.join(links),
-                            ''])
+  return '\n'.join(lines + ['', 'The first piece generated for each label from no prime: '
+                            + ', '.join(links), ''])

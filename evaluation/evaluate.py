@@ -339,7 +339,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   if labelled:
     results['conditioning'] = {'likelihood': conditioning.label_rows(per_label, labels)}
     results['conditioning']['style'], generated_by_label = conditioning.style_evaluation(
-        export, labels, train_chunks, test_chunks, primes, sampling)
+        export, loaded.info, train_chunks, test_chunks, primes, sampling)
 
   model_dir = os.path.dirname(os.path.abspath(export_dir.rstrip('/')))
   log_dir = os.path.join(model_dir, 'logs')

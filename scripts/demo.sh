@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on one machine:
-#   corpus -> preprocess (Beam DirectRunner) -> train (configs/small.yaml) -> export -> generate
-#   -> evaluate (test split vs n-gram baselines, music statistics, report).
+#   corpus -> preprocess (Beam DirectRunner; composers from the folders) -> train
+#   (configs/small.yaml) -> export -> generate (4 pieces, then one per composer) -> evaluate
+#   (test split vs n-gram baselines, music statistics, conditioning on the composer, report).
 # Usage: scripts/demo.sh [CORPUS_FOLDER_OR_GLOB]   (default: music21's bundled corpus as MIDI)
 # Each stage's command is printed first and its time after it. Settings (environment):
 #   PARTITA_DEMO_OUT     where outputs go (default: outputs/demo)
@@ -9,6 +10,8 @@
 #                        fast one CI uses: a few steps, so the music is noise)
 #   PARTITA_VENV         the virtualenv to create or reuse (default: .venv)
 #   PARTITA_CACHE_DIR    where the demo corpus is cached (default: ~/.cache/partita)
+#   PARTITA_DEMO_MIN_LABEL_PIECES  training pieces a composer needs for its own label id
+#                        (default: 8, which gives bach, monteverdi, mozart and beethoven theirs)
 # It fails unless the run wrote its MIDI files and its evaluation report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,11 +43,28 @@ else
     python -m partita.demo_corpus
   corpus="$(python -c 'from partita import demo_corpus; print(demo_corpus.ensure_demo_corpus(progress=False))')"
 fi
-stage "preprocess" python -m beam_pipelines.preprocess --input "$corpus" --output "$out/data"
+# The demo corpus is laid out by composer (bach/..., mozart/...): the folders label the pieces.
+stage "preprocess" python -m beam_pipelines.preprocess --input "$corpus" --output "$out/data" \
+  --label-from-folder --min-label-pieces "${PARTITA_DEMO_MIN_LABEL_PIECES:-8}"
 stage "train + export" python -m trainer.task --data "$out/data" --model-dir "$out/model" \
   --config "$config"
 stage "generate" python -m serving.generate --model "$out/model/export" --out "$out/generated" \
   --num-samples 4 --num-notes 256 --seed 0 --temperature 0.9
+# One piece in the style of each composer the model has an id for (at most four).
+composers=($(python - "$out/model/export" <<'PY'
+import json, os, sys
+labels = json.load(open(os.path.join(sys.argv[1], 'assets', 'info.json')))['labels']
+own = labels['vocabulary'][2:]  # not unknown, not other
+train = {name: sum(c.get('train', 0) for n, c in labels['pieces'].items()
+                   if labels['ids'][n] == labels['vocabulary'].index(name)) for name in own}
+print(' '.join(sorted(own, key=lambda name: -train[name])[:4]))
+PY
+))
+for composer in "${composers[@]}"; do
+  stage "generate in the style of $composer" python -m serving.generate \
+    --model "$out/model/export" --out "$out/composers/$composer" --composer "$composer" \
+    --num-samples 1 --num-notes 256 --seed 0 --temperature 0.9 --no-prime
+done
 stage "evaluate" python -m evaluation.evaluate --data "$out/data" --model "$out/model/export" \
   --out "$out/model/report"
 
@@ -75,6 +95,10 @@ print(f"validation   pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
       f"after {metrics['steps']} steps")
 print(f"report       {out}/model/report/index.html (baselines, music statistics, plots, and "
       "real, model and n-gram pieces side by side; also as report.md)")
+composers_dir = os.path.join(out, 'composers')
+for composer in sorted(os.listdir(composers_dir)) if os.path.isdir(composers_dir) else []:
+  print(f"in the style of {composer:<12} {composers_dir}/{composer}/sample_000.mid "
+        f"(and .png; {composers_dir}/{composer}/index.html to listen)")
 from evaluation import report
 with open(os.path.join(out, 'model', 'report', report.RESULTS_FILE)) as f:
   for line in report.headline_lines(json.load(f)):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from partita import failures
+from partita import constants, failures
 from partita import notes as notes_lib
 from serving import validation
 
@@ -84,10 +84,12 @@ def windows_from_dataset(data_dir: str, window_length: int,
     raise validation.bad_request(str(e)) from e
   records = tf.data.TFRecordDataset(files, compression_type=info['compression'] or None)
   heads = []
+  label_ids = dataset_lib.label_table(info['labels'])  # read, not used: a prime is notes only
   for record in records.take(MAX_DATASET_CHUNKS):
-    chunk = dataset_lib.parse_chunk(record)
+    chunk = dataset_lib.parse_chunk(record, label_ids)
     if len(chunk['pitch']) >= window_length:
-      heads.append({name: values.numpy()[:window_length] for name, values in chunk.items()})
+      heads.append({name: chunk[name].numpy()[:window_length]
+                    for name in constants.NOTE_FEATURES})
   if not heads:
     raise validation.bad_request(
         f'{data_dir}: no test chunk holds a window of {window_length} notes '

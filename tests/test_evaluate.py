@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pretty_midi
 import pytest
+import tensorflow as tf
 from trainer_fixtures import REPO, WINDOW, make_dataset
 
-from evaluation import evaluate
+from evaluation import conditioning, evaluate
 from evaluation import report as report_lib
 from partita import audio, baselines, constants, music_stats
 from partita import dataset as dataset_lib
@@ -18,13 +19,15 @@ from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import task
 
+LABELS = ('bach', 'chopin', 'haydn')
+
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """Random melodies preprocessed with window 8, stride 16, and the tiny preset trained on
   them (4 steps: TensorBoard points at steps 2 and 4)."""
   root = str(tmp_path_factory.mktemp('evaluate'))
-  data_dir = make_dataset(root)
+  data_dir = make_dataset(root, labels=LABELS)
   model_dir = os.path.join(root, 'model')
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
   model, _ = task.train(data_dir, model_dir, config)
@@ -35,9 +38,11 @@ def trained(tmp_path_factory):
 
 def test_model_metrics_match_the_trainers_over_every_test_window(trained):
   info = trained['info']
-  fitted = evaluate.fit_baselines(evaluate.read_chunks(trained['data'], info, 'train'), WINDOW)
+  fitted = evaluate.fit_baselines(
+      evaluate.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
   export = generate_lib.load_export(trained['export']).model
-  rows, windows = evaluate.likelihood(export, trained['data'], info, fitted, batch_size=7)
+  rows, windows, _ = evaluate.likelihood(export, trained['data'], info, fitted, by_label=False,
+                                         batch_size=7)
   assert windows == info['splits']['test']['windows']
   dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),
                                   training=False, batch_size=64)
@@ -58,9 +63,10 @@ def test_model_metrics_match_the_trainers_over_every_test_window(trained):
 
 def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(trained):
   info = trained['info']
-  fitted = evaluate.fit_baselines(evaluate.read_chunks(trained['data'], info, 'train'), WINDOW)
+  fitted = evaluate.fit_baselines(
+      evaluate.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
   export = generate_lib.load_export(trained['export']).model
-  rows, _ = evaluate.likelihood(export, trained['data'], info, fitted)
+  rows, _, _ = evaluate.likelihood(export, trained['data'], info, fitted, by_label=False)
   # The same means, computed from the stored chunks: each chunk's notes from index WINDOW on
   # are targets, each with the notes before it in the chunk as context.
   # The timing baselines score each target's bin, the conditional one given the bin of the
@@ -70,7 +76,7 @@ def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tr
   conditional = fitted['timing']['timing histogram | previous']
   nll, timing_nll = [], {(row, part): [] for row in ('timing histogram', 'timing histogram | '
                                                       'previous') for part in ('step', 'duration')}
-  for chunk in evaluate.read_chunks(trained['data'], info, 'test'):
+  for chunk in evaluate.read_chunks(trained['data'], info, 'test', info['labels']):
     pitch = chunk['pitch']
     contexts = np.stack([pitch[i - 2:i] for i in range(WINDOW, len(pitch))])
     probs = trigram.distribution(contexts)
@@ -85,6 +91,72 @@ def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tr
   for (row, part), values in timing_nll.items():
     assert len(values) == len(nll)
     assert rows[row][f'{part}_nll'] == pytest.approx(np.mean(values), rel=1e-12), (row, part)
+
+
+def test_each_window_is_scored_with_its_label_and_with_none(trained):
+  """The per-label means against predict_next called here with each window's true label id
+  and with the unconditional id, window by window."""
+  info = trained['info']
+  fitted = evaluate.fit_baselines(
+      evaluate.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
+  export = generate_lib.load_export(trained['export']).model
+  rows, windows, sums = evaluate.likelihood(export, trained['data'], info, fitted,
+                                            by_label=True, batch_size=5)
+  dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),
+                                  training=False, batch_size=64)
+  expected = {}
+  for inputs, targets in dataset:
+    label = inputs['label'][:, -1].numpy()
+    for suffix, ids in (('', label), ('_unconditional', np.zeros_like(label))):
+      out = export.predict_next(inputs['pitch'], inputs['step'], inputs['duration'],
+                                inputs['velocity'], targets['step'], targets['pitch'],
+                                targets['duration'], ids)
+      log_probs = tf.nn.log_softmax(out['pitch_logits']).numpy()
+      nll = -log_probs[np.arange(len(label)), targets['pitch'].numpy()]
+      for label_id in np.unique(label):
+        expected.setdefault(int(label_id), {}).setdefault(f'pitch_nll{suffix}', []).extend(
+            nll[label == label_id])
+  test_ids = {int(chunk['label']) for chunk in evaluate.read_chunks(trained['data'], info, 'test',
+                                                                   info['labels'])}
+  assert sorted(sums) == sorted(expected) == sorted(test_ids) and len(test_ids) >= 2
+  for label_id, values in expected.items():
+    assert sums[label_id]['windows'] == len(values['pitch_nll'])
+    for name, nll in values.items():
+      assert sums[label_id][name] == pytest.approx(np.sum(nll), rel=1e-5), (label_id, name)
+  summary = conditioning.label_rows(sums, info['labels'])
+  assert summary['all']['windows'] == windows == summary['labelled']['windows']
+  assert summary['all']['pitch_nll'] == pytest.approx(rows['model']['pitch_nll'], rel=1e-6)
+  everything = {name: np.concatenate([v[name] for v in expected.values()])
+                for name in ('pitch_nll', 'pitch_nll_unconditional')}
+  assert summary['all']['pitch_nll_gain'] == pytest.approx(
+      everything['pitch_nll_unconditional'].mean() - everything['pitch_nll'].mean(), abs=1e-6)
+  pieces = conditioning.test_pieces_per_id(info['labels'])
+  vocabulary = info['labels']['vocabulary']
+  assert sorted(summary['labels']) == sorted(
+      vocabulary[label_id] for label_id in test_ids
+      if pieces.get(label_id, 0) >= conditioning.MIN_TEST_PIECES)
+
+
+def test_label_rows_are_means_per_label_over_labels_with_enough_test_pieces():
+  labels = {'name': 'composer', 'min_pieces': 1, 'vocabulary': ['unknown', 'other', 'bach'],
+            'ids': {'unknown': 0, 'bach': 2, 'liszt': 1},
+            'pieces': {'unknown': {'test': 9}, 'bach': {'test': 5}, 'liszt': {'test': 2}}}
+  sums = {0: {'windows': 2, 'pitch_nll': 6.0, 'pitch_nll_unconditional': 6.0, 'note_nll': 20.0,
+              'note_nll_unconditional': 20.0},
+          1: {'windows': 1, 'pitch_nll': 2.0, 'pitch_nll_unconditional': 2.5, 'note_nll': 9.0,
+              'note_nll_unconditional': 9.0},
+          2: {'windows': 4, 'pitch_nll': 8.0, 'pitch_nll_unconditional': 10.0, 'note_nll': 40.0,
+              'note_nll_unconditional': 41.0}}
+  rows = conditioning.label_rows(sums, labels)
+  assert list(rows['labels']) == ['bach']  # other has 2 test pieces, fewer than 5
+  assert rows['labels']['bach'] == {'pitch_nll': 2.0, 'pitch_nll_unconditional': 2.5,
+                                    'note_nll': 10.0, 'note_nll_unconditional': 10.25,
+                                    'pitch_nll_gain': 0.5, 'note_nll_gain': 0.25, 'windows': 4,
+                                    'test_pieces': 5}
+  assert rows['labelled']['windows'] == 5
+  assert rows['labelled']['pitch_nll_gain'] == pytest.approx((12.5 - 10.0) / 5)
+  assert rows['all']['windows'] == 7
+  assert rows['all']['pitch_nll'] == pytest.approx(16.0 / 7)
 
 
 def test_fit_baselines_uses_the_training_targets():
@@ -149,7 +221,7 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   # each labelled for what it is (the real continuation's piano roll is not "generated").
   with open(os.path.join(out, 'index.html')) as f:
     page = f.read()
-  assert page.count('<table>') == 2 and 'src="features.png"' in page
+  assert page.count('<table>') == 3 and 'src="features.png"' in page
   assert page.count('<section class="piece">') == report_lib.PIECES_PER_SET
   for label in ('real continuation of prime 0', 'model continuation of prime 2',
                 'n-gram continuation of prime 1'):
@@ -175,6 +247,23 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   assert results['baseline_note_nll'] == pytest.approx(
       rows[results['best_ngram']]['pitch_nll'] + results['baseline_timing_nll'], rel=1e-12)
   assert 'mean_timing_seconds' not in results
+  # The label: the likelihood with and without it, and the style classifier's verdicts.
+  assert 'label           test pitch NLL with the true label' in printed
+  assert 'style           classifier accuracy on generated pieces from test primes' in printed
+  style = results['conditioning']['style']
+  assert style['classes'] == [name for name in LABELS if name in style['classes']]
+  assert len(style['classes']) >= 2
+  assert sorted(style['generated']) == sorted(conditioning.STARTS)
+  for score in (style['real'], *style['generated'].values()):
+    assert score['chance'] == pytest.approx(1 / len(style['classes']))
+  for kind, start in zip(conditioning.STARTS, style['generated'], strict=True):
+    assert sum(map(sum, style['generated'][start]['confusion'])) == (
+        len(style['classes']) * style['pieces_per_label']), kind
+  for path in conditioning.STYLE_PNG.values():
+    assert os.path.getsize(os.path.join(out, path)) > 0, path
+  for name in style['classes']:
+    piece = pretty_midi.PrettyMIDI(os.path.join(out, report_lib.PIECES_DIR, f'label_{name}.mid'))
+    assert len(piece.instruments[0].notes) == 8
   with open(os.path.join(out, report_lib.REPORT_FILE)) as f:
     report = f.read()
   # A pipe in a predictor's name is escaped, or it would end its table cell.

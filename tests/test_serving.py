@@ -21,6 +21,7 @@ import yaml
 
 from beam_pipelines import outputs as beam_outputs
 from partita import audio, config_tree, constants, export_contract, failures
+from partita import labels as labels_lib
 from serving import beam_generate, model_handler, validation
 from serving import generate as generate_lib
 from serving import primes as primes_lib
@@ -30,6 +31,7 @@ from trainer import config as config_lib
 from trainer import task
 
 WINDOW = trainer_fixtures.WINDOW
+LABELS = ('bach', 'chopin')
 
 
 def ladder(num_notes):
@@ -39,9 +41,10 @@ def ladder(num_notes):
 
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
-  """A dataset of random melodies and the export of a tiny model trained on it."""
+  """A dataset of random melodies by two composers and the export of a tiny model trained on
+  it."""
   root = str(tmp_path_factory.mktemp('serving'))
-  data_dir = trainer_fixtures.make_dataset(root)
+  data_dir = trainer_fixtures.make_dataset(root, labels=LABELS)
   config = config_lib.load(os.path.join(trainer_fixtures.REPO, 'configs', 'tiny.yaml'))
   task.train(data_dir, os.path.join(root, 'model'), config)
   return {'data': data_dir, 'export': os.path.join(root, 'model', 'export')}
@@ -373,7 +376,8 @@ def listing(folder):
 # What ReadPrimes needs of an export's info.json: the window, and the neutral start's statistics.
 INFO = {'window_length': WINDOW,
         'timing': {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}},
-        'splits': {'train': {'pitch_histogram': [0] * 60 + [5] + [0] * 67}}}
+        'splits': {'train': {'pitch_histogram': [0] * 60 + [5] + [0] * 67}},
+        'labels': labels_lib.vocabulary({'bach': {'train': 2}}, 1, 'composer')}
 
 
 def ladder_window(first_pitch, length=WINDOW):
@@ -410,7 +414,8 @@ def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
 
 def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   assert requests_lib.FIELDS == ('name', 'prime', 'prime_from', 'num_notes', 'temperature',
-                                 'top_k', 'top_p', 'seed', 'seconds', 'program')
+                                 'top_k', 'top_p', 'seed', 'seconds', 'program', 'label',
+                                 'composer')
   defaults = requests_lib.Request(name='', sampling=sampling_lib.Sampling(seed=4), program=40)
   request = requests_lib.parse_request(
       json.dumps({'name': 'a', 'prime': None, 'temperature': 1, 'top_k': 5, 'prime_from': 0}),
@@ -464,7 +469,9 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
               requests_lib.Request('neutral', None),
               requests_lib.Request('gone', str(tmp_path / 'missing.mid')),
               requests_lib.Request('text', text_file),
-              requests_lib.Request('short', short_file)]
+              requests_lib.Request('short', short_file),
+              requests_lib.Request('bach', ladder_file, label='Bach'),
+              requests_lib.Request('mahler', ladder_file, label='mahler')]
   with test_pipeline.TestPipeline() as pipeline:
     primed = pipeline | beam.Create(requests) | requests_lib.ReadPrimes(INFO)
     beam_testing.assert_that(
@@ -474,9 +481,11 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
         beam_testing.equal_to([
             ('start', list(range(40, 48)), [0.0] + [0.25] * 7),
             ('late', list(range(44, 52)), [0.25] * 8),  # from the first onset at 1 s
-            ('neutral', [60] * 8, [0.2] * 8)]), label='Primed')
+            ('neutral', [60] * 8, [0.2] * 8),
+            ('bach', list(range(40, 48)), [0.0] + [0.25] * 7)]), label='Primed')
     beam_testing.assert_that(inputs_and_reasons(primed[beam_outputs.TAG]), beam_testing.equal_to([
-        ('gone', 'prime_not_found'), ('text', 'not_midi'), ('short', 'prime_too_short')]),
+        ('gone', 'prime_not_found'), ('text', 'not_midi'), ('short', 'prime_too_short'),
+        ('mahler', 'unknown_label')]),
                              label='DeadLetters')
 
 
@@ -717,3 +726,75 @@ def test_beam_job_refuses_bad_arguments_before_running(served, tmp_path, capsys,
   assert beam_job(served, out, *[a.format(**paths) for a in args]) == 2
   assert message in capsys.readouterr().err
   assert not out.exists()
+
+
+# Labels.
+
+def test_list_labels_names_every_label_with_its_training_pieces(served, capsys):
+  assert generate_lib.main(['--model', served['export'], '--list-labels']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  with open(os.path.join(served['export'], 'assets', 'info.json')) as f:
+    labels = json.load(f)['labels']
+  assert labels['vocabulary'] == ['unknown', 'other', *LABELS]
+  assert lines[0].startswith('composer labels of this model (--composer NAME')
+  for label_id, name in enumerate(labels['vocabulary']):
+    pieces = labels['pieces'].get(name, {}).get('train', 0)
+    assert lines[1 + label_id].split() == [str(label_id), name, str(pieces), 'training', 'pieces']
+
+
+def test_composer_conditions_the_pieces_and_an_unknown_one_is_refused(served, tmp_path, capsys):
+  outs = {}
+  for composer in LABELS:
+    outs[composer] = tmp_path / composer
+    assert generate(served, outs[composer], '--composer', composer.title(), '--num-samples', 2,
+                    '--num-notes', 16, '--seed', 4) == 0
+    page = (outs[composer] / 'index.html').read_text()
+    assert page.count(f'<dt>label</dt><dd>{composer.title()}</dd>') == 2  # one per sample
+    resolved = yaml.safe_load((outs[composer] / 'generation.yaml').read_text())
+    assert resolved['options']['label'] == composer.title()
+  # Same primes and seeds: only the label differs, and so do the notes.
+  bach, chopin = (instruments(outs[name] / 'sample_000.mid')['continuation'] for name in LABELS)
+  assert [n.end - n.start for n in bach] != [n.end - n.start for n in chopin]
+  unconditional = tmp_path / 'none'
+  assert generate(served, unconditional, '--num-samples', 1, '--num-notes', 4) == 0
+  assert '<dt>label</dt><dd>none (unconditional)</dd>' in (
+      unconditional / 'index.html').read_text()
+  capsys.readouterr()
+  assert generate(served, tmp_path / 'mahler', '--composer', 'mahler') == 2
+  assert capsys.readouterr().err.strip() == (
+      "error: no composer 'mahler'; known: unknown, other, bach, chopin")
+  assert not (tmp_path / 'mahler').exists()
+
+
+def test_beam_job_takes_a_composer_per_request_and_dead_letters_unknown_ones(served, tmp_path):
+  midi_builders.write_midi(tmp_path / 'primes' / 'ladder.mid', ladder(20))
+  requests = [
+      {'name': 'as_bach', 'prime': '../primes/ladder.mid', 'num_notes': 6, 'composer': 'bach'},
+      {'name': 'as_chopin', 'prime': '../primes/ladder.mid', 'num_notes': 6, 'label': 'chopin'},
+      {'name': 'default', 'prime': '../primes/ladder.mid', 'num_notes': 6},
+      {'name': 'nobody', 'prime': '../primes/ladder.mid', 'composer': None, 'num_notes': 6},
+      {'name': 'mahler', 'prime': '../primes/ladder.mid', 'composer': 'mahler'},
+      {'name': 'both', 'prime': '../primes/ladder.mid', 'composer': 'bach', 'label': 'bach'},
+      {'name': 'number', 'prime': '../primes/ladder.mid', 'composer': 3},
+  ]
+  manifest = write_manifest(tmp_path / 'manifests' / 'requests.jsonl', requests)
+  out = tmp_path / 'out'
+  # --composer is every request's default; a line's own composer (even null) replaces it.
+  assert beam_job(served, out, '--manifest', manifest, '--composer', 'chopin') == 0
+  summary = json.loads((out / 'summary.json').read_text())
+  assert (summary['written'], summary['dead_letter_reasons']) == (
+      4, {'bad_request': 2, 'unknown_label': 1})
+  dead = {d['input']: d for d in (json.loads(line) for line in (
+      out / 'dead_letter' / 'dead_letters-00000-of-00001.jsonl').read_text().splitlines())}
+  assert dead['mahler']['detail'] == "no composer 'mahler'; known: unknown, other, bach, chopin"
+  page = (out / 'index.html').read_text()
+  for name, label in (('as_bach', 'bach'), ('as_chopin', 'chopin'), ('default', 'chopin'),
+                      ('nobody', 'none (unconditional)')):
+    section = page[page.index(f'<h3>{name}</h3>'):]
+    assert f'<dt>label</dt><dd>{label}</dd>' in section[:section.index('</section>')], name
+  # The same prime and seed: the default's notes are as_chopin's, not as_bach's.
+  assert (out / 'default.mid').read_bytes() == (out / 'as_chopin.mid').read_bytes()
+  assert (out / 'as_bach.mid').read_bytes() != (out / 'as_chopin.mid').read_bytes()
+  assert beam_job(served, tmp_path / 'refused', '--manifest', manifest,
+                  '--composer', 'mahler') == 2
+  assert not (tmp_path / 'refused').exists()

@@ -19,19 +19,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINDOW = 8
 
 
-def make_dataset(root: str, num_pieces: int = 12) -> str:
+def make_dataset(root: str, num_pieces: int = 12, labels: tuple[str, ...] = ()) -> str:
   """Preprocesses ``num_pieces`` random melodies into ``root/data``; returns that folder.
 
   Equal split weights leave pieces in every split, and a short stride makes several chunks
-  per piece.
+  per piece. With ``labels``, piece ``i`` is named ``<labels[i % n]>-piece<i>.mid`` and labelled
+  so from its name, every label with an id of its own.
   """
   corpus = os.path.join(root, 'corpus')
   for i in range(num_pieces):
-    write_midi(os.path.join(corpus, f'piece{i:02d}.mid'), random_melody(i, 40 + 5 * i))
+    prefix = f'{labels[i % len(labels)]}-' if labels else ''
+    write_midi(os.path.join(corpus, f'{prefix}piece{i:02d}.mid'), random_melody(i, 40 + 5 * i))
   data_dir = os.path.join(root, 'data')
   config = preprocess.PreprocessConfig(
       input=corpus, output=data_dir, window_length=WINDOW, stride=16,
-      split_ratios=(('train', 1.0), ('validation', 1.0), ('test', 1.0)))
+      split_ratios=(('train', 1.0), ('validation', 1.0), ('test', 1.0)),
+      label_regex=r'^([a-z]+)-' if labels else '', min_label_pieces=1)
   preprocess.run(config, ['--runner=DirectRunner'])
   return data_dir
 
