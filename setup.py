@@ -42,6 +42,9 @@ setuptools.setup(
         'note-seq==0.0.5',  # NoteSequence inputs; reference sustain behaviour
         'matplotlib>=3.8,<4',  # piano rolls
         'markdown>=3.5,<4',  # the evaluation report's tables on its index.html
+        # The evaluation's composer-style classifier (evaluation/style.py): a standardised
+        # multinomial logistic regression is scikit-learn's job, not ours to write.
+        'scikit-learn>=1.5,<2',
         'pyyaml>=6,<7',
     ],
     extras_require={'demo': DEMO, 'gcp': GCP, 'dev': DEMO + GCP + TEST_TOOLS},
