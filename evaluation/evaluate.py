@@ -281,6 +281,26 @@ def statistics_summary(comparisons: dict, pieces: int, sampling: sampling_lib.Sa
   }
 
 
+def generated_statistics(export, primes: dict, real: list[dict], ngram: baselines.NGram,
+                         train_chunks: list[dict], window_length: int,
+                         sampling: sampling_lib.Sampling) -> tuple[dict, dict, dict, dict]:
+  """The model's and the n-gram's pieces after ``primes`` against the ``real`` continuations:
+  (sets, their features, their comparisons with the real set, ``results['statistics']``), or
+  empty sets and the reason they were skipped when fewer than 3 real pieces are long enough."""
+  if len(real) < 3:
+    return {}, {}, {}, {
+        'skipped': f'{len(real)} test chunks hold a window plus {sampling.num_notes} notes; at '
+                   'least 3 are needed (try a smaller --num-notes)'}
+  sets = {'real': real,
+          'model': model_pieces(export, primes, sampling),
+          'n-gram': ngram_pieces(ngram, primes, sampling.num_notes, train_chunks, window_length,
+                                 sampling.seed)}
+  features = {name: music_stats.set_features(pieces) for name, pieces in sets.items()}
+  comparisons = {name: music_stats.compare_sets(features['real'], features[name])
+                 for name in ('model', 'n-gram')}
+  return sets, features, comparisons, statistics_summary(comparisons, len(real), sampling)
+
+
 def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
              num_notes: int | None = None, temperature: float = 1.0, seed: int = 0) -> dict:
   """Runs the whole evaluation, writes the report into ``out_dir``, returns its numbers.
@@ -320,20 +340,8 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   }
 
   primes, real = choose_primes(test_chunks, window_length, num_pieces, num_notes)
-  sets, features, comparisons = {}, {}, {}
-  if len(real) >= 3:
-    sets = {'real': real,
-            'model': model_pieces(export, primes, sampling),
-            'n-gram': ngram_pieces(fitted['pitch'][best_ngram], primes, num_notes,
-                                   train_chunks, window_length, seed)}
-    features = {name: music_stats.set_features(pieces) for name, pieces in sets.items()}
-    comparisons = {name: music_stats.compare_sets(features['real'], features[name])
-                   for name in ('model', 'n-gram')}
-    results['statistics'] = statistics_summary(comparisons, len(real), sampling)
-  else:
-    results['statistics'] = {
-        'skipped': f'{len(real)} test chunks hold a window plus {num_notes} notes; at least 3 '
-                   'are needed (try a smaller --num-notes)'}
+  sets, features, comparisons, results['statistics'] = generated_statistics(
+      export, primes, real, fitted['pitch'][best_ngram], train_chunks, window_length, sampling)
 
   generated_by_label = {}
   if labelled:
