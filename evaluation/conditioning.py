@@ -46,15 +46,6 @@ def own_labels(labels: dict) -> list[str]:
   return labels['vocabulary'][labels_lib.OTHER_ID + 1:]
 
 
-def test_pieces_per_id(labels: dict) -> dict[int, int]:
-  """Test pieces per label id (rare names counted under ``other``'s id)."""
-  pieces: dict[int, int] = {}
-  for name, counts in labels['pieces'].items():
-    label_id = labels['ids'][name]
-    pieces[label_id] = pieces.get(label_id, 0) + counts.get('test', 0)
-  return pieces
-
-
 def label_rows(sums: dict[int, dict[str, float]], labels: dict) -> dict:
   """Per-label and overall means from ``{label id: {metric: sum, 'windows': count}}``
   (metrics ``pitch_nll``, ``note_nll`` and their ``*_unconditional`` twins).
@@ -72,7 +63,7 @@ def label_rows(sums: dict[int, dict[str, float]], labels: dict) -> dict:
         row[f'{metric}_gain'] = row[f'{metric}_unconditional'] - row[metric]
     return {**row, 'windows': windows}
 
-  pieces = test_pieces_per_id(labels)
+  pieces = labels_lib.pieces_per_id(labels, 'test')
   rows = {}
   for label_id, part in sorted(sums.items()):
     if label_id != labels_lib.UNCONDITIONAL_ID and pieces.get(label_id, 0) >= MIN_TEST_PIECES:

@@ -134,6 +134,16 @@ def vocabulary(pieces: dict[str, dict[str, int]], min_pieces: int, label_name: s
           'pieces': {name: dict(sorted(counts.items())) for name, counts in sorted(pieces.items())}}
 
 
+def pieces_per_id(labels: dict, split: str) -> dict[int, int]:
+  """Pieces of ``split`` per label id in info.json's ``labels`` (the rare names counted under
+  :data:`OTHER_ID`)."""
+  pieces: dict[int, int] = {}
+  for name, counts in labels['pieces'].items():
+    label_id = labels['ids'][name]
+    pieces[label_id] = pieces.get(label_id, 0) + counts.get(split, 0)
+  return pieces
+
+
 def requested_id(labels: dict, name: str) -> int:
   """The id to generate the label ``name`` with: one of ``labels['vocabulary']`` (info.json's
   ``labels``).

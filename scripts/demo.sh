@@ -53,11 +53,11 @@ stage "generate" python -m serving.generate --model "$out/model/export" --out "$
 # One piece in the style of each composer the model has an id for (at most four).
 composers=($(python - "$out/model/export" <<'PY'
 import json, os, sys
+from partita import labels as labels_lib
 labels = json.load(open(os.path.join(sys.argv[1], 'assets', 'info.json')))['labels']
-own = labels['vocabulary'][2:]  # not unknown, not other
-train = {name: sum(c.get('train', 0) for n, c in labels['pieces'].items()
-                   if labels['ids'][n] == labels['vocabulary'].index(name)) for name in own}
-print(' '.join(sorted(own, key=lambda name: -train[name])[:4]))
+train = labels_lib.pieces_per_id(labels, 'train')
+own = range(labels_lib.OTHER_ID + 1, len(labels['vocabulary']))  # not unknown, not other
+print(' '.join(labels['vocabulary'][i] for i in sorted(own, key=lambda i: -train.get(i, 0))[:4]))
 PY
 ))
 for composer in "${composers[@]}"; do

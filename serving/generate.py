@@ -170,10 +170,10 @@ def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampli
   ``seeds``: one per row; by default ``sampling.seed + row``
   (``export_contract.row_seeds``). ``labels``: one label id per row (``partita.labels``); by
   default the unconditional id. A row's notes depend only on its prime, the sampling
-  parameters and its seed, not on the other rows. ``rows``: pad the call to this many rows
-  (copies of the first), because the CPU's matrix kernels choose their order of summation by
-  batch size: calls of one size give every row bit-identical times, calls of different sizes
-  may differ in the last bits of a time (pitches agreed in every test).
+  parameters, its label and its seed, not on the other rows. ``rows``: pad the call to this
+  many rows (copies of the first), because the CPU's matrix kernels choose their order of
+  summation by batch size: calls of one size give every row bit-identical times, calls of
+  different sizes may differ in the last bits of a time (pitches agreed in every test).
   """
   import tensorflow as tf
   batch = len(primes['pitch'])
@@ -380,9 +380,7 @@ def list_labels(export: Export) -> list[str]:
   """The lines of ``--list-labels``: each label the model can be asked for, with its id and
   training pieces."""
   labels = export.info['labels']
-  train = {}
-  for name, counts in labels['pieces'].items():
-    train[labels['ids'][name]] = train.get(labels['ids'][name], 0) + counts.get('train', 0)
+  train = labels_lib.pieces_per_id(labels, 'train')
   lines = [f"{labels['name']} labels of this model (--composer NAME or --label NAME; none: "
            'unconditional):']
   for label_id, name in enumerate(labels['vocabulary']):

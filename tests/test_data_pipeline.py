@@ -28,13 +28,25 @@ def piece(index, num_notes):
   }
 
 
-def example(chunk):
+# Piece i's label: even pieces are Bach's, odd ones Chopin's (ids 2 and 3 in LABELS).
+COMPOSERS = ('bach', 'chopin')
+LABELS = {'name': 'composer', 'min_pieces': 1, 'vocabulary': ['unknown', 'other', *COMPOSERS],
+          'ids': {'unknown': 0, 'bach': 2, 'chopin': 3}, 'pieces': {}}
+
+
+def label_id(index):
+  return 2 + index % 2
+
+
+def example(chunk, index):
   train = tf.train
   return train.Example(features=train.Features(feature={
       'pitch': train.Feature(int64_list=train.Int64List(value=chunk['pitch'])),
       'step': train.Feature(float_list=train.FloatList(value=chunk['step'])),
       'duration': train.Feature(float_list=train.FloatList(value=chunk['duration'])),
       'velocity': train.Feature(int64_list=train.Int64List(value=chunk['velocity'])),
+      'label': train.Feature(bytes_list=train.BytesList(
+          value=[COMPOSERS[index % 2].encode()])),
   })).SerializeToString()
 
 
@@ -61,11 +73,11 @@ def dataset(tmp_path_factory):
           notes = piece(index, 17 + 3 * index)
           pieces[split].append(notes)
           for chunk in contract.chunks(notes, WINDOW, STRIDE):
-            writer.write(example(chunk))
+            writer.write(example(chunk, index))
     splits[split] = {'windows': len(expected_windows(pieces[split]))}
   info = {
       'format_version': contract.FORMAT_VERSION, 'window_length': WINDOW, 'stride': STRIDE,
-      'compression': 'GZIP', 'splits': splits,
+      'compression': 'GZIP', 'splits': splits, 'labels': LABELS,
       'shard_patterns': {split: contract.shard_pattern(split) for split in contract.SPLITS},
   }
   (root / contract.INFO_FILE).write_text(json.dumps(info))
@@ -88,7 +100,11 @@ def test_validation_is_every_window_in_order_with_exact_cardinality(dataset):
   assert got == expected  # no augmentation, no shuffling
   inputs, targets = next(iter(ds))
   assert inputs['pitch'].dtype == tf.int32 and targets['pitch'].dtype == tf.int32
-  assert inputs['pitch'].shape == (5, WINDOW)
+  assert inputs['pitch'].shape == inputs['label'].shape == (5, WINDOW)
+  # Every window carries its piece's label id at every note (piece 6 is Bach's); a label is
+  # not a target.
+  np.testing.assert_array_equal(inputs['label'], np.full((5, WINDOW), label_id(6)))
+  assert 'label' not in targets
   np.testing.assert_allclose(targets['velocity'].numpy(), [66 / 127] * 5, rtol=1e-6)
 
 
@@ -182,11 +198,35 @@ def test_training_augmentation_per_window(dataset):
                              rtol=1e-4)
 
 
+def test_training_labels_are_each_windows_own_or_dropped_to_the_unconditional_id(dataset):
+  """With label_dropout p, each window keeps its piece's label id at every note or, with
+  probability p, has the unconditional id at every note instead."""
+  config = config_lib.DataConfig(shuffle_buffer=10, label_dropout=0.3)
+  ds = data_lib.make_dataset(dataset['dir'], dataset['info'], 'train', config, training=True,
+                             batch_size=64)
+  kept = dropped = 0
+  for inputs, _ in ds.take(20):
+    label = inputs['label'].numpy()
+    assert np.all(label == label[:, :1])  # one label per window
+    piece_index = (inputs['step'].numpy()[:, 0] // 100).astype(int)
+    own = label[:, 0] == 2 + piece_index % 2
+    assert np.all(own | (label[:, 0] == 0))
+    kept += own.sum()
+    dropped += (~own).sum()
+  assert 0.2 < dropped / (kept + dropped) < 0.4  # 1,280 windows at p = 0.3
+  without = data_lib.make_dataset(dataset['dir'], dataset['info'], 'train',
+                                  config_lib.DataConfig(shuffle_buffer=10, label_dropout=0),
+                                  training=True, batch_size=64)
+  inputs, _ = next(iter(without))
+  assert np.all(inputs['label'].numpy() != 0)
+
+
 def test_augment_clips_transposition_to_the_piano_range_per_window():
-  config = config_lib.DataConfig(transpose_semitones=12)
+  config = config_lib.DataConfig(transpose_semitones=12, label_dropout=0)
   windows = {
       'pitch': tf.constant([[120, 125, 110], [0, 3, 60], [60, 62, 64]], tf.int32),
       'step': tf.ones([3, 3]), 'duration': tf.ones([3, 3]), 'velocity': tf.ones([3, 3]),
+      'label': tf.fill([3, 3], 2),
   }
   for seed in range(20):
     out = data_lib.augment(windows, config, tf.constant([seed, 1], tf.int64))

@@ -14,6 +14,7 @@ from evaluation import conditioning, evaluate
 from evaluation import report as report_lib
 from partita import audio, baselines, constants, music_stats
 from partita import dataset as dataset_lib
+from partita import labels as labels_lib
 from serving import generate as generate_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
@@ -130,7 +131,7 @@ def test_each_window_is_scored_with_its_label_and_with_none(trained):
                 for name in ('pitch_nll', 'pitch_nll_unconditional')}
   assert summary['all']['pitch_nll_gain'] == pytest.approx(
       everything['pitch_nll_unconditional'].mean() - everything['pitch_nll'].mean(), abs=1e-6)
-  pieces = conditioning.test_pieces_per_id(info['labels'])
+  pieces = labels_lib.pieces_per_id(info['labels'], 'test')
   vocabulary = info['labels']['vocabulary']
   assert sorted(summary['labels']) == sorted(
       vocabulary[label_id] for label_id in test_ids

@@ -182,6 +182,7 @@ def test_export_generates_in_a_fresh_process_without_project_code(trained, tmp_p
   # next note (a chord note, pitch 60, held 0.5 s).
   with open(os.path.join(export, 'assets', 'primes.json')) as f:
     primes = {name: np.asarray(values) for name, values in json.load(f).items()}
+  primes['label'] = np.zeros_like(primes['pitch'])  # the unconditional id the process used
   expected = trained['model'](primes, {'step': np.zeros(num_primes, np.float32),
                                        'pitch': np.full(num_primes, 60),
                                        'duration': np.full(num_primes, 0.5, np.float32)},

@@ -356,7 +356,8 @@ def synthetic_batches(count: int, batch_size: int = 16) -> tf.data.Dataset:
     inputs = {'pitch': tf.cast(uniform([batch_size, WINDOW], 0, 0, 128), tf.int32),
               'step': uniform([batch_size, WINDOW], 1, 0.0, 1.0),
               'duration': uniform([batch_size, WINDOW], 2, 0.0, 1.0),
-              'velocity': tf.round(uniform([batch_size, WINDOW], 3, 1.0, 127.0))}
+              'velocity': tf.round(uniform([batch_size, WINDOW], 3, 1.0, 127.0)),
+              'label': tf.zeros([batch_size, WINDOW], tf.int32)}
     targets = {'pitch': tf.cast(uniform([batch_size], 4, 0, 128), tf.int32),
                'step': uniform([batch_size], 5, 0.0, 1.0),
                'duration': uniform([batch_size], 6, 0.0, 1.0),
@@ -495,8 +496,9 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
       results[strategy] = weights, losses, json.load(f)
   (weights, losses, metrics), (one_weights, one_losses, one_metrics) = (
       results['mirrored'], results['default'])
-  # Embedding 1, BiLSTM 6, LSTM 3, and the four heads' two dense layers' kernels and biases 16.
-  assert len(weights) == len(one_weights) == 26
+  # The pitch and label embeddings 2, BiLSTM 6, LSTM 3, and the four heads' two dense layers'
+  # kernels and biases 16.
+  assert len(weights) == len(one_weights) == 27
   for name, value in one_weights.items():
     np.testing.assert_allclose(weights[name], value, rtol=0, atol=1e-5, err_msg=name)
   assert sorted(losses) == sorted(one_losses) == [
