@@ -73,6 +73,12 @@ if [ ! -s "${samples[0]}" ] || [ ! -s "$out/model/report/report.md" ]; then
   echo "error: the run did not write its MIDI files and report ($out/generated, $out/model/report)" >&2
   exit 1
 fi
+for composer in "${composers[@]}"; do
+  if [ ! -s "$out/composers/$composer/sample_000.mid" ]; then
+    echo "error: the run did not write its piece in the style of $composer" >&2
+    exit 1
+  fi
+done
 
 echo
 echo "== done in $((SECONDS - start)) s: $timings"
