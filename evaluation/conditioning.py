@@ -12,8 +12,9 @@ Two measurements, both on the test split of a dataset whose pieces carry labels
 * **Style** (:func:`style_evaluation`): ``evaluation.style``'s classifier is fitted on the
   chunks of real training pieces of every label with an id of its own, scored on the real test
   chunks (the ceiling: how well these statistics tell the labels apart at all) and on pieces the
-  model generates for each label. Every label's pieces start from the *same* primes (test
-  windows of every label, spread over the split), so what tells them apart is the label alone.
+  model generates for each label, from two starts (:data:`STARTS`): the *same* test primes for
+  every label (windows of every label, spread over the split), and no prime (the neutral
+  window), so what tells one label's pieces from another's is the label alone.
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ class NoteModel(keras.Model):
 
   def encode(self, window: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     """``[batch, window]`` notes -> the ``[batch, units]`` float32 vector the heads read to
-    predict the note after the window."""
+    predict the note after the window (with the label's embedding when it enters at the
+    heads)."""
     if self.causal:
       return self.encode_sequence(window, training)[0][:, -1]
     x = self.dropout(self.bilstm(self.note_features(window)), training=training)
