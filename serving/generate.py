@@ -341,7 +341,8 @@ def run(export_dir: str, out_dir: str, sampling: sampling_lib.Sampling,
     stem = os.path.join(out_dir, name)
     try:
       write_sample(stem, None if options.no_prime else prime_list[sample], continuation,
-                   options.program, f'sample {sample}: {sources[sample]}', render_with)
+                   options.program, f'sample {sample}: {sources[sample]}'
+                   + (f', {options.label}' if options.label else ''), render_with)
     except audio.AudioError as e:
       raise validation.bad_request(f'audio for {stem}.mid: {e}') from e
     written.append(stem + '.mid')
