@@ -277,7 +277,10 @@ class ReadNoteSequencesAgainFn(beam.DoFn):
 
   def process(self, element):
     path, survivors = element
-    wanted = {int(survivor[1][0][0].rpartition('#')[2]): survivor for survivor in survivors}
+    wanted = {}
+    for survivor in survivors:
+      _, ((name, _), *_) = survivor
+      wanted[int(name.rpartition('#')[2])] = survivor
     detail = 'the file has fewer records than when it was first read'
     try:
       for index, record in enumerate(note_sequence_records(self._tf, path)):

@@ -327,10 +327,9 @@ class ParseAndDedup(beam.PTransform):
   is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says, and labelled from the
   sources ``config`` names. Inputs with the same notes are kept once, under the smallest name
   (:class:`KeepFirstPathFn`, which also says which label wins); ``copies`` counts all of
-  them. Only
-  fingerprints and names cross the shuffle (:func:`build_pipeline` reads and parses each
-  survivor again), so it does not grow with the notes. Outputs a dict: ``survivors`` and
-  ``dead_letter``.
+  them. Only fingerprints, names and labels cross the shuffle (:func:`build_pipeline` reads
+  and parses each survivor again), so it does not grow with the notes. Outputs a dict:
+  ``survivors`` and ``dead_letter``.
   """
 
   def __init__(self, config: PreprocessConfig):

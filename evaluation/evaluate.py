@@ -151,8 +151,9 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict, by_label: bool,
     add(sums.setdefault('model', {}), scores)
     if by_label:
       unconditional = _model_scores(predict_next(*arguments, tf.zeros_like(label)), target)
-      for label_id in np.unique(label.numpy()):
-        rows = label.numpy() == label_id
+      window_labels = label.numpy()
+      for label_id in np.unique(window_labels):
+        rows = window_labels == label_id
         add(per_label.setdefault(int(label_id), {}), {
             'windows': rows, **{f'{metric}{suffix}': values[metric][rows]
                                 for metric in ('pitch_nll', 'note_nll')

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from beam_pipelines import preprocess
-from partita import contract
+from partita import contract, failures
 from partita import dataset as dataset_lib
 from partita import labels as labels_lib
 from partita import notes as notes_lib
@@ -66,8 +66,7 @@ def test_the_vocabulary_gives_rare_labels_the_other_id():
     labels_lib.requested_id(labels, 'liszt')
   with pytest.raises(KeyError, match="no composer 'mahler'; known: unknown, other, bach, chopin"):
     labels_lib.requested_id(labels, 'mahler')
-  rejection = pytest.raises(Exception, match='no composer')
-  with rejection as info:
+  with pytest.raises(failures.RejectionError, match='no composer') as info:
     validation.label_id(labels, 'mahler')
   assert info.value.reason == 'unknown_label'
   assert validation.label_id(labels, None) == labels_lib.UNCONDITIONAL_ID
