@@ -10,9 +10,11 @@ inputs the dedup kept, so that only names and fingerprints, never notes, cross t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import warnings
+import zlib
 
 import apache_beam as beam
 from apache_beam import metrics
@@ -26,6 +28,12 @@ from partita import labels as labels_lib
 # read again.
 MIDI = 'midi'
 NOTE_SEQUENCES = 'note_sequences'
+
+# Matched files travel to the readers in batches of this many (path, size) pairs, compressed
+# together: the shuffle that spreads the reads over workers then carries a few bytes a file
+# (paths in one folder share most of their characters) instead of its whole path, and each
+# worker still gets work in pieces of well under a second.
+PATHS_PER_BATCH = 64
 
 # escape_glob matches a literal '[' with the class '[[]'; Beam turns that into the regex '[[]',
 # which Python's re flags as a possible future nested set. It means exactly '[' today.
@@ -87,6 +95,16 @@ def label_sources(config) -> labels_lib.LabelSources:
                                  folder_roots=roots,
                                  unknown_names=tuple(labels_lib.normalize(name)
                                                      for name in config.unknown_labels))
+
+
+def pack_paths(batch: list[tuple[str, int]]) -> bytes:
+  """A batch of (path, size) pairs as one compressed value (sorted: neighbours share prefixes)."""
+  return zlib.compress(json.dumps(sorted(batch)).encode(), 9)
+
+
+def unpack_paths(packed: bytes) -> list[tuple[str, int]]:
+  """The (path, size) pairs of :func:`pack_paths`' value."""
+  return [(path, size) for path, size in json.loads(zlib.decompress(packed))]
 
 
 def read_bytes(path: str) -> bytes:
@@ -219,9 +237,14 @@ class ReadInputs(beam.PTransform):
     files = (matched
              | 'AllMatched' >> beam.Flatten()
              | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(constants.MIDI_SUFFIXES))
-             # Only (path, size) crosses the shuffle that spreads the reads over workers.
+             # Only packed batches of (path, size) cross the shuffle that spreads the reads over
+             # workers.
              | 'PathAndSize' >> beam.Map(lambda m: (m.path, m.size_in_bytes))
-             | 'Reshuffle' >> beam.Reshuffle())
+             | 'Batch' >> beam.BatchElements(min_batch_size=PATHS_PER_BATCH,
+                                             max_batch_size=PATHS_PER_BATCH)
+             | 'Pack' >> beam.Map(pack_paths)
+             | 'Reshuffle' >> beam.Reshuffle()
+             | 'Unpack' >> beam.FlatMap(unpack_paths))
     read = files | 'Read' >> beam.ParDo(ReadFileFn(config.max_file_bytes)).with_outputs(
         beam_outputs.TAG, main='files')
     outputs = {MIDI: read.files}

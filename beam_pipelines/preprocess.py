@@ -290,33 +290,46 @@ class KeepFirstPathFn(beam.CombineFn):
   that has one (an unknown copy never overrides a known one) and flags a conflict when the
   copies carry two different known labels.
 
-  Outputs ``((name, kind), copies, label, conflict)``.
+  Outputs ``((name, kind), copies, label, conflict)``. The accumulator, which is what crosses
+  the shuffle, holds each name once: ``(kept, copies, labelled, conflict)``, ``kept`` being the
+  smallest-named copy's ``(name, kind, label)`` and ``labelled`` the smallest-named copy with a
+  known label as ``(name, label)``, or None when that is ``kept`` itself or no copy has one.
   """
 
   def create_accumulator(self):
-    return None, 0, None, frozenset()  # kept, copies, (name, label) labelled first, labels
+    return None, 0, None, False
 
   def add_input(self, accumulator, element):
-    name, kind, label = element
-    known = label != labels_lib.UNKNOWN
-    return self.merge_accumulators([accumulator, (
-        (name, kind), 1, (name, label) if known else None, frozenset([label] if known else []))])
+    return self.merge_accumulators([accumulator, (element, 1, None, False)])
 
   def merge_accumulators(self, accumulators):
-    kept, count, labelled, labels = None, 0, None, frozenset()
-    for candidate, n, candidate_labelled, candidate_labels in accumulators:
+    kept, count, labelled, conflict, labels = None, 0, None, False, set()
+    for candidate, n, candidate_labelled, candidate_conflict in accumulators:
       count += n
-      labels |= candidate_labels
+      conflict |= candidate_conflict
       if candidate is not None and (kept is None or candidate[0] < kept[0]):
         kept = candidate
-      if candidate_labelled is not None and (labelled is None
-                                             or candidate_labelled[0] < labelled[0]):
-        labelled = candidate_labelled
-    return kept, count, labelled, labels
+      candidate_labelled = candidate_labelled or self.own_label(candidate)
+      if candidate_labelled is not None:
+        labels.add(candidate_labelled[1])
+        if labelled is None or candidate_labelled[0] < labelled[0]:
+          labelled = candidate_labelled
+    if labelled is not None and labelled == self.own_label(kept):
+      labelled = None
+    return kept, count, labelled, conflict or len(labels) > 1
+
+  @staticmethod
+  def own_label(kept):
+    """``(name, label)`` of a kept copy whose label is known, else None."""
+    if kept is None or kept[2] == labels_lib.UNKNOWN:
+      return None
+    return kept[0], kept[2]
 
   def extract_output(self, accumulator):
-    kept, count, labelled, labels = accumulator
-    return kept, count, labelled[1] if labelled else labels_lib.UNKNOWN, len(labels) > 1
+    kept, count, labelled, conflict = accumulator
+    labelled = labelled or self.own_label(kept)
+    return (kept and kept[:2], count, labelled[1] if labelled else labels_lib.UNKNOWN,
+            conflict)
 
 
 class ParseAndDedup(beam.PTransform):
@@ -388,9 +401,10 @@ class SplitAndChunkFn(IsolatedParsingFn):
                                               'its notes changed after the dedup read them'))
       return
     split = notes_lib.split_for(fingerprint.hex(), dict(self._config.split_ratios))
-    chunks = contract.chunks(piece, self._config.window_length, self._config.stride)
+    chunks = contract.serialized_chunks(piece, self._config.window_length, self._config.stride,
+                                        label)
     for chunk in chunks:
-      yield beam.pvalue.TaggedOutput(split, contract.serialize_chunk(chunk, label))
+      yield beam.pvalue.TaggedOutput(split, chunk)
     stats = info_lib.piece_stats(piece, copies, len(chunks), self._config.window_length, label,
                                  conflict)
     yield beam.pvalue.TaggedOutput('stats', (split, stats))

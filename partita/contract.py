@@ -10,6 +10,8 @@ times instead of ``window_length`` times (stride-1 windows on disk).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 INFO_FILE = 'info.json'
@@ -77,32 +79,79 @@ def _field(tag: int, payload: bytes) -> bytes:
   return bytes([tag]) + _varint(len(payload)) + payload
 
 
-def _entry(name: str, feature: bytes) -> bytes:
-  return _field(_LENGTH_DELIMITED_1,
-                _field(_LENGTH_DELIMITED_1, name.encode()) + _field(_MAP_VALUE, feature))
+def _header(tag: int, length: int) -> bytes:
+  """What precedes a length-delimited payload of ``length`` bytes."""
+  return bytes([tag]) + _varint(length)
+
+
+def _entry_header(name: str, dtype: str, payload_length: int) -> bytes:
+  """What precedes the packed values (``payload_length`` bytes) of feature ``name`` in a
+  Features map: entry, key, Feature and list headers."""
+  packed = _header(_LENGTH_DELIMITED_1, payload_length)
+  feature = _header(_FEATURE_TAGS[dtype], len(packed) + payload_length) + packed
+  key_and_value = (_field(_LENGTH_DELIMITED_1, name.encode())
+                   + _header(_MAP_VALUE, len(feature) + payload_length) + feature)
+  return _header(_LENGTH_DELIMITED_1, len(key_and_value) + payload_length) + key_and_value
+
+
+BYTES_PER_VALUE = {'int64': 1, 'float32': 4}
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_frame(num_notes: int, label: str) -> tuple[bytes, ...]:
+  """The bytes around the payloads of a ``num_notes``-note chunk labelled ``label``: one
+  before each FEATURE_DTYPES payload (the first also opens the Example), and the label's
+  entry after the last. Chunks share a few lengths, so a frame is built once and reused."""
+  headers = [_entry_header(name, dtype, num_notes * BYTES_PER_VALUE[dtype])
+             for name, dtype in FEATURE_DTYPES.items()]
+  # A BytesList holds each value as its own length-delimited field (not packed).
+  label_entry = _field(_LENGTH_DELIMITED_1, _field(_LENGTH_DELIMITED_1, LABEL_FEATURE.encode())
+                       + _field(_MAP_VALUE, _field(_FEATURE_TAGS['bytes'], _field(
+                           _LENGTH_DELIMITED_1, label.encode()))))
+  features_length = (sum(map(len, headers)) + len(label_entry)
+                     + sum(num_notes * BYTES_PER_VALUE[dtype] for dtype in FEATURE_DTYPES.values()))
+  return (_header(_LENGTH_DELIMITED_1, features_length) + headers[0], *headers[1:], label_entry)
+
+
+def serialized_chunks(notes: dict[str, np.ndarray], window_length: int, stride: int,
+                      label: str) -> list[bytes]:
+  """The chunks of :func:`chunks` of a piece labelled ``label``, each a serialized
+  ``tf.train.Example`` (the features of FEATURE_DTYPES and LABEL_FEATURE).
+
+  Written straight from the numpy arrays in protobuf's wire format (packed lists: pitch and
+  velocity, always 0..127, are one-byte varints; floats little-endian): each feature is
+  converted once per piece, and every chunk is slices of it inside a frame shared by all chunks
+  of its length. That is about 8x faster than building each chunk's message field by field and
+  far faster than ``tf.train.Example``, and preprocessing workers never import TensorFlow. A
+  test checks TensorFlow parses the chunks back to the same values.
+  """
+  return [b''.join(parts) for parts in _chunk_parts(
+      notes, chunk_bounds(len(notes['pitch']), window_length, stride), label)]
 
 
 def serialize_chunk(chunk: dict[str, np.ndarray], label: str) -> bytes:
-  """A chunk of a piece labelled ``label`` as a serialized ``tf.train.Example`` (the features
-  of FEATURE_DTYPES and LABEL_FEATURE).
+  """One chunk (all of ``chunk``'s notes), serialized as :func:`serialized_chunks` does."""
+  (parts,) = _chunk_parts(chunk, [(0, len(chunk['pitch']))], label)
+  return b''.join(parts)
 
-  Written straight from the numpy arrays in protobuf's wire format (packed lists: pitch and
-  velocity, always 0..127, are one-byte varints; floats little-endian) rather than through
-  ``tf.train.Example``: about 5x faster per chunk, and preprocessing workers never import
-  TensorFlow. A test checks TensorFlow parses it back to the same values.
-  """
-  entries = []
+
+def _chunk_parts(notes, bounds, label):
+  wire = []
   for name, dtype in FEATURE_DTYPES.items():
-    values = np.asarray(chunk[name])
+    values = np.asarray(notes[name])
+    if len(values) != len(notes['pitch']):
+      raise ValueError(f'{name} has {len(values)} values, pitch {len(notes["pitch"])}')
     if dtype == 'int64':
       if values.size and (values.min() < 0 or values.max() > 127):
         raise ValueError(f'{name} must lie in 0..127 to be stored as one-byte varints')
-      payload = values.astype(np.uint8).tobytes()
+      wire.append(values.astype(np.uint8).tobytes())
     else:
-      payload = values.astype('<f4').tobytes()
-    entries.append(_entry(name, _field(_FEATURE_TAGS[dtype],
-                                       _field(_LENGTH_DELIMITED_1, payload))))
-  # A BytesList holds each value as its own length-delimited field (not packed).
-  entries.append(_entry(LABEL_FEATURE, _field(_FEATURE_TAGS['bytes'],
-                                              _field(_LENGTH_DELIMITED_1, label.encode()))))
-  return _field(_LENGTH_DELIMITED_1, b''.join(entries))
+      wire.append(values.astype('<f4').tobytes())
+  sizes = [BYTES_PER_VALUE[dtype] for dtype in FEATURE_DTYPES.values()]
+  for start, end in bounds:
+    frame = _chunk_frame(end - start, label)
+    parts = []
+    for header, payload, size in zip(frame, wire, sizes):
+      parts += (header, payload[start * size:end * size])
+    parts.append(frame[-1])
+    yield parts

@@ -427,6 +427,31 @@ def test_serialized_chunk_is_a_tf_example_with_the_same_values():
     assert list(feature['duration'].float_list.value) == chunk['duration'].tolist()
 
 
+def test_serialized_chunks_of_a_piece_are_its_chunks_one_by_one():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  piece = {'pitch': rng.integers(0, 128, 700).astype(np.int8),
+           'step': rng.random(700).astype(np.float32),
+           'duration': rng.random(700).astype(np.float32),
+           'velocity': rng.integers(1, 128, 700).astype(np.int8)}
+  label = 'a' * 200  # a label entry whose length needs a two-byte varint
+  serialized = contract.serialized_chunks(piece, window_length=64, stride=192, label=label)
+  chunks = contract.chunks(piece, window_length=64, stride=192)
+  assert [len(c['pitch']) for c in chunks] == [256, 256, 256, 124]
+  assert serialized == [contract.serialize_chunk(chunk, label) for chunk in chunks]
+  last = tf.train.Example.FromString(serialized[-1]).features.feature
+  assert list(last['pitch'].int64_list.value) == piece['pitch'][576:].tolist()
+  assert list(last['duration'].float_list.value) == piece['duration'][576:].tolist()
+  assert list(last[contract.LABEL_FEATURE].bytes_list.value) == [label.encode()]
+
+
+def test_serialize_chunk_refuses_features_of_different_lengths():
+  chunk = {'pitch': np.array([60, 61]), 'step': np.zeros(3), 'duration': np.zeros(2),
+           'velocity': np.array([1, 1])}
+  with pytest.raises(ValueError, match='step has 3 values, pitch 2'):
+    contract.serialize_chunk(chunk, 'unknown')
+
+
 def test_serialize_chunk_refuses_values_outside_a_byte():
   chunk = {'pitch': np.array([60, 128]), 'step': np.zeros(2), 'duration': np.zeros(2),
            'velocity': np.array([1, 1])}

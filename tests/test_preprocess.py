@@ -4,8 +4,10 @@ writer and atomic writes), and end-to-end runs on generated MIDI."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -111,6 +113,26 @@ def test_keep_first_path_fn_labels_with_the_first_known_label_and_flags_conflict
   assert kept(('d', 'midi', 'handel'), ('b', 'midi', 'bach'), ('a', 'midi', 'unknown')) == (
       ('a', 'midi'), 3, 'bach', True)
   assert kept(('b', 'midi', 'bach'), ('a', 'midi', 'bach')) == (('a', 'midi'), 2, 'bach', False)
+
+
+def test_keep_first_path_fn_gives_one_answer_for_every_grouping_and_holds_each_name_once():
+  fn = preprocess.KeepFirstPathFn()
+  elements = [('e', 'midi', 'unknown'), ('d', 'midi', 'handel'), ('c', 'midi', 'bach'),
+              ('b', 'midi', 'unknown'), ('f', 'midi', 'bach')]
+  single = [fn.add_input(fn.create_accumulator(), element) for element in elements]
+  # What crosses the shuffle for one input: its name once, not again as the labelled copy.
+  assert single[1] == (('d', 'midi', 'handel'), 1, None, False)
+  expected = (('b', 'midi'), 5, 'bach', True)
+  for order in itertools.permutations(range(len(elements))):
+    accumulators = [single[i] for i in order]
+    # Merged two by two from the left, then as one list: a runner may do either.
+    pairwise = functools.reduce(lambda a, b: fn.merge_accumulators([a, b]), accumulators)
+    assert fn.extract_output(pairwise) == expected
+    assert fn.extract_output(fn.merge_accumulators(accumulators)) == expected
+  assert fn.extract_output(fn.merge_accumulators(single[:2])) == (('d', 'midi'), 2, 'handel',
+                                                                  False)
+  assert fn.extract_output(fn.merge_accumulators([single[2], single[4]])) == (
+      ('c', 'midi'), 2, 'bach', False)
 
 
 def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_statistics(tmp_path):

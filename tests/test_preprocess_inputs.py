@@ -300,6 +300,17 @@ def test_parse_and_dedup_keeps_each_piece_once_across_kinds_and_rejects_the_rest
                                ('s.tfrecord#2', 'not_note_sequence')]), label='DeadLetters')
 
 
+def test_paths_travel_to_the_readers_packed_in_batches_that_keep_every_name():
+  # A name that is not valid UTF-8 (Python holds it with surrogate escapes), accents, a space.
+  names = [os.fsdecode(b'corpus/caf\xe9.mid'), 'corpus/Dvořák – Humoresque.mid',
+           'corpus/a b.mid'] + [f'corpus/folder/piece-{i:03d}.mid' for i in range(61)]
+  batch = [(name, 1000 + i) for i, name in enumerate(names)]
+  packed = inputs.pack_paths(batch)
+  assert sorted(inputs.unpack_paths(packed)) == sorted(batch)
+  # Paths of one folder share most of their bytes: the batch costs far less than its paths.
+  assert len(packed) < sum(len(os.fsencode(name)) for name in names) / 3
+
+
 def test_a_file_that_cannot_be_read_is_a_dead_letter(tmp_path):
   gone = str(tmp_path / 'vanished.mid')  # matched, then deleted before it was read
   [letter] = list(inputs.ReadFileFn(MAX_FILE_BYTES).process((gone, 100)))
