@@ -94,7 +94,7 @@ def _entry_header(name: str, dtype: str, payload_length: int) -> bytes:
   return _header(_LENGTH_DELIMITED_1, len(key_and_value) + payload_length) + key_and_value
 
 
-BYTES_PER_VALUE = {'int64': 1, 'float32': 4}
+_BYTES_PER_VALUE = {'int64': 1, 'float32': 4}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -102,14 +102,14 @@ def _chunk_frame(num_notes: int, label: str) -> tuple[bytes, ...]:
   """The bytes around the payloads of a ``num_notes``-note chunk labelled ``label``: one
   before each FEATURE_DTYPES payload (the first also opens the Example), and the label's
   entry after the last. Chunks share a few lengths, so a frame is built once and reused."""
-  headers = [_entry_header(name, dtype, num_notes * BYTES_PER_VALUE[dtype])
+  headers = [_entry_header(name, dtype, num_notes * _BYTES_PER_VALUE[dtype])
              for name, dtype in FEATURE_DTYPES.items()]
   # A BytesList holds each value as its own length-delimited field (not packed).
   label_entry = _field(_LENGTH_DELIMITED_1, _field(_LENGTH_DELIMITED_1, LABEL_FEATURE.encode())
                        + _field(_MAP_VALUE, _field(_FEATURE_TAGS['bytes'], _field(
                            _LENGTH_DELIMITED_1, label.encode()))))
-  features_length = (sum(map(len, headers)) + len(label_entry)
-                     + sum(num_notes * BYTES_PER_VALUE[dtype] for dtype in FEATURE_DTYPES.values()))
+  payloads_length = num_notes * sum(_BYTES_PER_VALUE[dtype] for dtype in FEATURE_DTYPES.values())
+  features_length = sum(map(len, headers)) + len(label_entry) + payloads_length
   return (_header(_LENGTH_DELIMITED_1, features_length) + headers[0], *headers[1:], label_entry)
 
 
@@ -136,6 +136,8 @@ def serialize_chunk(chunk: dict[str, np.ndarray], label: str) -> bytes:
 
 
 def _chunk_parts(notes, bounds, label):
+  """Yields, for each ``(start, end)`` in ``bounds``, the byte strings whose concatenation is
+  that chunk's serialized Example."""
   wire = []
   for name, dtype in FEATURE_DTYPES.items():
     values = np.asarray(notes[name])
@@ -147,7 +149,7 @@ def _chunk_parts(notes, bounds, label):
       wire.append(values.astype(np.uint8).tobytes())
     else:
       wire.append(values.astype('<f4').tobytes())
-  sizes = [BYTES_PER_VALUE[dtype] for dtype in FEATURE_DTYPES.values()]
+  sizes = [_BYTES_PER_VALUE[dtype] for dtype in FEATURE_DTYPES.values()]
   for start, end in bounds:
     frame = _chunk_frame(end - start, label)
     parts = []
