@@ -273,12 +273,12 @@ class ReadFileAgainFn(beam.DoFn):
   """A MIDI survivor -> (survivor, bytes), or (survivor, reason, detail) on ``lost`` if it can
   no longer be read.
 
-  A survivor is ``(fingerprint, ((name, kind), copies, label, conflict))``, an output of the
-  dedup.
+  A survivor is ``(fingerprint, ((name, kind, digest), copies, label, conflict))``, an output
+  of the dedup.
   """
 
   def process(self, survivor):
-    _, ((path, _), *_) = survivor
+    _, ((path, *_), *_) = survivor
     try:
       data = read_bytes(path)
     except Exception as e:  # the file vanished or became unreadable during the run
@@ -302,7 +302,7 @@ class ReadNoteSequencesAgainFn(beam.DoFn):
     path, survivors = element
     wanted = {}
     for survivor in survivors:
-      _, ((name, _), *_) = survivor
+      _, ((name, *_), *_) = survivor
       wanted[int(name.rpartition('#')[2])] = survivor
     detail = 'the file has fewer records than when it was first read'
     try:
@@ -320,8 +320,8 @@ class ReadAgain(beam.PTransform):
 
   The first read's bytes are parsed and dropped once their fingerprint is known, so the dedup
   shuffles fingerprints and names only; each surviving input is read (and parsed) again after
-  it, in the stage that writes its chunks. Applied to survivors ``(fingerprint, ((name, kind),
-  copies, label, conflict))``, ``kind`` being :data:`MIDI` or, if ``note_sequences``,
+  it, in the stage that writes its chunks. Applied to survivors ``(fingerprint, ((name, kind,
+  digest), copies, label, conflict))``, ``kind`` being :data:`MIDI` or, if ``note_sequences``,
   :data:`NOTE_SEQUENCES`;
   outputs a dict: ``pieces``, ``(survivor, bytes)``, and ``lost``, ``(survivor, reason,
   detail)`` for those that can no longer be read (they changed or vanished during the run).

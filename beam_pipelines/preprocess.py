@@ -11,8 +11,8 @@ The job is five named transforms and the shared dead-letter writer, wired by
 * :class:`ParseAndDedup`: parse (in a child process, :mod:`partita.isolation`) and keep each
   piece once, deciding on fingerprints and names alone;
 * :class:`beam_pipelines.inputs.ReadAgain`: read each surviving input a second time;
-* :class:`WriteSplits`: parse each survivor again, split by content hash, cut overlapping
-  chunks, write shards;
+* :class:`WriteSplits`: parse each survivor again (in-process when its bytes are the ones the
+  isolated first parse accepted), split by content hash, cut overlapping chunks, write shards;
 * :class:`beam_pipelines.outputs.WriteDeadLetters`: every rejected input, with its reason;
 * :class:`beam_pipelines.info.WriteInfo`: info.json and the COMPLETED marker, once every shard
   and dead letter is written.
@@ -20,9 +20,10 @@ The job is five named transforms and the shared dead-letter writer, wired by
 Why parse twice: what crosses a shuffle is what a runner must hold (the DirectRunner, in
 memory) or pay to move (Dataflow). Deciding the dedup on 16-byte fingerprints and names, then
 reading and parsing the survivors again in the stage that writes their chunks, keeps the
-shuffle at about 150 bytes a file (mostly its path, once: the reads are spread over workers in
-packed batches of paths) instead of ten bytes a note, for a second parse of about two
-milliseconds a file.
+shuffle at about 160 bytes a file (mostly its path, once: the reads are spread over workers in
+packed batches of paths) instead of ten bytes a note, for a second parse of about a
+millisecond a file. The second parse needs no child process: an 8-byte digest of the bytes
+travels with each survivor, and bytes the isolated first parse accepted parse the same way.
 
 Output layout (the contract in ``partita.contract``; dead letters in ``partita.failures``)::
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -51,6 +53,7 @@ import apache_beam as beam
 from apache_beam import metrics
 from apache_beam.io import filesystem, filesystems
 from apache_beam.options import pipeline_options
+from apache_beam.utils import windowed_value
 
 from beam_pipelines import info as info_lib
 from beam_pipelines import inputs
@@ -212,15 +215,24 @@ class PreprocessConfig:
 # The dedup's key: the first 16 bytes of a piece's sha256 content fingerprint. A collision among
 # 10^9 pieces has a chance near 10^-21, and half the bytes of the whole digest cross the shuffle.
 FINGERPRINT_BYTES = 16
+# The survivor carries a digest of its input's bytes this long: a second read that finds the
+# same bytes parses them in-process, since the isolated first parse already accepted them.
+INPUT_DIGEST_BYTES = 8
 
 PARSERS = {inputs.MIDI: ('ParseMidi', notes_lib.parse_midi),
            inputs.NOTE_SEQUENCES: ('ParseNoteSequences', notes_lib.parse_note_sequence)}
 
 
+def input_digest(data: bytes) -> bytes:
+  """The digest of an input's bytes that tells its second read whether they changed."""
+  return hashlib.blake2b(data, digest_size=INPUT_DIGEST_BYTES).digest()
+
+
 class IsolatedParsingFn(beam.DoFn):
   """Base of the two DoFns that parse: with ``isolation``, each instance parses in one
   long-lived child process (:mod:`partita.isolation`), so a parser crash, hang or memory
-  blow-up costs one file; without, in the worker itself."""
+  blow-up costs one file; without, in the worker itself. The child starts at the first
+  isolated parse."""
 
   def __init__(self, options: notes_lib.ParseOptions,
                isolation: isolation_lib.IsolationOptions | None = None):
@@ -230,9 +242,10 @@ class IsolatedParsingFn(beam.DoFn):
   def setup(self):
     self._parser = isolation_lib.ParserProcess(self._isolation) if self._isolation else None
 
-  def parse(self, parse, data: bytes):
-    """``parse(data, options)``, in the child if isolated; raises RejectionError as it does."""
-    if self._parser:
+  def parse(self, parse, data: bytes, known_safe: bool = False):
+    """``parse(data, options)``, in the child if isolated and the bytes are not ``known_safe``
+    (already parsed without harm); raises RejectionError as it does."""
+    if self._parser and not known_safe:
       return self._parser.parse(parse, data, self._options)
     return parse(data, self._options)
 
@@ -242,15 +255,22 @@ class IsolatedParsingFn(beam.DoFn):
 
 
 class ParsePieceFn(IsolatedParsingFn):
-  """(name, bytes) -> (fingerprint, (name, kind, label)); rejected inputs become dead letters.
+  """(name, bytes) -> (fingerprint, ((name, kind, digest), label)); rejected inputs become dead
+  letters.
 
   ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`,
   ``kind`` the matching kind of input (:data:`beam_pipelines.inputs.MIDI` by default). Only
   the piece's fingerprint comes back from the parse, not its notes (the key is its first
   :data:`FINGERPRINT_BYTES` raw bytes): the dedup needs nothing else, and :class:`WriteSplits`
-  parses the surviving inputs again. ``label`` is the input's label name, or
+  parses the surviving inputs again; ``digest`` is :func:`input_digest` of the bytes, so that
+  it knows whether they changed. ``label`` is the input's label name, or
   :data:`partita.labels.UNKNOWN`: from ``sources``, after the NoteSequence's own
   ``label_field`` (if given) for NoteSequence inputs.
+
+  Isolated, the child parses one input while the outputs of the input before it go
+  downstream (:meth:`partita.isolation.ParserProcess.parse_next`), so the worker's thread and
+  the child work at the same time; the last input of a bundle is answered in
+  :meth:`finish_bundle`.
   """
 
   def __init__(self, parse, options: notes_lib.ParseOptions,
@@ -264,19 +284,42 @@ class ParsePieceFn(IsolatedParsingFn):
     self._parsed = metrics.Metrics.counter('parse', 'pieces')
     self._notes = metrics.Metrics.counter('parse', 'notes')
 
-  def process(self, element):
-    name, data = element
+  def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+    _, data = element
+    windowed = windowed_value.WindowedValue(element, timestamp, (window,))
+    if not self._parser:
+      yield from self.outputs(windowed, self.outcome(data))
+      return
+    done = self._parser.parse_next(self._fingerprint, data, self._options, windowed)
+    if done:
+      yield from self.outputs(*done)
+
+  def finish_bundle(self):
+    done = self._parser and self._parser.finish()
+    if done:
+      yield from self.outputs(*done)
+
+  def outcome(self, data: bytes):
+    """The in-process parse's fingerprint and size, or the RejectionError it raised."""
     try:
-      fingerprint, num_notes = self.parse(self._fingerprint, data)
+      return self._fingerprint(data, self._options)
     except failures.RejectionError as e:
-      yield beam_outputs.dead_letter(name, e.reason, e.detail)
-      return
+      return e
     except Exception as e:  # a bug on one odd file must cost that file, not the job
-      yield beam_outputs.dead_letter(name, 'internal_error', f'{type(e).__name__}: {e}')
+      return failures.RejectionError('internal_error', f'{type(e).__name__}: {e}')
+
+  def outputs(self, windowed: windowed_value.WindowedValue, outcome):
+    """The outputs for one input (in its window, which may not be the current element's)."""
+    name, data = windowed.value
+    if isinstance(outcome, failures.RejectionError):
+      letter = beam_outputs.dead_letter(name, outcome.reason, outcome.detail)
+      yield beam.pvalue.TaggedOutput(letter.tag, windowed.with_value(letter.value))
       return
+    fingerprint, num_notes = outcome
     self._parsed.inc()
     self._notes.inc(num_notes)
-    yield bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES], (name, self._kind, self.label(name, data))
+    yield windowed.with_value((bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES],
+                               ((name, self._kind, input_digest(data)), self.label(name, data))))
 
   def label(self, name: str, data: bytes) -> str:
     # The proto already parsed in the (isolated) parse above, so decoding it here is safe.
@@ -286,14 +329,14 @@ class ParsePieceFn(IsolatedParsingFn):
 
 
 class KeepFirstPathFn(beam.CombineFn):
-  """Among inputs with the same notes ``(name, kind, label)``, keeps the ``(name, kind)`` with
-  the smallest name; counts copies; labels the piece with the label of the smallest-named copy
-  that has one (an unknown copy never overrides a known one) and flags a conflict when the
-  copies carry two different known labels.
+  """Among inputs with the same notes ``(input, label)``, ``input`` being ``(name, kind,
+  digest)``, keeps the input with the smallest name; counts copies; labels the piece with the
+  label of the smallest-named copy that has one (an unknown copy never overrides a known one)
+  and flags a conflict when the copies carry two different known labels.
 
-  Outputs ``((name, kind), copies, label, conflict)``. The accumulator, which is what crosses
-  the shuffle, holds each name once: ``(kept, copies, labelled, conflict)``, ``kept`` being the
-  smallest-named copy's ``(name, kind, label)`` and ``labelled`` the smallest-named copy with a
+  Outputs ``(input, copies, label, conflict)``. The accumulator, which is what crosses the
+  shuffle, holds each name once: ``(kept, copies, labelled, conflict)``, ``kept`` being the
+  smallest-named copy's ``(input, label)`` and ``labelled`` the smallest-named copy with a
   known label as ``(name, label)``, or None when that is ``kept`` itself or no copy has one.
   """
 
@@ -308,7 +351,7 @@ class KeepFirstPathFn(beam.CombineFn):
     for candidate, n, other_labelled, candidate_conflict in accumulators:
       count += n
       conflict |= candidate_conflict
-      if candidate is not None and (kept is None or candidate[0] < kept[0]):
+      if candidate is not None and (kept is None or candidate[0][0] < kept[0][0]):
         kept = candidate
       candidate_labelled = other_labelled or self.own_label(candidate)
       if candidate_labelled is not None:
@@ -322,28 +365,28 @@ class KeepFirstPathFn(beam.CombineFn):
   @staticmethod
   def own_label(kept):
     """``(name, label)`` of a kept copy whose label is known, else None."""
-    if kept is None or kept[2] == labels_lib.UNKNOWN:
+    if kept is None or kept[1] == labels_lib.UNKNOWN:
       return None
-    return kept[0], kept[2]
+    (name, *_), label = kept
+    return name, label
 
   def extract_output(self, accumulator):
     kept, count, labelled, conflict = accumulator
     labelled = labelled or self.own_label(kept)
-    return (kept and kept[:2], count, labelled[1] if labelled else labels_lib.UNKNOWN,
-            conflict)
+    return (kept and kept[0], count, labelled[1] if labelled else labels_lib.UNKNOWN, conflict)
 
 
 class ParseAndDedup(beam.PTransform):
-  """Inputs read -> one survivor ``(fingerprint, ((name, kind), copies, label, conflict))``
-  per distinct piece, and the dead letters of inputs that are no piece.
+  """Inputs read -> one survivor ``(fingerprint, ((name, kind, digest), copies, label,
+  conflict))`` per distinct piece, and the dead letters of inputs that are no piece.
 
   Applied to :class:`beam_pipelines.inputs.ReadInputs`' outputs: each kind of input present
   is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says, and labelled from the
   sources ``config`` names. Inputs with the same notes are kept once, under the smallest name
   (:class:`KeepFirstPathFn`, which also says which label wins); ``copies`` counts all of
-  them. Only fingerprints, names and labels cross the shuffle (:func:`build_pipeline` reads
-  and parses each survivor again), so it does not grow with the notes. Outputs a dict:
-  ``survivors`` and ``dead_letter``.
+  them. Only fingerprints, names, labels and digests of bytes cross the shuffle
+  (:func:`build_pipeline` reads and parses each survivor again), so it does not grow with the
+  notes. Outputs a dict: ``survivors`` and ``dead_letter``.
   """
 
   def __init__(self, config: PreprocessConfig):
@@ -376,9 +419,10 @@ class SplitAndChunkFn(IsolatedParsingFn):
   """(survivor, bytes) -> per-split serialized tf.train.Example chunks, and the piece's
   statistics on ``stats``.
 
-  The survivor's bytes are parsed again (as its kind's :data:`PARSERS` entry, isolated as
-  ``config`` says); one whose notes no longer have its fingerprint, or that no longer parses,
-  goes to ``lost`` as ``(survivor, reason, detail)``.
+  The survivor's bytes are parsed again, as its kind's :data:`PARSERS` entry: in-process when
+  they are the bytes that the (isolated) first parse accepted, since the same bytes parse the
+  same way; isolated as ``config`` says when they changed. One whose notes no longer have its
+  fingerprint, or that no longer parses, goes to ``lost`` as ``(survivor, reason, detail)``.
   """
 
   def __init__(self, config: PreprocessConfig):
@@ -387,9 +431,11 @@ class SplitAndChunkFn(IsolatedParsingFn):
 
   def process(self, element):
     survivor, data = element
-    fingerprint, ((_, kind), copies, label, conflict) = survivor
+    fingerprint, ((_, kind, digest), copies, label, conflict) = survivor
+    parse = PARSERS[kind][1]
+    unchanged = input_digest(data) == digest
     try:
-      piece = self.parse(PARSERS[kind][1], data)
+      piece = self.parse(parse, data, known_safe=unchanged)
     except failures.RejectionError as e:
       yield beam.pvalue.TaggedOutput('lost', (survivor, e.reason, e.detail))
       return
@@ -397,7 +443,9 @@ class SplitAndChunkFn(IsolatedParsingFn):
       yield beam.pvalue.TaggedOutput('lost', (survivor, 'internal_error',
                                               f'{type(e).__name__}: {e}'))
       return
-    if bytes.fromhex(notes_lib.content_fingerprint(piece))[:FINGERPRINT_BYTES] != fingerprint:
+    # Unchanged bytes hold the notes that the dedup fingerprinted; changed ones must prove it.
+    if (not unchanged and bytes.fromhex(notes_lib.content_fingerprint(piece))[:FINGERPRINT_BYTES]
+        != fingerprint):
       yield beam.pvalue.TaggedOutput('lost', (survivor, 'changed_during_run',
                                               'its notes changed after the dedup read them'))
       return
@@ -419,7 +467,7 @@ class AccountLostFn(beam.DoFn):
     self._split_ratios = split_ratios
 
   def process(self, element):
-    (fingerprint, ((name, _), copies, *_)), reason, detail = element
+    (fingerprint, ((name, *_), copies, *_)), reason, detail = element
     yield beam_outputs.dead_letter(name, reason, detail)
     split = notes_lib.split_for(fingerprint.hex(), self._split_ratios)
     yield beam.pvalue.TaggedOutput('stats', (split, info_lib.lost_piece_stats(copies)))

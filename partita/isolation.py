@@ -6,7 +6,8 @@ symusic#104), which no ``try`` catches and which would take a Beam worker down w
 of its bundle, over and over on retry. :class:`ParserProcess` keeps one long-lived child per
 caller (a Beam DoFn instance): each file costs one round trip of its bytes and its note arrays,
 and a child that dies, overruns its time or exceeds its memory limit is replaced, with the file
-rejected under its own reason.
+rejected under its own reason. :meth:`ParserProcess.parse_next` lets the caller work while the
+child parses: it starts one file and answers the one before it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 from partita import failures
 from partita import notes as notes_lib
@@ -67,6 +69,8 @@ class ParserProcess:
     self._options = options
     self._process = None
     self._requests = self._answers = None
+    # (context,) of the file parse_next sent and nobody has answered yet (a context may be None).
+    self._in_flight = None
 
   def _start(self) -> None:
     request_read, request_write = os.pipe()
@@ -97,12 +101,51 @@ class ParserProcess:
     Raises:
       failures.RejectionError: as ``parse`` does, or with reason ``parser_crash`` (the child died),
         ``parse_timeout`` or ``out_of_memory``.
+      RuntimeError: a file that :meth:`parse_next` started is not finished.
     """
+    if self._in_flight is not None:
+      raise RuntimeError('finish() the file parse_next started before parsing another')
+    self._send(parse, data, options)
+    return self._receive()
+
+  def parse_next(self, parse: Parse, data: bytes, options: notes_lib.ParseOptions,
+                 context: Any) -> tuple[Any, Any] | None:
+    """Starts ``parse(data, options)`` in the child and returns the file started before it as
+    ``(its context, its outcome)``, or None if there was none; :meth:`finish` answers the last.
+
+    The outcome is the parse's result or the :class:`failures.RejectionError` that
+    :meth:`parse` would raise. The previous answer is read before the next file is sent, so
+    the child never waits to send an answer while the caller waits to send it a file (each
+    pipe holds only 64 KB), whatever their sizes. A file's time limit counts from when its
+    answer is awaited, so it gets at least that long.
+    """
+    previous = self.finish()
+    self._send(parse, data, options)
+    self._in_flight = (context,)
+    return previous
+
+  def finish(self) -> tuple[Any, Any] | None:
+    """``(context, outcome)`` of the file :meth:`parse_next` started last, once parsed; None if
+    none is in flight."""
+    if self._in_flight is None:
+      return None
+    (context,), self._in_flight = self._in_flight, None
+    try:
+      return context, self._receive()
+    except failures.RejectionError as e:
+      return context, e
+
+  def _send(self, parse: Parse, data: bytes, options: notes_lib.ParseOptions) -> None:
     if self._process is None or self._process.poll() is not None:
       self.close()
       self._start()
     try:
       self._requests.send((parse, data, options))
+    except OSError:  # the child died before reading it: _receive says so
+      pass
+
+  def _receive(self) -> dict:
+    try:
       if not self._answers.poll(self._options.timeout_seconds):
         self.close()
         raise failures.RejectionError(
@@ -128,7 +171,7 @@ class ParserProcess:
       self._process.wait()
       self._requests.close()
       self._answers.close()
-    self._process = self._requests = self._answers = None
+    self._process = self._requests = self._answers = self._in_flight = None
 
 
 if __name__ == '__main__':

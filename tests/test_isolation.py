@@ -37,6 +37,40 @@ def test_parser_process_survives_crash_hang_and_memory_blow_up():
   assert outcomes[7] == ('not_midi', 'file does not start with a MIDI header (MThd)')
 
 
+def test_parse_next_answers_each_file_in_turn_through_crashes_and_large_answers():
+  """While the child parses one file the caller holds the next: every outcome comes back with
+  its own context, a crash or hang costs only its file, and answers and files over a pipe's
+  64 KB do not deadlock the two processes."""
+  parser = isolation.ParserProcess(LIMITS)
+  small = midi_builders.random_melody(0, 12)
+  large = midi_builders.random_melody(1, 12_000)  # about 100 KB of MIDI, 120 KB of notes
+  files = [('small', midi_builders.midi_bytes(small)), ('crash', b'CRASH'),
+           ('large', midi_builders.midi_bytes(large)), ('hang', b'HANG'),
+           ('large again', midi_builders.midi_bytes(large)), ('bad', b'not midi'),
+           ('small again', midi_builders.midi_bytes(small))]
+  assert len(files[2][1]) > 65536
+  try:
+    answered = [parser.parse_next(hostile_parsers.parse_or_fail, data, OPTIONS, name)
+                for name, data in files]
+    answered.append(parser.finish())
+    assert parser.finish() is None
+  finally:
+    parser.close()
+  assert answered[0] is None
+  outcomes = dict(answered[1:])
+  assert list(outcomes) == [name for name, _ in files]
+  for name, melody in (('small', small), ('large', large), ('large again', large),
+                       ('small again', small)):
+    expected = midi_builders.expected_notes(melody)
+    assert outcomes[name]['pitch'].tolist() == expected['pitch'].tolist()
+  rejected = {name: (e.reason, e.detail) for name, e in outcomes.items()
+              if isinstance(e, failures.RejectionError)}
+  assert rejected == {
+      'crash': ('parser_crash', 'the parser process died (signal SIGSEGV)'),
+      'hang': ('parse_timeout', 'parsing took longer than 3 s'),
+      'bad': ('not_midi', 'file does not start with a MIDI header (MThd)')}
+
+
 def test_a_crashing_file_costs_that_file_not_the_beam_job():
   inputs = [(f'good{seed}.mid', midi_builders.midi_bytes(midi_builders.random_melody(seed, 12)))
             for seed in range(3)]
@@ -47,7 +81,7 @@ def test_a_crashing_file_costs_that_file_not_the_beam_job():
               | beam.ParDo(preprocess.ParsePieceFn(hostile_parsers.parse_or_fail, OPTIONS,
                                                    LIMITS)).with_outputs(
                                                        'dead_letter', main='pieces'))
-    beam_testing.assert_that(parsed.pieces | beam.Map(lambda kv: kv[1][0]),
+    beam_testing.assert_that(parsed.pieces | beam.Map(lambda kv: kv[1][0][0]),
                              beam_testing.equal_to(['good0.mid', 'good1.mid', 'good2.mid']),
                              label='pieces')
     beam_testing.assert_that(

@@ -48,9 +48,10 @@ def test_parse_midi_fn_routes_pieces_and_dead_letters():
     parsed = (pipeline
               | beam.Create(inputs)
               | beam.ParDo(parse_fn).with_outputs(beam_outputs.TAG, main='pieces'))
-    # Only the fingerprint's first bytes and the name come out: no notes.
+    # Only the fingerprint's first bytes, the name and a digest of the bytes come out: no notes.
     beam_testing.assert_that(parsed.pieces, beam_testing.equal_to([
-        (key_of(melody), ('a/good.mid', 'midi', 'unknown'))]), label='Pieces')
+        (key_of(melody), (('a/good.mid', 'midi', hashlib.blake2b(inputs[0][1], digest_size=8)
+                                                  .digest()), 'unknown'))]), label='Pieces')
     beam_testing.assert_that(parsed[beam_outputs.TAG], beam_testing.equal_to([
         {'input': 'b/bad.mid', 'reason': 'not_midi',
          'detail': 'file does not start with a MIDI header (MThd)'},
@@ -72,8 +73,10 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
         | beam.ParDo(preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions()))
         | beam.CombinePerKey(preprocess.KeepFirstPathFn()))
     beam_testing.assert_that(kept, beam_testing.equal_to([
-        (key_of(melody), (('m/original.mid', 'midi'), 3, 'unknown', False)),
-        (key_of(other_melody), (('y/other.mid', 'midi'), 1, 'unknown', False)),
+        (key_of(melody), (('m/original.mid', 'midi', preprocess.input_digest(same)), 3, 'unknown',
+                          False)),
+        (key_of(other_melody), (('y/other.mid', 'midi', preprocess.input_digest(other)), 1,
+                                'unknown', False)),
     ]))
 
 
@@ -86,16 +89,25 @@ def key_of(melody) -> bytes:
   return bytes.fromhex(fingerprint_of(melody))[:preprocess.FINGERPRINT_BYTES]
 
 
+def copy_of(name: str, label: str = 'unknown') -> tuple:
+  """The dedup's element for a MIDI input ``name``: ``((name, kind, digest), label)``."""
+  return input_of(name), label
+
+
+def input_of(name: str) -> tuple[str, str, bytes]:
+  return name, 'midi', preprocess.input_digest(name.encode())
+
+
 def test_keep_first_path_fn_merges_in_any_order():
   fn = preprocess.KeepFirstPathFn()
-  accumulators = [fn.add_input(fn.create_accumulator(), ('b', 'B', 'unknown')),
+  accumulators = [fn.add_input(fn.create_accumulator(), copy_of('b')),
                   fn.create_accumulator(),
-                  fn.add_input(fn.add_input(fn.create_accumulator(), ('c', 'C', 'unknown')),
-                               ('a', 'A', 'unknown'))]
-  assert fn.extract_output(fn.merge_accumulators(accumulators)) == (('a', 'A'), 3, 'unknown',
+                  fn.add_input(fn.add_input(fn.create_accumulator(), copy_of('c')),
+                               copy_of('a'))]
+  assert fn.extract_output(fn.merge_accumulators(accumulators)) == (input_of('a'), 3, 'unknown',
                                                                     False)
   assert fn.extract_output(fn.merge_accumulators(accumulators[::-1])) == (
-      ('a', 'A'), 3, 'unknown', False)
+      input_of('a'), 3, 'unknown', False)
   assert fn.extract_output(fn.create_accumulator()) == (None, 0, 'unknown', False)
 
 
@@ -107,32 +119,31 @@ def test_keep_first_path_fn_labels_with_the_first_known_label_and_flags_conflict
     return fn.extract_output(fn.merge_accumulators(accumulators))
 
   # The smallest name is kept; an unknown copy does not hide its copy's known label.
-  assert kept(('a', 'midi', 'unknown'), ('c', 'midi', 'bach')) == (('a', 'midi'), 2, 'bach',
-                                                                   False)
+  assert kept(copy_of('a'), copy_of('c', 'bach')) == (input_of('a'), 2, 'bach', False)
   # Two known labels: the smallest-named labelled copy's wins, and it is a conflict.
-  assert kept(('d', 'midi', 'handel'), ('b', 'midi', 'bach'), ('a', 'midi', 'unknown')) == (
-      ('a', 'midi'), 3, 'bach', True)
-  assert kept(('b', 'midi', 'bach'), ('a', 'midi', 'bach')) == (('a', 'midi'), 2, 'bach', False)
+  assert kept(copy_of('d', 'handel'), copy_of('b', 'bach'), copy_of('a')) == (
+      input_of('a'), 3, 'bach', True)
+  assert kept(copy_of('b', 'bach'), copy_of('a', 'bach')) == (input_of('a'), 2, 'bach', False)
 
 
 def test_keep_first_path_fn_gives_one_answer_for_every_grouping_and_holds_each_name_once():
   fn = preprocess.KeepFirstPathFn()
-  elements = [('e', 'midi', 'unknown'), ('d', 'midi', 'handel'), ('c', 'midi', 'bach'),
-              ('b', 'midi', 'unknown'), ('f', 'midi', 'bach')]
+  elements = [copy_of('e'), copy_of('d', 'handel'), copy_of('c', 'bach'), copy_of('b'),
+              copy_of('f', 'bach')]
   single = [fn.add_input(fn.create_accumulator(), element) for element in elements]
   # What crosses the shuffle for one input: its name once, not again as the labelled copy.
-  assert single[1] == (('d', 'midi', 'handel'), 1, None, False)
-  expected = (('b', 'midi'), 5, 'bach', True)
+  assert single[1] == (copy_of('d', 'handel'), 1, None, False)
+  expected = (input_of('b'), 5, 'bach', True)
   for order in itertools.permutations(range(len(elements))):
     accumulators = [single[i] for i in order]
     # Merged two by two from the left, then as one list: a runner may do either.
     pairwise = functools.reduce(lambda a, b: fn.merge_accumulators([a, b]), accumulators)
     assert fn.extract_output(pairwise) == expected
     assert fn.extract_output(fn.merge_accumulators(accumulators)) == expected
-  assert fn.extract_output(fn.merge_accumulators(single[:2])) == (('d', 'midi'), 2, 'handel',
+  assert fn.extract_output(fn.merge_accumulators(single[:2])) == (input_of('d'), 2, 'handel',
                                                                   False)
   assert fn.extract_output(fn.merge_accumulators([single[2], single[4]])) == (
-      ('c', 'midi'), 2, 'bach', False)
+      input_of('c'), 2, 'bach', False)
 
 
 def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_statistics(tmp_path):
@@ -141,8 +152,11 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
                                        isolate_parser=False)
   melodies = {seed: midi_builders.random_melody(seed, num_notes) for seed, num_notes in GOOD}
   copies = {seed: 2 if seed == 0 else 1 for seed in melodies}
-  elements = [((key_of(melody), ((f'{seed}.mid', 'midi'), copies[seed], 'unknown', False)),
-               midi_builders.midi_bytes(melody)) for seed, melody in melodies.items()]
+  elements = []
+  for seed, melody in melodies.items():
+    data = midi_builders.midi_bytes(melody)
+    elements.append(((key_of(melody), ((f'{seed}.mid', 'midi', preprocess.input_digest(data)),
+                                       copies[seed], 'unknown', False)), data))
   expected = expected_by_split()
 
   def shards_in_their_split_folders(paths):
@@ -180,24 +194,37 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
 
 def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_duplicates(
     tmp_path):
-  """An input that vanishes or changes between its two reads: nothing of it is written, and
-  the run still accounts for each of its copies."""
+  """An input that vanishes or whose notes change between its two reads: nothing of it is
+  written, and the run still accounts for each of its copies. New bytes with the same notes
+  are still the same piece."""
   config = preprocess.PreprocessConfig(output=str(tmp_path / 'out'), window_length=WINDOW_LENGTH,
-                                       stride=STRIDE, split_ratios=SPLIT_RATIOS,
-                                       isolate_parser=False)
-  kept, changed, vanished = (midi_builders.random_melody(seed, 30) for seed in range(3))
+                                       stride=STRIDE, split_ratios=SPLIT_RATIOS)
+  kept, changed, vanished, relaid = (midi_builders.random_melody(seed, 30) for seed in range(4))
   kept_path = midi_builders.write_midi(tmp_path / 'in' / 'kept.mid', kept)
   # The dedup saw `changed`'s notes; the file now holds other notes.
   changed_path = midi_builders.write_midi(tmp_path / 'in' / 'changed.mid',
                                           midi_builders.random_melody(9, 30))
   vanished_path = str(tmp_path / 'in' / 'vanished.mid')
-  survivors = [(key_of(kept), ((kept_path, 'midi'), 1, 'unknown', False)),
-               (key_of(changed), ((changed_path, 'midi'), 3, 'unknown', False)),
-               (key_of(vanished), ((vanished_path, 'midi'), 2, 'unknown', False))]
+  # The dedup saw `relaid` in one track layout; the file now holds the same notes in another.
+  relaid_path = str(tmp_path / 'in' / 'relaid.mid')
+  with open(relaid_path, 'wb') as f:
+    f.write(midi_builders.midi_bytes(relaid, name='another layout', program=5))
+
+  def digest_of(melody):
+    return preprocess.input_digest(midi_builders.midi_bytes(melody))
+
+  survivors = [(key_of(kept), ((kept_path, 'midi', digest_of(kept)), 1, 'unknown', False)),
+               (key_of(changed), ((changed_path, 'midi', digest_of(changed)), 3, 'unknown',
+                                  False)),
+               (key_of(vanished), ((vanished_path, 'midi', digest_of(vanished)), 2, 'unknown',
+                                   False)),
+               (key_of(relaid), ((relaid_path, 'midi', digest_of(relaid)), 1, 'unknown', False))]
   split_of = {name: notes_lib.split_for(fingerprint_of(melody), dict(SPLIT_RATIOS))
-              for name, melody in (('kept', kept), ('changed', changed), ('vanished', vanished))}
+              for name, melody in (('kept', kept), ('changed', changed), ('vanished', vanished),
+                                   ('relaid', relaid))}
   expected_stats = {}
-  for name, pieces, duplicates in (('kept', 1, 0), ('changed', 0, 2), ('vanished', 0, 1)):
+  for name, pieces, duplicates in (('kept', 1, 0), ('changed', 0, 2), ('vanished', 0, 1),
+                                   ('relaid', 1, 0)):
     split_pieces, split_duplicates = expected_stats.get(split_of[name], (0, 0))
     expected_stats[split_of[name]] = (split_pieces + pieces, split_duplicates + duplicates)
   with test_pipeline.TestPipeline() as pipeline:
@@ -216,7 +243,8 @@ def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_d
   chunks = read_chunks(config.output, [
       os.path.relpath(p, config.output)
       for p in glob.glob(os.path.join(config.output, '*', '*.tfrecord.gz'))])
-  assert reassemble(chunks, WINDOW_LENGTH) == [note_rows(midi_builders.expected_notes(kept))]
+  assert sorted(reassemble(chunks, WINDOW_LENGTH)) == sorted(
+      note_rows(midi_builders.expected_notes(melody)) for melody in (kept, relaid))
 
 
 def test_write_dead_letters_writes_json_lines_into_the_one_dead_letter_folder(tmp_path):

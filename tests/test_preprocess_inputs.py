@@ -290,9 +290,11 @@ def test_parse_and_dedup_keeps_each_piece_once_across_kinds_and_rejects_the_rest
                 ('s.tfrecord#2', b'\x08\x96\x01 not a NoteSequence')])}
     parsed = read | preprocess.ParseAndDedup(config)
     beam_testing.assert_that(parsed['survivors'], beam_testing.equal_to([
-        (test_preprocess.key_of(melody), (('m/original.mid', 'midi'), 3, 'unknown', False)),
-        (test_preprocess.key_of(other), (('s.tfrecord#1', 'note_sequences'), 1, 'unknown',
-                                         False))]),
+        (test_preprocess.key_of(melody), (('m/original.mid', 'midi', preprocess.input_digest(same)),
+                                          3, 'unknown', False)),
+        (test_preprocess.key_of(other), (('s.tfrecord#1', 'note_sequences',
+                                          preprocess.input_digest(note_sequence(other))), 1,
+                                         'unknown', False))]),
         label='Survivors')
     beam_testing.assert_that(
         parsed[beam_outputs.TAG] | beam.Map(lambda d: (d['input'], d['reason'])),
