@@ -284,6 +284,12 @@ class ParsePieceFn(IsolatedParsingFn):
     self._parsed = metrics.Metrics.counter('parse', 'pieces')
     self._notes = metrics.Metrics.counter('parse', 'notes')
 
+  def start_bundle(self):
+    # A failed bundle may have left an input in flight: its outputs belong to that bundle,
+    # which the runner retries, not to this one.
+    if self._parser:
+      self._parser.finish()
+
   def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
     _, data = element
     windowed = windowed_value.WindowedValue(element, timestamp, (window,))

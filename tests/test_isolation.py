@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing import util as beam_testing
+from apache_beam.transforms import window
 import hostile_parsers
 import midi_builders
 
@@ -69,6 +70,22 @@ def test_parse_next_answers_each_file_in_turn_through_crashes_and_large_answers(
       'crash': ('parser_crash', 'the parser process died (signal SIGSEGV)'),
       'hang': ('parse_timeout', 'parsing took longer than 3 s'),
       'bad': ('not_midi', 'file does not start with a MIDI header (MThd)')}
+
+
+def test_an_input_left_in_flight_by_a_failed_bundle_never_reaches_the_next_bundle():
+  fn = preprocess.ParsePieceFn(hostile_parsers.parse_or_fail, OPTIONS, LIMITS)
+  fn.setup()
+  try:
+    fn.start_bundle()
+    first = ('first.mid', midi_builders.midi_bytes(midi_builders.random_melody(0, 12)))
+    assert list(fn.process(first, 0, window.GlobalWindow())) == []  # in the child, unanswered
+    # The bundle fails here: the runner retries it elsewhere and starts another on this DoFn.
+    fn.start_bundle()
+    second = ('second.mid', midi_builders.midi_bytes(midi_builders.random_melody(1, 12)))
+    outputs = list(fn.process(second, 0, window.GlobalWindow())) + list(fn.finish_bundle())
+  finally:
+    fn.teardown()
+  assert [output.value[1][0][0] for output in outputs] == ['second.mid']
 
 
 def test_a_crashing_file_costs_that_file_not_the_beam_job():
