@@ -51,12 +51,11 @@ import sys
 
 import apache_beam as beam
 from apache_beam import metrics
-from apache_beam.io import filesystem, filesystems
-from apache_beam.options import pipeline_options
+from apache_beam.io import filesystems
 from apache_beam.utils import windowed_value
 
 from beam_pipelines import info as info_lib
-from beam_pipelines import inputs
+from beam_pipelines import inputs, runner, tfrecord_sink
 from beam_pipelines import outputs as beam_outputs
 from partita import config_tree, constants, contract, failures
 from partita import isolation as isolation_lib
@@ -515,12 +514,9 @@ class WriteSplits(beam.PTransform):
             | 'AllLost' >> beam.Flatten()
             | 'AccountLost' >> beam.ParDo(AccountLostFn(dict(config.split_ratios))).with_outputs(
                 beam_outputs.TAG, 'stats'))
-    suffix = '.tfrecord.gz' if config.compress else '.tfrecord'
-    compression = (filesystem.CompressionTypes.GZIP if config.compress
-                   else filesystem.CompressionTypes.UNCOMPRESSED)
-    shards = [chunked[split] | f'Write{split.title()}' >> beam.io.WriteToTFRecord(
-        filesystems.FileSystems.join(config.output, split, split), file_name_suffix=suffix,
-        compression_type=compression) for split in contract.SPLITS]
+    shards = [chunked[split] | f'Write{split.title()}' >> tfrecord_sink.WriteTFRecords(
+        filesystems.FileSystems.join(config.output, split, split), config.compress)
+              for split in contract.SPLITS]
     # Each stream is summed where it is made, before any Flatten: a Flatten of two stages'
     # outputs is materialised by the DirectRunner, which would hold every piece's statistics.
     sums = [chunked.stats | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn()),
@@ -576,8 +572,7 @@ def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dic
   """
   inputs.check_inputs(config)
   clear_previous_output(config.output)
-  options = pipeline_options.PipelineOptions(pipeline_args or [])
-  with beam.Pipeline(options=options) as pipeline:
+  with beam.Pipeline(options=runner.pipeline_options(pipeline_args)) as pipeline:
     build_pipeline(pipeline, config)
   with filesystems.FileSystems.open(
       filesystems.FileSystems.join(config.output, contract.INFO_FILE)) as f:

@@ -6,7 +6,7 @@ r"""Preprocessing at growing corpus sizes: files/s, CPU, peak memory and shuffle
 
 For each size N a corpus of N files is made once with ``benchmarks/make_corpus.py`` (variants
 of the shared corpora, under ``--corpus-root``, reused by later runs), and the whole job
-(``beam_pipelines.preprocess.build_pipeline`` on the DirectRunner, the same steps as
+(``beam_pipelines.preprocess.build_pipeline`` on Beam's local runner, the same steps as
 ``preprocess.run``) runs on it in each ``--direct_running_mode``, each in a fresh subprocess
 measured as ``benchmarks/preprocess_speed.py`` measures a side: wall time, CPU time of the
 process tree, peak RSS summed over the process tree (psutil, every 0.1 s). Beside them, on the
@@ -17,7 +17,7 @@ PCollection exactly and samples their encoded sizes (``beam:metric:sampled_byte_
 their product, summed over the inputs of every GroupByKey in the pipeline, is what the shuffle
 carries. A combine (the dedup, the statistics) shuffles its input pre-combined (combiner
 lifting), one accumulator per key and bundle, so its output stands in for it: exact where each
-key's inputs fall in one bundle (the DirectRunner), and on Dataflow the statistics add three
+key's inputs fall in one bundle (the local runner), and on Dataflow the statistics add three
 accumulators (one per split, 1.4 KB each) per bundle, however many files it holds. Side inputs
 (the input digests, the statistics, the dead letters per reason) are materialised rather than
 shuffled and are reported apart.
@@ -92,18 +92,17 @@ def pcollection_bytes(result) -> dict[str, float]:
 
 
 def run_job(input_folder: str, mode: str, workers: int) -> dict:
-  """The whole job on the DirectRunner in ``mode``; its counts and shuffle estimate."""
+  """The whole job on Beam's local runner in ``mode``; its counts and shuffle estimate."""
   import apache_beam as beam  # pylint: disable=import-outside-toplevel
-  from apache_beam.options import pipeline_options  # pylint: disable=import-outside-toplevel
 
-  from beam_pipelines import inputs, preprocess  # pylint: disable=import-outside-toplevel
-  args = ['--runner=DirectRunner', f'--direct_running_mode={mode}']
+  from beam_pipelines import inputs, preprocess, runner  # pylint: disable=import-outside-toplevel
+  args = [f'--direct_running_mode={mode}']
   if mode != 'in_memory':
     args.append(f'--direct_num_workers={workers}')
   with tempfile.TemporaryDirectory(prefix='preprocess_scale_') as output:
     config = preprocess.PreprocessConfig(input=input_folder, output=output)
     inputs.check_inputs(config)
-    pipeline = beam.Pipeline(options=pipeline_options.PipelineOptions(args))
+    pipeline = beam.Pipeline(options=runner.pipeline_options(args))
     preprocess.build_pipeline(pipeline, config)
     shuffled, side = pipeline_edges(pipeline.to_runner_api())
     result = pipeline.run()

@@ -10,7 +10,7 @@ every child process the side spawns are counted, and one side's memory cannot hi
   sorted order, collect the notes of non-drum instruments, count them; a file that raises is a
   reject. That process never imports note_seq, which would disable pretty_midi's MAX_TICK guard.
 * **beam (MODE)**: ``beam_pipelines.preprocess.run(PreprocessConfig(input, output=tmp), args)``
-  on the DirectRunner with the default options, i.e. the complete job (match, read, parse,
+  on Beam's local runner with the default options, i.e. the complete job (match, read, parse,
   dedup, split, chunk, TFRecord and dead-letter writing, info.json), for each
   ``--direct_running_mode`` asked for.
 
@@ -96,9 +96,9 @@ def run_loop(files: list[str]) -> dict:
 
 
 def run_beam(input_spec: str, mode: str, workers: int) -> dict:
-  """The whole preprocessing job on the DirectRunner in ``mode``."""
+  """The whole preprocessing job on Beam's local runner in ``mode``."""
   from beam_pipelines import preprocess  # pylint: disable=import-outside-toplevel
-  args = ['--runner=DirectRunner', f'--direct_running_mode={mode}']
+  args = [f'--direct_running_mode={mode}']
   if mode != 'in_memory':
     args.append(f'--direct_num_workers={workers}')
   with tempfile.TemporaryDirectory(prefix='preprocess_speed_') as output:

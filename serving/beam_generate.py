@@ -50,9 +50,9 @@ import apache_beam as beam
 from apache_beam import metrics
 from apache_beam.io import filesystems
 from apache_beam.ml.inference import base as inference
-from apache_beam.options import pipeline_options
 
 from beam_pipelines import outputs as beam_outputs
+from beam_pipelines import runner
 from partita import audio, config_tree, constants, failures, listening_page, midi_io
 from serving import generate as generate_lib
 from serving import model_handler, validation
@@ -108,7 +108,8 @@ class GeneratePieces(beam.PTransform):
   ``dead_letter``.
 
   (Beam's ``GroupIntoBatches`` would batch by key too, but its buffering timer runs in real
-  time, which sends the whole job to the DirectRunner's older, single-process engine.)
+  time, which the FnApiRunner (:mod:`beam_pipelines.runner`) cannot run and which sends a job
+  on the DirectRunner to its older, single-process engine.)
   """
 
   def __init__(self, export_dir: str, batch_size: int):
@@ -325,8 +326,7 @@ def run(export_dir: str, out: str, defaults: requests_lib.Request, batch_size: i
   audio_note = audio.unavailable_reason(soundfont) if render_audio else 'not asked for'
   info = generate_lib.load_export(export_dir).info
   validation.label_id(info['labels'], defaults.label)  # a default label the model lacks
-  options = pipeline_options.PipelineOptions(pipeline_args or [])
-  with beam.Pipeline(options=options) as pipeline:
+  with beam.Pipeline(options=runner.pipeline_options(pipeline_args)) as pipeline:
     build_pipeline(pipeline, export_dir, info, out, defaults, batch_size, manifest, primes_glob,
                    None if audio_note else soundfont, audio_note)
   if render_audio and audio_note:

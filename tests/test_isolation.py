@@ -9,7 +9,7 @@ from apache_beam.transforms import window
 import hostile_parsers
 import midi_builders
 
-from beam_pipelines import preprocess
+from beam_pipelines import preprocess, runner
 from partita import failures, isolation
 from partita import notes as notes_lib
 
@@ -92,7 +92,7 @@ def test_a_crashing_file_costs_that_file_not_the_beam_job():
   inputs = [(f'good{seed}.mid', midi_builders.midi_bytes(midi_builders.random_melody(seed, 12)))
             for seed in range(3)]
   inputs += [('crash.mid', b'CRASH'), ('hang.mid', b'HANG')]
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     parsed = (pipeline
               | beam.Create(inputs)
               | beam.ParDo(preprocess.ParsePieceFn(hostile_parsers.parse_or_fail, OPTIONS,

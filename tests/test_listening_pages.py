@@ -91,7 +91,7 @@ def outputs(tmp_path_factory):
   manifest.write_text('{"name": "from-nothing", "prime": null, "num_notes": 12}\n'
                       '{"name": "ten-seconds", "prime": null, "seconds": 10, "seed": 4}\n')
   assert beam_generate.main(['--model', export, '--out', str(root / 'batch'), '--manifest',
-                             str(manifest), '--runner=DirectRunner']) == 0
+                             str(manifest)]) == 0
   assert evaluate.main(['--data', data_dir, '--model', export, '--out', str(root / 'report'),
                         '--num-pieces', '4', '--num-notes', '8']) == 0
   return root

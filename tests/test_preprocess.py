@@ -24,7 +24,7 @@ import pytest
 from beam_pipelines import info as info_lib
 from beam_pipelines import inputs as inputs_lib
 from beam_pipelines import outputs as beam_outputs
-from beam_pipelines import preprocess
+from beam_pipelines import preprocess, runner
 from partita import constants, contract, failures
 from partita import notes as notes_lib
 
@@ -44,7 +44,7 @@ def test_parse_midi_fn_routes_pieces_and_dead_letters():
   inputs = [('a/good.mid', midi_builders.midi_bytes(melody)), ('b/bad.mid', b'not midi at all'),
             ('c/short.mid', midi_builders.midi_bytes(melody[:2]))]
   parse_fn = preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions(min_notes=3))
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     parsed = (pipeline
               | beam.Create(inputs)
               | beam.ParDo(parse_fn).with_outputs(beam_outputs.TAG, main='pieces'))
@@ -65,7 +65,7 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
   same = midi_builders.midi_bytes(melody)
   renamed_tracks = midi_builders.midi_bytes(melody, name='another layout', program=5)
   other = midi_builders.midi_bytes(other_melody)
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     kept = (
         pipeline
         | beam.Create([('z/copy.mid', same), ('m/original.mid', same),
@@ -165,7 +165,7 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
     assert all(name.startswith(f'{name.split("/")[0]}/{name.split("/")[0]}-')
                and name.endswith('.tfrecord.gz') for name in relative)
 
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     written = ({'pieces': pipeline | 'Pieces' >> beam.Create(elements),
                 'lost': pipeline | 'Lost' >> beam.Create([])}
                | preprocess.WriteSplits(config))
@@ -227,7 +227,7 @@ def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_d
                                    ('relaid', 1, 0)):
     split_pieces, split_duplicates = expected_stats.get(split_of[name], (0, 0))
     expected_stats[split_of[name]] = (split_pieces + pieces, split_duplicates + duplicates)
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     written = (pipeline
                | beam.Create(survivors)
                | inputs_lib.ReadAgain(note_sequences=False)
@@ -250,7 +250,7 @@ def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_d
 def test_write_dead_letters_writes_json_lines_into_the_one_dead_letter_folder(tmp_path):
   records = [failures.dead_letter_record('a.mid', 'not_midi', 'no MThd'),
              failures.dead_letter_record('gs://b/c.mid#3', 'corrupt_tfrecord', 'DataLossError')]
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     files = (pipeline
              | 'Records' >> beam.Create(records)
              | 'Write' >> beam_outputs.WriteDeadLetters(str(tmp_path / 'some')))
@@ -288,7 +288,7 @@ def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_pat
   letters = os.path.join(output, 'dead_letter', 'dead_letters-00000-of-00001.jsonl')
   counts = {'files_in': 4, 'pieces_written': 1, 'duplicates': 1, 'dead_letters': 1,
             'dead_letter_reasons': {'not_midi': 1}, 'label_conflicts': 0}
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     written = ({'split_stats': pipeline | 'Stats' >> beam.Create([('train', stats)]),
                 'dead_letters': pipeline | 'DeadLetters' >> beam.Create([
                     failures.dead_letter_record('x.mid', 'not_midi', 'no MThd')]),
@@ -407,7 +407,7 @@ def first_run(tmp_path_factory):
   config = preprocess.PreprocessConfig(
       input=corpus, output=os.path.join(root, 'train', 'dataset'), window_length=WINDOW_LENGTH,
       stride=STRIDE, split_ratios=SPLIT_RATIOS)
-  pipeline = test_pipeline.TestPipeline()
+  pipeline = test_pipeline.TestPipeline(runner.LOCAL_RUNNER)
   counts = preprocess.build_pipeline(pipeline, config)
   beam_testing.assert_that(counts, beam_testing.equal_to([{
       'files_in': 9, 'pieces_written': 6, 'duplicates': 1, 'dead_letters': 2,

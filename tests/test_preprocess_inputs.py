@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import test_preprocess
 
-from beam_pipelines import inputs, preprocess
+from beam_pipelines import inputs, preprocess, runner
 from beam_pipelines import outputs as beam_outputs
 from partita import config_tree, contract, failures
 from partita import notes as notes_lib
@@ -243,7 +243,7 @@ def test_read_inputs_reads_every_kind_of_input_and_digests_each_once(tmp_path):
   def relative(path):
     return os.path.relpath(path, root)
 
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     read = pipeline | inputs.ReadInputs(config)
     assert set(read) == {'midi', 'note_sequences', beam_outputs.TAG, 'input_digests'}
     beam_testing.assert_that(
@@ -270,7 +270,7 @@ def test_read_inputs_reads_every_kind_of_input_and_digests_each_once(tmp_path):
 def test_read_inputs_without_note_sequences_has_no_such_output(tmp_path):
   midi_builders.write_midi(tmp_path / 'a.mid', midi_builders.random_melody(0, 12))
   config = preprocess.PreprocessConfig(input=str(tmp_path))
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     read = pipeline | inputs.ReadInputs(config)
     assert set(read) == {'midi', beam_outputs.TAG, 'input_digests'}
     beam_testing.assert_that(read['midi'] | beam.MapTuple(lambda path, _: path),
@@ -282,7 +282,7 @@ def test_parse_and_dedup_keeps_each_piece_once_across_kinds_and_rejects_the_rest
   other = midi_builders.random_melody(1, 12)
   same = midi_builders.midi_bytes(melody)
   config = preprocess.PreprocessConfig(window_length=WINDOW_LENGTH, isolate_parser=False)
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     read = {'midi': pipeline | 'Midi' >> beam.Create([
                 ('z/copy.mid', same), ('m/original.mid', same), ('b/bad.mid', b'not midi')]),
             'note_sequences': pipeline | 'NoteSequences' >> beam.Create([

@@ -20,6 +20,7 @@ import trainer_fixtures
 import yaml
 
 from beam_pipelines import outputs as beam_outputs
+from beam_pipelines import runner
 from partita import audio, config_tree, constants, export_contract, failures
 from partita import labels as labels_lib
 from serving import beam_generate, model_handler, validation
@@ -362,7 +363,7 @@ def write_manifest(path, requests):
 
 def beam_job(served, out, *args, render_audio=False):
   return beam_generate.main(['--model', served['export'], '--out', str(out),
-                             '--runner=DirectRunner', *([] if render_audio else ['--no-audio']),
+                             *([] if render_audio else ['--no-audio']),
                              *map(str, args)])
 
 
@@ -400,7 +401,7 @@ def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
   manifest = write_manifest(tmp_path / 'm' / 'requests.jsonl', lines)
   sampling = sampling_lib.Sampling(num_notes=9, seed=4)
   defaults = requests_lib.Request(name='', sampling=sampling)
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     read = pipeline | requests_lib.ReadRequests(defaults, manifest=manifest)
     beam_testing.assert_that(read['requests'], beam_testing.equal_to([
         requests_lib.Request('one', str(tmp_path / 'm' / 'p' / 'a.mid'),
@@ -450,7 +451,7 @@ def test_read_requests_names_each_globbed_prime_by_its_path(tmp_path):
   sampling = sampling_lib.Sampling(num_notes=9)
   defaults = requests_lib.Request(name='', sampling=sampling)
   primes = tmp_path / 'primes'
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     read = pipeline | requests_lib.ReadRequests(defaults, primes_glob=str(primes / '**' / '*.mid'))
     beam_testing.assert_that(read['requests'], beam_testing.equal_to([
         requests_lib.Request('a_x', str(primes / 'a' / 'x.mid'), sampling=sampling),
@@ -472,7 +473,7 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
               requests_lib.Request('short', short_file),
               requests_lib.Request('bach', ladder_file, label='Bach'),
               requests_lib.Request('mahler', ladder_file, label='mahler')]
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     primed = pipeline | beam.Create(requests) | requests_lib.ReadPrimes(INFO)
     beam_testing.assert_that(
         primed['primed'] | beam.MapTuple(lambda request, window: (
@@ -493,7 +494,7 @@ def test_refuse_duplicate_names_refuses_every_request_of_a_name_used_twice():
   items = [(requests_lib.Request('a'), 'prime a'),
            (requests_lib.Request('b', sampling=sampling_lib.Sampling(seed=1)), 'b1'),
            (requests_lib.Request('b', sampling=sampling_lib.Sampling(seed=2)), 'b2')]
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     unique = pipeline | beam.Create(items) | beam_generate.RefuseDuplicateNames()
     beam_testing.assert_that(unique['unique'], beam_testing.equal_to([items[0]]), label='Unique')
     beam_testing.assert_that(inputs_and_reasons(unique[beam_outputs.TAG]), beam_testing.equal_to([
@@ -525,7 +526,7 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
 
   expected = [(request.name, {key: values.tolist() for key, values in alone(*item).items()})
               for item in items[:5] for request in item[:1]]
-  pipeline = test_pipeline.TestPipeline()
+  pipeline = test_pipeline.TestPipeline(runner.LOCAL_RUNNER)
   generated = (pipeline
                | beam.Create(items)
                | beam_generate.GeneratePieces(served['export'], batch_size=8))
@@ -567,7 +568,7 @@ def test_write_pieces_writes_midi_and_png_and_dead_letters_what_cannot_be_writte
            (requests_lib.Request('plain'), prime, continuation),
            (requests_lib.Request('broken', 'p.mid'), prime, broken)]
   out = tmp_path / 'out'
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     written = pipeline | beam.Create(items) | beam_generate.WritePieces(str(out))
     beam_testing.assert_that(
         written['written'] | beam.Map(lambda entry: (entry.title, entry.clips[0].audio)),
@@ -595,7 +596,7 @@ def test_write_summary_accounts_for_every_request(tmp_path):
   expected = {'requests_in': 5, 'written': 2, 'dead_letters': 3,
               'dead_letter_reasons': {'bad_json': 2, 'prime_not_found': 1},
               'dead_letter_files': files, 'page': page}
-  with test_pipeline.TestPipeline() as pipeline:
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     summary = ({'requests_in': pipeline | 'In' >> beam.Create(range(5)),
                 'written': pipeline | 'Written' >> beam.Create(['a', 'b']),
                 'dead_letters': pipeline | 'DeadLetters' >> beam.Create(records),

@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
   config = preprocess.PreprocessConfig(
       input=str(corpus), output=data_dir, window_length=WINDOW, stride=16,
       split_ratios=(('train', 1.0), ('validation', 1.0), ('test', 1.0)))
-  info = preprocess.run(config, ['--runner=DirectRunner'])
+  info = preprocess.run(config)
   assert all(info['splits'][s]['pieces'] for s in ('train', 'validation')), info['splits']
   model_dir = str(root / 'model')
   train_config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))

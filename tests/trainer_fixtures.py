@@ -35,7 +35,7 @@ def make_dataset(root: str, num_pieces: int = 12, labels: tuple[str, ...] = ()) 
       input=corpus, output=data_dir, window_length=WINDOW, stride=16,
       split_ratios=(('train', 1.0), ('validation', 1.0), ('test', 1.0)),
       label_regex=r'^([a-z]+)-' if labels else '', min_label_pieces=1)
-  preprocess.run(config, ['--runner=DirectRunner'])
+  preprocess.run(config)
   return data_dir
 
 

@@ -1,0 +1,68 @@
+"""The preprocessing job's TFRecord sink and the runner both Beam jobs ask for."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import zlib
+
+import apache_beam as beam
+from apache_beam.options import pipeline_options
+from apache_beam.testing import test_pipeline
+import pytest
+import tensorflow as tf
+
+from beam_pipelines import runner, tfrecord_sink
+
+RECORDS = [b'', b'a', bytes(range(256)) * 40, b'last record']
+
+
+def test_framing_is_byte_for_byte_what_tensorflow_writes(tmp_path):
+  path = str(tmp_path / 'tf.tfrecord')
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in RECORDS:
+      writer.write(record)
+  with open(path, 'rb') as f:
+    assert f.read() == b''.join(map(tfrecord_sink.tfrecord, RECORDS))
+
+
+def write(records, prefix, compress):
+  with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
+    _ = (pipeline | beam.Create(records, reshuffle=False)
+         | tfrecord_sink.WriteTFRecords(prefix, compress))
+  return sorted(glob.glob(prefix + '*'))
+
+
+@pytest.mark.parametrize('compress', [True, False])
+def test_shards_hold_every_record_for_tensorflow_to_read(tmp_path, compress):
+  paths = write(RECORDS, str(tmp_path / 'out' / 'train'), compress)
+  suffix = '.tfrecord.gz' if compress else '.tfrecord'
+  assert [os.path.basename(p) for p in paths] == [f'train-00000-of-00001{suffix}']
+  read = tf.data.TFRecordDataset(paths, compression_type='GZIP' if compress else '')
+  assert sorted(read.as_numpy_iterator()) == sorted(RECORDS)
+  assert os.listdir(tmp_path / 'out') == ['train-00000-of-00001' + suffix]  # no temporaries
+
+
+def test_gzip_is_the_chosen_level_and_the_same_records_give_the_same_bytes(tmp_path):
+  first, = write(RECORDS, str(tmp_path / 'a' / 'x'), compress=True)
+  second, = write(RECORDS, str(tmp_path / 'b' / 'x'), compress=True)
+  with open(first, 'rb') as f:
+    data = f.read()
+  framed = b''.join(map(tfrecord_sink.tfrecord, RECORDS))
+  assert gzip.decompress(data) == framed
+  # The deflate stream is exactly zlib's at GZIP_LEVEL (after the 10-byte gzip header).
+  deflate = zlib.compressobj(tfrecord_sink.GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+  assert data[10:-8] == deflate.compress(framed) + deflate.flush()
+  with open(second, 'rb') as f:
+    assert f.read() == data
+
+
+def test_jobs_run_on_the_fn_api_runner_unless_told_otherwise():
+  def runner_of(args):
+    return runner.pipeline_options(args).view_as(pipeline_options.StandardOptions).runner
+
+  assert runner_of(None) == runner_of([]) == 'FnApiRunner'
+  assert runner_of(['--direct_num_workers=2']) == 'FnApiRunner'
+  assert runner_of(['--runner', 'DataflowRunner']) == 'DataflowRunner'
+  assert runner_of(['--runner=DirectRunner']) == 'DirectRunner'
