@@ -4,8 +4,8 @@ runner.
 Beam's default, the DirectRunner, first tries its Prism runner, which it downloads from GitHub
 at run time (``Downloading prism from https://github.com/apache/beam/releases/...``): online,
 a local job would fetch a binary and run on an engine that ``--direct_running_mode`` and
-``--direct_num_workers`` do not configure; offline the download fails and, about half a second
-later, the DirectRunner falls back to the FnApiRunner. Both jobs run on the FnApiRunner either
+``--direct_num_workers`` do not configure; offline the download fails and the DirectRunner
+falls back to the FnApiRunner (0.1-0.4 s later, here). Both jobs run on the FnApiRunner either
 way, so they ask for it: nothing comes from the network, and the local modes the README
 measures are the ones that run. ``--runner DirectRunner`` still gives Beam's default
 behaviour, and ``--runner DataflowRunner`` Dataflow.
