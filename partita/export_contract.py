@@ -15,7 +15,9 @@ and later parts are ignored (to score a real note, pass the note). Outputs:
 * ``step_chord_logit [batch]``: log-odds that the step is exactly 0 (the note joins a chord);
 * ``step_mixture_logits``, ``step_locations``, ``step_scales`` ``[batch, components]``: the
   rest of the step's distribution, a mixture of logistic distributions over log-seconds with
-  weights ``softmax(mixture_logits)``, locations and scales in log-seconds;
+  weights ``softmax(mixture_logits)``, locations and scales in log-seconds; the last
+  ``model.timing_anchors`` components (the config asset's) sit on the window's last steps, and
+  one the window lacks (a step of 0) has the logit -1e9, a weight of 0;
 * ``duration_mixture_logits``, ``duration_locations``, ``duration_scales``: the duration's;
 * ``velocity [batch]``: the predicted MIDI velocity, 1..127.
 

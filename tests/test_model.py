@@ -246,7 +246,8 @@ def test_predict_next_returns_the_models_distributions(exported):
                             window['velocity'], note['step'], note['pitch'], note['duration'],
                             window['label'][:, -1])
   with open(os.path.join(export_dir, 'assets', 'config.yaml')) as f:
-    components = config_lib.from_yaml(f.read()).model.timing_components
+    model_config = config_lib.from_yaml(f.read()).model
+  components = model_config.timing_components + model_config.timing_anchors
   assert sorted(out) == sorted(
       ['pitch_logits', 'velocity', 'step_chord_logit']
       + [f'{part}_{name}' for part in ('step', 'duration')
@@ -316,6 +317,35 @@ def test_the_causal_state_carried_note_by_note_is_the_whole_sequence_read_at_onc
                                model.encode_sequence(longer)[0][:, position], atol=1e-6)
 
 
+def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
+  """recent(): the last timing_anchors steps and durations (0 before the first note) and the
+  pitch memory, after the window or after every position; a causal generation state carries
+  the same note by note."""
+  model, config = causal_model()
+  anchors = config.model.timing_anchors
+  notes = windows(seed=9)
+  recent = model.recent(notes)
+  for part in ('step', 'duration'):
+    np.testing.assert_array_equal(recent[part], notes[part][:, -anchors:])
+  np.testing.assert_array_equal(recent['pitch_memory'], model_lib.pitch_memory(notes['pitch']))
+  every = model.recent(notes, every_position=True)
+  for part in ('step', 'duration'):
+    values = notes[part].numpy()
+    padded = np.concatenate([np.zeros((BATCH, anchors)), values], axis=1)
+    expected = [padded[row, position + 1:position + 1 + anchors]
+                for row in range(BATCH) for position in range(WINDOW)]
+    np.testing.assert_array_equal(every[part], expected)
+  np.testing.assert_array_equal(every['pitch_memory'],
+                                model_lib.pitch_memory(notes['pitch'], every_position=True))
+  longer = {name: tf.concat([values, values[:, :3]], axis=1) for name, values in notes.items()}
+  state = model.start(notes)
+  for position in range(WINDOW, WINDOW + 3):
+    state = model.advance(state, {name: values[:, position] for name, values in longer.items()})
+  carried = model.state_recent(state)
+  for name, values in model.recent(longer).items():
+    np.testing.assert_array_equal(carried[name], values, err_msg=name)
+
+
 def test_the_causal_encoder_never_sees_later_notes():
   model, _ = causal_model()
   notes = windows(seed=6)
@@ -375,3 +405,28 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
       model.state_vector(state),
       model.encode_sequence({name: tf.constant(v[:, :-1]) for name, v in sequence.items()})[0][
           :, -1], atol=1e-5)
+
+
+# --- what the heads read of the last notes themselves ---
+
+
+def test_pitch_memory_counts_each_pitch_and_pitch_class_over_the_last_notes():
+  pitches = tf.constant([[-1, 60, 72, 60, 62]])  # -1: before the first note
+  memory = model_lib.pitch_memory(pitches).numpy()[0]  # [128, features]
+  spans = model_lib.MEMORY_SPANS + model_lib.CLASS_MEMORY_SPANS
+  assert memory.shape == (128, len(spans))
+  span_of = {n: i for i, n in enumerate(model_lib.MEMORY_SPANS)}
+  assert memory[62, span_of[1]] == 1.0 and memory[60, span_of[1]] == 0.0
+  assert memory[60, span_of[2]] == 0.5 and memory[62, span_of[2]] == 0.5
+  assert memory[60, span_of[4]] == 0.5 and memory[72, span_of[4]] == 0.25
+  assert memory[60, span_of[64]] == 2 / 64
+  class_4 = len(model_lib.MEMORY_SPANS) + model_lib.CLASS_MEMORY_SPANS.index(4)
+  for pitch in (0, 48, 60, 72, 120):  # every C: 60, 72, 60 among the last 4 notes
+    assert memory[pitch, class_4] == 0.75
+  assert memory[122, class_4] == 0.25  # a D, like 62
+  assert memory[61, class_4] == memory[127, class_4] == 0.0
+  # After every position, as after the last note of each prefix.
+  every = model_lib.pitch_memory(pitches, every_position=True).numpy()
+  for position in range(5):
+    np.testing.assert_array_equal(
+        every[position], model_lib.pitch_memory(pitches[:, :position + 1]).numpy()[0])

@@ -179,3 +179,45 @@ def test_tf_bins_agree_with_the_numpy_grid_away_from_the_edges():
   got = timing_distribution.to_bins(tf.constant(seconds[away])).numpy()
   np.testing.assert_array_equal(got, expected)
   assert expected.min() == 0 and expected.max() == NUM_BINS - 1
+
+
+def test_anchored_components_sit_exactly_on_the_recent_times_and_absent_ones_weigh_nothing():
+  """Two free components, then one per anchor: located at the anchor's log, all with the one
+  learned scale; an anchor of 0 s (a chord's step, or before the piece) has the weight 0."""
+  free, anchors = 2, np.array([[0.0, 0.5, 0.25]], np.float32)
+  count = timing_distribution.parameter_count(free, chord=True, anchors=3)
+  assert count == 3 * free + 1 + 3 + 1
+  outputs = np.zeros([1, count], np.float32)
+  outputs[0, 3 * free + 1:3 * free + 4] = [5.0, 1.0, 2.0]  # the anchors' logits
+  outputs[0, -1] = -2.0  # the anchors' scale, before the softplus
+  parameters = timing_distribution.from_dense(tf.constant(outputs), free, chord=True,
+                                              location_offset=0.0, anchors=tf.constant(anchors))
+  np.testing.assert_allclose(parameters['locations'][0, free + 1:], np.log([0.5, 0.25]))
+  expected_scale = np.log1p(np.exp(-2.0)) + timing_distribution.ANCHOR_MIN_SCALE
+  np.testing.assert_allclose(parameters['scales'][0, free:], [expected_scale] * 3, rtol=1e-6)
+  weights = tf.nn.softmax(parameters['mixture_logits']).numpy()[0]
+  assert weights[free] == 0.0  # the absent anchor, whatever its logit
+  np.testing.assert_allclose(weights, special.softmax([0.0, 0.0, -np.inf, 1.0, 2.0]), rtol=1e-6)
+  # Without a chord: the same layout less the chord logit.
+  assert timing_distribution.parameter_count(free, chord=False, anchors=3) == count - 1
+  assert timing_distribution.parameter_count(free, chord=False) == 3 * free
+
+
+def test_an_anchored_mixture_puts_the_anchors_mass_in_the_anchors_bins():
+  """With all the weight on one anchor at 0.5 s and the smallest scale, the bin of 0.5 s holds
+  the logistic's mass over its edges, nearly all of it."""
+  anchors = tf.constant([[0.5]], tf.float32)
+  outputs = np.zeros([1, timing_distribution.parameter_count(1, chord=False, anchors=1)],
+                     np.float32)
+  outputs[0, 0] = -30.0  # the free component's logit: no weight
+  outputs[0, -2] = 30.0  # the anchor's
+  outputs[0, -1] = -30.0  # scale -> MIN_SCALE
+  parameters = timing_distribution.from_dense(tf.constant(outputs), 1, chord=False,
+                                              location_offset=0.0, anchors=anchors)
+  bin_of = int(timing_bins.to_bins(0.5))
+  scale = timing_distribution.ANCHOR_MIN_SCALE
+  expected = (special.expit((timing_bins.LOG_UPPER[bin_of] - np.log(0.5)) / scale)
+              - special.expit((timing_bins.LOG_LOWER[bin_of] - np.log(0.5)) / scale))
+  got = np.exp(timing_distribution.log_bin_probability(parameters, tf.constant([bin_of])))
+  assert got[0] == pytest.approx(expected, rel=1e-4)
+  assert expected > 0.99

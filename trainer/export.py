@@ -88,22 +88,24 @@ class _Generator:
       result.update({f'{part}_{name}': value for name, value in outputs[part].items()})
     return result
 
-  def next_note(self, hidden, temperature, top_k, top_p, seeds):
-    """Samples the next note from the encoder's ``hidden`` vectors, part by part in the model's
-    note order, each part seen by the heads after it. ``seeds`` ``[batch, 2]``: each row's
-    stateless seed for this note; one draw per row gives every part its random numbers."""
+  def next_note(self, state, temperature, top_k, top_p, seeds):
+    """Samples the note after generation ``state`` (``NoteModel.start``), part by part in the
+    model's note order, each part seen by the heads after it. ``seeds`` ``[batch, 2]``: each
+    row's stateless seed for this note; one draw per row gives every part its random numbers."""
+    hidden = self.model.state_vector(state)
+    recent = self.model.state_recent(state)
     widths = [constants.PITCHES if part == 'pitch' else
-              timing_distribution.uniforms_per_draw(self.model.components)
+              timing_distribution.uniforms_per_draw(self.model.mixture_size)
               for part in self.model.parts]
     uniforms = tf.split(row_uniforms(seeds, sum(widths)), widths, axis=-1)
     note = {}
     for part, uniform in zip(self.model.parts, uniforms, strict=True):
-      distribution = self.model.head(part, hidden, note)
+      distribution = self.model.head(part, hidden, note, recent)
       if part == 'pitch':
         note[part] = _sample_pitch(distribution, temperature, top_k, top_p, uniform)
       else:
         note[part] = timing_distribution.sample(distribution, temperature, uniform)
-    note['velocity'] = _velocity(self.model.head('velocity', hidden, note))
+    note['velocity'] = _velocity(self.model.head('velocity', hidden, note, recent))
     return note
 
   def generate(self, pitch, step, duration, velocity, num_notes, temperature, top_k, top_p,
@@ -140,8 +142,7 @@ class _Generator:
 
     def body(i, state, generated):
       note_seeds = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(i, tf.int64))], axis=1)
-      next_note = self.next_note(self.model.state_vector(state), temperature, top_k, top_p,
-                                 note_seeds)
+      next_note = self.next_note(state, temperature, top_k, top_p, note_seeds)
       generated = {name: generated[name].write(i, next_note[name]) for name in generated}
       next_note[data_contract.LABEL_FEATURE] = label  # the piece keeps its label
       return i + 1, self.model.advance(state, next_note), generated

@@ -5,10 +5,15 @@ into one vector (``model.encoder=causal``: two left-to-right LSTMs, which give a
 every position, see :meth:`NoteModel.call`); a head per part of the next note turns it into
 that part's distribution: a 128-way softmax for the pitch, a mixture of logistics over
 log-seconds for the step and the duration (``trainer.timing_distribution``; the step's with a
-point mass at 0 for chords) and a regression for the velocity. ``model.note_order`` names the
-order of the parts: each head also sees the parts before its own (so with
-``step_pitch_duration`` the pitch head knows whether the note joins a chord, and the duration
-head knows its pitch), which factors the note's likelihood as
+point mass at 0 for chords) and a regression for the velocity. Besides the encoder's vector the
+heads read the last notes themselves (:meth:`NoteModel.recent`): each timing mixture has
+components anchored on the window's last ``model.timing_anchors`` values of its part, and the
+pitch logits weigh how often each pitch sounded lately (:func:`pitch_memory`), because music
+repeats its times and pitches exactly and LSTMs learn to carry them only slowly.
+
+``model.note_order`` names the order of the parts: each head also sees the parts before its
+own (so with ``step_pitch_duration`` the pitch head knows whether the note joins a chord, and
+the duration head knows its pitch), which factors the note's likelihood as
 ``P(step) P(pitch | step) P(duration | step, pitch)`` with every factor exact; the velocity
 comes last and sees all three. ``independent`` gives every head the encoder's vector alone.
 Training feeds the true earlier parts (teacher forcing); generation feeds the sampled ones.
@@ -51,6 +56,11 @@ def note_parts(note_order: str) -> tuple[str, ...]:
   return tuple(note_order.split('_'))
 
 
+# The spans, in notes, over which pitch_memory counts each pitch, and each pitch class.
+MEMORY_SPANS = (1, 2, 4, 8, 16, 32, 64)
+CLASS_MEMORY_SPANS = (4, 16, 64)
+
+
 def log_time(seconds: tf.Tensor) -> tf.Tensor:
   """Times as the heads and the encoder see them: ``log(1 + t / 10 ms) / 5``, about 0 to 1
   from 0 to 15 s, so that the ratios between times, not their differences, count."""
@@ -68,6 +78,14 @@ class NoteModel(keras.Model):
     self.parts = note_parts(config.note_order)
     self.conditioned = config.note_order != 'independent'
     self.components = config.timing_components
+    self.anchors = config.timing_anchors
+    self.memory = config.pitch_memory
+    # The notes a causal generation state keeps for recent().
+    self.history = max(MEMORY_SPANS[-1], self.anchors)
+    if self.memory:
+      self.pitch_memory_weights = layers.Dense(
+          len(MEMORY_SPANS) + len(CLASS_MEMORY_SPANS), kernel_initializer='zeros',
+          dtype='float32', name='pitch_memory_weights')
     self.timing = {name: (float(timing[name]['mean']), max(float(timing[name]['std']), 1e-6))
                    for name in timing_bins.TIMED_PARTS}
     self.causal = config.encoder == 'causal'
@@ -82,13 +100,19 @@ class NoteModel(keras.Model):
       self.lstm = layers.LSTM(config.lstm_units, name='lstm')
     self.dropout = layers.Dropout(config.dropout)
     outputs = {'pitch': constants.PITCHES, 'velocity': 1,
-               'step': timing_distribution.parameter_count(self.components, chord=True),
-               'duration': timing_distribution.parameter_count(self.components, chord=False)}
+               **{part: timing_distribution.parameter_count(
+                   self.components, chord=part == 'step', anchors=self.anchors)
+                  for part in timing_bins.TIMED_PARTS}}
     for part, size in outputs.items():
       hidden = [layers.Dense(config.head_units, activation='relu', dtype='float32')
                 ] if config.head_units else []
       setattr(self, f'{part}_head', keras.Sequential(
           hidden + [layers.Dense(size, dtype='float32')], name=f'{part}_head'))
+
+  @property
+  def mixture_size(self) -> int:
+    """Components of each timing mixture: the free ones, then the anchored ones."""
+    return self.components + self.anchors
 
   def note_features(self, notes: dict[str, tf.Tensor]) -> tf.Tensor:
     """``[batch, time]`` notes -> ``[batch, time, features]``, what the recurrence reads."""
@@ -137,20 +161,49 @@ class NoteModel(keras.Model):
       x = self.dropout(x, training=training)
     return self.with_label(x, notes[contract.LABEL_FEATURE]), after
 
+  def recent(self, notes: dict[str, tf.Tensor], every_position: bool = False) -> dict:
+    """What the heads read of the last notes themselves, besides the encoder's vector:
+    ``step`` and ``duration``, the last ``timing_anchors`` values of each (``[rows, anchors]``,
+    oldest first, 0 where the notes do not reach back that far), which the timing heads anchor
+    on; ``pitch_memory``, :func:`pitch_memory` (``[rows, 128, features]``), which the pitch
+    head weighs. A row per window of ``[batch, time]`` notes, after its last note; with
+    ``every_position``, a row after every position, flattened to ``batch * time`` rows.
+    Pitches of -1 stand for no note (a causal state's history before its first note)."""
+    recent = {}
+    if self.anchors:
+      for part in timing_bins.TIMED_PARTS:
+        padded = tf.pad(tf.cast(notes[part], tf.float32), [[0, 0], [self.anchors, 0]])
+        if every_position:
+          framed = tf.signal.frame(padded[:, 1:], self.anchors, 1, axis=1)
+          recent[part] = tf.reshape(framed, [-1, self.anchors])
+        else:
+          recent[part] = padded[:, -self.anchors:]
+    if self.memory:
+      recent['pitch_memory'] = pitch_memory(notes['pitch'], every_position)
+    return recent
+
   # Generation walks a state from note to note: the window itself for the BiLSTM, which reads
-  # the whole window again for every note; the LSTMs' states and last vector for the causal
-  # encoder, which reads each new note once.
+  # the whole window again for every note; for the causal encoder, which reads each new note
+  # once, the LSTMs' states and last vector, and its last notes for the heads' recent().
 
   def start(self, window: dict[str, tf.Tensor]):
     """The generation state after a prime window."""
     if not self.causal:
       return window
     hidden, states = self.encode_sequence(window)
-    return {'hidden': hidden[:, -1], 'states': states}
+    padding = tf.maximum(self.history - tf.shape(window['pitch'])[1], 0)
+    history = {part: tf.pad(window[part], [[0, 0], [padding, 0]],
+                            constant_values=-1 if part == 'pitch' else 0)[:, -self.history:]
+               for part in ('pitch', *timing_bins.TIMED_PARTS)}
+    return {'hidden': hidden[:, -1], 'states': states, 'history': history}
 
   def state_vector(self, state) -> tf.Tensor:
     """The ``[batch, units]`` vector the heads read in ``state``."""
     return state['hidden'] if self.causal else self.encode(state)
+
+  def state_recent(self, state) -> dict[str, tf.Tensor]:
+    """:meth:`recent` after the last note of ``state``."""
+    return self.recent(state['history'] if self.causal else state)
 
   def advance(self, state, note: dict[str, tf.Tensor]):
     """The state after one more note (``[batch]`` values of every feature and the label)."""
@@ -159,7 +212,9 @@ class NoteModel(keras.Model):
               for name in state}
     hidden, states = self.encode_sequence(
         {name: value[:, None] for name, value in note.items()}, states=state['states'])
-    return {'hidden': hidden[:, -1], 'states': states}
+    history = {part: tf.concat([values[:, 1:], tf.cast(note[part], values.dtype)[:, None]],
+                               axis=1) for part, values in state['history'].items()}
+    return {'hidden': hidden[:, -1], 'states': states, 'history': history}
 
   def part_features(self, part: str, value: tf.Tensor) -> tf.Tensor:
     """What a later head sees of an earlier part's value (``[batch]`` -> ``[batch, n]``)."""
@@ -173,9 +228,9 @@ class NoteModel(keras.Model):
     return tf.stack(features, axis=-1)
 
   def head(self, part: str, hidden: tf.Tensor, note: dict[str, tf.Tensor],
-           training: bool = False):
+           recent: dict[str, tf.Tensor], training: bool = False):
     """The distribution of ``part`` ('pitch', 'step', 'duration' or 'velocity') given the
-    encoder's ``hidden`` and the values in ``note`` of the parts before it.
+    encoder's ``hidden``, the values in ``note`` of the parts before it and :meth:`recent`.
 
     Returns pitch logits ``[batch, 128]``, a step or duration parameters dict
     (``trainer.timing_distribution``) or the velocity as a fraction of 127 ``[batch]``.
@@ -184,14 +239,23 @@ class NoteModel(keras.Model):
     if self.conditioned:
       earlier = self.parts if part == 'velocity' else self.parts[:self.parts.index(part)]
       inputs += [self.part_features(name, note[name]) for name in earlier]
-    outputs = getattr(self, f'{part}_head')(tf.concat(inputs, axis=-1), training=training)
+    anchors = recent[part] if self.anchors and part in timing_bins.TIMED_PARTS else None
+    if anchors is not None:
+      inputs.append(log_time(anchors))  # so the head knows which anchor is which time
+    inputs = tf.concat(inputs, axis=-1)
+    outputs = getattr(self, f'{part}_head')(inputs, training=training)
+    if part == 'pitch' and self.memory:
+      # Each pitch's logit gains its memory features, weighed as this note's context says.
+      weights = self.pitch_memory_weights(inputs)
+      return outputs + tf.einsum('rpf,rf->rp', recent['pitch_memory'], weights)
     if part == 'pitch':
       return outputs
     if part == 'velocity':
       return tf.sigmoid(outputs[:, 0])
     return timing_distribution.from_dense(
         outputs, self.components, chord=part == 'step',
-        location_offset=float(np.log(max(self.timing[part][0], timing_bins.BIN_SECONDS))))
+        location_offset=float(np.log(max(self.timing[part][0], timing_bins.BIN_SECONDS))),
+        anchors=anchors)
 
   def call(self, window: dict[str, tf.Tensor], next_note: dict[str, tf.Tensor],
            training: bool = False, every_position: bool = False) -> dict:
@@ -207,8 +271,39 @@ class NoteModel(keras.Model):
       hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
     else:
       hidden = self.encode(window, training)
-    return {part: self.head(part, hidden, next_note, training)
+    recent = self.recent(window, every_position)
+    return {part: self.head(part, hidden, next_note, recent, training)
             for part in self.parts + ('velocity',)}
+
+
+def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
+  """For every pitch, how often it sounded lately: ``[batch, time]`` pitches (-1: no note) ->
+  ``[rows, 128, features]``, per row (after the last note, or with ``every_position`` after
+  every position, flattened) the share of the last ``n`` notes with that pitch for each ``n`` of
+  :data:`MEMORY_SPANS`, then with its pitch class for each of :data:`CLASS_MEMORY_SPANS`.
+
+  Music repeats its pitches; the encoder could carry which ones through its LSTMs into the
+  softmax, but learns that slowly, while these counts hand it over exactly (a cache model, as
+  the n-gram literature has it, weighed by the network)."""
+  onehot = tf.one_hot(tf.cast(pitches, tf.int32), constants.PITCHES)  # -1: all zeros
+  if every_position:
+    total = tf.cumsum(onehot, axis=1)
+    counts = {n: total - tf.pad(total, [[0, 0], [n, 0], [0, 0]])[:, :-n]
+              for n in set(MEMORY_SPANS + CLASS_MEMORY_SPANS)}
+    counts = {n: tf.reshape(value, [-1, constants.PITCHES]) for n, value in counts.items()}
+  else:
+    counts = {n: tf.reduce_sum(onehot[:, -n:], axis=1)
+              for n in set(MEMORY_SPANS + CLASS_MEMORY_SPANS)}
+  octaves = -(-constants.PITCHES // 12)
+
+  def of_class(count):
+    padded = tf.pad(count, [[0, 0], [0, 12 * octaves - constants.PITCHES]])
+    classes = tf.reduce_sum(tf.reshape(padded, [-1, octaves, 12]), axis=1)
+    return tf.tile(classes, [1, octaves])[:, :constants.PITCHES]
+
+  features = ([counts[n] / n for n in MEMORY_SPANS]
+              + [of_class(counts[n]) / n for n in CLASS_MEMORY_SPANS])
+  return tf.stack(features, axis=-1)
 
 
 def every_position_targets(window: dict[str, tf.Tensor],

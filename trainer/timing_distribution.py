@@ -9,6 +9,15 @@ Its parameters, each ``[batch, components]`` but the chord logit ``[batch]`` (th
 * ``scales``: each component's scale (> 0), log-seconds;
 * ``chord_logit`` (step only): the log-odds that the step is 0.
 
+The last components of each mixture may be *anchored* (``model.timing_anchors``): one per
+recent value of the same part in the window (the last steps, or the last durations), located
+exactly at that value's logarithm, sharing one learned scale, with a learned weight each. Music
+repeats its times: on ``piano-midi`` 79% of the steps that are not chords equal (within a 10 ms
+bin) one of the two nonzero steps before them, and 81% of the durations one of the eight
+durations before them, which free components can only approximate. An anchor the window does not
+have (a step of 0, a zero duration, a position before the piece) gets the weight 0, a mixture
+logit of :data:`ABSENT_LOGIT`.
+
 So ``log(time)`` has the density ``sum_k w_k logistic((u - locations_k) / scales_k) / scales_k``
 with ``w = softmax(mixture_logits)``; for the step that density is scaled by
 ``1 - sigmoid(chord_logit)``. Trained by maximum likelihood of the 10 ms bin holding the true
@@ -29,27 +38,50 @@ from partita import timing_bins
 # The smallest scale, log-seconds: keeps every component's mass spread over at least a few
 # bins' worth of log-time.
 MIN_SCALE = 0.01
+# The anchored components' smallest scale: a tenth of a 10 ms bin's width at 1 s, so that an
+# anchor can put nearly all its mass in its own bin (a repeated time of sequenced MIDI);
+# trained on bins, its likelihood cannot exceed 1 however small the scale.
+ANCHOR_MIN_SCALE = 0.001
 PARAMETERS = ('mixture_logits', 'locations', 'scales')
 CHORD_LOGIT = 'chord_logit'
+# The mixture logit of an anchor the window does not have: a weight of 0 to float precision,
+# finite so that no softmax or Gumbel draw meets inf - inf.
+ABSENT_LOGIT = -1e9
 
 
-def parameter_count(components: int, chord: bool) -> int:
-  """Outputs of the dense layer that :func:`from_dense` reads."""
-  return 3 * components + int(chord)
+def parameter_count(components: int, chord: bool, anchors: int = 0) -> int:
+  """Outputs of the dense layer that :func:`from_dense` reads: per free component a logit, a
+  location and a scale, the chord logit, and per anchor a logit plus the anchors' one scale."""
+  return 3 * components + int(chord) + (anchors + 1 if anchors else 0)
 
 
-def from_dense(outputs: tf.Tensor, components: int, chord: bool,
-               location_offset: float) -> dict[str, tf.Tensor]:
+def from_dense(outputs: tf.Tensor, components: int, chord: bool, location_offset: float,
+               anchors: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
   """Splits a dense layer's ``[batch, parameter_count]`` outputs into named parameters.
 
-  ``location_offset`` (log-seconds) shifts every location, so that an untrained layer (outputs
-  near 0) starts near the training split's typical time rather than at 1 s.
+  ``location_offset`` (log-seconds) shifts every free location, so that an untrained layer
+  (outputs near 0) starts near the training split's typical time rather than at 1 s.
+  ``anchors``: ``[batch, n]`` recent times in seconds, or None; each becomes one more component,
+  after the free ones.
   """
-  logits, locations, raw_scales = tf.split(outputs[:, :3 * components], 3, axis=-1)
+  free = 3 * components
+  logits, locations, raw_scales = tf.split(outputs[:, :free], 3, axis=-1)
   parameters = {'mixture_logits': logits, 'locations': locations + location_offset,
                 'scales': tf.nn.softplus(raw_scales) + MIN_SCALE}
   if chord:
-    parameters[CHORD_LOGIT] = outputs[:, -1]
+    parameters[CHORD_LOGIT] = outputs[:, free]
+  if anchors is not None:
+    count = anchors.shape[-1]
+    start = free + int(chord)
+    present = anchors >= timing_bins.BIN_SECONDS / 2  # not in bin 0
+    anchor_logits = tf.where(present, outputs[:, start:start + count], ABSENT_LOGIT)
+    anchor_scales = (tf.nn.softplus(outputs[:, start + count:start + count + 1])
+                     + ANCHOR_MIN_SCALE)
+    parameters['mixture_logits'] = tf.concat([logits, anchor_logits], axis=-1)
+    parameters['locations'] = tf.concat([parameters['locations'], tf.math.log(
+        tf.maximum(anchors, timing_bins.BIN_SECONDS / 2))], axis=-1)
+    parameters['scales'] = tf.concat(
+        [parameters['scales'], tf.tile(anchor_scales, [1, count])], axis=-1)
   return parameters
 
 
