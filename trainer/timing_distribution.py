@@ -12,9 +12,10 @@ Its parameters, each ``[batch, components]`` but the chord logit ``[batch]`` (th
 The last components of each mixture may be *anchored* (``model.timing_anchors``): one per
 recent value of the same part in the window (the last steps, or the last durations), located
 exactly at that value's logarithm, sharing one learned scale, with a learned weight each. Music
-repeats its times: on ``piano-midi`` 79% of the steps that are not chords equal (within a 10 ms
-bin) one of the two nonzero steps before them, and 81% of the durations one of the eight
-durations before them, which free components can only approximate. An anchor the window does not
+repeats its times: on ``piano-midi`` 66% of the steps that are not chords fall in the very 10 ms
+bin of one of the two nonzero steps before them (78% within a bin of it), and 74% of the
+durations in the bin of one of the eight durations before them (82%), which free components
+can only approximate. An anchor the window does not
 have (a step of 0, a zero duration, a position before the piece) gets the weight 0, a mixture
 logit of :data:`ABSENT_LOGIT`.
 
