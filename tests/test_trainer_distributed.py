@@ -497,9 +497,9 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
       results[strategy] = weights, losses, json.load(f)
   (weights, losses, metrics), (one_weights, one_losses, one_metrics) = (
       results['mirrored'], results['default'])
-  # The pitch and label embeddings 2, BiLSTM 6, LSTM 3, and the four heads' two dense layers'
-  # kernels and biases 16.
-  assert len(weights) == len(one_weights) == 27
+  # The pitch and label embeddings 2, BiLSTM 6, LSTM 3, the four heads' two dense layers'
+  # kernels and biases 16, and the pitch memory's weights' kernel and bias 2.
+  assert len(weights) == len(one_weights) == 29
   for name, value in one_weights.items():
     np.testing.assert_allclose(weights[name], value, rtol=0, atol=1e-5, err_msg=name)
   assert sorted(losses) == sorted(one_losses) == [

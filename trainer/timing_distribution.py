@@ -15,9 +15,8 @@ exactly at that value's logarithm, sharing one learned scale, with a learned wei
 repeats its times: on ``piano-midi`` 66% of the steps that are not chords fall in the very 10 ms
 bin of one of the two nonzero steps before them (78% within a bin of it), and 74% of the
 durations in the bin of one of the eight durations before them (82%), which free components
-can only approximate. An anchor the window does not
-have (a step of 0, a zero duration, a position before the piece) gets the weight 0, a mixture
-logit of :data:`ABSENT_LOGIT`.
+can only approximate. An anchor the window does not have (a step of 0, a zero duration, a
+position before the piece) gets the weight 0, a mixture logit of :data:`ABSENT_LOGIT`.
 
 So ``log(time)`` has the density ``sum_k w_k logistic((u - locations_k) / scales_k) / scales_k``
 with ``w = softmax(mixture_logits)``; for the step that density is scaled by
