@@ -211,7 +211,7 @@ def test_an_anchored_mixture_puts_the_anchors_mass_in_the_anchors_bins():
                      np.float32)
   outputs[0, 0] = -30.0  # the free component's logit: no weight
   outputs[0, -2] = 30.0  # the anchor's
-  outputs[0, -1] = -30.0  # scale -> MIN_SCALE
+  outputs[0, -1] = -30.0  # scale -> ANCHOR_MIN_SCALE
   parameters = timing_distribution.from_dense(tf.constant(outputs), 1, chord=False,
                                               location_offset=0.0, anchors=anchors)
   bin_of = int(timing_bins.to_bins(0.5))
