@@ -18,6 +18,11 @@ import numpy as np
 TIMED_PARTS = ('step', 'duration')
 BIN_SECONDS = 0.01
 NUM_BINS = 3001  # the last bin, from 29.995 s up, holds every longer time
+# The last bin's centre: the longest time a sampler returns. Trained and scored on these bins, a
+# distribution says how likely "30 s or longer" is but nothing about how much longer, so a draw
+# beyond it is the last bin's draw; unclamped, an untrained model's long logistic tails (fed
+# back through the timing anchors) wrote continuations hours long.
+LONGEST_SECONDS = (NUM_BINS - 1) * BIN_SECONDS
 # Stand-ins for log(0 s) and log(inf s): e^-40 s and e^40 s lie beyond any time a
 # distribution of this project puts mass on, so a cumulative distribution is 0 and 1 there
 # to float precision.

@@ -150,6 +150,19 @@ def test_mixture_samples_choose_components_by_their_weights():
   assert (durations < 0.1).mean() == pytest.approx(0.25, abs=4 * np.sqrt(0.25 * 0.75 / ROWS))
 
 
+def test_draws_beyond_the_grid_are_its_last_bin_centre():
+  # One component centred at 20 s with scale 1: draws above the logistic's median by more
+  # than log(30 / 20) are 30 s exactly; the rest keep their value.
+  log_location = np.log(20.0)
+  draws = timing_distribution.sample(
+      parameters([0.0], [log_location], [1.0], None, rows=2000), tf.constant(1.0),
+      uniforms(1, 2000, (5, 6))).numpy()
+  assert draws.max() == np.float32(timing_bins.LONGEST_SECONDS) == np.float32(30.0)
+  above = special.expit(log_location - np.log(30.0))  # 0.40 of the draws
+  assert (draws == draws.max()).mean() == pytest.approx(above, abs=4 * np.sqrt(0.25 / 2000))
+  assert (draws[draws < draws.max()] < 30.0).all()
+
+
 def test_a_lower_temperature_narrows_the_spread():
   # The same seed draws the same uniforms: each log-time's distance from the location scales
   # by the temperature exactly (up to float32 rounding).

@@ -50,8 +50,8 @@ class ModelConfig:
   # More components of each timing mixture, anchored at the window's last N values of their
   # part (the last steps, or durations): music repeats its times (trainer/timing_distribution.py).
   timing_anchors: int = 8
-  # Whether the pitch head also weighs how often each pitch (and pitch class) sounded in the
-  # last 1 to 64 notes (trainer/model.py, pitch_memory).
+  # Whether the pitch head also weighs how often each pitch sounded in the last 1 to 64 notes
+  # (trainer/model.py, pitch_memory).
   pitch_memory: bool = True
   label_embedding_dim: int = 16  # the piece label's embedding (partita.labels)
   # Where the label enters: input: beside every note's features, into the recurrence;

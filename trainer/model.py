@@ -56,9 +56,10 @@ def note_parts(note_order: str) -> tuple[str, ...]:
   return tuple(note_order.split('_'))
 
 
-# The spans, in notes, over which pitch_memory counts each pitch, and each pitch class.
+# The spans, in notes, over which pitch_memory counts each pitch. Exact pitches only: counts
+# per pitch class, tried beside them, lowered the likelihood a little more but made sampled
+# continuations loop on one or two pitch classes (BENCHMARKS.md, "Anchors and pitch memory").
 MEMORY_SPANS = (1, 2, 4, 8, 16, 32, 64)
-CLASS_MEMORY_SPANS = (4, 16, 64)
 
 
 def log_time(seconds: tf.Tensor) -> tf.Tensor:
@@ -84,7 +85,7 @@ class NoteModel(keras.Model):
     self.history = max(MEMORY_SPANS[-1], self.anchors)
     if self.memory:
       self.pitch_memory_weights = layers.Dense(
-          len(MEMORY_SPANS) + len(CLASS_MEMORY_SPANS), kernel_initializer='zeros',
+          len(MEMORY_SPANS), kernel_initializer='zeros',
           dtype='float32', name='pitch_memory_weights')
     self.timing = {name: (float(timing[name]['mean']), max(float(timing[name]['std']), 1e-6))
                    for name in timing_bins.TIMED_PARTS}
@@ -280,7 +281,7 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
   """For every pitch, how often it sounded lately: ``[batch, time]`` pitches (-1: no note) ->
   ``[rows, 128, features]``, per row (after the last note, or with ``every_position`` after
   every position, flattened) the share of the last ``n`` notes with that pitch for each ``n`` of
-  :data:`MEMORY_SPANS`, then with its pitch class for each of :data:`CLASS_MEMORY_SPANS`.
+  :data:`MEMORY_SPANS`.
 
   Music repeats its pitches; the encoder could carry which ones through its LSTMs into the
   softmax, but learns that slowly, while these counts hand it over exactly (a cache model, as
@@ -288,22 +289,11 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
   onehot = tf.one_hot(tf.cast(pitches, tf.int32), constants.PITCHES)  # -1: all zeros
   if every_position:
     total = tf.cumsum(onehot, axis=1)
-    counts = {n: total - tf.pad(total, [[0, 0], [n, 0], [0, 0]])[:, :-n]
-              for n in set(MEMORY_SPANS + CLASS_MEMORY_SPANS)}
-    counts = {n: tf.reshape(value, [-1, constants.PITCHES]) for n, value in counts.items()}
+    counts = [tf.reshape(total - tf.pad(total, [[0, 0], [n, 0], [0, 0]])[:, :-n],
+                         [-1, constants.PITCHES]) for n in MEMORY_SPANS]
   else:
-    counts = {n: tf.reduce_sum(onehot[:, -n:], axis=1)
-              for n in set(MEMORY_SPANS + CLASS_MEMORY_SPANS)}
-  octaves = -(-constants.PITCHES // 12)
-
-  def of_class(count):
-    padded = tf.pad(count, [[0, 0], [0, 12 * octaves - constants.PITCHES]])
-    classes = tf.reduce_sum(tf.reshape(padded, [-1, octaves, 12]), axis=1)
-    return tf.tile(classes, [1, octaves])[:, :constants.PITCHES]
-
-  features = ([counts[n] / n for n in MEMORY_SPANS]
-              + [of_class(counts[n]) / n for n in CLASS_MEMORY_SPANS])
-  return tf.stack(features, axis=-1)
+    counts = [tf.reduce_sum(onehot[:, -n:], axis=1) for n in MEMORY_SPANS]
+  return tf.stack([count / n for count, n in zip(counts, MEMORY_SPANS)], axis=-1)
 
 
 def every_position_targets(window: dict[str, tf.Tensor],

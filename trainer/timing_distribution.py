@@ -132,6 +132,7 @@ def sample(parameters: dict[str, tf.Tensor], temperature: tf.Tensor,
   concentrates on the likeliest component and its centre, above 1 it spreads.
   ``uniform``: ``[batch, uniforms_per_draw(components)]`` numbers in (0, 1), the row's random
   draws (the caller's seeds decide them); the same parameters and uniforms give the same time.
+  A time beyond the grid's last bin centre is that centre, ``timing_bins.LONGEST_SECONDS``.
   """
   logits = parameters['mixture_logits'] / temperature
   components = logits.shape[-1]
@@ -143,7 +144,7 @@ def sample(parameters: dict[str, tf.Tensor], temperature: tf.Tensor,
   logistic = uniform[:, components]
   # The logistic's inverse cumulative distribution.
   log_seconds = location + scale * (tf.math.log(logistic) - tf.math.log1p(-logistic))
-  seconds = tf.exp(tf.minimum(log_seconds, timing_bins.LOG_INFINITY))
+  seconds = tf.minimum(tf.exp(log_seconds), timing_bins.LONGEST_SECONDS)  # inf included
   if CHORD_LOGIT not in parameters:
     return seconds
   chord = tf.math.log(uniform[:, components + 1]) < tf.math.log_sigmoid(
