@@ -26,10 +26,11 @@ prime windows, scalar sampling parameters, int64 seeds and ``[batch]`` int32 lab
 ``pitch``, ``step``, ``duration``,
 ``velocity`` ``[batch, num_notes]``, the whole sampling loop running inside the graph: every part
 of each note is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the pitch
-only). ``seed`` is one per row (``[batch]``), or a scalar ``s`` standing for the seeds
-:func:`row_seeds` gives (``s, s + 1, ...``). A row's random numbers are drawn from its own seed
-and the note index alone, so its notes depend only on its prime, the parameters and its seed:
-the same request gives the same notes alone, in any batch and at any row.
+only); a sampled step or duration is at most ``timing_bins.LONGEST_SECONDS`` (30 s, the
+likelihood grid's last bin). ``seed`` is one per row (``[batch]``), or a scalar ``s`` standing
+for the seeds :func:`row_seeds` gives (``s, s + 1, ...``). A row's random numbers are drawn from
+its own seed and the note index alone, so its notes depend only on its prime, the parameters
+and its seed: the same request gives the same notes alone, in any batch and at any row.
 
 ``label``: the id of the piece's label (a composer) in the vocabulary of the ``labels`` section
 of the export's ``info.json`` asset (``partita.labels``): ``vocabulary[i]`` is the name of id

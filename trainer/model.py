@@ -85,8 +85,8 @@ class NoteModel(keras.Model):
     self.history = max(MEMORY_SPANS[-1], self.anchors)
     if self.memory:
       self.pitch_memory_weights = layers.Dense(
-          len(MEMORY_SPANS), kernel_initializer='zeros',
-          dtype='float32', name='pitch_memory_weights')
+          len(MEMORY_SPANS), kernel_initializer='zeros', dtype='float32',
+          name='pitch_memory_weights')
     self.timing = {name: (float(timing[name]['mean']), max(float(timing[name]['std']), 1e-6))
                    for name in timing_bins.TIMED_PARTS}
     self.causal = config.encoder == 'causal'
