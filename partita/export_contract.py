@@ -6,10 +6,13 @@ names and limits live here, with no TensorFlow import, for the writer and the re
 
 ``predict_next(pitch, step, duration, velocity, next_step, next_pitch, next_duration, label)``:
 ``[batch, window]`` windows, ``[batch]`` values of the next note's parts and ``[batch]`` int32
-label ids -> the distribution of each part of the next note. The model predicts the parts in an
-order (its config's ``model.note_order``, e.g. step, then pitch, then duration) and each part's
-distribution is conditioned on the values given for the parts before it; the values of its own
-and later parts are ignored (to score a real note, pass the note). Outputs:
+label ids -> the distribution of each part of the next note. In every window a position of
+velocity 0 (``constants.NO_NOTE_VELOCITY``) holds no note for the heads' pitch memory and timing
+anchors (the encoder still reads it): the neutral prime of ``--no-prime`` is made of them.
+The model predicts the parts in an order (its config's ``model.note_order``, e.g. step, then
+pitch, then duration) and each part's distribution is conditioned on the values given for the
+parts before it; the values of its own and later parts are ignored (to score a real note, pass
+the note). Outputs:
 
 * ``pitch_logits [batch, 128]``: unnormalised log-probabilities of the pitch;
 * ``step_chord_logit [batch]``: log-odds that the step is exactly 0 (the note joins a chord);

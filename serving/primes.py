@@ -13,9 +13,11 @@ arrays (pitch, step, duration, velocity):
   (``partita.dataset``) and the dataset's ``info.json`` (no Beam needed).
 * **Neutral** (``--no-prime``): for pieces from nothing. The model still needs a window, so it
   is given one note repeated ``window_length`` times: the training split's most frequent pitch
-  (a note near middle C in tonal music), at the training split's mean step and mean duration and
-  a medium velocity (64). It carries no melody, harmony or rhythm beyond the corpus averages. It
-  is not part of the output: such a piece holds only its continuation.
+  (a note near middle C in tonal music), at the training split's mean step and mean duration,
+  and the velocity ``constants.NO_NOTE_VELOCITY`` (0), which marks each position as no note for
+  the heads' pitch memory and timing anchors: they would otherwise copy the one note and its
+  time, and the piece would repeat it. It carries no melody, harmony or rhythm beyond the
+  corpus averages. It is not part of the output: such a piece holds only its continuation.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from partita import constants, failures
 from partita import notes as notes_lib
 from serving import validation
 
-NEUTRAL_VELOCITY = 64
 NEUTRAL_PITCH = 60  # middle C, when the dataset's info has no pitch histogram
 # Chunks of the test split read to choose dataset primes from; enough for variety, bounded so a
 # huge test split costs seconds, not minutes.
@@ -107,5 +108,5 @@ def neutral_window(info: dict, window_length: int) -> dict[str, np.ndarray]:
       'pitch': np.full(window_length, pitch, np.int64),
       'step': np.full(window_length, timing['step']['mean'], np.float32),
       'duration': np.full(window_length, timing['duration']['mean'], np.float32),
-      'velocity': np.full(window_length, NEUTRAL_VELOCITY, np.int64),
+      'velocity': np.full(window_length, constants.NO_NOTE_VELOCITY, np.int64),
   }

@@ -346,6 +346,31 @@ def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
     np.testing.assert_array_equal(carried[name], values, err_msg=name)
 
 
+def test_silent_positions_are_no_note_to_the_memory_and_the_anchors():
+  """A neutral prime's positions (velocity 0) hold no note for the heads: pitch -1 and times 0,
+  in the BiLSTM's window and in the causal state's history alike."""
+  window = windows(seed=3)
+  sounding = 2
+  velocity = window['velocity'].numpy()
+  velocity[:, :-sounding] = 0
+  window = dict(window, velocity=tf.constant(velocity))
+  heard = model_lib.heard(window)
+  np.testing.assert_array_equal(heard['pitch'][:, :-sounding], -1)
+  np.testing.assert_array_equal(heard['pitch'][:, -sounding:], window['pitch'][:, -sounding:])
+  for part in ('step', 'duration'):
+    np.testing.assert_array_equal(heard[part][:, :-sounding], 0.0)
+    np.testing.assert_array_equal(heard[part][:, -sounding:], window[part][:, -sounding:])
+  for model, config in (tiny_model(), causal_model()):
+    anchors = config.model.timing_anchors
+    recent = model.state_recent(model.start(window))
+    for part in ('step', 'duration'):
+      expected = np.concatenate([np.zeros((BATCH, anchors - sounding)),
+                                 window[part][:, -sounding:]], axis=1)
+      np.testing.assert_array_equal(recent[part], expected)
+    np.testing.assert_array_equal(recent['pitch_memory'],
+                                  model_lib.pitch_memory(window['pitch'][:, -sounding:]))
+
+
 def test_the_causal_encoder_never_sees_later_notes():
   model, _ = causal_model()
   notes = windows(seed=6)

@@ -107,6 +107,7 @@ def test_no_prime_writes_only_the_continuation_of_a_neutral_window(served, tmp_p
                                        ] * WINDOW
   np.testing.assert_allclose(neutral['step'], info['timing']['step']['mean'], rtol=1e-6)
   np.testing.assert_allclose(neutral['duration'], info['timing']['duration']['mean'], rtol=1e-6)
+  assert neutral['velocity'].tolist() == [0] * WINDOW  # no note, for the heads
 
 
 def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):

@@ -169,7 +169,8 @@ class NoteModel(keras.Model):
     on; ``pitch_memory``, :func:`pitch_memory` (``[rows, 128, features]``), which the pitch
     head weighs. A row per window of ``[batch, time]`` notes, after its last note; with
     ``every_position``, a row after every position, flattened to ``batch * time`` rows.
-    Pitches of -1 stand for no note (a causal state's history before its first note)."""
+    ``notes``: pitch, step and duration as :func:`heard` gives them (pitch -1 and times 0 where
+    there is no note: a neutral prime, or a causal state's history before its first note)."""
     recent = {}
     if self.anchors:
       for part in timing_bins.TIMED_PARTS:
@@ -193,7 +194,8 @@ class NoteModel(keras.Model):
       return window
     hidden, states = self.encode_sequence(window)
     padding = tf.maximum(self.history - tf.shape(window['pitch'])[1], 0)
-    history = {part: tf.pad(window[part], [[0, 0], [padding, 0]],
+    notes = heard(window)
+    history = {part: tf.pad(notes[part], [[0, 0], [padding, 0]],
                             constant_values=-1 if part == 'pitch' else 0)[:, -self.history:]
                for part in ('pitch', *timing_bins.TIMED_PARTS)}
     return {'hidden': hidden[:, -1], 'states': states, 'history': history}
@@ -204,7 +206,7 @@ class NoteModel(keras.Model):
 
   def state_recent(self, state) -> dict[str, tf.Tensor]:
     """:meth:`recent` after the last note of ``state``."""
-    return self.recent(state['history'] if self.causal else state)
+    return self.recent(state['history'] if self.causal else heard(state))
 
   def advance(self, state, note: dict[str, tf.Tensor]):
     """The state after one more note (``[batch]`` values of every feature and the label)."""
@@ -272,9 +274,19 @@ class NoteModel(keras.Model):
       hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
     else:
       hidden = self.encode(window, training)
-    recent = self.recent(window, every_position)
+    recent = self.recent(heard(window), every_position)
     return {part: self.head(part, hidden, next_note, recent, training)
             for part in self.parts + ('velocity',)}
+
+
+def heard(notes: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """Pitch, step and duration of ``[batch, time]`` notes as the heads' memory and anchors read
+  them: a position of velocity ``constants.NO_NOTE_VELOCITY`` holds no note, pitch -1 and times
+  0 (a neutral prime's, which the heads would otherwise copy)."""
+  sounding = notes['velocity'] != constants.NO_NOTE_VELOCITY
+  return {'pitch': tf.where(sounding, notes['pitch'], tf.constant(-1, notes['pitch'].dtype)),
+          **{part: tf.where(sounding, notes[part], tf.zeros_like(notes[part]))
+             for part in timing_bins.TIMED_PARTS}}
 
 
 def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
