@@ -418,7 +418,8 @@ def argument_parser() -> argparse.ArgumentParser:
   primes.add_argument('--no-prime', action='store_true',
                       help="start from nothing: the model is given a neutral window (the "
                       "training data's most frequent pitch repeated at its mean step and "
-                      'duration), which is not written to the output')
+                      'duration, at velocity 0: no note to the pitch memory and timing anchors, '
+                      'which would copy it), which is not written to the output')
   parser.add_argument('--prime-from', type=float, default=Options.prime_from, metavar='SECONDS',
                       help='with --prime: take the window of notes starting at or after this '
                       'time in each file (seconds, default %(default)s)')
