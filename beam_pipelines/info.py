@@ -17,7 +17,7 @@ from partita import contract
 from partita import labels as labels_lib
 
 
-def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
+def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, window_length: int,
                 label: str = labels_lib.UNKNOWN, label_conflict: bool = False) -> dict:
   """Additive statistics of one piece labelled ``label`` (summed per split by
   :class:`SumStatsFn`); ``label_conflict``: its copies carried different labels."""
@@ -28,7 +28,7 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int,
       'duplicates': copies - 1,
       'notes': len(step),
       'chunks': num_chunks,
-      'windows': len(step),  # one per note (partita.contract.chunk_bounds)
+      'windows': contract.num_windows(len(step), window_length),
       # From the first onset to the last note end (not always the end of the last-onset note).
       'seconds': float(np.max(np.cumsum(step) + duration)),
       'step_sum': float(step.sum()),

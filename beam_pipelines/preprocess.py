@@ -459,7 +459,8 @@ class SplitAndChunkFn(IsolatedParsingFn):
                                         label)
     for chunk in chunks:
       yield beam.pvalue.TaggedOutput(split, chunk)
-    stats = info_lib.piece_stats(piece, copies, len(chunks), label, conflict)
+    stats = info_lib.piece_stats(piece, copies, len(chunks), self._config.window_length, label,
+                                 conflict)
     yield beam.pvalue.TaggedOutput('stats', (split, stats))
 
 

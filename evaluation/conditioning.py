@@ -13,8 +13,8 @@ Two measurements, both on the test split of a dataset whose pieces carry labels
   chunks of real training pieces of every label with an id of its own, scored on the real test
   chunks (the ceiling: how well these statistics tell the labels apart at all) and on pieces the
   model generates for each label, from two starts (:data:`STARTS`): the *same* test primes for
-  every label (windows of every label, spread over the split), and no prime (a piece's
-  opening), so what tells one label's pieces from another's is the label alone.
+  every label (windows of every label, spread over the split), and no prime (the neutral
+  window), so what tells one label's pieces from another's is the label alone.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from evaluation import style
 from partita import constants, contract, midi_io
 from partita import labels as labels_lib
 from serving import generate as generate_lib
+from serving import primes as primes_lib
 from serving import sampling as sampling_lib
 
 # Test pieces a label needs for its own row in the per-label table.
@@ -35,7 +36,7 @@ MIN_TEST_PIECES = 5
 # label's chunks in file order): enough for 185 features, and a big label does not take hours.
 MAX_CHUNKS_PER_LABEL = 300
 # Where the generated pieces of the style evaluation start: the same test primes for every
-# label, or a piece's opening (no prime), where the label is all the model is told.
+# label, or the neutral window (no prime), where the label is all the model is told.
 STARTS = ('test primes', 'no prime')
 STYLE_PNG = {'real': 'style_real.png', STARTS[0]: 'style_generated_primed.png',
              STARTS[1]: 'style_generated_unprimed.png'}
@@ -83,15 +84,13 @@ def spread(items: list, count: int) -> list:
 
 def chunks_by_label(chunks: list[dict], labels: dict, names: list[str],
                     per_label: int) -> tuple[list[dict], list[str]]:
-  """At most ``per_label`` chunks of each label in ``names`` (notes only: without the silence
-  of a piece's opening) and their labels."""
+  """At most ``per_label`` chunks of each label in ``names`` (notes only) and their labels."""
   pieces, piece_labels = [], []
   for name in names:
     label_id = labels['vocabulary'].index(name)
     own = [chunk for chunk in chunks if int(chunk[contract.LABEL_FEATURE]) == label_id]
     for chunk in spread(own, per_label):
-      first = contract.opening_length(chunk)
-      pieces.append({feature: chunk[feature][first:] for feature in constants.NOTE_FEATURES})
+      pieces.append({feature: chunk[feature] for feature in constants.NOTE_FEATURES})
       piece_labels.append(name)
   return pieces, piece_labels
 
@@ -115,9 +114,9 @@ def style_evaluation(export, info: dict, train_chunks: list[dict], test_chunks: 
   """The style classifier on real test chunks and on pieces generated for each label.
 
   Pieces are generated from two starts (:data:`STARTS`): the test ``primes`` (``{feature:
-  [pieces, window]}``), the same for every label, and a piece's opening
-  (``partita.contract.opening``, as many rows), where the label is the only thing the model is
-  told. ``info``: the export's. Returns (``{'real': score, 'generated': {start: score},
+  [pieces, window]}``), the same for every label, and the neutral window of
+  ``serving.primes.neutral_window`` (as many rows), where the label is the only thing the model
+  is told. ``info``: the export's. Returns (``{'real': score, 'generated': {start: score},
   'classes': names, ...}``, ``{start: {label: [notes dicts]}}``); ``{'skipped': why}`` and no
   pieces when fewer than two labels have both training and test chunks.
   """
@@ -135,10 +134,10 @@ def style_evaluation(export, info: dict, train_chunks: list[dict], test_chunks: 
   real = style.score(classifier, [test[i] for i in scored], [test_labels[i] for i in scored],
                      classes)
   rows = len(primes['pitch'])
-  opening = contract.opening(info['window_length'])
+  neutral = primes_lib.neutral_window(info, info['window_length'])
   starts = {STARTS[0]: primes,
             STARTS[1]: {name: np.repeat(values[None], rows, axis=0)
-                        for name, values in opening.items()}}
+                        for name, values in neutral.items()}}
   generated, scores = {}, {}
   for start, start_primes in starts.items():
     generated[start] = generate_per_label(export, classes, labels, start_primes, sampling)
@@ -197,7 +196,7 @@ def report_section(conditioning: dict, out_dir: str, generated: dict, pieces_dir
       f"labels. Real test chunks: accuracy {scores['real']['accuracy']:.1%} (the ceiling; "
       f"chance {scores['real']['chance']:.1%}, majority {scores['real']['majority_rate']:.1%}). "
       f"Generated, {scores['pieces_per_label']} pieces per label, from the same test primes "
-      "for every label, and from no prime (a piece's opening: the label is all the model is "
+      'for every label, and from no prime (a neutral window: the label is all the model is '
       'told): accuracy ' + ' and '.join(
           f"{score['accuracy']:.1%} ({start})" for start, score in scores['generated'].items())
       + f" against chance {scores['real']['chance']:.1%}.")

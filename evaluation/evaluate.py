@@ -192,14 +192,12 @@ def choose_primes(test_chunks: list[dict[str, np.ndarray]], window_length: int,
                   num_pieces: int, num_notes: int) -> tuple[dict, list[dict]]:
   """Primes and the real continuations that follow them in the test pieces.
 
-  Takes the chunks holding at least ``window_length + num_notes`` notes (after the silence of
-  a piece's opening: a prime is music), and of those ``num_pieces`` evenly spaced in file order
-  (all of them if there are fewer). Returns (``{feature: [pieces, window_length]}`` primes,
-  list of real continuation notes dicts).
+  Takes the chunks holding at least ``window_length + num_notes`` notes, and of those
+  ``num_pieces`` evenly spaced in file order (all of them if there are fewer). Returns
+  (``{feature: [pieces, window_length]}`` primes, list of real continuation notes dicts).
   """
-  notes = [{name: chunk[name][contract.opening_length(chunk):]
-            for name in constants.NOTE_FEATURES} for chunk in test_chunks]
-  long_enough = [chunk for chunk in notes if len(chunk['pitch']) >= window_length + num_notes]
+  long_enough = [chunk for chunk in test_chunks
+                 if len(chunk['pitch']) >= window_length + num_notes]
   if not long_enough:
     return {}, []
   chosen = np.unique(np.linspace(0, len(long_enough) - 1, num_pieces).round().astype(int))

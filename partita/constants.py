@@ -9,8 +9,8 @@ PITCHES = 128
 # MIDI velocities are 1..127 for a sounding note; the model's velocity head is a fraction of it.
 MAX_VELOCITY = 127
 # A window position of velocity 0 holds no note (as a MIDI note-on of velocity 0 is none): the
-# model's encoder reads it, but the heads' pitch memory and timing anchors skip it. A piece's
-# opening, the silence its first chunk begins with (partita.contract), is made of such positions.
+# model's encoder reads it, but the heads' pitch memory and timing anchors skip it. The neutral
+# prime of `--no-prime` is made of such positions, so that the heads do not copy its one note.
 NO_NOTE_VELOCITY = 0
 # A note's features, in the order they are stored, fed to the model and generated.
 NOTE_FEATURES = ('pitch', 'step', 'duration', 'velocity')

@@ -1,14 +1,11 @@
 """The data contract between preprocessing and training: file layout, features, chunks.
 
 Preprocessing writes each piece as overlapping *chunks* of notes rather than one record per
-training window. A piece is stored after its *opening*: ``window_length`` silent positions
-(:func:`opening`), so that every note of the piece is a target, its first notes predicted from
-what little precedes them, as a piece is begun from nothing. Chunk ``k`` holds positions
-``[k*stride, k*stride + stride + window_length)`` of that sequence, so the trainer expands every
-chunk into ``stride`` windows (``window_length`` input positions plus the next note as target) in
-``tf.data``. Every note of a piece is a target exactly once per epoch, and the files hold each
-note ``(stride + window_length) / stride`` times instead of ``window_length`` times (stride-1
-windows on disk).
+training window: chunk ``k`` holds notes ``[k*stride, k*stride + stride + window_length)``, so the
+trainer expands every chunk into ``stride`` windows (``window_length`` input notes plus the next
+note as target) in ``tf.data``. Every note after the first ``window_length`` notes of a piece is a
+target exactly once per epoch, and the files hold each note ``(stride + window_length) / stride``
+times instead of ``window_length`` times (stride-1 windows on disk).
 """
 
 from __future__ import annotations
@@ -17,14 +14,11 @@ import functools
 
 import numpy as np
 
-from partita import constants
-
 INFO_FILE = 'info.json'
 COMPLETED_MARKER = 'COMPLETED'
 SPLITS = ('train', 'validation', 'test')
 # 2: chunks carry their piece's label name, info.json the label vocabulary (partita.labels).
-# 3: a piece's first chunk begins with its opening, so its first notes are targets too.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 2
 
 # Feature name -> dtype as stored in each tf.train.Example (variable-length lists, one per chunk).
 FEATURE_DTYPES = {'pitch': 'int64', 'step': 'float32', 'duration': 'float32', 'velocity': 'int64'}
@@ -37,50 +31,30 @@ def shard_pattern(split: str) -> str:
   return f'{split}/{split}-*.tfrecord*'
 
 
-def opening(window_length: int) -> dict[str, np.ndarray]:
-  """``window_length`` positions of no note: pitch 0, times 0 and velocity
-  ``constants.NO_NOTE_VELOCITY``, which the model's heads read as no note. What precedes a
-  piece's first note in its first chunk, and so the window that starts a piece from nothing
-  (``serving.generate --no-prime``)."""
-  return {'pitch': np.zeros(window_length, np.int64),
-          'step': np.zeros(window_length, np.float32),
-          'duration': np.zeros(window_length, np.float32),
-          'velocity': np.full(window_length, constants.NO_NOTE_VELOCITY, np.int64)}
-
-
-def with_opening(notes: dict[str, np.ndarray], window_length: int) -> dict[str, np.ndarray]:
-  """A piece's notes after its :func:`opening`: the sequence its chunks are cut from."""
-  silence = opening(window_length)
-  return {name: np.concatenate([silence[name].astype(np.asarray(values).dtype), values])
-          for name, values in notes.items()}
-
-
-def opening_length(chunk: dict[str, np.ndarray]) -> int:
-  """How many silent positions of its piece's opening a chunk begins with: the window length
-  for a piece's first chunk, 0 for the others (unless the stride is shorter than the window).
-  Its notes are the positions after them."""
-  silent = np.asarray(chunk['velocity']) == constants.NO_NOTE_VELOCITY
-  return len(silent) if silent.all() else int(np.argmin(silent))
-
-
 def chunk_bounds(num_notes: int, window_length: int, stride: int) -> list[tuple[int, int]]:
-  """[start, end) position ranges of the chunks of a piece with ``num_notes`` notes, over
-  :func:`with_opening`'s ``num_notes + window_length`` positions.
+  """[start, end) note ranges of the chunks of a piece with ``num_notes`` notes.
 
   Each chunk yields ``end - start - window_length`` windows; together they give one window per
-  note of the piece. A piece with no note has no chunk.
+  target note ``window_length .. num_notes - 1``. A piece with ``num_notes <= window_length`` has
+  no window and no chunk.
   """
-  positions = num_notes + window_length
-  return [(start, min(start + stride + window_length, positions))
-          for start in range(0, num_notes, stride)]
+  bounds = []
+  for start in range(0, max(num_notes - window_length, 0), stride):
+    bounds.append((start, min(start + stride + window_length, num_notes)))
+  return bounds
+
+
+def num_windows(num_notes: int, window_length: int) -> int:
+  """Training windows a piece contributes (one per note after the first window)."""
+  return max(num_notes - window_length, 0)
 
 
 def chunks(notes: dict[str, np.ndarray], window_length: int,
            stride: int) -> list[dict[str, np.ndarray]]:
-  """Slices a piece's notes, after its opening, into the chunks of :func:`chunk_bounds`."""
-  sequence = with_opening(notes, window_length)
-  return [{name: values[start:end] for name, values in sequence.items()}
-          for start, end in chunk_bounds(len(notes['pitch']), window_length, stride)]
+  """Slices a notes dict into the chunks described by :func:`chunk_bounds`."""
+  num_notes = len(notes['pitch'])
+  return [{name: values[start:end] for name, values in notes.items()}
+          for start, end in chunk_bounds(num_notes, window_length, stride)]
 
 
 # Wire-format tags of tf.train.Example (example.proto, feature.proto): field number << 3 | 2
@@ -152,8 +126,7 @@ def serialized_chunks(notes: dict[str, np.ndarray], window_length: int, stride: 
   test checks TensorFlow parses the chunks back to the same values.
   """
   return [b''.join(parts) for parts in _chunk_parts(
-      with_opening(notes, window_length),
-      chunk_bounds(len(notes['pitch']), window_length, stride), label)]
+      notes, chunk_bounds(len(notes['pitch']), window_length, stride), label)]
 
 
 def serialize_chunk(chunk: dict[str, np.ndarray], label: str) -> bytes:

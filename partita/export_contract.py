@@ -8,8 +8,7 @@ names and limits live here, with no TensorFlow import, for the writer and the re
 ``[batch, window]`` windows, ``[batch]`` values of the next note's parts and ``[batch]`` int32
 label ids -> the distribution of each part of the next note. In every window a position of
 velocity 0 (``constants.NO_NOTE_VELOCITY``) holds no note for the heads' pitch memory and timing
-anchors (the encoder still reads it): a piece's opening (``partita.contract.opening``), the
-window of ``--no-prime``, is made of them.
+anchors (the encoder still reads it): the neutral prime of ``--no-prime`` is made of them.
 The model predicts the parts in an order (its config's ``model.note_order``, e.g. step, then
 pitch, then duration) and each part's distribution is conditioned on the values given for the
 parts before it; the values of its own and later parts are ignored (to score a real note, pass

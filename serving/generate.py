@@ -11,7 +11,7 @@ All samples run as one batch through the export's ``generate`` signature, whose 
 runs inside the graph; its parameters are a :class:`serving.sampling.Sampling`, the type (and
 the flags) every generation path shares. Primes (see ``serving.primes``): the first window of
 ``--prime`` MIDI files (or the first window from ``--prime-from`` seconds), windows of a
-dataset's test split (``--prime-data``), a piece's opening (``--no-prime``), or by default the
+dataset's test split (``--prime-data``), a neutral window (``--no-prime``), or by default the
 validation windows bundled with the export. Each output MIDI holds the prime on an instrument
 named ``prime`` and the generated notes on one named ``continuation`` (a ``--no-prime`` piece
 has no prime instrument); the piano roll draws the prime in grey and the continuation in red.
@@ -49,7 +49,6 @@ from partita import (
   audio,
   config_tree,
   constants,
-  contract,
   export_contract,
   failures,
   listening_page,
@@ -259,8 +258,8 @@ def choose_primes(export: Export,
   """
   window_length, num_samples = export.window_length, options.num_samples
   if options.no_prime:
-    opening = contract.opening(window_length)
-    return [opening] * num_samples, ["no prime (a piece's opening)"] * num_samples
+    neutral = primes_lib.neutral_window(export.info, window_length)
+    return [neutral] * num_samples, ['no prime (neutral start)'] * num_samples
   if options.prime_paths:
     import tensorflow as tf  # for gs:// primes; already loaded with the export
     windows = []
@@ -417,9 +416,10 @@ def argument_parser() -> argparse.ArgumentParser:
                       help="prime with windows of a preprocessed dataset's test split (music "
                       'the model never trained on), spread over the split')
   primes.add_argument('--no-prime', action='store_true',
-                      help="start from nothing: the model is given a piece's opening (a "
-                      "window of silence, as every training piece began) and writes the "
-                      "piece's first notes")
+                      help="start from nothing: the model is given a neutral window (the "
+                      "training data's most frequent pitch repeated at its mean step and "
+                      'duration, at velocity 0: no note to the pitch memory and timing anchors, '
+                      'which would copy it), which is not written to the output')
   parser.add_argument('--prime-from', type=float, default=Options.prime_from, metavar='SECONDS',
                       help='with --prime: take the window of notes starting at or after this '
                       'time in each file (seconds, default %(default)s)')

@@ -12,20 +12,23 @@ arrays (pitch, step, duration, velocity):
   model never trained on, read with tf.data through the dataset contract's reader
   (``partita.dataset``) and the dataset's ``info.json`` (no Beam needed).
 * **Neutral** (``--no-prime``): for pieces from nothing. The model still needs a window, so it
-  is given the silence every training piece starts from: the opening of ``partita.contract``,
-  ``window_length`` positions of no note (velocity ``constants.NO_NOTE_VELOCITY``). From it the
-  model predicts a piece's first notes, as it learned to on every training piece; it is not
-  part of the output: such a piece holds only its continuation.
+  is given one note repeated ``window_length`` times: the training split's most frequent pitch
+  (a note near middle C in tonal music), at the training split's mean step and mean duration,
+  and the velocity ``constants.NO_NOTE_VELOCITY`` (0), which marks each position as no note for
+  the heads' pitch memory and timing anchors: they would otherwise copy the one note and its
+  time, and the piece would repeat it. It carries no melody, harmony or rhythm beyond the
+  corpus averages. It is not part of the output: such a piece holds only its continuation.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from partita import constants, contract, failures
+from partita import constants, failures
 from partita import notes as notes_lib
 from serving import validation
 
+NEUTRAL_PITCH = 60  # middle C, when the dataset's info has no pitch histogram
 # Chunks of the test split read to choose dataset primes from; enough for variety, bounded so a
 # huge test split costs seconds, not minutes.
 MAX_DATASET_CHUNKS = 10_000
@@ -62,8 +65,7 @@ def windows_from_dataset(data_dir: str, window_length: int,
                          count: int) -> list[dict[str, np.ndarray]]:
   """``count`` windows of the test split of the dataset in ``data_dir`` (local or ``gs://``).
 
-  Each window is the first ``window_length`` notes of a chunk (see ``partita.contract``; after
-  the silence of a piece's opening, for a piece's first chunk: a prime is music); the
+  Each window is the first ``window_length`` notes of a chunk (see ``partita.contract``); the
   windows are taken from chunks evenly spaced over the first ``MAX_DATASET_CHUNKS`` chunks in
   file order, so they come from many pieces rather than from consecutive chunks of one. With
   fewer usable chunks than ``count``, windows repeat.
@@ -85,11 +87,9 @@ def windows_from_dataset(data_dir: str, window_length: int,
   heads = []
   label_ids = dataset_lib.label_table(info['labels'])  # read, not used: a prime is notes only
   for record in records.take(MAX_DATASET_CHUNKS):
-    chunk = {name: values.numpy()
-             for name, values in dataset_lib.parse_chunk(record, label_ids).items()}
-    first = contract.opening_length(chunk)
-    if len(chunk['pitch']) >= first + window_length:
-      heads.append({name: chunk[name][first:first + window_length]
+    chunk = dataset_lib.parse_chunk(record, label_ids)
+    if len(chunk['pitch']) >= window_length:
+      heads.append({name: chunk[name].numpy()[:window_length]
                     for name in constants.NOTE_FEATURES})
   if not heads:
     raise validation.bad_request(
@@ -97,3 +97,16 @@ def windows_from_dataset(data_dir: str, window_length: int,
         f"(the dataset's window is {info['window_length']})")
   chosen = np.linspace(0, len(heads) - 1, count).round().astype(int)
   return [heads[i] for i in chosen]
+
+
+def neutral_window(info: dict, window_length: int) -> dict[str, np.ndarray]:
+  """The ``--no-prime`` window described in the module docstring, from the dataset's info."""
+  histogram = info.get('splits', {}).get('train', {}).get('pitch_histogram')
+  pitch = int(np.argmax(histogram)) if histogram and sum(histogram) else NEUTRAL_PITCH
+  timing = info['timing']
+  return {
+      'pitch': np.full(window_length, pitch, np.int64),
+      'step': np.full(window_length, timing['step']['mean'], np.float32),
+      'duration': np.full(window_length, timing['duration']['mean'], np.float32),
+      'velocity': np.full(window_length, constants.NO_NOTE_VELOCITY, np.int64),
+  }

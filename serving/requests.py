@@ -10,7 +10,7 @@ A manifest is a JSON-lines file with one request per line (blank lines are skipp
 
 Fields: ``name`` (the output file stem; by default made from the prime's file name),
 ``prime`` (a MIDI path, local or ``gs://``, relative paths being relative to the manifest's
-folder; null or absent: a piece's opening, as ``serving.generate --no-prime``, which then needs a
+folder; null or absent: a neutral start, as ``serving.generate --no-prime``, which then needs a
 ``name``), ``prime_from`` (seconds), ``composer`` (or ``label``: one of the model's labels, as
 ``serving.generate --composer``; absent or null: unconditional), ``program``, ``seconds``
 (instead of ``num_notes``: generate until the continuation lasts this long, as
@@ -42,7 +42,7 @@ from apache_beam import metrics
 from apache_beam.io import fileio, filesystem, filesystems
 
 from beam_pipelines import outputs as beam_outputs
-from partita import contract, failures
+from partita import failures
 from serving import primes as primes_lib
 from serving import sampling as sampling_lib
 from serving import validation
@@ -62,7 +62,7 @@ MAX_LINE_IN_DEAD_LETTER = 1000
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-  """One piece to generate; ``prime`` None means from a piece's opening (no prime)."""
+  """One piece to generate; ``prime`` None means a neutral start."""
   name: str
   prime: str | None = None
   prime_from: float = 0.0
@@ -246,7 +246,7 @@ class ReadPrimeFn(beam.DoFn):
       yield beam_outputs.dead_letter(request.name, e.reason, e.detail)
       return
     if request.prime is None:
-      yield request, contract.opening(window_length)
+      yield request, primes_lib.neutral_window(self._info, window_length)
       return
     try:
       with filesystems.FileSystems.open(
@@ -280,8 +280,8 @@ def _exists(path: str) -> bool:
 class ReadPrimes(beam.PTransform):
   """Requests -> (Request, prime window); outputs a dict: ``primed`` and ``dead_letter``.
 
-  ``info`` is the export's ``info.json``: its window length and its labels (a request's label
-  must be one).
+  ``info`` is the export's ``info.json``: its window length, its labels (a request's label must
+  be one), and the statistics of the neutral start for requests without a prime.
   """
 
   def __init__(self, info: dict):

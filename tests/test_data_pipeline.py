@@ -51,10 +51,9 @@ def example(chunk, index):
 
 
 def expected_windows(pieces):
-  """Every stride-1 window of every piece after its opening, in order, as tuples of step ids
-  (inputs + target; the opening's steps are 0): one per note."""
-  steps = [contract.with_opening(p, WINDOW)['step'].astype(int) for p in pieces]
-  return [tuple(s[i:i + WINDOW + 1]) for s in steps for i in range(len(s) - WINDOW)]
+  """Every stride-1 window of every piece, in order, as tuples of step ids (inputs + target)."""
+  return [tuple(p['step'][i:i + WINDOW + 1].astype(int))
+          for p in pieces for i in range(len(p['step']) - WINDOW)]
 
 
 @pytest.fixture(scope='module')
@@ -182,12 +181,6 @@ def test_training_augmentation_per_window(dataset):
   inputs, targets = next(iter(ds))
   pitch = np.concatenate([inputs['pitch'].numpy(), targets['pitch'].numpy()[:, None]], axis=1)
   step = np.concatenate([inputs['step'].numpy(), targets['step'].numpy()[:, None]], axis=1)
-  # A piece's opening is silence, not notes: pitch 0 and times 0 whatever the draw.
-  silent = inputs['velocity'].numpy() == 0
-  assert silent.any() and not silent.all()
-  assert np.all(pitch[:, :-1][silent] == 0) and np.all(step[:, :-1][silent] == 0)
-  notes_only = ~silent.any(axis=1)
-  pitch, step = pitch[notes_only], step[notes_only]
   # Steps are consecutive ids, so in a window stretched by s, step[i+1] - step[i] == s.
   scale = (step[:, -1] - step[:, 0]) / WINDOW
   assert np.all((scale >= 0.8 - 1e-5) & (scale <= 1.2 + 1e-5))
@@ -200,7 +193,7 @@ def test_training_augmentation_per_window(dataset):
   assert np.all(shift == shift[:, :1])  # the whole window moves together
   assert np.all(np.abs(shift[:, 0]) <= 5)
   assert len(np.unique(shift[:, 0])) > 3
-  duration = inputs['duration'].numpy()[notes_only]
+  duration = inputs['duration'].numpy()
   np.testing.assert_allclose(duration, np.broadcast_to(0.5 * scale[:, None], duration.shape),
                              rtol=1e-4)
 
@@ -212,10 +205,10 @@ def test_training_labels_are_each_windows_own_or_dropped_to_the_unconditional_id
   ds = data_lib.make_dataset(dataset['dir'], dataset['info'], 'train', config, training=True,
                              batch_size=64)
   kept = dropped = 0
-  for inputs, targets in ds.take(20):
+  for inputs, _ in ds.take(20):
     label = inputs['label'].numpy()
     assert np.all(label == label[:, :1])  # one label per window
-    piece_index = (targets['step'].numpy() // 100).astype(int)
+    piece_index = (inputs['step'].numpy()[:, 0] // 100).astype(int)
     own = label[:, 0] == 2 + piece_index % 2
     assert np.all(own | (label[:, 0] == 0))
     kept += own.sum()
@@ -245,23 +238,6 @@ def test_augment_clips_transposition_to_the_piano_range_per_window():
   single = data_lib.augment({k: v[2] for k, v in windows.items()}, config,
                             tf.constant([0, 1], tf.int64))
   assert single['pitch'].shape == (3,)
-
-
-def test_augment_transposes_the_notes_of_an_opening_window_not_its_silence():
-  """A window at a piece's start: its silent positions (velocity 0, pitch 0) neither move nor
-  bound the shift, which only the notes' range limits."""
-  config = config_lib.DataConfig(transpose_semitones=12, label_dropout=0)
-  windows = {'pitch': tf.constant([[0, 0, 125, 120]], tf.int32), 'step': tf.zeros([1, 4]),
-             'duration': tf.zeros([1, 4]), 'velocity': tf.constant([[0.0, 0.0, 60.0, 70.0]]),
-             'label': tf.fill([1, 4], 2)}
-  shifts = set()
-  for seed in range(40):
-    pitch = data_lib.augment(windows, config, tf.constant([seed, 1], tf.int64))['pitch'].numpy()
-    np.testing.assert_array_equal(pitch[0, :2], [0, 0])
-    shift = pitch[0, 2] - 125
-    assert pitch[0, 3] - 120 == shift and -12 <= shift <= 2
-    shifts.add(int(shift))
-  assert min(shifts) < 0  # the silence's pitch 0 did not forbid shifting down
 
 
 def test_chunk_to_windows_and_unpack_are_exact():

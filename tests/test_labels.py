@@ -133,10 +133,9 @@ def test_a_run_labels_pieces_from_every_source_and_counts_them(tmp_path):
   assert info['counts']['duplicates'] == 2
   assert info['splits']['train']['labels'] == {name: counts['train']
                                                for name, counts in labels['pieces'].items()}
-  # Every chunk carries its piece's label; 30 notes after an opening of 8 (window 8), at
-  # stride 8, are 4 chunks.
+  # Every chunk carries its piece's label; 30 notes at window 8 and stride 8 are 3 chunks.
   assert chunk_labels(config.output, info)['train'] == {
-      labels['ids'][name]: 4 * counts['train'] for name, counts in labels['pieces'].items()}
+      labels['ids'][name]: 3 * counts['train'] for name, counts in labels['pieces'].items()}
 
 
 def test_labels_with_too_few_training_pieces_share_the_other_id(tmp_path):

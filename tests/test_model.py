@@ -386,8 +386,7 @@ def test_every_position_targets_are_the_window_shifted_by_one_then_the_target():
                                                                                   0.0]])}
   targets = {'pitch': tf.constant([65]), 'step': tf.constant([0.0]),
              'duration': tf.constant([2.0]), 'velocity': tf.constant([0.5])}
-  following, is_note = model_lib.every_position_targets(window, targets)
-  np.testing.assert_array_equal(is_note, [1.0, 0.0, 1.0])  # velocity 0: the opening's silence
+  following = model_lib.every_position_targets(window, targets)
   np.testing.assert_array_equal(following['pitch'], [62, 64, 65])
   np.testing.assert_array_equal(following['step'], [0.5, 0.25, 0.0])
   np.testing.assert_array_equal(following['duration'], [0.5, 0.5, 2.0])
@@ -395,24 +394,19 @@ def test_every_position_targets_are_the_window_shifted_by_one_then_the_target():
 
 
 def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_state(tmp_path):
-  """One training step's loss is the mean over every position's note (an opening's silence
-  counting 0); the export generates reproducibly, and over its many more notes than a window
-  the carried state stays the whole sequence read at once."""
+  """One training step's loss is the mean over every position's note; the export generates
+  reproducibly, and over its many more notes than a window the carried state stays the whole
+  sequence read at once."""
   from trainer import train_loop  # noqa: PLC0415 (only this test builds a Trainer)
   model, config = causal_model()
   optimizer = train_loop.make_optimizer(config.train, 'float32', model.trainable_variables)
   trainer = train_loop.Trainer(model, optimizer, tf.distribute.get_strategy(), config)
   batch = config.data.batch_size  # the global batch the step divides by
   window = windows(seed=7, batch=batch)
-  # The first window starts a piece: 5 positions of its opening, whose silence is no target.
-  window['velocity'] = tf.tensor_scatter_nd_update(
-      window['velocity'], [[0, i] for i in range(5)], tf.zeros([5]))
   targets = dict(next_note(batch=batch), velocity=tf.fill([batch], 0.5))
-  following, is_note = model_lib.every_position_targets(window, targets)
-  assert is_note.numpy().sum() == batch * WINDOW - 4  # positions 0..3 precede silence
-  losses = model_lib.per_window_losses(model(window, following, every_position=True),
-                                       following, config.model)['loss'].numpy()
-  expected = (losses * is_note.numpy()).mean()
+  following = model_lib.every_position_targets(window, targets)
+  expected = model_lib.per_window_losses(model(window, following, every_position=True),
+                                         following, config.model)['loss'].numpy().mean()
   sums = trainer.strategy.run(trainer.replica_step, args=(window, targets)).numpy()
   assert sums[train_loop.METRICS.index('loss')] == pytest.approx(expected, rel=1e-5)
 

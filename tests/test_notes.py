@@ -368,45 +368,43 @@ def test_split_for_respects_ratios_over_many_fingerprints():
 
 
 def test_chunk_bounds_exact():
-  """Over a piece's notes after its opening: 7 notes and a window of 3 are 10 positions."""
-  assert contract.chunk_bounds(7, window_length=3, stride=4) == [(0, 7), (4, 10)]
-  assert contract.chunk_bounds(8, window_length=3, stride=4) == [(0, 7), (4, 11)]
-  assert contract.chunk_bounds(9, window_length=3, stride=4) == [(0, 7), (4, 11), (8, 12)]
-  assert contract.chunk_bounds(1, window_length=3, stride=4) == [(0, 4)]
+  assert contract.chunk_bounds(10, window_length=3, stride=4) == [(0, 7), (4, 10)]
+  assert contract.chunk_bounds(11, window_length=3, stride=4) == [(0, 7), (4, 11)]
+  assert contract.chunk_bounds(12, window_length=3, stride=4) == [(0, 7), (4, 11), (8, 12)]
+  assert contract.chunk_bounds(4, window_length=3, stride=4) == [(0, 4)]
 
 
-def test_no_chunks_without_a_note():
-  assert contract.chunk_bounds(0, window_length=3, stride=4) == []
-  piece = {name: np.zeros(0) for name in constants.NOTE_FEATURES}
+@pytest.mark.parametrize('num_notes', [0, 1, 3])
+def test_no_chunks_without_a_window(num_notes):
+  assert contract.chunk_bounds(num_notes, window_length=3, stride=4) == []
+  assert contract.num_windows(num_notes, 3) == 0
+  if num_notes:
+    piece = midi_builders.expected_notes(midi_builders.random_melody(0, num_notes))
+  else:
+    piece = {name: np.zeros(0) for name in constants.NOTE_FEATURES}
   assert contract.chunks(piece, window_length=3, stride=4) == []
 
 
 @pytest.mark.parametrize('num_notes', range(1, 40))
 @pytest.mark.parametrize('window_length,stride', [(3, 4), (1, 1), (5, 2), (8, 5), (4, 64)])
-def test_every_note_is_a_target_exactly_once(num_notes, window_length, stride):
+def test_every_target_is_covered_exactly_once(num_notes, window_length, stride):
   targets = []
   for start, end in contract.chunk_bounds(num_notes, window_length, stride):
-    assert 0 <= start < end <= num_notes + window_length
-    assert end - start <= stride + window_length
+    assert 0 <= start < end <= num_notes and end - start <= stride + window_length
     # Window i of a chunk: inputs [start + i, start + i + window_length), target right after.
     targets += [start + i + window_length for i in range(end - start - window_length)]
-  # Positions window_length.. are the notes, after the opening's window_length silent ones.
-  assert sorted(targets) == list(range(window_length, num_notes + window_length))
+  assert sorted(targets) == list(range(window_length, num_notes))
+  assert len(targets) == contract.num_windows(num_notes, window_length)
 
 
-def test_a_pieces_first_chunk_begins_with_its_opening():
-  piece = midi_builders.expected_notes(midi_builders.random_melody(0, 9))
-  first, second, third = contract.chunks(piece, window_length=3, stride=4)
-  np.testing.assert_array_equal(first['velocity'][:3], [constants.NO_NOTE_VELOCITY] * 3)
-  np.testing.assert_array_equal(first['pitch'][:3], [0, 0, 0])
-  np.testing.assert_array_equal(first['step'][:3], [0.0, 0.0, 0.0])
-  np.testing.assert_array_equal(first['duration'][:3], [0.0, 0.0, 0.0])
-  for name, values in piece.items():
-    np.testing.assert_array_equal(first[name][3:], values[:4])
-    np.testing.assert_array_equal(second[name], values[1:8])
-    np.testing.assert_array_equal(third[name], values[5:])
-  assert [contract.opening_length(c) for c in (first, second, third)] == [3, 0, 0]
-  assert set(first) == set(second) == set(constants.NOTE_FEATURES)
+def test_chunks_slice_every_feature():
+  piece = midi_builders.expected_notes(midi_builders.random_melody(3, 10))
+  chunks = contract.chunks(piece, window_length=3, stride=4)
+  assert len(chunks) == 2
+  for chunk, (start, end) in zip(chunks, [(0, 7), (4, 10)], strict=True):
+    assert set(chunk) == set(constants.NOTE_FEATURES)
+    for name in constants.NOTE_FEATURES:
+      np.testing.assert_array_equal(chunk[name], piece[name][start:end])
 
 
 def test_serialized_chunk_is_a_tf_example_with_the_same_values():
@@ -439,12 +437,11 @@ def test_serialized_chunks_of_a_piece_are_its_chunks_one_by_one():
   label = 'a' * 200  # a label entry whose length needs a two-byte varint
   serialized = contract.serialized_chunks(piece, window_length=64, stride=192, label=label)
   chunks = contract.chunks(piece, window_length=64, stride=192)
-  assert [len(c['pitch']) for c in chunks] == [256, 256, 256, 188]  # 64 + 700 positions
+  assert [len(c['pitch']) for c in chunks] == [256, 256, 256, 124]
   assert serialized == [contract.serialize_chunk(chunk, label) for chunk in chunks]
   last = tf.train.Example.FromString(serialized[-1]).features.feature
-  # Positions 576.. after the 64 of the opening: notes 512..
-  assert list(last['pitch'].int64_list.value) == piece['pitch'][512:].tolist()
-  assert list(last['duration'].float_list.value) == piece['duration'][512:].tolist()
+  assert list(last['pitch'].int64_list.value) == piece['pitch'][576:].tolist()
+  assert list(last['duration'].float_list.value) == piece['duration'][576:].tolist()
   assert list(last[contract.LABEL_FEATURE].bytes_list.value) == [label.encode()]
 
 

@@ -180,7 +180,7 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
             (split, len(split_pieces), int(any(len(p['pitch']) == GOOD[0][1]
                                                for p in split_pieces)),
              sum(len(p['pitch']) for p in split_pieces),
-             sum(len(p['pitch']) for p in split_pieces),  # a window per note
+             sum(len(p['pitch']) - WINDOW_LENGTH for p in split_pieces),
              np.bincount(np.concatenate([p['pitch'] for p in split_pieces]),
                          minlength=128).tolist())
             for split, split_pieces in expected.items()]), label='Stats')
@@ -283,7 +283,7 @@ def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_pat
   config = preprocess.PreprocessConfig(input='corpus', output=output,
                                        window_length=WINDOW_LENGTH, stride=STRIDE)
   piece = midi_builders.expected_notes(midi_builders.random_melody(0, 30))
-  stats = info_lib.piece_stats(piece, copies=2, num_chunks=5)
+  stats = info_lib.piece_stats(piece, copies=2, num_chunks=5, window_length=WINDOW_LENGTH)
   shard = os.path.join(output, 'train', 'train-00000-of-00001.tfrecord.gz')
   letters = os.path.join(output, 'dead_letter', 'dead_letters-00000-of-00001.jsonl')
   counts = {'files_in': 4, 'pieces_written': 1, 'duplicates': 1, 'dead_letters': 1,
@@ -303,7 +303,7 @@ def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_pat
     assert json.load(f) == counts == info['counts']
   assert info['input_fingerprint'] == hashlib.sha256(b'abcd').hexdigest()
   assert info['splits']['train']['files'] == ['train/train-00000-of-00001.tfrecord.gz']
-  assert (info['splits']['train']['pieces'], info['splits']['train']['windows']) == (1, 30)
+  assert (info['splits']['train']['pieces'], info['splits']['train']['windows']) == (1, 22)
   assert info['splits']['test'] == {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0,
                                     'windows': 0, 'label_conflicts': 0, 'labels': {},
                                     'seconds': 0.0, 'files': []}
@@ -375,16 +375,15 @@ def note_rows(notes: dict[str, np.ndarray]) -> list[tuple[int, int, int, int]]:
 def reassemble(chunks: list[dict[str, np.ndarray]], window_length: int) -> list[list[tuple]]:
   """Rebuilds pieces from their overlapping chunks without knowing which chunk is whose.
 
-  A piece's first chunk begins with its opening, ``window_length`` silent positions; chunk
-  k+1 starts with the last ``window_length`` positions of chunk k.
+  A piece's first chunk starts with step 0 (onsets of the test melodies strictly increase, so no
+  other chunk does); chunk k+1 starts with the last ``window_length`` notes of chunk k.
   """
   rows = [note_rows(c) for c in chunks]
   unused = set(range(len(rows)))
   pieces = []
-  for first in [i for i, c in enumerate(chunks)
-                if contract.opening_length(c) == window_length]:
+  for first in [i for i, r in enumerate(rows) if r[0][1] == 0]:
     unused.remove(first)
-    piece, last = list(rows[first][window_length:]), rows[first]
+    piece, last = list(rows[first]), rows[first]
     while True:
       following = [i for i in unused if rows[i][:window_length] == last[-window_length:]]
       if not following:
@@ -483,7 +482,7 @@ def test_end_to_end_splits_match_info_and_reproduce_pieces(first_run):
     assert summary['duplicates'] == (1 if any(
         len(p['pitch']) == GOOD[0][1] for p in pieces) else 0)
     assert summary['notes'] == sum(len(p['pitch']) for p in pieces)
-    assert summary['windows'] == sum(len(p['pitch']) for p in pieces)  # a window per note
+    assert summary['windows'] == sum(len(p['pitch']) - WINDOW_LENGTH for p in pieces)
     # Melodies start at 0 s; a piece lasts until its last note end.
     assert summary['seconds'] == pytest.approx(
         sum(float(np.max(np.cumsum(p['step'], dtype=np.float64) + p['duration']))
@@ -546,7 +545,7 @@ def test_rerun_with_fewer_inputs_leaves_no_stale_files(first_run, tmp_path):
     windows += split_windows
     notes += info['splits'][split]['notes']
   assert notes == sum(n for _, n in kept)
-  assert windows == sum(n for _, n in kept)
+  assert windows == sum(n - WINDOW_LENGTH for _, n in kept)
   assert read_dead_letters(output) == []
 
 

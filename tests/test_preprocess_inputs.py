@@ -220,12 +220,7 @@ def test_outputs_hold_only_finite_non_negative_times_and_midi_pitches(mixed_run)
     for name in ('step', 'duration'):
       assert np.all(np.isfinite(chunk[name])) and np.all(chunk[name] >= 0)
     assert np.all((chunk['pitch'] >= 0) & (chunk['pitch'] <= 127))
-    # Notes sound (velocity 1..127); only a piece's opening is silent, and it holds no note.
-    opening = contract.opening_length(chunk)
-    assert np.all((chunk['velocity'][opening:] >= 1) & (chunk['velocity'][opening:] <= 127))
-    silence = contract.opening(opening)
-    for name, values in silence.items():
-      np.testing.assert_array_equal(chunk[name][:opening], values)
+    assert np.all((chunk['velocity'] >= 1) & (chunk['velocity'] <= 127))
 
 
 def test_read_inputs_reads_every_kind_of_input_and_digests_each_once(tmp_path):
@@ -404,4 +399,5 @@ def test_default_chunks_stay_under_twice_the_raw_notes_on_disk(tmp_path):
   # The raw arrays at their narrowest: uint8 pitch and velocity, float32 step and duration.
   raw_bytes = sum(num_notes) * (1 + 4 + 4 + 1)
   assert shard_bytes < 2 * raw_bytes
-  assert sum(info['splits'][s]['windows'] for s in contract.SPLITS) == sum(num_notes)
+  assert sum(info['splits'][s]['windows'] for s in contract.SPLITS) == sum(
+      n - config.window_length for n in num_notes)

@@ -21,7 +21,7 @@ import yaml
 
 from beam_pipelines import outputs as beam_outputs
 from beam_pipelines import runner
-from partita import audio, config_tree, constants, contract, export_contract, failures
+from partita import audio, config_tree, constants, export_contract, failures
 from partita import labels as labels_lib
 from serving import beam_generate, model_handler, validation
 from serving import generate as generate_lib
@@ -83,13 +83,9 @@ def test_prime_data_primes_are_windows_of_the_test_split(served, tmp_path):
   with open(os.path.join(served['data'], 'info.json')) as f:
     info = json.load(f)
   test_files = tf.io.gfile.glob(os.path.join(served['data'], info['shard_patterns']['test']))
-  spec = {name: tf.io.VarLenFeature(tf.int64) for name in ('pitch', 'velocity')}
-  chunks = [{name: tf.sparse.to_dense(values).numpy()
-             for name, values in tf.io.parse_single_example(r, spec).items()}
-            for r in tf.data.TFRecordDataset(test_files, 'GZIP')]
-  # The first notes of each chunk: for a piece's first chunk, those after its opening's silence.
-  chunk_heads = [chunk['pitch'][chunk['velocity'] != 0][:WINDOW].tolist() for chunk in chunks]
-  assert any(chunk['velocity'][0] == 0 for chunk in chunks)
+  spec = {'pitch': tf.io.VarLenFeature(tf.int64)}
+  chunk_heads = [tf.sparse.to_dense(tf.io.parse_single_example(r, spec)['pitch']).numpy()[:WINDOW]
+                 .tolist() for r in tf.data.TFRecordDataset(test_files, 'GZIP')]
   for sample, window in enumerate(windows):
     assert window['pitch'].tolist() in chunk_heads
     notes = instruments(out / f'sample_00{sample}.mid')
@@ -98,20 +94,20 @@ def test_prime_data_primes_are_windows_of_the_test_split(served, tmp_path):
   assert windows[0]['pitch'].tolist() != windows[-1]['pitch'].tolist()
 
 
-def test_no_prime_writes_only_the_continuation_of_a_pieces_opening(served, tmp_path):
+def test_no_prime_writes_only_the_continuation_of_a_neutral_window(served, tmp_path):
   out = tmp_path / 'out'
   assert generate(served, out, '--no-prime', '--num-samples', 2, '--num-notes', 9) == 0
   for sample in range(2):
     notes = instruments(out / f'sample_00{sample}.mid')
     assert list(notes) == ['continuation'] and len(notes['continuation']) == 9
-  # The same pieces as generating from the silence that begins every training piece.
-  export = generate_lib.load_export(served['export'])
-  opening = {name: np.repeat(values[None], 2, axis=0)
-             for name, values in contract.opening(WINDOW).items()}
-  pieces = generate_lib.generate(export.model, opening, sampling_lib.Sampling(num_notes=9))
-  for sample in range(2):
-    pitches = [note.pitch for note in instruments(out / f'sample_00{sample}.mid')['continuation']]
-    assert sorted(pitches) == sorted(pieces['pitch'][sample].tolist())
+  with open(os.path.join(served['export'], 'assets', 'info.json')) as f:
+    info = json.load(f)
+  neutral = primes_lib.neutral_window(info, WINDOW)
+  assert neutral['pitch'].tolist() == [int(np.argmax(info['splits']['train']['pitch_histogram']))
+                                       ] * WINDOW
+  np.testing.assert_allclose(neutral['step'], info['timing']['step']['mean'], rtol=1e-6)
+  np.testing.assert_allclose(neutral['duration'], info['timing']['duration']['mean'], rtol=1e-6)
+  assert neutral['velocity'].tolist() == [0] * WINDOW  # no note, for the heads
 
 
 def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):
@@ -379,8 +375,10 @@ def listing(folder):
 
 # Each transform of the Beam job alone.
 
-# What ReadPrimes needs of an export's info.json: the window and the labels.
+# What ReadPrimes needs of an export's info.json: the window, and the neutral start's statistics.
 INFO = {'window_length': WINDOW,
+        'timing': {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}},
+        'splits': {'train': {'pitch_histogram': [0] * 60 + [5] + [0] * 67}},
         'labels': labels_lib.vocabulary({'bach': {'train': 2}}, 1, 'composer')}
 
 
@@ -470,7 +468,7 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
   text_file = midi_builders.write_file(tmp_path / 'text.mid', b'not a MIDI file')
   requests = [requests_lib.Request('start', ladder_file),
               requests_lib.Request('late', ladder_file, prime_from=1.0),
-              requests_lib.Request('opening', None),
+              requests_lib.Request('neutral', None),
               requests_lib.Request('gone', str(tmp_path / 'missing.mid')),
               requests_lib.Request('text', text_file),
               requests_lib.Request('short', short_file),
@@ -485,7 +483,7 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
         beam_testing.equal_to([
             ('start', list(range(40, 48)), [0.0] + [0.25] * 7),
             ('late', list(range(44, 52)), [0.25] * 8),  # from the first onset at 1 s
-            ('opening', [0] * 8, [0.0] * 8),
+            ('neutral', [60] * 8, [0.2] * 8),
             ('bach', list(range(40, 48)), [0.0] + [0.25] * 7)]), label='Primed')
     beam_testing.assert_that(inputs_and_reasons(primed[beam_outputs.TAG]), beam_testing.equal_to([
         ('gone', 'prime_not_found'), ('text', 'not_midi'), ('short', 'prime_too_short'),

@@ -24,20 +24,16 @@ def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig,
   batch draws its own shift and scale, so augmenting after batching is one vectorised op per
   batch instead of a map over single windows, with the same distribution per window. A
   transposition that would push any note of a window outside 0..127 is replaced by the largest
-  in-range shift in the same direction, so no note is clipped into a wrong pitch; the silent
-  positions of a piece's opening are not notes, and keep their pitch.
+  in-range shift in the same direction, so no note is clipped into a wrong pitch.
   """
   shape = tf.shape(windows['pitch'])[:-1]  # [] for one window, [B] for a batch
   if config.transpose_semitones:
     shift = tf.random.stateless_uniform(shape, seed, -config.transpose_semitones,
                                         config.transpose_semitones + 1, dtype=tf.int32)
-    # Notes only: the silent positions of a piece's opening (partita.contract.opening) stay.
-    sounding = windows['velocity'] != constants.NO_NOTE_VELOCITY
-    pitch = windows['pitch']
-    low = tf.reduce_min(tf.where(sounding, pitch, constants.PITCHES - 1), axis=-1)
-    high = tf.reduce_max(tf.where(sounding, pitch, 0), axis=-1)
+    low = tf.reduce_min(windows['pitch'], axis=-1)
+    high = tf.reduce_max(windows['pitch'], axis=-1)
     shift = tf.clip_by_value(shift, -low, constants.PITCHES - 1 - high)
-    windows = dict(windows, pitch=tf.where(sounding, pitch + shift[..., tf.newaxis], pitch))
+    windows = dict(windows, pitch=windows['pitch'] + shift[..., tf.newaxis])
   if config.tempo_stretch:
     scale = tf.random.stateless_uniform(shape, seed + 1, 1.0 - config.tempo_stretch,
                                         1.0 + config.tempo_stretch)[..., tf.newaxis]

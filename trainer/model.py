@@ -170,7 +170,7 @@ class NoteModel(keras.Model):
     head weighs. A row per window of ``[batch, time]`` notes, after its last note; with
     ``every_position``, a row after every position, flattened to ``batch * time`` rows.
     ``notes``: pitch, step and duration as :func:`heard` gives them (pitch -1 and times 0 where
-    there is no note: a piece's opening, or a causal state's history before its first note)."""
+    there is no note: a neutral prime, or a causal state's history before its first note)."""
     recent = {}
     if self.anchors:
       for part in timing_bins.TIMED_PARTS:
@@ -267,7 +267,7 @@ class NoteModel(keras.Model):
 
     ``every_position`` (causal encoder only): the distributions of the note after every
     position of the window instead, flattened to ``[batch * window]`` rows, with ``next_note``
-    the first value of :func:`every_position_targets`.
+    from :func:`every_position_targets`.
     """
     if every_position:
       hidden = self.encode_sequence(window, training)[0]
@@ -282,7 +282,7 @@ class NoteModel(keras.Model):
 def heard(notes: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """Pitch, step and duration of ``[batch, time]`` notes as the heads' memory and anchors read
   them: a position of velocity ``constants.NO_NOTE_VELOCITY`` holds no note, pitch -1 and times
-  0 (a piece's opening: ``partita.contract.opening``)."""
+  0 (a neutral prime's, which the heads would otherwise copy)."""
   sounding = notes['velocity'] != constants.NO_NOTE_VELOCITY
   return {'pitch': tf.where(sounding, notes['pitch'], tf.constant(-1, notes['pitch'].dtype)),
           **{part: tf.where(sounding, notes[part], tf.zeros_like(notes[part]))
@@ -309,24 +309,17 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
 
 
 def every_position_targets(window: dict[str, tf.Tensor],
-                           targets: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor],
-                                                                    tf.Tensor]:
+                           targets: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """The note after each position of ``[batch, window]`` windows whose next notes are
   ``targets`` (as ``partita.dataset.to_features_and_targets`` makes them, the velocity a
-  fraction of 127), flattened to ``[batch * window]``: a causal encoder's training targets.
-
-  Also returns, per target, 1.0 where it is a note and 0.0 where it is a position of a piece's
-  opening (``partita.contract.opening``): silence is read, never predicted.
-  """
+  fraction of 127), flattened to ``[batch * window]``: a causal encoder's training targets."""
   following = {}
   for name, values in targets.items():
     later = window[name][:, 1:]
     if name == 'velocity':
       later = later / constants.MAX_VELOCITY
     following[name] = tf.reshape(tf.concat([later, values[:, None]], axis=1), [-1])
-  sounding = tf.concat([window['velocity'][:, 1:] != constants.NO_NOTE_VELOCITY,
-                        tf.ones_like(targets['pitch'], tf.bool)[:, None]], axis=1)
-  return following, tf.reshape(tf.cast(sounding, tf.float32), [-1])
+  return following
 
 
 def build_model(config: ModelConfig, window_length: int, timing: dict,

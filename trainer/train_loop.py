@@ -113,14 +113,12 @@ class Trainer:
     # A causal encoder learns the note after every position of the window, not only the last.
     every_position = self.model.causal
     if every_position:
-      targets, is_note = model_lib.every_position_targets(inputs, targets)
+      targets = model_lib.every_position_targets(inputs, targets)
     targets_per_window = inputs['pitch'].shape[1] if every_position else 1
     with tf.GradientTape() as tape:
       # Teacher forcing: each head sees the true parts before its own.
       outputs = self.model(inputs, targets, training=True, every_position=every_position)
       values = window_metrics(outputs, targets, self.loss_weights)
-      if every_position:  # a piece's opening is read, never predicted
-        values = {name: value * is_note for name, value in values.items()}
       # This replica's part of the global batch's mean loss: the optimizer sums the parts'
       # gradients over the replicas, which is the mean's gradient for any number of them.
       loss = tf.nn.compute_average_loss(
