@@ -67,7 +67,8 @@ def generation_notes_per_second(export_dir: str, data: str) -> float:
   arguments = [tf.constant(primes[name], dtype) for name, dtype in (
       ('pitch', tf.int32), ('step', tf.float32), ('duration', tf.float32),
       ('velocity', tf.float32))] + [tf.constant(GENERATION_NOTES), tf.constant(1.0),
-                                    tf.constant(128), tf.constant(1.0), tf.constant(0, tf.int64),
+                                    tf.constant(128), tf.constant(1.0), tf.constant(1.0),
+                                    tf.constant(0, tf.int64),
                                     tf.zeros([GENERATION_BATCH], tf.int32)]
   export.generate(*arguments)  # compiles
   seconds = []

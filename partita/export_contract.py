@@ -24,8 +24,9 @@ the note). Outputs:
 * ``duration_mixture_logits``, ``duration_locations``, ``duration_scales``: the duration's;
 * ``velocity [batch]``: the predicted MIDI velocity, 1..127.
 
-``generate(pitch, step, duration, velocity, num_notes, temperature, top_k, top_p, seed, label)``:
-prime windows, scalar sampling parameters, int64 seeds and ``[batch]`` int32 label ids ->
+``generate(pitch, step, duration, velocity, num_notes, temperature, top_k, top_p, label_guidance,
+seed, label)``: prime windows, scalar sampling parameters, int64 seeds and ``[batch]`` int32
+label ids ->
 ``pitch``, ``step``, ``duration``,
 ``velocity`` ``[batch, num_notes]``, the whole sampling loop running inside the graph: every part
 of each note is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the pitch
@@ -37,7 +38,13 @@ and its seed: the same request gives the same notes alone, in any batch and at a
 
 ``label``: the id of the piece's label (a composer) in the vocabulary of the ``labels`` section
 of the export's ``info.json`` asset (``partita.labels``): ``vocabulary[i]`` is the name of id
-``i``; id 0 (``unknown``) asks for no label in particular.
+``i``; id 0 (``unknown``) asks for no label in particular. ``label_guidance`` (float32, 0 to
+:data:`MAX_LABEL_GUIDANCE`) is classifier-free guidance: at 1 each part is drawn from the
+model's distribution given the label; otherwise from logits ``unconditional + label_guidance *
+(labelled - unconditional)`` (the pitch logits, and the mixture and chord logits of the step
+and duration), so 0 ignores the label and values above 1 exaggerate what it changes, at twice
+the cost per note. ``predict_next`` returns one label's distribution: call it with the label and
+with id 0 to guide by hand.
 """
 
 # The file every SavedModel reader looks for first; written last, so it marks a complete export.
@@ -54,12 +61,15 @@ SIGNATURES = (PREDICT_NEXT, GENERATE)
 # The arguments of ``predict_next`` after the four windows, in order.
 PREDICT_NEXT_CONDITIONS = ('next_step', 'next_pitch', 'next_duration')
 # The scalar arguments of ``generate`` after the four prime windows, in order.
-GENERATE_PARAMETERS = ('num_notes', 'temperature', 'top_k', 'top_p', 'seed')
+GENERATE_PARAMETERS = ('num_notes', 'temperature', 'top_k', 'top_p', 'label_guidance',
+                       'seed')
 # The label ids: the last argument of both functions.
 LABEL_ARGUMENT = 'label'
 
 # Notes per ``generate`` call; the graph asserts it, and serving refuses more before calling.
 MAX_GENERATED_NOTES = 10_000
+# Guidance beyond a few times the label's effect only sharpens the distributions further.
+MAX_LABEL_GUIDANCE = 10.0
 # The seed is an int64 in the graph.
 MAX_SEED = 2**63 - 1
 

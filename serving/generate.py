@@ -191,7 +191,8 @@ def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampli
       tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
       tf.constant(sampling.num_notes, tf.int32), tf.constant(sampling.temperature, tf.float32),
       tf.constant(sampling.top_k, tf.int32), tf.constant(sampling.top_p, tf.float32),
-      tf.constant(seeds, tf.int64), tf.constant(labels, tf.int32))
+      tf.constant(sampling.label_guidance, tf.float32), tf.constant(seeds, tf.int64),
+      tf.constant(labels, tf.int32))
   return {name: values.numpy()[:batch] for name, values in outputs.items()}
 
 

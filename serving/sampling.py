@@ -40,6 +40,11 @@ class Sampling:
   top_p: float = config_tree.option(
       1.0, 'nucleus sampling: the likeliest pitches holding this probability mass, in (0, 1]',
       group=FLAG_GROUP)
+  label_guidance: float = config_tree.option(
+      1.0, f'how strongly the label (--composer) steers every part, '
+      f'0..{export_contract.MAX_LABEL_GUIDANCE:g}: 1 samples the model given the label, 0 '
+      'ignores it, above 1 exaggerates what the label changes (classifier-free guidance; '
+      'twice the work per note)', group=FLAG_GROUP)
   seed: int = config_tree.option(
       0, 'a piece\'s seed: the same prime, parameters and seed give the same music '
       '(serving.generate gives sample i the seed + i)', group=FLAG_GROUP)
@@ -56,6 +61,10 @@ class Sampling:
       raise validation.bad_request(f'top-k must be in 1..{constants.PITCHES}, got {self.top_k}')
     if not 0 < self.top_p <= 1:
       raise validation.bad_request(f'top-p must be in (0, 1], got {self.top_p}')
+    if not 0 <= self.label_guidance <= export_contract.MAX_LABEL_GUIDANCE:
+      raise validation.bad_request(f'label-guidance must be in '
+                                   f'0..{export_contract.MAX_LABEL_GUIDANCE:g}, got '
+                                   f'{self.label_guidance}')
     if not 0 <= self.seed <= export_contract.MAX_SEED:
       raise validation.bad_request(f'seed must be in 0..2**63-1, got {self.seed}')
 
@@ -63,5 +72,7 @@ class Sampling:
     """The parameters in words, for the pages: ``seconds``, where given, is the length instead
     of ``num_notes``; ``seed``, where given, the row's own seed instead of this one."""
     length = f'{seconds:g} s' if seconds is not None else f'{self.num_notes} notes'
+    guidance = (f', label guidance {self.label_guidance:g}' if self.label_guidance != 1
+                else '')
     return (f'{length}, temperature {self.temperature:g}, top-k {self.top_k}, top-p '
-            f'{self.top_p:g}, seed {self.seed if seed is None else seed}')
+            f'{self.top_p:g}{guidance}, seed {self.seed if seed is None else seed}')

@@ -3,6 +3,7 @@ float64 closed form, and the export's in-graph sampling of every part."""
 
 import os
 
+import keras
 import numpy as np
 import pytest
 from scipy import special
@@ -13,6 +14,7 @@ from trainer import config as config_lib
 from trainer import distribute
 from trainer import export as export_lib
 from trainer import model as model_lib
+from trainer import timing_distribution
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINDOW = 8
@@ -166,7 +168,9 @@ def test_per_window_losses_are_the_bin_nlls_the_pitch_cross_entropy_and_their_su
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-  """An untrained tiny model exported and loaded back, with its primes."""
+  """An untrained tiny model exported and loaded back, with its primes. Seeded: how far its
+  untrained labels move the notes depends on the initial weights."""
+  keras.utils.set_random_seed(0)
   model, config = tiny_model()
   primes = notes_of(windows(seed=3, batch=4))
   export_dir = str(tmp_path_factory.mktemp('model') / 'export')
@@ -175,12 +179,13 @@ def exported(tmp_path_factory):
   return model, tf.saved_model.load(export_dir), primes, export_dir
 
 
-def generate(export, primes, seed, num_notes=40, temperature=1.0, labels=None):
+def generate(export, primes, seed, num_notes=40, temperature=1.0, labels=None, label_guidance=1.0):
   labels = np.zeros(len(primes['pitch'])) if labels is None else labels
   out = export.generate(
       tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
       tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
       tf.constant(num_notes), tf.constant(temperature), tf.constant(128), tf.constant(1.0),
+      tf.constant(label_guidance),
       tf.constant(seed, tf.int64), tf.constant(labels, tf.int32))
   return {name: value.numpy() for name, value in out.items()}
 
@@ -295,6 +300,56 @@ def test_generate_conditions_each_row_on_its_own_label(exported):
                           (np.array([0, 1]), 'label must hold one id in 0..2 per row')):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
       generate(export, padded, seeds, labels=labels)
+
+
+def test_guided_logits_are_the_unconditional_ones_moved_by_the_weight_times_the_labels_change():
+  labelled = tf.constant([[1.0, 4.0, -2.0]])
+  unconditional = tf.constant([[2.0, 1.0, -2.0]])
+  both = tf.concat([labelled, unconditional], axis=0)
+  for weight, expected in ((0.0, [2.0, 1.0, -2.0]), (1.0, [1.0, 4.0, -2.0]),
+                           (3.0, [-1.0, 10.0, -2.0])):
+    np.testing.assert_array_equal(export_lib.guided('pitch', both, tf.constant(weight)),
+                                  [expected])
+  step = {'mixture_logits': tf.constant([[0.5, timing_distribution.ABSENT_LOGIT],
+                                         [1.5, timing_distribution.ABSENT_LOGIT]]),
+          'locations': tf.constant([[-1.0, -2.0], [-3.0, -4.0]]),
+          'scales': tf.constant([[0.1, 0.2], [0.3, 0.4]]),
+          'chord_logit': tf.constant([2.0, -1.0])}
+  guided = export_lib.guided('step', step, tf.constant(2.0))
+  # An absent anchor stays absent; scales move in log space: 0.1 * (0.1 / 0.3), 0.2 * (0.2 / 0.4).
+  for name, expected in (('mixture_logits', [[-0.5, timing_distribution.ABSENT_LOGIT]]),
+                         ('chord_logit', [5.0]), ('locations', [[1.0, 0.0]]),
+                         ('scales', [[0.1 / 3, 0.1]])):
+    np.testing.assert_allclose(guided[name], np.float32(expected), rtol=1e-6, err_msg=name)
+  unconditional = export_lib.guided('step', step, tf.constant(0.0))
+  for name, values in step.items():
+    np.testing.assert_allclose(unconditional[name], values[1:], rtol=1e-6, err_msg=name)
+
+
+def test_label_guidance_weighs_each_rows_label_against_the_unconditional_id(exported):
+  """Guidance 0 samples the unconditional distribution whatever the label, and any guidance of
+  the unconditional id is that distribution too; above 1 the notes move further from it; a row's
+  notes still depend only on its own prime, parameters, label and seed."""
+  _, export, primes, _ = exported
+  seeds = np.arange(4) + 20
+  unconditional = generate(export, primes, seeds, labels=np.zeros(4))
+  labelled = generate(export, primes, seeds, labels=np.array([1, 2, 1, 2]))
+  for guidance, labels in ((0.0, np.array([1, 2, 1, 2])), (3.0, np.zeros(4))):
+    same = generate(export, primes, seeds, labels=labels, label_guidance=guidance)
+    np.testing.assert_array_equal(same['pitch'], unconditional['pitch'])
+    for name in ('step', 'duration', 'velocity'):  # a doubled batch may differ in the last bits
+      np.testing.assert_allclose(same[name], unconditional[name], rtol=1e-4, err_msg=name)
+  guided = generate(export, primes, seeds, labels=np.array([1, 2, 1, 2]), label_guidance=3.0)
+  assert (guided['duration'] != labelled['duration']).mean() > 0.9
+  again = generate(export, primes, seeds, labels=np.array([1, 2, 1, 2]), label_guidance=3.0)
+  alone = generate(export, {name: values[1:2] for name, values in primes.items()}, seeds[1:2],
+                   labels=np.array([2]), label_guidance=3.0)
+  for name in guided:
+    np.testing.assert_array_equal(again[name], guided[name], err_msg=name)
+    np.testing.assert_allclose(alone[name][0], guided[name][1], rtol=1e-4, err_msg=name)
+  for guidance in (-0.5, 10.5):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r'label_guidance must be in 0\.\.10'):
+      generate(export, primes, seeds, labels=np.zeros(4), label_guidance=guidance)
 
 
 # --- the causal encoder ---
@@ -418,6 +473,9 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
   first, again = (generate(export, primes, seed=4) for _ in range(2))
   for name in first:
     np.testing.assert_array_equal(first[name], again[name])
+  # Guidance carries a state per half: with the unconditional id, both halves are this one.
+  guided = generate(export, primes, seed=4, label_guidance=2.0)
+  np.testing.assert_array_equal(guided['pitch'], first['pitch'])
   # The export's last generated note, scored from the whole generated sequence read at once.
   sequence = {name: np.concatenate([primes[name], first[name].astype(primes[name].dtype)],
                                    axis=1) for name in primes}

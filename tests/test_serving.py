@@ -311,8 +311,12 @@ def test_sampling_holds_the_export_signatures_parameters_with_the_historical_def
   names = tuple(field.name for field in dataclasses.fields(sampling_lib.Sampling))
   assert names == export_contract.GENERATE_PARAMETERS
   assert sampling_lib.Sampling() == sampling_lib.Sampling(
-      num_notes=256, temperature=1.0, top_k=constants.PITCHES, top_p=1.0, seed=0)
+      num_notes=256, temperature=1.0, top_k=constants.PITCHES, top_p=1.0, label_guidance=1.0,
+      seed=0)
   sampling_lib.Sampling().check()
+  for guidance in (-0.1, export_contract.MAX_LABEL_GUIDANCE + 0.5):
+    with pytest.raises(failures.RejectionError, match='label-guidance must be in 0..10, got'):
+      sampling_lib.Sampling(label_guidance=guidance).check()
   with pytest.raises(failures.RejectionError, match='seed must be in 0..2'):
     sampling_lib.Sampling(seed=export_contract.MAX_SEED + 1).check()
 
@@ -416,8 +420,8 @@ def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
 
 def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   assert requests_lib.FIELDS == ('name', 'prime', 'prime_from', 'num_notes', 'temperature',
-                                 'top_k', 'top_p', 'seed', 'seconds', 'program', 'label',
-                                 'composer')
+                                 'top_k', 'top_p', 'label_guidance', 'seed', 'seconds',
+                                 'program', 'label', 'composer')
   defaults = requests_lib.Request(name='', sampling=sampling_lib.Sampling(seed=4), program=40)
   request = requests_lib.parse_request(
       json.dumps({'name': 'a', 'prime': None, 'temperature': 1, 'top_k': 5, 'prime_from': 0}),
@@ -432,7 +436,11 @@ def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   other_seed = requests_lib.parse_request('{"name": "b", "top_k": 5, "seed": 9}', defaults, '')
   assert other_seed.batch_key() == request.batch_key()
   timed = requests_lib.parse_request('{"name": "t", "top_k": 5, "seconds": 20}', defaults, '')
-  assert (timed.seconds, timed.batch_key()) == (20.0, '["seconds", 20.0, 1.0, 5, 1.0]')
+  assert (timed.seconds, timed.batch_key()) == (20.0, '["seconds", 20.0, 1.0, 5, 1.0, 1.0]')
+  # Guidance is a parameter of the whole call.
+  guided = requests_lib.parse_request('{"name": "g", "top_k": 5, "label_guidance": 2}', defaults,
+                                      '')
+  assert guided.sampling.label_guidance == 2.0 and guided.batch_key() != request.batch_key()
   # A line's num_notes replaces a default length in seconds; a line gives one or the other.
   by_seconds = dataclasses.replace(defaults, seconds=30.0)
   assert requests_lib.parse_request('{"name": "n", "num_notes": 8}', by_seconds, '').seconds is None

@@ -186,7 +186,7 @@ def test_mixed_precision_trains_and_exports_float32(dataset, tmp_path, precision
   out = export.generate(
       tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
       tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
-      tf.constant(12), tf.constant(1.0), tf.constant(128), tf.constant(1.0),
+      tf.constant(12), tf.constant(1.0), tf.constant(128), tf.constant(1.0), tf.constant(1.0),
       tf.constant(3, tf.int64), tf.zeros([len(primes['pitch'])], tf.int32))
   assert out['pitch'].dtype == tf.int32 and out['pitch'].shape == (4, 12)
   for name in ('step', 'duration', 'velocity'):

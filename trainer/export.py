@@ -6,7 +6,9 @@
 sampling loop running inside the graph (one call per batch, not one per note), every part of
 every note sampled from its distribution in the model's note order. Each row has its own seed,
 and its random numbers are stateless draws from that seed and the note index alone, so a row's
-notes depend only on its own prime, parameters and seed, whatever else is in the batch.
+notes depend only on its own prime, parameters and seed, whatever else is in the batch. With a
+``label_guidance`` other than 1, each piece is run twice, with its label and with the
+unconditional id, and every part is drawn from the two distributions combined (:func:`guided`).
 
 ``export_model`` writes locally or to object stores (``gs://``) without ever leaving a
 half-written export that looks complete (see its docstring).
@@ -27,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from partita import constants, timing_bins
+from partita import labels as labels_lib
 from partita import contract as data_contract
 from partita import export_contract as contract
 from trainer import model as model_lib
@@ -88,10 +91,15 @@ class _Generator:
       result.update({f'{part}_{name}': value for name, value in outputs[part].items()})
     return result
 
-  def next_note(self, state, temperature, top_k, top_p, seeds):
+  def next_note(self, state, temperature, top_k, top_p, seeds, label_guidance=None):
     """Samples the note after generation ``state`` (``NoteModel.start``), part by part in the
     model's note order, each part seen by the heads after it. ``seeds`` ``[batch, 2]``: each
-    row's stateless seed for this note; one draw per row gives every part its random numbers."""
+    row's stateless seed for this note; one draw per row gives every part its random numbers.
+
+    With ``label_guidance`` (a scalar), ``state`` holds ``2 * batch`` rows, the pieces with
+    their labels and then the same pieces with the unconditional id, and each part is drawn
+    from :func:`guided` distributions of the two halves.
+    """
     hidden = self.model.state_vector(state)
     recent = self.model.state_recent(state)
     widths = [constants.PITCHES if part == 'pitch' else
@@ -99,23 +107,36 @@ class _Generator:
               for part in self.model.parts]
     uniforms = tf.split(row_uniforms(seeds, sum(widths)), widths, axis=-1)
     note = {}
+    # What the heads see of the parts drawn so far: each drawn value once per half.
+    seen = note if label_guidance is None else {}
     for part, uniform in zip(self.model.parts, uniforms, strict=True):
-      distribution = self.model.head(part, hidden, note, recent)
+      distribution = self.model.head(part, hidden, seen, recent)
+      if label_guidance is not None:
+        distribution = guided(part, distribution, label_guidance)
       if part == 'pitch':
         note[part] = _sample_pitch(distribution, temperature, top_k, top_p, uniform)
       else:
         note[part] = timing_distribution.sample(distribution, temperature, uniform)
-    note['velocity'] = _velocity(self.model.head('velocity', hidden, note, recent))
+      if label_guidance is not None:
+        seen[part] = tf.tile(note[part], [2])
+    velocity = self.model.head('velocity', hidden, seen, recent)
+    if label_guidance is not None:
+      velocity = guided('velocity', velocity, label_guidance)
+    note['velocity'] = _velocity(velocity)
     return note
 
   def generate(self, pitch, step, duration, velocity, num_notes, temperature, top_k, top_p,
-               seed, label):
+               label_guidance, seed, label):
+    guidance_range = f'label_guidance must be in 0..{contract.MAX_LABEL_GUIDANCE:g}'
     checks = [
         tf.debugging.assert_greater(temperature, 0.0, message='temperature must be > 0'),
         tf.debugging.assert_greater_equal(top_k, 1, message='top_k must be in 1..128'),
         tf.debugging.assert_less_equal(top_k, constants.PITCHES, message='top_k must be in 1..128'),
         tf.debugging.assert_greater(top_p, 0.0, message='top_p must be in (0, 1]'),
         tf.debugging.assert_less_equal(top_p, 1.0, message='top_p must be in (0, 1]'),
+        tf.debugging.assert_greater_equal(label_guidance, 0.0, message=guidance_range),
+        tf.debugging.assert_less_equal(label_guidance, contract.MAX_LABEL_GUIDANCE,
+                                       message=guidance_range),
         tf.debugging.assert_greater(num_notes, 0, message='num_notes must be > 0'),
         tf.debugging.assert_less_equal(
             num_notes, contract.MAX_GENERATED_NOTES,
@@ -129,21 +150,43 @@ class _Generator:
       window = with_label({'pitch': tf.identity(pitch), 'step': step, 'duration': duration,
                            'velocity': tf.cast(velocity, tf.float32)}, label)
       seeds = tf.identity(seeds)
-    return self.sampling_loop(window, num_notes, temperature, top_k, top_p, seeds)
+    # Guidance 1 is the labelled distribution itself: the plain loop, at half the cost.
+    return tf.cond(
+        tf.equal(label_guidance, 1.0),
+        lambda: self.sampling_loop(window, num_notes, temperature, top_k, top_p, seeds),
+        lambda: self.guided_sampling_loop(window, num_notes, temperature, top_k, top_p, seeds,
+                                          label_guidance))
 
   # XLA fuses the LSTMs' per-timestep ops, which dominate generation: about 8x the notes/s at
   # batch 1 and 1.4x at batch 64 on a 2-core CPU (BENCHMARKS.md, Generation). The argument
   # checks stay outside, in generate: XLA compiles assertions to nothing.
   @tf.function(jit_compile=True)
   def sampling_loop(self, window, num_notes, temperature, top_k, top_p, seeds):
+    return self._sample_notes(window, num_notes, temperature, top_k, top_p, seeds)
+
+  @tf.function(jit_compile=True)
+  def guided_sampling_loop(self, window, num_notes, temperature, top_k, top_p, seeds,
+                           label_guidance):
+    unconditional = {**window, data_contract.LABEL_FEATURE: tf.fill(
+        tf.shape(window[data_contract.LABEL_FEATURE]), labels_lib.UNCONDITIONAL_ID)}
+    both = {name: tf.concat([values, unconditional[name]], axis=0)
+            for name, values in window.items()}
+    return self._sample_notes(both, num_notes, temperature, top_k, top_p, seeds, label_guidance)
+
+  def _sample_notes(self, window, num_notes, temperature, top_k, top_p, seeds,
+                    label_guidance=None):
+    """The loop of both sampling functions: ``num_notes`` notes after ``window``; with
+    ``label_guidance``, ``window`` holds each piece twice, as :meth:`next_note` reads them."""
     generated = {name: tf.TensorArray(tf.int32 if name == 'pitch' else tf.float32,
                                       size=num_notes) for name in constants.NOTE_FEATURES}
     label = window[data_contract.LABEL_FEATURE][:, -1]
 
     def body(i, state, generated):
       note_seeds = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(i, tf.int64))], axis=1)
-      next_note = self.next_note(state, temperature, top_k, top_p, note_seeds)
+      next_note = self.next_note(state, temperature, top_k, top_p, note_seeds, label_guidance)
       generated = {name: generated[name].write(i, next_note[name]) for name in generated}
+      if label_guidance is not None:  # both halves continue with the same note
+        next_note = {name: tf.tile(values, [2]) for name, values in next_note.items()}
       next_note[data_contract.LABEL_FEATURE] = label  # the piece keeps its label
       return i + 1, self.model.advance(state, next_note), generated
 
@@ -151,6 +194,27 @@ class _Generator:
                                     (0, self.model.start(window), generated))
     # TensorArrays stack to [notes, batch]; callers expect [batch, notes].
     return {name: tf.transpose(values.stack()) for name, values in generated.items()}
+
+
+def guided(part: str, distribution, weight: tf.Tensor):
+  """Classifier-free guidance (Ho & Salimans 2022) of one part's distribution: ``distribution``
+  holds ``2 * batch`` rows, the labelled ones and then the unconditional ones (the model learnt
+  both through label dropout); returns ``batch`` rows whose every parameter ``p`` is
+  ``unconditional + weight * (labelled - unconditional)``: at 1 the labelled distribution, at 0
+  the unconditional one, above 1 what the label changes, amplified. The pitch logits and the
+  velocity (``_velocity`` clips it into 1..127) are moved so; of a timing mixture, the logits (the
+  components' and the chord's) and the locations, and the scales in log space, so that they stay
+  positive. An anchor the window lacks has the same :data:`timing_distribution.ABSENT_LOGIT` in
+  both halves and keeps it."""
+  def move(values, log_space=False):
+    labelled, unconditional = tf.split(values, 2, axis=0)
+    if log_space:
+      return tf.exp(move(tf.math.log(values)))
+    return unconditional + weight * (labelled - unconditional)
+
+  if part in ('pitch', 'velocity'):
+    return move(distribution)
+  return {name: move(values, log_space=name == 'scales') for name, values in distribution.items()}
 
 
 def with_label(window: dict[str, tf.Tensor], label: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -184,7 +248,7 @@ def _window_spec(window_length: int):
 
 def _generate_spec(window_length: int):
   scalars = [tf.TensorSpec([], dtype, name) for name, dtype in zip(
-      contract.GENERATE_PARAMETERS[:-1], (tf.int32, tf.float32, tf.int32, tf.float32),
+      contract.GENERATE_PARAMETERS[:-1], (tf.int32, tf.float32, tf.int32, tf.float32, tf.float32),
       strict=True)]
   # The seed: a scalar, or one per row (any shape here; row_seeds checks it).
   seed = tf.TensorSpec(None, tf.int64, contract.GENERATE_PARAMETERS[-1])
