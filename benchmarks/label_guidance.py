@@ -38,7 +38,8 @@ from serving import generate as generate_lib  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--data', required=True, help='a labelled dataset (beam_pipelines.preprocess)')
+  parser.add_argument('--data', required=True,
+                      help='a labelled dataset (beam_pipelines.preprocess)')
   parser.add_argument('--model', required=True, help='an export trained on it')
   parser.add_argument('--guidance', default='1,2,3,5',
                       help='comma-separated label guidances (default %(default)s)')

@@ -116,7 +116,7 @@ def style_evaluation(export, info: dict, train_chunks: list[dict], test_chunks: 
   Pieces are generated from two starts (:data:`STARTS`): the test ``primes`` (``{feature:
   [pieces, window]}``), the same for every label, and the neutral window of
   ``serving.primes.neutral_window`` (as many rows), where the label is the only thing the model
-  is told. ``info``: the export's. Returns (``{'real': score, 'generated': {start: score},
+  is told, with ``sampling`` (its ``label_guidance`` included). ``info``: the export's. Returns (``{'real': score, 'generated': {start: score},
   'classes': names, ...}``, ``{start: {label: [notes dicts]}}``); ``{'skipped': why}`` and no
   pieces when fewer than two labels have both training and test chunks.
   """
@@ -145,7 +145,8 @@ def style_evaluation(export, info: dict, train_chunks: list[dict], test_chunks: 
     scores[start] = style.score(classifier, pieces, [name for name in classes
                                                      for _ in range(rows)], classes)
   return {'classes': classes, 'train_chunks': len(fitted_on), 'real': real,
-          'generated': scores, 'pieces_per_label': rows}, generated
+          'generated': scores, 'pieces_per_label': rows,
+          'label_guidance': sampling.label_guidance}, generated
 
 
 def headline_lines(conditioning: dict) -> list[str]:
@@ -162,8 +163,8 @@ def headline_lines(conditioning: dict) -> list[str]:
                         for start, score in scores['generated'].items())
   lines.append(f"style           classifier accuracy on generated pieces {generated} vs chance "
                f"{scores['real']['chance']:.1%} ({len(scores['classes'])} labels x "
-               f"{scores['pieces_per_label']}); on real test pieces "
-               f"{scores['real']['accuracy']:.1%}")
+               f"{scores['pieces_per_label']}, label guidance {scores['label_guidance']:g}); on "
+               f"real test pieces {scores['real']['accuracy']:.1%}")
   return lines
 
 
@@ -195,7 +196,8 @@ def report_section(conditioning: dict, out_dir: str, generated: dict, pieces_dir
       f"{scores['train_chunks']} chunks of real training pieces of {len(scores['classes'])} "
       f"labels. Real test chunks: accuracy {scores['real']['accuracy']:.1%} (the ceiling; "
       f"chance {scores['real']['chance']:.1%}, majority {scores['real']['majority_rate']:.1%}). "
-      f"Generated, {scores['pieces_per_label']} pieces per label, from the same test primes "
+      f"Generated, {scores['pieces_per_label']} pieces per label at label guidance "
+      f"{scores['label_guidance']:g} (`--label-guidance`), from the same test primes "
       'for every label, and from no prime (a neutral window: the label is all the model is '
       'told): accuracy ' + ' and '.join(
           f"{score['accuracy']:.1%} ({start})" for start, score in scores['generated'].items())

@@ -43,6 +43,7 @@ in ``pieces/`` with their MIDI and WAV, and ``index.html`` to look at and listen
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -303,7 +304,8 @@ def generated_statistics(export, primes: dict, real: list[dict], ngram: baseline
 
 
 def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
-             num_notes: int | None = None, temperature: float = 1.0, seed: int = 0) -> dict:
+             num_notes: int | None = None, temperature: float = 1.0, seed: int = 0,
+             label_guidance: float = 1.0) -> dict:
   """Runs the whole evaluation, writes the report into ``out_dir``, returns its numbers.
 
   Raises:
@@ -319,6 +321,9 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
                      f"first window (the dataset's stride, {info['stride']})")
   sampling = model_sampling(num_notes, temperature, seed)
   sampling.check()
+  # The pieces generated for each label (the style check) may be guided; the rest never is.
+  label_sampling = dataclasses.replace(sampling, label_guidance=label_guidance)
+  label_sampling.check()
   loaded = generate_lib.load_export(export_dir)
   export, labels = loaded.model, loaded.info['labels']
   # The model's label ids read the dataset's label names.
@@ -348,7 +353,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   if labelled:
     results['conditioning'] = {'likelihood': conditioning.label_rows(per_label, labels)}
     results['conditioning']['style'], generated_by_label = conditioning.style_evaluation(
-        export, loaded.info, train_chunks, test_chunks, primes, sampling)
+        export, loaded.info, train_chunks, test_chunks, primes, label_sampling)
 
   model_dir = os.path.dirname(os.path.abspath(export_dir.rstrip('/')))
   log_dir = os.path.join(model_dir, 'logs')
@@ -382,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
                       help='sampling temperature of the model set (default %(default)s)')
   parser.add_argument('--seed', type=int, default=0,
                       help='seed of both generated sets (default %(default)s)')
+  parser.add_argument('--label-guidance', type=float, default=1.0,
+                      help='label guidance of the pieces generated for each label in the style '
+                      'check (serving.generate --label-guidance; default %(default)s)')
   args = parser.parse_args(argv)
   if args.num_pieces < 3:
     parser.error('--num-pieces must be >= 3 (intra-set distances need pairs)')
@@ -391,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
       os.path.dirname(os.path.abspath(args.model.rstrip('/'))), 'report')
   try:
     results = evaluate(args.data, args.model, out_dir, args.num_pieces, args.num_notes,
-                       args.temperature, args.seed)
+                       args.temperature, args.seed, args.label_guidance)
   except (ValueError, FileNotFoundError, failures.RejectionError) as e:
     parser.exit(2, f'{parser.prog}: error: {e}\n')
   for line in report_lib.headline_lines(results):

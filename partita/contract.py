@@ -14,8 +14,6 @@ import functools
 
 import numpy as np
 
-from partita import constants
-
 INFO_FILE = 'info.json'
 COMPLETED_MARKER = 'COMPLETED'
 SPLITS = ('train', 'validation', 'test')
@@ -26,23 +24,6 @@ FORMAT_VERSION = 2
 FEATURE_DTYPES = {'pitch': 'int64', 'step': 'float32', 'duration': 'float32', 'velocity': 'int64'}
 # One bytes value per chunk: its piece's label name (partita.labels; ids are info.json's).
 LABEL_FEATURE = 'label'
-# The neutral note's pitch when a dataset's info has no pitch histogram: middle C.
-NEUTRAL_PITCH = 60
-
-
-def neutral_note(info: dict) -> dict[str, float]:
-  """The note a window holds where it holds no music, from a dataset's ``info.json``: the
-  ``--no-prime`` start (``serving.primes.neutral_window``) is made of it, and training's
-  ``data.short_context`` (``trainer.data.augment``) puts it before a window's last notes, so the
-  model learns to start from it. It is the training split's most frequent pitch
-  (:data:`NEUTRAL_PITCH` without a histogram) at the split's mean step and mean duration, with
-  velocity ``constants.NO_NOTE_VELOCITY``, which the heads' pitch memory and timing anchors read
-  as no note: it carries nothing beyond the corpus averages."""
-  histogram = info.get('splits', {}).get('train', {}).get('pitch_histogram')
-  pitch = int(np.argmax(histogram)) if histogram and sum(histogram) else NEUTRAL_PITCH
-  return {'pitch': pitch, 'step': float(info['timing']['step']['mean']),
-          'duration': float(info['timing']['duration']['mean']),
-          'velocity': constants.NO_NOTE_VELOCITY}
 
 
 def shard_pattern(split: str) -> str:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from partita import constants, contract, failures
+from partita import constants, failures
 from partita import notes as notes_lib
 from serving import validation
 
+NEUTRAL_PITCH = 60  # middle C, when the dataset's info has no pitch histogram
 # Chunks of the test split read to choose dataset primes from; enough for variety, bounded so a
 # huge test split costs seconds, not minutes.
 MAX_DATASET_CHUNKS = 10_000
@@ -99,10 +100,13 @@ def windows_from_dataset(data_dir: str, window_length: int,
 
 
 def neutral_window(info: dict, window_length: int) -> dict[str, np.ndarray]:
-  """The ``--no-prime`` window described in the module docstring, from the dataset's info:
-  ``window_length`` copies of ``partita.contract.neutral_note``."""
-  note = contract.neutral_note(info)
-  return {'pitch': np.full(window_length, note['pitch'], np.int64),
-          'step': np.full(window_length, note['step'], np.float32),
-          'duration': np.full(window_length, note['duration'], np.float32),
-          'velocity': np.full(window_length, note['velocity'], np.int64)}
+  """The ``--no-prime`` window described in the module docstring, from the dataset's info."""
+  histogram = info.get('splits', {}).get('train', {}).get('pitch_histogram')
+  pitch = int(np.argmax(histogram)) if histogram and sum(histogram) else NEUTRAL_PITCH
+  timing = info['timing']
+  return {
+      'pitch': np.full(window_length, pitch, np.int64),
+      'step': np.full(window_length, timing['step']['mean'], np.float32),
+      'duration': np.full(window_length, timing['duration']['mean'], np.float32),
+      'velocity': np.full(window_length, constants.NO_NOTE_VELOCITY, np.int64),
+  }

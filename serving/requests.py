@@ -14,10 +14,10 @@ folder; null or absent: a neutral start, as ``serving.generate --no-prime``, whi
 ``name``), ``prime_from`` (seconds), ``composer`` (or ``label``: one of the model's labels, as
 ``serving.generate --composer``; absent or null: unconditional), ``program``, ``seconds``
 (instead of ``num_notes``: generate until the continuation lasts this long, as
-``serving.generate --seconds``), and the
-sampling parameters ``num_notes``, ``temperature``, ``top_k``, ``top_p``, ``label_guidance``
-and ``seed`` (the request's :class:`serving.sampling.Sampling`, written flat in the line). Absent fields take the
-command's values (a line's ``num_notes`` replaces a default ``--seconds``, and a line may not
+``serving.generate --seconds``), and the sampling parameters ``num_notes``, ``temperature``,
+``top_k``, ``top_p``, ``label_guidance`` and ``seed`` (the request's
+:class:`serving.sampling.Sampling`, written flat in the line). Absent fields take the command's
+values (a line's ``num_notes`` replaces a default ``--seconds``, and a line may not
 give both); unknown fields are refused, so that a misspelt parameter never silently falls back.
 A request's notes depend only on its prime, parameters and seed: requests with the same three
 give the same piece.

@@ -240,37 +240,6 @@ def test_augment_clips_transposition_to_the_piano_range_per_window():
   assert single['pitch'].shape == (3,)
 
 
-def test_short_context_puts_the_neutral_note_before_each_chosen_windows_last_notes():
-  """With short_context p, a window keeps its last k of W notes (k uniform in 0..W-1) after
-  the --no-prime note, or, with probability 1 - p, all of them; its target never changes."""
-  width = 9  # W = 8 notes, then the target
-  rows = 400
-  pitch = np.tile(np.arange(width, dtype=np.int32) + 40, (rows, 1))
-  windows = {'pitch': tf.constant(pitch), 'step': tf.fill([rows, width], 0.7),
-             'duration': tf.fill([rows, width], 0.9), 'velocity': tf.fill([rows, width], 80.0),
-             'label': tf.fill([rows, width], 2)}
-  neutral = {'pitch': 60, 'step': 0.25, 'duration': 0.5, 'velocity': 0}
-  config = config_lib.DataConfig(label_dropout=0, short_context=0.5)
-  out = {name: values.numpy() for name, values in
-         data_lib.augment(windows, config, tf.constant([3, 1], tf.int64), neutral).items()}
-  blank = out['velocity'] == 0
-  blanked = blank.sum(axis=1)
-  for row in range(rows):  # the blank positions lead the window; the rest is untouched
-    b = blanked[row]
-    assert not blank[row, b:].any()
-    np.testing.assert_array_equal(out['pitch'][row], [60] * b + list(pitch[row, b:]))
-    np.testing.assert_array_equal(out['step'][row], np.float32([0.25] * b + [0.7] * (width - b)))
-    np.testing.assert_array_equal(out['duration'][row],
-                                  np.float32([0.5] * b + [0.9] * (width - b)))
-  np.testing.assert_array_equal(out['label'], 2)
-  assert blanked.max() == width - 1  # never the target; at most the whole window before it
-  shortened = blanked > 0
-  assert 0.4 < shortened.mean() < 0.6
-  # Kept notes 0..7 (blanked 8..1) are equally likely among the shortened windows, 0 kept too.
-  counts = np.bincount(blanked[shortened], minlength=width)[1:]
-  assert counts.min() > 0.5 * counts.mean()
-
-
 def test_chunk_to_windows_and_unpack_are_exact():
   chunk = {'pitch': tf.constant([0, 127, 5, 9], tf.int32),
            'step': tf.constant([0.1, 0.2, 0.3, 0.4]),

@@ -208,7 +208,7 @@ def test_read_scalars_reads_the_trainers_tensorboard_logs(trained):
 def test_command_writes_the_report(trained, tmp_path, capsys):
   out = str(tmp_path / 'report')
   assert evaluate.main(['--data', trained['data'], '--model', trained['export'], '--out', out,
-                        '--num-pieces', '4', '--num-notes', '8']) == 0
+                        '--num-pieces', '4', '--num-notes', '8', '--label-guidance', '2']) == 0
   printed = capsys.readouterr().out
   assert 'test pitch NLL  model' in printed and 'mean overlapping area' in printed
   assert 'test timing NLL model' in printed and 'test note NLL   model' in printed
@@ -252,6 +252,7 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   assert 'label           test pitch NLL with the true label' in printed
   assert 'style           classifier accuracy on generated pieces from test primes' in printed
   style = results['conditioning']['style']
+  assert style['label_guidance'] == 2.0 and 'label guidance 2)' in printed
   assert style['classes'] == [name for name in LABELS if name in style['classes']]
   assert len(style['classes']) >= 2
   assert sorted(style['generated']) == sorted(conditioning.STARTS)
@@ -293,6 +294,10 @@ def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_p
     evaluate.main(['--data', trained['data'], '--model', str(tmp_path), '--temperature', '0'])
   assert exit_info.value.code == 2
   assert 'temperature must be > 0, got 0.0' in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_info:
+    evaluate.main(['--data', trained['data'], '--model', str(tmp_path), '--label-guidance', '-1'])
+  assert exit_info.value.code == 2
+  assert 'label-guidance must be in 0..10, got -1.0' in capsys.readouterr().err
   assert evaluate.main(['--data', trained['data'], '--model', trained['export'],
                         '--num-pieces', '3']) == 0
   assert os.path.exists(os.path.join(trained['model_dir'], 'report', report_lib.REPORT_FILE))

@@ -11,10 +11,9 @@ import tensorflow as tf
 
 from partita import export_contract, timing_bins
 from trainer import config as config_lib
-from trainer import distribute
+from trainer import distribute, timing_distribution
 from trainer import export as export_lib
 from trainer import model as model_lib
-from trainer import timing_distribution
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINDOW = 8

@@ -330,7 +330,8 @@ def sampling_flags(parser):
 
 def test_both_commands_take_the_same_sampling_flags_with_the_same_defaults():
   flags = sampling_flags(generate_lib.argument_parser())
-  assert sorted(flags) == ['--num-notes', '--seed', '--temperature', '--top-k', '--top-p']
+  assert sorted(flags) == ['--label-guidance', '--num-notes', '--seed', '--temperature',
+                           '--top-k', '--top-p']
   assert sampling_flags(beam_generate.argument_parser()) == flags
   required = ['--model', 'm', '--out', 'o', '--manifest', 'r.jsonl']
   for parser, argv in ((generate_lib.argument_parser(), required[:4]),
@@ -339,9 +340,11 @@ def test_both_commands_take_the_same_sampling_flags_with_the_same_defaults():
     assert config_tree.load(sampling_lib.Sampling, updates=config_tree.flag_updates(args)) == (
         sampling_lib.Sampling())
     args, _ = parser.parse_known_args(argv + ['--num-notes', '9', '--temperature', '0.5',
-                                              '--top-k', '7', '--top-p', '0.8', '--seed', '3'])
+                                              '--top-k', '7', '--top-p', '0.8', '--seed', '3',
+                                              '--label-guidance', '2.5'])
     assert config_tree.load(sampling_lib.Sampling, updates=config_tree.flag_updates(args)) == (
-        sampling_lib.Sampling(num_notes=9, temperature=0.5, top_k=7, top_p=0.8, seed=3))
+        sampling_lib.Sampling(num_notes=9, temperature=0.5, top_k=7, top_p=0.8,
+                              label_guidance=2.5, seed=3))
     assert (args.program, args.prime_from) == (0, 0.0)
   args = generate_lib.argument_parser().parse_args(required[:4])
   assert (args.num_samples, args.seconds, args.prime, args.no_audio) == (4, None, None, False)

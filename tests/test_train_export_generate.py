@@ -141,7 +141,8 @@ FRESH_PROCESS = textwrap.dedent('''
       out = model.generate(
           tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
           tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
-          tf.constant(num_notes), tf.constant(1.0), tf.constant(128), tf.constant(1.0), tf.constant(1.0),
+          tf.constant(num_notes), tf.constant(1.0), tf.constant(128), tf.constant(1.0),
+          tf.constant(1.0),
           tf.constant(seed, tf.int64), tf.zeros([len(primes['pitch'])], tf.int32))
       return {k: v.numpy().tolist() for k, v in out.items()}
     project = [m for m in sys.modules if m.split('.')[0] in

@@ -25,10 +25,6 @@ class DataConfig:
   # Share of training windows whose label is replaced by the unconditional id (partita.labels),
   # so that the same model also generates with no label.
   label_dropout: float = 0.1
-  # Share of training windows that keep only their last 0 to window_length - 1 notes (uniformly),
-  # the neutral note of --no-prime (partita.contract.neutral_note) before them: the model learns
-  # to start a piece from nothing, where only the label tells it the style. 0 disables.
-  short_context: float = 0.0
 
 
 NoteOrder = typing.Literal['step_pitch_duration', 'pitch_step_duration', 'step_duration_pitch',

@@ -15,12 +15,10 @@ from partita import labels as labels_lib
 from trainer import config as config_lib
 
 
-def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig, seed: tf.Tensor,
-            neutral: dict[str, float] | None = None) -> dict[str, tf.Tensor]:
-  """Random transposition and tempo stretch of each window, its label replaced by the
-  unconditional id with probability ``label_dropout``, and with probability ``short_context``
-  every note before its last ``k`` (``k`` uniform in 0..W-1) replaced by ``neutral``
-  (``partita.contract.neutral_note``; the target, note W+1, is kept) (training split only).
+def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig,
+            seed: tf.Tensor) -> dict[str, tf.Tensor]:
+  """Random transposition and tempo stretch of each window, and its label replaced by the
+  unconditional id with probability ``label_dropout`` (training split only).
 
   Works on one window (``[W+1]`` values) or a batch of them (``[B, W+1]``); every window of a
   batch draws its own shift and scale, so augmenting after batching is one vectorised op per
@@ -47,15 +45,6 @@ def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig, seed: 
     label = windows[contract.LABEL_FEATURE]
     windows = {**windows, contract.LABEL_FEATURE: tf.where(
         dropped[..., tf.newaxis], tf.constant(labels_lib.UNCONDITIONAL_ID, label.dtype), label)}
-  if config.short_context:
-    # After transposition and stretch, so that the neutral note is exactly --no-prime's.
-    inputs = tf.shape(windows['pitch'])[-1] - 1  # W: the notes before the target
-    short = tf.random.stateless_uniform(shape, seed + 3) < config.short_context
-    kept = tf.random.stateless_uniform(shape, seed + 4, 0, inputs, dtype=tf.int32)
-    blank = short[..., tf.newaxis] & (tf.range(inputs + 1) < (inputs - kept)[..., tf.newaxis])
-    windows = {**windows, **{
-        name: tf.where(blank, tf.constant(value, windows[name].dtype), windows[name])
-        for name, value in neutral.items()}}
   return windows
 
 
@@ -112,22 +101,19 @@ def make_dataset(data_dir: str, info: dict, split: str, config: config_lib.DataC
     dataset = dataset.shuffle(config.shuffle_buffer, seed=seed).repeat()
   if input_context:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
-  neutral = contract.neutral_note(info) if config.short_context else None
-  return _to_batches(dataset, config, training, batch_size, seed,
-                     neutral).prefetch(tf.data.AUTOTUNE)
+  return _to_batches(dataset, config, training, batch_size, seed).prefetch(tf.data.AUTOTUNE)
 
 
 def _to_batches(windows: tf.data.Dataset, config: config_lib.DataConfig, training: bool,
-                batch_size: int, seed: int, neutral: dict[str, float] | None) -> tf.data.Dataset:
+                batch_size: int, seed: int) -> tf.data.Dataset:
   """Packed windows -> batches of (inputs, targets), augmented when training asks for it."""
   batches = windows.batch(batch_size, drop_remainder=training)
-  if training and (config.transpose_semitones or config.tempo_stretch or config.label_dropout
-                   or config.short_context):
+  if training and (config.transpose_semitones or config.tempo_stretch or config.label_dropout):
     # Augmented per window but after batching: one vectorised op per batch (see augment).
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
     return tf.data.Dataset.zip(batches, seeds).map(
         lambda packed, pair: dataset_lib.to_features_and_targets(
-            augment(dataset_lib.unpack(packed), config, pair, neutral)),
+            augment(dataset_lib.unpack(packed), config, pair)),
         num_parallel_calls=tf.data.AUTOTUNE)
   return batches.map(
       lambda packed: dataset_lib.to_features_and_targets(dataset_lib.unpack(packed)),

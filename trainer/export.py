@@ -29,9 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 from partita import constants, timing_bins
-from partita import labels as labels_lib
 from partita import contract as data_contract
 from partita import export_contract as contract
+from partita import labels as labels_lib
 from trainer import model as model_lib
 from trainer import timing_distribution
 
