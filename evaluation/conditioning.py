@@ -116,9 +116,10 @@ def style_evaluation(export, info: dict, train_chunks: list[dict], test_chunks: 
   Pieces are generated from two starts (:data:`STARTS`): the test ``primes`` (``{feature:
   [pieces, window]}``), the same for every label, and the neutral window of
   ``serving.primes.neutral_window`` (as many rows), where the label is the only thing the model
-  is told, with ``sampling`` (its ``label_guidance`` included). ``info``: the export's. Returns (``{'real': score, 'generated': {start: score},
-  'classes': names, ...}``, ``{start: {label: [notes dicts]}}``); ``{'skipped': why}`` and no
-  pieces when fewer than two labels have both training and test chunks.
+  is told, with ``sampling`` (its ``label_guidance`` included). ``info``: the export's.
+  Returns (``{'real': score, 'generated': {start: score}, 'classes': names, ...}``, ``{start:
+  {label: [notes dicts]}}``); ``{'skipped': why}`` and no pieces when fewer than two labels
+  have both training and test chunks.
   """
   labels = info['labels']
   names = own_labels(labels)
