@@ -40,10 +40,10 @@ and its seed: the same request gives the same notes alone, in any batch and at a
 of the export's ``info.json`` asset (``partita.labels``): ``vocabulary[i]`` is the name of id
 ``i``; id 0 (``unknown``) asks for no label in particular. ``label_guidance`` (float32, 0 to
 :data:`MAX_LABEL_GUIDANCE`) is classifier-free guidance: at 1 each part is drawn from the
-model's distribution given the label; otherwise from logits ``unconditional + label_guidance *
-(labelled - unconditional)`` (the pitch logits, and the mixture and chord logits of the step
-and duration), so 0 ignores the label and values above 1 exaggerate what it changes, at twice
-the cost per note. ``predict_next`` returns one label's distribution: call it with the label and
+model's distribution given the label; otherwise from parameters ``unconditional +
+label_guidance * (labelled - unconditional)`` (the pitch logits, the velocity, and the step's
+and duration's mixture logits, chord logit and locations, their scales in log space), so 0
+ignores the label and values above 1 exaggerate what it changes, at twice the cost per note. ``predict_next`` returns one label's distribution: call it with the label and
 with id 0 to guide by hand.
 """
 
