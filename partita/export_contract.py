@@ -43,8 +43,9 @@ of the export's ``info.json`` asset (``partita.labels``): ``vocabulary[i]`` is t
 model's distribution given the label; otherwise from parameters ``unconditional +
 label_guidance * (labelled - unconditional)`` (the pitch logits, the velocity, and the step's
 and duration's mixture logits, chord logit and locations, their scales in log space), so 0
-ignores the label and values above 1 exaggerate what it changes, at twice the cost per note. ``predict_next`` returns one label's distribution: call it with the label and
-with id 0 to guide by hand.
+ignores the label and values above 1 exaggerate what it changes, at twice the cost per note.
+``predict_next`` returns one label's distribution: call it with the label and with id 0 to
+guide by hand.
 """
 
 # The file every SavedModel reader looks for first; written last, so it marks a complete export.

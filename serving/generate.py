@@ -126,8 +126,9 @@ def load_export(export_dir: str) -> Export:
 
   Raises:
     failures.RejectionError: ``bad_request``: no SavedModel there, its assets are missing, it
-      cannot be loaded, it lacks the ``generate`` or ``predict_next`` function, or its windows
-      are not the length its ``info.json`` says.
+      cannot be loaded, it lacks the ``generate`` or ``predict_next`` function, its windows
+      are not the length its ``info.json`` says, or its ``generate`` takes other parameters
+      than ``export_contract.GENERATE_PARAMETERS`` (an export of an older version).
   """
   import tensorflow as tf  # deferred: `--help` and argument errors should not wait for TF.
   assets = os.path.join(export_dir, export_contract.ASSETS_DIR)
@@ -158,6 +159,13 @@ def load_export(export_dir: str) -> Export:
     raise validation.bad_request(
         f'{export_dir} is incompatible: its model takes windows of {signature[0].shape[-1]} '
         f'notes but its {export_contract.ASSET_INFO} says {window_length}')
+  parameters = tuple(spec.name for spec in signature[4:-1])
+  if parameters != export_contract.GENERATE_PARAMETERS:
+    raise validation.bad_request(
+        f'{export_dir} is incompatible: its generate takes {", ".join(parameters)} where this '
+        f'version passes {", ".join(export_contract.GENERATE_PARAMETERS)}; export it again '
+        'with this version (rerunning its trainer.task command resumes from its last checkpoint '
+        'and exports)')
   return Export(model, info, bundled)
 
 

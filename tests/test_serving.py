@@ -205,6 +205,23 @@ def test_missing_or_incompatible_exports_are_refused(served, tmp_path, capsys):
   shutil.copytree(os.path.join(served['export'], 'assets'), foreign / 'assets',
                   dirs_exist_ok=True)
   refused(foreign, 'has no `generate` function: not a partita export')
+  # An export of a version whose generate had no label_guidance, assets and all.
+  older = tmp_path / 'older'
+  module = tf.Module()
+  window = [tf.TensorSpec([None, 8], dtype, name) for name, dtype in (
+      ('pitch', tf.int32), ('step', tf.float32), ('duration', tf.float32),
+      ('velocity', tf.float32))]
+  scalars = [tf.TensorSpec([], dtype, name) for name, dtype in (
+      ('num_notes', tf.int32), ('temperature', tf.float32), ('top_k', tf.int32),
+      ('top_p', tf.float32), ('seed', tf.int64))]
+  module.generate = tf.function(lambda *args: args[0], input_signature=window + scalars + [
+      tf.TensorSpec([None], tf.int32, 'label')])
+  module.predict_next = tf.function(lambda *args: args[0], input_signature=window)
+  tf.saved_model.save(module, str(older))
+  shutil.copytree(os.path.join(served['export'], 'assets'), older / 'assets', dirs_exist_ok=True)
+  refused(older, 'its generate takes num_notes, temperature, top_k, top_p, seed where this '
+          'version passes num_notes, temperature, top_k, top_p, label_guidance, seed; export it '
+          'again')
   no_assets = tmp_path / 'no_assets'
   shutil.copytree(served['export'], no_assets)
   shutil.rmtree(no_assets / 'assets')
