@@ -60,7 +60,7 @@ def generation_notes_per_second(export_dir: str, data: str) -> float:
   export = generate_lib.load_export(export_dir).model
   info = dataset_lib.load_info(data)
   primes, _ = evaluate_lib.choose_primes(
-      evaluate_lib.read_chunks(data, info, 'test', info['labels']), info['window_length'],
+      dataset_lib.read_chunks(data, info, 'test', info['labels']), info['window_length'],
       GENERATION_BATCH, 0)
   primes = {name: np.resize(values, (GENERATION_BATCH,) + values.shape[1:])
             for name, values in primes.items()}

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
   loaded = generate_lib.load_export(args.model)
   labels = loaded.info['labels']
   info = {**info, 'labels': labels}
-  train_chunks = evaluate_lib.read_chunks(args.data, info, 'train', labels)
-  test_chunks = evaluate_lib.read_chunks(args.data, info, 'test', labels)
+  train_chunks = dataset_lib.read_chunks(args.data, info, 'train', labels)
+  test_chunks = dataset_lib.read_chunks(args.data, info, 'test', labels)
   primes, real = evaluate_lib.choose_primes(test_chunks, info['window_length'],
                                             args.num_pieces, info['stride'])
   real_features = music_stats.set_features(real)

@@ -24,7 +24,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # noqa: E402
 
-from evaluation import evaluate as evaluate_lib  # noqa: E402
 from partita import baselines, contract  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
 from partita import labels as labels_lib  # noqa: E402
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
   info = dataset_lib.load_info(args.data)
   labels = info['labels']
   window_length = info['window_length']
-  chunks = {split: evaluate_lib.read_chunks(args.data, info, split, labels)
+  chunks = {split: dataset_lib.read_chunks(args.data, info, split, labels)
             for split in contract.SPLITS}
   own = {int(chunk[contract.LABEL_FEATURE]) for chunk in chunks['train']} - {
       labels_lib.UNCONDITIONAL_ID}

@@ -76,18 +76,6 @@ TIMING_HISTOGRAM = 'timing histogram'
 TIMING_CONDITIONAL = 'timing histogram | previous'
 
 
-def read_chunks(data_dir: str, info: dict, split: str,
-                labels: dict) -> list[dict[str, np.ndarray]]:
-  """Every chunk of a split, in file order, as numpy notes dicts with the chunk's ``label``
-  id in the vocabulary ``labels`` (the model's)."""
-  dataset = tf.data.TFRecordDataset(dataset_lib.shard_files(data_dir, info, split),
-                                    compression_type=info['compression'] or None)
-  label_ids = dataset_lib.label_table(labels)
-  return [{name: values.numpy()
-           for name, values in dataset_lib.parse_chunk(record, label_ids).items()}
-          for record in dataset]
-
-
 def fit_baselines(train_chunks: list[dict[str, np.ndarray]], window_length: int) -> dict:
   """The baselines, fitted on the training targets (the notes at index ``window_length`` or
   later of each chunk): ``{'pitch': {name: pitch model}, 'timing': {name: {'step' |
@@ -328,8 +316,8 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   export, labels = loaded.model, loaded.info['labels']
   # The model's label ids read the dataset's label names.
   info = {**info, 'labels': labels}
-  train_chunks = read_chunks(data_dir, info, 'train', labels)
-  test_chunks = read_chunks(data_dir, info, 'test', labels)
+  train_chunks = dataset_lib.read_chunks(data_dir, info, 'train', labels)
+  test_chunks = dataset_lib.read_chunks(data_dir, info, 'test', labels)
   fitted = fit_baselines(train_chunks, window_length)
   labelled = any(int(chunk[contract.LABEL_FEATURE]) != labels_lib.UNCONDITIONAL_ID
                  for chunk in test_chunks)

@@ -36,6 +36,8 @@ from partita import constants, timing_bins
 # of an n-gram (Kneser-Ney's continuation counts), so an n-gram seen only at a piece's start
 # still has one.
 _START = constants.PITCHES
+# Keys of order-7 n-grams take 49 of an int64's 63 bits, which leaves room for a label id.
+MAX_ORDER = 7
 
 
 def _encode(grams: np.ndarray) -> np.ndarray:
@@ -54,7 +56,7 @@ def _grams(sequence: np.ndarray, k: int) -> np.ndarray:
   return np.lib.stride_tricks.sliding_window_view(sequence, k)
 
 
-class _Level:
+class Level:
   """Counts of the k-grams of one order, and their contexts' totals, for table look-ups.
 
   ``keys`` are the sorted encoded k-grams with ``counts`` (raw counts at the top order,
@@ -101,9 +103,9 @@ class NGram:
   unigram with absolute discounting towards uniform.
   """
 
-  def __init__(self, order: int, levels: list[_Level]):
+  def __init__(self, order: int, levels: list[Level]):
     self.order = order
-    self._levels = levels  # orders 1..order
+    self.levels = levels  # orders 1..order
 
   @classmethod
   def fit(cls, sequences: Sequence[np.ndarray], order: int, first_target: int = 0) -> NGram:
@@ -115,8 +117,8 @@ class NGram:
     window of its piece ends exactly one n-gram of each order, with its real history: the
     notes the neural model is trained to predict, each counted once.
     """
-    if not 1 <= order <= 7:
-      raise ValueError(f'order must be in 1..7, got {order}')
+    if not 1 <= order <= MAX_ORDER:
+      raise ValueError(f'order must be in 1..{MAX_ORDER}, got {order}')
     sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
     if any(s.size and (s.min() < 0 or s.max() >= constants.PITCHES) for s in sequences):
       raise ValueError('pitches must lie in 0..127')
@@ -134,7 +136,7 @@ class NGram:
         keys, counts = np.unique(np.unique(pairs) % (constants.PITCHES + 1) ** k,
                                  return_counts=True)
       counts = counts.astype(np.float64)
-      levels.append(_Level(keys, counts, _discount(counts)))
+      levels.append(Level(keys, counts, _discount(counts)))
     return cls(order, levels)
 
   def distribution(self, contexts: np.ndarray) -> np.ndarray:
@@ -144,7 +146,7 @@ class NGram:
       raise ValueError(f'contexts must be [queries, >= {self.order - 1}], got {contexts.shape}')
     queries = len(contexts)
     probs = np.full((queries, constants.PITCHES), 1.0 / constants.PITCHES)
-    for k, level in enumerate(self._levels, start=1):
+    for k, level in enumerate(self.levels, start=1):
       history = contexts[:, contexts.shape[1] - (k - 1):]
       context_key = _encode(history)
       where = np.minimum(np.searchsorted(level.context_keys, context_key),

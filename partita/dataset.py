@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from partita import constants, contract
@@ -70,6 +71,17 @@ def parse_chunk(serialized: tf.Tensor,
       'velocity': tf.cast(chunk['velocity'], tf.float32),
       contract.LABEL_FEATURE: label_ids.lookup(parsed[contract.LABEL_FEATURE]),
   }
+
+
+def read_chunks(data_dir: str, info: dict, split: str,
+                labels: dict) -> list[dict[str, np.ndarray]]:
+  """Every chunk of a split, in file order, as numpy notes dicts with the chunk's ``label``
+  id in the vocabulary ``labels`` (a model's, or the dataset's own ``info['labels']``)."""
+  records = tf.data.TFRecordDataset(shard_files(data_dir, info, split),
+                                    compression_type=info['compression'] or None)
+  label_ids = label_table(labels)
+  return [{name: values.numpy() for name, values in parse_chunk(record, label_ids).items()}
+          for record in records]
 
 
 def chunk_to_windows(chunk: dict[str, tf.Tensor], window_length: int) -> tf.Tensor:

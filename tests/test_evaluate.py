@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
   data_dir = make_dataset(root, labels=LABELS)
   model_dir = os.path.join(root, 'model')
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
-  model, _ = task.train(data_dir, model_dir, config)
+  model, _, _ = task.train(data_dir, model_dir, config)
   info = dataset_lib.load_info(data_dir)
   return {'data': data_dir, 'model_dir': model_dir, 'model': model, 'info': info,
           'config': config, 'export': os.path.join(model_dir, 'export')}
@@ -40,7 +40,7 @@ def trained(tmp_path_factory):
 def test_model_metrics_match_the_trainers_over_every_test_window(trained):
   info = trained['info']
   fitted = evaluate.fit_baselines(
-      evaluate.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
+      dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
   export = generate_lib.load_export(trained['export']).model
   rows, windows, _ = evaluate.likelihood(export, trained['data'], info, fitted, by_label=False,
                                          batch_size=7)
@@ -65,7 +65,7 @@ def test_model_metrics_match_the_trainers_over_every_test_window(trained):
 def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(trained):
   info = trained['info']
   fitted = evaluate.fit_baselines(
-      evaluate.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
+      dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
   export = generate_lib.load_export(trained['export']).model
   rows, _, _ = evaluate.likelihood(export, trained['data'], info, fitted, by_label=False)
   # The same means, computed from the stored chunks: each chunk's notes from index WINDOW on
@@ -77,7 +77,7 @@ def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tr
   conditional = fitted['timing']['timing histogram | previous']
   nll, timing_nll = [], {(row, part): [] for row in ('timing histogram', 'timing histogram | '
                                                       'previous') for part in ('step', 'duration')}
-  for chunk in evaluate.read_chunks(trained['data'], info, 'test', info['labels']):
+  for chunk in dataset_lib.read_chunks(trained['data'], info, 'test', info['labels']):
     pitch = chunk['pitch']
     contexts = np.stack([pitch[i - 2:i] for i in range(WINDOW, len(pitch))])
     probs = trigram.distribution(contexts)
@@ -99,7 +99,7 @@ def test_each_window_is_scored_with_its_label_and_with_none(trained):
   and with the unconditional id, window by window."""
   info = trained['info']
   fitted = evaluate.fit_baselines(
-      evaluate.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
+      dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
   export = generate_lib.load_export(trained['export']).model
   rows, windows, sums = evaluate.likelihood(export, trained['data'], info, fitted,
                                             by_label=True, batch_size=5)
@@ -117,7 +117,7 @@ def test_each_window_is_scored_with_its_label_and_with_none(trained):
       for label_id in np.unique(label):
         expected.setdefault(int(label_id), {}).setdefault(f'pitch_nll{suffix}', []).extend(
             nll[label == label_id])
-  test_ids = {int(chunk['label']) for chunk in evaluate.read_chunks(trained['data'], info, 'test',
+  test_ids = {int(chunk['label']) for chunk in dataset_lib.read_chunks(trained['data'], info, 'test',
                                                                    info['labels'])}
   assert sorted(sums) == sorted(expected) == sorted(test_ids) and len(test_ids) >= 2
   for label_id, values in expected.items():

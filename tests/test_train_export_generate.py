@@ -16,7 +16,7 @@ from partita import timing_bins
 from serving import generate as generate_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
-from trainer import task, timing_distribution
+from trainer import pitch_ngram, task, timing_distribution
 
 WINDOW = 8
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,9 +52,9 @@ def trained(tmp_path_factory):
   assert all(info['splits'][s]['pieces'] for s in ('train', 'validation')), info['splits']
   model_dir = str(root / 'model')
   train_config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
-  model, metrics = task.train(data_dir, model_dir, train_config)
+  model, metrics, ngrams = task.train(data_dir, model_dir, train_config)
   return {'data': data_dir, 'model_dir': model_dir, 'info': info, 'metrics': metrics,
-          'config': train_config, 'model': model}
+          'config': train_config, 'model': model, 'ngrams': ngrams}
 
 
 def test_config_presets_and_overrides(tmp_path):
@@ -96,6 +96,28 @@ def test_training_writes_config_metrics_and_export(trained):
   export = os.path.join(model_dir, 'export')
   assert sorted(os.listdir(os.path.join(export, 'assets'))) == [
       'config.yaml', 'info.json', 'primes.json']
+
+
+@pytest.mark.parametrize('order', [-1, 8, WINDOW + 2])
+def test_an_ngram_order_out_of_range_is_refused_before_training(trained, tmp_path, order):
+  config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'),
+                           [f'model.ngram_order={order}'])
+  with pytest.raises(ValueError, match=f'model.ngram_order must be in 0..{min(7, WINDOW + 1)}'):
+    task.train(trained['data'], str(tmp_path / 'model'), config)
+  assert not os.path.exists(tmp_path / 'model')
+
+
+def test_metrics_json_records_the_pitch_ngrams_mixed_into_the_export(trained):
+  ngram = trained['metrics']['pitch_ngram']
+  assert ngram['order'] == config_lib.ModelConfig.ngram_order
+  weights = trained['ngrams']
+  assert weights.order == ngram['order']
+  for name in ('ngram', 'label', 'unconditional_ngram'):
+    assert ngram[name] in pitch_ngram.WEIGHT_GRID or (name == 'label' and ngram[name] == 0.0)
+  assert weights.ngram_weight.numpy()[0] == ngram['unconditional_ngram']
+  # metrics.json's pitch metrics are the mixture's, which the export predicts (the test below
+  # recomputes them from it); the network's own is kept beside the weights.
+  assert ngram['validation_pitch_nll_network'] != trained['metrics']['pitch_nll']
 
 
 def test_evaluation_metrics_are_means_over_all_windows(trained):
@@ -188,7 +210,10 @@ def test_export_generates_in_a_fresh_process_without_project_code(trained, tmp_p
                                        'pitch': np.full(num_primes, 60),
                                        'duration': np.full(num_primes, 0.5, np.float32)},
                               training=False)
-  np.testing.assert_allclose(out['next_note']['pitch_logits'], expected['pitch'], atol=1e-4)
+  # The pitch: the network's mixed with the pitch n-grams of the training pieces.
+  expected_pitch = trained['ngrams'].mix(expected['pitch'], primes['pitch'],
+                                         primes['label'][:, -1])
+  np.testing.assert_allclose(out['next_note']['pitch_logits'], expected_pitch, atol=1e-4)
   for part in ('step', 'duration'):
     for name, value in expected[part].items():
       np.testing.assert_allclose(out['next_note'][f'{part}_{name}'], value, atol=1e-4)

@@ -57,6 +57,11 @@ class ModelConfig:
   # Where the label enters: input: beside every note's features, into the recurrence;
   # heads: beside the encoder's vector, into every head.
   label_conditioning: LabelConditioning = 'input'
+  # The order of the Kneser-Ney n-grams of the training pieces' pitches (one of every piece and
+  # one per label) mixed into the pitch distribution after training (trainer/pitch_ngram.py);
+  # 0: the network alone. 4 gains about as much as 5 or 7 on classical-midi at a third of the
+  # tables' size (BENCHMARKS.md, "Label n-grams").
+  ngram_order: int = 4
   # Hidden ReLU units of each head before its output layer; 0: the output layer alone (linear
   # in the encoder's vector and the earlier parts: measured worse, 9.01 against 8.83 nats/note
   # of validation note NLL after 1,000 steps of the small preset).

@@ -33,6 +33,7 @@ from partita import contract as data_contract
 from partita import export_contract as contract
 from partita import labels as labels_lib
 from trainer import model as model_lib
+from trainer import pitch_ngram
 from trainer import timing_distribution
 
 
@@ -75,10 +76,19 @@ def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
 
 
 class _Generator:
-  """Builds the exported functions around a trained :class:`trainer.model.NoteModel`."""
+  """Builds the exported functions around a trained :class:`trainer.model.NoteModel` and, if
+  given, the :class:`trainer.pitch_ngram.PitchNGrams` mixed into its pitch distribution."""
 
-  def __init__(self, model: model_lib.NoteModel):
+  def __init__(self, model: model_lib.NoteModel, ngrams: pitch_ngram.PitchNGrams | None):
     self.model = model
+    self.ngrams = ngrams
+
+  def pitch_logits(self, logits, pitches, label):
+    """The pitch head's logits, mixed with the n-grams (log-probabilities) if there are any;
+    ``pitches``: the ``[batch, time]`` pitches before the note (-1: no note)."""
+    if self.ngrams is None:
+      return logits
+    return self.ngrams.mix(logits, pitches, label)
 
   def predict_next(self, pitch, step, duration, velocity, next_step, next_pitch, next_duration,
                    label):
@@ -86,15 +96,18 @@ class _Generator:
                          'velocity': tf.cast(velocity, tf.float32)}, label)
     outputs = self.model(window, {'step': next_step, 'pitch': next_pitch,
                                   'duration': next_duration}, training=False)
-    result = {'pitch_logits': outputs['pitch'], 'velocity': _velocity(outputs['velocity'])}
+    result = {'pitch_logits': self.pitch_logits(outputs['pitch'],
+                                                model_lib.heard(window)['pitch'], label),
+              'velocity': _velocity(outputs['velocity'])}
     for part in timing_bins.TIMED_PARTS:
       result.update({f'{part}_{name}': value for name, value in outputs[part].items()})
     return result
 
-  def next_note(self, state, temperature, top_k, top_p, seeds, label_guidance=None):
-    """Samples the note after generation ``state`` (``NoteModel.start``), part by part in the
-    model's note order, each part seen by the heads after it. ``seeds`` ``[batch, 2]``: each
-    row's stateless seed for this note; one draw per row gives every part its random numbers.
+  def next_note(self, state, label, temperature, top_k, top_p, seeds, label_guidance=None):
+    """Samples the note after generation ``state`` (``NoteModel.start``) of pieces labelled
+    ``label`` (``[rows]``), part by part in the model's note order, each part seen by the heads
+    after it. ``seeds`` ``[batch, 2]``: each row's stateless seed for this note; one draw per
+    row gives every part its random numbers.
 
     With ``label_guidance`` (a scalar), ``state`` holds ``2 * batch`` rows, the pieces with
     their labels and then the same pieces with the unconditional id, and each part is drawn
@@ -111,6 +124,8 @@ class _Generator:
     seen = note if label_guidance is None else {}
     for part, uniform in zip(self.model.parts, uniforms, strict=True):
       distribution = self.model.head(part, hidden, seen, recent)
+      if part == 'pitch':
+        distribution = self.pitch_logits(distribution, self.model.state_pitches(state), label)
       if label_guidance is not None:
         distribution = guided(part, distribution, label_guidance)
       if part == 'pitch':
@@ -183,7 +198,8 @@ class _Generator:
 
     def body(i, state, generated):
       note_seeds = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(i, tf.int64))], axis=1)
-      next_note = self.next_note(state, temperature, top_k, top_p, note_seeds, label_guidance)
+      next_note = self.next_note(state, label, temperature, top_k, top_p, note_seeds,
+                                 label_guidance)
       generated = {name: generated[name].write(i, next_note[name]) for name in generated}
       if label_guidance is not None:  # both halves continue with the same note
         next_note = {name: tf.tile(values, [2]) for name, values in next_note.items()}
@@ -260,9 +276,11 @@ def _label_spec():
 
 
 def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int, config_yaml: str,
-                 info: dict, primes: dict[str, np.ndarray]) -> None:
+                 info: dict, primes: dict[str, np.ndarray],
+                 ngrams: pitch_ngram.PitchNGrams | None = None) -> None:
   """Writes the SavedModel, with its assets, to ``export_dir`` (a local path or a URL such as
-  ``gs://bucket/run/export``) so that a reader never finds a half-written export.
+  ``gs://bucket/run/export``) so that a reader never finds a half-written export. With
+  ``ngrams``, the exported pitch distributions are the network's mixed with them.
 
   The export is first written to a local staging folder, then put in place:
 
@@ -274,9 +292,11 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
     looks for it first. An earlier export at the same place loses its ``saved_model.pb`` before
     anything else is deleted or overwritten.
   """
-  generator = _Generator(model)
+  generator = _Generator(model, ngrams)
   archive = keras.export.ExportArchive()
   archive.track(model)
+  if ngrams is not None:
+    archive.track(ngrams)
   archive.add_endpoint(
       contract.PREDICT_NEXT, generator.predict_next,
       _window_spec(window_length) + [tf.TensorSpec([None], dtype, name) for name, dtype in zip(

@@ -208,6 +208,11 @@ class NoteModel(keras.Model):
     """:meth:`recent` after the last note of ``state``."""
     return self.recent(state['history'] if self.causal else heard(state))
 
+  def state_pitches(self, state) -> tf.Tensor:
+    """The ``[batch, time]`` pitches before the next note of ``state``, as :func:`heard` gives
+    them (-1: no note)."""
+    return state['history']['pitch'] if self.causal else heard(state)['pitch']
+
   def advance(self, state, note: dict[str, tf.Tensor]):
     """The state after one more note (``[batch]`` values of every feature and the label)."""
     if not self.causal:

@@ -31,13 +31,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from partita import baselines, constants
+from partita import baselines, constants, contract
 from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import distribute, train_loop
 from trainer import export as export_lib
 from trainer import model as model_lib
+from trainer import pitch_ngram
 
 
 @dataclasses.dataclass
@@ -57,9 +58,11 @@ class OutputDirs:
 
 
 def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset,
-                       config: config_lib.ModelConfig) -> dict:
+                       config: config_lib.ModelConfig,
+                       ngrams: pitch_ngram.PitchNGrams | None = None) -> dict:
   """Means over every window of ``dataset``: pitch NLL (nats/note), top-1 and top-5 accuracy,
-  step and duration NLL on the 10 ms grid and the note NLL, their sum with the pitch's.
+  step and duration NLL on the 10 ms grid and the note NLL, their sum with the pitch's. With
+  ``ngrams``, the pitch is the network's mixed with them, as the export predicts it.
 
   The pitch metrics are ``partita.baselines.score_pitches``, as in ``evaluation.evaluate``'s
   report, so they are the same metrics as the baselines'.
@@ -68,7 +71,11 @@ def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset,
   def scores(inputs, targets):
     outputs = model(inputs, targets, training=False)
     losses = model_lib.per_window_losses(outputs, targets, config)
-    return outputs['pitch'], losses['step_loss'], losses['duration_loss']
+    logits = outputs['pitch']
+    if ngrams is not None:
+      logits = ngrams.mix(logits, model_lib.heard(inputs)['pitch'],
+                          inputs[contract.LABEL_FEATURE][:, -1])
+    return logits, losses['step_loss'], losses['duration_loss']
 
   sums, count = {}, 0
   for inputs, targets in dataset:
@@ -101,16 +108,57 @@ def first_windows(dataset: tf.data.Dataset, count: int) -> dict[str, np.ndarray]
   return {name: inputs[name].numpy() for name in constants.NOTE_FEATURES}
 
 
+def fit_pitch_ngrams(model: keras.Model, data_dir: str, info: dict,
+                     validation_data: tf.data.Dataset, order: int) -> tuple:
+  """The n-grams of the training split's pitches (``trainer.pitch_ngram``), their mixture's
+  weights chosen on ``validation_data`` with the trained ``model``: (``PitchNGrams``, a dict
+  of the order, the weights and the validation pitch NLL of the network alone)."""
+  pitches_by_label = {}
+  for chunk in dataset_lib.read_chunks(data_dir, info, 'train', info['labels']):
+    pitches_by_label.setdefault(int(chunk[contract.LABEL_FEATURE]), []).append(chunk['pitch'])
+  ngrams = pitch_ngram.PitchNGrams(
+      pitch_ngram.fit(pitches_by_label, order, first_target=info['window_length']),
+      len(info['labels']['vocabulary']))
+
+  @tf.function
+  def probabilities(inputs, targets):
+    """Each window's true next pitch's probability under every part of the mixture."""
+    label = inputs[contract.LABEL_FEATURE][:, -1]
+    unconditional = {**inputs, contract.LABEL_FEATURE: tf.zeros_like(
+        inputs[contract.LABEL_FEATURE])}
+    pitches = model_lib.heard(inputs)['pitch']
+    parts = (tf.nn.softmax(tf.cast(model(inputs, targets)['pitch'], tf.float64)),
+             tf.nn.softmax(tf.cast(model(unconditional, targets)['pitch'], tf.float64)),
+             ngrams.probabilities(pitches, tf.zeros_like(label)),
+             ngrams.probabilities(pitches, label))
+    return [tf.gather(part, targets['pitch'], batch_dims=1) for part in parts], label
+
+  found = []
+  for inputs, targets in validation_data:
+    parts, label = probabilities(inputs, targets)
+    found.append([part.numpy() for part in parts] + [ngrams.has_own[label.numpy()]])
+  columns = [np.concatenate(column) for column in zip(*found, strict=True)]
+  weights = pitch_ngram.fit_weights(*columns)
+  ngrams.set_weights(weights)
+  return ngrams, {'order': order, **dataclasses.asdict(weights),
+                  'validation_pitch_nll_network': float(-np.log(columns[0]).mean())}
+
+
 def write_text(path: str, text: str) -> None:
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(text)
 
 
-def train(data_dir: str, model_dir: str,
-          config: config_lib.Config) -> tuple[keras.Model, dict]:
+def train(data_dir: str, model_dir: str, config: config_lib.Config
+          ) -> tuple[keras.Model, dict, pitch_ngram.PitchNGrams | None]:
   """Trains to ``config.train.steps`` (resuming from the newest checkpoint), exports, and
-  returns the model and its final validation metrics."""
+  returns the model, its final validation metrics and the pitch n-grams mixed into it (None
+  when ``model.ngram_order`` is 0)."""
   info = dataset_lib.load_info(data_dir)
+  order = config.model.ngram_order
+  if not 0 <= order <= min(baselines.MAX_ORDER, info['window_length'] + 1):
+    raise ValueError(f'model.ngram_order must be in 0..'
+                     f"{min(baselines.MAX_ORDER, info['window_length'] + 1)}, got {order}")
   strategy = distribute.make_strategy(config.runtime)
   policy = distribute.mixed_precision_policy(config.runtime, strategy)
   chief = distribute.is_chief(strategy)
@@ -139,11 +187,21 @@ def train(data_dir: str, model_dir: str,
     steps = train_loop.run(trainer, train_data, validation_data, dirs.checkpoints, dirs.logs,
                            chief, config.train)
 
-    metrics = dict(evaluation_metrics(model, validation_data, config.model), steps=steps)
+    ngrams, ngram_metrics = None, {}
+    if order:
+      ngrams, ngram_metrics = fit_pitch_ngrams(model, data_dir, info, validation_data, order)
+      print('pitch n-grams: ' + ', '.join(f'{name} {value:.3f}' if isinstance(value, float)
+                                          else f'{name} {value}'
+                                          for name, value in ngram_metrics.items()),
+            flush=True)
+    metrics = dict(evaluation_metrics(model, validation_data, config.model, ngrams),
+                   steps=steps)
+    if ngrams is not None:
+      metrics['pitch_ngram'] = ngram_metrics
     if chief:
       write_text(os.path.join(model_dir, 'metrics.json'), json.dumps(metrics, indent=1))
     export_args = (info['window_length'], config_yaml, info,
-                   first_windows(validation_data, config.export.num_primes))
+                   first_windows(validation_data, config.export.num_primes), ngrams)
     if chief:
       export_lib.export_model(model, dirs.export, *export_args)
     else:
@@ -154,7 +212,7 @@ def train(data_dir: str, model_dir: str,
         export_lib.export_model(model, os.path.join(scratch, 'export'), *export_args)
       finally:
         shutil.rmtree(scratch, ignore_errors=True)
-  return model, metrics
+  return model, metrics, ngrams
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
   except (ValueError, OSError) as e:
     parser.error(str(e))
   try:
-    _, metrics = train(args.data, args.model_dir, config)
+    _, metrics, _ = train(args.data, args.model_dir, config)
   except distribute.StrategyError as e:
     parser.exit(1, f'{parser.prog}: error: {e}\n')
   print(f"validation pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
