@@ -117,8 +117,8 @@ def test_each_window_is_scored_with_its_label_and_with_none(trained):
       for label_id in np.unique(label):
         expected.setdefault(int(label_id), {}).setdefault(f'pitch_nll{suffix}', []).extend(
             nll[label == label_id])
-  test_ids = {int(chunk['label']) for chunk in dataset_lib.read_chunks(trained['data'], info, 'test',
-                                                                   info['labels'])}
+  test_ids = {int(chunk['label']) for chunk in dataset_lib.read_chunks(
+      trained['data'], info, 'test', info['labels'])}
   assert sorted(sums) == sorted(expected) == sorted(test_ids) and len(test_ids) >= 2
   for label_id, values in expected.items():
     assert sums[label_id]['windows'] == len(values['pitch_nll'])

@@ -33,8 +33,7 @@ from partita import contract as data_contract
 from partita import export_contract as contract
 from partita import labels as labels_lib
 from trainer import model as model_lib
-from trainer import pitch_ngram
-from trainer import timing_distribution
+from trainer import pitch_ngram, timing_distribution
 
 
 def _sample_pitch(logits, temperature, top_k, top_p, uniform):

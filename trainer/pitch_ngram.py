@@ -111,32 +111,27 @@ class PitchNGrams(tf.Module):
     if labels_lib.UNCONDITIONAL_ID not in models:
       raise ValueError('the n-gram of every piece (the unconditional id) is missing')
     ids = sorted(models)
-    variable = lambda values, dtype: tf.Variable(np.asarray(values, dtype), trainable=False)
     self.tables = []
     for k in range(1, self.order + 1):
-      levels = [models[i].levels[k - 1] for i in ids]
-      prefix = lambda i, width: np.int64(i) * np.int64(BASE) ** width
+      levels = {i: models[i].levels[k - 1] for i in ids}
       self.tables.append({
-          'keys': variable(np.concatenate(
-              [prefix(i, k) + level.keys for i, level in zip(ids, levels)]), np.int64),
-          'counts': variable(np.concatenate([level.counts for level in levels]), np.float64),
-          'context_keys': variable(np.concatenate(
-              [prefix(i, k - 1) + level.context_keys for i, level in zip(ids, levels)]),
-              np.int64),
-          'totals': variable(np.concatenate([level.totals for level in levels]), np.float64),
-          'types': variable(np.concatenate([level.types for level in levels]), np.float64),
+          'keys': _fixed(_prefixed(levels, 'keys', k), np.int64),
+          'counts': _fixed(np.concatenate([level.counts for level in levels.values()])),
+          'context_keys': _fixed(_prefixed(levels, 'context_keys', k - 1), np.int64),
+          'totals': _fixed(np.concatenate([level.totals for level in levels.values()])),
+          'types': _fixed(np.concatenate([level.types for level in levels.values()])),
       })
     # Per id and order: the discount (0 for an id without an n-gram, whose contexts are never
     # found), the mixture's weights.
     discounts = np.zeros((num_labels, self.order))
     for i in ids:
       discounts[i] = [level.discount for level in models[i].levels]
-    self.discounts = variable(discounts, np.float64)
+    self.discounts = _fixed(discounts)
     self.has_own = np.isin(np.arange(num_labels), ids) & (
         np.arange(num_labels) != labels_lib.UNCONDITIONAL_ID)
     # Set by set_weights, once they are chosen.
-    self.ngram_weight = variable(np.zeros(num_labels), np.float64)
-    self.label_weight = variable(np.zeros(num_labels), np.float64)
+    self.ngram_weight = _fixed(np.zeros(num_labels))
+    self.label_weight = _fixed(np.zeros(num_labels))
 
   def set_weights(self, weights: Weights) -> None:
     """Gives the mixture its weights: ``a`` per id (the unconditional id's own) and ``w`` (0
@@ -183,6 +178,18 @@ class PitchNGrams(tf.Module):
     w = tf.gather(self.label_weight, label)[:, None]
     return tf.cast(tf.math.log((1 - a) * network + a * ((1 - w) * everyone + w * own)),
                    tf.float32)
+
+
+def _fixed(values: np.ndarray, dtype=np.float64) -> tf.Variable:
+  """A variable that an export saves and nothing trains."""
+  return tf.Variable(np.asarray(values, dtype), trainable=False)
+
+
+def _prefixed(levels: dict[int, baselines.Level], field: str, width: int) -> np.ndarray:
+  """Every id's ``field`` keys of ``width`` digits with the id as one more leading digit,
+  concatenated in id order (so still sorted)."""
+  return np.concatenate([np.int64(i) * np.int64(BASE) ** width + getattr(level, field)
+                         for i, level in levels.items()])
 
 
 def _find(sorted_keys: tf.Variable, keys: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -35,10 +35,9 @@ from partita import baselines, constants, contract
 from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
-from trainer import distribute, train_loop
+from trainer import distribute, pitch_ngram, train_loop
 from trainer import export as export_lib
 from trainer import model as model_lib
-from trainer import pitch_ngram
 
 
 @dataclasses.dataclass
