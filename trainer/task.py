@@ -139,8 +139,20 @@ def fit_pitch_ngrams(model: keras.Model, data_dir: str, info: dict,
   columns = [np.concatenate(column) for column in zip(*found, strict=True)]
   weights = pitch_ngram.fit_weights(*columns)
   ngrams.set_weights(weights)
-  return ngrams, {'order': order, **dataclasses.asdict(weights),
-                  'validation_pitch_nll_network': float(-np.log(columns[0]).mean())}
+  result = {'order': order, **dataclasses.asdict(weights),
+            'validation_pitch_nll_network': float(-np.log(columns[0]).mean())}
+  print('pitch n-grams mixed in: ' + ', '.join(f'{name} {value:g}'
+                                               for name, value in result.items()), flush=True)
+  return ngrams, result
+
+
+def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
+  """``model.ngram_order``, refused before training if the n-grams cannot have it (their
+  context, ``order - 1`` pitches, must fit in a window)."""
+  highest = min(baselines.MAX_ORDER, info['window_length'] + 1)
+  if not 0 <= config.ngram_order <= highest:
+    raise ValueError(f'model.ngram_order must be in 0..{highest}, got {config.ngram_order}')
+  return config.ngram_order
 
 
 def write_text(path: str, text: str) -> None:
@@ -154,10 +166,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   returns the model, its final validation metrics and the pitch n-grams mixed into it (None
   when ``model.ngram_order`` is 0)."""
   info = dataset_lib.load_info(data_dir)
-  order = config.model.ngram_order
-  if not 0 <= order <= min(baselines.MAX_ORDER, info['window_length'] + 1):
-    raise ValueError(f'model.ngram_order must be in 0..'
-                     f"{min(baselines.MAX_ORDER, info['window_length'] + 1)}, got {order}")
+  order = checked_ngram_order(config.model, info)
   strategy = distribute.make_strategy(config.runtime)
   policy = distribute.mixed_precision_policy(config.runtime, strategy)
   chief = distribute.is_chief(strategy)
@@ -186,16 +195,11 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
     steps = train_loop.run(trainer, train_data, validation_data, dirs.checkpoints, dirs.logs,
                            chief, config.train)
 
-    ngrams, ngram_metrics = None, {}
-    if order:
-      ngrams, ngram_metrics = fit_pitch_ngrams(model, data_dir, info, validation_data, order)
-      print('pitch n-grams: ' + ', '.join(f'{name} {value:.3f}' if isinstance(value, float)
-                                          else f'{name} {value}'
-                                          for name, value in ngram_metrics.items()),
-            flush=True)
+    ngrams, ngram_metrics = (fit_pitch_ngrams(model, data_dir, info, validation_data, order)
+                             if order else (None, None))
     metrics = dict(evaluation_metrics(model, validation_data, config.model, ngrams),
                    steps=steps)
-    if ngrams is not None:
+    if ngram_metrics:
       metrics['pitch_ngram'] = ngram_metrics
     if chief:
       write_text(os.path.join(model_dir, 'metrics.json'), json.dumps(metrics, indent=1))
