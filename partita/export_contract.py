@@ -14,7 +14,9 @@ pitch, then duration) and each part's distribution is conditioned on the values 
 parts before it; the values of its own and later parts are ignored (to score a real note, pass
 the note). Outputs:
 
-* ``pitch_logits [batch, 128]``: unnormalised log-probabilities of the pitch;
+* ``pitch_logits [batch, 128]``: unnormalised log-probabilities of the pitch (normalised ones
+  when the model mixes the training pieces' pitch n-grams into its own, ``model.ngram_order``
+  in the config asset; the label then also chooses the label's n-gram);
 * ``step_chord_logit [batch]``: log-odds that the step is exactly 0 (the note joins a chord);
 * ``step_mixture_logits``, ``step_locations``, ``step_scales`` ``[batch, components]``: the
   rest of the step's distribution, a mixture of logistic distributions over log-seconds with

@@ -31,10 +31,10 @@ def trained(tmp_path_factory):
   data_dir = make_dataset(root, labels=LABELS)
   model_dir = os.path.join(root, 'model')
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
-  model, _, _ = task.train(data_dir, model_dir, config)
+  model, _, ngrams = task.train(data_dir, model_dir, config)
   info = dataset_lib.load_info(data_dir)
-  return {'data': data_dir, 'model_dir': model_dir, 'model': model, 'info': info,
-          'config': config, 'export': os.path.join(model_dir, 'export')}
+  return {'data': data_dir, 'model_dir': model_dir, 'model': model, 'ngrams': ngrams,
+          'info': info, 'config': config, 'export': os.path.join(model_dir, 'export')}
 
 
 def test_model_metrics_match_the_trainers_over_every_test_window(trained):
@@ -47,7 +47,8 @@ def test_model_metrics_match_the_trainers_over_every_test_window(trained):
   assert windows == info['splits']['test']['windows']
   dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),
                                   training=False, batch_size=64)
-  expected = task.evaluation_metrics(trained['model'], dataset, trained['config'].model)
+  expected = task.evaluation_metrics(trained['model'], dataset, trained['config'].model,
+                                     trained['ngrams'])
   names = ('pitch_nll', 'pitch_accuracy', 'pitch_top5_accuracy', 'step_nll', 'duration_nll',
            'note_nll')
   assert sorted(expected) == sorted(names)

@@ -5,9 +5,12 @@ r"""Train the model on a preprocessed dataset, then export a SavedModel.
 
 Writes into MODEL_DIR (a local path or ``gs://``): ``config.yaml`` (the resolved config),
 ``checkpoints/`` (the state an interrupted run resumes from: rerun the same command),
-``logs/`` (TensorBoard), ``metrics.json`` (final validation metrics) and ``export/`` (the
-SavedModel, written last, never visible half-written). On Vertex AI the export, checkpoints and
-logs go where ``AIP_MODEL_DIR``, ``AIP_CHECKPOINT_DIR`` and ``AIP_TENSORBOARD_LOG_DIR`` say.
+``logs/`` (TensorBoard), ``metrics.json`` (final validation metrics of what is exported) and
+``export/`` (the SavedModel, written last, never visible half-written). After training, the
+pitch n-grams of ``trainer.pitch_ngram`` are counted on the training split and their weights
+chosen on the validation windows; the export mixes them into the network's pitch. On Vertex AI
+the export, checkpoints and logs go where ``AIP_MODEL_DIR``, ``AIP_CHECKPOINT_DIR`` and
+``AIP_TENSORBOARD_LOG_DIR`` say.
 
 ``runtime.strategy`` picks the ``tf.distribute`` strategy: one device, every local GPU
 (``mirrored``), several workers described by ``TF_CONFIG`` (``multi_worker``) or a TPU. With
