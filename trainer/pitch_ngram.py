@@ -94,10 +94,11 @@ class PitchNGrams(tf.Module):
   """The n-grams of :func:`fit` and the mixture's :class:`Weights` (:meth:`set_weights`), as
   TensorFlow variables (saved with an export) and functions.
 
-  Order ``k``'s table holds, for every id, ``NGram``'s level-``k`` arrays with the id as the
-  leading digit of each key (``id * BASE**k + key``): the sorted keys and counts of the
-  k-grams, and the sorted contexts with their totals, types and first k-gram. Since each id's
-  keys sort below the next id's, the concatenation stays sorted.
+  Order ``k``'s table holds, for every id, ``NGram``'s level-``k`` arrays: the contexts, with
+  the id as the leading digit of each key (``id * BASE**(k-1) + context``; each id's sort below
+  the next id's, so the concatenation stays sorted), their totals, types and first k-gram, and
+  the k-grams' last pitches and counts in key order. A look-up is one binary search per row
+  for the context, then its k-grams, which lie together, read in one contiguous slice.
   """
 
   def __init__(self, models: dict[int, baselines.NGram], num_labels: int):
@@ -114,12 +115,19 @@ class PitchNGrams(tf.Module):
     self.tables = []
     for k in range(1, self.order + 1):
       levels = {i: models[i].levels[k - 1] for i in ids}
+      # Where each id's k-grams start in the concatenation, for the contexts' first k-gram.
+      offsets = np.cumsum([0] + [len(level.keys) for level in levels.values()])[:-1]
       self.tables.append({
-          'keys': _fixed(_prefixed(levels, 'keys', k), np.int64),
-          'counts': _fixed(np.concatenate([level.counts for level in levels.values()])),
           'context_keys': _fixed(_prefixed(levels, 'context_keys', k - 1), np.int64),
+          'first': _fixed(np.concatenate([offset + level.first for offset, level in
+                                          zip(offsets, levels.values())]), np.int64),
           'totals': _fixed(np.concatenate([level.totals for level in levels.values()])),
           'types': _fixed(np.concatenate([level.types for level in levels.values()])),
+          # The k-grams' last pitch and count, in key order: a context's are contiguous.
+          'pitches': _fixed(np.concatenate([level.keys % BASE for level in levels.values()]),
+                            np.int32),
+          'counts': _fixed(np.concatenate([level.counts for level in levels.values()]),
+                           np.float32),
       })
     # Per id and order: the discount (0 for an id without an n-gram, whose contexts are never
     # found), the mixture's weights.
@@ -147,23 +155,29 @@ class PitchNGrams(tf.Module):
     pitches = tf.cast(pitches, tf.int64)
     label = tf.cast(label, tf.int64)
     rows = tf.shape(pitches)[0]
-    candidates = tf.range(constants.PITCHES, dtype=tf.int64)
     probs = tf.fill([rows, constants.PITCHES], tf.constant(1.0 / constants.PITCHES, tf.float64))
     for k, table in enumerate(self.tables, start=1):
       history = pitches[:, tf.shape(pitches)[1] - (k - 1):]
       context = label
       for column in range(k - 1):
         context = context * BASE + history[:, column]
-      valid = tf.reduce_all(history >= 0, axis=1)
       where, seen = _find(table['context_keys'], context)
-      seen = seen & valid
+      seen = seen & tf.reduce_all(history >= 0, axis=1)
       total = tf.where(seen, tf.gather(table['totals'], where), 1.0)
       types = tf.gather(table['types'], where)
       discount = tf.gather(self.discounts[:, k - 1], label)
-      entry, found = _find(table['keys'], context[:, None] * BASE + candidates)
-      counts = tf.where(found, tf.gather(table['counts'], entry), 0.0)
-      updated = (probs * (discount * types / total)[:, None]
-                 + tf.maximum(counts - discount[:, None], 0.0) / total[:, None])
+      # The context's k-grams: at most 128 contiguous entries from its first.
+      entry = tf.gather(table['first'], where)[:, None] + tf.range(constants.PITCHES,
+                                                                   dtype=tf.int64)
+      present = tf.cast(entry < tf.gather(table['first'], where)[:, None]
+                        + tf.cast(types, tf.int64)[:, None], tf.float64)
+      entry = tf.minimum(entry, tf.size(table['counts'], out_type=tf.int64) - 1)
+      discounted = present * tf.maximum(
+          tf.cast(tf.gather(table['counts'], entry), tf.float64) - discount[:, None], 0.0)
+      counts = tf.einsum('re,rep->rp', discounted,
+                         tf.one_hot(tf.gather(table['pitches'], entry), constants.PITCHES,
+                                    dtype=tf.float64))
+      updated = probs * (discount * types / total)[:, None] + counts / total[:, None]
       probs = tf.where(seen[:, None], updated, probs)
     return probs
 
