@@ -217,13 +217,18 @@ def _find(sorted_keys: tf.Variable, keys: tf.Tensor) -> tuple[tf.Tensor, tf.Tens
   size = int(sorted_keys.shape[0])
   if size == 0:
     return tf.zeros(tf.shape(keys), tf.int64), tf.zeros(tf.shape(keys), tf.bool)
-  low = tf.zeros(tf.shape(keys), tf.int64)
-  high = tf.fill(tf.shape(keys), tf.constant(size, tf.int64))
-  for _ in range(size.bit_length()):  # ceil(log2(size + 1)) halvings
+  def halve(step, low, high):
     middle = (low + high) // 2
     below = tf.gather(sorted_keys, tf.minimum(middle, size - 1)) < keys
     active = low < high
-    low = tf.where(active & below, middle + 1, low)
-    high = tf.where(active & ~below, middle, high)
+    return step + 1, tf.where(active & below, middle + 1, low), tf.where(active & ~below,
+                                                                          middle, high)
+
+  # ceil(log2(size + 1)) halvings, in a loop rather than unrolled: as many copies of the step
+  # made XLA's compilation of the sampling loop four times as long.
+  _, low, _ = tf.while_loop(
+      lambda step, *_: step < size.bit_length(), halve,
+      (tf.constant(0), tf.zeros(tf.shape(keys), tf.int64),
+       tf.fill(tf.shape(keys), tf.constant(size, tf.int64))))
   where = tf.minimum(low, size - 1)
   return where, tf.gather(sorted_keys, where) == keys
