@@ -59,8 +59,8 @@ class ModelConfig:
   label_conditioning: LabelConditioning = 'input'
   # The order of the Kneser-Ney n-grams of the training pieces' pitches (one of every piece and
   # one per label) mixed into the pitch distribution after training (trainer/pitch_ngram.py);
-  # 0: the network alone. 4 gains about as much as 5 or 7 on classical-midi at a third of the
-  # tables' size (BENCHMARKS.md, "Label n-grams").
+  # 0: the network alone. On classical-midi 4 gains as much from the label as 5 (and more than
+  # 7) with a third of the tables (BENCHMARKS.md, "Label n-grams").
   ngram_order: int = 4
   # Hidden ReLU units of each head before its output layer; 0: the output layer alone (linear
   # in the encoder's vector and the earlier parts: measured worse, 9.01 against 8.83 nats/note
