@@ -97,7 +97,7 @@ def test_fit_weights_finds_the_grid_point_that_explains_the_validation_targets()
 def test_tables_refuse_what_they_cannot_hold(ngrams):
   _, models, _ = ngrams
   with pytest.raises(ValueError, match='overflow int64'):
-    pitch_ngram.PitchNGrams(models, num_labels=10**11)
+    pitch_ngram.PitchNGrams(models, num_labels=10**14)
   with pytest.raises(ValueError, match='every piece'):
     pitch_ngram.PitchNGrams({2: models[2]}, num_labels=5)
   lower = baselines.NGram.fit([np.arange(50, 70)], 2)

@@ -110,11 +110,11 @@ def test_an_ngram_order_out_of_range_is_refused_before_training(trained, tmp_pat
 def test_metrics_json_records_the_pitch_ngrams_mixed_into_the_export(trained):
   ngram = trained['metrics']['pitch_ngram']
   assert ngram['order'] == config_lib.ModelConfig.ngram_order
-  weights = trained['ngrams']
-  assert weights.order == ngram['order']
+  tables = trained['ngrams']
+  assert tables.order == ngram['order']
   for name in ('ngram', 'label', 'unconditional_ngram'):
     assert ngram[name] in pitch_ngram.WEIGHT_GRID or (name == 'label' and ngram[name] == 0.0)
-  assert weights.ngram_weight.numpy()[0] == ngram['unconditional_ngram']
+  assert tables.ngram_weight.numpy()[0] == ngram['unconditional_ngram']
   # metrics.json's pitch metrics are the mixture's, which the export predicts (the test below
   # recomputes them from it); the network's own is kept beside the weights.
   assert ngram['validation_pitch_nll_network'] != trained['metrics']['pitch_nll']

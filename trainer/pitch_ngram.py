@@ -107,8 +107,8 @@ class PitchNGrams(tf.Module):
     if len(orders) != 1:
       raise ValueError(f'the n-grams have different orders: {sorted(orders)}')
     self.order = orders.pop()
-    if num_labels * float(BASE) ** self.order >= 2**63:
-      raise ValueError(f'{num_labels} labels of order-{self.order} keys overflow int64')
+    if num_labels * float(BASE) ** (self.order - 1) >= 2**63:
+      raise ValueError(f'{num_labels} labels of order-{self.order} contexts overflow int64')
     if labels_lib.UNCONDITIONAL_ID not in models:
       raise ValueError('the n-gram of every piece (the unconditional id) is missing')
     ids = sorted(models)
@@ -167,10 +167,9 @@ class PitchNGrams(tf.Module):
       types = tf.gather(table['types'], where)
       discount = tf.gather(self.discounts[:, k - 1], label)
       # The context's k-grams: at most 128 contiguous entries from its first.
-      entry = tf.gather(table['first'], where)[:, None] + tf.range(constants.PITCHES,
-                                                                   dtype=tf.int64)
-      present = tf.cast(entry < tf.gather(table['first'], where)[:, None]
-                        + tf.cast(types, tf.int64)[:, None], tf.float64)
+      first = tf.gather(table['first'], where)[:, None]
+      entry = first + tf.range(constants.PITCHES, dtype=tf.int64)
+      present = tf.cast(entry < first + tf.cast(types, tf.int64)[:, None], tf.float64)
       entry = tf.minimum(entry, tf.size(table['counts'], out_type=tf.int64) - 1)
       discounted = present * tf.maximum(
           tf.cast(tf.gather(table['counts'], entry), tf.float64) - discount[:, None], 0.0)
@@ -186,7 +185,8 @@ class PitchNGrams(tf.Module):
     for rows whose last pitches are ``pitches`` (``[rows, >= order - 1]``, -1: no note) and whose
     ids are ``label``."""
     network = tf.nn.softmax(tf.cast(logits, tf.float64))
-    everyone = self.probabilities(pitches, tf.zeros_like(label))
+    everyone = self.probabilities(pitches, tf.fill(tf.shape(label),
+                                                   labels_lib.UNCONDITIONAL_ID))
     own = self.probabilities(pitches, label)
     a = tf.gather(self.ngram_weight, label)[:, None]
     w = tf.gather(self.label_weight, label)[:, None]
@@ -217,6 +217,7 @@ def _find(sorted_keys: tf.Variable, keys: tf.Tensor) -> tuple[tf.Tensor, tf.Tens
   size = int(sorted_keys.shape[0])
   if size == 0:
     return tf.zeros(tf.shape(keys), tf.int64), tf.zeros(tf.shape(keys), tf.bool)
+
   def halve(step, low, high):
     middle = (low + high) // 2
     below = tf.gather(sorted_keys, tf.minimum(middle, size - 1)) < keys

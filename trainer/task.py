@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from partita import baselines, constants, contract
 from partita import dataset as dataset_lib
+from partita import labels as labels_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import distribute, pitch_ngram, train_loop
@@ -126,12 +127,13 @@ def fit_pitch_ngrams(model: keras.Model, data_dir: str, info: dict,
   def probabilities(inputs, targets):
     """Each window's true next pitch's probability under every part of the mixture."""
     label = inputs[contract.LABEL_FEATURE][:, -1]
-    unconditional = {**inputs, contract.LABEL_FEATURE: tf.zeros_like(
-        inputs[contract.LABEL_FEATURE])}
+    unconditional_id = tf.fill(tf.shape(label), labels_lib.UNCONDITIONAL_ID)
+    unconditional = {**inputs, contract.LABEL_FEATURE: tf.fill(
+        tf.shape(inputs[contract.LABEL_FEATURE]), labels_lib.UNCONDITIONAL_ID)}
     pitches = model_lib.heard(inputs)['pitch']
     parts = (tf.nn.softmax(tf.cast(model(inputs, targets)['pitch'], tf.float64)),
              tf.nn.softmax(tf.cast(model(unconditional, targets)['pitch'], tf.float64)),
-             ngrams.probabilities(pitches, tf.zeros_like(label)),
+             ngrams.probabilities(pitches, unconditional_id),
              ngrams.probabilities(pitches, label))
     return [tf.gather(part, targets['pitch'], batch_dims=1) for part in parts], label
 
