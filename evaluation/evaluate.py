@@ -34,6 +34,11 @@ velocity drawn at random from the training targets (an n-gram over pitches has n
 own). ``partita.music_stats`` computes per-piece features and compares each set with the real
 one by overlapping area and KL divergence (Yang & Lerch 2018).
 
+**Measures a listener hears.** On the same three sets, ``evaluation.listening`` reports each
+set's on-grid share, key stability, notes per onset and pitch span (``partita.listening``) and
+how well a random forest tells each generated set from the real one (``evaluation.two_sample``),
+beside the real set's two halves told apart (the floor), in ``results['listening']``.
+
 **Report.** ``REPORT_DIR`` (default ``MODEL_DIR/report``, beside the export) gets
 ``report.md``, ``evaluation.json`` (every number), ``training_curves.png`` (from the TensorBoard
 event files in ``MODEL_DIR/logs``, if any), ``features.png``, ``distances.png`` and piano rolls
@@ -52,7 +57,7 @@ import numpy as np
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
-from evaluation import conditioning
+from evaluation import conditioning, listening
 from evaluation import report as report_lib
 from partita import (
   baselines,
@@ -132,7 +137,7 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict, by_label: bool,
   predict_next = getattr(export, export_contract.PREDICT_NEXT)
   for inputs, targets in dataset:
     # The true next note: each head is conditioned on the true parts before its own.
-    arguments = (inputs['pitch'], inputs['step'], inputs['duration'], inputs['velocity'],
+    arguments = (*(inputs[name] for name in constants.NOTE_FEATURES),
                  targets['step'], targets['pitch'], targets['duration'])
     label = inputs[contract.LABEL_FEATURE][:, -1]
     target = {name: values.numpy() for name, values in targets.items()}
@@ -336,6 +341,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   primes, real = choose_primes(test_chunks, window_length, num_pieces, num_notes)
   sets, features, comparisons, results['statistics'] = generated_statistics(
       export, primes, real, fitted['pitch'][best_ngram], train_chunks, window_length, sampling)
+  results['listening'] = listening.summary(sets, results['statistics'], seed)
 
   generated_by_label = {}
   if labelled:

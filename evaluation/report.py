@@ -21,7 +21,7 @@ from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 import numpy as np
 
-from evaluation import conditioning
+from evaluation import conditioning, listening
 from partita import audio, constants, listening_page, midi_io, music_stats
 
 REPORT_FILE = 'report.md'
@@ -44,7 +44,8 @@ CURVE_PANELS = (('pitch NLL (nats/note)', ('pitch_loss',)),
 
 def headline_lines(results: dict) -> list[str]:
   """The few lines a person reads first: the model against the best baselines in pitch NLL and
-  accuracy, step + duration NLL and note NLL, and mean overlapping area of the generated sets."""
+  accuracy, step + duration NLL and note NLL, mean overlapping area of the generated sets, and
+  the measures a listener hears (``evaluation.listening``) with the model's targets."""
   rows = results['likelihood']
   model, best = rows['model'], rows[results['best_ngram']]
 
@@ -77,6 +78,8 @@ def headline_lines(results: dict) -> list[str]:
         f"{statistics['notes']} notes; higher is closer)")
   else:
     lines.append(f"music stats     skipped: {statistics['skipped']}")
+  if 'listening' in results:
+    lines += listening.headline_lines(results['listening'])
   if 'conditioning' in results:
     lines += conditioning.headline_lines(results['conditioning'])
   return lines
@@ -105,6 +108,8 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
     _save(_features_figure(features), os.path.join(out_dir, FEATURES_PNG))
     _save(_distances_figure(comparisons), os.path.join(out_dir, DISTANCES_PNG))
     sections.append(_statistics_section(results))
+    if 'listening' in results:
+      sections.append(listening.report_section(results['listening']))
     soundfont = audio.default_soundfont()
     audio_note = audio.unavailable_reason(soundfont)
     entries = _write_pieces(out_dir, sets, primes, None if audio_note else soundfont)

@@ -213,6 +213,10 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   printed = capsys.readouterr().out
   assert 'test pitch NLL  model' in printed and 'mean overlapping area' in printed
   assert 'test timing NLL model' in printed and 'test note NLL   model' in printed
+  for start in ('listening       median on-grid share real ', 'texture         median notes ',
+                'two-sample      forest accuracy telling real from model ',
+                'targets         model on-grid ratio '):
+    assert start in printed, start
   sets = ('real', 'model', 'ngram')
   pieces = [os.path.join(report_lib.PIECES_DIR, f'{name}_{i:02d}.{ext}') for name in sets
             for i in range(report_lib.PIECES_PER_SET) for ext in ('mid', 'png')]
@@ -223,7 +227,8 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   # each labelled for what it is (the real continuation's piano roll is not "generated").
   with open(os.path.join(out, 'index.html')) as f:
     page = f.read()
-  assert page.count('<table>') == 3 and 'src="features.png"' in page
+  # Likelihood, music statistics, measures a listener hears, style.
+  assert page.count('<table>') == 4 and 'src="features.png"' in page
   assert page.count('<section class="piece">') == report_lib.PIECES_PER_SET
   for label in ('real continuation of prime 0', 'model continuation of prime 2',
                 'n-gram continuation of prime 1'):
@@ -281,6 +286,29 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
     assert f'| {feature} (rhythm) |' in report
   assert statistics['min_rhythm_oa']['model'] == pytest.approx(
       min(statistics['features'][f]['model']['oa'] for f in music_stats.RHYTHM_FEATURES))
+  # The measures a listener hears, for the same three sets, and the model's targets.
+  heard = results['listening']
+  assert heard['pieces'] == statistics['pieces']
+  for name in ('real', 'model', 'n-gram'):
+    for measure in ('on_grid_share', 'key_stability', 'notes_per_onset', 'pitch_span'):
+      values = heard['sets'][name][measure]
+      assert len(values['values']) == heard['pieces']
+      assert values['median'] == pytest.approx(np.median(values['values'])), (name, measure)
+    assert 0.0 <= heard['sets'][name]['on_grid_share']['median'] <= 1.0
+  real_grid = heard['sets']['real']['on_grid_share']['median']
+  if real_grid > 0:
+    assert heard['on_grid_ratio']['model'] == pytest.approx(
+        heard['sets']['model']['on_grid_share']['median'] / real_grid)
+  for name in ('model', 'n-gram', 'real halves'):
+    test = heard['two_sample'][name]
+    assert 'skipped' in test or 0.0 <= test['accuracy'] <= 1.0, name
+  assert heard['two_sample']['model']['pieces'] == [heard['pieces']] * 2
+  assert heard['music_stats_oa']['scale_consistency']['model'] == (
+      statistics['features']['scale_consistency']['model']['oa'])
+  assert sorted(heard['model_meets_targets']) == [
+      'on_grid_ratio', 'pitch_class_entropy_oa', 'scale_consistency_oa', 'two_sample_accuracy']
+  assert '## Measures a listener hears' in report
+  assert '| two-sample accuracy against real (held out) |' in report
 
 
 def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_path, capsys):
