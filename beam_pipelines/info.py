@@ -13,7 +13,7 @@ from apache_beam.io import filesystems
 import numpy as np
 
 from beam_pipelines import outputs as beam_outputs
-from partita import contract
+from partita import contract, metre
 from partita import labels as labels_lib
 
 
@@ -38,6 +38,21 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, wind
       'pitch_histogram': np.bincount(piece['pitch'], minlength=128).astype(np.int64),
       'labels': collections.Counter({label: 1}),
       'label_conflicts': int(label_conflict),
+      **metre_stats(piece),
+  }
+
+
+def metre_stats(piece: dict[str, np.ndarray]) -> dict:
+  """Additive statistics of a piece's metre (``partita.metre``): whether it has a grid, and over
+  its notes the sum of log tempos and the count of each bar length (quarter notes, as text)."""
+  quarter_seconds = piece['quarter_seconds'].astype(np.float64)
+  gridded = quarter_seconds > 0
+  return {
+      'gridded_pieces': int(gridded.any()),
+      'gridded_notes': int(gridded.sum()),
+      'log_quarter_seconds_sum': float(np.log(quarter_seconds[gridded]).sum()),
+      'bar_quarters': collections.Counter(
+          f'{length:g}' for length in piece['bar_quarters'][gridded].astype(np.float64)),
   }
 
 
@@ -47,7 +62,9 @@ def lost_piece_stats(copies: int) -> dict:
   return {'pieces': 0, 'duplicates': copies - 1, 'notes': 0, 'chunks': 0, 'windows': 0,
           'seconds': 0.0, 'step_sum': 0.0, 'step_sq_sum': 0.0, 'duration_sum': 0.0,
           'duration_sq_sum': 0.0, 'pitch_histogram': np.zeros(128, dtype=np.int64),
-          'labels': collections.Counter(), 'label_conflicts': 0}
+          'labels': collections.Counter(), 'label_conflicts': 0, 'gridded_pieces': 0,
+          'gridded_notes': 0, 'log_quarter_seconds_sum': 0.0,
+          'bar_quarters': collections.Counter()}
 
 
 class SumStatsFn(beam.CombineFn):
@@ -73,7 +90,8 @@ class SumStatsFn(beam.CombineFn):
 def summarize_split(stats: dict) -> dict:
   """JSON-ready per-split summary with timing mean/std and pitch histogram."""
   summary = {key: stats.get(key, 0) for key in ('pieces', 'duplicates', 'notes', 'chunks',
-                                                 'windows', 'label_conflicts')}
+                                                 'windows', 'label_conflicts', 'gridded_pieces',
+                                                 'gridded_notes')}
   summary['labels'] = dict(sorted(stats.get('labels', {}).items()))
   notes = summary['notes']
   if not notes:  # no piece written (perhaps lost pieces' duplicates)
@@ -85,7 +103,29 @@ def summarize_split(stats: dict) -> dict:
     summary[f'{name}_mean'] = mean
     summary[f'{name}_std'] = variance**0.5
   summary['pitch_histogram'] = stats['pitch_histogram'].tolist()
+  if summary['gridded_notes']:
+    # To the microsecond, MIDI's own resolution of a tempo.
+    summary['quarter_seconds_geometric_mean'] = round(float(
+        np.exp(stats['log_quarter_seconds_sum'] / summary['gridded_notes'])), 6)
+    summary['bar_quarters'] = dict(sorted(stats['bar_quarters'].items(),
+                                          key=lambda item: float(item[0])))
   return summary
+
+
+def metre_summary(train: dict) -> dict:
+  """info.json's ``metre``: how much of the training split has a grid, and the tempo and bar
+  length that generation from no prime starts with (the training notes' geometric mean tempo and
+  most common bar length; MIDI's defaults where no training piece has a grid)."""
+  bars = train.get('bar_quarters', {})
+  return {
+      'gridded_pieces': train.get('gridded_pieces', 0),
+      'gridded_notes': train.get('gridded_notes', 0),
+      'quarter_seconds': train.get('quarter_seconds_geometric_mean',
+                                   metre.DEFAULT_QUARTER_SECONDS),
+      # The shortest of the most common, so that ties resolve the same way on every run.
+      'bar_quarters': (float(min(bars, key=lambda length: (-bars[length], float(length))))
+                       if bars else metre.DEFAULT_BAR_QUARTERS),
+  }
 
 
 def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[str, int],
@@ -129,6 +169,7 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
       'timing': {name: {'mean': train.get(f'{name}_mean', 0.0),
                         'std': train.get(f'{name}_std', 1.0)}
                  for name in ('step', 'duration')},
+      'metre': metre_summary(train),
       'splits': splits,
       'input_fingerprint': hashlib.sha256(''.join(sorted(input_digests)).encode()).hexdigest(),
       'options': dataclasses.asdict(config),

@@ -49,6 +49,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import tensorflow as tf
 
+from partita import constants
 from serving import generate as generate_lib
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
@@ -107,13 +108,14 @@ def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) 
   zeros, zero_pitch = tf.zeros([1]), tf.zeros([1], tf.int32)
   pitches = []
   for _ in range(num_notes):
-    out = model.predict_next(tf.constant(window['pitch']), tf.constant(window['step']),
-                             tf.constant(window['duration']), tf.constant(window['velocity']),
+    out = model.predict_next(*(tf.constant(window[name]) for name in constants.NOTE_FEATURES),
                              zeros, zero_pitch, zeros, zero_pitch)
     pitch = softmax_choice(out['pitch_logits'].numpy()[0].astype(np.float64), rng)
     next_note = {'pitch': pitch, 'step': sample_time(out, 'step', rng),
                  'duration': sample_time(out, 'duration', rng),
-                 'velocity': out['velocity'].numpy()[0]}
+                 'velocity': out['velocity'].numpy()[0],
+                 # The notebook keeps the prime's last tempo and bar, and no count of beats.
+                 **{name: window[name][0, -1] for name in constants.METRE_FEATURES}}
     for name, value in next_note.items():
       window[name] = np.concatenate([window[name][:, 1:], [[value]]], axis=1).astype(
           window[name].dtype)

@@ -1,10 +1,12 @@
 r"""The measures a listener hears, for real, model and n-gram continuations of the same test primes.
 
     python benchmarks/listening.py --data DATA_DIR --model EXPORT_DIR [--num-pieces 32] \
-        [--num-notes 192] [--temperature 1.0] [--seed 0] [--ngram-order 3] [--json OUT]
+        [--num-notes 192] [--temperature 1.0] [--top-p 1.0] [--seed 0] [--ngram-order 3] \
+        [--json OUT]
 
 Builds the three sets as ``evaluation.evaluate`` does (``choose_primes``, then
-``generated_statistics``: the export's ``generate`` signature with no top-k or top-p cut, and
+``generated_statistics``: the export's ``generate`` signature, by default with no top-k or top-p
+cut, and
 an n-gram's pitches with timing drawn from the training notes) and reports
 ``evaluation.listening.summary`` of them: per set, the median on-grid share, key stability,
 notes per onset and pitch span per 4 s; the random forest's held-out accuracy telling each
@@ -19,6 +21,7 @@ writes every figure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -42,7 +45,8 @@ def measure(args: argparse.Namespace) -> dict:
   if num_notes > info['stride']:
     raise ValueError(f"--num-notes {num_notes} is more than a chunk holds after its first "
                      f"window ({info['stride']})")
-  sampling = evaluate_lib.model_sampling(num_notes, args.temperature, args.seed)
+  sampling = dataclasses.replace(evaluate_lib.model_sampling(num_notes, args.temperature,
+                                                            args.seed), top_p=args.top_p)
   sampling.check()
   loaded = generate_lib.load_export(args.model)
   labels = loaded.info['labels']
@@ -56,7 +60,8 @@ def measure(args: argparse.Namespace) -> dict:
   sets, _, _, statistics = evaluate_lib.generated_statistics(
       loaded.model, primes, real, ngram, train_chunks, window_length, sampling)
   return {'data': args.data, 'model': args.model, 'notes': num_notes,
-          'temperature': args.temperature, 'seed': args.seed, 'ngram': f'{args.ngram_order}-gram',
+          'temperature': args.temperature, 'top_p': args.top_p, 'seed': args.seed,
+          'ngram': f'{args.ngram_order}-gram',
           'listening': listening.summary(sets, statistics, args.seed),
           'seconds': round(time.perf_counter() - started, 1)}
 
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--num-notes', type=int,
                       help="notes per continuation (default: the dataset's stride, 192)")
   parser.add_argument('--temperature', type=float, default=1.0, help='model sampling (1.0)')
+  parser.add_argument('--top-p', type=float, default=1.0,
+                      help='model sampling: the nucleus of the pitch distribution (1.0: no cut)')
   parser.add_argument('--seed', type=int, default=0, help='seed of both generated sets (0)')
   parser.add_argument('--ngram-order', type=int, default=3, help='the n-gram set\'s order (3)')
   parser.add_argument('--json', help='write every figure to this JSON file')

@@ -18,10 +18,16 @@ INFO_FILE = 'info.json'
 COMPLETED_MARKER = 'COMPLETED'
 SPLITS = ('train', 'validation', 'test')
 # 2: chunks carry their piece's label name, info.json the label vocabulary (partita.labels).
-FORMAT_VERSION = 2
+# 3: notes carry their metre (partita.metre), info.json its summary.
+FORMAT_VERSION = 3
+# What each format added, for the error that asks for an older dataset to be preprocessed again.
+FORMAT_CHANGES = {2: "each piece's label", 3: "each note's tempo and position in its bar"}
 
-# Feature name -> dtype as stored in each tf.train.Example (variable-length lists, one per chunk).
-FEATURE_DTYPES = {'pitch': 'int64', 'step': 'float32', 'duration': 'float32', 'velocity': 'int64'}
+# Feature name -> dtype as stored in each tf.train.Example (variable-length lists, one per chunk),
+# in the order of constants.NOTE_FEATURES.
+FEATURE_DTYPES = {'pitch': 'int64', 'step': 'float32', 'duration': 'float32', 'velocity': 'int64',
+                  'quarter_seconds': 'float32', 'bar_position': 'float32',
+                  'bar_quarters': 'float32'}
 # One bytes value per chunk: its piece's label name (partita.labels; ids are info.json's).
 LABEL_FEATURE = 'label'
 

@@ -32,9 +32,24 @@ def load_info(data_dir: str) -> dict:
   with tf.io.gfile.GFile(os.path.join(data_dir, contract.INFO_FILE)) as f:
     info = json.load(f)
   if info.get('format_version') != contract.FORMAT_VERSION:
-    raise ValueError(f"{data_dir}: dataset format {info.get('format_version')} is not "
-                     f'{contract.FORMAT_VERSION}; preprocess it again')
+    raise ValueError(outdated_format_message(data_dir, info))
   return info
+
+
+def outdated_format_message(data_dir: str, info: dict) -> str:
+  """Why a dataset of another format version is refused, and the command that remakes it."""
+  version = info.get('format_version')
+  missing = [change for number, change in sorted(contract.FORMAT_CHANGES.items())
+             if not isinstance(version, int) or version < number]
+  what = f" (it lacks {', '.join(missing)})" if missing else ''
+  options = info.get('options', {})
+  inputs = ' '.join([*(f"--input '{path}'" for path in options.get('input', [])),
+                     *(f"--note-sequences '{path}'" for path in options.get('note_sequences', [])),
+                     *([f"--input-list '{options['input_list']}'"] if options.get('input_list')
+                       else [])]) or '--input MIDI_FOLDER'
+  return (f'{data_dir}: dataset format {version} is not {contract.FORMAT_VERSION}{what}; '
+          'preprocess it again: python -m beam_pipelines.preprocess '
+          f"{inputs} --output {options.get('output', data_dir)}")
 
 
 def shard_files(data_dir: str, info: dict, split: str) -> list[str]:
@@ -57,7 +72,8 @@ def label_table(labels: dict) -> tf.lookup.StaticHashTable:
 
 def parse_chunk(serialized: tf.Tensor,
                 label_ids: tf.lookup.StaticHashTable) -> dict[str, tf.Tensor]:
-  """One serialized tf.train.Example -> dict of 1-D note tensors (pitch int32, others float32)
+  """One serialized tf.train.Example -> dict of 1-D note tensors (``constants.NOTE_FEATURES``:
+  pitch int32, the others float32)
   and the scalar int32 ``label`` id (``label_ids``: :func:`label_table`)."""
   spec = {name: tf.io.VarLenFeature(tf.int64 if dtype == 'int64' else tf.float32)
           for name, dtype in contract.FEATURE_DTYPES.items()}
@@ -66,9 +82,7 @@ def parse_chunk(serialized: tf.Tensor,
   chunk = {name: tf.sparse.to_dense(parsed[name]) for name in contract.FEATURE_DTYPES}
   return {
       'pitch': tf.cast(chunk['pitch'], tf.int32),
-      'step': chunk['step'],
-      'duration': chunk['duration'],
-      'velocity': tf.cast(chunk['velocity'], tf.float32),
+      **{name: tf.cast(chunk[name], tf.float32) for name in constants.NOTE_FEATURES[1:]},
       contract.LABEL_FEATURE: label_ids.lookup(parsed[contract.LABEL_FEATURE]),
   }
 
@@ -87,7 +101,7 @@ def read_chunks(data_dir: str, info: dict, split: str,
 def chunk_to_windows(chunk: dict[str, tf.Tensor], window_length: int) -> tf.Tensor:
   """Every ``window_length + 1`` consecutive notes of a chunk, at stride 1.
 
-  Returns one float32 tensor ``[windows, window_length + 1, 5]`` (:data:`WINDOW_FEATURES`: the
+  Returns one float32 tensor ``[windows, window_length + 1, 8]`` (:data:`WINDOW_FEATURES`: the
   note features, then the chunk's label id at every note): pitch, velocity and label are small
   integers, exact in float32, and one tensor per window instead of five makes shuffling and
   batching single windows (the costly part of the pipeline) twice as fast.
@@ -99,7 +113,7 @@ def chunk_to_windows(chunk: dict[str, tf.Tensor], window_length: int) -> tf.Tens
 
 
 def unpack(windows: tf.Tensor) -> dict[str, tf.Tensor]:
-  """``[..., W+1, 5]`` packed windows -> dict of ``[..., W+1]`` per feature (pitch and label
+  """``[..., W+1, 8]`` packed windows -> dict of ``[..., W+1]`` per feature (pitch and label
   int32)."""
   features = tf.unstack(windows, axis=-1)
   unpacked = dict(zip(WINDOW_FEATURES, features, strict=True))

@@ -4,8 +4,10 @@ A SavedModel with two functions and three plain files in its ``assets/`` folder.
 (``serving``, ``evaluation``, or anyone's code with only TensorFlow) need nothing else, so the
 names and limits live here, with no TensorFlow import, for the writer and the readers alike.
 
-``predict_next(pitch, step, duration, velocity, next_step, next_pitch, next_duration, label)``:
-``[batch, window]`` windows, ``[batch]`` values of the next note's parts and ``[batch]`` int32
+``predict_next(pitch, step, duration, velocity, quarter_seconds, bar_position, bar_quarters,
+next_step, next_pitch, next_duration, label)``: ``[batch, window]`` windows of the seven note
+features (``constants.NOTE_FEATURES``; the metre's three are 0 for a piece without a grid,
+``partita.metre``), ``[batch]`` values of the next note's parts and ``[batch]`` int32
 label ids -> the distribution of each part of the next note. In every window a position of
 velocity 0 (``constants.NO_NOTE_VELOCITY``) holds no note for the heads' pitch memory and timing
 anchors (the encoder still reads it): the neutral prime of ``--no-prime`` is made of them.
@@ -21,20 +23,26 @@ the note). Outputs:
 * ``step_mixture_logits``, ``step_locations``, ``step_scales`` ``[batch, components]``: the
   rest of the step's distribution, a mixture of logistic distributions over log-seconds with
   weights ``softmax(mixture_logits)``, locations and scales in log-seconds; the last
-  ``model.timing_anchors`` components (the config asset's) sit on the window's last steps, and
-  one the window lacks (a step of 0) has the logit -1e9, a weight of 0;
+  ``model.timing_anchors`` components after the free ones (the config asset's) sit on the
+  window's last steps, and one the window lacks (a step of 0) has the logit -1e9, a weight of 0;
+  with ``model.metre`` full, the last ones sit at the metre's times (``trainer.model``,
+  ``metre_anchors``);
 * ``duration_mixture_logits``, ``duration_locations``, ``duration_scales``: the duration's;
 * ``velocity [batch]``: the predicted MIDI velocity, 1..127.
 
-``generate(pitch, step, duration, velocity, num_notes, temperature, top_k, top_p, label_guidance,
-seed, label)``: prime windows, scalar sampling parameters, int64 seeds and ``[batch]`` int32
-label ids ->
-``pitch``, ``step``, ``duration``,
-``velocity`` ``[batch, num_notes]``, the whole sampling loop running inside the graph: every part
-of each note is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the pitch
-only); a sampled step or duration is at most ``timing_bins.LONGEST_SECONDS`` (30 s, the
-likelihood grid's last bin). ``seed`` is one per row (``[batch]``), or a scalar ``s`` standing
-for the seeds :func:`row_seeds` gives (``s, s + 1, ...``). A row's random numbers are drawn from
+``generate(pitch, step, duration, velocity, quarter_seconds, bar_position, bar_quarters,
+num_notes, temperature, top_k, top_p, label_guidance, tempo, seed, label)``: the seven prime
+windows, scalar sampling parameters, int64 seeds and ``[batch]`` int32 label ids -> the seven
+note features ``[batch, num_notes]``, the whole sampling loop running inside the graph: every
+part of each note is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the
+pitch only); a sampled step or duration is at most ``timing_bins.LONGEST_SECONDS`` (30 s, the
+likelihood grid's last bin). In a row with a grid (unless ``model.metre`` is off) each sampled
+step is moved onto the 1/24-quarter grid after the last onset, and the generated notes' metre
+continues the prime's: its tempo and bar length, the position advanced by each step. ``tempo``
+(quarter notes per minute, :data:`MIN_TEMPO` to :data:`MAX_TEMPO`; 0 keeps the prime's) first
+scales a gridded row's times so that its last note is at that tempo. ``seed`` is one per row
+(``[batch]``), or a scalar ``s`` standing for the seeds :func:`row_seeds` gives (``s, s + 1,
+...``). A row's random numbers are drawn from
 its own seed and the note index alone, so its notes depend only on its prime, the parameters
 and its seed: the same request gives the same notes alone, in any batch and at any row.
 
@@ -61,11 +69,11 @@ ASSET_FILES = (ASSET_CONFIG, ASSET_INFO, ASSET_PRIMES)
 PREDICT_NEXT = 'predict_next'
 GENERATE = 'generate'
 SIGNATURES = (PREDICT_NEXT, GENERATE)
-# The arguments of ``predict_next`` after the four windows, in order.
+# The arguments of ``predict_next`` after the seven windows, in order.
 PREDICT_NEXT_CONDITIONS = ('next_step', 'next_pitch', 'next_duration')
-# The scalar arguments of ``generate`` after the four prime windows, in order.
+# The scalar arguments of ``generate`` after the seven prime windows, in order.
 GENERATE_PARAMETERS = ('num_notes', 'temperature', 'top_k', 'top_p', 'label_guidance',
-                       'seed')
+                       'tempo', 'seed')
 # The label ids: the last argument of both functions.
 LABEL_ARGUMENT = 'label'
 
@@ -73,6 +81,10 @@ LABEL_ARGUMENT = 'label'
 MAX_GENERATED_NOTES = 10_000
 # Guidance beyond a few times the label's effect only sharpens the distributions further.
 MAX_LABEL_GUIDANCE = 10.0
+# Quarter notes per minute that ``generate`` accepts as a tempo (0: the prime's own): from a
+# very slow largo to beyond any prestissimo.
+MIN_TEMPO = 10.0
+MAX_TEMPO = 400.0
 # The seed is an int64 in the graph.
 MAX_SEED = 2**63 - 1
 

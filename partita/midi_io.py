@@ -140,11 +140,11 @@ def _checked_notes(notes: Mapping[str, np.ndarray], name: str) -> dict[str, np.n
     ValueError: keys are missing, arrays are not 1-D of one length, or values are non-finite, or
       step or duration is negative. These come from bugs upstream, so fail loudly.
   """
-  missing = [key for key in constants.NOTE_FEATURES if key not in notes]
+  missing = [key for key in constants.SOUND_FEATURES if key not in notes]
   if missing:
     raise ValueError(f'{name} notes lack {missing}; a notes dict needs '
-                     f'{list(constants.NOTE_FEATURES)}')
-  arrays = {key: np.asarray(notes[key], dtype=np.float64) for key in constants.NOTE_FEATURES}
+                     f'{list(constants.SOUND_FEATURES)}')
+  arrays = {key: np.asarray(notes[key], dtype=np.float64) for key in constants.SOUND_FEATURES}
   shapes = {key: values.shape for key, values in arrays.items()}
   if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) != 1:
     raise ValueError(f'{name} notes must be 1-D arrays of one length, got shapes {shapes}')

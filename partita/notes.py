@@ -1,9 +1,11 @@
-"""MIDI bytes -> a piece as note arrays (pitch, step, duration, velocity).
+"""MIDI bytes -> a piece as note arrays (pitch, step, duration, velocity and the metre).
 
-A piece is a "notes dict": ``{'pitch', 'step', 'duration', 'velocity'}`` of equal-length 1-D numpy
-arrays in onset order (ties broken by pitch). ``step`` is seconds since the previous onset
-(0 for the first note), ``duration`` is seconds; ``pitch`` (0..127) and ``velocity`` (1..127) are
-int8 (10 bytes a note in memory). This is the representation every stage shares: preprocessing
+A piece is a "notes dict" of equal-length 1-D numpy arrays in onset order (ties broken by
+pitch), one per ``constants.NOTE_FEATURES``: ``step`` is seconds since the previous onset (0 for
+the first note), ``duration`` is seconds; ``pitch`` (0..127) and ``velocity`` (1..127) are int8;
+``quarter_seconds``, ``bar_position`` and ``bar_quarters`` are float32, where the note falls in
+the metre read from the file's ticks, tempo map and time signatures (``partita.metre``; zeros
+for a piece without a grid). This is the representation every stage shares: preprocessing
 writes it, the trainer reads it, serving writes MIDI from it.
 
 Parsing uses symusic (about 100x pretty_midi on this kind of machine: BENCHMARKS.md). Rejections
@@ -20,7 +22,7 @@ import warnings
 import numpy as np
 import symusic
 
-from partita import constants, failures
+from partita import constants, failures, metre
 
 SUSTAIN_CC = 64
 # MIDI convention (and note_seq's): controller values >= 64 mean the pedal is down.
@@ -165,7 +167,9 @@ def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str,
     raise failures.RejectionError('too_many_notes',
                                   f'{num_notes} notes > limit {options.max_notes}')
   in_seconds = score.to('second')
-  return piece_from_tracks([_track_arrays(in_seconds.tracks[i]) for i in selected], options)
+  tracks = [_track_arrays(in_seconds.tracks[i]) + (_track_metre(score, score.tracks[i]),)
+            for i in selected]
+  return piece_from_tracks(tracks, options)
 
 
 def parse_note_sequence(data: bytes,
@@ -207,8 +211,10 @@ def parse_note_sequence(data: bytes,
   for instrument, rows in sorted(notes.items()):
     start, end, pitch, velocity = (np.array(column) for column in zip(*rows, strict=True))
     pedal = np.array(controls.get(instrument, []), dtype=np.float64).reshape(-1, 2)
+    # A NoteSequence has no ticks: no grid (partita.metre), whatever its tempos say.
     tracks.append((start.astype(np.float64), end.astype(np.float64), pitch.astype(np.int64),
-                   velocity.astype(np.int64), pedal[:, 0], pedal[:, 1].astype(np.int64)))
+                   velocity.astype(np.int64), pedal[:, 0], pedal[:, 1].astype(np.int64),
+                   np.zeros((len(start), len(METRE_COLUMNS)))))
   return piece_from_tracks(tracks, options)
 
 
@@ -240,12 +246,18 @@ def note_seq_protos():
   return music_pb2
 
 
+# The columns of a track's per-note metre array (:func:`_track_metre`), which
+# :func:`piece_from_tracks` turns into the piece's metre features (``partita.metre``).
+METRE_COLUMNS = ('quarter_seconds', 'bar_position', 'bar_quarters', 'on_grid')
+
+
 def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
                       options: ParseOptions) -> dict[str, np.ndarray]:
-  """Merges tracks of ``(start, end, pitch, velocity, pedal_time, pedal_value)`` arrays (times
-  in seconds) into a checked notes dict, with the sustain pedal applied per track."""
-  start, end, pitch, velocity, pedal_time, _ = (np.concatenate(arrays)
-                                                for arrays in zip(*tracks, strict=True))
+  """Merges tracks of ``(start, end, pitch, velocity, pedal_time, pedal_value, metre)`` arrays
+  (times in seconds; ``metre`` ``[notes, 4]``, :data:`METRE_COLUMNS`) into a checked notes
+  dict, with the sustain pedal applied per track."""
+  start, end, pitch, velocity, pedal_time, _, note_metre = (
+      np.concatenate(arrays) for arrays in zip(*tracks, strict=True))
   if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))
           and np.all(np.isfinite(pedal_time))):
     raise failures.RejectionError('bad_timing', 'non-finite note or pedal times')
@@ -256,11 +268,11 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
     piece_end = max(float(end.max()), float(pedal_time.max()))
     ends, keeps = zip(*(apply_sustain(t_start, t_end, t_pitch, t_pedal_time, t_pedal_value,
                                       piece_end)
-                        for t_start, t_end, t_pitch, _, t_pedal_time, t_pedal_value in tracks),
+                        for t_start, t_end, t_pitch, _, t_pedal_time, t_pedal_value, _ in tracks),
                       strict=True)
     keep = np.concatenate(keeps)
     start, end = start[keep], np.concatenate(ends)[keep]
-    pitch, velocity = pitch[keep], velocity[keep]
+    pitch, velocity, note_metre = pitch[keep], velocity[keep], note_metre[keep]
 
   if end.max() > options.max_seconds:
     raise failures.RejectionError('too_long',
@@ -280,6 +292,7 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
       'step': np.diff(start, prepend=start[0]).astype(np.float32),
       'duration': (end[order] - start).astype(np.float32),
       'velocity': np.clip(velocity[order], 1, constants.MAX_VELOCITY).astype(np.int8),
+      **metre.piece_metre(*note_metre[order].T),
   }
 
 
@@ -292,6 +305,20 @@ def _track_arrays(track: symusic.core.TrackSecond) -> tuple[np.ndarray, ...]:
   return (start, start + notes['duration'].astype(np.float64), notes['pitch'].astype(np.int64),
           notes['velocity'].astype(np.int64), controls['time'][is_pedal].astype(np.float64),
           controls['value'][is_pedal].astype(np.int64))
+
+
+def _track_metre(score: symusic.core.ScoreTick, track: symusic.core.TrackTick) -> np.ndarray:
+  """``[notes, 4]``: each note's :data:`METRE_COLUMNS`, from the score's ticks, tempo map and
+  time signatures (``partita.metre``), in the order of the track's notes."""
+  onsets = track.notes.numpy()['time'].astype(np.int64)
+  tempos = score.tempos.numpy()
+  signatures = score.time_signatures.numpy()
+  position, bar_quarters = metre.bar_positions(
+      onsets, score.ticks_per_quarter, signatures['time'].astype(np.int64),
+      signatures['numerator'].astype(np.int64), signatures['denominator'].astype(np.int64))
+  return np.stack([
+      metre.tempo_at(onsets, tempos['time'].astype(np.int64), tempos['mspq'] / 1e6),
+      position, bar_quarters, metre.on_grid(onsets / score.ticks_per_quarter)], axis=1)
 
 
 def content_fingerprint(notes: dict[str, np.ndarray]) -> str:

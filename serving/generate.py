@@ -159,7 +159,8 @@ def load_export(export_dir: str) -> Export:
     raise validation.bad_request(
         f'{export_dir} is incompatible: its model takes windows of {signature[0].shape[-1]} '
         f'notes but its {export_contract.ASSET_INFO} says {window_length}')
-  parameters = tuple(spec.name for spec in signature[4:-1])
+  parameters = tuple(spec.name for spec in signature if spec.name not in constants.NOTE_FEATURES
+                     and spec.name != export_contract.LABEL_ARGUMENT)
   if parameters != export_contract.GENERATE_PARAMETERS:
     raise validation.bad_request(
         f'{export_dir} is incompatible: its generate takes {", ".join(parameters)} where this '
@@ -194,13 +195,14 @@ def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampli
               for name, values in primes.items()}
     seeds = list(seeds) + [seeds[0]] * (rows - batch)
     labels = list(labels) + [labels[0]] * (rows - batch)
+  windows = [tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
+             for name in constants.NOTE_FEATURES]
   outputs = getattr(model, export_contract.GENERATE)(
-      tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
-      tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
+      *windows,
       tf.constant(sampling.num_notes, tf.int32), tf.constant(sampling.temperature, tf.float32),
       tf.constant(sampling.top_k, tf.int32), tf.constant(sampling.top_p, tf.float32),
-      tf.constant(sampling.label_guidance, tf.float32), tf.constant(seeds, tf.int64),
-      tf.constant(labels, tf.int32))
+      tf.constant(sampling.label_guidance, tf.float32), tf.constant(sampling.tempo, tf.float32),
+      tf.constant(seeds, tf.int64), tf.constant(labels, tf.int32))
   return {name: values.numpy()[:batch] for name, values in outputs.items()}
 
 

@@ -17,7 +17,10 @@ arrays (pitch, step, duration, velocity):
   and the velocity ``constants.NO_NOTE_VELOCITY`` (0), which marks each position as no note for
   the heads' pitch memory and timing anchors: they would otherwise copy the one note and its
   time, and the piece would repeat it. It carries no melody, harmony or rhythm beyond the
-  corpus averages. It is not part of the output: such a piece holds only its continuation.
+  corpus averages. Where the training pieces have a grid (``partita.metre``), every position
+  sits on a downbeat at their typical tempo and bar length (``info.json``'s ``metre``), so the
+  piece starts a bar at that tempo (or at ``--tempo``). It is not part of the output: such a
+  piece holds only its continuation.
 """
 
 from __future__ import annotations
@@ -103,10 +106,15 @@ def neutral_window(info: dict, window_length: int) -> dict[str, np.ndarray]:
   """The ``--no-prime`` window described in the module docstring, from the dataset's info."""
   histogram = info.get('splits', {}).get('train', {}).get('pitch_histogram')
   pitch = int(np.argmax(histogram)) if histogram and sum(histogram) else NEUTRAL_PITCH
-  timing = info['timing']
+  timing, metre = info['timing'], info['metre']
+  gridded = metre['gridded_notes'] > 0
   return {
       'pitch': np.full(window_length, pitch, np.int64),
       'step': np.full(window_length, timing['step']['mean'], np.float32),
       'duration': np.full(window_length, timing['duration']['mean'], np.float32),
       'velocity': np.full(window_length, constants.NO_NOTE_VELOCITY, np.int64),
+      'quarter_seconds': np.full(window_length, metre['quarter_seconds'] if gridded else 0,
+                                 np.float32),
+      'bar_position': np.zeros(window_length, np.float32),
+      'bar_quarters': np.full(window_length, metre['bar_quarters'] if gridded else 0, np.float32),
   }

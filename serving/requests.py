@@ -15,7 +15,7 @@ folder; null or absent: a neutral start, as ``serving.generate --no-prime``, whi
 ``serving.generate --composer``; absent or null: unconditional), ``program``, ``seconds``
 (instead of ``num_notes``: generate until the continuation lasts this long, as
 ``serving.generate --seconds``), and the sampling parameters ``num_notes``, ``temperature``,
-``top_k``, ``top_p``, ``label_guidance`` and ``seed`` (the request's
+``top_k``, ``top_p``, ``label_guidance``, ``tempo`` and ``seed`` (the request's
 :class:`serving.sampling.Sampling`, written flat in the line). Absent fields take the command's
 values (a line's ``num_notes`` replaces a default ``--seconds``, and a line may not
 give both); unknown fields are refused, so that a misspelt parameter never silently falls back.
@@ -53,7 +53,7 @@ SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(sampling_lib.
 LABEL_FIELDS = ('label', 'composer')
 FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'seconds', 'program', *LABEL_FIELDS)
 _INTEGER_FIELDS = ('num_notes', 'top_k', 'seed', 'program')
-_NUMBER_FIELDS = ('prime_from', 'temperature', 'top_p', 'label_guidance', 'seconds')
+_NUMBER_FIELDS = ('prime_from', 'temperature', 'top_p', 'label_guidance', 'tempo', 'seconds')
 # Primes are short MIDI files; a bigger "prime" is a mistake, not music to read in full.
 MAX_PRIME_BYTES = 64 * 2**20
 # The part of a bad manifest line kept as its dead letter's input.
@@ -88,7 +88,7 @@ class Request:
     length = ('seconds', self.seconds) if self.seconds is not None else (
         'num_notes', sampling.num_notes)
     return json.dumps([*length, sampling.temperature, sampling.top_k, sampling.top_p,
-                       sampling.label_guidance])
+                       sampling.label_guidance, sampling.tempo])
 
 
 def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:

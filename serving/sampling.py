@@ -45,6 +45,11 @@ class Sampling:
       f'0..{export_contract.MAX_LABEL_GUIDANCE:g}: 1 samples the model given the label, 0 '
       'ignores it, above 1 exaggerates what the label changes (classifier-free guidance; '
       'twice the work per note)', group=FLAG_GROUP)
+  tempo: float = config_tree.option(
+      0.0, f'quarter notes per minute of the continuation, '
+      f'{export_contract.MIN_TEMPO:g}..{export_contract.MAX_TEMPO:g}; 0 keeps the prime\'s '
+      '(with no prime: the training pieces\' typical tempo). A prime without a grid (a '
+      'performance) keeps its timing in seconds whatever the tempo', group=FLAG_GROUP)
   seed: int = config_tree.option(
       0, 'a piece\'s seed: the same prime, parameters and seed give the same music '
       '(serving.generate gives sample i the seed + i)', group=FLAG_GROUP)
@@ -65,6 +70,11 @@ class Sampling:
       raise validation.bad_request(f'label-guidance must be in '
                                    f'0..{export_contract.MAX_LABEL_GUIDANCE:g}, got '
                                    f'{self.label_guidance}')
+    if not (self.tempo == 0 or (math.isfinite(self.tempo) and export_contract.MIN_TEMPO
+                                <= self.tempo <= export_contract.MAX_TEMPO)):
+      raise validation.bad_request(
+          f'tempo must be 0 (the prime\'s) or in {export_contract.MIN_TEMPO:g}..'
+          f'{export_contract.MAX_TEMPO:g} quarter notes per minute, got {self.tempo}')
     if not 0 <= self.seed <= export_contract.MAX_SEED:
       raise validation.bad_request(f'seed must be in 0..2**63-1, got {self.seed}')
 
@@ -74,5 +84,6 @@ class Sampling:
     length = f'{seconds:g} s' if seconds is not None else f'{self.num_notes} notes'
     guidance = (f', label guidance {self.label_guidance:g}' if self.label_guidance != 1
                 else '')
+    guidance += f', tempo {self.tempo:g}' if self.tempo else ''
     return (f'{length}, temperature {self.temperature:g}, top-k {self.top_k}, top-p '
             f'{self.top_p:g}{guidance}, seed {self.seed if seed is None else seed}')

@@ -102,18 +102,31 @@ def random_melody(seed: int, num_notes: int, *, grid_s: float = 0.125) -> list[N
   return notes
 
 
-def expected_notes(notes: Sequence[Note]) -> dict[str, np.ndarray]:
-  """The notes dict ``partita.notes.parse_midi`` should return for ``notes`` (no pedal).
+def expected_notes(notes: Sequence[Note], tempo_bpm: float = TEMPO_BPM) -> dict[str, np.ndarray]:
+  """The notes dict ``partita.notes.parse_midi`` should return for ``notes`` (no pedal) written
+  by :func:`midi_bytes` at ``tempo_bpm``.
 
-  Sorted by onset then pitch; step is seconds since the previous onset.
+  Sorted by onset then pitch; step is seconds since the previous onset. The metre: pretty_midi
+  writes one tempo and no time signature (so 4/4 from the start); when at least 90% of the
+  onsets fall on a 32nd note or a sixteenth triplet, each note's tempo is 60 / tempo_bpm and its
+  position in the bar its onset in quarter notes modulo 4, else all three are 0.
   """
   ordered = sorted(notes, key=lambda n: (n[1], n[0]))
   start = np.array([n[1] for n in ordered], dtype=np.float64)
+  quarter_seconds = 60.0 / tempo_bpm
+  quarters = np.round(start / quarter_seconds * RESOLUTION) / RESOLUTION
+  on_grid = (np.isclose(quarters * 8, np.round(quarters * 8))
+             | np.isclose(quarters * 12, np.round(quarters * 12)))
+  gridded = len(start) > 0 and on_grid.mean() >= 0.9
   return {
       'pitch': np.array([n[0] for n in ordered], dtype=np.int64),
       'step': np.diff(start, prepend=start[:1]).astype(np.float32),
       'duration': np.array([n[2] - n[1] for n in ordered], dtype=np.float32),
       'velocity': np.array([n[3] for n in ordered], dtype=np.int64),
+      'quarter_seconds': np.full(len(start), quarter_seconds if gridded else 0.0, np.float32),
+      'bar_position': (np.mod(quarters, 4.0) if gridded else np.zeros(len(start))).astype(
+          np.float32),
+      'bar_quarters': np.full(len(start), 4.0 if gridded else 0.0, np.float32),
   }
 
 

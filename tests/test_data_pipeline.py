@@ -25,6 +25,10 @@ def piece(index, num_notes):
       'step': (index * 100 + note).astype(np.float32),
       'duration': np.full(num_notes, 0.5, np.float32),
       'velocity': np.full(num_notes, 60 + index, np.int64),
+      # In 3/4 at 0.5 s a quarter, a note on each beat (the steps are ids, not these times).
+      'quarter_seconds': np.full(num_notes, 0.5, np.float32),
+      'bar_position': (note % 3).astype(np.float32),
+      'bar_quarters': np.full(num_notes, 3.0, np.float32),
   }
 
 
@@ -39,15 +43,7 @@ def label_id(index):
 
 
 def example(chunk, index):
-  train = tf.train
-  return train.Example(features=train.Features(feature={
-      'pitch': train.Feature(int64_list=train.Int64List(value=chunk['pitch'])),
-      'step': train.Feature(float_list=train.FloatList(value=chunk['step'])),
-      'duration': train.Feature(float_list=train.FloatList(value=chunk['duration'])),
-      'velocity': train.Feature(int64_list=train.Int64List(value=chunk['velocity'])),
-      'label': train.Feature(bytes_list=train.BytesList(
-          value=[COMPOSERS[index % 2].encode()])),
-  })).SerializeToString()
+  return contract.serialize_chunk(chunk, COMPOSERS[index % 2])
 
 
 def expected_windows(pieces):
@@ -196,6 +192,11 @@ def test_training_augmentation_per_window(dataset):
   duration = inputs['duration'].numpy()
   np.testing.assert_allclose(duration, np.broadcast_to(0.5 * scale[:, None], duration.shape),
                              rtol=1e-4)
+  # The tempo stretches with the times; the places in the bar stay.
+  np.testing.assert_allclose(inputs['quarter_seconds'].numpy(),
+                             np.broadcast_to(0.5 * scale[:, None], duration.shape), rtol=1e-4)
+  np.testing.assert_array_equal(inputs['bar_position'].numpy(), (start[:, None] + np.arange(
+      WINDOW)) % 3)
 
 
 def test_training_labels_are_each_windows_own_or_dropped_to_the_unconditional_id(dataset):
@@ -244,10 +245,15 @@ def test_chunk_to_windows_and_unpack_are_exact():
   chunk = {'pitch': tf.constant([0, 127, 5, 9], tf.int32),
            'step': tf.constant([0.1, 0.2, 0.3, 0.4]),
            'duration': tf.constant([1.5, 2.5, 3.5, 4.5]),
-           'velocity': tf.constant([1.0, 127.0, 64.0, 2.0]), 'label': tf.constant(7, tf.int32)}
+           'velocity': tf.constant([1.0, 127.0, 64.0, 2.0]),
+           'quarter_seconds': tf.constant([0.5, 0.5, 0.25, 0.25]),
+           'bar_position': tf.constant([0.0, 1.5, 2.0, 0.0]),
+           'bar_quarters': tf.constant([4.0, 4.0, 3.0, 3.0]), 'label': tf.constant(7, tf.int32)}
   windows = dataset_lib.unpack(dataset_lib.chunk_to_windows(chunk, 2))
   np.testing.assert_array_equal(windows['pitch'], [[0, 127, 5], [127, 5, 9]])
   np.testing.assert_array_equal(windows['label'], [[7, 7, 7], [7, 7, 7]])
   assert windows['pitch'].dtype == windows['label'].dtype == tf.int32
   np.testing.assert_array_equal(windows['step'], np.float32([[0.1, 0.2, 0.3], [0.2, 0.3, 0.4]]))
   np.testing.assert_array_equal(windows['velocity'], [[1, 127, 64], [127, 64, 2]])
+  np.testing.assert_array_equal(windows['bar_position'], [[0, 1.5, 2], [1.5, 2, 0]])
+  np.testing.assert_array_equal(windows['bar_quarters'], [[4, 4, 3], [4, 3, 3]])

@@ -367,4 +367,4 @@ def test_an_empty_continuation_reads_back_as_no_notes(tmp_path):
   assert [instrument.name for instrument in midi.instruments] == ['prime']
   notes = notes_from_pretty_midi(midi, 'continuation')
   assert all(len(values) == 0 for values in notes.values())
-  assert set(notes) == set(constants.NOTE_FEATURES)
+  assert set(notes) == set(constants.SOUND_FEATURES)

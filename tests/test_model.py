@@ -9,7 +9,7 @@ import pytest
 from scipy import special
 import tensorflow as tf
 
-from partita import export_contract, timing_bins
+from partita import constants, export_contract, timing_bins
 from trainer import config as config_lib
 from trainer import distribute, timing_distribution
 from trainer import export as export_lib
@@ -36,10 +36,19 @@ def windows(seed=0, batch=BATCH, label=None):
   """Random windows of notes, each with one label id (random, or ``label``) at every note."""
   rng = np.random.default_rng(seed)
   labels = rng.integers(0, NUM_LABELS, batch) if label is None else np.full(batch, label)
+  step = rng.choice([0.0, 0.125, 0.25, 0.5], (batch, WINDOW))
+  # Every other row on a grid of 120 quarter notes a minute in 3/4, the others with none.
+  gridded = (np.arange(batch) % 2 == 0)[:, None]
   return {'pitch': tf.constant(rng.integers(40, 90, (batch, WINDOW)), tf.int32),
-          'step': tf.constant(rng.choice([0.0, 0.125, 0.25, 0.5], (batch, WINDOW)), tf.float32),
+          'step': tf.constant(step, tf.float32),
           'duration': tf.constant(rng.choice([0.125, 0.25, 1.0], (batch, WINDOW)), tf.float32),
           'velocity': tf.constant(rng.integers(40, 110, (batch, WINDOW)), tf.float32),
+          'quarter_seconds': tf.constant(np.where(gridded, np.full(step.shape, 0.5), 0.0),
+                                         tf.float32),
+          'bar_position': tf.constant(np.where(gridded, np.mod(np.cumsum(step, axis=1) / 0.5, 3),
+                                               0.0), tf.float32),
+          'bar_quarters': tf.constant(np.where(gridded, np.full(step.shape, 3.0), 0.0),
+                                      tf.float32),
           'label': tf.constant(np.repeat(labels[:, None], WINDOW, axis=1), tf.int32)}
 
 
@@ -178,13 +187,19 @@ def exported(tmp_path_factory):
   return model, tf.saved_model.load(export_dir), primes, export_dir
 
 
-def generate(export, primes, seed, num_notes=40, temperature=1.0, labels=None, label_guidance=1.0):
+def prime_arguments(primes):
+  """The window arguments of the exported functions, in order."""
+  return [tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
+          for name in constants.NOTE_FEATURES]
+
+
+def generate(export, primes, seed, num_notes=40, temperature=1.0, labels=None, label_guidance=1.0,
+             tempo=0.0):
   labels = np.zeros(len(primes['pitch'])) if labels is None else labels
   out = export.generate(
-      tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
-      tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
+      *prime_arguments(primes),
       tf.constant(num_notes), tf.constant(temperature), tf.constant(128), tf.constant(1.0),
-      tf.constant(label_guidance),
+      tf.constant(label_guidance), tf.constant(tempo),
       tf.constant(seed, tf.int64), tf.constant(labels, tf.int32))
   return {name: value.numpy() for name, value in out.items()}
 
@@ -204,6 +219,32 @@ def test_generate_samples_every_part_reproducibly(exported):
   assert (step[step != 0] > 0).all()
   assert (first['duration'] > 0).all()
   assert np.isin(first['velocity'], np.arange(1, 128)).all()
+
+
+def test_generated_onsets_stay_on_the_primes_grid_at_its_tempo_or_the_one_asked(exported):
+  """Rows 0 and 2 of the primes are in 3/4 at 0.5 s a quarter; rows 1 and 3 have no grid."""
+  _, export, primes, _ = exported
+  out = generate(export, primes, 7)
+  for row in (0, 2):
+    assert out['quarter_seconds'][row].tolist() == [0.5] * 40
+    assert out['bar_quarters'][row].tolist() == [3.0] * 40
+    # Each onset, in quarter notes from the prime's last, is on the 1/24-quarter grid, and its
+    # position in the bar is where its steps lead.
+    onsets = primes['bar_position'][row, -1] + np.cumsum(out['step'][row]) / 0.5
+    np.testing.assert_allclose(onsets * 24, np.round(onsets * 24), atol=1e-3)
+    np.testing.assert_allclose(out['bar_position'][row], np.mod(onsets, 3.0), atol=1e-3)
+  for row in (1, 3):
+    for name in constants.METRE_FEATURES:
+      assert out[name][row].tolist() == [0.0] * 40, name
+  # At 90 quarter notes a minute the gridded rows play at 60 / 90 s a quarter; the others, which
+  # have no tempo to change, draw exactly the notes they drew before.
+  faster = generate(export, primes, 7, tempo=90.0)
+  np.testing.assert_allclose(faster['quarter_seconds'][[0, 2]], 60 / 90, rtol=1e-6)
+  for name in out:
+    np.testing.assert_array_equal(faster[name][[1, 3]], out[name][[1, 3]], err_msg=name)
+  for tempo in (5.0, 401.0, -1.0):
+    with pytest.raises(tf.errors.InvalidArgumentError, match='tempo must be 0'):
+      generate(export, primes, 7, tempo=tempo)
 
 
 def test_a_rows_notes_depend_only_on_its_own_prime_parameters_and_seed(exported):
@@ -246,9 +287,8 @@ def test_predict_next_returns_the_models_distributions(exported):
   window = windows(seed=3, batch=4)  # the primes, with labels
   np.testing.assert_array_equal(window['pitch'], primes['pitch'])
   note = next_note(step=0.0, pitch=67, duration=0.3, batch=4)
-  out = export.predict_next(window['pitch'], window['step'], window['duration'],
-                            window['velocity'], note['step'], note['pitch'], note['duration'],
-                            window['label'][:, -1])
+  out = export.predict_next(*prime_arguments(window), note['step'], note['pitch'],
+                            note['duration'], window['label'][:, -1])
   with open(os.path.join(export_dir, 'assets', 'config.yaml')) as f:
     model_config = config_lib.from_yaml(f.read()).model
   components = model_config.timing_components + model_config.timing_anchors
@@ -256,7 +296,9 @@ def test_predict_next_returns_the_models_distributions(exported):
       ['pitch_logits', 'velocity', 'step_chord_logit']
       + [f'{part}_{name}' for part in ('step', 'duration')
          for name in ('mixture_logits', 'locations', 'scales')])
-  assert out['step_locations'].shape == out['duration_scales'].shape == (4, components)
+  # The metre's components: 16 note values, for the step also 4 subdivisions and the downbeat.
+  assert out['step_locations'].shape == (4, components + 21)
+  assert out['duration_scales'].shape == (4, components + 16)
   expected = model(window, note)
   np.testing.assert_allclose(out['pitch_logits'], expected['pitch'], atol=1e-5)
   for part in ('step', 'duration'):

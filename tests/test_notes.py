@@ -416,6 +416,9 @@ def test_serialized_chunk_is_a_tf_example_with_the_same_values():
         'step': rng.random(num_notes).astype(np.float32) * 3,
         'duration': rng.random(num_notes).astype(np.float32) * 30,
         'velocity': rng.integers(1, 128, num_notes),
+        'quarter_seconds': rng.random(num_notes).astype(np.float32),
+        'bar_position': rng.integers(0, 48, num_notes).astype(np.float32) / 12,
+        'bar_quarters': rng.choice([0.0, 3.0, 4.0], num_notes).astype(np.float32),
     }
     serialized = contract.serialize_chunk(chunk, 'carl_czerny')
     feature = tf.train.Example.FromString(serialized).features.feature
@@ -425,6 +428,8 @@ def test_serialized_chunk_is_a_tf_example_with_the_same_values():
     assert list(feature['velocity'].int64_list.value) == chunk['velocity'].tolist()
     assert list(feature['step'].float_list.value) == chunk['step'].tolist()
     assert list(feature['duration'].float_list.value) == chunk['duration'].tolist()
+    for name in constants.METRE_FEATURES:
+      assert list(feature[name].float_list.value) == chunk[name].tolist()
 
 
 def test_serialized_chunks_of_a_piece_are_its_chunks_one_by_one():
@@ -433,7 +438,10 @@ def test_serialized_chunks_of_a_piece_are_its_chunks_one_by_one():
   piece = {'pitch': rng.integers(0, 128, 700).astype(np.int8),
            'step': rng.random(700).astype(np.float32),
            'duration': rng.random(700).astype(np.float32),
-           'velocity': rng.integers(1, 128, 700).astype(np.int8)}
+           'velocity': rng.integers(1, 128, 700).astype(np.int8),
+           'quarter_seconds': rng.random(700).astype(np.float32),
+           'bar_position': rng.random(700).astype(np.float32) * 3,
+           'bar_quarters': np.full(700, 3.0, np.float32)}
   label = 'a' * 200  # a label entry whose length needs a two-byte varint
   serialized = contract.serialized_chunks(piece, window_length=64, stride=192, label=label)
   chunks = contract.chunks(piece, window_length=64, stride=192)
@@ -442,6 +450,7 @@ def test_serialized_chunks_of_a_piece_are_its_chunks_one_by_one():
   last = tf.train.Example.FromString(serialized[-1]).features.feature
   assert list(last['pitch'].int64_list.value) == piece['pitch'][576:].tolist()
   assert list(last['duration'].float_list.value) == piece['duration'][576:].tolist()
+  assert list(last['bar_position'].float_list.value) == piece['bar_position'][576:].tolist()
   assert list(last[contract.LABEL_FEATURE].bytes_list.value) == [label.encode()]
 
 

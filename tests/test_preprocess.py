@@ -305,8 +305,13 @@ def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_pat
   assert info['splits']['train']['files'] == ['train/train-00000-of-00001.tfrecord.gz']
   assert (info['splits']['train']['pieces'], info['splits']['train']['windows']) == (1, 22)
   assert info['splits']['test'] == {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0,
-                                    'windows': 0, 'label_conflicts': 0, 'labels': {},
-                                    'seconds': 0.0, 'files': []}
+                                    'windows': 0, 'label_conflicts': 0, 'gridded_pieces': 0,
+                                    'gridded_notes': 0, 'labels': {}, 'seconds': 0.0,
+                                    'files': []}
+  # The melody's onsets are on eighth notes at 120 quarter notes a minute, in 4/4.
+  assert info['splits']['train']['bar_quarters'] == {'4': 30}
+  assert info['metre'] == {'gridded_pieces': 1, 'gridded_notes': 30, 'quarter_seconds': 0.5,
+                           'bar_quarters': 4.0}
   assert info['splits']['train']['labels'] == {'unknown': 1}
   assert info['labels'] == {'name': 'composer', 'min_pieces': 20,
                             'vocabulary': ['unknown', 'other'], 'ids': {'unknown': 0},

@@ -396,8 +396,9 @@ def test_default_chunks_stay_under_twice_the_raw_notes_on_disk(tmp_path):
   info = preprocess.run(config)
   shard_bytes = sum(os.path.getsize(os.path.join(config.output, f))
                     for split in contract.SPLITS for f in info['splits'][split]['files'])
-  # The raw arrays at their narrowest: uint8 pitch and velocity, float32 step and duration.
-  raw_bytes = sum(num_notes) * (1 + 4 + 4 + 1)
+  # The raw arrays at their narrowest: uint8 pitch and velocity, float32 step, duration and
+  # the three metre features.
+  raw_bytes = sum(num_notes) * (1 + 4 + 4 + 1 + 3 * 4)
   assert shard_bytes < 2 * raw_bytes
   assert sum(info['splits'][s]['windows'] for s in contract.SPLITS) == sum(
       n - config.window_length for n in num_notes)

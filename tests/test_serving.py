@@ -114,17 +114,17 @@ def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):
   export = generate_lib.load_export(served['export'])
   primes = {name: values[:2] for name, values in export.bundled_primes.items()}
   # Pretend the corpus moves at one note per 1,000 s: each round is then only the 17 extra
-  # notes, so 20 s takes several rounds.
+  # notes, so 60 s takes several rounds.
   slow = generate_lib.Export(export.model, dict(export.info, timing={
       'step': {'mean': 1000.0, 'std': 1.0}, 'duration': export.info['timing']['duration']}),
                              export.bundled_primes)
-  pieces = generate_lib.generate_for_seconds(slow, primes, 20.0, sampling_lib.Sampling(seed=4))
+  pieces = generate_lib.generate_for_seconds(slow, primes, 60.0, sampling_lib.Sampling(seed=4))
   first_round = generate_lib.generate(export.model, primes,
                                       sampling_lib.Sampling(num_notes=17, seed=4))
   for sample, piece in enumerate(pieces):
     onsets = np.cumsum(piece['step'], dtype=np.float64)
-    assert len(onsets) > 17 and onsets[-1] < 20.0
-    assert np.all(onsets + piece['duration'] <= 20.0 + 1e-6)
+    assert len(onsets) > 17 and onsets[-1] < 60.0
+    assert np.all(onsets + piece['duration'] <= 60.0 + 1e-6)
     np.testing.assert_array_equal(piece['pitch'][:17], first_round['pitch'][sample])
 
 
@@ -220,8 +220,8 @@ def test_missing_or_incompatible_exports_are_refused(served, tmp_path, capsys):
   tf.saved_model.save(module, str(older))
   shutil.copytree(os.path.join(served['export'], 'assets'), older / 'assets', dirs_exist_ok=True)
   refused(older, 'its generate takes num_notes, temperature, top_k, top_p, seed where this '
-          'version passes num_notes, temperature, top_k, top_p, label_guidance, seed; export it '
-          'again')
+          'version passes num_notes, temperature, top_k, top_p, label_guidance, tempo, seed; '
+          'export it again')
   no_assets = tmp_path / 'no_assets'
   shutil.copytree(served['export'], no_assets)
   shutil.rmtree(no_assets / 'assets')
@@ -329,13 +329,19 @@ def test_sampling_holds_the_export_signatures_parameters_with_the_historical_def
   assert names == export_contract.GENERATE_PARAMETERS
   assert sampling_lib.Sampling() == sampling_lib.Sampling(
       num_notes=256, temperature=1.0, top_k=constants.PITCHES, top_p=1.0, label_guidance=1.0,
-      seed=0)
+      tempo=0.0, seed=0)
   sampling_lib.Sampling().check()
   for guidance in (-0.1, export_contract.MAX_LABEL_GUIDANCE + 0.5):
     with pytest.raises(failures.RejectionError, match='label-guidance must be in 0..10, got'):
       sampling_lib.Sampling(label_guidance=guidance).check()
   with pytest.raises(failures.RejectionError, match='seed must be in 0..2'):
     sampling_lib.Sampling(seed=export_contract.MAX_SEED + 1).check()
+  for tempo in (9.5, 400.5, float('nan'), -60.0):
+    with pytest.raises(failures.RejectionError, match=(
+        r"tempo must be 0 \(the prime's\) or in 10..400 quarter notes per minute, got")):
+      sampling_lib.Sampling(tempo=tempo).check()
+  for tempo in (0.0, 10.0, 400.0):
+    sampling_lib.Sampling(tempo=tempo).check()
 
 
 def sampling_flags(parser):
@@ -348,7 +354,7 @@ def sampling_flags(parser):
 def test_both_commands_take_the_same_sampling_flags_with_the_same_defaults():
   flags = sampling_flags(generate_lib.argument_parser())
   assert sorted(flags) == ['--label-guidance', '--num-notes', '--seed', '--temperature',
-                           '--top-k', '--top-p']
+                           '--tempo', '--top-k', '--top-p']
   assert sampling_flags(beam_generate.argument_parser()) == flags
   required = ['--model', 'm', '--out', 'o', '--manifest', 'r.jsonl']
   for parser, argv in ((generate_lib.argument_parser(), required[:4]),
@@ -358,10 +364,10 @@ def test_both_commands_take_the_same_sampling_flags_with_the_same_defaults():
         sampling_lib.Sampling())
     args, _ = parser.parse_known_args(argv + ['--num-notes', '9', '--temperature', '0.5',
                                               '--top-k', '7', '--top-p', '0.8', '--seed', '3',
-                                              '--label-guidance', '2.5'])
+                                              '--label-guidance', '2.5', '--tempo', '72'])
     assert config_tree.load(sampling_lib.Sampling, updates=config_tree.flag_updates(args)) == (
         sampling_lib.Sampling(num_notes=9, temperature=0.5, top_k=7, top_p=0.8,
-                              label_guidance=2.5, seed=3))
+                              label_guidance=2.5, tempo=72.0, seed=3))
     assert (args.program, args.prime_from) == (0, 0.0)
   args = generate_lib.argument_parser().parse_args(required[:4])
   assert (args.num_samples, args.seconds, args.prime, args.no_audio) == (4, None, None, False)
@@ -403,15 +409,21 @@ def listing(folder):
 INFO = {'window_length': WINDOW,
         'timing': {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}},
         'splits': {'train': {'pitch_histogram': [0] * 60 + [5] + [0] * 67}},
+        'metre': {'gridded_pieces': 1, 'gridded_notes': 40, 'quarter_seconds': 0.75,
+                  'bar_quarters': 3.0},
         'labels': labels_lib.vocabulary({'bach': {'train': 2}}, 1, 'composer')}
 
 
 def ladder_window(first_pitch, length=WINDOW):
-  """A prime window: ``length`` notes rising from ``first_pitch``, 0.25 s apart."""
+  """A prime window: ``length`` notes rising from ``first_pitch``, 0.25 s apart: eighth notes
+  at 120 quarter notes a minute in 4/4."""
   return {'pitch': np.arange(first_pitch, first_pitch + length, dtype=np.int8),
           'step': np.full(length, 0.25, np.float32),
           'duration': np.full(length, 0.25, np.float32),
-          'velocity': np.full(length, 80, np.int8)}
+          'velocity': np.full(length, 80, np.int8),
+          'quarter_seconds': np.full(length, 0.5, np.float32),
+          'bar_position': (np.arange(length) % 8 / 2).astype(np.float32),
+          'bar_quarters': np.full(length, 4.0, np.float32)}
 
 
 def inputs_and_reasons(records):
@@ -440,7 +452,7 @@ def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
 
 def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   assert requests_lib.FIELDS == ('name', 'prime', 'prime_from', 'num_notes', 'temperature',
-                                 'top_k', 'top_p', 'label_guidance', 'seed', 'seconds',
+                                 'top_k', 'top_p', 'label_guidance', 'tempo', 'seed', 'seconds',
                                  'program', 'label', 'composer')
   defaults = requests_lib.Request(name='', sampling=sampling_lib.Sampling(seed=4), program=40)
   request = requests_lib.parse_request(
@@ -456,11 +468,15 @@ def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   other_seed = requests_lib.parse_request('{"name": "b", "top_k": 5, "seed": 9}', defaults, '')
   assert other_seed.batch_key() == request.batch_key()
   timed = requests_lib.parse_request('{"name": "t", "top_k": 5, "seconds": 20}', defaults, '')
-  assert (timed.seconds, timed.batch_key()) == (20.0, '["seconds", 20.0, 1.0, 5, 1.0, 1.0]')
+  assert (timed.seconds, timed.batch_key()) == (20.0,
+                                                '["seconds", 20.0, 1.0, 5, 1.0, 1.0, 0.0]')
   # Guidance is a parameter of the whole call.
   guided = requests_lib.parse_request('{"name": "g", "top_k": 5, "label_guidance": 2}', defaults,
                                       '')
   assert guided.sampling.label_guidance == 2.0 and guided.batch_key() != request.batch_key()
+  # So is the tempo.
+  faster = requests_lib.parse_request('{"name": "f", "top_k": 5, "tempo": 90}', defaults, '')
+  assert faster.sampling.tempo == 90.0 and faster.batch_key() != request.batch_key()
   # A line's num_notes replaces a default length in seconds; a line gives one or the other.
   by_seconds = dataclasses.replace(defaults, seconds=30.0)
   assert requests_lib.parse_request('{"name": "n", "num_notes": 8}', by_seconds, '').seconds is None
@@ -507,12 +523,17 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
     beam_testing.assert_that(
         primed['primed'] | beam.MapTuple(lambda request, window: (
             request.name, window['pitch'].tolist(),
-            np.round(window['step'].astype(np.float64), 3).tolist())),
+            np.round(window['step'].astype(np.float64), 3).tolist(),
+            window['quarter_seconds'][0].item(), window['bar_position'].tolist())),
         beam_testing.equal_to([
-            ('start', list(range(40, 48)), [0.0] + [0.25] * 7),
-            ('late', list(range(44, 52)), [0.25] * 8),  # from the first onset at 1 s
-            ('neutral', [60] * 8, [0.2] * 8),
-            ('bach', list(range(40, 48)), [0.0] + [0.25] * 7)]), label='Primed')
+            ('start', list(range(40, 48)), [0.0] + [0.25] * 7, 0.5, [0, 0.5, 1, 1.5, 2, 2.5, 3,
+                                                                     3.5]),
+            # From the first onset at 1 s: the third beat of the bar.
+            ('late', list(range(44, 52)), [0.25] * 8, 0.5, [2, 2.5, 3, 3.5, 0, 0.5, 1, 1.5]),
+            # Downbeats at the training pieces' tempo.
+            ('neutral', [60] * 8, [0.2] * 8, 0.75, [0] * 8),
+            ('bach', list(range(40, 48)), [0.0] + [0.25] * 7, 0.5, [0, 0.5, 1, 1.5, 2, 2.5, 3,
+                                                                    3.5])]), label='Primed')
     beam_testing.assert_that(inputs_and_reasons(primed[beam_outputs.TAG]), beam_testing.equal_to([
         ('gone', 'prime_not_found'), ('text', 'not_midi'), ('short', 'prime_too_short'),
         ('mahler', 'unknown_label')]),

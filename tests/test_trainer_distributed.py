@@ -23,7 +23,7 @@ from trainer_fixtures import (
   task_command,
 )
 
-from partita import baselines
+from partita import baselines, constants
 from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
@@ -184,18 +184,17 @@ def test_mixed_precision_trains_and_exports_float32(dataset, tmp_path, precision
   export = tf.saved_model.load(os.path.join(model_dir, 'export'))
   with open(os.path.join(model_dir, 'export', 'assets', 'primes.json')) as f:
     primes = json.load(f)
+  windows = [tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
+             for name in constants.NOTE_FEATURES]
   out = export.generate(
-      tf.constant(primes['pitch'], tf.int32), tf.constant(primes['step'], tf.float32),
-      tf.constant(primes['duration'], tf.float32), tf.constant(primes['velocity'], tf.float32),
-      tf.constant(12), tf.constant(1.0), tf.constant(128), tf.constant(1.0), tf.constant(1.0),
-      tf.constant(3, tf.int64), tf.zeros([len(primes['pitch'])], tf.int32))
+      *windows, tf.constant(12), tf.constant(1.0), tf.constant(128), tf.constant(1.0),
+      tf.constant(1.0), tf.constant(0.0), tf.constant(3, tf.int64),
+      tf.zeros([len(primes['pitch'])], tf.int32))
   assert out['pitch'].dtype == tf.int32 and out['pitch'].shape == (4, 12)
   for name in ('step', 'duration', 'velocity'):
     assert out[name].dtype == tf.float32
     assert np.all(np.isfinite(out[name].numpy()))
-  next_note = export.predict_next(*[tf.constant(primes[name], dtype) for name, dtype in (
-      ('pitch', tf.int32), ('step', tf.float32), ('duration', tf.float32),
-      ('velocity', tf.float32))], *next_note_conditions(len(primes['pitch'])))
+  next_note = export.predict_next(*windows, *next_note_conditions(len(primes['pitch'])))
   for name, value in next_note.items():
     assert value.dtype == tf.float32, name
     assert np.all(np.isfinite(value.numpy())), name
@@ -247,7 +246,10 @@ def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tm
   info = dataset_lib.load_info(dataset)
   primes = {'pitch': np.full((2, 8), 60, np.int32), 'step': np.full((2, 8), 0.25, np.float32),
             'duration': np.full((2, 8), 0.5, np.float32),
-            'velocity': np.full((2, 8), 80.0, np.float32)}
+            'velocity': np.full((2, 8), 80.0, np.float32),
+            'quarter_seconds': np.full((2, 8), 0.5, np.float32),
+            'bar_position': np.tile(np.arange(8, dtype=np.float32) % 4 / 2, (2, 1)),
+            'bar_quarters': np.full((2, 8), 4.0, np.float32)}
   url = 'ram://exports/run1/export'
   tf.io.gfile.makedirs(url + '/stale')  # an earlier export's leftovers are replaced
   try:
@@ -257,8 +259,8 @@ def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tm
                                                             'primes.json']
     loaded = tf.saved_model.load(url)
     conditions = next_note_conditions(2)
-    out = loaded.predict_next(*[tf.constant(primes[name]) for name in
-                                ('pitch', 'step', 'duration', 'velocity')], *conditions)
+    out = loaded.predict_next(*[tf.constant(primes[name]) for name in constants.NOTE_FEATURES],
+                              *conditions)
     expected = model({**primes, 'label': np.zeros((2, 8), np.int32)},
                      dict(zip(('step', 'pitch', 'duration'), conditions[:3], strict=True)))
     np.testing.assert_allclose(out['pitch_logits'], expected['pitch'], atol=1e-5)
@@ -361,6 +363,9 @@ def synthetic_batches(count: int, batch_size: int = 16) -> tf.data.Dataset:
               'step': uniform([batch_size, WINDOW], 1, 0.0, 1.0),
               'duration': uniform([batch_size, WINDOW], 2, 0.0, 1.0),
               'velocity': tf.round(uniform([batch_size, WINDOW], 3, 1.0, 127.0)),
+              'quarter_seconds': uniform([batch_size, WINDOW], 8, 0.3, 0.7),
+              'bar_position': tf.floor(uniform([batch_size, WINDOW], 9, 0.0, 12.0)) / 4,
+              'bar_quarters': tf.fill([batch_size, WINDOW], 3.0),
               'label': tf.zeros([batch_size, WINDOW], tf.int32)}
     targets = {'pitch': tf.cast(uniform([batch_size], 4, 0, 128), tf.int32),
                'step': uniform([batch_size], 5, 0.0, 1.0),
@@ -500,9 +505,10 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
       results[strategy] = weights, losses, json.load(f)
   (weights, losses, metrics), (one_weights, one_losses, one_metrics) = (
       results['mirrored'], results['default'])
-  # The pitch and label embeddings 2, BiLSTM 6, LSTM 3, the four heads' two dense layers'
-  # kernels and biases 16, and the pitch memory's weights' kernel and bias 2.
-  assert len(weights) == len(one_weights) == 29
+  # The pitch, label, bar-position and beat-position embeddings 4, BiLSTM 6, LSTM 3, the four
+  # heads' two dense layers' kernels and biases 16, and the pitch memory's weights' kernel and
+  # bias 2.
+  assert len(weights) == len(one_weights) == 31
   for name, value in one_weights.items():
     np.testing.assert_allclose(weights[name], value, rtol=0, atol=1e-5, err_msg=name)
   assert sorted(losses) == sorted(one_losses) == [

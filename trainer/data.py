@@ -37,8 +37,9 @@ def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig,
   if config.tempo_stretch:
     scale = tf.random.stateless_uniform(shape, seed + 1, 1.0 - config.tempo_stretch,
                                         1.0 + config.tempo_stretch)[..., tf.newaxis]
-    windows = dict(windows, step=windows['step'] * scale,
-                   duration=windows['duration'] * scale)
+    # The tempo stretches with the times, so the notes keep their places in the bar.
+    windows = dict(windows, step=windows['step'] * scale, duration=windows['duration'] * scale,
+                   quarter_seconds=windows['quarter_seconds'] * scale)
   if config.label_dropout:
     # So that the one model also generates with no label: see partita.labels.
     dropped = tf.random.stateless_uniform(shape, seed + 2) < config.label_dropout

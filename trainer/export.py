@@ -89,10 +89,10 @@ class _Generator:
       return logits
     return self.ngrams.mix(logits, pitches, label)
 
-  def predict_next(self, pitch, step, duration, velocity, next_step, next_pitch, next_duration,
-                   label):
-    window = with_label({'pitch': pitch, 'step': step, 'duration': duration,
-                         'velocity': tf.cast(velocity, tf.float32)}, label)
+  def predict_next(self, pitch, step, duration, velocity, quarter_seconds, bar_position,
+                   bar_quarters, next_step, next_pitch, next_duration, label):
+    window = with_label(window_dict(pitch, step, duration, velocity, quarter_seconds,
+                                    bar_position, bar_quarters), label)
     outputs = self.model(window, {'step': next_step, 'pitch': next_pitch,
                                   'duration': next_duration}, training=False)
     result = {'pitch_logits': self.pitch_logits(outputs['pitch'],
@@ -115,8 +115,9 @@ class _Generator:
     hidden = self.model.state_vector(state)
     recent = self.model.state_recent(state)
     widths = [constants.PITCHES if part == 'pitch' else
-              timing_distribution.uniforms_per_draw(self.model.mixture_size)
+              timing_distribution.uniforms_per_draw(self.model.mixture_size(part))
               for part in self.model.parts]
+    rows = tf.shape(seeds)[0]
     uniforms = tf.split(row_uniforms(seeds, sum(widths)), widths, axis=-1)
     note = {}
     # What the heads see of the parts drawn so far: each drawn value once per half.
@@ -131,6 +132,9 @@ class _Generator:
         note[part] = _sample_pitch(distribution, temperature, top_k, top_p, uniform)
       else:
         note[part] = timing_distribution.sample(distribution, temperature, uniform)
+      if part == 'step' and self.model.metre != 'off':
+        note[part] = model_lib.step_onto_grid(note[part], recent['bar_position'][:rows],
+                                              recent['quarter_seconds'][:rows])
       if label_guidance is not None:
         seen[part] = tf.tile(note[part], [2])
     velocity = self.model.head('velocity', hidden, seen, recent)
@@ -139,9 +143,20 @@ class _Generator:
     note['velocity'] = _velocity(velocity)
     return note
 
-  def generate(self, pitch, step, duration, velocity, num_notes, temperature, top_k, top_p,
-               label_guidance, seed, label):
+  def next_metre(self, state, step):
+    """The metre features of a note ``step`` seconds after the last of ``state``: the same tempo
+    and bar length, the position advanced (``[batch]`` each; ``state`` may hold the pieces
+    twice, for guidance)."""
+    rows = tf.shape(step)[0]
+    last = {name: self.model.state_last(state, name)[:rows] for name in constants.METRE_FEATURES}
+    return {**last, 'bar_position': model_lib.advance_position(
+        last['bar_position'], step, last['quarter_seconds'], last['bar_quarters'])}
+
+  def generate(self, pitch, step, duration, velocity, quarter_seconds, bar_position, bar_quarters,
+               num_notes, temperature, top_k, top_p, label_guidance, tempo, seed, label):
     guidance_range = f'label_guidance must be in 0..{contract.MAX_LABEL_GUIDANCE:g}'
+    tempo_range = (f'tempo must be 0 (the prime\'s) or in '
+                   f'{contract.MIN_TEMPO:g}..{contract.MAX_TEMPO:g}')
     checks = [
         tf.debugging.assert_greater(temperature, 0.0, message='temperature must be > 0'),
         tf.debugging.assert_greater_equal(top_k, 1, message='top_k must be in 1..128'),
@@ -151,6 +166,9 @@ class _Generator:
         tf.debugging.assert_greater_equal(label_guidance, 0.0, message=guidance_range),
         tf.debugging.assert_less_equal(label_guidance, contract.MAX_LABEL_GUIDANCE,
                                        message=guidance_range),
+        tf.debugging.assert_equal(
+            (tempo == 0.0) | ((tempo >= contract.MIN_TEMPO) & (tempo <= contract.MAX_TEMPO)),
+            True, message=tempo_range),
         tf.debugging.assert_greater(num_notes, 0, message='num_notes must be > 0'),
         tf.debugging.assert_less_equal(
             num_notes, contract.MAX_GENERATED_NOTES,
@@ -161,8 +179,9 @@ class _Generator:
         tf.size(seeds), tf.shape(pitch)[0], message='seed must be a scalar or one per row'))
     checks += label_checks(label, tf.shape(pitch)[0], self.model.label_embedding.input_dim)
     with tf.control_dependencies(checks):
-      window = with_label({'pitch': tf.identity(pitch), 'step': step, 'duration': duration,
-                           'velocity': tf.cast(velocity, tf.float32)}, label)
+      window = with_label(at_tempo(window_dict(tf.identity(pitch), step, duration, velocity,
+                                               quarter_seconds, bar_position, bar_quarters),
+                                   tempo), label)
       seeds = tf.identity(seeds)
     # Guidance 1 is the labelled distribution itself: the plain loop, at half the cost.
     return tf.cond(
@@ -199,6 +218,7 @@ class _Generator:
       note_seeds = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(i, tf.int64))], axis=1)
       next_note = self.next_note(state, label, temperature, top_k, top_p, note_seeds,
                                  label_guidance)
+      next_note.update(self.next_metre(state, next_note['step']))
       generated = {name: generated[name].write(i, next_note[name]) for name in generated}
       if label_guidance is not None:  # both halves continue with the same note
         next_note = {name: tf.tile(values, [2]) for name, values in next_note.items()}
@@ -232,6 +252,25 @@ def guided(part: str, distribution, weight: tf.Tensor):
   return {name: move(values, log_space=name == 'scales') for name, values in distribution.items()}
 
 
+def window_dict(pitch, step, duration, velocity, quarter_seconds, bar_position,
+                bar_quarters) -> dict[str, tf.Tensor]:
+  """The exported functions' window arguments as the model's notes (velocity as float32)."""
+  return {'pitch': pitch, 'step': step, 'duration': duration,
+          'velocity': tf.cast(velocity, tf.float32), 'quarter_seconds': quarter_seconds,
+          'bar_position': bar_position, 'bar_quarters': bar_quarters}
+
+
+def at_tempo(window: dict[str, tf.Tensor], tempo: tf.Tensor) -> dict[str, tf.Tensor]:
+  """The window as played at ``tempo`` quarter notes per minute: every time and tempo of a row
+  scaled so that its last note's is ``60 / tempo`` seconds a quarter note. ``tempo`` 0, and a
+  row without a grid (its last ``quarter_seconds`` 0), keep theirs."""
+  last = window['quarter_seconds'][:, -1]
+  scaled = (tempo > 0) & (last > 0)
+  ratio = tf.where(scaled, 60.0 / tf.maximum(tempo, 1e-6) / tf.where(scaled, last, 1.0), 1.0)
+  return {**window, **{name: window[name] * ratio[:, None]
+                       for name in ('step', 'duration', 'quarter_seconds')}}
+
+
 def with_label(window: dict[str, tf.Tensor], label: tf.Tensor) -> dict[str, tf.Tensor]:
   """``[batch, window]`` notes and ``[batch]`` label ids -> the model's window, the label at
   every note."""
@@ -255,16 +294,14 @@ def _velocity(fraction: tf.Tensor) -> tf.Tensor:
 
 
 def _window_spec(window_length: int):
-  return [tf.TensorSpec([None, window_length], tf.int32, 'pitch'),
-          tf.TensorSpec([None, window_length], tf.float32, 'step'),
-          tf.TensorSpec([None, window_length], tf.float32, 'duration'),
-          tf.TensorSpec([None, window_length], tf.float32, 'velocity')]
+  return [tf.TensorSpec([None, window_length], tf.int32 if name == 'pitch' else tf.float32, name)
+          for name in constants.NOTE_FEATURES]
 
 
 def _generate_spec(window_length: int):
   scalars = [tf.TensorSpec([], dtype, name) for name, dtype in zip(
-      contract.GENERATE_PARAMETERS[:-1], (tf.int32, tf.float32, tf.int32, tf.float32, tf.float32),
-      strict=True)]
+      contract.GENERATE_PARAMETERS[:-1],
+      (tf.int32, tf.float32, tf.int32, tf.float32, tf.float32, tf.float32), strict=True)]
   # The seed: a scalar, or one per row (any shape here; row_seeds checks it).
   seed = tf.TensorSpec(None, tf.int64, contract.GENERATE_PARAMETERS[-1])
   return _window_spec(window_length) + scalars + [seed, _label_spec()]

@@ -43,7 +43,7 @@ from keras import layers
 import numpy as np
 import tensorflow as tf
 
-from partita import constants, contract, timing_bins
+from partita import constants, contract, metre, timing_bins
 from trainer import timing_distribution
 from trainer.config import ModelConfig
 
@@ -60,6 +60,17 @@ def note_parts(note_order: str) -> tuple[str, ...]:
 # per pitch class, tried beside them, lowered the likelihood a little more but made sampled
 # continuations loop on one or two pitch classes (BENCHMARKS.md, "Anchors and pitch memory").
 MEMORY_SPANS = (1, 2, 4, 8, 16, 32, 64)
+# Sizes of the embeddings of a note's position in its bar and in its beat (partita.metre).
+BAR_POSITION_EMBEDDING_DIM = 16
+BEAT_POSITION_EMBEDDING_DIM = 8
+# Positions in a beat (partita.metre.POSITIONS_PER_QUARTER of them) and in a bar, plus index 0
+# for a note without a grid.
+BEAT_POSITIONS = 1 + metre.POSITIONS_PER_QUARTER
+BAR_POSITIONS = 1 + metre.POSITIONS_PER_QUARTER * metre.MAX_BAR_QUARTERS
+# Onset positions are kept on multiples of 1/GRID_POINTS_PER_QUARTER quarter notes (32nd notes
+# and sixteenth triplets both are) when float arithmetic leaves them within POSITION_SNAP of one.
+GRID_POINTS_PER_QUARTER = 24
+POSITION_SNAP = 1e-3
 
 
 def log_time(seconds: tf.Tensor) -> tf.Tensor:
@@ -81,6 +92,15 @@ class NoteModel(keras.Model):
     self.components = config.timing_components
     self.anchors = config.timing_anchors
     self.memory = config.pitch_memory
+    self.metre = config.metre
+    if self.metre != 'off':
+      self.bar_position_embedding = layers.Embedding(BAR_POSITIONS, BAR_POSITION_EMBEDDING_DIM,
+                                                     name='bar_position_embedding')
+      self.beat_position_embedding = layers.Embedding(
+          BEAT_POSITIONS, BEAT_POSITION_EMBEDDING_DIM, name='beat_position_embedding')
+    # Components of each timing mixture at the metre's times (metre_anchors).
+    self.metre_anchors = {part: metre_anchor_count(part) if self.metre == 'full' else 0
+                          for part in timing_bins.TIMED_PARTS}
     # The notes a causal generation state keeps for recent().
     self.history = max(MEMORY_SPANS[-1], self.anchors)
     if self.memory:
@@ -102,7 +122,8 @@ class NoteModel(keras.Model):
     self.dropout = layers.Dropout(config.dropout)
     outputs = {'pitch': constants.PITCHES, 'velocity': 1,
                **{part: timing_distribution.parameter_count(
-                   self.components, chord=part == 'step', anchors=self.anchors)
+                   self.components, chord=part == 'step',
+                   anchors=self.anchors + self.metre_anchors[part])
                   for part in timing_bins.TIMED_PARTS}}
     for part, size in outputs.items():
       hidden = [layers.Dense(config.head_units, activation='relu', dtype='float32')
@@ -110,10 +131,10 @@ class NoteModel(keras.Model):
       setattr(self, f'{part}_head', keras.Sequential(
           hidden + [layers.Dense(size, dtype='float32')], name=f'{part}_head'))
 
-  @property
-  def mixture_size(self) -> int:
-    """Components of each timing mixture: the free ones, then the anchored ones."""
-    return self.components + self.anchors
+  def mixture_size(self, part: str) -> int:
+    """Components of ``part``'s timing mixture: the free ones, the ones anchored on the last
+    times, then the ones at the metre's times."""
+    return self.components + self.anchors + self.metre_anchors[part]
 
   def note_features(self, notes: dict[str, tf.Tensor]) -> tf.Tensor:
     """``[batch, time]`` notes -> ``[batch, time, features]``, what the recurrence reads."""
@@ -126,9 +147,25 @@ class NoteModel(keras.Model):
          log_time(notes['duration']), notes['velocity'] / constants.MAX_VELOCITY], axis=-1)
     embedded = self.pitch_embedding(notes['pitch'])
     features = [embedded, tf.cast(timing_features, embedded.dtype)]
+    if self.metre != 'off':
+      features += self.metre_features(notes, embedded.dtype)
     if self.label_at_input:
       features.append(self.label_embedding(notes[contract.LABEL_FEATURE]))
     return tf.concat(features, axis=-1)
+
+  def metre_features(self, notes: dict[str, tf.Tensor], dtype) -> list[tf.Tensor]:
+    """What the encoder reads of each note's metre: its position in the bar and in the beat
+    (embedded), whether it has a grid, its log tempo relative to 120 quarter notes per minute
+    and its bar's length in whole 4/4 bars (0 without a grid)."""
+    quarter_seconds = tf.cast(notes['quarter_seconds'], tf.float32)
+    gridded = tf.cast(quarter_seconds > 0, tf.float32)
+    bar_index, beat_index = position_indices(notes['bar_position'], quarter_seconds)
+    scalars = tf.stack([
+        gridded,
+        gridded * tf.math.log(tf.maximum(quarter_seconds, 1e-3) / metre.DEFAULT_QUARTER_SECONDS),
+        tf.cast(notes['bar_quarters'], tf.float32) / metre.DEFAULT_BAR_QUARTERS], axis=-1)
+    return [tf.cast(self.bar_position_embedding(bar_index), dtype),
+            tf.cast(self.beat_position_embedding(beat_index), dtype), tf.cast(scalars, dtype)]
 
   def with_label(self, hidden: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
     """The encoder's float32 vectors, with the label's embedding beside them when it enters at
@@ -170,7 +207,9 @@ class NoteModel(keras.Model):
     head weighs. A row per window of ``[batch, time]`` notes, after its last note; with
     ``every_position``, a row after every position, flattened to ``batch * time`` rows.
     ``notes``: pitch, step and duration as :func:`heard` gives them (pitch -1 and times 0 where
-    there is no note: a neutral prime, or a causal state's history before its first note)."""
+    there is no note: a neutral prime, or a causal state's history before its first note);
+    with the metre, ``quarter_seconds``, ``bar_position`` and ``bar_quarters`` of the last note
+    (``[rows]``), which the metre's anchors and the later heads' next position read."""
     recent = {}
     if self.anchors:
       for part in timing_bins.TIMED_PARTS:
@@ -182,6 +221,10 @@ class NoteModel(keras.Model):
           recent[part] = padded[:, -self.anchors:]
     if self.memory:
       recent['pitch_memory'] = pitch_memory(notes['pitch'], every_position)
+    if self.metre != 'off':
+      for name in constants.METRE_FEATURES:
+        values = tf.cast(notes[name], tf.float32)
+        recent[name] = tf.reshape(values, [-1]) if every_position else values[:, -1]
     return recent
 
   # Generation walks a state from note to note: the window itself for the BiLSTM, which reads
@@ -197,7 +240,7 @@ class NoteModel(keras.Model):
     notes = heard(window)
     history = {part: tf.pad(notes[part], [[0, 0], [padding, 0]],
                             constant_values=-1 if part == 'pitch' else 0)[:, -self.history:]
-               for part in ('pitch', *timing_bins.TIMED_PARTS)}
+               for part in notes}
     return {'hidden': hidden[:, -1], 'states': states, 'history': history}
 
   def state_vector(self, state) -> tf.Tensor:
@@ -207,6 +250,11 @@ class NoteModel(keras.Model):
   def state_recent(self, state) -> dict[str, tf.Tensor]:
     """:meth:`recent` after the last note of ``state``."""
     return self.recent(state['history'] if self.causal else heard(state))
+
+  def state_last(self, state, name: str) -> tf.Tensor:
+    """The ``[batch]`` value of feature ``name`` (one of ``constants.NOTE_FEATURES`` but the
+    velocity) at the last note of ``state``."""
+    return (state['history'] if self.causal else state)[name][:, -1]
 
   def state_pitches(self, state) -> tf.Tensor:
     """The ``[batch, time]`` pitches before the next note of ``state``, as :func:`heard` gives
@@ -224,16 +272,25 @@ class NoteModel(keras.Model):
                                axis=1) for part, values in state['history'].items()}
     return {'hidden': hidden[:, -1], 'states': states, 'history': history}
 
-  def part_features(self, part: str, value: tf.Tensor) -> tf.Tensor:
-    """What a later head sees of an earlier part's value (``[batch]`` -> ``[batch, n]``)."""
+  def part_features(self, part: str, value: tf.Tensor, recent: dict[str, tf.Tensor]) -> tf.Tensor:
+    """What a later head sees of an earlier part's value (``[batch]`` -> ``[batch, n]``): with
+    the metre, a step also says where in the beat the next onset falls (one-hot, of
+    :data:`BEAT_POSITIONS`) and whether on a downbeat."""
     if part == 'pitch':
       return tf.cast(self.pitch_embedding(value), tf.float32)
     # Under a mixed-precision policy Keras hands the call's float inputs over in 16 bits.
     value = tf.cast(value, tf.float32)
-    features = [log_time(value)]
+    features = [log_time(value)[:, None]]
     if part == 'step':
-      features.append(tf.cast(value < timing_bins.BIN_SECONDS / 2, tf.float32))  # a chord
-    return tf.stack(features, axis=-1)
+      features.append(tf.cast(value < timing_bins.BIN_SECONDS / 2, tf.float32)[:, None])  # chord
+      if self.metre != 'off':
+        position = advance_position(recent['bar_position'], value, recent['quarter_seconds'],
+                                    recent['bar_quarters'])
+        _, beat_index = position_indices(position, recent['quarter_seconds'])
+        downbeat = (recent['quarter_seconds'] > 0) & (position < 0.5 / GRID_POINTS_PER_QUARTER)
+        features += [tf.one_hot(beat_index, BEAT_POSITIONS),
+                     tf.cast(downbeat, tf.float32)[:, None]]
+    return tf.concat(features, axis=-1)
 
   def head(self, part: str, hidden: tf.Tensor, note: dict[str, tf.Tensor],
            recent: dict[str, tf.Tensor], training: bool = False):
@@ -246,8 +303,11 @@ class NoteModel(keras.Model):
     inputs = [hidden]
     if self.conditioned:
       earlier = self.parts if part == 'velocity' else self.parts[:self.parts.index(part)]
-      inputs += [self.part_features(name, note[name]) for name in earlier]
+      inputs += [self.part_features(name, note[name], recent) for name in earlier]
     anchors = recent[part] if self.anchors and part in timing_bins.TIMED_PARTS else None
+    if self.metre_anchors.get(part):
+      at_metre = metre_anchors(part, recent)
+      anchors = at_metre if anchors is None else tf.concat([anchors, at_metre], axis=-1)
     if anchors is not None:
       inputs.append(log_time(anchors))  # so the head knows which anchor is which time
     inputs = tf.concat(inputs, axis=-1)
@@ -287,11 +347,81 @@ class NoteModel(keras.Model):
 def heard(notes: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """Pitch, step and duration of ``[batch, time]`` notes as the heads' memory and anchors read
   them: a position of velocity ``constants.NO_NOTE_VELOCITY`` holds no note, pitch -1 and times
-  0 (a neutral prime's, which the heads would otherwise copy)."""
+  0 (a neutral prime's, which the heads would otherwise copy). The metre features pass as they
+  are: a neutral prime's carry the tempo and bar its continuation starts in."""
   sounding = notes['velocity'] != constants.NO_NOTE_VELOCITY
   return {'pitch': tf.where(sounding, notes['pitch'], tf.constant(-1, notes['pitch'].dtype)),
           **{part: tf.where(sounding, notes[part], tf.zeros_like(notes[part]))
-             for part in timing_bins.TIMED_PARTS}}
+             for part in timing_bins.TIMED_PARTS},
+          **{name: notes[name] for name in constants.METRE_FEATURES}}
+
+
+def position_indices(bar_position: tf.Tensor,
+                     quarter_seconds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Each onset's position in its bar (of :data:`BAR_POSITIONS`) and in its beat (of
+  :data:`BEAT_POSITIONS`), to the nearest 1/12 of a quarter note; 0 without a grid."""
+  gridded = tf.cast(quarter_seconds, tf.float32) > 0
+  ticks = tf.cast(tf.round(tf.cast(bar_position, tf.float32) * metre.POSITIONS_PER_QUARTER),
+                  tf.int32)
+  in_bar = 1 + tf.clip_by_value(ticks, 0, BAR_POSITIONS - 2)
+  in_beat = 1 + tf.math.floormod(ticks, metre.POSITIONS_PER_QUARTER)
+  return tf.where(gridded, in_bar, 0), tf.where(gridded, in_beat, 0)
+
+
+def advance_position(bar_position: tf.Tensor, step: tf.Tensor, quarter_seconds: tf.Tensor,
+                     bar_quarters: tf.Tensor) -> tf.Tensor:
+  """The bar position of an onset ``step`` seconds after one at ``bar_position``, at a constant
+  tempo (0 without a grid), kept on the 1/24-quarter grid within :data:`POSITION_SNAP`."""
+  gridded = quarter_seconds > 0
+  quarters = step / tf.where(gridded, quarter_seconds, 1.0)
+  position = tf.math.floormod(bar_position + quarters, tf.where(gridded, bar_quarters, 1.0))
+  nearest = tf.round(position * GRID_POINTS_PER_QUARTER) / GRID_POINTS_PER_QUARTER
+  position = tf.where(tf.abs(position - nearest) < POSITION_SNAP, nearest, position)
+  position = tf.where(position >= bar_quarters - POSITION_SNAP, 0.0, position)
+  return tf.where(gridded, position, 0.0)
+
+
+def step_onto_grid(step: tf.Tensor, bar_position: tf.Tensor,
+                   quarter_seconds: tf.Tensor) -> tf.Tensor:
+  """A sampled step (seconds) moved so that the onset lands on the nearest point of the
+  1/24-quarter grid (on which 32nd notes and sixteenth triplets fall) after an onset at
+  ``bar_position``, at least one point later; a chord's 0 and a row without a grid
+  (``quarter_seconds`` 0) keep theirs. The grid of a score is what its onsets sit on; a sampled
+  time that misses it by a few milliseconds would take every later onset off it."""
+  gridded = (quarter_seconds > 0) & (step >= timing_bins.BIN_SECONDS / 2)
+  quarters = step / tf.where(gridded, quarter_seconds, 1.0)
+  target = tf.round((bar_position + quarters) * GRID_POINTS_PER_QUARTER)
+  start = tf.round(bar_position * GRID_POINTS_PER_QUARTER)
+  # From the grid point nearest the last onset, which is itself on the grid but for a prime's.
+  points = tf.maximum(target - start, 1.0)
+  on_grid = (start + points) / GRID_POINTS_PER_QUARTER - bar_position
+  return tf.where(gridded, on_grid * quarter_seconds, step)
+
+
+def metre_anchor_count(part: str) -> int:
+  """How many components of ``part``'s mixture :func:`metre_anchors` places."""
+  count = len(metre.NOTE_VALUES)
+  return count + len(metre.SUBDIVISIONS) + 1 if part == 'step' else count
+
+
+def metre_anchors(part: str, recent: dict[str, tf.Tensor]) -> tf.Tensor:
+  """``[rows, metre_anchor_count(part)]`` times (seconds) at which ``part``'s mixture gets a
+  component of its own, at the tempo of the last note (``recent``): each of
+  ``partita.metre.NOTE_VALUES``, and for the step the time to the next point of each of
+  ``metre.SUBDIVISIONS`` and to the next downbeat, from the last onset's place in its bar. All
+  0 (absent components) without a grid. The recent steps anchor repetition; these anchor the
+  pulse, whatever was played last."""
+  quarter_seconds = recent['quarter_seconds'][:, None]
+  quarters = tf.tile(tf.constant([metre.NOTE_VALUES], tf.float32),
+                     [tf.shape(quarter_seconds)[0], 1])
+  if part == 'step':
+    position = recent['bar_position'][:, None]
+    subdivisions = tf.constant([metre.SUBDIVISIONS], tf.float32)
+    # The next grid point strictly after the position, whatever float rounding left there.
+    next_point = (tf.floor(position / subdivisions + POSITION_SNAP) + 1) * subdivisions
+    quarters = tf.concat([quarters, next_point - position,
+                          recent['bar_quarters'][:, None] - position], axis=-1)
+  return quarters * quarter_seconds
 
 
 def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
@@ -340,7 +470,7 @@ def build_model(config: ModelConfig, window_length: int, timing: dict,
   model = NoteModel(config, timing, num_labels)
   window = {'pitch': tf.zeros([1, window_length], tf.int32),
             contract.LABEL_FEATURE: tf.zeros([1, window_length], tf.int32),
-            **{name: tf.zeros([1, window_length]) for name in ('step', 'duration', 'velocity')}}
+            **{name: tf.zeros([1, window_length]) for name in constants.NOTE_FEATURES[1:]}}
   model(window, {'pitch': tf.zeros([1], tf.int32), 'step': tf.zeros([1]),
                  'duration': tf.zeros([1])})
   return model
