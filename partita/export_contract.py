@@ -36,7 +36,7 @@ windows, scalar sampling parameters, int64 seeds and ``[batch]`` int32 label ids
 note features ``[batch, num_notes]``, the whole sampling loop running inside the graph: every
 part of each note is sampled, in the model's order, at ``temperature`` (top-k and top-p cut the
 pitch only); a sampled step or duration is at most ``timing_bins.LONGEST_SECONDS`` (30 s, the
-likelihood grid's last bin). In a row with a grid (unless ``model.metre`` is off) each sampled
+likelihood grid's last bin). In a row with a grid (unless ``model.metre`` is none) each sampled
 step is moved onto the 1/24-quarter grid after the last onset, and the generated notes' metre
 continues the prime's: its tempo and bar length, the position advanced by each step. ``tempo``
 (quarter notes per minute, :data:`MIN_TEMPO` to :data:`MAX_TEMPO`; 0 keeps the prime's) first

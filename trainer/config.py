@@ -31,7 +31,7 @@ NoteOrder = typing.Literal['step_pitch_duration', 'pitch_step_duration', 'step_d
                            'independent']
 
 Encoder = typing.Literal['bilstm', 'causal']
-Metre = typing.Literal['full', 'inputs', 'off']
+Metre = typing.Literal['full', 'inputs', 'none']
 LabelConditioning = typing.Literal['input', 'heads']
 
 
@@ -55,7 +55,7 @@ class ModelConfig:
   # inputs: the encoder reads each note's position in its bar and beat, the tempo and the bar's
   # length, the later heads the next onset's position in the beat, and generation moves each
   # sampled step onto the grid; full: also components of the timing mixtures at note values and
-  # at the next grid points at the current tempo (trainer/model.py); off: none of it (the model
+  # at the next grid points at the current tempo (trainer/model.py); none: none of it (the model
   # as it was before the metre).
   metre: Metre = 'full'
   # Whether the pitch head also weighs how often each pitch sounded in the last 1 to 64 notes

@@ -132,7 +132,7 @@ class _Generator:
         note[part] = _sample_pitch(distribution, temperature, top_k, top_p, uniform)
       else:
         note[part] = timing_distribution.sample(distribution, temperature, uniform)
-      if part == 'step' and self.model.metre != 'off':
+      if part == 'step' and self.model.metre != 'none':
         note[part] = model_lib.step_onto_grid(note[part], recent['bar_position'][:rows],
                                               recent['quarter_seconds'][:rows])
       if label_guidance is not None:

@@ -93,7 +93,7 @@ class NoteModel(keras.Model):
     self.anchors = config.timing_anchors
     self.memory = config.pitch_memory
     self.metre = config.metre
-    if self.metre != 'off':
+    if self.metre != 'none':
       self.bar_position_embedding = layers.Embedding(BAR_POSITIONS, BAR_POSITION_EMBEDDING_DIM,
                                                      name='bar_position_embedding')
       self.beat_position_embedding = layers.Embedding(
@@ -147,7 +147,7 @@ class NoteModel(keras.Model):
          log_time(notes['duration']), notes['velocity'] / constants.MAX_VELOCITY], axis=-1)
     embedded = self.pitch_embedding(notes['pitch'])
     features = [embedded, tf.cast(timing_features, embedded.dtype)]
-    if self.metre != 'off':
+    if self.metre != 'none':
       features += self.metre_features(notes, embedded.dtype)
     if self.label_at_input:
       features.append(self.label_embedding(notes[contract.LABEL_FEATURE]))
@@ -221,7 +221,7 @@ class NoteModel(keras.Model):
           recent[part] = padded[:, -self.anchors:]
     if self.memory:
       recent['pitch_memory'] = pitch_memory(notes['pitch'], every_position)
-    if self.metre != 'off':
+    if self.metre != 'none':
       for name in constants.METRE_FEATURES:
         values = tf.cast(notes[name], tf.float32)
         recent[name] = tf.reshape(values, [-1]) if every_position else values[:, -1]
@@ -283,7 +283,7 @@ class NoteModel(keras.Model):
     features = [log_time(value)[:, None]]
     if part == 'step':
       features.append(tf.cast(value < timing_bins.BIN_SECONDS / 2, tf.float32)[:, None])  # chord
-      if self.metre != 'off':
+      if self.metre != 'none':
         position = advance_position(recent['bar_position'], value, recent['quarter_seconds'],
                                     recent['bar_quarters'])
         _, beat_index = position_indices(position, recent['quarter_seconds'])
