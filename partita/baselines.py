@@ -14,6 +14,10 @@ scored on (the last pitches of each window are the context) and sampled from the
 :func:`score_pitches` turns probabilities (or the model's log-probabilities) into per-note NLL
 and top-k hits with one tie rule for every model.
 
+An n-gram's tables are keyed by :func:`encode` (one int64 per k-gram, :data:`KEY_BASE` digits);
+:func:`append_symbol`, :func:`last_symbol`, :func:`context_of` and :func:`with_leading` read and
+extend those keys, so that ``trainer.pitch_ngram`` builds its TensorFlow tables from them.
+
 The timing baselines score a note's ``step`` (seconds since the previous onset) or ``duration``
 as the probability of the 10 ms bin of :mod:`partita.timing_bins` holding it, as the model is
 scored: ``log_prob`` returns natural-log probabilities of each value's bin, each distribution
@@ -36,17 +40,41 @@ from partita import constants, timing_bins
 # of an n-gram (Kneser-Ney's continuation counts), so an n-gram seen only at a piece's start
 # still has one.
 _START = constants.PITCHES
+# The digits of a key: a k-gram (or a context) is one int64, the base-KEY_BASE number whose
+# digits are its symbols (pitches and the start symbol, 0..128), oldest first, so that sorting
+# keys groups the k-grams of one context together. trainer.pitch_ngram looks the same keys up
+# in TensorFlow, with a label id as one more leading digit.
+KEY_BASE = constants.PITCHES + 1
 # Keys of order-7 n-grams take 49 of an int64's 63 bits, which leaves room for a label id.
 MAX_ORDER = 7
 
 
-def _encode(grams: np.ndarray) -> np.ndarray:
-  """Rows of ``k`` symbols (pitches or the start symbol, 0..128) -> one int64 key each, the
-  digits of a base-129 number: sorting keys groups the k-grams of one context together."""
+def append_symbol(keys, symbols):
+  """Keys extended by one newer symbol each; numpy arrays or TensorFlow tensors of int64."""
+  return keys * KEY_BASE + symbols
+
+
+def encode(grams: np.ndarray) -> np.ndarray:
+  """Rows of ``k`` symbols, oldest first -> one int64 key each."""
   keys = np.zeros(len(grams), dtype=np.int64)
   for column in range(grams.shape[1]):
-    keys = keys * (constants.PITCHES + 1) + grams[:, column]
+    keys = append_symbol(keys, grams[:, column])
   return keys
+
+
+def last_symbol(keys: np.ndarray) -> np.ndarray:
+  """Each k-gram's newest symbol: the pitch it predicts."""
+  return keys % KEY_BASE
+
+
+def context_of(keys: np.ndarray) -> np.ndarray:
+  """Each k-gram's context: its key without the newest symbol."""
+  return keys // KEY_BASE
+
+
+def with_leading(keys: np.ndarray, digit: int, width: int) -> np.ndarray:
+  """Keys of ``width`` symbols with ``digit`` (a label id) as one more, oldest digit."""
+  return np.int64(digit) * np.int64(KEY_BASE) ** width + keys
 
 
 def _grams(sequence: np.ndarray, k: int) -> np.ndarray:
@@ -69,8 +97,7 @@ class Level:
     self.keys = keys
     self.counts = counts
     self.discount = discount
-    context_of = keys // (constants.PITCHES + 1)
-    self.context_keys, self.first = np.unique(context_of, return_index=True)
+    self.context_keys, self.first = np.unique(context_of(keys), return_index=True)
     self.totals = np.add.reduceat(counts, self.first) if len(keys) else np.zeros(0)
     self.types = np.diff(np.append(self.first, len(keys)))
 
@@ -129,11 +156,11 @@ class NGram:
       # The (k+1)-grams of the padded sequence: a predecessor, then a k-gram ending at index
       # k - 1 + row of the sequence; keep those ending at first_target or later.
       windows = [_grams(s, k + 1)[max(first_target - k + 1, 0):] for s in padded]
-      pairs = _encode(np.concatenate(windows) if windows else np.zeros((0, k + 1), int))
+      pairs = encode(np.concatenate(windows) if windows else np.zeros((0, k + 1), int))
       if k == order:  # raw counts
-        keys, counts = np.unique(pairs % (constants.PITCHES + 1) ** k, return_counts=True)
+        keys, counts = np.unique(pairs % KEY_BASE ** k, return_counts=True)
       else:  # continuation counts: distinct predecessors per k-gram
-        keys, counts = np.unique(np.unique(pairs) % (constants.PITCHES + 1) ** k,
+        keys, counts = np.unique(np.unique(pairs) % KEY_BASE ** k,
                                  return_counts=True)
       counts = counts.astype(np.float64)
       levels.append(Level(keys, counts, _discount(counts)))
@@ -148,7 +175,7 @@ class NGram:
     probs = np.full((queries, constants.PITCHES), 1.0 / constants.PITCHES)
     for k, level in enumerate(self.levels, start=1):
       history = contexts[:, contexts.shape[1] - (k - 1):]
-      context_key = _encode(history)
+      context_key = encode(history)
       where = np.minimum(np.searchsorted(level.context_keys, context_key),
                          max(len(level.context_keys) - 1, 0))
       seen = (level.context_keys[where] == context_key if len(level.context_keys)
@@ -162,7 +189,7 @@ class NGram:
       row_of_entry = np.repeat(rows, lengths)
       entry = (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
                + np.repeat(level.first[index], lengths))
-      pitch = level.keys[entry] % (constants.PITCHES + 1)
+      pitch = last_symbol(level.keys[entry])
       probs[row_of_entry, pitch] += (np.maximum(level.counts[entry] - level.discount, 0.0)
                                      / np.repeat(total, lengths))
     return probs

@@ -66,6 +66,21 @@ def test_higher_order_learns_a_deterministic_cycle():
   assert probs.argmax() == 72 and probs[72] > 0.95
 
 
+def test_keys_are_base_129_numbers_of_the_symbols_oldest_first():
+  keys = baselines.encode(np.array([[60, 62], [128, 0]]))
+  np.testing.assert_array_equal(keys, [60 * 129 + 62, 128 * 129])
+  np.testing.assert_array_equal(baselines.last_symbol(keys), [62, 0])
+  np.testing.assert_array_equal(baselines.context_of(keys), [60, 128])
+  np.testing.assert_array_equal(baselines.append_symbol(keys, np.array([1, 2])),
+                                baselines.encode(np.array([[60, 62, 1], [128, 0, 2]])))
+  # A label id as one more leading digit.
+  np.testing.assert_array_equal(baselines.with_leading(keys, 3, width=2),
+                                3 * 129**2 + keys)
+  # The n-gram's tables hold these keys: the bigram (60, 62) of PIECE.
+  level = baselines.NGram.fit([PIECE], order=2).levels[1]
+  assert keys[0] in level.keys
+
+
 def test_repeat_previous_fits_the_change_rate():
   model = baselines.RepeatPrevious.fit([np.array([60, 60, 62, 62, 62]), np.array([50, 51])])
   assert model.eps == pytest.approx(2 / 5)  # changes 60->62 and 50->51 in 5 transitions

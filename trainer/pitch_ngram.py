@@ -22,7 +22,9 @@ deserves.
 
 :class:`PitchNGrams` computes the n-grams in TensorFlow (graph and XLA) from the arrays of
 ``NGram``, every label's in one sorted table per order with the label id as the key's leading
-digit, so a batch of rows with different labels is one look-up per order.
+digit, so a batch of rows with different labels is one look-up per order. :func:`fit_mixture`
+is what the trainer calls after training: the n-grams of the training split, their weights
+chosen with the trained network on the validation windows.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 import dataclasses
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from partita import baselines, constants
+from partita import baselines, constants, contract
+from partita import dataset as dataset_lib
 from partita import labels as labels_lib
+from trainer import model as model_lib
 
-# A key's digits: pitches and the start symbol of partita.baselines (0..128).
-BASE = constants.PITCHES + 1
 # The grid the two weights are chosen on. Neither 0 nor 1: the mixture keeps every pitch's
 # probability above 0 whatever the network's softmax underflows to (the n-grams' never does).
 WEIGHT_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -95,7 +98,7 @@ class PitchNGrams(tf.Module):
   TensorFlow variables (saved with an export) and functions.
 
   Order ``k``'s table holds, for every id, ``NGram``'s level-``k`` arrays: the contexts, with
-  the id as the leading digit of each key (``id * BASE**(k-1) + context``; each id's sort below
+  the id as the leading digit of each key (``baselines.with_leading``; each id's sort below
   the next id's, so the concatenation stays sorted), their totals, types and first k-gram, and
   the k-grams' last pitches and counts in key order. A look-up is one binary search per row
   for the context, then its k-grams, which lie together, read in one contiguous slice.
@@ -107,7 +110,7 @@ class PitchNGrams(tf.Module):
     if len(orders) != 1:
       raise ValueError(f'the n-grams have different orders: {sorted(orders)}')
     self.order = orders.pop()
-    if num_labels * float(BASE) ** (self.order - 1) >= 2**63:
+    if num_labels * float(baselines.KEY_BASE) ** (self.order - 1) >= 2**63:
       raise ValueError(f'{num_labels} labels of order-{self.order} contexts overflow int64')
     if labels_lib.UNCONDITIONAL_ID not in models:
       raise ValueError('the n-gram of every piece (the unconditional id) is missing')
@@ -124,7 +127,8 @@ class PitchNGrams(tf.Module):
           'totals': _fixed(np.concatenate([level.totals for level in levels.values()])),
           'types': _fixed(np.concatenate([level.types for level in levels.values()])),
           # The k-grams' last pitch and count, in key order: a context's are contiguous.
-          'pitches': _fixed(np.concatenate([level.keys % BASE for level in levels.values()]),
+          'pitches': _fixed(np.concatenate([baselines.last_symbol(level.keys)
+                                         for level in levels.values()]),
                             np.int32),
           'counts': _fixed(np.concatenate([level.counts for level in levels.values()]),
                            np.float32),
@@ -160,7 +164,7 @@ class PitchNGrams(tf.Module):
       history = pitches[:, tf.shape(pitches)[1] - (k - 1):]
       context = label
       for column in range(k - 1):
-        context = context * BASE + history[:, column]
+        context = baselines.append_symbol(context, history[:, column])
       where, seen = _find(table['context_keys'], context)
       seen = seen & tf.reduce_all(history >= 0, axis=1)
       total = tf.where(seen, tf.gather(table['totals'], where), 1.0)
@@ -194,6 +198,46 @@ class PitchNGrams(tf.Module):
                    tf.float32)
 
 
+def fit_mixture(model: keras.Model, data_dir: str, info: dict,
+                validation_data: tf.data.Dataset, order: int) -> tuple[PitchNGrams, dict]:
+  """The n-grams of the training split's pitches (:func:`fit`), their mixture's weights chosen
+  on ``validation_data`` with the trained ``model`` (:func:`fit_weights`): (:class:`PitchNGrams`,
+  a dict of the order, the weights and the validation pitch NLL of the network alone)."""
+  pitches_by_label = {}
+  for chunk in dataset_lib.read_chunks(data_dir, info, 'train', info['labels']):
+    pitches_by_label.setdefault(int(chunk[contract.LABEL_FEATURE]), []).append(chunk['pitch'])
+  ngrams = PitchNGrams(
+      fit(pitches_by_label, order, first_target=info['window_length']),
+      len(info['labels']['vocabulary']))
+
+  @tf.function
+  def probabilities(inputs, targets):
+    """Each window's true next pitch's probability under every part of the mixture."""
+    label = inputs[contract.LABEL_FEATURE][:, -1]
+    unconditional_id = tf.fill(tf.shape(label), labels_lib.UNCONDITIONAL_ID)
+    unconditional = {**inputs, contract.LABEL_FEATURE: tf.fill(
+        tf.shape(inputs[contract.LABEL_FEATURE]), labels_lib.UNCONDITIONAL_ID)}
+    pitches = model_lib.heard(inputs)['pitch']
+    parts = (tf.nn.softmax(tf.cast(model(inputs, targets)['pitch'], tf.float64)),
+             tf.nn.softmax(tf.cast(model(unconditional, targets)['pitch'], tf.float64)),
+             ngrams.probabilities(pitches, unconditional_id),
+             ngrams.probabilities(pitches, label))
+    return [tf.gather(part, targets['pitch'], batch_dims=1) for part in parts], label
+
+  found = []
+  for inputs, targets in validation_data:
+    parts, label = probabilities(inputs, targets)
+    found.append([part.numpy() for part in parts] + [ngrams.has_own[label.numpy()]])
+  columns = [np.concatenate(column) for column in zip(*found, strict=True)]
+  weights = fit_weights(*columns)
+  ngrams.set_weights(weights)
+  result = {'order': order, **dataclasses.asdict(weights),
+            'validation_pitch_nll_network': float(-np.log(columns[0]).mean())}
+  print('pitch n-grams mixed in: ' + ', '.join(f'{name} {value:g}'
+                                               for name, value in result.items()), flush=True)
+  return ngrams, result
+
+
 def _fixed(values: np.ndarray, dtype=np.float64) -> tf.Variable:
   """A variable that an export saves and nothing trains."""
   return tf.Variable(np.asarray(values, dtype), trainable=False)
@@ -202,7 +246,7 @@ def _fixed(values: np.ndarray, dtype=np.float64) -> tf.Variable:
 def _prefixed(levels: dict[int, baselines.Level], field: str, width: int) -> np.ndarray:
   """Every id's ``field`` keys of ``width`` digits with the id as one more leading digit,
   concatenated in id order (so still sorted)."""
-  return np.concatenate([np.int64(i) * np.int64(BASE) ** width + getattr(level, field)
+  return np.concatenate([baselines.with_leading(getattr(level, field), i, width)
                          for i, level in levels.items()])
 
 

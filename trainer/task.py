@@ -36,7 +36,6 @@ import tensorflow as tf
 
 from partita import baselines, constants, contract
 from partita import dataset as dataset_lib
-from partita import labels as labels_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import distribute, pitch_ngram, train_loop
@@ -111,46 +110,6 @@ def first_windows(dataset: tf.data.Dataset, count: int) -> dict[str, np.ndarray]
   return {name: inputs[name].numpy() for name in constants.NOTE_FEATURES}
 
 
-def fit_pitch_ngrams(model: keras.Model, data_dir: str, info: dict,
-                     validation_data: tf.data.Dataset, order: int) -> tuple:
-  """The n-grams of the training split's pitches (``trainer.pitch_ngram``), their mixture's
-  weights chosen on ``validation_data`` with the trained ``model``: (``PitchNGrams``, a dict
-  of the order, the weights and the validation pitch NLL of the network alone)."""
-  pitches_by_label = {}
-  for chunk in dataset_lib.read_chunks(data_dir, info, 'train', info['labels']):
-    pitches_by_label.setdefault(int(chunk[contract.LABEL_FEATURE]), []).append(chunk['pitch'])
-  ngrams = pitch_ngram.PitchNGrams(
-      pitch_ngram.fit(pitches_by_label, order, first_target=info['window_length']),
-      len(info['labels']['vocabulary']))
-
-  @tf.function
-  def probabilities(inputs, targets):
-    """Each window's true next pitch's probability under every part of the mixture."""
-    label = inputs[contract.LABEL_FEATURE][:, -1]
-    unconditional_id = tf.fill(tf.shape(label), labels_lib.UNCONDITIONAL_ID)
-    unconditional = {**inputs, contract.LABEL_FEATURE: tf.fill(
-        tf.shape(inputs[contract.LABEL_FEATURE]), labels_lib.UNCONDITIONAL_ID)}
-    pitches = model_lib.heard(inputs)['pitch']
-    parts = (tf.nn.softmax(tf.cast(model(inputs, targets)['pitch'], tf.float64)),
-             tf.nn.softmax(tf.cast(model(unconditional, targets)['pitch'], tf.float64)),
-             ngrams.probabilities(pitches, unconditional_id),
-             ngrams.probabilities(pitches, label))
-    return [tf.gather(part, targets['pitch'], batch_dims=1) for part in parts], label
-
-  found = []
-  for inputs, targets in validation_data:
-    parts, label = probabilities(inputs, targets)
-    found.append([part.numpy() for part in parts] + [ngrams.has_own[label.numpy()]])
-  columns = [np.concatenate(column) for column in zip(*found, strict=True)]
-  weights = pitch_ngram.fit_weights(*columns)
-  ngrams.set_weights(weights)
-  result = {'order': order, **dataclasses.asdict(weights),
-            'validation_pitch_nll_network': float(-np.log(columns[0]).mean())}
-  print('pitch n-grams mixed in: ' + ', '.join(f'{name} {value:g}'
-                                               for name, value in result.items()), flush=True)
-  return ngrams, result
-
-
 def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
   """``model.ngram_order``, refused before training if the n-grams cannot have it (their
   context, ``order - 1`` pitches, must fit in a window)."""
@@ -200,7 +159,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
     steps = train_loop.run(trainer, train_data, validation_data, dirs.checkpoints, dirs.logs,
                            chief, config.train)
 
-    ngrams, ngram_metrics = (fit_pitch_ngrams(model, data_dir, info, validation_data, order)
+    ngrams, ngram_metrics = (pitch_ngram.fit_mixture(model, data_dir, info, validation_data, order)
                              if order else (None, None))
     metrics = dict(evaluation_metrics(model, validation_data, config.model, ngrams),
                    steps=steps)
