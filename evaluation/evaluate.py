@@ -7,9 +7,10 @@ r"""Evaluate an export on the test split against baselines fitted in the same ru
 each test piece is a target exactly once), each head given the true parts of the note before
 its own: pitch NLL (nats/note), top-1 and top-5 accuracy, and the NLL of the step and of the
 duration on the 10 ms grid of ``partita.timing_bins`` (the log-probability of the bin holding
-the true time), and the note NLL, the sum of the three. The baselines score the very same
-targets, reading their context from the same windows (the last pitches, or the last step and
-duration, before the target), so every row of the table is a mean over the same notes:
+the true time), and the note NLL, the sum of the three (``trainer.metrics.note_scores``, under
+the names of ``metrics.json`` and TensorBoard). The baselines score the very same targets,
+reading their context from the same windows (the last pitches, or the last step and duration,
+before the target), so every row of the table is a mean over the same notes:
 
 * unigram and interpolated Kneser-Ney n-grams of orders 2 to 5 (``partita.baselines.NGram``),
 * repeat-the-previous-pitch (``RepeatPrevious``, its ``eps`` the training change rate),
@@ -74,6 +75,7 @@ from serving import generate as generate_lib
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
+from trainer import metrics as metrics_lib
 from trainer import timing_distribution
 
 NGRAM_ORDERS = (2, 3, 4, 5)
@@ -102,15 +104,13 @@ def fit_baselines(train_chunks: list[dict[str, np.ndarray]], window_length: int)
 
 def _model_scores(outputs: dict, targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The model's per-note scores from ``predict_next``'s outputs for the true notes."""
-  scores = baselines.score_pitches(baselines.log_softmax(outputs['pitch_logits'].numpy()),
-                                   targets['pitch'])
+  timing_nll = {}
   for part in timing_bins.TIMED_PARTS:
     parameters = {name[len(part) + 1:]: value for name, value in outputs.items()
                   if name.startswith(f'{part}_')}
     bins = tf.constant(timing_bins.to_bins(targets[part]), tf.int32)
-    scores[f'{part}_nll'] = -timing_distribution.log_bin_probability(parameters, bins).numpy()
-  scores['note_nll'] = scores['pitch_nll'] + scores['step_nll'] + scores['duration_nll']
-  return scores
+    timing_nll[part] = -timing_distribution.log_bin_probability(parameters, bins).numpy()
+  return metrics_lib.note_scores(outputs['pitch_logits'].numpy(), targets['pitch'], timing_nll)
 
 
 def likelihood(export, data_dir: str, info: dict, fitted: dict, by_label: bool,

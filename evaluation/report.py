@@ -36,10 +36,11 @@ SET_COLOURS = {'real': 'black', 'model': 'tab:red', 'n-gram': 'tab:blue'}
 # What each set's continuations are, on their piano rolls, players and links.
 SET_LABELS = {'real': 'real continuation', 'model': 'model continuation',
               'n-gram': 'n-gram continuation'}
-# TensorBoard tags of trainer.task drawn in the training-curves figure, one panel each.
-CURVE_PANELS = (('pitch NLL (nats/note)', ('pitch_loss',)),
-                ('pitch accuracy', ('pitch_accuracy', 'pitch_top5')),
-                ('timing NLL (nats/note, 10 ms grid)', ('step_loss', 'duration_loss')))
+# TensorBoard tags of trainer.task (trainer.metrics.TRAINING_METRICS) drawn in the
+# training-curves figure, one panel each.
+CURVE_PANELS = (('pitch NLL (nats/note)', ('pitch_nll',)),
+                ('pitch accuracy', ('pitch_accuracy', 'pitch_top5_accuracy')),
+                ('timing NLL (nats/note, 10 ms grid)', ('step_nll', 'duration_nll')))
 
 
 def headline_lines(results: dict) -> list[str]:
@@ -270,7 +271,7 @@ def _curves_figure(curves: dict, results: dict) -> figure_lib.Figure:
         if tag in curves.get(run, {}):
           steps, values = curves[run][tag]
           ax.plot(steps, values, style, markersize=3, label=f'{run} {tag}')
-    if tags == ('pitch_loss',):
+    if 'pitch_nll' in tags:
       best = results['best_ngram']
       ax.axhline(results['likelihood'][best]['pitch_nll'], color='tab:blue', linestyle='--',
                  label=f'{best} (test)')

@@ -493,6 +493,7 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
   """One training step's loss is the mean over every position's note; the export generates
   reproducibly, and over its many more notes than a window the carried state stays the whole
   sequence read at once."""
+  from trainer import metrics as metrics_lib  # noqa: PLC0415
   from trainer import train_loop  # noqa: PLC0415 (only this test builds a Trainer)
   model, config = causal_model()
   optimizer = train_loop.make_optimizer(config.train, 'float32', model.trainable_variables)
@@ -504,7 +505,7 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
   expected = model_lib.per_window_losses(model(window, following, every_position=True),
                                          following, config.model)['loss'].numpy().mean()
   sums = trainer.strategy.run(trainer.replica_step, args=(window, targets)).numpy()
-  assert sums[train_loop.METRICS.index('loss')] == pytest.approx(expected, rel=1e-5)
+  assert sums[metrics_lib.TRAINING_METRICS.index('loss')] == pytest.approx(expected, rel=1e-5)
 
   primes = notes_of(windows(seed=8, batch=4, label=0))
   export_dir = str(tmp_path / 'export')

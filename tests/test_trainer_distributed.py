@@ -23,12 +23,13 @@ from trainer_fixtures import (
   task_command,
 )
 
-from partita import baselines, constants
+from partita import constants
 from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import distribute, task, train_loop
 from trainer import export as export_lib
+from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 
 CHECKPOINT_STEP = 'step/.ATTRIBUTES/VARIABLE_VALUE'
@@ -221,22 +222,20 @@ def test_vertex_ai_dirs_take_the_export_checkpoints_and_logs(dataset, tmp_path, 
   train_scalars = read_scalars(os.path.join(vertex['tensorboard'], 'train'))
   validation_scalars = read_scalars(os.path.join(vertex['tensorboard'], 'validation'))
   # Per-head losses, pitch accuracy, learning rate and throughput, against the step.
-  for tag in ('loss', 'pitch_loss', 'step_loss', 'duration_loss', 'velocity_loss',
+  for tag in ('loss', 'pitch_nll', 'step_nll', 'duration_nll', 'velocity_loss',
               'pitch_accuracy', 'learning_rate', 'windows_per_second'):
     assert [step for step, _ in train_scalars[tag]] == [2, 4], tag
   assert train_scalars['learning_rate'][0][1] == pytest.approx(1e-3)
   assert all(value > 0 for _, value in train_scalars['windows_per_second'])
-  assert sorted(validation_scalars) == sorted(train_loop.METRICS)
-  for tag in train_loop.METRICS:
+  assert sorted(validation_scalars) == sorted(metrics_lib.TRAINING_METRICS)
+  for tag in metrics_lib.TRAINING_METRICS:
     assert [step for step, _ in validation_scalars[tag]] == [2, 4], tag
-  # The last validation and metrics.json are means over the same windows, by the same rule
-  # (the timing NLLs by the same TF code, the bins' log-probabilities).
+  # The last validation (distributed, in the loop) and metrics.json are means over the same
+  # windows, under the same names.
   with open(os.path.join(model_dir, 'metrics.json')) as f:
     metrics = json.load(f)
-  for tag, name in (('pitch_loss', 'pitch_nll'), ('pitch_accuracy', 'pitch_accuracy'),
-                    ('pitch_top5', 'pitch_top5_accuracy'), ('step_loss', 'step_nll'),
-                    ('duration_loss', 'duration_nll'), ('note_nll', 'note_nll')):
-    assert validation_scalars[tag][-1][1] == pytest.approx(metrics[name], rel=1e-5), tag
+  for name in metrics_lib.NOTE_METRICS:
+    assert validation_scalars[name][-1][1] == pytest.approx(metrics[name], rel=1e-5), name
 
 
 def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tmp_path):
@@ -313,8 +312,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_stops_at_the_planned_step(
   assert f'resuming from step {killed_at}' in lines[1]
   progress = [line for line in lines if line.startswith('step ')]
   for line in progress:
-    assert re.fullmatch(rf'step \d+/{total} loss=\d+\.\d{{4}} pitch_loss=\d\.\d{{4}} '
-                        r'val_pitch_accuracy=\d\.\d{4} val_pitch_loss=\d\.\d{4} '
+    assert re.fullmatch(rf'step \d+/{total} loss=\d+\.\d{{4}} pitch_nll=\d\.\d{{4}} '
+                        r'val_pitch_accuracy=\d\.\d{4} val_pitch_nll=\d\.\d{4} '
                         r'val_note_nll=\d+\.\d{4} \(\d+ windows/s\)', line), line
   steps = [int(line.split()[1].split('/')[0]) for line in progress]
   # The resumed run finishes the interrupted epoch, then validates every 50 steps.
@@ -396,9 +395,9 @@ def test_each_training_step_trains_on_the_next_batch_and_reports_its_metrics():
   dataset = synthetic_batches(3)
   batches = iter(strategy.experimental_distribute_dataset(dataset))
   for inputs, targets in dataset.take(2):
-    values = train_loop.window_metrics(trainer.model(inputs, targets, training=False), targets,
-                                       trainer.loss_weights)
-    expected = [np.mean(values[name]) for name in train_loop.METRICS]
+    values = metrics_lib.window_metrics(trainer.model(inputs, targets, training=False), targets,
+                                        trainer.loss_weights)
+    expected = [np.mean(values[name]) for name in metrics_lib.TRAINING_METRICS]
     before = trainer.model.get_weights()
     reported = trainer.train_steps(batches, tf.constant(1)).numpy()
     np.testing.assert_allclose(reported, expected, rtol=1e-6)
@@ -434,25 +433,6 @@ def test_each_variables_gradient_is_clipped_to_the_clipnorm_in_true_units():
                          ['train.clipnorm=0.5'])
   clipped = trainer.clip([tf.constant([12.0, 16.0]), tf.constant([1.2, 1.6])])
   np.testing.assert_allclose(np.stack(clipped), [[1.2, 1.6], [1.2, 1.6]], rtol=1e-6)
-
-
-def test_top_k_counts_ties_against_the_target_as_score_pitches_does():
-  rng = np.random.default_rng(0)
-  logits = rng.normal(size=(300, 128)).astype(np.float32)
-  targets = rng.integers(0, 128, 300)
-  rows = np.arange(300)
-  ranked = -np.sort(-logits, axis=1)
-  # The target alone above every other pitch, tied with the top pitch, tied with the 5th.
-  logits[rows[:100], targets[:100]] = ranked[:100, 0] + 1
-  logits[rows[100:200], targets[100:200]] = ranked[100:200, 0]
-  logits[rows[200:], targets[200:]] = ranked[200:, 4]
-  expected = baselines.score_pitches(baselines.log_softmax(logits), targets)
-  for k, name in ((1, 'pitch_accuracy'), (5, 'pitch_top5_accuracy')):
-    hits = train_loop.top_k_hits(tf.constant(logits), tf.constant(targets, tf.int32), k)
-    np.testing.assert_array_equal(hits.numpy(), expected[name])
-    # The ties matter: tf.math.in_top_k, which counts them for the target, finds more hits.
-    ties_for_target = tf.math.in_top_k(tf.constant(targets, tf.int32), logits, k).numpy()
-    assert ties_for_target.sum() > expected[name].sum() > 0
 
 
 MIRRORED_RUN = textwrap.dedent('''
@@ -500,7 +480,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
                if name.startswith(('model/', 'optimizer/_trainable_variables/'))}
     losses = {tag: values for tag, values in
               read_scalars(os.path.join(model_dir, 'logs', 'train')).items()
-              if tag.endswith('loss')}
+              if tag.endswith(('loss', 'nll'))}
     with open(os.path.join(model_dir, 'metrics.json')) as f:
       results[strategy] = weights, losses, json.load(f)
   (weights, losses, metrics), (one_weights, one_losses, one_metrics) = (
@@ -512,7 +492,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
   for name, value in one_weights.items():
     np.testing.assert_allclose(weights[name], value, rtol=0, atol=1e-5, err_msg=name)
   assert sorted(losses) == sorted(one_losses) == [
-      'duration_loss', 'loss', 'pitch_loss', 'step_loss', 'velocity_loss']
+      'duration_nll', 'loss', 'note_nll', 'pitch_nll', 'step_nll', 'velocity_loss']
   for tag, values in one_losses.items():
     assert [step for step, _ in losses[tag]] == [step for step, _ in values] == [2], tag
     np.testing.assert_allclose([v for _, v in losses[tag]], [v for _, v in values], rtol=1e-6,

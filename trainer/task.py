@@ -40,6 +40,7 @@ from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import distribute, pitch_ngram, train_loop
 from trainer import export as export_lib
+from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 
 
@@ -61,33 +62,23 @@ class OutputDirs:
 
 def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset,
                        config: config_lib.ModelConfig,
-                       ngrams: pitch_ngram.PitchNGrams | None = None) -> dict:
-  """Means over every window of ``dataset``: pitch NLL (nats/note), top-1 and top-5 accuracy,
-  step and duration NLL on the 10 ms grid and the note NLL, their sum with the pitch's. With
-  ``ngrams``, the pitch is the network's mixed with them, as the export predicts it.
-
-  The pitch metrics are ``partita.baselines.score_pitches``, as in ``evaluation.evaluate``'s
-  report, so they are the same metrics as the baselines'.
-  """
+                       ngrams: pitch_ngram.PitchNGrams | None = None) -> dict[str, float]:
+  """``trainer.metrics.NOTE_METRICS``, means over every window of ``dataset``. With ``ngrams``,
+  the pitch is the network's mixed with them, as the export predicts it."""
   @tf.function
   def scores(inputs, targets):
     outputs = model(inputs, targets, training=False)
-    losses = model_lib.per_window_losses(outputs, targets, config)
-    logits = outputs['pitch']
     if ngrams is not None:
-      logits = ngrams.mix(logits, model_lib.heard(inputs)['pitch'],
-                          inputs[contract.LABEL_FEATURE][:, -1])
-    return logits, losses['step_loss'], losses['duration_loss']
+      outputs = {**outputs, 'pitch': ngrams.mix(outputs['pitch'], model_lib.heard(inputs)['pitch'],
+                                                inputs[contract.LABEL_FEATURE][:, -1])}
+    values = metrics_lib.window_metrics(outputs, targets, config)
+    return {name: values[name] for name in metrics_lib.NOTE_METRICS}
 
-  sums, count = {}, 0
+  sums, count = dict.fromkeys(metrics_lib.NOTE_METRICS, 0.0), 0
   for inputs, targets in dataset:
-    logits, step_nll, duration_nll = (value.numpy() for value in scores(inputs, targets))
-    values = {**baselines.score_pitches(baselines.log_softmax(logits), targets['pitch'].numpy()),
-              'step_nll': step_nll, 'duration_nll': duration_nll}
-    values['note_nll'] = values['pitch_nll'] + step_nll + duration_nll
-    for name, value in values.items():
-      sums[name] = sums.get(name, 0.0) + float(np.sum(value, dtype=np.float64))
-    count += len(logits)
+    for name, values in scores(inputs, targets).items():
+      sums[name] += float(np.sum(values.numpy(), dtype=np.float64))
+    count += len(targets['pitch'])
   return {name: total / count for name, total in sums.items()}
 
 

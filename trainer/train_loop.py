@@ -7,6 +7,10 @@ replicas of 8 windows take the very step one replica of 16 takes, on any strateg
 steps run in one call (a ``tf.range`` loop in the graph) between the points where Python has
 something to do: a checkpoint every ``train.checkpoint_steps`` steps, and validation, console
 and TensorBoard every ``train.steps_per_epoch`` steps and after the last.
+
+Steps and validation compute ``trainer.metrics.TRAINING_METRICS`` (``window_metrics``); the
+console and TensorBoard show them under those names, the same in ``logs/train`` and
+``logs/validation``, so that TensorBoard draws both runs of a tag in one chart.
 """
 
 from __future__ import annotations
@@ -23,41 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import config as config_lib
+from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 
-# What the console and TensorBoard show, under the same names in logs/train and
-# logs/validation so that TensorBoard draws both runs of a tag in one chart.
-# The step and duration losses are their NLLs on the 10 ms grid; note_nll is the sum of the
-# pitch, step and duration NLLs.
-METRICS = ('loss', 'pitch_loss', 'step_loss', 'duration_loss', 'velocity_loss', 'note_nll',
-           'pitch_accuracy', 'pitch_top5')
 SUM = tf.distribute.ReduceOp.SUM
-
-
-def top_k_hits(logits: tf.Tensor, targets: tf.Tensor, k: int) -> tf.Tensor:
-  """1.0 for each row whose target pitch is in the top ``k``, else 0.0.
-
-  Ties count against the target (fewer than ``k`` other pitches may have a logit at least as
-  high as the target's), the rule of ``partita.baselines.score_pitches``, which computes
-  ``metrics.json`` and the evaluation report: the accuracies logged during training are the
-  same metric.
-  """
-  target_logits = tf.gather(logits, targets, batch_dims=1)
-  others = tf.reduce_sum(tf.cast(logits >= target_logits[:, None], tf.int32), axis=-1) - 1
-  return tf.cast(others < k, tf.float32)
-
-
-def window_metrics(outputs: dict, targets: dict,
-                   loss_weights: config_lib.ModelConfig) -> dict[str, tf.Tensor]:
-  """Each of :data:`METRICS` for each window (``[batch]`` tensors): the losses of
-  ``model.per_window_losses``, the note NLL and top-1 and top-5 hits."""
-  losses = model_lib.per_window_losses(outputs, targets, loss_weights)
-  return {
-      **losses,
-      'note_nll': losses['pitch_loss'] + losses['step_loss'] + losses['duration_loss'],
-      'pitch_accuracy': top_k_hits(outputs['pitch'], targets['pitch'], 1),
-      'pitch_top5': top_k_hits(outputs['pitch'], targets['pitch'], 5),
-  }
 
 
 def make_optimizer(train_config: config_lib.TrainConfig, policy: str,
@@ -98,8 +71,8 @@ class Trainer:
   def train_steps(self, batches: tf.distribute.DistributedIterator,
                   num_steps: tf.Tensor) -> tf.Tensor:
     """Trains ``num_steps`` steps on the next batches of ``batches``; returns, for each of
-    :data:`METRICS`, the sum over the steps of its mean over each step's global batch."""
-    sums = tf.zeros([len(METRICS)])
+    ``TRAINING_METRICS``, the sum over the steps of its mean over each step's global batch."""
+    sums = tf.zeros([len(metrics_lib.TRAINING_METRICS)])
     for _ in tf.range(num_steps):
       per_replica = self.strategy.run(self.replica_step, args=next(batches))
       sums += self.strategy.reduce(SUM, per_replica, axis=None)
@@ -107,7 +80,7 @@ class Trainer:
 
   def replica_step(self, inputs: dict, targets: dict) -> tf.Tensor:
     """One replica's part of a training step, on its share of the global batch; returns the
-    share's sums of :data:`METRICS` divided by the global number of targets (the global batch
+    share's sums of ``TRAINING_METRICS`` divided by the global number of targets (the global batch
     size, times the window length for a causal encoder: its training metrics are means over
     every position, its validation metrics, like the BiLSTM's, over the last)."""
     # A causal encoder learns the note after every position of the window, not only the last.
@@ -118,7 +91,7 @@ class Trainer:
     with tf.GradientTape() as tape:
       # Teacher forcing: each head sees the true parts before its own.
       outputs = self.model(inputs, targets, training=True, every_position=every_position)
-      values = window_metrics(outputs, targets, self.loss_weights)
+      values = metrics_lib.window_metrics(outputs, targets, self.loss_weights)
       # This replica's part of the global batch's mean loss: the optimizer sums the parts'
       # gradients over the replicas, which is the mean's gradient for any number of them.
       loss = tf.nn.compute_average_loss(
@@ -132,7 +105,7 @@ class Trainer:
     # Sums the parts over the replicas, unscales and steps; under float16 it skips a step
     # whose gradients are not finite, and lowers the loss scale.
     self.optimizer.apply(self.clip(gradients), self.model.trainable_variables)
-    return tf.stack([tf.reduce_sum(values[name]) for name in METRICS]) / (
+    return tf.stack([tf.reduce_sum(values[name]) for name in metrics_lib.TRAINING_METRICS]) / (
         self.global_batch_size * targets_per_window)
 
   def clip(self, parts: list) -> list[tf.Tensor]:
@@ -158,22 +131,24 @@ class Trainer:
     return clipped
 
   def validate(self, batches: tf.distribute.DistributedDataset) -> dict[str, float]:
-    """Means of :data:`METRICS` over every window of ``batches``."""
-    sums = np.zeros(len(METRICS) + 1)
+    """Means of ``TRAINING_METRICS`` over every window of ``batches``."""
+    sums = np.zeros(len(metrics_lib.TRAINING_METRICS) + 1)
     for batch in batches:
       sums += self.validation_sums(batch).numpy()
     # Every worker reads the whole validation set (no sharding), so the sums count each
     # window once per worker, the number of windows too, and their ratio is the mean.
-    return dict(zip(METRICS, (sums[:-1] / sums[-1]).tolist()))
+    return dict(zip(metrics_lib.TRAINING_METRICS, (sums[:-1] / sums[-1]).tolist()))
 
   @tf.function
   def validation_sums(self, batch: tuple) -> tf.Tensor:
-    """The sums of :data:`METRICS` over one distributed batch, then its number of windows."""
+    """The sums of ``TRAINING_METRICS`` over one distributed batch, then its number of
+    windows."""
     def replica_sums(inputs, targets):
-      values = window_metrics(self.model(inputs, targets, training=False), targets,
+      values = metrics_lib.window_metrics(self.model(inputs, targets, training=False), targets,
                               self.loss_weights)
       count = tf.cast(tf.shape(targets['pitch'])[0], tf.float32)
-      return tf.stack([tf.reduce_sum(values[name]) for name in METRICS] + [count])
+      return tf.stack([tf.reduce_sum(values[name]) for name in metrics_lib.TRAINING_METRICS]
+                      + [count])
     return self.strategy.reduce(SUM, self.strategy.run(replica_sums, args=batch), axis=None)
 
 
@@ -273,7 +248,7 @@ class EpochLog:
     self.start_epoch()
 
   def start_epoch(self):
-    self.sums = np.zeros(len(METRICS))
+    self.sums = np.zeros(len(metrics_lib.TRAINING_METRICS))
     self.steps = 0
     self.seconds = 0.0
 
@@ -284,11 +259,11 @@ class EpochLog:
     self.seconds += seconds
 
   def end_epoch(self, step: int, validation: dict[str, float], learning_rate: float):
-    train = dict(zip(METRICS, (self.sums / self.steps).tolist()))
+    train = dict(zip(metrics_lib.TRAINING_METRICS, (self.sums / self.steps).tolist()))
     windows_per_second = self.steps * self.batch_size / self.seconds
-    shown = {'loss': train['loss'], 'pitch_loss': train['pitch_loss'],
+    shown = {'loss': train['loss'], 'pitch_nll': train['pitch_nll'],
              'val_pitch_accuracy': validation['pitch_accuracy'],
-             'val_pitch_loss': validation['pitch_loss'], 'val_note_nll': validation['note_nll']}
+             'val_pitch_nll': validation['pitch_nll'], 'val_note_nll': validation['note_nll']}
     print(f'step {step}/{self.total_steps} '
           + ' '.join(f'{name}={value:.4f}' for name, value in shown.items())
           + f' ({windows_per_second:.0f} windows/s)', flush=True)
