@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from evaluation import evaluate as evaluate_lib  # noqa: E402
+from partita import atomic  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
 from serving import generate as generate_lib  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
@@ -109,8 +110,8 @@ def main() -> None:
     row['mean_oa'] = evaluation['statistics']['mean_oa']['model']
     row['min_rhythm_oa'] = evaluation['statistics']['min_rhythm_oa']['model']
     row['generation_notes_per_second'] = generation_notes_per_second(export, args.data)
-  with open(os.path.join(args.out, 'ablation.json'), 'w') as f:
-    json.dump(results, f, indent=1)
+  atomic.write_bytes(os.path.join(args.out, 'ablation.json'),
+                     json.dumps(results, indent=1).encode())
 
   print('| encoder | steps | CPU s | test pitch NLL | top-1 | step NLL | duration NLL | '
         'note NLL | mean OA | lowest rhythm OA | generation notes/s |')

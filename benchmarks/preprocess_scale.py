@@ -29,6 +29,7 @@ should stay within 1.5x of the peak at 2.4k, and the shuffle under 200 bytes a f
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -36,6 +37,8 @@ import sys
 import tempfile
 
 import preprocess_speed
+
+from partita import atomic
 
 REPO_ROOT = preprocess_speed.REPO_ROOT
 MIB = 2**20
@@ -128,8 +131,7 @@ def child_main(args: argparse.Namespace) -> None:
   else:
     result = run_job(args.input, args.mode, args.workers)
   result.update(preprocess_speed.own_usage())
-  with open(args.result_json, 'w') as f:
-    json.dump(result, f)
+  atomic.write_bytes(args.result_json, json.dumps(result).encode())
 
 
 def table(results: list[dict], loop: dict | None) -> str:
@@ -167,7 +169,9 @@ def plot(results: list[dict], path: str) -> None:
   wall_axis.set(xlabel='files', ylabel='wall seconds', ylim=(0, None))
   rss_axis.legend()
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png', dpi=100)
+  atomic.write_bytes(path, buffer.getvalue())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -218,8 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results, loop), file=sys.stderr)  # so far, in case a later size fails
   print(table(results, loop))
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(results, f, indent=1)
+    atomic.write_bytes(args.json, json.dumps(results, indent=1).encode())
   if args.plot:
     plot([r for r in results if r is not loop], args.plot)
 

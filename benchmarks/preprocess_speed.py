@@ -48,6 +48,8 @@ try:
 except ImportError:  # not a declared dependency: without it only the largest process is known
   psutil = None
 
+from partita import atomic
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_INPUT = os.path.normpath(os.path.join(REPO_ROOT, '..', 'shared', 'corpora',
                                               'classical-midi'))
@@ -117,8 +119,7 @@ def child_main(args: argparse.Namespace) -> None:
   else:
     result = run_beam(args.input, args.mode, args.workers)
   result.update(own_usage())
-  with open(args.result_json, 'w') as f:
-    json.dump(result, f)
+  atomic.write_bytes(args.result_json, json.dumps(result).encode())
 
 
 # --- the driver ----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from evaluation import style
-from partita import constants, contract, midi_io
+from partita import atomic, constants, contract, midi_io
 from partita import labels as labels_lib
 from serving import generate as generate_lib
 from serving import primes as primes_lib
@@ -208,7 +208,7 @@ def report_section(conditioning: dict, out_dir: str, generated: dict, pieces_dir
     style.plot_confusion(plotted[kind], os.path.join(out_dir, path),
                          f'style classifier: {kind if kind == "real" else "generated, " + kind}')
     lines += ['', f'![confusion matrix, {kind}]({path})']
-  os.makedirs(os.path.join(out_dir, pieces_dir), exist_ok=True)
+  atomic.makedirs(os.path.join(out_dir, pieces_dir))
   links = []
   for name, pieces in generated[STARTS[1]].items():
     stem = os.path.join(pieces_dir, f'label_{name}')

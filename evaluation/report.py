@@ -8,11 +8,13 @@ into HTML by the ``markdown`` package.
 
 No TensorFlow here: the report is drawn from plain numbers and numpy arrays, with bare
 matplotlib Figures on the Agg canvas (as ``partita.midi_io`` draws piano rolls), so nothing
-needs a display and nothing is left open.
+needs a display and nothing is left open. Every file is written atomically, on a local disk or
+on ``gs://`` (``partita.atomic``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -22,7 +24,7 @@ from matplotlib.backends import backend_agg
 import numpy as np
 
 from evaluation import conditioning, listening
-from partita import audio, constants, listening_page, midi_io, music_stats
+from partita import atomic, audio, constants, listening_page, midi_io, music_stats
 
 REPORT_FILE = 'report.md'
 REPORT_TITLE = 'Evaluation report'
@@ -100,9 +102,8 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
     generated_by_label: ``{label: [notes dicts]}``, the pieces of the style evaluation
       (``evaluation.conditioning``), when the test pieces carry labels.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, RESULTS_FILE), 'w') as f:
-    json.dump(results, f, indent=1)
+  atomic.makedirs(out_dir)
+  atomic.write_bytes(os.path.join(out_dir, RESULTS_FILE), json.dumps(results, indent=1).encode())
   sections = [_header(results), _likelihood_section(results)]
   entries, audio_note = [], None
   if comparisons:
@@ -127,14 +128,13 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
   else:
     sections.append('## Training curves\n\nNo TensorBoard logs beside the export.\n')
   pieces_intro, piano_rolls = _pieces_section(entries, results)
-  with open(os.path.join(out_dir, REPORT_FILE), 'w') as f:
-    f.write('\n'.join(sections + [pieces_intro + piano_rolls]))
+  atomic.write_bytes(os.path.join(out_dir, REPORT_FILE),
+                     '\n'.join(sections + [pieces_intro + piano_rolls]).encode())
   # The page has its own title, and shows the pieces as its own sections after the text.
   text = '\n'.join(sections + [pieces_intro]).removeprefix(f'# {REPORT_TITLE}\n')
   body = markdown.markdown(text, extensions=['tables'])
   page = listening_page.render(REPORT_TITLE, entries, audio_note=audio_note, body_html=body)
-  with open(os.path.join(out_dir, listening_page.PAGE_FILE), 'w') as f:
-    f.write(page)
+  atomic.write_bytes(os.path.join(out_dir, listening_page.PAGE_FILE), page.encode())
 
 
 def _header(results: dict) -> str:
@@ -217,7 +217,7 @@ def _write_pieces(out_dir: str, sets: dict, primes: dict,
                   soundfont: str | None) -> list[listening_page.Entry]:
   """Writes the first pieces of every set into ``pieces/`` (MIDI, piano roll, WAV with a
   soundfont); returns one page entry per prime, its sets side by side."""
-  os.makedirs(os.path.join(out_dir, PIECES_DIR), exist_ok=True)
+  atomic.makedirs(os.path.join(out_dir, PIECES_DIR))
   entries = []
   for i in range(min(PIECES_PER_SET, len(next(iter(sets.values()))))):
     prime = {key: primes[key][i] for key in constants.NOTE_FEATURES}
@@ -226,12 +226,13 @@ def _write_pieces(out_dir: str, sets: dict, primes: dict,
     for name, pieces in sets.items():
       stem = os.path.join(PIECES_DIR, f"{name.replace('-', '')}_{i:02d}")
       label = f'{SET_LABELS[name]} of prime {i}'
-      midi_io.write_midi(os.path.join(out_dir, stem + '.mid'), prime, pieces[i])
+      midi = midi_io.midi_bytes(prime, pieces[i])
+      atomic.write_bytes(os.path.join(out_dir, stem + '.mid'), midi)
       midi_io.write_piano_roll(os.path.join(out_dir, stem + '.png'), prime, pieces[i],
                                title=label, continuation_label=SET_LABELS[name])
       if soundfont:
-        audio.render_wav(os.path.join(out_dir, stem + '.mid'), os.path.join(out_dir, stem + '.wav'),
-                         soundfont)
+        # From the bytes, not the file: FluidSynth reads and writes local files only.
+        atomic.write_bytes(os.path.join(out_dir, stem + '.wav'), audio.wav_bytes(midi, soundfont))
       clips.append(listening_page.Clip(label, stem + '.mid', stem + '.png',
                                        stem + '.wav' if soundfont else None))
     entries.append(listening_page.Entry(
@@ -260,7 +261,9 @@ def _figure(panels: int, columns: int, size=(4.0, 3.0)) -> tuple[figure_lib.Figu
 
 def _save(figure: figure_lib.Figure, path: str) -> None:
   figure.tight_layout()
-  figure.savefig(path, dpi=80)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png', dpi=80)
+  atomic.write_bytes(path, buffer.getvalue())
 
 
 def _curves_figure(curves: dict, results: dict) -> figure_lib.Figure:

@@ -1,8 +1,10 @@
-"""Preprocessing from and to gs:// paths, on a gcp-storage-emulator server started on loopback.
+"""Runs on gs:// paths, on a gcp-storage-emulator server started on loopback: preprocessing, the
+Beam generation job, the atomic writes outside Beam (partita.atomic) and the evaluation report.
 
-Beam's gs:// filesystem talks to whatever ``STORAGE_EMULATOR_HOST`` names, so the job below runs
-the same code paths as on Google Cloud Storage: matching a folder prefix, reading objects,
-writing shards, renaming info.json into place and clearing a previous run's objects.
+Beam's gs:// filesystem and partita.atomic talk to whatever ``STORAGE_EMULATOR_HOST`` names, so
+the tests below run the same code paths as on Google Cloud Storage: matching a folder prefix,
+reading objects, writing shards, renaming info.json into place, clearing a previous run's
+objects and uploading single files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import midi_builders
 import pytest
 
 from beam_pipelines import preprocess
-from partita import contract, failures
+from partita import atomic, contract, failures
 from partita import labels as labels_lib
 
 BUCKET = 'partita-test'
@@ -163,3 +165,48 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   assert dead == {'input': 'gone', 'reason': 'prime_not_found',
                   'detail': f'gs://{BUCKET}/requests/primes/missing.mid does not exist'}
   assert bucket.blob('generated/first.mid').download_as_bytes().startswith(b'MThd')
+
+
+def test_atomic_writes_replace_an_object_whole_and_an_interrupted_one_leaves_it(bucket):
+  """partita.atomic, the writer of every file outside the Beam jobs, on gs://."""
+  url = f'gs://{BUCKET}/atomic/index.html'
+  atomic.write_bytes(url, b'old')
+  atomic.write_bytes(url, b'<p>new</p>')
+  blob = bucket.get_blob('atomic/index.html')
+  assert blob.download_as_bytes() == b'<p>new</p>'
+  assert blob.content_type == 'text/html'  # a browser shows a report's page as a page
+
+  with pytest.raises(KeyboardInterrupt):
+    with atomic.replacing(url) as temporary:
+      with open(temporary, 'wb') as f:
+        f.write(b'half')
+      raise KeyboardInterrupt
+  assert bucket.blob('atomic/index.html').download_as_bytes() == b'<p>new</p>'
+  assert object_names(bucket, 'atomic/') == ['index.html']
+  assert not os.path.exists(temporary)  # the local temporary is gone too
+
+
+def test_evaluation_report_is_written_to_gcs(bucket):
+  from evaluation import report  # noqa: PLC0415 (only these tests write a report to gs://)
+
+  rows = {'model': {'pitch_nll': 2.0, 'pitch_accuracy': 0.5, 'pitch_top5_accuracy': 0.75,
+                    'step_nll': 1.0, 'duration_nll': 1.5, 'note_nll': 4.5},
+          '3-gram': {'pitch_nll': 2.5, 'pitch_accuracy': 0.25, 'pitch_top5_accuracy': 0.5},
+          'timing histogram': {'step_nll': 1.25, 'duration_nll': 2.0}}
+  results = {'data': 'data', 'export': 'export', 'test_windows': 10, 'seconds': 1.0,
+             'note_order': 'step_pitch_duration', 'likelihood': rows, 'best_ngram': '3-gram',
+             'best_timing': 'timing histogram', 'baseline_timing_nll': 3.25,
+             'baseline_note_nll': 5.75, 'repeat_previous_eps': 0.5,
+             'statistics': {'skipped': 'too few test pieces'}}
+  curves = {run: {'pitch_nll': ([2, 4], [3.0, 2.5])} for run in ('train', 'validation')}
+
+  report.write_report(f'gs://{BUCKET}/report', results, curves, comparisons={}, features={},
+                      sets={}, primes={})
+
+  assert object_names(bucket, 'report/') == sorted([
+      report.RESULTS_FILE, report.REPORT_FILE, report.CURVES_PNG, 'index.html'])
+  assert json.loads(bucket.blob(f'report/{report.RESULTS_FILE}').download_as_bytes()) == results
+  assert bucket.blob(f'report/{report.CURVES_PNG}').download_as_bytes().startswith(b'\x89PNG')
+  markdown = bucket.blob(f'report/{report.REPORT_FILE}').download_as_text()
+  assert markdown.startswith(f'# {report.REPORT_TITLE}\n')
+  assert not os.path.exists('gs:')  # no local folder named after the URL

@@ -6,7 +6,8 @@ r"""Train the model on a preprocessed dataset, then export a SavedModel.
 Writes into MODEL_DIR (a local path or ``gs://``): ``config.yaml`` (the resolved config),
 ``checkpoints/`` (the state an interrupted run resumes from: rerun the same command),
 ``logs/`` (TensorBoard), ``metrics.json`` (final validation metrics of what is exported) and
-``export/`` (the SavedModel, written last, never visible half-written). After training, the
+``export/`` (the SavedModel, written last, never visible half-written); ``config.yaml`` and
+``metrics.json`` are written atomically (``partita.atomic``). After training, the
 pitch n-grams of ``trainer.pitch_ngram`` are counted on the training split and their weights
 chosen on the validation windows; the export mixes them into the network's pitch. On Vertex AI
 the export, checkpoints and logs go where ``AIP_MODEL_DIR``, ``AIP_CHECKPOINT_DIR`` and
@@ -34,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from partita import baselines, constants, contract
+from partita import atomic, baselines, constants, contract
 from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
@@ -110,11 +111,6 @@ def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
   return config.ngram_order
 
 
-def write_text(path: str, text: str) -> None:
-  with tf.io.gfile.GFile(path, 'w') as f:
-    f.write(text)
-
-
 def train(data_dir: str, model_dir: str, config: config_lib.Config
           ) -> tuple[keras.Model, dict, pitch_ngram.PitchNGrams | None]:
   """Trains to ``config.train.steps`` (resuming from the newest checkpoint), exports, and
@@ -128,8 +124,8 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   dirs = OutputDirs.for_model_dir(model_dir)
   config_yaml = config.to_yaml()
   if chief:
-    tf.io.gfile.makedirs(model_dir)
-    write_text(os.path.join(model_dir, 'config.yaml'), config_yaml)
+    atomic.makedirs(model_dir)
+    atomic.write_bytes(os.path.join(model_dir, 'config.yaml'), config_yaml.encode())
   print(f'strategy {distribute.strategy_name(strategy)} with '
         f'{strategy.num_replicas_in_sync} replica(s), dtype policy {policy}', flush=True)
 
@@ -157,7 +153,8 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
     if ngram_metrics:
       metrics['pitch_ngram'] = ngram_metrics
     if chief:
-      write_text(os.path.join(model_dir, 'metrics.json'), json.dumps(metrics, indent=1))
+      atomic.write_bytes(os.path.join(model_dir, 'metrics.json'),
+                         json.dumps(metrics, indent=1).encode())
     export_args = (info['window_length'], config_yaml, info,
                    first_windows(validation_data, config.export.num_primes), ngrams)
     if chief:
