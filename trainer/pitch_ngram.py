@@ -128,8 +128,7 @@ class PitchNGrams(tf.Module):
           'types': _fixed(np.concatenate([level.types for level in levels.values()])),
           # The k-grams' last pitch and count, in key order: a context's are contiguous.
           'pitches': _fixed(np.concatenate([baselines.last_symbol(level.keys)
-                                         for level in levels.values()]),
-                            np.int32),
+                                            for level in levels.values()]), np.int32),
           'counts': _fixed(np.concatenate([level.counts for level in levels.values()]),
                            np.float32),
       })
