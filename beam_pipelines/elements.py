@@ -8,14 +8,14 @@ again: :class:`SurvivorBytes`, or :class:`Lost` when it can no longer be read or
 Each type is registered with Beam's ``RowCoder``: a PCollection typed with one
 (``with_output_types``: the dedup's input, accumulator and output, and the survivors grouped
 by TFRecord file) is encoded field by field, compactly and deterministically, rather than
-pickled, which keeps the shuffle as small as plain tuples kept it. Fields only, no methods: a
-worker that decodes a row before importing this module gets a NamedTuple of Beam's making with
-the same fields.
+pickled, which keeps the shuffle as small as plain tuples kept it. Beam derives each row's
+schema from the field annotations, so they are real types, not strings (no ``from __future__
+import annotations`` here), and a nullable field is ``Optional[...]``: Beam 2.78 reads
+``X | None`` as "any", and would pickle it. Fields only, no methods: a worker that decodes a
+row before importing this module gets a NamedTuple of Beam's making with the same fields.
 """
 
-from __future__ import annotations
-
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from apache_beam import coders
 
@@ -63,16 +63,16 @@ class DedupAccumulator(NamedTuple):
   copy), the number of ``copies``, the smallest-named copy with a known label (``labelled``;
   None when that is ``smallest`` itself or no copy has one, so that each name is held once) and
   whether two known labels differ (``conflict``)."""
-  smallest: Copy | None
+  smallest: Optional[Copy]  # noqa: UP045 (see the module docstring)
   copies: int
-  labelled: NameAndLabel | None
+  labelled: Optional[NameAndLabel]  # noqa: UP045
   conflict: bool
 
 
 class Kept(NamedTuple):
   """The dedup's verdict on one piece: its :class:`Survivor` without the fingerprint, the
   dedup's key (``input`` None only for no copy at all)."""
-  input: Input | None
+  input: Optional[Input]  # noqa: UP045
   copies: int
   label: str
   conflict: bool

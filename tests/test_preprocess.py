@@ -13,6 +13,7 @@ import os
 import shutil
 
 import apache_beam as beam
+from apache_beam import coders
 from apache_beam.io import filesystems
 from apache_beam.metrics import metric
 from apache_beam.testing import test_pipeline
@@ -152,6 +153,35 @@ def test_keep_first_path_fn_gives_one_answer_for_every_grouping_and_holds_each_n
       input_of('d'), 2, 'handel', False)
   assert fn.extract_output(fn.merge_accumulators([single[2], single[4]])) == elements.Kept(
       input_of('c'), 2, 'bach', False)
+
+
+def as_plain_tuples(value):
+  """``value`` with every NamedTuple in it a plain tuple, as the job's elements were before."""
+  return tuple(as_plain_tuples(field) for field in value) if isinstance(value, tuple) else value
+
+
+def test_every_element_is_coded_field_by_field_no_larger_than_a_plain_tuple():
+  """A field Beam cannot type (a string annotation, ``X | None``) would be pickled instead,
+  and the shuffle would grow by the pickle's class names."""
+  survivor = elements.Survivor(b'f' * preprocess.FINGERPRINT_BYTES, input_of('corpus/a.mid'), 2,
+                               'bach', True)
+  samples = [elements.MatchedFile('corpus/a.mid', 3000),
+             elements.InputBytes('corpus/a.mid', b'MThd'), copy_of('corpus/a.mid', 'bach'),
+             elements.NameAndLabel('corpus/a.mid', 'bach'),
+             elements.DedupAccumulator(copy_of('corpus/a.mid'), 2,
+                                       elements.NameAndLabel('corpus/b.mid', 'bach'), False),
+             preprocess.KeepFirstPathFn().create_accumulator(),
+             elements.Kept(input_of('corpus/a.mid'), 2, 'bach', True), survivor,
+             elements.SurvivorBytes(survivor, b'MThd'),
+             elements.Lost(survivor, 'unreadable', 'FileNotFoundError: gone')]
+  for sample in samples:
+    coder = coders.registry.get_coder(type(sample))
+    assert isinstance(coder, coders.RowCoder)
+    encoded = coder.encode(sample)
+    assert coder.decode(encoded) == sample
+    assert type(coder.decode(encoded)) is type(sample)
+    assert len(encoded) <= len(coders.FastPrimitivesCoder().encode(as_plain_tuples(sample))), (
+        type(sample).__name__)
 
 
 def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_statistics(tmp_path):
