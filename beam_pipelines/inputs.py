@@ -20,6 +20,7 @@ import apache_beam as beam
 from apache_beam import metrics
 from apache_beam.io import fileio, filesystem, filesystems
 
+from beam_pipelines import elements
 from beam_pipelines import outputs as beam_outputs
 from partita import constants
 from partita import labels as labels_lib
@@ -29,7 +30,7 @@ from partita import labels as labels_lib
 MIDI = 'midi'
 NOTE_SEQUENCES = 'note_sequences'
 
-# Matched files travel to the readers in batches of this many (path, size) pairs, compressed
+# Matched files travel to the readers in batches of this many MatchedFiles, compressed
 # together: the shuffle that spreads the reads over workers then carries a few bytes a file
 # (paths in one folder share most of their characters) instead of its whole path, and each
 # worker still gets work in pieces of well under a second.
@@ -97,14 +98,14 @@ def label_sources(config) -> labels_lib.LabelSources:
                                                      for name in config.unknown_labels))
 
 
-def pack_paths(batch: list[tuple[str, int]]) -> bytes:
-  """A batch of (path, size) pairs as one compressed value (sorted: neighbours share prefixes)."""
+def pack_paths(batch: list[elements.MatchedFile]) -> bytes:
+  """A batch of matched files as one compressed value (sorted: neighbours share prefixes)."""
   return zlib.compress(json.dumps(sorted(batch)).encode(), 9)
 
 
-def unpack_paths(packed: bytes) -> list[tuple[str, int]]:
-  """The (path, size) pairs of :func:`pack_paths`' value."""
-  return [(path, size) for path, size in json.loads(zlib.decompress(packed))]
+def unpack_paths(packed: bytes) -> list[elements.MatchedFile]:
+  """The matched files of :func:`pack_paths`' value."""
+  return [elements.MatchedFile(path, size) for path, size in json.loads(zlib.decompress(packed))]
 
 
 def read_bytes(path: str) -> bytes:
@@ -114,26 +115,24 @@ def read_bytes(path: str) -> bytes:
 
 
 class ReadFileFn(beam.DoFn):
-  """(path, size in bytes) -> (path, bytes); too large or unreadable files become dead
-  letters."""
+  """MatchedFile -> InputBytes; too large or unreadable files become dead letters."""
 
   def __init__(self, max_file_bytes: int):
     self._max_file_bytes = max_file_bytes
     self._read = metrics.Metrics.counter('read', 'files_read')
 
-  def process(self, element):
-    path, size = element
-    if size > self._max_file_bytes:
-      yield beam_outputs.dead_letter(path, 'too_large',
-                                     f'{size} bytes > limit {self._max_file_bytes}')
+  def process(self, matched: elements.MatchedFile):
+    if matched.size > self._max_file_bytes:
+      yield beam_outputs.dead_letter(matched.path, 'too_large',
+                                     f'{matched.size} bytes > limit {self._max_file_bytes}')
       return
     try:
-      data = read_bytes(path)
+      data = read_bytes(matched.path)
     except Exception as e:  # permissions, vanished files, transient storage errors
-      yield beam_outputs.dead_letter(path, 'unreadable', f'{type(e).__name__}: {e}')
+      yield beam_outputs.dead_letter(matched.path, 'unreadable', f'{type(e).__name__}: {e}')
       return
     self._read.inc()
-    yield path, data
+    yield elements.InputBytes(matched.path, data)
 
 
 class MatchListedFn(beam.DoFn):
@@ -163,6 +162,13 @@ def note_sequence_name(path: str, index: int) -> str:
   return f'{path}#{index}'
 
 
+def note_sequence_place(name: str) -> tuple[str, int]:
+  """The TFRecord file and the index of the NoteSequence that :func:`note_sequence_name`
+  named ``name``."""
+  path, _, index = name.rpartition('#')
+  return path, int(index)
+
+
 def note_sequence_records(tf, path: str):
   """Yields the serialized records of a TFRecord file (.gz: GZIP) in order; ``tf`` is
   TensorFlow, imported by the caller on a worker (Beam's driver never needs it).
@@ -176,7 +182,7 @@ def note_sequence_records(tf, path: str):
 
 
 class ReadNoteSequencesFn(beam.DoFn):
-  """A TFRecord file of NoteSequence protos -> (path#index, serialized NoteSequence).
+  """A TFRecord file of NoteSequence protos -> InputBytes(path#index, serialized NoteSequence).
 
   A corrupt record ends the readable part of its file: it becomes one dead letter, and the
   records before it are kept.
@@ -191,7 +197,7 @@ class ReadNoteSequencesFn(beam.DoFn):
     index = 0
     try:
       for record in note_sequence_records(self._tf, path):
-        yield note_sequence_name(path, index), record
+        yield elements.InputBytes(note_sequence_name(path, index), record)
         index += 1
     except Exception as e:  # tf.errors.DataLossError for a truncated or corrupt file
       # TF prefixes the message with the graph node that raised it: noise for the reader.
@@ -207,10 +213,11 @@ class ReadInputs(beam.PTransform):
   Applied to the pipeline; ``config`` is a :class:`beam_pipelines.preprocess.PreprocessConfig`.
   Outputs a dict of PCollections:
 
-  * ``midi``: ``(path, bytes)`` of every MIDI file matched by ``--input`` or listed in
-    ``--input-list`` (other files that a folder or glob matches are not inputs);
-  * ``note_sequences`` (only with ``--note-sequences``): ``(path#index, serialized
-    NoteSequence)`` per record; the records of one file are read and parsed by one worker, since
+  * ``midi``: the :class:`~beam_pipelines.elements.InputBytes` of every MIDI file matched by
+    ``--input`` or listed in ``--input-list`` (other files that a folder or glob matches are
+    not inputs);
+  * ``note_sequences`` (only with ``--note-sequences``): the ``InputBytes`` of each record,
+    named ``path#index``; the records of one file are read and parsed by one worker, since
     shuffling them would carry every note;
   * ``dead_letter``: inputs that were never read (``not_found``, ``too_large``,
     ``unreadable``, ``corrupt_tfrecord``);
@@ -237,9 +244,9 @@ class ReadInputs(beam.PTransform):
     files = (matched
              | 'AllMatched' >> beam.Flatten()
              | 'OnlyMidi' >> beam.Filter(lambda m: m.path.lower().endswith(constants.MIDI_SUFFIXES))
-             # Only packed batches of (path, size) cross the shuffle that spreads the reads over
-             # workers.
-             | 'PathAndSize' >> beam.Map(lambda m: (m.path, m.size_in_bytes))
+             # Only packed batches of paths and sizes cross the shuffle that spreads the reads
+             # over workers.
+             | 'PathAndSize' >> beam.Map(lambda m: elements.MatchedFile(m.path, m.size_in_bytes))
              | 'Batch' >> beam.BatchElements(min_batch_size=PATHS_PER_BATCH,
                                              max_batch_size=PATHS_PER_BATCH)
              | 'Pack' >> beam.Map(pack_paths)
@@ -262,7 +269,7 @@ class ReadInputs(beam.PTransform):
     read_inputs = [outputs[kind] for kind in (MIDI, NOTE_SEQUENCES) if kind in outputs]
     outputs['input_digests'] = (
         (read_inputs | 'AllRead' >> beam.Flatten()
-         | 'DigestRead' >> beam.Map(lambda kv: hashlib.md5(kv[1]).hexdigest()),
+         | 'DigestRead' >> beam.Map(lambda read: hashlib.md5(read.data).hexdigest()),
          outputs[beam_outputs.TAG]
          | 'DigestUnread' >> beam.Map(lambda d: hashlib.md5(d['input'].encode()).hexdigest()))
         | 'AllDigests' >> beam.Flatten())
@@ -270,26 +277,21 @@ class ReadInputs(beam.PTransform):
 
 
 class ReadFileAgainFn(beam.DoFn):
-  """A MIDI survivor -> (survivor, bytes), or (survivor, reason, detail) on ``lost`` if it can
-  no longer be read.
+  """A MIDI Survivor -> SurvivorBytes, or on ``lost`` a Lost if it can no longer be read."""
 
-  A survivor is ``(fingerprint, ((name, kind, digest), copies, label, conflict))``, an output
-  of the dedup.
-  """
-
-  def process(self, survivor):
-    _, ((path, *_), *_) = survivor
+  def process(self, survivor: elements.Survivor):
     try:
-      data = read_bytes(path)
+      data = read_bytes(survivor.input.name)
     except Exception as e:  # the file vanished or became unreadable during the run
-      yield beam.pvalue.TaggedOutput('lost', (survivor, 'unreadable', f'{type(e).__name__}: {e}'))
+      yield beam.pvalue.TaggedOutput(
+          'lost', elements.Lost(survivor, 'unreadable', f'{type(e).__name__}: {e}'))
       return
-    yield survivor, data
+    yield elements.SurvivorBytes(survivor, data)
 
 
 class ReadNoteSequencesAgainFn(beam.DoFn):
-  """(TFRecord path, its survivors) -> (survivor, serialized NoteSequence) per survivor, or
-  (survivor, reason, detail) on ``lost`` for those it can no longer read.
+  """(TFRecord path, its Survivors) -> a SurvivorBytes (the serialized NoteSequence) per
+  survivor, or on ``lost`` a Lost for each it can no longer read.
 
   The file is read once, in order, for all its survivors.
   """
@@ -300,19 +302,16 @@ class ReadNoteSequencesAgainFn(beam.DoFn):
 
   def process(self, element):
     path, survivors = element
-    wanted = {}
-    for survivor in survivors:
-      _, ((name, *_), *_) = survivor
-      wanted[int(name.rpartition('#')[2])] = survivor
+    wanted = {note_sequence_place(survivor.input.name)[1]: survivor for survivor in survivors}
     detail = 'the file has fewer records than when it was first read'
     try:
       for index, record in enumerate(note_sequence_records(self._tf, path)):
         if index in wanted:
-          yield wanted.pop(index), record
+          yield elements.SurvivorBytes(wanted.pop(index), record)
     except Exception as e:  # tf.errors.DataLossError: the file changed during the run
       detail = f'{type(e).__name__}: {e}'
     for survivor in wanted.values():
-      yield beam.pvalue.TaggedOutput('lost', (survivor, 'unreadable', detail))
+      yield beam.pvalue.TaggedOutput('lost', elements.Lost(survivor, 'unreadable', detail))
 
 
 class ReadAgain(beam.PTransform):
@@ -320,11 +319,10 @@ class ReadAgain(beam.PTransform):
 
   The first read's bytes are parsed and dropped once their fingerprint is known, so the dedup
   shuffles fingerprints and names only; each surviving input is read (and parsed) again after
-  it, in the stage that writes its chunks. Applied to survivors ``(fingerprint, ((name, kind,
-  digest), copies, label, conflict))``, ``kind`` being :data:`MIDI` or, if ``note_sequences``,
-  :data:`NOTE_SEQUENCES`;
-  outputs a dict: ``pieces``, ``(survivor, bytes)``, and ``lost``, ``(survivor, reason,
-  detail)`` for those that can no longer be read (they changed or vanished during the run).
+  it, in the stage that writes its chunks. Applied to :class:`~beam_pipelines.elements.Survivor`
+  elements, of kind :data:`MIDI` or, if ``note_sequences``, :data:`NOTE_SEQUENCES`; outputs a
+  dict: ``pieces``, a ``SurvivorBytes`` each, and ``lost``, a ``Lost`` for each that can no
+  longer be read (it changed or vanished during the run).
   """
 
   def __init__(self, note_sequences: bool):
@@ -338,12 +336,13 @@ class ReadAgain(beam.PTransform):
           'lost', main='pieces')
       return {'pieces': files.pieces, 'lost': files.lost}
     by_kind = survivors | 'ByKind' >> beam.Partition(
-        lambda survivor, _: int(survivor[1][0][1] == NOTE_SEQUENCES), 2)
+        lambda survivor, _: int(survivor.input.kind == NOTE_SEQUENCES), 2)
     files = by_kind[0] | 'ReadFiles' >> beam.ParDo(ReadFileAgainFn()).with_outputs(
         'lost', main='pieces')
     sequences = (by_kind[1]
                  | 'ByTFRecordFile' >> beam.Map(
-                     lambda survivor: (survivor[1][0][0].rpartition('#')[0], survivor))
+                     lambda survivor: (note_sequence_place(survivor.input.name)[0], survivor)
+                 ).with_output_types(tuple[str, elements.Survivor])
                  | 'GroupByFile' >> beam.GroupByKey()
                  | 'ReadNoteSequences' >> beam.ParDo(ReadNoteSequencesAgainFn()).with_outputs(
                      'lost', main='pieces'))

@@ -50,12 +50,12 @@ import re
 import sys
 
 import apache_beam as beam
-from apache_beam import metrics
+from apache_beam import coders, metrics
 from apache_beam.io import filesystems
 from apache_beam.utils import windowed_value
 
+from beam_pipelines import elements, inputs, runner, tfrecord_sink
 from beam_pipelines import info as info_lib
-from beam_pipelines import inputs, runner, tfrecord_sink
 from beam_pipelines import outputs as beam_outputs
 from partita import config_tree, constants, contract, failures
 from partita import isolation as isolation_lib
@@ -253,16 +253,16 @@ class IsolatedParsingFn(beam.DoFn):
       self._parser.close()
 
 
+@beam.typehints.with_output_types(tuple[bytes, elements.Copy])
 class ParsePieceFn(IsolatedParsingFn):
-  """(name, bytes) -> (fingerprint, ((name, kind, digest), label)); rejected inputs become dead
-  letters.
+  """InputBytes -> (fingerprint, Copy); rejected inputs become dead letters.
 
   ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`,
   ``kind`` the matching kind of input (:data:`beam_pipelines.inputs.MIDI` by default). Only
   the piece's fingerprint comes back from the parse, not its notes (the key is its first
   :data:`FINGERPRINT_BYTES` raw bytes): the dedup needs nothing else, and :class:`WriteSplits`
-  parses the surviving inputs again; ``digest`` is :func:`input_digest` of the bytes, so that
-  it knows whether they changed. ``label`` is the input's label name, or
+  parses the surviving inputs again; the copy's digest is :func:`input_digest` of the bytes,
+  so that it knows whether they changed. Its label is the input's label name, or
   :data:`partita.labels.UNKNOWN`: from ``sources``, after the NoteSequence's own
   ``label_field`` (if given) for NoteSequence inputs.
 
@@ -289,13 +289,13 @@ class ParsePieceFn(IsolatedParsingFn):
     if self._parser:
       self._parser.finish()
 
-  def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-    _, data = element
-    windowed = windowed_value.WindowedValue(element, timestamp, (window,))
+  def process(self, read: elements.InputBytes, timestamp=beam.DoFn.TimestampParam,
+              window=beam.DoFn.WindowParam):
+    windowed = windowed_value.WindowedValue(read, timestamp, (window,))
     if not self._parser:
-      yield from self.outputs(windowed, self.outcome(data))
+      yield from self.outputs(windowed, self.outcome(read.data))
       return
-    done = self._parser.parse_next(self._fingerprint, data, self._options, windowed)
+    done = self._parser.parse_next(self._fingerprint, read.data, self._options, windowed)
     if done:
       yield from self.outputs(*done)
 
@@ -315,16 +315,17 @@ class ParsePieceFn(IsolatedParsingFn):
 
   def outputs(self, windowed: windowed_value.WindowedValue, outcome):
     """The outputs for one input (in its window, which may not be the current element's)."""
-    name, data = windowed.value
+    read = windowed.value
     if isinstance(outcome, failures.RejectionError):
-      letter = beam_outputs.dead_letter(name, outcome.reason, outcome.detail)
+      letter = beam_outputs.dead_letter(read.name, outcome.reason, outcome.detail)
       yield beam.pvalue.TaggedOutput(letter.tag, windowed.with_value(letter.value))
       return
     fingerprint, num_notes = outcome
     self._parsed.inc()
     self._notes.inc(num_notes)
+    parsed = elements.Input(read.name, self._kind, input_digest(read.data))
     yield windowed.with_value((bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES],
-                               ((name, self._kind, input_digest(data)), self.label(name, data))))
+                               elements.Copy(parsed, self.label(read.name, read.data))))
 
   def label(self, name: str, data: bytes) -> str:
     # The proto already parsed in the (isolated) parse above, so decoding it here is safe.
@@ -333,65 +334,72 @@ class ParsePieceFn(IsolatedParsingFn):
             or labels_lib.UNKNOWN)
 
 
+@beam.typehints.with_input_types(elements.Copy)
+@beam.typehints.with_output_types(elements.Kept)
 class KeepFirstPathFn(beam.CombineFn):
-  """Among inputs with the same notes ``(input, label)``, ``input`` being ``(name, kind,
-  digest)``, keeps the input with the smallest name; counts copies; labels the piece with the
-  label of the smallest-named copy that has one (an unknown copy never overrides a known one)
-  and flags a conflict when the copies carry two different known labels.
-
-  Outputs ``(input, copies, label, conflict)``. The accumulator, which is what crosses the
-  shuffle, holds each name once: ``(kept, copies, labelled, conflict)``, ``kept`` being the
-  smallest-named copy's ``(input, label)`` and ``labelled`` the smallest-named copy with a
-  known label as ``(name, label)``, or None when that is ``kept`` itself or no copy has one.
-  """
+  """Copies of one piece -> :class:`~beam_pipelines.elements.Kept`: keeps the input with the
+  smallest name; counts copies; labels the piece with the label of the smallest-named copy that
+  has one (an unknown copy never overrides a known one) and flags a conflict when the copies
+  carry two different known labels."""
 
   def create_accumulator(self):
-    return None, 0, None, False
+    return elements.DedupAccumulator(None, 0, None, False)
 
   def add_input(self, accumulator, element):
-    return self.merge_accumulators([accumulator, (element, 1, None, False)])
+    single = elements.DedupAccumulator(element, 1, None, False)
+    return self.merge_accumulators([accumulator, single])
 
   def merge_accumulators(self, accumulators):
-    kept, count, labelled, conflict, labels = None, 0, None, False, set()
-    for candidate, n, other_labelled, candidate_conflict in accumulators:
-      count += n
-      conflict |= candidate_conflict
-      if candidate is not None and (kept is None or candidate[0][0] < kept[0][0]):
-        kept = candidate
-      candidate_labelled = other_labelled or self.own_label(candidate)
+    smallest, copies, labelled, conflict, labels = None, 0, None, False, set()
+    for accumulator in accumulators:
+      copies += accumulator.copies
+      conflict |= accumulator.conflict
+      candidate = accumulator.smallest
+      if candidate is not None and (smallest is None
+                                    or candidate.input.name < smallest.input.name):
+        smallest = candidate
+      candidate_labelled = accumulator.labelled or self.own_label(candidate)
       if candidate_labelled is not None:
-        labels.add(candidate_labelled[1])
-        if labelled is None or candidate_labelled[0] < labelled[0]:
+        labels.add(candidate_labelled.label)
+        if labelled is None or candidate_labelled.name < labelled.name:
           labelled = candidate_labelled
-    if labelled is not None and labelled == self.own_label(kept):
+    if labelled is not None and labelled == self.own_label(smallest):
       labelled = None
-    return kept, count, labelled, conflict or len(labels) > 1
+    return elements.DedupAccumulator(smallest, copies, labelled, conflict or len(labels) > 1)
 
   @staticmethod
-  def own_label(kept):
-    """``(name, label)`` of a kept copy whose label is known, else None."""
-    if kept is None or kept[1] == labels_lib.UNKNOWN:
+  def own_label(copy: elements.Copy | None) -> elements.NameAndLabel | None:
+    """The name and label of a copy whose label is known, else None."""
+    if copy is None or copy.label == labels_lib.UNKNOWN:
       return None
-    (name, *_), label = kept
-    return name, label
+    return elements.NameAndLabel(copy.input.name, copy.label)
 
   def extract_output(self, accumulator):
-    kept, count, labelled, conflict = accumulator
-    labelled = labelled or self.own_label(kept)
-    return (kept and kept[0], count, labelled[1] if labelled else labels_lib.UNKNOWN, conflict)
+    labelled = accumulator.labelled or self.own_label(accumulator.smallest)
+    return elements.Kept(accumulator.smallest and accumulator.smallest.input,
+                         accumulator.copies, labelled.label if labelled else labels_lib.UNKNOWN,
+                         accumulator.conflict)
+
+  def get_accumulator_coder(self):
+    return coders.registry.get_coder(elements.DedupAccumulator)
+
+
+def as_survivor(fingerprint: bytes, kept: elements.Kept) -> elements.Survivor:
+  """The dedup's verdict on the piece with ``fingerprint``, as the piece's survivor."""
+  return elements.Survivor(fingerprint, kept.input, kept.copies, kept.label, kept.conflict)
 
 
 class ParseAndDedup(beam.PTransform):
-  """Inputs read -> one survivor ``(fingerprint, ((name, kind, digest), copies, label,
-  conflict))`` per distinct piece, and the dead letters of inputs that are no piece.
+  """Inputs read -> one :class:`~beam_pipelines.elements.Survivor` per distinct piece, and the
+  dead letters of inputs that are no piece.
 
   Applied to :class:`beam_pipelines.inputs.ReadInputs`' outputs: each kind of input present
   is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says, and labelled from the
   sources ``config`` names. Inputs with the same notes are kept once, under the smallest name
-  (:class:`KeepFirstPathFn`, which also says which label wins); ``copies`` counts all of
-  them. Only fingerprints, names, labels and digests of bytes cross the shuffle
-  (:func:`build_pipeline` reads and parses each survivor again), so it does not grow with the
-  notes. Outputs a dict: ``survivors`` and ``dead_letter``.
+  (:class:`KeepFirstPathFn`, which also says which label wins), and counted. Only
+  fingerprints, names, labels and digests of bytes cross the shuffle (:func:`build_pipeline`
+  reads and parses each survivor again), so it does not grow with the notes. Outputs a dict:
+  ``survivors`` and ``dead_letter``.
   """
 
   def __init__(self, config: PreprocessConfig):
@@ -414,70 +422,73 @@ class ParseAndDedup(beam.PTransform):
     return {
         'survivors': ([p.pieces for p in parsed]
                       | 'AllPieces' >> beam.Flatten()
-                      | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn())),
+                      | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn())
+                      | 'Survivors' >> beam.MapTuple(as_survivor).with_output_types(
+                          elements.Survivor)),
         beam_outputs.TAG: ([p[beam_outputs.TAG] for p in parsed]
                            | 'AllRejected' >> beam.Flatten()),
     }
 
 
 class SplitAndChunkFn(IsolatedParsingFn):
-  """(survivor, bytes) -> per-split serialized tf.train.Example chunks, and the piece's
-  statistics on ``stats``.
+  """SurvivorBytes -> per-split serialized tf.train.Example chunks, and the piece's statistics
+  on ``stats``.
 
   The survivor's bytes are parsed again, as its kind's :data:`PARSERS` entry: in-process when
   they are the bytes that the (isolated) first parse accepted, since the same bytes parse the
   same way; isolated as ``config`` says when they changed. One whose notes no longer have its
-  fingerprint, or that no longer parses, goes to ``lost`` as ``(survivor, reason, detail)``.
+  fingerprint, or that no longer parses, goes to ``lost`` as a Lost.
   """
 
   def __init__(self, config: PreprocessConfig):
     super().__init__(config.parse_options(), config.isolation_options())
     self._config = config
 
-  def process(self, element):
-    survivor, data = element
-    fingerprint, ((_, kind, digest), copies, label, conflict) = survivor
-    parse = PARSERS[kind][1]
-    unchanged = input_digest(data) == digest
+  def process(self, read_again: elements.SurvivorBytes):
+    survivor = read_again.survivor
+    parse = PARSERS[survivor.input.kind][1]
+    unchanged = input_digest(read_again.data) == survivor.input.digest
     try:
-      piece = self.parse(parse, data, known_safe=unchanged)
+      piece = self.parse(parse, read_again.data, known_safe=unchanged)
     except failures.RejectionError as e:
-      yield beam.pvalue.TaggedOutput('lost', (survivor, e.reason, e.detail))
+      yield beam.pvalue.TaggedOutput('lost', elements.Lost(survivor, e.reason, e.detail))
       return
     except Exception as e:  # a bug on one odd file must cost that file, not the job
-      yield beam.pvalue.TaggedOutput('lost', (survivor, 'internal_error',
-                                              f'{type(e).__name__}: {e}'))
+      yield beam.pvalue.TaggedOutput('lost', elements.Lost(survivor, 'internal_error',
+                                                           f'{type(e).__name__}: {e}'))
       return
     # Unchanged bytes hold the notes that the dedup fingerprinted; changed ones must prove it.
     if (not unchanged and bytes.fromhex(notes_lib.content_fingerprint(piece))[:FINGERPRINT_BYTES]
-        != fingerprint):
-      yield beam.pvalue.TaggedOutput('lost', (survivor, 'changed_during_run',
-                                              'its notes changed after the dedup read them'))
+        != survivor.fingerprint):
+      yield beam.pvalue.TaggedOutput('lost', elements.Lost(
+          survivor, 'changed_during_run', 'its notes changed after the dedup read them'))
       return
-    split = notes_lib.split_for(fingerprint.hex(), dict(self._config.split_ratios))
+    split = notes_lib.split_for(survivor.fingerprint.hex(), dict(self._config.split_ratios))
     chunks = contract.serialized_chunks(piece, self._config.window_length, self._config.stride,
-                                        label)
+                                        survivor.label)
     for chunk in chunks:
       yield beam.pvalue.TaggedOutput(split, chunk)
-    stats = info_lib.piece_stats(piece, copies, len(chunks), self._config.window_length, label,
-                                 conflict)
+    stats = info_lib.piece_stats(piece, survivor.copies, len(chunks), self._config.window_length,
+                                 survivor.label, survivor.conflict)
     yield beam.pvalue.TaggedOutput('stats', (split, stats))
 
 
 class AccountLostFn(beam.DoFn):
-  """(survivor, reason, detail) -> its dead letter, and on ``stats`` its copies as duplicates,
-  so that every input stays accounted for."""
+  """Lost -> its dead letter, and on ``stats`` its copies as duplicates, so that every input
+  stays accounted for."""
 
   def __init__(self, split_ratios: dict[str, float]):
     self._split_ratios = split_ratios
 
-  def process(self, element):
-    (fingerprint, ((name, *_), copies, *_)), reason, detail = element
-    yield beam_outputs.dead_letter(name, reason, detail)
-    split = notes_lib.split_for(fingerprint.hex(), self._split_ratios)
-    yield beam.pvalue.TaggedOutput('stats', (split, info_lib.lost_piece_stats(copies)))
+  def process(self, lost: elements.Lost):
+    survivor = lost.survivor
+    yield beam_outputs.dead_letter(survivor.input.name, lost.reason, lost.detail)
+    split = notes_lib.split_for(survivor.fingerprint.hex(), self._split_ratios)
+    yield beam.pvalue.TaggedOutput('stats', (split, info_lib.lost_piece_stats(survivor.copies)))
 
 
+@beam.typehints.with_input_types(elements.Survivor)
+@beam.typehints.with_output_types(elements.Survivor)
 class CountDuplicatesFn(beam.DoFn):
   """Counts every survivor's other copies, and the survivors whose copies disagree on their
   label, in Beam's metrics (``dedup/duplicates``, ``dedup/label_conflicts``)."""
@@ -486,11 +497,10 @@ class CountDuplicatesFn(beam.DoFn):
     self._duplicates = metrics.Metrics.counter('dedup', 'duplicates')
     self._conflicts = metrics.Metrics.counter('dedup', 'label_conflicts')
 
-  def process(self, element):
-    _, (_, copies, _, conflict) = element
-    self._duplicates.inc(copies - 1)
-    self._conflicts.inc(int(conflict))
-    yield element
+  def process(self, survivor: elements.Survivor):
+    self._duplicates.inc(survivor.copies - 1)
+    self._conflicts.inc(int(survivor.conflict))
+    yield survivor
 
 
 class WriteSplits(beam.PTransform):

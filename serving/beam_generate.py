@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import sys
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam import metrics
@@ -96,8 +97,16 @@ def batches_of(keyed, batch_size: int):
     yield items[start:start + batch_size]
 
 
+class Generated(NamedTuple):
+  """A request, its prime window and the continuation generated from it (note arrays by
+  feature name, as ``serving.generate.generate`` gives them)."""
+  request: requests_lib.Request
+  prime: dict
+  continuation: dict
+
+
 class GeneratePieces(beam.PTransform):
-  """(Request, prime) -> (Request, prime, continuation), through RunInference.
+  """(Request, prime) -> Generated, through RunInference.
 
   One ``generate`` call takes one set of parameters, so requests are keyed by theirs
   (``Request.batch_key``: all but the seed, since every row has its own), grouped, and each
@@ -126,7 +135,7 @@ class GeneratePieces(beam.PTransform):
     results, failed = batches | 'RunInference' >> inference.RunInference(
         model_handler.PieceModelHandler(self._export_dir, batch_size)).with_exception_handling()
     generated = results | 'Continuations' >> beam.Map(
-        lambda result: (*result.example, result.inference))
+        lambda result: Generated(*result.example, continuation=result.inference))
     dead_letters = failed.failed_inferences | 'FailedBatches' >> beam.FlatMap(failed_batch)
     return {'generated': generated, beam_outputs.TAG: dead_letters}
 

@@ -9,7 +9,7 @@ from apache_beam.transforms import window
 import hostile_parsers
 import midi_builders
 
-from beam_pipelines import preprocess, runner
+from beam_pipelines import elements, preprocess, runner
 from partita import failures, isolation
 from partita import notes as notes_lib
 
@@ -77,28 +77,31 @@ def test_an_input_left_in_flight_by_a_failed_bundle_never_reaches_the_next_bundl
   fn.setup()
   try:
     fn.start_bundle()
-    first = ('first.mid', midi_builders.midi_bytes(midi_builders.random_melody(0, 12)))
+    first = elements.InputBytes('first.mid',
+                                midi_builders.midi_bytes(midi_builders.random_melody(0, 12)))
     assert list(fn.process(first, 0, window.GlobalWindow())) == []  # in the child, unanswered
     # The bundle fails here: the runner retries it elsewhere and starts another on this DoFn.
     fn.start_bundle()
-    second = ('second.mid', midi_builders.midi_bytes(midi_builders.random_melody(1, 12)))
+    second = elements.InputBytes('second.mid',
+                                 midi_builders.midi_bytes(midi_builders.random_melody(1, 12)))
     outputs = list(fn.process(second, 0, window.GlobalWindow())) + list(fn.finish_bundle())
   finally:
     fn.teardown()
-  assert [output.value[1][0][0] for output in outputs] == ['second.mid']
+  assert [copy.input.name for _, copy in (output.value for output in outputs)] == ['second.mid']
 
 
 def test_a_crashing_file_costs_that_file_not_the_beam_job():
-  inputs = [(f'good{seed}.mid', midi_builders.midi_bytes(midi_builders.random_melody(seed, 12)))
+  inputs = [elements.InputBytes(f'good{seed}.mid',
+                                midi_builders.midi_bytes(midi_builders.random_melody(seed, 12)))
             for seed in range(3)]
-  inputs += [('crash.mid', b'CRASH'), ('hang.mid', b'HANG')]
+  inputs += [elements.InputBytes('crash.mid', b'CRASH'), elements.InputBytes('hang.mid', b'HANG')]
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     parsed = (pipeline
               | beam.Create(inputs)
               | beam.ParDo(preprocess.ParsePieceFn(hostile_parsers.parse_or_fail, OPTIONS,
                                                    LIMITS)).with_outputs(
                                                        'dead_letter', main='pieces'))
-    beam_testing.assert_that(parsed.pieces | beam.Map(lambda kv: kv[1][0][0]),
+    beam_testing.assert_that(parsed.pieces | beam.MapTuple(lambda _, copy: copy.input.name),
                              beam_testing.equal_to(['good0.mid', 'good1.mid', 'good2.mid']),
                              label='pieces')
     beam_testing.assert_that(

@@ -13,6 +13,7 @@ import os
 import shutil
 
 import apache_beam as beam
+from apache_beam import coders
 from apache_beam.io import filesystems
 from apache_beam.metrics import metric
 from apache_beam.testing import test_pipeline
@@ -21,10 +22,10 @@ import midi_builders
 import numpy as np
 import pytest
 
+from beam_pipelines import elements, preprocess, runner
 from beam_pipelines import info as info_lib
 from beam_pipelines import inputs as inputs_lib
 from beam_pipelines import outputs as beam_outputs
-from beam_pipelines import preprocess, runner
 from partita import constants, contract, failures
 from partita import notes as notes_lib
 
@@ -41,17 +42,19 @@ GOOD = [(seed, 30 + 5 * seed) for seed in range(6)]
 
 def test_parse_midi_fn_routes_pieces_and_dead_letters():
   melody = [(60, 0.0, 0.5, 80), (64, 0.5, 1.0, 90), (67, 1.0, 2.0, 100)]
-  inputs = [('a/good.mid', midi_builders.midi_bytes(melody)), ('b/bad.mid', b'not midi at all'),
-            ('c/short.mid', midi_builders.midi_bytes(melody[:2]))]
+  inputs = [elements.InputBytes('a/good.mid', midi_builders.midi_bytes(melody)),
+            elements.InputBytes('b/bad.mid', b'not midi at all'),
+            elements.InputBytes('c/short.mid', midi_builders.midi_bytes(melody[:2]))]
   parse_fn = preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions(min_notes=3))
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     parsed = (pipeline
               | beam.Create(inputs)
               | beam.ParDo(parse_fn).with_outputs(beam_outputs.TAG, main='pieces'))
     # Only the fingerprint's first bytes, the name and a digest of the bytes come out: no notes.
+    digest = hashlib.blake2b(inputs[0].data, digest_size=8).digest()
     beam_testing.assert_that(parsed.pieces, beam_testing.equal_to([
-        (key_of(melody), (('a/good.mid', 'midi', hashlib.blake2b(inputs[0][1], digest_size=8)
-                                                  .digest()), 'unknown'))]), label='Pieces')
+        (key_of(melody), elements.Copy(elements.Input('a/good.mid', 'midi', digest), 'unknown'))
+    ]), label='Pieces')
     beam_testing.assert_that(parsed[beam_outputs.TAG], beam_testing.equal_to([
         {'input': 'b/bad.mid', 'reason': 'not_midi',
          'detail': 'file does not start with a MIDI header (MThd)'},
@@ -68,15 +71,19 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     kept = (
         pipeline
-        | beam.Create([('z/copy.mid', same), ('m/original.mid', same),
-                       ('n/renamed.mid', renamed_tracks), ('y/other.mid', other)])
+        | beam.Create([elements.InputBytes('z/copy.mid', same),
+                       elements.InputBytes('m/original.mid', same),
+                       elements.InputBytes('n/renamed.mid', renamed_tracks),
+                       elements.InputBytes('y/other.mid', other)])
         | beam.ParDo(preprocess.ParsePieceFn(notes_lib.parse_midi, notes_lib.ParseOptions()))
         | beam.CombinePerKey(preprocess.KeepFirstPathFn()))
     beam_testing.assert_that(kept, beam_testing.equal_to([
-        (key_of(melody), (('m/original.mid', 'midi', preprocess.input_digest(same)), 3, 'unknown',
-                          False)),
-        (key_of(other_melody), (('y/other.mid', 'midi', preprocess.input_digest(other)), 1,
-                                'unknown', False)),
+        (key_of(melody), elements.Kept(
+            elements.Input('m/original.mid', 'midi', preprocess.input_digest(same)), 3, 'unknown',
+            False)),
+        (key_of(other_melody), elements.Kept(
+            elements.Input('y/other.mid', 'midi', preprocess.input_digest(other)), 1, 'unknown',
+            False)),
     ]))
 
 
@@ -89,13 +96,13 @@ def key_of(melody) -> bytes:
   return bytes.fromhex(fingerprint_of(melody))[:preprocess.FINGERPRINT_BYTES]
 
 
-def copy_of(name: str, label: str = 'unknown') -> tuple:
-  """The dedup's element for a MIDI input ``name``: ``((name, kind, digest), label)``."""
-  return input_of(name), label
+def copy_of(name: str, label: str = 'unknown') -> elements.Copy:
+  """The dedup's element for a MIDI input ``name``."""
+  return elements.Copy(input_of(name), label)
 
 
-def input_of(name: str) -> tuple[str, str, bytes]:
-  return name, 'midi', preprocess.input_digest(name.encode())
+def input_of(name: str) -> elements.Input:
+  return elements.Input(name, 'midi', preprocess.input_digest(name.encode()))
 
 
 def test_keep_first_path_fn_merges_in_any_order():
@@ -104,11 +111,11 @@ def test_keep_first_path_fn_merges_in_any_order():
                   fn.create_accumulator(),
                   fn.add_input(fn.add_input(fn.create_accumulator(), copy_of('c')),
                                copy_of('a'))]
-  assert fn.extract_output(fn.merge_accumulators(accumulators)) == (input_of('a'), 3, 'unknown',
-                                                                    False)
-  assert fn.extract_output(fn.merge_accumulators(accumulators[::-1])) == (
+  assert fn.extract_output(fn.merge_accumulators(accumulators)) == elements.Kept(
       input_of('a'), 3, 'unknown', False)
-  assert fn.extract_output(fn.create_accumulator()) == (None, 0, 'unknown', False)
+  assert fn.extract_output(fn.merge_accumulators(accumulators[::-1])) == elements.Kept(
+      input_of('a'), 3, 'unknown', False)
+  assert fn.extract_output(fn.create_accumulator()) == elements.Kept(None, 0, 'unknown', False)
 
 
 def test_keep_first_path_fn_labels_with_the_first_known_label_and_flags_conflicts():
@@ -119,31 +126,62 @@ def test_keep_first_path_fn_labels_with_the_first_known_label_and_flags_conflict
     return fn.extract_output(fn.merge_accumulators(accumulators))
 
   # The smallest name is kept; an unknown copy does not hide its copy's known label.
-  assert kept(copy_of('a'), copy_of('c', 'bach')) == (input_of('a'), 2, 'bach', False)
+  assert kept(copy_of('a'), copy_of('c', 'bach')) == elements.Kept(input_of('a'), 2, 'bach',
+                                                                   False)
   # Two known labels: the smallest-named labelled copy's wins, and it is a conflict.
-  assert kept(copy_of('d', 'handel'), copy_of('b', 'bach'), copy_of('a')) == (
+  assert kept(copy_of('d', 'handel'), copy_of('b', 'bach'), copy_of('a')) == elements.Kept(
       input_of('a'), 3, 'bach', True)
-  assert kept(copy_of('b', 'bach'), copy_of('a', 'bach')) == (input_of('a'), 2, 'bach', False)
+  assert kept(copy_of('b', 'bach'), copy_of('a', 'bach')) == elements.Kept(input_of('a'), 2,
+                                                                           'bach', False)
 
 
 def test_keep_first_path_fn_gives_one_answer_for_every_grouping_and_holds_each_name_once():
   fn = preprocess.KeepFirstPathFn()
-  elements = [copy_of('e'), copy_of('d', 'handel'), copy_of('c', 'bach'), copy_of('b'),
-              copy_of('f', 'bach')]
-  single = [fn.add_input(fn.create_accumulator(), element) for element in elements]
+  copies = [copy_of('e'), copy_of('d', 'handel'), copy_of('c', 'bach'), copy_of('b'),
+            copy_of('f', 'bach')]
+  single = [fn.add_input(fn.create_accumulator(), copy) for copy in copies]
   # What crosses the shuffle for one input: its name once, not again as the labelled copy.
-  assert single[1] == (copy_of('d', 'handel'), 1, None, False)
-  expected = (input_of('b'), 5, 'bach', True)
-  for order in itertools.permutations(range(len(elements))):
+  assert single[1] == elements.DedupAccumulator(copy_of('d', 'handel'), 1, None, False)
+  expected = elements.Kept(input_of('b'), 5, 'bach', True)
+  for order in itertools.permutations(range(len(copies))):
     accumulators = [single[i] for i in order]
     # Merged two by two from the left, then as one list: a runner may do either.
     pairwise = functools.reduce(lambda a, b: fn.merge_accumulators([a, b]), accumulators)
     assert fn.extract_output(pairwise) == expected
     assert fn.extract_output(fn.merge_accumulators(accumulators)) == expected
-  assert fn.extract_output(fn.merge_accumulators(single[:2])) == (input_of('d'), 2, 'handel',
-                                                                  False)
-  assert fn.extract_output(fn.merge_accumulators([single[2], single[4]])) == (
+  assert fn.extract_output(fn.merge_accumulators(single[:2])) == elements.Kept(
+      input_of('d'), 2, 'handel', False)
+  assert fn.extract_output(fn.merge_accumulators([single[2], single[4]])) == elements.Kept(
       input_of('c'), 2, 'bach', False)
+
+
+def as_plain_tuples(value):
+  """``value`` with every NamedTuple in it a plain tuple, as the job's elements were before."""
+  return tuple(as_plain_tuples(field) for field in value) if isinstance(value, tuple) else value
+
+
+def test_every_element_is_coded_field_by_field_no_larger_than_a_plain_tuple():
+  """A field Beam cannot type (a string annotation, ``X | None``) would be pickled instead,
+  and the shuffle would grow by the pickle's class names."""
+  survivor = elements.Survivor(b'f' * preprocess.FINGERPRINT_BYTES, input_of('corpus/a.mid'), 2,
+                               'bach', True)
+  samples = [elements.MatchedFile('corpus/a.mid', 3000),
+             elements.InputBytes('corpus/a.mid', b'MThd'), copy_of('corpus/a.mid', 'bach'),
+             elements.NameAndLabel('corpus/a.mid', 'bach'),
+             elements.DedupAccumulator(copy_of('corpus/a.mid'), 2,
+                                       elements.NameAndLabel('corpus/b.mid', 'bach'), False),
+             preprocess.KeepFirstPathFn().create_accumulator(),
+             elements.Kept(input_of('corpus/a.mid'), 2, 'bach', True), survivor,
+             elements.SurvivorBytes(survivor, b'MThd'),
+             elements.Lost(survivor, 'unreadable', 'FileNotFoundError: gone')]
+  for sample in samples:
+    coder = coders.registry.get_coder(type(sample))
+    assert isinstance(coder, coders.RowCoder)
+    encoded = coder.encode(sample)
+    assert coder.decode(encoded) == sample
+    assert type(coder.decode(encoded)) is type(sample)
+    assert len(encoded) <= len(coders.FastPrimitivesCoder().encode(as_plain_tuples(sample))), (
+        type(sample).__name__)
 
 
 def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_statistics(tmp_path):
@@ -152,11 +190,13 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
                                        isolate_parser=False)
   melodies = {seed: midi_builders.random_melody(seed, num_notes) for seed, num_notes in GOOD}
   copies = {seed: 2 if seed == 0 else 1 for seed in melodies}
-  elements = []
+  read_again = []
   for seed, melody in melodies.items():
     data = midi_builders.midi_bytes(melody)
-    elements.append(((key_of(melody), ((f'{seed}.mid', 'midi', preprocess.input_digest(data)),
-                                       copies[seed], 'unknown', False)), data))
+    survivor = elements.Survivor(
+        key_of(melody), elements.Input(f'{seed}.mid', 'midi', preprocess.input_digest(data)),
+        copies[seed], 'unknown', False)
+    read_again.append(elements.SurvivorBytes(survivor, data))
   expected = expected_by_split()
 
   def shards_in_their_split_folders(paths):
@@ -166,7 +206,7 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
                and name.endswith('.tfrecord.gz') for name in relative)
 
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
-    written = ({'pieces': pipeline | 'Pieces' >> beam.Create(elements),
+    written = ({'pieces': pipeline | 'Pieces' >> beam.Create(read_again),
                 'lost': pipeline | 'Lost' >> beam.Create([])}
                | preprocess.WriteSplits(config))
     beam_testing.assert_that(written['shards'], shards_in_their_split_folders, label='Shards')
@@ -213,12 +253,12 @@ def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_d
   def digest_of(melody):
     return preprocess.input_digest(midi_builders.midi_bytes(melody))
 
-  survivors = [(key_of(kept), ((kept_path, 'midi', digest_of(kept)), 1, 'unknown', False)),
-               (key_of(changed), ((changed_path, 'midi', digest_of(changed)), 3, 'unknown',
-                                  False)),
-               (key_of(vanished), ((vanished_path, 'midi', digest_of(vanished)), 2, 'unknown',
-                                   False)),
-               (key_of(relaid), ((relaid_path, 'midi', digest_of(relaid)), 1, 'unknown', False))]
+  def survivor(melody, path, copies):
+    return elements.Survivor(key_of(melody), elements.Input(path, 'midi', digest_of(melody)),
+                             copies, 'unknown', False)
+
+  survivors = [survivor(kept, kept_path, 1), survivor(changed, changed_path, 3),
+               survivor(vanished, vanished_path, 2), survivor(relaid, relaid_path, 1)]
   split_of = {name: notes_lib.split_for(fingerprint_of(melody), dict(SPLIT_RATIOS))
               for name, melody in (('kept', kept), ('changed', changed), ('vanished', vanished),
                                    ('relaid', relaid))}

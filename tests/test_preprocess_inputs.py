@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import test_preprocess
 
-from beam_pipelines import inputs, preprocess, runner
+from beam_pipelines import elements, inputs, preprocess, runner
 from beam_pipelines import outputs as beam_outputs
 from partita import config_tree, contract, failures
 from partita import notes as notes_lib
@@ -284,17 +284,22 @@ def test_parse_and_dedup_keeps_each_piece_once_across_kinds_and_rejects_the_rest
   config = preprocess.PreprocessConfig(window_length=WINDOW_LENGTH, isolate_parser=False)
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     read = {'midi': pipeline | 'Midi' >> beam.Create([
-                ('z/copy.mid', same), ('m/original.mid', same), ('b/bad.mid', b'not midi')]),
+                elements.InputBytes('z/copy.mid', same),
+                elements.InputBytes('m/original.mid', same),
+                elements.InputBytes('b/bad.mid', b'not midi')]),
             'note_sequences': pipeline | 'NoteSequences' >> beam.Create([
-                ('s.tfrecord#0', note_sequence(melody)), ('s.tfrecord#1', note_sequence(other)),
-                ('s.tfrecord#2', b'\x08\x96\x01 not a NoteSequence')])}
+                elements.InputBytes('s.tfrecord#0', note_sequence(melody)),
+                elements.InputBytes('s.tfrecord#1', note_sequence(other)),
+                elements.InputBytes('s.tfrecord#2', b'\x08\x96\x01 not a NoteSequence')])}
     parsed = read | preprocess.ParseAndDedup(config)
     beam_testing.assert_that(parsed['survivors'], beam_testing.equal_to([
-        (test_preprocess.key_of(melody), (('m/original.mid', 'midi', preprocess.input_digest(same)),
-                                          3, 'unknown', False)),
-        (test_preprocess.key_of(other), (('s.tfrecord#1', 'note_sequences',
-                                          preprocess.input_digest(note_sequence(other))), 1,
-                                         'unknown', False))]),
+        elements.Survivor(test_preprocess.key_of(melody),
+                          elements.Input('m/original.mid', 'midi', preprocess.input_digest(same)),
+                          3, 'unknown', False),
+        elements.Survivor(test_preprocess.key_of(other),
+                          elements.Input('s.tfrecord#1', 'note_sequences',
+                                         preprocess.input_digest(note_sequence(other))),
+                          1, 'unknown', False)]),
         label='Survivors')
     beam_testing.assert_that(
         parsed[beam_outputs.TAG] | beam.Map(lambda d: (d['input'], d['reason'])),
@@ -306,7 +311,7 @@ def test_paths_travel_to_the_readers_packed_in_batches_that_keep_every_name():
   # A name that is not valid UTF-8 (Python holds it with surrogate escapes), accents, a space.
   names = [os.fsdecode(b'corpus/caf\xe9.mid'), 'corpus/Dvořák – Humoresque.mid',
            'corpus/a b.mid'] + [f'corpus/folder/piece-{i:03d}.mid' for i in range(61)]
-  batch = [(name, 1000 + i) for i, name in enumerate(names)]
+  batch = [elements.MatchedFile(name, 1000 + i) for i, name in enumerate(names)]
   packed = inputs.pack_paths(batch)
   assert sorted(inputs.unpack_paths(packed)) == sorted(batch)
   # Paths of one folder share most of their bytes: the batch costs far less than its paths.
@@ -315,7 +320,7 @@ def test_paths_travel_to_the_readers_packed_in_batches_that_keep_every_name():
 
 def test_a_file_that_cannot_be_read_is_a_dead_letter(tmp_path):
   gone = str(tmp_path / 'vanished.mid')  # matched, then deleted before it was read
-  [letter] = list(inputs.ReadFileFn(MAX_FILE_BYTES).process((gone, 100)))
+  [letter] = list(inputs.ReadFileFn(MAX_FILE_BYTES).process(elements.MatchedFile(gone, 100)))
   assert letter.tag == beam_outputs.TAG
   assert letter.value['input'] == gone and letter.value['reason'] == 'unreadable'
   assert 'FileNotFoundError' in letter.value['detail'] or 'No such file' in letter.value['detail']
