@@ -53,15 +53,7 @@ stage "generate" python -m serving.generate --model "$out/model/export" --out "$
 # One piece in the style of each composer the model has an id for (at most four), with label
 # guidance 3: on this corpus it raised how often a style classifier names the composer of such
 # pieces from 28% to 43% (chance 25%; BENCHMARKS.md, "Label guidance").
-composers=($(python - "$out/model/export" <<'PY'
-import json, os, sys
-from partita import labels as labels_lib
-labels = json.load(open(os.path.join(sys.argv[1], 'assets', 'info.json')))['labels']
-train = labels_lib.pieces_per_id(labels, 'train')
-own = range(labels_lib.OTHER_ID + 1, len(labels['vocabulary']))  # not unknown, not other
-print(' '.join(labels['vocabulary'][i] for i in sorted(own, key=lambda i: -train.get(i, 0))[:4]))
-PY
-))
+composers=($(python -m partita.demo_composers "$out/model/export"))
 for composer in "${composers[@]}"; do
   stage "generate in the style of $composer" python -m serving.generate \
     --model "$out/model/export" --out "$out/composers/$composer" --composer "$composer" \
@@ -84,31 +76,4 @@ done
 
 echo
 echo "== done in $((SECONDS - start)) s: $timings"
-python - "$out" <<'PY'
-import json, os, sys
-out = sys.argv[1]
-info = json.load(open(os.path.join(out, 'data', 'info.json')))
-metrics = json.load(open(os.path.join(out, 'model', 'metrics.json')))
-counts = info['counts']
-print(f"dataset      {out}/data: {counts['pieces_written']} pieces "
-      f"({counts['duplicates']} duplicates, {counts['dead_letters']} dead letters), "
-      f"{info['splits']['train']['windows']} training windows")
-print(f"model        {out}/model (TensorBoard: tensorboard --logdir {out}/model/logs)")
-print(f"export       {out}/model/export")
-with_audio = os.path.exists(os.path.join(out, 'generated', 'sample_000.wav'))
-print(f"generated    {out}/generated: MIDI + piano-roll PNG{' + WAV' if with_audio else ''} per "
-      f"sample; open {out}/generated/index.html in a browser to look and listen")
-print(f"validation   pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
-      f"accuracy {metrics['pitch_accuracy']:.1%}, top-5 {metrics['pitch_top5_accuracy']:.1%} "
-      f"after {metrics['steps']} steps")
-print(f"report       {out}/model/report/index.html (baselines, music statistics, plots, and "
-      "real, model and n-gram pieces side by side; also as report.md)")
-composers_dir = os.path.join(out, 'composers')
-for composer in sorted(os.listdir(composers_dir)) if os.path.isdir(composers_dir) else []:
-  print(f"in the style of {composer:<12} {composers_dir}/{composer}/sample_000.mid "
-        f"(and .png; {composers_dir}/{composer}/index.html to listen)")
-from evaluation import report
-with open(os.path.join(out, 'model', 'report', report.RESULTS_FILE)) as f:
-  for line in report.headline_lines(json.load(f)):
-    print(line)
-PY
+python -m evaluation.demo_summary "$out"
