@@ -169,7 +169,7 @@ def test_mixed_precision_trains_and_exports_float32(dataset, tmp_path, precision
   model, metrics, _ = task.train(dataset, model_dir, tiny(f'runtime.mixed_precision={precision}'))
   assert tf.keras.mixed_precision.global_policy().name == 'float32'  # restored after training
   assert model.dtype_policy.name == policy
-  assert model.get_layer('lstm').compute_dtype == precision
+  assert model.encoder.lstm.compute_dtype == precision
   for head in ('pitch_head', 'step_head', 'duration_head', 'velocity_head'):
     for layer in model.get_layer(head).layers:  # the head's dense layers
       assert layer.compute_dtype == 'float32', (head, layer.name)
@@ -409,7 +409,7 @@ def test_float16_steps_with_overflowing_gradients_are_skipped_and_the_scale_halv
   optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(),
                                                   initial_scale=2.0**100)
   trainer = tiny_trainer(tf.distribute.get_strategy(), 'mixed_float16', optimizer)
-  assert trainer.model.get_layer('lstm').compute_dtype == 'float16'
+  assert trainer.model.encoder.lstm.compute_dtype == 'float16'
   before = trainer.model.get_weights()
   # 2^100 times the loss overflows float16 (largest finite value 65504) in the LSTMs'
   # gradients: the step must change no weight.
