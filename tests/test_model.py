@@ -188,19 +188,19 @@ def exported(tmp_path_factory):
 
 
 def prime_arguments(primes):
-  """The window arguments of the exported functions, in order."""
-  return [tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
-          for name in constants.NOTE_FEATURES]
+  """The window arguments of the exported functions, by name."""
+  return {name: tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
+          for name in constants.NOTE_FEATURES}
 
 
 def generate(export, primes, seed, num_notes=40, temperature=1.0, labels=None, label_guidance=1.0,
              tempo=0.0):
   labels = np.zeros(len(primes['pitch'])) if labels is None else labels
   out = export.generate(
-      *prime_arguments(primes),
-      tf.constant(num_notes), tf.constant(temperature), tf.constant(128), tf.constant(1.0),
-      tf.constant(label_guidance), tf.constant(tempo),
-      tf.constant(seed, tf.int64), tf.constant(labels, tf.int32))
+      **prime_arguments(primes), num_notes=tf.constant(num_notes),
+      temperature=tf.constant(temperature), top_k=tf.constant(128), top_p=tf.constant(1.0),
+      label_guidance=tf.constant(label_guidance), tempo=tf.constant(tempo),
+      seed=tf.constant(seed, tf.int64), label=tf.constant(labels, tf.int32))
   return {name: value.numpy() for name, value in out.items()}
 
 
@@ -287,8 +287,9 @@ def test_predict_next_returns_the_models_distributions(exported):
   window = windows(seed=3, batch=4)  # the primes, with labels
   np.testing.assert_array_equal(window['pitch'], primes['pitch'])
   note = next_note(step=0.0, pitch=67, duration=0.3, batch=4)
-  out = export.predict_next(*prime_arguments(window), note['step'], note['pitch'],
-                            note['duration'], window['label'][:, -1])
+  out = export.predict_next(**prime_arguments(window), next_step=note['step'],
+                            next_pitch=note['pitch'], next_duration=note['duration'],
+                            label=window['label'][:, -1])
   with open(os.path.join(export_dir, 'assets', 'config.yaml')) as f:
     model_config = config_lib.from_yaml(f.read()).model
   components = model_config.timing_components + model_config.timing_anchors
