@@ -98,6 +98,7 @@ class BiLSTMEncoder(layers.Layer):
     return self.dropout(self.lstm(x), training=training)
 
   def start(self, features: tf.Tensor) -> tf.Tensor:
+    """The state after a window's ``[batch, window, features]``: the features themselves."""
     return features
 
   def advance(self, state: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
@@ -105,6 +106,7 @@ class BiLSTMEncoder(layers.Layer):
     return tf.concat([state[:, 1:], features], axis=1)
 
   def vector(self, state: tf.Tensor) -> tf.Tensor:
+    """The ``[batch, units]`` vector after the notes of ``state``."""
     return self(state)
 
 
@@ -149,6 +151,7 @@ class CausalEncoder(layers.Layer):
     return self.start(features, state['states'])
 
   def vector(self, state: dict) -> tf.Tensor:
+    """The ``[batch, units]`` vector after the notes of ``state``."""
     return state['vector']
 
 
