@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from evaluation import evaluate as evaluate_lib  # noqa: E402
-from partita import atomic  # noqa: E402
+from partita import atomic, constants  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
 from serving import generate as generate_lib  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
@@ -65,17 +65,18 @@ def generation_notes_per_second(export_dir: str, data: str) -> float:
       GENERATION_BATCH, 0)
   primes = {name: np.resize(values, (GENERATION_BATCH,) + values.shape[1:])
             for name, values in primes.items()}
-  arguments = [tf.constant(primes[name], dtype) for name, dtype in (
-      ('pitch', tf.int32), ('step', tf.float32), ('duration', tf.float32),
-      ('velocity', tf.float32))] + [tf.constant(GENERATION_NOTES), tf.constant(1.0),
-                                    tf.constant(128), tf.constant(1.0), tf.constant(1.0),
-                                    tf.constant(0, tf.int64),
-                                    tf.zeros([GENERATION_BATCH], tf.int32)]
-  export.generate(*arguments)  # compiles
+  arguments = {
+      **{name: tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
+         for name in constants.NOTE_FEATURES},
+      'num_notes': tf.constant(GENERATION_NOTES), 'temperature': tf.constant(1.0),
+      'top_k': tf.constant(128), 'top_p': tf.constant(1.0), 'label_guidance': tf.constant(1.0),
+      'tempo': tf.constant(0.0), 'seed': tf.constant(0, tf.int64),
+      'label': tf.zeros([GENERATION_BATCH], tf.int32)}
+  export.generate(**arguments)  # compiles
   seconds = []
   for _ in range(3):
     started = time.perf_counter()
-    export.generate(*arguments)['pitch'].numpy()
+    export.generate(**arguments)['pitch'].numpy()
     seconds.append(time.perf_counter() - started)
   return GENERATION_BATCH * GENERATION_NOTES / statistics.median(seconds)
 

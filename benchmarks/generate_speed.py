@@ -108,8 +108,9 @@ def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) 
   zeros, zero_pitch = tf.zeros([1]), tf.zeros([1], tf.int32)
   pitches = []
   for _ in range(num_notes):
-    out = model.predict_next(*(tf.constant(window[name]) for name in constants.NOTE_FEATURES),
-                             zeros, zero_pitch, zeros, zero_pitch)
+    out = model.predict_next(
+        **{name: tf.constant(window[name]) for name in constants.NOTE_FEATURES},
+        next_step=zeros, next_pitch=zero_pitch, next_duration=zeros, label=zero_pitch)
     pitch = softmax_choice(out['pitch_logits'].numpy()[0].astype(np.float64), rng)
     next_note = {'pitch': pitch, 'step': sample_time(out, 'step', rng),
                  'duration': sample_time(out, 'duration', rng),

@@ -137,14 +137,16 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict, by_label: bool,
   predict_next = getattr(export, export_contract.PREDICT_NEXT)
   for inputs, targets in dataset:
     # The true next note: each head is conditioned on the true parts before its own.
-    arguments = (*(inputs[name] for name in constants.NOTE_FEATURES),
-                 targets['step'], targets['pitch'], targets['duration'])
+    arguments = {**{name: inputs[name] for name in constants.NOTE_FEATURES},
+                 'next_step': targets['step'], 'next_pitch': targets['pitch'],
+                 'next_duration': targets['duration']}
     label = inputs[contract.LABEL_FEATURE][:, -1]
     target = {name: values.numpy() for name, values in targets.items()}
-    scores = _model_scores(predict_next(*arguments, label), target)
+    scores = _model_scores(predict_next(**arguments, label=label), target)
     add(sums.setdefault('model', {}), scores)
     if by_label:
-      unconditional = _model_scores(predict_next(*arguments, tf.zeros_like(label)), target)
+      unconditional = _model_scores(predict_next(**arguments, label=tf.zeros_like(label)),
+                                    target)
       window_labels = label.numpy()
       for label_id in np.unique(window_labels):
         rows = window_labels == label_id

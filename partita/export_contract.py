@@ -4,6 +4,19 @@ A SavedModel with two functions and three plain files in its ``assets/`` folder.
 (``serving``, ``evaluation``, or anyone's code with only TensorFlow) need nothing else, so the
 names and limits live here, with no TensorFlow import, for the writer and the readers alike.
 
+**Arguments by name.** Both functions take named tensors (:data:`ARGUMENTS`) and readers pass
+every one by keyword, ``export.generate(pitch=..., ..., label=...)``; their order is not part of
+the contract. An argument added later comes last, with a default that keeps the behaviour from
+before it (as ``label_guidance=1.0`` and ``tempo=0.0`` would have): a SavedModel keeps a
+``tf.function``'s Python defaults, so a reader that does not know the new argument leaves it out
+and still gets its old behaviour, and a reader that needs it refuses an export without it
+(``serving.generate.load_export``). One argument holding a dict of tensors, the other way to
+name them, would not be additive: a dict must hold exactly the keys it was traced with, so a new
+key breaks every reader that does not pass it. (The SavedModel's serving signatures, for TF
+Serving, are keyword-only either way, and fill no defaults.) Exports written before readers
+passed arguments by name have the same parameter names, so they are called the same way; one
+that lacks an argument of today's (from before ``label_guidance`` or the metre) is refused.
+
 ``predict_next(pitch, step, duration, velocity, quarter_seconds, bar_position, bar_quarters,
 next_step, next_pitch, next_duration, label)``: ``[batch, window]`` windows of the seven note
 features (``constants.NOTE_FEATURES``; the metre's three are 0 for a piece without a grid,
@@ -58,6 +71,8 @@ ignores the label and values above 1 exaggerate what it changes, at twice the co
 guide by hand.
 """
 
+from partita import constants
+
 # The file every SavedModel reader looks for first; written last, so it marks a complete export.
 SAVED_MODEL_FILE = 'saved_model.pb'
 ASSETS_DIR = 'assets'
@@ -69,13 +84,18 @@ ASSET_FILES = (ASSET_CONFIG, ASSET_INFO, ASSET_PRIMES)
 PREDICT_NEXT = 'predict_next'
 GENERATE = 'generate'
 SIGNATURES = (PREDICT_NEXT, GENERATE)
-# The arguments of ``predict_next`` after the seven windows, in order.
+# The next note's parts that ``predict_next``'s heads condition on.
 PREDICT_NEXT_CONDITIONS = ('next_step', 'next_pitch', 'next_duration')
-# The scalar arguments of ``generate`` after the seven prime windows, in order.
+# The sampling parameters of ``generate`` (``serving.sampling.Sampling``'s fields).
 GENERATE_PARAMETERS = ('num_notes', 'temperature', 'top_k', 'top_p', 'label_guidance',
                        'tempo', 'seed')
-# The label ids: the last argument of both functions.
+# The label ids, an argument of both functions.
 LABEL_ARGUMENT = 'label'
+# Each function's arguments by name: the windows (constants.NOTE_FEATURES), then its own.
+ARGUMENTS = {
+    PREDICT_NEXT: (*constants.NOTE_FEATURES, *PREDICT_NEXT_CONDITIONS, LABEL_ARGUMENT),
+    GENERATE: (*constants.NOTE_FEATURES, *GENERATE_PARAMETERS, LABEL_ARGUMENT),
+}
 
 # Notes per ``generate`` call; the graph asserts it, and serving refuses more before calling.
 MAX_GENERATED_NOTES = 10_000

@@ -126,9 +126,9 @@ def load_export(export_dir: str) -> Export:
 
   Raises:
     failures.RejectionError: ``bad_request``: no SavedModel there, its assets are missing, it
-      cannot be loaded, it lacks the ``generate`` or ``predict_next`` function, its windows
-      are not the length its ``info.json`` says, or its ``generate`` takes other parameters
-      than ``export_contract.GENERATE_PARAMETERS`` (an export of an older version).
+      cannot be loaded, it lacks the ``generate`` or ``predict_next`` function or one of the
+      arguments this version passes them (``export_contract.ARGUMENTS``: an export of an older
+      version), or its windows are not the length its ``info.json`` says.
   """
   import tensorflow as tf  # deferred: `--help` and argument errors should not wait for TF.
   assets = os.path.join(export_dir, export_contract.ASSETS_DIR)
@@ -153,20 +153,21 @@ def load_export(export_dir: str) -> Export:
     if not hasattr(model, function):
       raise validation.bad_request(
           f'{export_dir} has no `{function}` function: not a partita export')
-  generate_function = getattr(model, export_contract.GENERATE)
-  signature = generate_function.concrete_functions[0].structured_input_signature[0]
-  if signature[0].shape[-1] != window_length:
+  arguments = {function: {spec.name: spec for spec in tf.nest.flatten(
+      getattr(model, function).concrete_functions[0].structured_input_signature)}
+               for function in (export_contract.GENERATE, export_contract.PREDICT_NEXT)}
+  for function, specs in arguments.items():
+    missing = [name for name in export_contract.ARGUMENTS[function] if name not in specs]
+    if missing:
+      raise validation.bad_request(
+          f'{export_dir} is incompatible: its {function} takes no {", ".join(missing)}, which '
+          'this version passes; export it again with this version (rerunning its trainer.task '
+          'command resumes from its last checkpoint and exports)')
+  export_window = arguments[export_contract.GENERATE]['pitch'].shape[-1]
+  if export_window != window_length:
     raise validation.bad_request(
-        f'{export_dir} is incompatible: its model takes windows of {signature[0].shape[-1]} '
-        f'notes but its {export_contract.ASSET_INFO} says {window_length}')
-  parameters = tuple(spec.name for spec in signature if spec.name not in constants.NOTE_FEATURES
-                     and spec.name != export_contract.LABEL_ARGUMENT)
-  if parameters != export_contract.GENERATE_PARAMETERS:
-    raise validation.bad_request(
-        f'{export_dir} is incompatible: its generate takes {", ".join(parameters)} where this '
-        f'version passes {", ".join(export_contract.GENERATE_PARAMETERS)}; export it again '
-        'with this version (rerunning its trainer.task command resumes from its last checkpoint '
-        'and exports)')
+        f'{export_dir} is incompatible: its model takes windows of {export_window} notes but '
+        f'its {export_contract.ASSET_INFO} says {window_length}')
   return Export(model, info, bundled)
 
 
@@ -195,14 +196,15 @@ def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampli
               for name, values in primes.items()}
     seeds = list(seeds) + [seeds[0]] * (rows - batch)
     labels = list(labels) + [labels[0]] * (rows - batch)
-  windows = [tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
-             for name in constants.NOTE_FEATURES]
+  windows = {name: tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
+             for name in constants.NOTE_FEATURES}
   outputs = getattr(model, export_contract.GENERATE)(
-      *windows,
-      tf.constant(sampling.num_notes, tf.int32), tf.constant(sampling.temperature, tf.float32),
-      tf.constant(sampling.top_k, tf.int32), tf.constant(sampling.top_p, tf.float32),
-      tf.constant(sampling.label_guidance, tf.float32), tf.constant(sampling.tempo, tf.float32),
-      tf.constant(seeds, tf.int64), tf.constant(labels, tf.int32))
+      **windows, num_notes=tf.constant(sampling.num_notes, tf.int32),
+      temperature=tf.constant(sampling.temperature, tf.float32),
+      top_k=tf.constant(sampling.top_k, tf.int32), top_p=tf.constant(sampling.top_p, tf.float32),
+      label_guidance=tf.constant(sampling.label_guidance, tf.float32),
+      tempo=tf.constant(sampling.tempo, tf.float32), seed=tf.constant(seeds, tf.int64),
+      label=tf.constant(labels, tf.int32))
   return {name: values.numpy()[:batch] for name, values in outputs.items()}
 
 

@@ -102,8 +102,9 @@ def test_each_window_is_scored_with_its_label_and_with_none(trained):
   for inputs, targets in dataset:
     label = inputs['label'][:, -1].numpy()
     for suffix, ids in (('', label), ('_unconditional', np.zeros_like(label))):
-      out = export.predict_next(*(inputs[name] for name in constants.NOTE_FEATURES),
-                                targets['step'], targets['pitch'], targets['duration'], ids)
+      out = export.predict_next(**{name: inputs[name] for name in constants.NOTE_FEATURES},
+                                next_step=targets['step'], next_pitch=targets['pitch'],
+                                next_duration=targets['duration'], label=ids)
       log_probs = tf.nn.log_softmax(out['pitch_logits']).numpy()
       nll = -log_probs[np.arange(len(label)), targets['pitch'].numpy()]
       for label_id in np.unique(label):

@@ -120,7 +120,7 @@ def test_a_mixed_precision_model_reads_the_next_note_and_answers_in_float32(poli
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
   with distribute.global_dtype_policy(policy):
     model = model_lib.build_model(config.model, WINDOW, TIMING, NUM_LABELS)
-  assert model.get_layer('lstm').compute_dtype == policy.split('_')[1]
+  assert model.encoder.lstm.compute_dtype == policy.split('_')[1]
   outputs = model(windows(), next_note(step=0.0))
   assert outputs['pitch'].dtype == outputs['velocity'].dtype == tf.float32
   for part in ('step', 'duration'):
@@ -188,19 +188,19 @@ def exported(tmp_path_factory):
 
 
 def prime_arguments(primes):
-  """The window arguments of the exported functions, in order."""
-  return [tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
-          for name in constants.NOTE_FEATURES]
+  """The window arguments of the exported functions, by name."""
+  return {name: tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
+          for name in constants.NOTE_FEATURES}
 
 
 def generate(export, primes, seed, num_notes=40, temperature=1.0, labels=None, label_guidance=1.0,
              tempo=0.0):
   labels = np.zeros(len(primes['pitch'])) if labels is None else labels
   out = export.generate(
-      *prime_arguments(primes),
-      tf.constant(num_notes), tf.constant(temperature), tf.constant(128), tf.constant(1.0),
-      tf.constant(label_guidance), tf.constant(tempo),
-      tf.constant(seed, tf.int64), tf.constant(labels, tf.int32))
+      **prime_arguments(primes), num_notes=tf.constant(num_notes),
+      temperature=tf.constant(temperature), top_k=tf.constant(128), top_p=tf.constant(1.0),
+      label_guidance=tf.constant(label_guidance), tempo=tf.constant(tempo),
+      seed=tf.constant(seed, tf.int64), label=tf.constant(labels, tf.int32))
   return {name: value.numpy() for name, value in out.items()}
 
 
@@ -287,8 +287,9 @@ def test_predict_next_returns_the_models_distributions(exported):
   window = windows(seed=3, batch=4)  # the primes, with labels
   np.testing.assert_array_equal(window['pitch'], primes['pitch'])
   note = next_note(step=0.0, pitch=67, duration=0.3, batch=4)
-  out = export.predict_next(*prime_arguments(window), note['step'], note['pitch'],
-                            note['duration'], window['label'][:, -1])
+  out = export.predict_next(**prime_arguments(window), next_step=note['step'],
+                            next_pitch=note['pitch'], next_duration=note['duration'],
+                            label=window['label'][:, -1])
   with open(os.path.join(export_dir, 'assets', 'config.yaml')) as f:
     model_config = config_lib.from_yaml(f.read()).model
   components = model_config.timing_components + model_config.timing_anchors
@@ -410,7 +411,7 @@ def test_the_causal_state_carried_note_by_note_is_the_whole_sequence_read_at_onc
   for position in range(WINDOW, WINDOW + 3):
     state = model.advance(state, {name: values[:, position] for name, values in longer.items()})
     np.testing.assert_allclose(model.state_vector(state),
-                               model.encode_sequence(longer)[0][:, position], atol=1e-6)
+                               model.encode_every_position(longer)[:, position], atol=1e-6)
 
 
 def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
@@ -471,7 +472,7 @@ def test_the_causal_encoder_never_sees_later_notes():
   model, _ = causal_model()
   notes = windows(seed=6)
   changed = dict(notes, pitch=tf.concat([notes['pitch'][:, :5], notes['pitch'][:, 5:] + 1], 1))
-  before, after = (model.encode_sequence(n)[0].numpy() for n in (notes, changed))
+  before, after = (model.encode_every_position(n).numpy() for n in (notes, changed))
   np.testing.assert_array_equal(before[:, :5], after[:, :5])
   assert np.abs(before[:, 5:] - after[:, 5:]).min() > 0
 
@@ -528,8 +529,22 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
                                   for name, values in sequence.items()})
   np.testing.assert_allclose(
       model.state_vector(state),
-      model.encode_sequence({name: tf.constant(v[:, :-1]) for name, v in sequence.items()})[0][
+      model.encode_every_position({name: tf.constant(v[:, :-1]) for name, v in sequence.items()})[
           :, -1], atol=1e-5)
+
+
+def test_a_checkpoint_holds_every_weight_of_either_encoder(tmp_path):
+  """What a resumed run restores (trainer.train_loop's tf.train.Checkpoint of the model): every
+  weight, the causal encoder's LSTMs and the heads included."""
+  for build in (tiny_model, causal_model):
+    keras.utils.set_random_seed(0)
+    model, _ = build()
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / build.__name__ / 'checkpoint'))
+    keras.utils.set_random_seed(1)
+    fresh, _ = build()
+    tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
+    for saved, restored in zip(model.weights, fresh.weights, strict=True):
+      np.testing.assert_array_equal(restored, saved, err_msg=saved.path)
 
 
 # --- what the heads read of the last notes themselves ---
@@ -551,3 +566,4 @@ def test_pitch_memory_counts_each_pitch_over_the_last_notes():
   for position in range(5):
     np.testing.assert_array_equal(
         every[position], model_lib.pitch_memory(pitches[:, :position + 1]).numpy()[0])
+

@@ -2,6 +2,7 @@
 Beam job (manifests, globs, dead letters, summary) on the DirectRunner."""
 
 import dataclasses
+import inspect
 import json
 import os
 import pickle
@@ -219,14 +220,52 @@ def test_missing_or_incompatible_exports_are_refused(served, tmp_path, capsys):
   module.predict_next = tf.function(lambda *args: args[0], input_signature=window)
   tf.saved_model.save(module, str(older))
   shutil.copytree(os.path.join(served['export'], 'assets'), older / 'assets', dirs_exist_ok=True)
-  refused(older, 'its generate takes num_notes, temperature, top_k, top_p, seed where this '
-          'version passes num_notes, temperature, top_k, top_p, label_guidance, tempo, seed; '
-          'export it again')
+  refused(older, 'its generate takes no quarter_seconds, bar_position, bar_quarters, '
+          'label_guidance, tempo, which this version passes; export it again')
   no_assets = tmp_path / 'no_assets'
   shutil.copytree(served['export'], no_assets)
   shutil.rmtree(no_assets / 'assets')
   refused(no_assets, 'lacks the assets written by trainer.task')
 
+
+
+def test_the_exported_functions_take_the_contracts_arguments_by_name(served):
+  export = generate_lib.load_export(served['export'])
+  for function, arguments in export_contract.ARGUMENTS.items():
+    # The names a reader's keywords bind to, not only the specs' names.
+    assert tuple(inspect.signature(getattr(export.model, function)).parameters) == arguments
+
+
+def test_an_export_with_a_later_optional_argument_is_served_as_before(served, tmp_path):
+  """An argument added to generate with a default (export_contract: additive) leaves this
+  version's requests as they were: the export loads, and a request gives the same notes."""
+  real = tf.saved_model.load(served['export'])
+  specs = tf.nest.flatten(real.generate.concrete_functions[0].structured_input_signature)
+
+  def generate(pitch, step, duration, velocity, quarter_seconds, bar_position, bar_quarters,
+               num_notes, temperature, top_k, top_p, label_guidance, tempo, seed, label,
+               swing=0.0):
+    del swing  # what a later version would read
+    return real.generate(
+        pitch=pitch, step=step, duration=duration, velocity=velocity,
+        quarter_seconds=quarter_seconds, bar_position=bar_position, bar_quarters=bar_quarters,
+        num_notes=num_notes, temperature=temperature, top_k=top_k, top_p=top_p,
+        label_guidance=label_guidance, tempo=tempo, seed=seed, label=label)
+
+  later = tf.Module()
+  later.real = real
+  later.generate = tf.function(generate, input_signature=specs + [
+      tf.TensorSpec([], tf.float32, 'swing')])
+  later.predict_next = real.predict_next
+  tf.saved_model.save(later, str(tmp_path / 'later'))
+  shutil.copytree(os.path.join(served['export'], 'assets'), tmp_path / 'later' / 'assets',
+                  dirs_exist_ok=True)
+  export = generate_lib.load_export(str(tmp_path / 'later'))
+  primes = {name: values[:2] for name, values in export.bundled_primes.items()}
+  sampling = sampling_lib.Sampling(num_notes=6, seed=3)
+  notes = generate_lib.generate(export.model, primes, sampling)
+  for name, values in generate_lib.generate(real, primes, sampling).items():
+    np.testing.assert_array_equal(notes[name], values, err_msg=name)
 
 def test_audio_is_skipped_with_a_note_without_fluidsynth(served, tmp_path, capsys, monkeypatch):
   monkeypatch.setenv('PATH', str(tmp_path))  # a PATH on which no fluidsynth program exists

@@ -130,9 +130,9 @@ def test_evaluation_metrics_are_means_over_all_windows(trained):
                                   max_windows=config.train.validation_windows)
   nll, correct, timing_nll = [], [], {'step': [], 'duration': []}
   for inputs, targets in dataset:
-    out = model.predict_next(*(inputs[name] for name in constants.NOTE_FEATURES),
-                             targets['step'], targets['pitch'], targets['duration'],
-                             inputs['label'][:, -1])
+    out = model.predict_next(**{name: inputs[name] for name in constants.NOTE_FEATURES},
+                             next_step=targets['step'], next_pitch=targets['pitch'],
+                             next_duration=targets['duration'], label=inputs['label'][:, -1])
     log_probs = tf.nn.log_softmax(out['pitch_logits']).numpy()
     target = targets['pitch'].numpy()
     nll.append(-log_probs[np.arange(len(target)), target])
@@ -159,21 +159,21 @@ FRESH_PROCESS = textwrap.dedent('''
     export = sys.argv[1]
     model = tf.saved_model.load(export)
     primes = json.load(open(export + '/assets/primes.json'))
-    windows = [tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
-               for name in ('pitch', 'step', 'duration', 'velocity', 'quarter_seconds',
-                            'bar_position', 'bar_quarters')]
+    windows = {name: tf.constant(values, tf.int32 if name == 'pitch' else tf.float32)
+               for name, values in primes.items()}
     def run(seed, num_notes=30):
       out = model.generate(
-          *windows, tf.constant(num_notes), tf.constant(1.0), tf.constant(128), tf.constant(1.0),
-          tf.constant(1.0), tf.constant(0.0),
-          tf.constant(seed, tf.int64), tf.zeros([len(primes['pitch'])], tf.int32))
+          **windows, num_notes=tf.constant(num_notes), temperature=tf.constant(1.0),
+          top_k=tf.constant(128), top_p=tf.constant(1.0), label_guidance=tf.constant(1.0),
+          tempo=tf.constant(0.0), seed=tf.constant(seed, tf.int64),
+          label=tf.zeros([len(primes['pitch'])], tf.int32))
       return {k: v.numpy().tolist() for k, v in out.items()}
     project = [m for m in sys.modules if m.split('.')[0] in
                ('partita', 'trainer', 'serving', 'beam_pipelines', 'apache_beam')]
     batch = len(primes['pitch'])
     next_note = model.predict_next(
-        *windows, tf.zeros([batch]), tf.fill([batch], 60), tf.fill([batch], 0.5),
-        tf.zeros([batch], tf.int32))
+        **windows, next_step=tf.zeros([batch]), next_pitch=tf.fill([batch], 60),
+        next_duration=tf.fill([batch], 0.5), label=tf.zeros([batch], tf.int32))
     print(json.dumps({'a': run(1), 'b': run(1), 'c': run(2), 'project_modules': project,
                       'next_note': {k: v.numpy().tolist() for k, v in next_note.items()}}))
 ''')

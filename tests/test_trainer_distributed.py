@@ -60,8 +60,8 @@ def tiny(*overrides):
 def next_note_conditions(batch):
   """``predict_next``'s next_step, next_pitch and next_duration: a note 0.25 s after the
   window's last, pitch 60, held 0.5 s; and its label: the unconditional id."""
-  return (tf.fill([batch], 0.25), tf.fill([batch], 60), tf.fill([batch], 0.5),
-          tf.zeros([batch], tf.int32))
+  return {'next_step': tf.fill([batch], 0.25), 'next_pitch': tf.fill([batch], 60),
+          'next_duration': tf.fill([batch], 0.5), 'label': tf.zeros([batch], tf.int32)}
 
 
 def read_scalars(log_dir):
@@ -170,7 +170,7 @@ def test_mixed_precision_trains_and_exports_float32(dataset, tmp_path, precision
   model, metrics, _ = task.train(dataset, model_dir, tiny(f'runtime.mixed_precision={precision}'))
   assert tf.keras.mixed_precision.global_policy().name == 'float32'  # restored after training
   assert model.dtype_policy.name == policy
-  assert model.get_layer('lstm').compute_dtype == precision
+  assert model.encoder.lstm.compute_dtype == precision
   for head in ('pitch_head', 'step_head', 'duration_head', 'velocity_head'):
     for layer in model.get_layer(head).layers:  # the head's dense layers
       assert layer.compute_dtype == 'float32', (head, layer.name)
@@ -185,17 +185,18 @@ def test_mixed_precision_trains_and_exports_float32(dataset, tmp_path, precision
   export = tf.saved_model.load(os.path.join(model_dir, 'export'))
   with open(os.path.join(model_dir, 'export', 'assets', 'primes.json')) as f:
     primes = json.load(f)
-  windows = [tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
-             for name in constants.NOTE_FEATURES]
+  windows = {name: tf.constant(primes[name], tf.int32 if name == 'pitch' else tf.float32)
+             for name in constants.NOTE_FEATURES}
   out = export.generate(
-      *windows, tf.constant(12), tf.constant(1.0), tf.constant(128), tf.constant(1.0),
-      tf.constant(1.0), tf.constant(0.0), tf.constant(3, tf.int64),
-      tf.zeros([len(primes['pitch'])], tf.int32))
+      **windows, num_notes=tf.constant(12), temperature=tf.constant(1.0),
+      top_k=tf.constant(128), top_p=tf.constant(1.0), label_guidance=tf.constant(1.0),
+      tempo=tf.constant(0.0), seed=tf.constant(3, tf.int64),
+      label=tf.zeros([len(primes['pitch'])], tf.int32))
   assert out['pitch'].dtype == tf.int32 and out['pitch'].shape == (4, 12)
   for name in ('step', 'duration', 'velocity'):
     assert out[name].dtype == tf.float32
     assert np.all(np.isfinite(out[name].numpy()))
-  next_note = export.predict_next(*windows, *next_note_conditions(len(primes['pitch'])))
+  next_note = export.predict_next(**windows, **next_note_conditions(len(primes['pitch'])))
   for name, value in next_note.items():
     assert value.dtype == tf.float32, name
     assert np.all(np.isfinite(value.numpy())), name
@@ -258,10 +259,10 @@ def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tm
                                                             'primes.json']
     loaded = tf.saved_model.load(url)
     conditions = next_note_conditions(2)
-    out = loaded.predict_next(*[tf.constant(primes[name]) for name in constants.NOTE_FEATURES],
-                              *conditions)
+    out = loaded.predict_next(
+        **{name: tf.constant(primes[name]) for name in constants.NOTE_FEATURES}, **conditions)
     expected = model({**primes, 'label': np.zeros((2, 8), np.int32)},
-                     dict(zip(('step', 'pitch', 'duration'), conditions[:3], strict=True)))
+                     {part: conditions[f'next_{part}'] for part in ('step', 'pitch', 'duration')})
     np.testing.assert_allclose(out['pitch_logits'], expected['pitch'], atol=1e-5)
     np.testing.assert_allclose(out['step_locations'], expected['step']['locations'], atol=1e-5)
   finally:
@@ -408,7 +409,7 @@ def test_float16_steps_with_overflowing_gradients_are_skipped_and_the_scale_halv
   optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(),
                                                   initial_scale=2.0**100)
   trainer = tiny_trainer(tf.distribute.get_strategy(), 'mixed_float16', optimizer)
-  assert trainer.model.get_layer('lstm').compute_dtype == 'float16'
+  assert trainer.model.encoder.lstm.compute_dtype == 'float16'
   before = trainer.model.get_weights()
   # 2^100 times the loss overflows float16 (largest finite value 65504) in the LSTMs'
   # gradients: the step must change no weight.

@@ -13,8 +13,9 @@ unconditional id, and every part is drawn from the two distributions combined (:
 ``export_model`` writes locally or to object stores (``gs://``) without ever leaving a
 half-written export that looks complete (see its docstring).
 
-The names, argument order, assets and limits are the export contract,
-``partita.export_contract``, which every reader of an export shares.
+The names of the functions and of their arguments (which readers pass by name), the assets and
+the limits are the export contract, ``partita.export_contract``, which every reader of an export
+shares.
 """
 
 from __future__ import annotations
@@ -293,22 +294,27 @@ def _velocity(fraction: tf.Tensor) -> tf.Tensor:
                           constants.MAX_VELOCITY)
 
 
-def _window_spec(window_length: int):
-  return [tf.TensorSpec([None, window_length], tf.int32 if name == 'pitch' else tf.float32, name)
-          for name in constants.NOTE_FEATURES]
+# The exported functions' integer arguments (the seed is int64, the others float32).
+INT32_ARGUMENTS = ('pitch', 'next_pitch', 'num_notes', 'top_k', contract.LABEL_ARGUMENT)
 
 
-def _generate_spec(window_length: int):
-  scalars = [tf.TensorSpec([], dtype, name) for name, dtype in zip(
-      contract.GENERATE_PARAMETERS[:-1],
-      (tf.int32, tf.float32, tf.int32, tf.float32, tf.float32, tf.float32), strict=True)]
-  # The seed: a scalar, or one per row (any shape here; row_seeds checks it).
-  seed = tf.TensorSpec(None, tf.int64, contract.GENERATE_PARAMETERS[-1])
-  return _window_spec(window_length) + scalars + [seed, _label_spec()]
-
-
-def _label_spec():
-  return tf.TensorSpec([None], tf.int32, contract.LABEL_ARGUMENT)
+def input_signature(function: str, window_length: int) -> list[tf.TensorSpec]:
+  """The specs of exported ``function``'s arguments, named, in the order of
+  ``contract.ARGUMENTS``, which the Python parameters of :class:`_Generator`'s methods follow
+  (readers pass them by those names)."""
+  specs = []
+  for name in contract.ARGUMENTS[function]:
+    if name in constants.NOTE_FEATURES:
+      shape = [None, window_length]
+    elif name in contract.PREDICT_NEXT_CONDITIONS or name == contract.LABEL_ARGUMENT:
+      shape = [None]
+    elif name == 'seed':
+      shape = None  # a scalar, or one per row (row_seeds checks it)
+    else:
+      shape = []
+    dtype = tf.int64 if name == 'seed' else tf.int32 if name in INT32_ARGUMENTS else tf.float32
+    specs.append(tf.TensorSpec(shape, dtype, name))
+  return specs
 
 
 def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int, config_yaml: str,
@@ -333,12 +339,9 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
   archive.track(model)
   if ngrams is not None:
     archive.track(ngrams)
-  archive.add_endpoint(
-      contract.PREDICT_NEXT, generator.predict_next,
-      _window_spec(window_length) + [tf.TensorSpec([None], dtype, name) for name, dtype in zip(
-          contract.PREDICT_NEXT_CONDITIONS, (tf.float32, tf.int32, tf.float32), strict=True)]
-      + [_label_spec()])
-  archive.add_endpoint(contract.GENERATE, generator.generate, _generate_spec(window_length))
+  for function, method in ((contract.PREDICT_NEXT, generator.predict_next),
+                           (contract.GENERATE, generator.generate)):
+    archive.add_endpoint(function, method, input_signature(function, window_length))
   asset_files = {
       contract.ASSET_CONFIG: config_yaml,
       contract.ASSET_INFO: json.dumps(info, indent=1),

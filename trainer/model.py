@@ -1,8 +1,10 @@
 """The Keras model: a window of notes -> the distribution of the next note, part by part.
 
-An encoder (pitch embedding and timing features -> bidirectional LSTM -> LSTM) reads the window
-into one vector (``model.encoder=causal``: two left-to-right LSTMs, which give a vector after
-every position, see :meth:`NoteModel.call`); a head per part of the next note turns it into
+An encoder reads the window's note features (pitch embedding, timing features) into one vector:
+:class:`BiLSTMEncoder` (bidirectional LSTM -> LSTM), or with ``model.encoder=causal``
+:class:`CausalEncoder` (two left-to-right LSTMs, which give a vector after every position, see
+:meth:`NoteModel.call`), both with one interface for generation (``start``, ``advance``,
+``vector``); a head per part of the next note turns it into
 that part's distribution: a 128-way softmax for the pitch, a mixture of logistics over
 log-seconds for the step and the duration (``trainer.timing_distribution``; the step's with a
 point mass at 0 for chords) and a regression for the velocity. Besides the encoder's vector the
@@ -79,6 +81,91 @@ def log_time(seconds: tf.Tensor) -> tf.Tensor:
   return tf.math.log1p(seconds / timing_bins.BIN_SECONDS) / 5.0
 
 
+class BiLSTMEncoder(layers.Layer):
+  """A bidirectional LSTM, then an LSTM: the vector after a window of note features. It reads
+  the whole window again for every vector, so its generation state is the window's features,
+  shifted by one note at each step."""
+
+  def __init__(self, units: int, dropout: float, **kwargs):
+    super().__init__(**kwargs)
+    self.bilstm = layers.Bidirectional(layers.LSTM(units, return_sequences=True), name='bilstm')
+    self.lstm = layers.LSTM(units, name='lstm')
+    self.dropout = layers.Dropout(dropout)
+
+  def call(self, features: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """``[batch, window, features]`` -> the ``[batch, units]`` vector after the window."""
+    x = self.dropout(self.bilstm(features), training=training)
+    return self.dropout(self.lstm(x), training=training)
+
+  def start(self, features: tf.Tensor) -> tf.Tensor:
+    """The state after a window's ``[batch, window, features]``: the features themselves."""
+    return features
+
+  def advance(self, state: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
+    """The state after one more note's ``[batch, 1, features]``."""
+    return tf.concat([state[:, 1:], features], axis=1)
+
+  def vector(self, state: tf.Tensor) -> tf.Tensor:
+    """The ``[batch, units]`` vector after the notes of ``state``."""
+    return self(state)
+
+
+class CausalEncoder(layers.Layer):
+  """Two left-to-right LSTMs: a vector after every position of a sequence of note features,
+  each reading the features up to its own. Its generation state is the LSTMs' states and the
+  last vector, so that it reads each new note once."""
+
+  def __init__(self, units: int, dropout: float, **kwargs):
+    super().__init__(**kwargs)
+    # Attributes, not a list: see NoteModel's heads.
+    self.first_lstm, self.second_lstm = (
+        layers.LSTM(units, return_sequences=True, return_state=True, name=f'lstm_{i}')
+        for i in range(2))
+    self.dropout = layers.Dropout(dropout)
+
+  def every_position(self, features: tf.Tensor, training: bool = False,
+                     states: list[tf.Tensor] | None = None) -> tuple[tf.Tensor, list]:
+    """``[batch, time, features]``, continuing from ``states`` (the LSTMs' ``[h, c]`` after
+    the notes before them; None: from the start) -> the ``[batch, time, units]`` vectors and the
+    states after the last position."""
+    x = features
+    after = []
+    for i, lstm in enumerate((self.first_lstm, self.second_lstm)):
+      x, hidden, cell = lstm(x, initial_state=states[2 * i:2 * i + 2] if states else None)
+      after += [hidden, cell]
+      x = self.dropout(x, training=training)
+    return x, after
+
+  def call(self, features: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """``[batch, window, features]`` -> the ``[batch, units]`` vector after the window."""
+    return self.every_position(features, training)[0][:, -1]
+
+  def start(self, features: tf.Tensor, states: list[tf.Tensor] | None = None) -> dict:
+    """The state after ``features``, continuing from the LSTMs' ``states`` (None: from the
+    start)."""
+    vectors, states = self.every_position(features, states=states)
+    return {'vector': vectors[:, -1], 'states': states}
+
+  def advance(self, state: dict, features: tf.Tensor) -> dict:
+    """The state after one more note's ``[batch, 1, features]``."""
+    return self.start(features, state['states'])
+
+  def vector(self, state: dict) -> tf.Tensor:
+    """The ``[batch, units]`` vector after the notes of ``state``."""
+    return state['vector']
+
+
+ENCODERS = {'bilstm': BiLSTMEncoder, 'causal': CausalEncoder}  # by model.encoder
+
+
+def dense_head(part: str, size: int, hidden_units: int) -> keras.Sequential:
+  """The float32 layers that turn a head's inputs into ``size`` numbers for ``part``: one
+  hidden ReLU layer of ``hidden_units`` (none if 0), then a linear one."""
+  hidden = [layers.Dense(hidden_units, activation='relu', dtype='float32')
+            ] if hidden_units else []
+  return keras.Sequential(hidden + [layers.Dense(size, dtype='float32')], name=f'{part}_head')
+
+
 class NoteModel(keras.Model):
   """The encoder and the per-part heads; see the module docstring."""
 
@@ -101,7 +188,7 @@ class NoteModel(keras.Model):
     # Components of each timing mixture at the metre's times (metre_anchors).
     self.metre_anchors = {part: metre_anchor_count(part) if self.metre == 'full' else 0
                           for part in timing_bins.TIMED_PARTS}
-    # The notes a causal generation state keeps for recent().
+    # The notes a generation state keeps for recent().
     self.history = max(MEMORY_SPANS[-1], self.anchors)
     if self.memory:
       self.pitch_memory_weights = layers.Dense(
@@ -109,27 +196,22 @@ class NoteModel(keras.Model):
           name='pitch_memory_weights')
     self.timing = {name: (float(timing[name]['mean']), max(float(timing[name]['std']), 1e-6))
                    for name in timing_bins.TIMED_PARTS}
+    # A causal encoder trains on the note after every position (trainer.train_loop).
     self.causal = config.encoder == 'causal'
     self.pitch_embedding = layers.Embedding(constants.PITCHES, config.embedding_dim,
                                             name='pitch_embedding')
-    if self.causal:
-      self.recurrent = [layers.LSTM(config.lstm_units, return_sequences=True, return_state=True,
-                                    name=f'lstm_{i}') for i in range(2)]
-    else:
-      self.bilstm = layers.Bidirectional(
-          layers.LSTM(config.lstm_units, return_sequences=True), name='bilstm')
-      self.lstm = layers.LSTM(config.lstm_units, name='lstm')
-    self.dropout = layers.Dropout(config.dropout)
+    self.encoder = ENCODERS[config.encoder](config.lstm_units, config.dropout, name='encoder')
     outputs = {'pitch': constants.PITCHES, 'velocity': 1,
                **{part: timing_distribution.parameter_count(
                    self.components, chord=part == 'step',
                    anchors=self.anchors + self.metre_anchors[part])
                   for part in timing_bins.TIMED_PARTS}}
-    for part, size in outputs.items():
-      hidden = [layers.Dense(config.head_units, activation='relu', dtype='float32')
-                ] if config.head_units else []
-      setattr(self, f'{part}_head', keras.Sequential(
-          hidden + [layers.Dense(size, dtype='float32')], name=f'{part}_head'))
+    self.heads = {part: dense_head(part, size, config.head_units)
+                  for part, size in outputs.items()}
+    # Each head an attribute too: a TensorFlow checkpoint (trainer.train_loop's) saves the layers
+    # that attributes hold, and none in a dict or list, which Keras 3 tracks for itself only.
+    self.pitch_head, self.velocity_head, self.step_head, self.duration_head = (
+        self.heads[part] for part in ('pitch', 'velocity', 'step', 'duration'))
 
   def mixture_size(self, part: str) -> int:
     """Components of ``part``'s timing mixture: the free ones, the ones anchored on the last
@@ -179,25 +261,15 @@ class NoteModel(keras.Model):
     """``[batch, window]`` notes -> the ``[batch, units]`` float32 vector the heads read to
     predict the note after the window (with the label's embedding when it enters at the
     heads)."""
-    if self.causal:
-      return self.encode_sequence(window, training)[0][:, -1]
-    x = self.dropout(self.bilstm(self.note_features(window)), training=training)
-    x = self.dropout(self.lstm(x), training=training)
-    return self.with_label(x, window[contract.LABEL_FEATURE][:, -1])
+    return self.with_label(self.encoder(self.note_features(window), training=training),
+                           window[contract.LABEL_FEATURE][:, -1])
 
-  def encode_sequence(self, notes: dict[str, tf.Tensor], training: bool = False,
-                      states: list[tf.Tensor] | None = None) -> tuple[tf.Tensor, list]:
-    """Causal encoder only: ``[batch, time]`` notes, continuing from ``states`` (the LSTMs'
-    ``[h, c]`` after the notes before them; None: from the start) -> the ``[batch, time,
-    units]`` float32 vectors (each reads the notes up to its own) and the states after the
-    last note."""
-    x = self.note_features(notes)
-    after = []
-    for i, lstm in enumerate(self.recurrent):
-      x, hidden, cell = lstm(x, initial_state=states[2 * i:2 * i + 2] if states else None)
-      after += [hidden, cell]
-      x = self.dropout(x, training=training)
-    return self.with_label(x, notes[contract.LABEL_FEATURE]), after
+  def encode_every_position(self, notes: dict[str, tf.Tensor],
+                            training: bool = False) -> tf.Tensor:
+    """Causal encoder only: ``[batch, time]`` notes -> the ``[batch, time, units]`` float32
+    vectors, each reading the notes up to its own."""
+    vectors, _ = self.encoder.every_position(self.note_features(notes), training)
+    return self.with_label(vectors, notes[contract.LABEL_FEATURE])
 
   def recent(self, notes: dict[str, tf.Tensor], every_position: bool = False) -> dict:
     """What the heads read of the last notes themselves, besides the encoder's vector:
@@ -227,50 +299,46 @@ class NoteModel(keras.Model):
         recent[name] = tf.reshape(values, [-1]) if every_position else values[:, -1]
     return recent
 
-  # Generation walks a state from note to note: the window itself for the BiLSTM, which reads
-  # the whole window again for every note; for the causal encoder, which reads each new note
-  # once, the LSTMs' states and last vector, and its last notes for the heads' recent().
+  # Generation walks a state from note to note: the encoder's (see its class), the label, and
+  # the last notes as the heads' recent() reads them, padded to `history` notes (no note
+  # before the prime's first).
 
-  def start(self, window: dict[str, tf.Tensor]):
+  def start(self, window: dict[str, tf.Tensor]) -> dict:
     """The generation state after a prime window."""
-    if not self.causal:
-      return window
-    hidden, states = self.encode_sequence(window)
     padding = tf.maximum(self.history - tf.shape(window['pitch'])[1], 0)
-    notes = heard(window)
-    history = {part: tf.pad(notes[part], [[0, 0], [padding, 0]],
+    history = {part: tf.pad(values, [[0, 0], [padding, 0]],
                             constant_values=-1 if part == 'pitch' else 0)[:, -self.history:]
-               for part in notes}
-    return {'hidden': hidden[:, -1], 'states': states, 'history': history}
+               for part, values in heard(window).items()}
+    return {'encoder': self.encoder.start(self.note_features(window)), 'history': history,
+            'label': window[contract.LABEL_FEATURE][:, -1]}
 
-  def state_vector(self, state) -> tf.Tensor:
+  def state_vector(self, state: dict) -> tf.Tensor:
     """The ``[batch, units]`` vector the heads read in ``state``."""
-    return state['hidden'] if self.causal else self.encode(state)
+    return self.with_label(self.encoder.vector(state['encoder']), state['label'])
 
-  def state_recent(self, state) -> dict[str, tf.Tensor]:
+  def state_recent(self, state: dict) -> dict[str, tf.Tensor]:
     """:meth:`recent` after the last note of ``state``."""
-    return self.recent(state['history'] if self.causal else heard(state))
+    return self.recent(state['history'])
 
-  def state_last(self, state, name: str) -> tf.Tensor:
+  def state_last(self, state: dict, name: str) -> tf.Tensor:
     """The ``[batch]`` value of feature ``name`` (one of ``constants.NOTE_FEATURES`` but the
     velocity) at the last note of ``state``."""
-    return (state['history'] if self.causal else state)[name][:, -1]
+    return state['history'][name][:, -1]
 
-  def state_pitches(self, state) -> tf.Tensor:
+  def state_pitches(self, state: dict) -> tf.Tensor:
     """The ``[batch, time]`` pitches before the next note of ``state``, as :func:`heard` gives
     them (-1: no note)."""
-    return state['history']['pitch'] if self.causal else heard(state)['pitch']
+    return state['history']['pitch']
 
-  def advance(self, state, note: dict[str, tf.Tensor]):
+  def advance(self, state: dict, note: dict[str, tf.Tensor]) -> dict:
     """The state after one more note (``[batch]`` values of every feature and the label)."""
-    if not self.causal:
-      return {name: tf.concat([state[name][:, 1:], note[name][:, None]], axis=1)
-              for name in state}
-    hidden, states = self.encode_sequence(
-        {name: value[:, None] for name, value in note.items()}, states=state['states'])
-    history = {part: tf.concat([values[:, 1:], tf.cast(note[part], values.dtype)[:, None]],
+    note = {name: values[:, None] for name, values in note.items()}  # a one-note sequence
+    features = self.note_features(note)
+    heard_note = heard(note)
+    history = {part: tf.concat([values[:, 1:], tf.cast(heard_note[part], values.dtype)],
                                axis=1) for part, values in state['history'].items()}
-    return {'hidden': hidden[:, -1], 'states': states, 'history': history}
+    return {'encoder': self.encoder.advance(state['encoder'], features), 'history': history,
+            'label': note[contract.LABEL_FEATURE][:, 0]}
 
   def part_features(self, part: str, value: tf.Tensor, recent: dict[str, tf.Tensor]) -> tf.Tensor:
     """What a later head sees of an earlier part's value (``[batch]`` -> ``[batch, n]``): with
@@ -311,7 +379,7 @@ class NoteModel(keras.Model):
     if anchors is not None:
       inputs.append(log_time(anchors))  # so the head knows which anchor is which time
     inputs = tf.concat(inputs, axis=-1)
-    outputs = getattr(self, f'{part}_head')(inputs, training=training)
+    outputs = self.heads[part](inputs, training=training)
     if part == 'pitch' and self.memory:
       # Each pitch's logit gains its memory features, weighed as this note's context says.
       weights = self.pitch_memory_weights(inputs)
@@ -335,7 +403,7 @@ class NoteModel(keras.Model):
     from :func:`every_position_targets`.
     """
     if every_position:
-      hidden = self.encode_sequence(window, training)[0]
+      hidden = self.encode_every_position(window, training)
       hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
     else:
       hidden = self.encode(window, training)
