@@ -41,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 from evaluation import evaluate as evaluate_lib  # noqa: E402
 from partita import atomic, constants  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
-from serving import generate as generate_lib  # noqa: E402
+from serving import export_client as generate_lib  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
 from trainer import task  # noqa: E402
 

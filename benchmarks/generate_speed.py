@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from partita import constants
-from serving import generate as generate_lib
+from serving import export_client as generate_lib
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import export as export_lib

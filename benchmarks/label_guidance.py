@@ -33,7 +33,7 @@ from evaluation import conditioning  # noqa: E402
 from evaluation import evaluate as evaluate_lib  # noqa: E402
 from partita import atomic, music_stats  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
-from serving import generate as generate_lib  # noqa: E402
+from serving import export_client as generate_lib  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from evaluation import evaluate as evaluate_lib  # noqa: E402
 from evaluation import listening  # noqa: E402
 from partita import atomic, baselines  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
-from serving import generate as generate_lib  # noqa: E402
+from serving import export_client as generate_lib  # noqa: E402
 
 
 def measure(args: argparse.Namespace) -> dict:

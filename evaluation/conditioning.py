@@ -26,7 +26,7 @@ import numpy as np
 from evaluation import style
 from partita import atomic, constants, contract, midi_io
 from partita import labels as labels_lib
-from serving import generate as generate_lib
+from serving import export_client
 from serving import primes as primes_lib
 from serving import sampling as sampling_lib
 
@@ -102,8 +102,8 @@ def generate_per_label(export, classes: list[str], labels: dict, primes: dict,
   rows = len(primes['pitch'])
   generated = {}
   for name in classes:
-    notes = generate_lib.generate(export, primes, sampling,
-                                  labels=[labels['vocabulary'].index(name)] * rows)
+    notes = export_client.generate(export, primes, sampling,
+                                   labels=[labels['vocabulary'].index(name)] * rows)
     generated[name] = [{feature: values[i] for feature, values in notes.items()}
                        for i in range(rows)]
   return generated

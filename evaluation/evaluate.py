@@ -71,7 +71,7 @@ from partita import (
 )
 from partita import dataset as dataset_lib
 from partita import labels as labels_lib
-from serving import generate as generate_lib
+from serving import export_client as generate_lib
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import data as data_lib

@@ -7,8 +7,8 @@ r"""Apache Beam job: generate thousands of pieces from an export, local or on Da
         [Beam pipeline options, e.g. --runner DataflowRunner ...]
 
 Requests come from a manifest of JSON lines or from a glob of prime MIDI files (the format is in
-:mod:`serving.requests`); absent parameters take the flags', the sampling flags being those of
-:class:`serving.sampling.Sampling`, as in ``serving.generate``. The job is named transforms
+:mod:`serving.requests`); absent parameters take the flags', a request's flags
+(``serving.generation_request``), as in ``serving.generate``. The job is named transforms
 wired by :func:`build_pipeline`:
 
 * :class:`serving.requests.ReadRequests`: manifest lines or matched files -> checked requests;
@@ -40,10 +40,8 @@ matrix kernels (chosen by batch size) the same for every call.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import os
 import sys
 from typing import NamedTuple
 
@@ -54,11 +52,9 @@ from apache_beam.ml.inference import base as inference
 
 from beam_pipelines import outputs as beam_outputs
 from beam_pipelines import runner
-from partita import audio, config_tree, constants, failures, listening_page, midi_io
-from serving import generate as generate_lib
-from serving import model_handler, validation
+from partita import audio, config_tree, failures, listening_page
+from serving import export_client, generation_request, model_handler, pieces, validation
 from serving import requests as requests_lib
-from serving import sampling as sampling_lib
 
 SUMMARY_FILE = 'summary.json'
 
@@ -147,16 +143,10 @@ def failed_batch(failure):
     yield beam_outputs.dead_letter(request.name, 'generation_error', error).value
 
 
-def prime_description(request: requests_lib.Request) -> str:
-  if request.prime is None:
-    return 'no prime (neutral start)'
-  where = f' from {request.prime_from:g} s' if request.prime_from else ''
-  return f'primed with {request.prime}{where}'
-
-
 class WritePieceFn(beam.DoFn):
   """(Request, prime, continuation) -> OUT/NAME.png, OUT/NAME.wav (with a soundfont) and
-  OUT/NAME.mid; yields the piece's page entry, or a dead letter (write_error, audio_error)."""
+  OUT/NAME.mid, rendered by ``serving.pieces``; yields the piece's page entry, or a dead letter
+  (write_error, audio_error)."""
 
   def __init__(self, out: str, soundfont: str | None):
     self._out = out
@@ -164,15 +154,11 @@ class WritePieceFn(beam.DoFn):
 
   def process(self, generated):
     request, prime, continuation = generated
-    shown_prime = None
-    if request.prime is not None:
-      shown_prime = dict(prime, step=[0.0, *prime['step'][1:]])  # the piece starts at the prime
-    source = prime_description(request)
     path = filesystems.FileSystems.join(self._out, request.name)
     try:
-      midi = midi_io.midi_bytes(shown_prime, continuation, request.program)
-      png = midi_io.piano_roll_png(shown_prime, continuation, f'{request.name}: {source}')
-      wav = audio.wav_bytes(midi, self._soundfont) if self._soundfont else None
+      piece = pieces.render(request, None if request.prime is None else prime, continuation,
+                            pieces.prime_description(request.prime, request.prime_from),
+                            self._soundfont)
     except audio.AudioError as e:
       yield beam_outputs.dead_letter(request.name, 'audio_error', str(e))
       return
@@ -180,22 +166,13 @@ class WritePieceFn(beam.DoFn):
       yield beam_outputs.dead_letter(request.name, 'write_error', f'{type(e).__name__}: {e}')
       return
     try:
-      beam_outputs.write_atomically(path + '.png', png)
-      if wav is not None:
-        beam_outputs.write_atomically(path + '.wav', wav)
-      # The MIDI last: where it exists, the piece is complete.
-      beam_outputs.write_atomically(path + '.mid', midi)
+      for suffix, data in piece.files:
+        beam_outputs.write_atomically(path + suffix, data)
     except Exception as e:  # pylint: disable=broad-except
       yield beam_outputs.dead_letter(request.name, 'write_error', f'{type(e).__name__}: {e}')
       return
     metrics.Metrics.counter('generate', 'written').inc()
-    name = request.name
-    parameters = f'{request.sampling.description(request.seconds)}, program {request.program}'
-    yield listening_page.Entry(
-        name, (('prime', source), ('label', generate_lib.label_text(request.label)),
-               ('parameters', parameters)),
-        (listening_page.Clip(f'{name}: generated continuation', f'{name}.mid', f'{name}.png',
-                             f'{name}.wav' if wav is not None else None),))
+    yield piece.entry
 
 
 class WritePieces(beam.PTransform):
@@ -280,8 +257,9 @@ class WriteSummary(beam.PTransform):
 
 
 def build_pipeline(pipeline: beam.Pipeline, export_dir: str, info: dict, out: str,
-                   defaults: requests_lib.Request, batch_size: int, manifest: str | None = None,
-                   primes_glob: str | None = None, soundfont: str | None = None,
+                   defaults: generation_request.Request, batch_size: int,
+                   manifest: str | None = None, primes_glob: str | None = None,
+                   soundfont: str | None = None,
                    audio_note: str | None = None) -> beam.PCollection:
   """Adds the job's steps to ``pipeline``; returns the PCollection of the summary. WAV files
   are rendered with ``soundfont`` when given; ``audio_note`` says on the page why not."""
@@ -300,7 +278,7 @@ def build_pipeline(pipeline: beam.Pipeline, export_dir: str, info: dict, out: st
           | 'WriteSummary' >> WriteSummary(out))
 
 
-def run(export_dir: str, out: str, defaults: requests_lib.Request, batch_size: int = 64,
+def run(export_dir: str, out: str, defaults: generation_request.Request, batch_size: int = 64,
         manifest: str | None = None, primes_glob: str | None = None,
         pipeline_args: list[str] | None = None, render_audio: bool = True,
         soundfont: str | None = None) -> dict:
@@ -314,30 +292,27 @@ def run(export_dir: str, out: str, defaults: requests_lib.Request, batch_size: i
     failures.RejectionError: ``bad_request``: the defaults are out of range, the batch size is
       not positive, the manifest does not exist or the glob matches nothing, a soundfont named
       explicitly does not exist, or the export cannot serve (see
-      ``serving.generate.load_export``); ``unknown_label``: the default label is not the
+      ``serving.export_client.load_export``); ``unknown_label``: the default label is not the
       model's. Nothing is written then.
   """
   if (manifest is None) == (primes_glob is None):
     raise validation.bad_request('give either a manifest or a glob of prime MIDI files')
   if batch_size < 1:
-    raise validation.bad_request(f'batch-size must be >= 1, got {batch_size}')
+    raise validation.must_be('batch_size', '>= 1', batch_size)
   try:
-    dataclasses.replace(defaults, name='defaults').check()
+    defaults.check()
   except failures.RejectionError as e:
     raise validation.bad_request(f'bad default: {e}') from e
   if manifest and not filesystems.FileSystems.exists(manifest):
     raise validation.bad_request(f'manifest {manifest} does not exist')
   if primes_glob and not filesystems.FileSystems.match([primes_glob])[0].metadata_list:
     raise validation.bad_request(f'no file matches {primes_glob}')
-  if soundfont and render_audio and not os.path.isfile(soundfont):
-    raise validation.bad_request(f'soundfont {soundfont} does not exist')
-  soundfont = soundfont or audio.default_soundfont()
-  audio_note = audio.unavailable_reason(soundfont) if render_audio else 'not asked for'
-  info = generate_lib.load_export(export_dir).info
+  soundfont, audio_note = pieces.audio_plan(render_audio, soundfont)
+  info = export_client.load_export(export_dir).info
   validation.label_id(info['labels'], defaults.label)  # a default label the model lacks
   with beam.Pipeline(options=runner.pipeline_options(pipeline_args)) as pipeline:
     build_pipeline(pipeline, export_dir, info, out, defaults, batch_size, manifest, primes_glob,
-                   None if audio_note else soundfont, audio_note)
+                   soundfont, audio_note)
   if render_audio and audio_note:
     print(f'note: WAV audio skipped: {audio_note}')
   # The job's resolved settings beside its outputs, as serving.generate saves its own; each
@@ -345,7 +320,7 @@ def run(export_dir: str, out: str, defaults: requests_lib.Request, batch_size: i
   resolved = {'model': export_dir, 'manifest': manifest, 'primes': primes_glob,
               'batch_size': batch_size, 'defaults': config_tree.to_dict(defaults)}
   beam_outputs.write_atomically(
-      filesystems.FileSystems.join(out, generate_lib.GENERATION_FILE),
+      filesystems.FileSystems.join(out, pieces.GENERATION_FILE),
       config_tree.yaml_dump(resolved).encode())
   with filesystems.FileSystems.open(filesystems.FileSystems.join(out, SUMMARY_FILE)) as f:
     return json.load(f)
@@ -372,28 +347,18 @@ def argument_parser() -> argparse.ArgumentParser:
   parser.add_argument('--batch-size', type=int, default=64,
                       help='requests per generate call (requests with the same parameters share '
                       'calls, each with its own seed; default %(default)s)')
-  config_tree.add_flags(parser, sampling_lib.Sampling)
-  generate_lib.add_seconds_flag(parser)
-  parser.add_argument('--program', type=int, default=requests_lib.Request.program,
-                      help=f'General MIDI program 0..{constants.PROGRAMS - 1} '
-                      '(default %(default)s: piano)')
-  parser.add_argument('--prime-from', type=float, default=requests_lib.Request.prime_from,
-                      metavar='SECONDS', help='take each prime window from the notes starting '
-                      'at or after this time (default %(default)s)')
-  generate_lib.add_label_flag(parser)
-  generate_lib.add_audio_flags(parser)
+  generation_request.add_flags(parser)
+  pieces.add_audio_flags(parser)
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argument_parser()
   args, pipeline_args = parser.parse_known_args(argv)
-  sampling = generate_lib.sampling_from_args(parser, args)
-  defaults = requests_lib.Request(name='', prime_from=args.prime_from, sampling=sampling,
-                                  program=args.program, seconds=args.seconds, label=args.label)
   try:
-    summary = run(args.model, args.out, defaults, args.batch_size, args.manifest, args.primes,
-                  pipeline_args, render_audio=not args.no_audio, soundfont=args.soundfont)
+    summary = run(args.model, args.out, generation_request.from_flags(args), args.batch_size,
+                  args.manifest, args.primes, pipeline_args, render_audio=not args.no_audio,
+                  soundfont=args.soundfont)
   except failures.RejectionError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -4,10 +4,10 @@ model.
 :class:`PieceModelHandler` loads the export once per worker process (RunInference shares it
 between the process's threads) and turns a batch of ``(Request, prime)`` pairs that share their
 parameters (see ``Request.batch_key``; each row keeps its own seed) into one ``generate`` call,
-or one ``serving.generate.generate_for_seconds`` run for requests with ``seconds``. Every call
-is padded to ``batch_size`` rows: the CPU's matrix kernels pick their order of summation by
+or one ``serving.export_client.generate_for_seconds`` run for requests with ``seconds``. Every
+call is padded to ``batch_size`` rows: the CPU's matrix kernels pick their order of summation by
 batch size, so a fixed size keeps a request's times bit-identical in any batch, on any runner
-(``serving.generate.generate``).
+(``serving.export_client.generate``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from apache_beam.ml.inference import base as inference
 import numpy as np
 
 from partita import constants
-from serving import generate as generate_lib
-from serving import validation
+from serving import export_client, validation
 
 # The namespace of RunInference's metrics for this handler (num_inferences,
 # inference_batch_latency_micro_secs, load_model_latency_milli_secs, ...).
@@ -40,10 +39,10 @@ class PieceModelHandler(inference.ModelHandler):
     # keyed.
     return True
 
-  def load_model(self) -> generate_lib.Export:
-    return generate_lib.load_export(self._export_dir)
+  def load_model(self) -> export_client.Export:
+    return export_client.load_export(self._export_dir)
 
-  def run_inference(self, batch: Sequence[tuple], model: generate_lib.Export,
+  def run_inference(self, batch: Sequence[tuple], model: export_client.Export,
                     inference_args: dict | None = None) -> Iterable[inference.PredictionResult]:
     """Generates every request of ``batch``, which share their parameters but for the seed and
     the label."""
@@ -58,13 +57,13 @@ class PieceModelHandler(inference.ModelHandler):
     # Each row its own label, like its seed (ReadPrimes refused the labels the model lacks).
     labels = [validation.label_id(model.info['labels'], request.label) for request in requests]
     if first.seconds is None:
-      generated = generate_lib.generate(model.model, primes, first.sampling, seeds,
-                                        self._batch_size, labels)
+      generated = export_client.generate(model.model, primes, first.sampling, seeds,
+                                         self._batch_size, labels)
       notes = [{name: values[row] for name, values in generated.items()}
                for row in range(len(batch))]
     else:
-      notes = generate_lib.generate_for_seconds(model, primes, first.seconds, first.sampling,
-                                                seeds, self._batch_size, labels)
+      notes = export_client.generate_for_seconds(model, primes, first.seconds, first.sampling,
+                                                 seeds, self._batch_size, labels)
     return [inference.PredictionResult(example, continuation)
             for example, continuation in zip(batch, notes, strict=True)]
 

@@ -44,10 +44,9 @@ def window_from_midi(data: bytes, window_length: int, start_seconds: float = 0.0
 
   Raises:
     failures.RejectionError: the bytes are not a usable piece (reason: the parser's code, e.g.
-      ``not_midi``), ``start_seconds`` is negative or not finite (``bad_request``), or fewer
-      than ``window_length`` notes start at or after it (``prime_too_short``).
+      ``not_midi``), or fewer than ``window_length`` notes start at or after ``start_seconds``
+      (``prime_too_short``; a request's ``prime_from`` is checked with the request).
   """
-  validation.check_prime_from(start_seconds)
   try:
     piece = notes_lib.parse_midi(data, notes_lib.ParseOptions(min_notes=1))
   except failures.RejectionError as e:

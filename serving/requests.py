@@ -1,6 +1,6 @@
-"""Requests of the Beam generation job (``serving.beam_generate``): what one request holds, how
-a manifest line or a matched prime file becomes one (:class:`ReadRequests`), and its prime
-window (:class:`ReadPrimes`).
+"""Requests of the Beam generation job (``serving.beam_generate``): how a manifest line or a
+matched prime file becomes a ``serving.generation_request.Request`` (:class:`ReadRequests`), and
+its prime window (:class:`ReadPrimes`).
 
 A manifest is a JSON-lines file with one request per line (blank lines are skipped), e.g.::
 
@@ -19,6 +19,7 @@ folder; null or absent: a neutral start, as ``serving.generate --no-prime``, whi
 :class:`serving.sampling.Sampling`, written flat in the line). Absent fields take the command's
 values (a line's ``num_notes`` replaces a default ``--seconds``, and a line may not
 give both); unknown fields are refused, so that a misspelt parameter never silently falls back.
+A field that may be absent in a request may be null (``prime``, ``composer``, ``seconds``).
 A request's notes depend only on its prime, parameters and seed: requests with the same three
 give the same piece.
 With a glob of prime files instead, each file is a request named after its path below the
@@ -43,60 +44,23 @@ from apache_beam.io import fileio, filesystem, filesystems
 
 from beam_pipelines import outputs as beam_outputs
 from partita import failures
+from serving import generation_request, validation
 from serving import primes as primes_lib
-from serving import sampling as sampling_lib
-from serving import validation
 
-# A manifest line's fields: the request's own and, flat beside them, its Sampling's.
-SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(sampling_lib.Sampling))
-# ``composer`` is the common name of the one label field.
-LABEL_FIELDS = ('label', 'composer')
-FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'seconds', 'program', *LABEL_FIELDS)
-_INTEGER_FIELDS = ('num_notes', 'top_k', 'seed', 'program')
-_NUMBER_FIELDS = ('prime_from', 'temperature', 'top_p', 'label_guidance', 'tempo', 'seconds')
 # Primes are short MIDI files; a bigger "prime" is a mistake, not music to read in full.
 MAX_PRIME_BYTES = 64 * 2**20
 # The part of a bad manifest line kept as its dead letter's input.
 MAX_LINE_IN_DEAD_LETTER = 1000
 
 
-@dataclasses.dataclass(frozen=True)
-class Request:
-  """One piece to generate; ``prime`` None means a neutral start."""
-  name: str
-  prime: str | None = None
-  prime_from: float = 0.0
-  sampling: sampling_lib.Sampling = dataclasses.field(default_factory=sampling_lib.Sampling)
-  program: int = 0
-  seconds: float | None = None  # when set, replaces the sampling's num_notes (see --seconds)
-  label: str | None = None  # one of the model's labels (a composer); None: unconditional
-
-  def check(self) -> None:
-    """Raises RejectionError (``bad_name``, ``bad_request``) for an unsafe name or a parameter
-    out of range."""
-    validation.check_name(self.name)
-    self.sampling.check()
-    if self.seconds is not None:
-      validation.check_seconds(self.seconds)
-    validation.check_program(self.program)
-    validation.check_prime_from(self.prime_from)
-
-  def batch_key(self) -> str:
-    """Requests that can share a ``generate`` call: the same parameters but for the seed (each
-    row has its own), as JSON, a deterministic key for any runner."""
-    sampling = self.sampling
-    length = ('seconds', self.seconds) if self.seconds is not None else (
-        'num_notes', sampling.num_notes)
-    return json.dumps([*length, sampling.temperature, sampling.top_k, sampling.top_p,
-                       sampling.label_guidance, sampling.tempo])
-
-
-def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
-  """A manifest line -> a checked Request, absent fields taken from ``defaults``.
+def parse_request(line: str, defaults: generation_request.Request,
+                  manifest_dir: str) -> generation_request.Request:
+  """A manifest line -> a checked Request, absent fields taken from ``defaults``
+  (``generation_request.from_fields``); a relative prime is relative to ``manifest_dir``.
 
   Raises:
-    failures.RejectionError: reasons ``bad_json``, ``bad_request`` (unknown field, wrong type, value
-      out of range) or ``bad_name`` (an unsafe or underivable name).
+    failures.RejectionError: reasons ``bad_json``, ``bad_request`` (unknown field, wrong type,
+      value out of range) or ``bad_name`` (an unsafe or underivable name).
   """
   try:
     fields = json.loads(line)
@@ -104,51 +68,16 @@ def parse_request(line: str, defaults: Request, manifest_dir: str) -> Request:
     raise failures.RejectionError('bad_json', f'not JSON: {e}') from e
   if not isinstance(fields, dict):
     raise failures.RejectionError('bad_json', 'a request must be a JSON object')
-  _check_types(fields)
-  # An integer is a number too; as a float it batches with the same value written 1.0.
-  fields.update({field: float(fields[field]) for field in _NUMBER_FIELDS if field in fields})
-  prime = fields.get('prime')
+  request = generation_request.from_fields(fields, defaults)
+  prime = request.prime
   if prime is not None and '://' not in prime and not prime.startswith('/'):
     prime = filesystems.FileSystems.join(manifest_dir, prime)
-  name = fields.get('name')
-  if name is None:
+  name = request.name
+  if 'name' not in fields:
     if prime is None:
       raise failures.RejectionError('bad_name', 'a request without a prime needs a name')
     name = validation.name_from_path(prime)
-  sampling = dataclasses.replace(
-      defaults.sampling, **{key: fields[key] for key in SAMPLING_FIELDS if key in fields})
-  if 'num_notes' in fields and 'seconds' in fields:
-    raise validation.bad_request('give num_notes or seconds, not both')
-  seconds = fields.get('seconds', None if 'num_notes' in fields else defaults.seconds)
-  given = [field for field in LABEL_FIELDS if field in fields]
-  if len(given) > 1:
-    raise validation.bad_request('give label or composer, not both')
-  label = fields[given[0]] if given else defaults.label
-  request = Request(name, prime, fields.get('prime_from', defaults.prime_from), sampling,
-                    fields.get('program', defaults.program), seconds, label)
-  request.check()
-  return request
-
-
-def _check_types(fields: dict) -> None:
-  """Raises RejectionError (``bad_request``) for an unknown field or a value of the wrong type."""
-  unknown = sorted(set(fields) - set(FIELDS))
-  if unknown:
-    raise validation.bad_request(f'unknown fields {unknown}; known: {list(FIELDS)}')
-  for field in _INTEGER_FIELDS:
-    if field in fields and (not isinstance(fields[field], int) or isinstance(fields[field], bool)):
-      raise validation.bad_request(f'{field} must be an integer, got {fields[field]!r}')
-  for field in _NUMBER_FIELDS:
-    value = fields.get(field, 0.0)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-      raise validation.bad_request(f'{field} must be a number, got {value!r}')
-  prime = fields.get('prime')
-  if prime is not None and (not isinstance(prime, str) or not prime):
-    raise validation.bad_request(f'prime must be a MIDI path or null, got {prime!r}')
-  for field in LABEL_FIELDS:
-    value = fields.get(field)
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-      raise validation.bad_request(f'{field} must be a label name or null, got {value!r}')
+  return dataclasses.replace(request, name=name, prime=prime)
 
 
 def name_for_match(path: str, root: str) -> str:
@@ -172,7 +101,7 @@ def glob_root(pattern: str) -> str:
 class RequestFromLineFn(beam.DoFn):
   """Manifest line -> Request, or a dead letter (input: the line)."""
 
-  def __init__(self, defaults: Request, manifest_dir: str):
+  def __init__(self, defaults: generation_request.Request, manifest_dir: str):
     self._defaults = defaults
     self._manifest_dir = manifest_dir
 
@@ -190,7 +119,7 @@ class RequestFromMatchFn(beam.DoFn):
   """Matched prime file -> Request with the flags' parameters, or a dead letter (input: the
   path)."""
 
-  def __init__(self, defaults: Request, root: str):
+  def __init__(self, defaults: generation_request.Request, root: str):
     self._defaults = defaults
     self._root = root
 
@@ -211,7 +140,7 @@ class ReadRequests(beam.PTransform):
   ``requests`` (checked :class:`Request` objects) and ``dead_letter``.
   """
 
-  def __init__(self, defaults: Request, manifest: str | None = None,
+  def __init__(self, defaults: generation_request.Request, manifest: str | None = None,
                primes_glob: str | None = None):
     super().__init__()
     self._defaults = defaults
@@ -239,7 +168,7 @@ class ReadPrimeFn(beam.DoFn):
   def __init__(self, info: dict):
     self._info = info
 
-  def process(self, request: Request):
+  def process(self, request: generation_request.Request):
     window_length = self._info['window_length']
     try:
       validation.label_id(self._info['labels'], request.label)

@@ -1,16 +1,16 @@
 """The sampling parameters of a generation: one type for every path that calls ``generate``.
 
 :class:`Sampling` holds the scalar arguments of the export's ``generate`` signature
-(``export_contract.GENERATE_PARAMETERS``, in that order). ``serving.generate`` (the command and
-its library functions), the Beam job's requests and defaults (``serving.requests``,
-``serving.beam_generate``) and ``evaluation.evaluate`` all hand one to
-``serving.generate.generate``. Its fields are declared with ``config_tree.option``, so both
-commands get the same flags with the same help from ``config_tree.add_flags``, and
-:meth:`Sampling.check` refuses the same values with the same messages on every path.
+(``export_contract.GENERATE_PARAMETERS``, in that order). Every request
+(``serving.generation_request.Request``: the command's, the Beam job's) holds one, and
+``evaluation.evaluate`` makes its own; all hand it to ``serving.export_client.generate``. Its
+fields are declared with ``config_tree.option``, so both commands get the same flags with the same
+help from ``config_tree.add_flags``, and :meth:`Sampling.check` refuses the same values with the
+same messages on every path.
 
-What the export does not take is not here: the output's General MIDI program (a property of the
-written file, not of the notes) and ``serving.generate``'s ``--seconds`` (generation in rounds
-until a duration, which only that command offers).
+What the export does not take is the request's: the output's General MIDI program (a property of
+the written file, not of the notes), the label by name, the prime's start and the length in
+seconds (generation in rounds until a duration, ``serving.export_client.generate_for_seconds``).
 """
 
 from __future__ import annotations
@@ -57,33 +57,32 @@ class Sampling:
   def check(self) -> None:
     """Raises ``failures.RejectionError`` (``bad_request``) naming the first parameter out of
     range, before any model is loaded."""
-    if not 1 <= self.num_notes <= export_contract.MAX_GENERATED_NOTES:
-      raise validation.bad_request(
-          f'num-notes must be in 1..{export_contract.MAX_GENERATED_NOTES}, got {self.num_notes}')
+    most = export_contract.MAX_GENERATED_NOTES
+    if not 1 <= self.num_notes <= most:
+      raise validation.must_be('num_notes', f'in 1..{most}', self.num_notes)
     if not (math.isfinite(self.temperature) and self.temperature > 0):
-      raise validation.bad_request(f'temperature must be > 0, got {self.temperature}')
+      raise validation.must_be('temperature', '> 0', self.temperature)
     if not 1 <= self.top_k <= constants.PITCHES:
-      raise validation.bad_request(f'top-k must be in 1..{constants.PITCHES}, got {self.top_k}')
+      raise validation.must_be('top_k', f'in 1..{constants.PITCHES}', self.top_k)
     if not 0 < self.top_p <= 1:
-      raise validation.bad_request(f'top-p must be in (0, 1], got {self.top_p}')
+      raise validation.must_be('top_p', 'in (0, 1]', self.top_p)
     if not 0 <= self.label_guidance <= export_contract.MAX_LABEL_GUIDANCE:
-      raise validation.bad_request(f'label-guidance must be in '
-                                   f'0..{export_contract.MAX_LABEL_GUIDANCE:g}, got '
-                                   f'{self.label_guidance}')
+      raise validation.must_be('label_guidance', f'in 0..{export_contract.MAX_LABEL_GUIDANCE:g}',
+                               self.label_guidance)
     if not (self.tempo == 0 or (math.isfinite(self.tempo) and export_contract.MIN_TEMPO
                                 <= self.tempo <= export_contract.MAX_TEMPO)):
-      raise validation.bad_request(
-          f'tempo must be 0 (the prime\'s) or in {export_contract.MIN_TEMPO:g}..'
-          f'{export_contract.MAX_TEMPO:g} quarter notes per minute, got {self.tempo}')
+      raise validation.must_be(
+          'tempo', f"0 (the prime's) or in {export_contract.MIN_TEMPO:g}.."
+          f'{export_contract.MAX_TEMPO:g} quarter notes per minute', self.tempo)
     if not 0 <= self.seed <= export_contract.MAX_SEED:
-      raise validation.bad_request(f'seed must be in 0..2**63-1, got {self.seed}')
+      raise validation.must_be('seed', 'in 0..2**63-1', self.seed)
 
-  def description(self, seconds: float | None = None, seed: int | None = None) -> str:
+  def description(self, seconds: float | None = None) -> str:
     """The parameters in words, for the pages: ``seconds``, where given, is the length instead
-    of ``num_notes``; ``seed``, where given, the row's own seed instead of this one."""
+    of ``num_notes``."""
     length = f'{seconds:g} s' if seconds is not None else f'{self.num_notes} notes'
     guidance = (f', label guidance {self.label_guidance:g}' if self.label_guidance != 1
                 else '')
     guidance += f', tempo {self.tempo:g}' if self.tempo else ''
     return (f'{length}, temperature {self.temperature:g}, top-k {self.top_k}, top-p '
-            f'{self.top_p:g}{guidance}, seed {self.seed if seed is None else seed}')
+            f'{self.top_p:g}{guidance}, seed {self.seed}')

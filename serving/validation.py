@@ -1,22 +1,22 @@
-"""What a generation request may ask for besides its sampling, and safe output names; shared by
-the command and the Beam job so that both refuse the same requests with the same messages.
+"""How serving refuses a request, and safe output names; shared by the command, the Beam job and
+the evaluation so that all refuse the same requests with the same messages.
 
 Requests are checked before any model is loaded or file written: a bad request costs nothing and
 leaves no partial output. Every refusal is a :class:`partita.failures.RejectionError`: reason
-``bad_request`` (made by :func:`bad_request`) for a parameter, ``bad_name`` for an output name,
-``unknown_label`` for a label the model does not know.
-The sampling parameters are checked by ``serving.sampling.Sampling.check``.
+``bad_request`` (made by :func:`bad_request`) for a parameter, worded by :func:`must_be` where one
+value is refused; ``bad_name`` for an output name; ``unknown_label`` for a label the model does not
+know. The values a request may hold are checked by ``serving.generation_request.Request.check``
+and ``serving.sampling.Sampling.check``; the export's graph asserts the same ranges, as the last
+line of defence.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
 from partita import constants, failures
 from partita import labels as labels_lib
 
-MAX_SECONDS = 3_600.0
 MAX_NAME_LENGTH = 100
 _SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
 
@@ -25,6 +25,13 @@ def bad_request(detail: str) -> failures.RejectionError:
   """The rejection of a request that cannot be served as asked (reason ``bad_request``); the
   commands print its detail and exit with status 2."""
   return failures.RejectionError('bad_request', detail)
+
+
+def must_be(field: str, allowed: str, value: object) -> failures.RejectionError:
+  """The one wording of a refused value, whichever path it came by (a flag, a manifest line, a
+  library call): ``FIELD must be ALLOWED, got VALUE``, the field by its request name, as manifest
+  lines, ``generation.yaml`` and the graph's assertions name it."""
+  return bad_request(f'{field} must be {allowed}, got {value!r}')
 
 
 def label_id(labels: dict, name: str | None) -> int:
@@ -41,27 +48,6 @@ def label_id(labels: dict, name: str | None) -> int:
     return labels_lib.requested_id(labels, name)
   except KeyError as e:
     raise failures.RejectionError('unknown_label', e.args[0]) from e
-
-
-def check_seconds(seconds: float) -> None:
-  """Raises a ``bad_request`` rejection unless ``seconds`` is a duration a piece may last."""
-  if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
-    raise bad_request(f'seconds must be in (0, {MAX_SECONDS:g}], got {seconds}')
-
-
-def check_program(program: int) -> None:
-  """Raises a ``bad_request`` rejection unless ``program`` is a General MIDI program."""
-  if not 0 <= program < constants.PROGRAMS:
-    raise bad_request(f'program must be a General MIDI program 0..{constants.PROGRAMS - 1}, '
-                      f'got {program}')
-
-
-def check_prime_from(seconds: float) -> None:
-  """Raises a ``bad_request`` rejection unless ``seconds`` is a valid time to take a prime
-  window from."""
-  if not (math.isfinite(seconds) and seconds >= 0):
-    raise bad_request('the prime start time (--prime-from, prime_from) must be >= 0 seconds, '
-                      f'got {seconds}')
 
 
 def check_name(name: str) -> str:

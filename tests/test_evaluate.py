@@ -15,7 +15,7 @@ from evaluation import report as report_lib
 from partita import audio, baselines, constants, music_stats
 from partita import dataset as dataset_lib
 from partita import labels as labels_lib
-from serving import generate as generate_lib
+from serving import export_client as generate_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import metrics as metrics_lib
@@ -323,7 +323,7 @@ def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_p
   with pytest.raises(SystemExit) as exit_info:
     evaluate.main(['--data', trained['data'], '--model', str(tmp_path), '--label-guidance', '-1'])
   assert exit_info.value.code == 2
-  assert 'label-guidance must be in 0..10, got -1.0' in capsys.readouterr().err
+  assert 'label_guidance must be in 0..10, got -1.0' in capsys.readouterr().err
   assert evaluate.main(['--data', trained['data'], '--model', trained['export'],
                         '--num-pieces', '3']) == 0
   assert os.path.exists(os.path.join(trained['model_dir'], 'report', report_lib.REPORT_FILE))

@@ -117,8 +117,7 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   local: TensorFlow's own gs:// client cannot be pointed at an emulator)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from serving import beam_generate  # pylint: disable=import-outside-toplevel
-  from serving import requests as requests_lib  # pylint: disable=import-outside-toplevel
+  from serving import beam_generate, generation_request  # pylint: disable=import-outside-toplevel
   from serving import sampling as sampling_lib  # pylint: disable=import-outside-toplevel
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
   from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
@@ -144,8 +143,8 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   ]))
 
   summary = beam_generate.run(
-      export_dir, f'gs://{BUCKET}/generated', requests_lib.Request(
-          name='', sampling=sampling_lib.Sampling(num_notes=5)),
+      export_dir, f'gs://{BUCKET}/generated', generation_request.Request(
+          sampling=sampling_lib.Sampling(num_notes=5)),
       manifest=f'gs://{BUCKET}/requests/manifest.jsonl')
 
   assert (summary['requests_in'], summary['written'], summary['dead_letters']) == (3, 2, 1)

@@ -24,7 +24,14 @@ from beam_pipelines import outputs as beam_outputs
 from beam_pipelines import runner
 from partita import audio, config_tree, constants, export_contract, failures
 from partita import labels as labels_lib
-from serving import beam_generate, model_handler, validation
+from serving import (
+  beam_generate,
+  export_client,
+  generation_request,
+  model_handler,
+  pieces,
+  validation,
+)
 from serving import generate as generate_lib
 from serving import primes as primes_lib
 from serving import requests as requests_lib
@@ -112,15 +119,15 @@ def test_no_prime_writes_only_the_continuation_of_a_neutral_window(served, tmp_p
 
 
 def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):
-  export = generate_lib.load_export(served['export'])
+  export = export_client.load_export(served['export'])
   primes = {name: values[:2] for name, values in export.bundled_primes.items()}
   # Pretend the corpus moves at one note per 1,000 s: each round is then only the 17 extra
   # notes, so 60 s takes several rounds.
-  slow = generate_lib.Export(export.model, dict(export.info, timing={
+  slow = export_client.Export(export.model, dict(export.info, timing={
       'step': {'mean': 1000.0, 'std': 1.0}, 'duration': export.info['timing']['duration']}),
                              export.bundled_primes)
-  pieces = generate_lib.generate_for_seconds(slow, primes, 60.0, sampling_lib.Sampling(seed=4))
-  first_round = generate_lib.generate(export.model, primes,
+  pieces = export_client.generate_for_seconds(slow, primes, 60.0, sampling_lib.Sampling(seed=4))
+  first_round = export_client.generate(export.model, primes,
                                       sampling_lib.Sampling(num_notes=17, seed=4))
   for sample, piece in enumerate(pieces):
     onsets = np.cumsum(piece['step'], dtype=np.float64)
@@ -145,30 +152,32 @@ def test_seconds_command_and_same_seed_gives_identical_bytes(served, tmp_path):
   assert (tmp_path / 'a' / 'sample_000.mid').read_bytes() != (
       tmp_path / 'c' / 'sample_000.mid').read_bytes()
   # The resolved parameters, saved beside the pieces, read back into what the run was given.
-  saved = (tmp_path / 'a' / generate_lib.GENERATION_FILE).read_text()
+  saved = (tmp_path / 'a' / pieces.GENERATION_FILE).read_text()
   assert config_tree.from_yaml(generate_lib.Generation, saved) == generate_lib.Generation(
-      served['export'], sampling_lib.Sampling(seed=11, top_p=0.9),
-      generate_lib.Options(num_samples=2, seconds=6.0, prime_paths=(prime,), audio=False))
+      served['export'], generation_request.Request(
+          sampling=sampling_lib.Sampling(seed=11, top_p=0.9), seconds=6.0),
+      generate_lib.Options(num_samples=2, prime_paths=(prime,), audio=False))
 
 
 @pytest.mark.parametrize('args,message', [
     (['--temperature', '0'], 'temperature must be > 0'),
     (['--temperature', '-1'], 'temperature must be > 0'),
     (['--temperature', 'nan'], 'temperature must be > 0'),
-    (['--top-k', '0'], 'top-k must be in 1..128'),
-    (['--top-k', '129'], 'top-k must be in 1..128'),
-    (['--top-p', '0'], 'top-p must be in (0, 1]'),
-    (['--top-p', '1.5'], 'top-p must be in (0, 1]'),
-    (['--num-notes', '0'], 'num-notes must be in 1..10000'),
-    (['--num-notes', '10001'], 'num-notes must be in 1..10000'),
-    (['--seconds', '0'], 'seconds must be in (0, 3600]'),
-    (['--seconds', '3601'], 'seconds must be in (0, 3600]'),
-    (['--program', '128'], 'program must be a General MIDI program'),
-    (['--num-samples', '0'], 'num-samples must be >= 1'),
+    (['--top-k', '0'], 'top_k must be in 1..128, got 0'),
+    (['--top-k', '129'], 'top_k must be in 1..128, got 129'),
+    (['--top-p', '0'], 'top_p must be in (0, 1], got 0.0'),
+    (['--top-p', '1.5'], 'top_p must be in (0, 1], got 1.5'),
+    (['--num-notes', '0'], 'num_notes must be in 1..10000, got 0'),
+    (['--num-notes', '10001'], 'num_notes must be in 1..10000, got 10001'),
+    (['--seconds', '0'], 'seconds must be in (0, 3600], got 0.0'),
+    (['--seconds', '3601'], 'seconds must be in (0, 3600], got 3601.0'),
+    (['--program', '128'], 'program must be a General MIDI program 0..127, got 128'),
+    (['--num-samples', '0'], 'num_samples must be >= 1, got 0'),
     (['--prime', '{short}'], 'needs a window of 8 notes (short primes are refused'),
     (['--prime', '{ladder}', '--prime-from', '4'], '4 notes from 4 s, but the model needs'),
-    (['--prime', '{ladder}', '--prime-from', '-1'], 'prime start time'),
-    (['--prime-from', '1'], 'prime-from applies to prime MIDI files only'),
+    (['--prime', '{ladder}', '--prime-from', '-1'], 'prime_from must be >= 0 seconds, got -1.0'),
+    (['--prime-from', '1'], 'prime_from applies to prime MIDI files only'),
+    (['--num-notes', '5', '--seconds', '3'], 'give num_notes or seconds, not both'),
     (['--prime', '{ladder}', '{not_midi}'], 'not a usable MIDI piece: not_midi'),
     (['--prime', '{missing}'], 'cannot read'),
     (['--prime-data', '{missing}'], 'has no COMPLETED marker'),
@@ -371,7 +380,7 @@ def test_sampling_holds_the_export_signatures_parameters_with_the_historical_def
       tempo=0.0, seed=0)
   sampling_lib.Sampling().check()
   for guidance in (-0.1, export_contract.MAX_LABEL_GUIDANCE + 0.5):
-    with pytest.raises(failures.RejectionError, match='label-guidance must be in 0..10, got'):
+    with pytest.raises(failures.RejectionError, match='label_guidance must be in 0..10, got'):
       sampling_lib.Sampling(label_guidance=guidance).check()
   with pytest.raises(failures.RejectionError, match='seed must be in 0..2'):
     sampling_lib.Sampling(seed=export_contract.MAX_SEED + 1).check()
@@ -383,44 +392,41 @@ def test_sampling_holds_the_export_signatures_parameters_with_the_historical_def
     sampling_lib.Sampling(tempo=tempo).check()
 
 
-def sampling_flags(parser):
-  """The parser's flags that set a Sampling field: option -> (help, type, metavar)."""
+def request_flags(parser):
+  """The parser's flags that set a request's field: option -> (help, type, metavar)."""
+  own = ('seconds', 'label', 'program', 'prime_from')
   return {action.option_strings[0]: (action.help, action.type, action.metavar)
           for action in parser._actions  # noqa: SLF001  # argparse lists its flags nowhere else
-          if action.dest.startswith('config:')}
+          if action.dest.startswith('config:') or action.dest in own}
 
 
-def test_both_commands_take_the_same_sampling_flags_with_the_same_defaults():
-  flags = sampling_flags(generate_lib.argument_parser())
-  assert sorted(flags) == ['--label-guidance', '--num-notes', '--seed', '--temperature',
-                           '--tempo', '--top-k', '--top-p']
-  assert sampling_flags(beam_generate.argument_parser()) == flags
+def test_both_commands_take_the_same_request_flags_with_the_same_defaults():
+  flags = request_flags(generate_lib.argument_parser())
+  assert sorted(flags) == ['--composer', '--label-guidance', '--num-notes', '--prime-from',
+                           '--program', '--seconds', '--seed', '--temperature', '--tempo',
+                           '--top-k', '--top-p']
+  assert request_flags(beam_generate.argument_parser()) == flags
   required = ['--model', 'm', '--out', 'o', '--manifest', 'r.jsonl']
   for parser, argv in ((generate_lib.argument_parser(), required[:4]),
                        (beam_generate.argument_parser(), required)):
     args, _ = parser.parse_known_args(argv)
-    assert config_tree.load(sampling_lib.Sampling, updates=config_tree.flag_updates(args)) == (
-        sampling_lib.Sampling())
+    assert generation_request.from_flags(args) == generation_request.Request()
     args, _ = parser.parse_known_args(argv + ['--num-notes', '9', '--temperature', '0.5',
                                               '--top-k', '7', '--top-p', '0.8', '--seed', '3',
-                                              '--label-guidance', '2.5', '--tempo', '72'])
-    assert config_tree.load(sampling_lib.Sampling, updates=config_tree.flag_updates(args)) == (
-        sampling_lib.Sampling(num_notes=9, temperature=0.5, top_k=7, top_p=0.8,
-                              label_guidance=2.5, tempo=72.0, seed=3))
-    assert (args.program, args.prime_from) == (0, 0.0)
+                                              '--label-guidance', '2.5', '--tempo', '72',
+                                              '--program', '40', '--prime-from', '1.5',
+                                              '--label', 'bach'])
+    assert generation_request.from_flags(args) == generation_request.Request(
+        prime_from=1.5, sampling=sampling_lib.Sampling(
+            num_notes=9, temperature=0.5, top_k=7, top_p=0.8, label_guidance=2.5, tempo=72.0,
+            seed=3), program=40, label='bach')
+    args, _ = parser.parse_known_args(argv + ['--seconds', '30', '--composer', 'chopin'])
+    assert generation_request.from_flags(args) == generation_request.Request(seconds=30.0,
+                                                                             label='chopin')
   args = generate_lib.argument_parser().parse_args(required[:4])
-  assert (args.num_samples, args.seconds, args.prime, args.no_audio) == (4, None, None, False)
+  assert (args.num_samples, args.prime, args.no_audio) == (4, None, False)
   args, _ = beam_generate.argument_parser().parse_known_args(required)
   assert args.batch_size == 64
-
-
-def test_num_notes_and_seconds_are_exclusive(served, tmp_path, capsys):
-  out = tmp_path / 'out'
-  with pytest.raises(SystemExit) as exit_info:
-    generate(served, out, '--num-notes', 5, '--seconds', 3)
-  assert exit_info.value.code == 2
-  assert 'argument --seconds: not allowed with argument --num-notes' in capsys.readouterr().err
-  assert not out.exists()
 
 
 # The Beam job.
@@ -476,28 +482,28 @@ def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
            {'name': '../x', 'prime': None}]
   manifest = write_manifest(tmp_path / 'm' / 'requests.jsonl', lines)
   sampling = sampling_lib.Sampling(num_notes=9, seed=4)
-  defaults = requests_lib.Request(name='', sampling=sampling)
+  defaults = generation_request.Request(name='', sampling=sampling)
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     read = pipeline | requests_lib.ReadRequests(defaults, manifest=manifest)
     beam_testing.assert_that(read['requests'], beam_testing.equal_to([
-        requests_lib.Request('one', str(tmp_path / 'm' / 'p' / 'a.mid'),
+        generation_request.Request('one', str(tmp_path / 'm' / 'p' / 'a.mid'),
                              sampling=dataclasses.replace(sampling, num_notes=6)),
-        requests_lib.Request('Fugue_1', '/abs/Fugue 1.MIDI', sampling=sampling),
-        requests_lib.Request('quiet', None, sampling=sampling)]), label='Requests')
+        generation_request.Request('Fugue_1', '/abs/Fugue 1.MIDI', sampling=sampling),
+        generation_request.Request('quiet', None, sampling=sampling)]), label='Requests')
     beam_testing.assert_that(inputs_and_reasons(read[beam_outputs.TAG]), beam_testing.equal_to([
         ('{"name": "broken"', 'bad_json'), (json.dumps(lines[5]), 'bad_request'),
         (json.dumps(lines[6]), 'bad_name')]), label='DeadLetters')
 
 
 def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
-  assert requests_lib.FIELDS == ('name', 'prime', 'prime_from', 'num_notes', 'temperature',
-                                 'top_k', 'top_p', 'label_guidance', 'tempo', 'seed', 'seconds',
-                                 'program', 'label', 'composer')
-  defaults = requests_lib.Request(name='', sampling=sampling_lib.Sampling(seed=4), program=40)
+  assert generation_request.FIELDS == (
+      'name', 'prime', 'prime_from', 'num_notes', 'temperature', 'top_k', 'top_p',
+      'label_guidance', 'tempo', 'seed', 'seconds', 'program', 'label', 'composer')
+  defaults = generation_request.Request(sampling=sampling_lib.Sampling(seed=4), program=40)
   request = requests_lib.parse_request(
       json.dumps({'name': 'a', 'prime': None, 'temperature': 1, 'top_k': 5, 'prime_from': 0}),
       defaults, '/manifests')
-  assert request == requests_lib.Request(
+  assert request == generation_request.Request(
       'a', None, 0.0, sampling_lib.Sampling(temperature=1.0, top_k=5, seed=4), program=40)
   assert isinstance(request.sampling.temperature, float)
   # "temperature": 1 and 1.0 are the same sampling, so the two requests can share a batch.
@@ -520,10 +526,21 @@ def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   by_seconds = dataclasses.replace(defaults, seconds=30.0)
   assert requests_lib.parse_request('{"name": "n", "num_notes": 8}', by_seconds, '').seconds is None
   assert requests_lib.parse_request('{"name": "s"}', by_seconds, '').seconds == 30.0
-  for line, message in (('{"name": "x", "num_notes": 8, "seconds": 2}', 'not both'),
-                        ('{"name": "x", "seconds": 0}', 'seconds must be in')):
-    with pytest.raises(failures.RejectionError, match=message):
+  # A field that may be absent may be null.
+  assert requests_lib.parse_request('{"name": "z", "seconds": null}', by_seconds,
+                                    '').seconds is None
+  for line, message in (
+      ('{"name": "x", "num_notes": 8, "seconds": 2}', 'give num_notes or seconds, not both'),
+      ('{"name": "x", "seconds": 0}', 'seconds must be in (0, 3600], got 0.0'),
+      ('{"name": "x", "seed": "1"}', "seed must be an integer, got '1'"),
+      ('{"name": "x", "top_p": true}', 'top_p must be a number, got True'),
+      ('{"name": "x", "prime": ""}', "prime must be a non-empty string or null, got ''"),
+      ('{"name": "x", "composer": 3}', 'composer must be a non-empty string or null, got 3'),
+      ('{"name": "x", "label": "a", "composer": "b"}', 'give label or composer, not both'),
+      ('{"name": "x", "prime_from": -1}', 'prime_from must be >= 0 seconds, got -1.0')):
+    with pytest.raises(failures.RejectionError) as info:
       requests_lib.parse_request(line, defaults, '')
+    assert (info.value.reason, info.value.detail) == ('bad_request', message)
   with pytest.raises(failures.RejectionError, match=r"unknown fields \['temprature'\]") as info:
     requests_lib.parse_request('{"name": "c", "temprature": 1}', defaults, '')
   assert info.value.reason == 'bad_request'
@@ -533,13 +550,13 @@ def test_read_requests_names_each_globbed_prime_by_its_path(tmp_path):
   for name in ('a/x.mid', 'b/x.mid', '_/_.mid'):  # '_/_.mid' leaves no usable name
     midi_builders.write_midi(tmp_path / 'primes' / name, ladder(10))
   sampling = sampling_lib.Sampling(num_notes=9)
-  defaults = requests_lib.Request(name='', sampling=sampling)
+  defaults = generation_request.Request(name='', sampling=sampling)
   primes = tmp_path / 'primes'
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     read = pipeline | requests_lib.ReadRequests(defaults, primes_glob=str(primes / '**' / '*.mid'))
     beam_testing.assert_that(read['requests'], beam_testing.equal_to([
-        requests_lib.Request('a_x', str(primes / 'a' / 'x.mid'), sampling=sampling),
-        requests_lib.Request('b_x', str(primes / 'b' / 'x.mid'), sampling=sampling)]),
+        generation_request.Request('a_x', str(primes / 'a' / 'x.mid'), sampling=sampling),
+        generation_request.Request('b_x', str(primes / 'b' / 'x.mid'), sampling=sampling)]),
                              label='Requests')
     beam_testing.assert_that(inputs_and_reasons(read[beam_outputs.TAG]), beam_testing.equal_to([
         (str(primes / '_' / '_.mid'), 'bad_name')]), label='DeadLetters')
@@ -549,14 +566,14 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
   ladder_file = midi_builders.write_midi(tmp_path / 'ladder.mid', ladder(20))
   short_file = midi_builders.write_midi(tmp_path / 'short.mid', ladder(WINDOW - 1))
   text_file = midi_builders.write_file(tmp_path / 'text.mid', b'not a MIDI file')
-  requests = [requests_lib.Request('start', ladder_file),
-              requests_lib.Request('late', ladder_file, prime_from=1.0),
-              requests_lib.Request('neutral', None),
-              requests_lib.Request('gone', str(tmp_path / 'missing.mid')),
-              requests_lib.Request('text', text_file),
-              requests_lib.Request('short', short_file),
-              requests_lib.Request('bach', ladder_file, label='Bach'),
-              requests_lib.Request('mahler', ladder_file, label='mahler')]
+  requests = [generation_request.Request('start', ladder_file),
+              generation_request.Request('late', ladder_file, prime_from=1.0),
+              generation_request.Request('neutral', None),
+              generation_request.Request('gone', str(tmp_path / 'missing.mid')),
+              generation_request.Request('text', text_file),
+              generation_request.Request('short', short_file),
+              generation_request.Request('bach', ladder_file, label='Bach'),
+              generation_request.Request('mahler', ladder_file, label='mahler')]
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     primed = pipeline | beam.Create(requests) | requests_lib.ReadPrimes(INFO)
     beam_testing.assert_that(
@@ -580,9 +597,9 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
 
 
 def test_refuse_duplicate_names_refuses_every_request_of_a_name_used_twice():
-  items = [(requests_lib.Request('a'), 'prime a'),
-           (requests_lib.Request('b', sampling=sampling_lib.Sampling(seed=1)), 'b1'),
-           (requests_lib.Request('b', sampling=sampling_lib.Sampling(seed=2)), 'b2')]
+  items = [(generation_request.Request('a'), 'prime a'),
+           (generation_request.Request('b', sampling=sampling_lib.Sampling(seed=1)), 'b1'),
+           (generation_request.Request('b', sampling=sampling_lib.Sampling(seed=2)), 'b2')]
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     unique = pipeline | beam.Create(items) | beam_generate.RefuseDuplicateNames()
     beam_testing.assert_that(unique['unique'], beam_testing.equal_to([items[0]]), label='Unique')
@@ -594,23 +611,24 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
   def sampling(seed, num_notes=4):
     return sampling_lib.Sampling(num_notes=num_notes, seed=seed)
 
-  items = [(requests_lib.Request('c', sampling=sampling(5)), ladder_window(50)),
-           (requests_lib.Request('a', sampling=sampling(5)), ladder_window(40)),
-           (requests_lib.Request('b', sampling=sampling(9)), ladder_window(45)),
-           (requests_lib.Request('d', sampling=sampling(6, num_notes=3)), ladder_window(55)),
-           (requests_lib.Request('timed', sampling=sampling(2), seconds=1.5), ladder_window(42)),
+  items = [(generation_request.Request('c', sampling=sampling(5)), ladder_window(50)),
+           (generation_request.Request('a', sampling=sampling(5)), ladder_window(40)),
+           (generation_request.Request('b', sampling=sampling(9)), ladder_window(45)),
+           (generation_request.Request('d', sampling=sampling(6, num_notes=3)), ladder_window(55)),
+           (generation_request.Request('timed', sampling=sampling(2), seconds=1.5),
+            ladder_window(42)),
            # A window the model cannot take fails its batch (its parameters are its own).
-           (requests_lib.Request('odd', sampling=sampling(7, num_notes=5)),
+           (generation_request.Request('odd', sampling=sampling(7, num_notes=5)),
             ladder_window(40, WINDOW - 3))]
-  export = generate_lib.load_export(served['export'])
+  export = export_client.load_export(served['export'])
 
   def alone(request, window):
     """What the request gives generated on its own, padded to the job's batch size."""
     batch = {key: values[None] for key, values in window.items()}
     if request.seconds is None:
-      notes = generate_lib.generate(export.model, batch, request.sampling, rows=8)
+      notes = export_client.generate(export.model, batch, request.sampling, rows=8)
       return {key: values[0] for key, values in notes.items()}
-    return generate_lib.generate_for_seconds(export, batch, request.seconds, request.sampling,
+    return export_client.generate_for_seconds(export, batch, request.seconds, request.sampling,
                                              rows=8)[0]
 
   expected = [(request.name, {key: values.tolist() for key, values in alone(*item).items()})
@@ -639,9 +657,9 @@ def test_the_model_handler_refuses_a_batch_of_mixed_parameters(served):
   handler = model_handler.PieceModelHandler(served['export'], batch_size=4)
   assert handler.should_skip_batching()  # the job batches by key before RunInference
   export = handler.load_model()
-  batch = [(requests_lib.Request('a', sampling=sampling_lib.Sampling(num_notes=3)),
+  batch = [(generation_request.Request('a', sampling=sampling_lib.Sampling(num_notes=3)),
             ladder_window(40)),
-           (requests_lib.Request('b', sampling=sampling_lib.Sampling(num_notes=4)),
+           (generation_request.Request('b', sampling=sampling_lib.Sampling(num_notes=4)),
             ladder_window(40))]
   with pytest.raises(ValueError, match='a batch must share its parameters'):
     handler.run_inference(batch, export)
@@ -653,9 +671,9 @@ def test_write_pieces_writes_midi_and_png_and_dead_letters_what_cannot_be_writte
   prime = ladder_window(40)
   continuation = dict(ladder_window(60, 5), step=np.full(5, 0.5, np.float32))
   broken = dict(continuation, duration=np.full(5, -1.0, np.float32))  # negative: a bug upstream
-  items = [(requests_lib.Request('primed', 'p.mid', program=40), prime, continuation),
-           (requests_lib.Request('plain'), prime, continuation),
-           (requests_lib.Request('broken', 'p.mid'), prime, broken)]
+  items = [(generation_request.Request('primed', 'p.mid', program=40), prime, continuation),
+           (generation_request.Request('plain'), prime, continuation),
+           (generation_request.Request('broken', 'p.mid'), prime, broken)]
   out = tmp_path / 'out'
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     written = pipeline | beam.Create(items) | beam_generate.WritePieces(str(out))
@@ -754,7 +772,7 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
   assert page.count('<section class="piece">') == len(names)
   assert all(f'href="{name}.mid"' in page and f'src="{name}.png"' in page for name in names)
   assert '30 s' not in page and '3.5 s, temperature 1' in page and '<audio' not in page
-  assert 'No audio: not asked for.' in page
+  assert 'No audio: not asked for (--no-audio).' in page
   assert not (tmp_path / 'etc').exists()
   resolved = yaml.safe_load((out / 'generation.yaml').read_text())
   assert (resolved['manifest'], resolved['batch_size']) == (str(manifest), 2)
@@ -804,8 +822,8 @@ def test_beam_job_over_a_glob_names_pieces_by_their_path(served, tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--manifest', '{missing}'], 'does not exist'),
     (['--primes', '{missing}/*.mid'], 'no file matches'),
-    (['--manifest', '{manifest}', '--temperature', '0'], 'bad default: temperature'),
-    (['--manifest', '{manifest}', '--batch-size', '0'], 'batch-size must be >= 1'),
+    (['--manifest', '{manifest}', '--temperature', '0'], 'temperature must be > 0, got 0.0'),
+    (['--manifest', '{manifest}', '--batch-size', '0'], 'batch_size must be >= 1, got 0'),
     (['--manifest', '{manifest}', '--model', '{missing}'], 'not a SavedModel export'),
 ])
 def test_beam_job_refuses_bad_arguments_before_running(served, tmp_path, capsys, args,
@@ -816,6 +834,16 @@ def test_beam_job_refuses_bad_arguments_before_running(served, tmp_path, capsys,
   assert beam_job(served, out, *[a.format(**paths) for a in args]) == 2
   assert message in capsys.readouterr().err
   assert not out.exists()
+
+
+def test_beam_job_run_refuses_bad_defaults_before_reading_anything(tmp_path):
+  defaults = generation_request.Request(sampling=sampling_lib.Sampling(temperature=0.0))
+  with pytest.raises(failures.RejectionError) as info:
+    beam_generate.run(str(tmp_path / 'export'), str(tmp_path / 'out'), defaults,
+                      manifest=str(tmp_path / 'missing.jsonl'))
+  assert (info.value.reason, info.value.detail) == (
+      'bad_request', 'bad default: temperature must be > 0, got 0.0')
+  assert not (tmp_path / 'out').exists()
 
 
 # Labels.
@@ -841,7 +869,7 @@ def test_composer_conditions_the_pieces_and_an_unknown_one_is_refused(served, tm
     page = (outs[composer] / 'index.html').read_text()
     assert page.count(f'<dt>label</dt><dd>{composer.title()}</dd>') == 2  # one per sample
     resolved = yaml.safe_load((outs[composer] / 'generation.yaml').read_text())
-    assert resolved['options']['label'] == composer.title()
+    assert resolved['request']['label'] == composer.title()
   # Same primes and seeds: only the label differs, and so do the notes.
   bach, chopin = (instruments(outs[name] / 'sample_000.mid')['continuation'] for name in LABELS)
   assert [n.end - n.start for n in bach] != [n.end - n.start for n in chopin]

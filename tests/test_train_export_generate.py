@@ -14,6 +14,7 @@ import tensorflow as tf
 from beam_pipelines import preprocess
 from partita import constants, timing_bins
 from serving import generate as generate_lib
+from serving import pieces
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import pitch_ngram, task, timing_distribution
@@ -226,7 +227,7 @@ def test_generate_command_writes_midi_with_the_requested_notes(trained, tmp_path
           '--seed', '5', '--temperature', '0.8', '--no-audio']  # WAVs: tests/test_serving.py
   assert generate_lib.main(args) == 0
   names = sorted(os.listdir(out))
-  assert names == [generate_lib.GENERATION_FILE, 'index.html'] + [
+  assert names == [pieces.GENERATION_FILE, 'index.html'] + [
       f'sample_00{i}.{ext}' for i in range(3) for ext in ('mid', 'png')]
   for i in range(3):
     midi = pretty_midi.PrettyMIDI(str(out / f'sample_00{i}.mid'))
@@ -243,9 +244,9 @@ def test_generate_command_writes_midi_with_the_requested_notes(trained, tmp_path
 
 @pytest.mark.parametrize('flag,value,message', [
     ('--temperature', '0', 'temperature'),
-    ('--top-k', '129', 'top-k'),
-    ('--top-p', '0', 'top-p'),
-    ('--num-notes', '0', 'num-notes'),
+    ('--top-k', '129', 'top_k'),
+    ('--top-p', '0', 'top_p'),
+    ('--num-notes', '0', 'num_notes'),
 ])
 def test_generate_command_rejects_bad_requests(trained, tmp_path, capsys, flag, value, message):
   export = os.path.join(trained['model_dir'], 'export')
