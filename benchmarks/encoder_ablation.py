@@ -41,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 from evaluation import evaluate as evaluate_lib  # noqa: E402
 from partita import atomic, constants  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
-from serving import export_client as generate_lib  # noqa: E402
+from serving import export_client  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
 from trainer import task  # noqa: E402
 
@@ -58,7 +58,7 @@ def train_measured(data: str, model_dir: str, config: config_lib.Config) -> floa
 
 
 def generation_notes_per_second(export_dir: str, data: str) -> float:
-  export = generate_lib.load_export(export_dir).model
+  export = export_client.load_export(export_dir).model
   info = dataset_lib.load_info(data)
   primes, _ = evaluate_lib.choose_primes(
       dataset_lib.read_chunks(data, info, 'test', info['labels']), info['window_length'],

@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from partita import constants
-from serving import export_client as generate_lib
+from serving import export_client
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import export as export_lib
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
   load_before = load_average()
   with tempfile.TemporaryDirectory() as folder:
     export_dir = args.export or untrained_small_export(folder)
-    export = generate_lib.load_export(export_dir)
+    export = export_client.load_export(export_dir)
     window = export.window_length
     rows = []
     loop_prime = random_primes(1, window, seed=0)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     sampling = sampling_lib.Sampling(num_notes=args.notes)
     for batch in batch_sizes:
       primes = random_primes(batch, window, seed=batch)
-      wall, cpu = timed(functools.partial(generate_lib.generate, export.model, primes, sampling),
+      wall, cpu = timed(functools.partial(export_client.generate, export.model, primes, sampling),
                         args.repeats)
       notes = batch * args.notes
       rows.append(('in-graph `generate`', batch, wall, notes / wall, 1000 * cpu / notes * 1000))

@@ -33,7 +33,7 @@ from evaluation import conditioning  # noqa: E402
 from evaluation import evaluate as evaluate_lib  # noqa: E402
 from partita import atomic, music_stats  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
-from serving import export_client as generate_lib  # noqa: E402
+from serving import export_client  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
   guidances = [float(value) for value in args.guidance.split(',')]
 
   info = dataset_lib.load_info(args.data)
-  loaded = generate_lib.load_export(args.model)
+  loaded = export_client.load_export(args.model)
   labels = loaded.info['labels']
   info = {**info, 'labels': labels}
   train_chunks = dataset_lib.read_chunks(args.data, info, 'train', labels)

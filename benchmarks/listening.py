@@ -33,7 +33,7 @@ from evaluation import evaluate as evaluate_lib  # noqa: E402
 from evaluation import listening  # noqa: E402
 from partita import atomic, baselines  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
-from serving import export_client as generate_lib  # noqa: E402
+from serving import export_client  # noqa: E402
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -48,7 +48,7 @@ def measure(args: argparse.Namespace) -> dict:
   sampling = dataclasses.replace(evaluate_lib.model_sampling(num_notes, args.temperature,
                                                             args.seed), top_p=args.top_p)
   sampling.check()
-  loaded = generate_lib.load_export(args.model)
+  loaded = export_client.load_export(args.model)
   labels = loaded.info['labels']
   info = {**info, 'labels': labels}
   train_chunks = dataset_lib.read_chunks(args.data, info, 'train', labels)

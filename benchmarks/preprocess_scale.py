@@ -60,8 +60,8 @@ def pipeline_edges(pipeline_proto) -> tuple[set[str], set[str]]:
   lifting), so for a combine the combine's output stands in: one accumulator per key, what
   lifting shuffles when each key's inputs fall in one bundle.
   """
-  from apache_beam.portability import common_urns  # pylint: disable=import-outside-toplevel
-  from apache_beam.portability.api import beam_runner_api_pb2  # pylint: disable=import-outside-toplevel
+  from apache_beam.portability import common_urns
+  from apache_beam.portability.api import beam_runner_api_pb2
   transforms = pipeline_proto.components.transforms
   shuffled, side, lifted = set(), set(), set()
   for transform in transforms.values():
@@ -80,7 +80,7 @@ def pipeline_edges(pipeline_proto) -> tuple[set[str], set[str]]:
 
 def pcollection_bytes(result) -> dict[str, float]:
   """Estimated encoded bytes per PCollection id: exact element count x mean sampled size."""
-  from apache_beam.metrics import monitoring_infos  # pylint: disable=import-outside-toplevel
+  from apache_beam.metrics import monitoring_infos
   counts, mean_sizes = {}, {}
   for info in result.monitoring_infos():
     pcollection = info.labels.get(monitoring_infos.PCOLLECTION_LABEL)
@@ -96,9 +96,9 @@ def pcollection_bytes(result) -> dict[str, float]:
 
 def run_job(input_folder: str, mode: str, workers: int) -> dict:
   """The whole job on Beam's local runner in ``mode``; its counts and shuffle estimate."""
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel
+  import apache_beam as beam
 
-  from beam_pipelines import inputs, preprocess, runner  # pylint: disable=import-outside-toplevel
+  from beam_pipelines import inputs, preprocess, runner
   args = [f'--direct_running_mode={mode}']
   if mode != 'in_memory':
     args.append(f'--direct_num_workers={workers}')
@@ -156,9 +156,9 @@ def table(results: list[dict], loop: dict | None) -> str:
 
 
 def plot(results: list[dict], path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
   matplotlib.use('Agg')
-  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  from matplotlib import pyplot
   figure, (rss_axis, wall_axis) = pyplot.subplots(1, 2, figsize=(10, 4))
   for label in dict.fromkeys(r['label'] for r in results):
     rows = sorted((r for r in results if r['label'] == label), key=lambda r: r['files'])

@@ -71,7 +71,7 @@ from partita import (
 )
 from partita import dataset as dataset_lib
 from partita import labels as labels_lib
-from serving import export_client as generate_lib
+from serving import export_client
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
@@ -227,7 +227,7 @@ def model_sampling(num_notes: int, temperature: float, seed: int) -> sampling_li
 
 def model_pieces(export, primes: dict, sampling: sampling_lib.Sampling) -> list[dict]:
   """The export's ``generate`` signature on ``primes``."""
-  generated = generate_lib.generate(export, primes, sampling)
+  generated = export_client.generate(export, primes, sampling)
   return [{name: values[i] for name, values in generated.items()}
           for i in range(len(primes['pitch']))]
 
@@ -319,7 +319,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   # The pieces generated for each label (the style check) may be guided; the rest never is.
   label_sampling = dataclasses.replace(sampling, label_guidance=label_guidance)
   label_sampling.check()
-  loaded = generate_lib.load_export(export_dir)
+  loaded = export_client.load_export(export_dir)
   export, labels = loaded.model, loaded.info['labels']
   # The model's label ids read the dataset's label names.
   info = {**info, 'labels': labels}

@@ -38,7 +38,7 @@ class IsolationOptions:
 def _serve(requests: connection.Connection, answers: connection.Connection,
            memory_bytes: int) -> None:
   """The child's loop: (parse, data, options) in, ('ok', notes) or a rejection out."""
-  import resource  # pylint: disable=import-outside-toplevel
+  import resource
   resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
   answers.send(('ready',))
   while True:

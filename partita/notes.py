@@ -235,12 +235,12 @@ def note_seq_protos():
   which disables pretty_midi's guard against corrupt files that exhaust memory; the guard is
   restored here.
   """
-  import pretty_midi  # pylint: disable=import-outside-toplevel
+  import pretty_midi
   max_tick = pretty_midi.pretty_midi.MAX_TICK
   try:
     with warnings.catch_warnings():  # pydub, imported by note_seq, warns that ffmpeg is missing
       warnings.simplefilter('ignore')
-      from note_seq.protobuf import music_pb2  # pylint: disable=import-outside-toplevel
+      from note_seq.protobuf import music_pb2
   finally:
     pretty_midi.pretty_midi.MAX_TICK = max_tick
   return music_pb2

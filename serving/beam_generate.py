@@ -162,13 +162,13 @@ class WritePieceFn(beam.DoFn):
     except audio.AudioError as e:
       yield beam_outputs.dead_letter(request.name, 'audio_error', str(e))
       return
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # any filesystem's error becomes the request's dead letter
       yield beam_outputs.dead_letter(request.name, 'write_error', f'{type(e).__name__}: {e}')
       return
     try:
       for suffix, data in piece.files:
         beam_outputs.write_atomically(path + suffix, data)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # any filesystem's error becomes the request's dead letter
       yield beam_outputs.dead_letter(request.name, 'write_error', f'{type(e).__name__}: {e}')
       return
     metrics.Metrics.counter('generate', 'written').inc()

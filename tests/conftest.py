@@ -3,7 +3,7 @@ import os
 # Keep TensorFlow to the two cores' worth of threads and quiet at import.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from hypothesis import HealthCheck, settings  # pylint: disable=wrong-import-position
+from hypothesis import HealthCheck, settings  # noqa: E402 (after the environment)
 
 # Fuzzing budgets (tests/test_fuzz.py): 'ci' is short and the same on every run; choose 'long'
 # with `--hypothesis-profile=long` to search for hours.

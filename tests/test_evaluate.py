@@ -15,7 +15,7 @@ from evaluation import report as report_lib
 from partita import audio, baselines, constants, music_stats
 from partita import dataset as dataset_lib
 from partita import labels as labels_lib
-from serving import export_client as generate_lib
+from serving import export_client
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import metrics as metrics_lib
@@ -41,7 +41,7 @@ def test_likelihood_scores_every_test_window_in_every_row(trained):
   info = trained['info']
   fitted = evaluate.fit_baselines(
       dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
-  export = generate_lib.load_export(trained['export']).model
+  export = export_client.load_export(trained['export']).model
   rows, windows, _ = evaluate.likelihood(export, trained['data'], info, fitted, by_label=False,
                                          batch_size=7)
   assert windows == info['splits']['test']['windows']
@@ -59,7 +59,7 @@ def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tr
   info = trained['info']
   fitted = evaluate.fit_baselines(
       dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
-  export = generate_lib.load_export(trained['export']).model
+  export = export_client.load_export(trained['export']).model
   rows, _, _ = evaluate.likelihood(export, trained['data'], info, fitted, by_label=False)
   # The same means, computed from the stored chunks: each chunk's notes from index WINDOW on
   # are targets, each with the notes before it in the chunk as context.
@@ -93,7 +93,7 @@ def test_each_window_is_scored_with_its_label_and_with_none(trained):
   info = trained['info']
   fitted = evaluate.fit_baselines(
       dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
-  export = generate_lib.load_export(trained['export']).model
+  export = export_client.load_export(trained['export']).model
   rows, windows, sums = evaluate.likelihood(export, trained['data'], info, fitted,
                                             by_label=True, batch_size=5)
   dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),

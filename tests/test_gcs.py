@@ -115,13 +115,13 @@ def test_preprocess_from_and_to_gcs(bucket):
 def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   """The Beam generation job with its manifest, primes and outputs on gs:// (the export stays
   local: TensorFlow's own gs:// client cannot be pointed at an emulator)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
 
-  from serving import beam_generate, generation_request  # pylint: disable=import-outside-toplevel
-  from serving import sampling as sampling_lib  # pylint: disable=import-outside-toplevel
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
-  from trainer import model as model_lib  # pylint: disable=import-outside-toplevel
+  from serving import beam_generate, generation_request
+  from serving import sampling as sampling_lib
+  from trainer import config as config_lib
+  from trainer import export as export_lib
+  from trainer import model as model_lib
 
   window = 8
   config = config_lib.load(os.path.join(os.path.dirname(__file__), '..', 'configs', 'tiny.yaml'))
@@ -151,7 +151,7 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   written = object_names(bucket, 'generated/')
   # Nothing else: every file was renamed into place, no temporary is left. WAV files where
   # FluidSynth is installed (CI installs it), written through Beam's FileSystems too.
-  from partita import audio  # pylint: disable=import-outside-toplevel
+  from partita import audio
   with_audio = audio.unavailable_reason(audio.default_soundfont()) is None
   assert written == sorted(
       ['dead_letter/dead_letters-00000-of-00001.jsonl', 'generation.yaml', 'index.html',

@@ -67,11 +67,11 @@ def test_killed_preprocessing_leaves_no_completed_dataset_and_a_rerun_completes(
 
 
 def test_an_export_interrupted_at_any_step_leaves_no_half_written_export(tmp_path, monkeypatch):
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
 
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import export as export_lib  # pylint: disable=import-outside-toplevel
-  from trainer import model as model_lib  # pylint: disable=import-outside-toplevel
+  from trainer import config as config_lib
+  from trainer import export as export_lib
+  from trainer import model as model_lib
 
   config = config_lib.load(os.path.join(ROOT, 'configs', 'tiny.yaml'))
   timing = {'step': {'mean': 0.2, 'std': 0.1}, 'duration': {'mean': 0.4, 'std': 0.3}}

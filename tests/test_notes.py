@@ -408,7 +408,7 @@ def test_chunks_slice_every_feature():
 
 
 def test_serialized_chunk_is_a_tf_example_with_the_same_values():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   rng = np.random.default_rng(0)
   for num_notes in (0, 1, 5, 300, 5000):  # 5000: lengths that need multi-byte varints
     chunk = {
@@ -433,7 +433,7 @@ def test_serialized_chunk_is_a_tf_example_with_the_same_values():
 
 
 def test_serialized_chunks_of_a_piece_are_its_chunks_one_by_one():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   rng = np.random.default_rng(1)
   piece = {'pitch': rng.integers(0, 128, 700).astype(np.int8),
            'step': rng.random(700).astype(np.float32),

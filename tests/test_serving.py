@@ -239,7 +239,7 @@ def test_missing_or_incompatible_exports_are_refused(served, tmp_path, capsys):
 
 
 def test_the_exported_functions_take_the_contracts_arguments_by_name(served):
-  export = generate_lib.load_export(served['export'])
+  export = export_client.load_export(served['export'])
   for function, arguments in export_contract.ARGUMENTS.items():
     # The names a reader's keywords bind to, not only the specs' names.
     assert tuple(inspect.signature(getattr(export.model, function)).parameters) == arguments
@@ -269,7 +269,7 @@ def test_an_export_with_a_later_optional_argument_is_served_as_before(served, tm
   tf.saved_model.save(later, str(tmp_path / 'later'))
   shutil.copytree(os.path.join(served['export'], 'assets'), tmp_path / 'later' / 'assets',
                   dirs_exist_ok=True)
-  export = generate_lib.load_export(str(tmp_path / 'later'))
+  export = export_client.load_export(str(tmp_path / 'later'))
   primes = {name: values[:2] for name, values in export.bundled_primes.items()}
   sampling = sampling_lib.Sampling(num_notes=6, seed=3)
   notes = generate_lib.generate(export.model, primes, sampling)
