@@ -272,8 +272,8 @@ def test_an_export_with_a_later_optional_argument_is_served_as_before(served, tm
   export = export_client.load_export(str(tmp_path / 'later'))
   primes = {name: values[:2] for name, values in export.bundled_primes.items()}
   sampling = sampling_lib.Sampling(num_notes=6, seed=3)
-  notes = generate_lib.generate(export.model, primes, sampling)
-  for name, values in generate_lib.generate(real, primes, sampling).items():
+  notes = export_client.generate(export.model, primes, sampling)
+  for name, values in export_client.generate(real, primes, sampling).items():
     np.testing.assert_array_equal(notes[name], values, err_msg=name)
 
 def test_audio_is_skipped_with_a_note_without_fluidsynth(served, tmp_path, capsys, monkeypatch):
