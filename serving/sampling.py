@@ -1,7 +1,7 @@
 """The sampling parameters of a generation: one type for every path that calls ``generate``.
 
 :class:`Sampling` holds the scalar arguments of the export's ``generate`` signature
-(``export_contract.GENERATE_PARAMETERS``, in that order). Every request
+(``export_contract.GENERATE_PARAMETERS``, passed by name). Every request
 (``serving.generation_request.Request``: the command's, the Beam job's) holds one, and
 ``evaluation.evaluate`` makes its own; all hand it to ``serving.export_client.generate``. Its
 fields are declared with ``config_tree.option``, so both commands get the same flags with the same
