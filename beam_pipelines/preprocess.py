@@ -188,7 +188,7 @@ class PreprocessConfig:
                          f'{given!r}')
     if self.window_length < 1 or self.stride < 1:
       raise ValueError('--window-length and --stride must be positive')
-    if any(not 0 <= p < constants.PITCHES for p in self.programs):
+    if any(not 0 <= p < constants.PROGRAMS for p in self.programs):
       raise ValueError('--programs: General MIDI programs are 0-127')
     if self.label_regex:
       try:

@@ -60,7 +60,7 @@ def train_measured(data: str, model_dir: str, config: config_lib.Config) -> floa
 def generation_notes_per_second(export_dir: str, data: str) -> float:
   export = export_client.load_export(export_dir).model
   info = dataset_lib.load_info(data)
-  primes, _ = evaluate_lib.choose_primes(
+  primes, _ = evaluate_lib.primes_and_continuations(
       dataset_lib.read_chunks(data, info, 'test', info['labels']), info['window_length'],
       GENERATION_BATCH, 0)
   primes = {name: np.resize(values, (GENERATION_BATCH,) + values.shape[1:])

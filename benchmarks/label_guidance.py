@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
   info = {**info, 'labels': labels}
   train_chunks = dataset_lib.read_chunks(args.data, info, 'train', labels)
   test_chunks = dataset_lib.read_chunks(args.data, info, 'test', labels)
-  primes, real = evaluate_lib.choose_primes(test_chunks, info['window_length'],
-                                            args.num_pieces, info['stride'])
+  primes, real = evaluate_lib.primes_and_continuations(test_chunks, info['window_length'],
+                                                       args.num_pieces, info['stride'])
   real_features = music_stats.set_features(real)
   sampling = evaluate_lib.model_sampling(info['stride'], 1.0, 0)
 

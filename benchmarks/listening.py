@@ -4,7 +4,7 @@ r"""The measures a listener hears, for real, model and n-gram continuations of t
         [--num-notes 192] [--temperature 1.0] [--top-p 1.0] [--seed 0] [--ngram-order 3] \
         [--json OUT]
 
-Builds the three sets as ``evaluation.evaluate`` does (``choose_primes``, then
+Builds the three sets as ``evaluation.evaluate`` does (``primes_and_continuations``, then
 ``generated_statistics``: the export's ``generate`` signature, by default with no top-k or top-p
 cut, and
 an n-gram's pitches with timing drawn from the training notes) and reports
@@ -55,8 +55,8 @@ def measure(args: argparse.Namespace) -> dict:
   test_chunks = dataset_lib.read_chunks(args.data, info, 'test', labels)
   ngram = baselines.NGram.fit([chunk['pitch'] for chunk in train_chunks], args.ngram_order,
                               first_target=window_length)
-  primes, real = evaluate_lib.choose_primes(test_chunks, window_length, args.num_pieces,
-                                            num_notes)
+  primes, real = evaluate_lib.primes_and_continuations(test_chunks, window_length,
+                                                       args.num_pieces, num_notes)
   sets, _, _, statistics = evaluate_lib.generated_statistics(
       loaded.model, primes, real, ngram, train_chunks, window_length, sampling)
   return {'data': args.data, 'model': args.model, 'notes': num_notes,

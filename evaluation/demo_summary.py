@@ -19,14 +19,13 @@ import os
 
 from evaluation import report
 from partita import contract
-
-METRICS_FILE = 'metrics.json'  # the validation metrics trainer.task writes beside the export
+from trainer import metrics as metrics_lib
 
 
 def summary_lines(out: str) -> list[str]:
   """The summary of the demo run whose outputs are in ``out``."""
   info = read_json(out, 'data', contract.INFO_FILE)
-  metrics = read_json(out, 'model', METRICS_FILE)
+  metrics = read_json(out, 'model', metrics_lib.METRICS_FILE)
   counts = info['counts']
   with_audio = os.path.exists(os.path.join(out, 'generated', 'sample_000.wav'))
   lines = [

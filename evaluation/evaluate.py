@@ -184,8 +184,8 @@ def best_baselines(rows: dict[str, dict]) -> dict:
           'baseline_timing_nll': timing_nll}
 
 
-def choose_primes(test_chunks: list[dict[str, np.ndarray]], window_length: int,
-                  num_pieces: int, num_notes: int) -> tuple[dict, list[dict]]:
+def primes_and_continuations(test_chunks: list[dict[str, np.ndarray]], window_length: int,
+                             num_pieces: int, num_notes: int) -> tuple[dict, list[dict]]:
   """Primes and the real continuations that follow them in the test pieces.
 
   Takes the chunks holding at least ``window_length + num_notes`` notes, and of those
@@ -340,7 +340,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
       'repeat_previous_eps': fitted['pitch']['repeat previous'].eps,
   }
 
-  primes, real = choose_primes(test_chunks, window_length, num_pieces, num_notes)
+  primes, real = primes_and_continuations(test_chunks, window_length, num_pieces, num_notes)
   sets, features, comparisons, results['statistics'] = generated_statistics(
       export, primes, real, fitted['pitch'][best_ngram], train_chunks, window_length, sampling)
   results['listening'] = listening.summary(sets, results['statistics'], seed)

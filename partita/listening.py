@@ -4,8 +4,8 @@ Generated pieces can match the music statistics of ``partita.music_stats`` on av
 have no pulse, stray from their key or stack voices. These per-piece measures name those faults
 directly. Each takes a notes dict (``pitch``, ``step``, ``duration``; numpy arrays; ``step`` in
 seconds since the previous onset, ``duration`` in seconds; at least one note). Onset times are
-``music_stats.onsets`` (the cumulative steps, the first note at 0: only differences matter
-here), heard as ``music_stats.perceived_onsets`` hears them (onsets less than 5 ms after a
+``music_stats.onsets_from_first`` (the cumulative steps, the first note at 0: only differences
+matter here), heard as ``music_stats.perceived_onsets`` hears them (onsets less than 5 ms after a
 group's first onset are one onset, at that first onset's time).
 
 * :func:`on_grid_share` (metrical regularity): the share of distinct onsets within
@@ -81,7 +81,7 @@ def _perceived(notes: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
   """The piece's perceived onset times (from 0) and the number of notes starting at each."""
   if not len(notes['pitch']):
     raise ValueError('a piece needs at least one note')
-  return music_stats.perceived_onsets(music_stats.onsets(notes['step']))
+  return music_stats.perceived_onsets(music_stats.onsets_from_first(notes['step']))
 
 
 def grid_spacing(times: np.ndarray) -> float | None:
@@ -163,7 +163,7 @@ def pitch_span(notes: Mapping[str, np.ndarray]) -> float:
   pitch = np.asarray(notes['pitch'], dtype=np.int64)
   if not len(pitch):
     raise ValueError('a piece needs at least one note')
-  start = music_stats.onsets(notes['step'])
+  start = music_stats.onsets_from_first(notes['step'])
   stretch = np.floor((start - start.min()) / STRETCH_SECONDS + _SLACK).astype(np.int64)
   spans = [np.ptp(pitch[stretch == k]) for k in np.unique(stretch)]
   return float(np.median(spans))
@@ -209,7 +209,7 @@ def feature_vector(notes: Mapping[str, np.ndarray]) -> np.ndarray:
   step = np.asarray(notes['step'], dtype=np.float64)[1:]
   duration = np.asarray(notes['duration'], dtype=np.float64)
   times, sizes = _perceived(notes)
-  start = music_stats.onsets(notes['step'])
+  start = music_stats.onsets_from_first(notes['step'])
   span = float((start + duration).max() - start.min())
   intervals = np.abs(np.diff(pitch))
   shares = np.sort(pitch_class_counts(pitch))[::-1] / len(pitch)

@@ -56,7 +56,7 @@ PRIME_COLOUR = '0.6'  # Mid grey: context, not the result.
 CONTINUATION_COLOUR = 'tab:red'
 
 
-def onsets(notes: Mapping[str, np.ndarray], start: float = 0.0) -> np.ndarray:
+def onsets_after(notes: Mapping[str, np.ndarray], start: float = 0.0) -> np.ndarray:
   """Absolute onset times in seconds: ``start + cumsum(step)``.
 
   Accumulates in float64 because steps are stored as float32, whose rounding errors would add up
@@ -86,13 +86,13 @@ def to_pretty_midi(prime: Mapping[str, np.ndarray] | None, continuation: Mapping
   continuation_start = 0.0
   if prime is not None:
     prime = _checked_notes(prime, PRIME_INSTRUMENT)
-    prime_onsets = onsets(prime)
+    prime_onsets = onsets_after(prime)
     midi.instruments.append(_instrument(PRIME_INSTRUMENT, prime, prime_onsets, program))
     if len(prime_onsets):
       continuation_start = float(prime_onsets[-1])
   continuation = _checked_notes(continuation, CONTINUATION_INSTRUMENT)
   midi.instruments.append(_instrument(CONTINUATION_INSTRUMENT, continuation,
-                                      onsets(continuation, continuation_start), program))
+                                      onsets_after(continuation, continuation_start), program))
   return midi
 
 

@@ -89,7 +89,7 @@ GRID_POINTS = 1000
 KL_FLOOR = 1e-6
 
 
-def onsets(step: np.ndarray) -> np.ndarray:
+def onsets_from_first(step: np.ndarray) -> np.ndarray:
   """Onset times of a piece's notes, the first at 0."""
   step = np.asarray(step, dtype=np.float64)
   return np.cumsum(np.concatenate([[0.0], step[1:]]))
@@ -101,7 +101,7 @@ def piece_features(notes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   duration = np.asarray(notes['duration'], dtype=np.float64)
   if not len(pitch):
     raise ValueError('a piece needs at least one note')
-  start = onsets(notes['step'])
+  start = onsets_from_first(notes['step'])
   end = start + duration
   pitch_class = pitch % 12
 

@@ -80,7 +80,7 @@ class Generation:
   options: Options
 
 
-def choose_primes(export: export_client.Export, options: Options,
+def prime_windows(export: export_client.Export, options: Options,
                   prime_from: float) -> tuple[list[dict[str, np.ndarray]], list[str]]:
   """One prime window per sample and a description of where each came from.
 
@@ -134,7 +134,7 @@ def run(export_dir: str, out_dir: str, request: generation_request.Request,
 
   export = export_client.load_export(export_dir)
   labels = [validation.label_id(export.info['labels'], request.label)] * options.num_samples
-  prime_list, sources = choose_primes(export, options, request.prime_from)
+  prime_list, sources = prime_windows(export, options, request.prime_from)
   batch = {name: np.stack([prime[name] for prime in prime_list])
            for name in constants.NOTE_FEATURES}
   if request.seconds is None:

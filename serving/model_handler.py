@@ -2,12 +2,12 @@
 model.
 
 :class:`PieceModelHandler` loads the export once per worker process (RunInference shares it
-between the process's threads) and turns a batch of ``(Request, prime)`` pairs that share their
-parameters (see ``Request.batch_key``; each row keeps its own seed) into one ``generate`` call,
-or one ``serving.export_client.generate_for_seconds`` run for requests with ``seconds``. Every
-call is padded to ``batch_size`` rows: the CPU's matrix kernels pick their order of summation by
-batch size, so a fixed size keeps a request's times bit-identical in any batch, on any runner
-(``serving.export_client.generate``).
+between the process's threads) and turns a batch of ``serving.requests.Primed`` (a request and
+its prime) that share their parameters (see ``Request.batch_key``; each row keeps its own seed)
+into one ``generate`` call, or one ``serving.export_client.generate_for_seconds`` run for
+requests with ``seconds``. Every call is padded to ``batch_size`` rows: the CPU's matrix
+kernels pick their order of summation by batch size, so a fixed size keeps a request's times
+bit-identical in any batch, on any runner (``serving.export_client.generate``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from partita import constants
 from serving import export_client, validation
+from serving import requests as requests_lib
 
 # The namespace of RunInference's metrics for this handler (num_inferences,
 # inference_batch_latency_micro_secs, load_model_latency_milli_secs, ...).
@@ -26,7 +27,8 @@ METRICS_NAMESPACE = 'partita_generate'
 
 
 class PieceModelHandler(inference.ModelHandler):
-  """(Request, prime) batches -> PredictionResult(example=(Request, prime), inference=notes)."""
+  """Batches of ``serving.requests.Primed`` -> PredictionResult(example=the Primed,
+  inference=notes)."""
 
   def __init__(self, export_dir: str, batch_size: int):
     super().__init__()
@@ -42,15 +44,15 @@ class PieceModelHandler(inference.ModelHandler):
   def load_model(self) -> export_client.Export:
     return export_client.load_export(self._export_dir)
 
-  def run_inference(self, batch: Sequence[tuple], model: export_client.Export,
+  def run_inference(self, batch: Sequence[requests_lib.Primed], model: export_client.Export,
                     inference_args: dict | None = None) -> Iterable[inference.PredictionResult]:
     """Generates every request of ``batch``, which share their parameters but for the seed and
     the label."""
-    requests = [request for request, _ in batch]
+    requests = [primed.request for primed in batch]
     keys = {request.batch_key() for request in requests}
     if len(keys) != 1:
       raise ValueError(f'a batch must share its parameters, got {sorted(keys)}')
-    primes = {name: np.stack([prime[name] for _, prime in batch])
+    primes = {name: np.stack([primed.prime[name] for primed in batch])
               for name in constants.NOTE_FEATURES}
     first = requests[0]
     seeds = [request.sampling.seed for request in requests]

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam import metrics
@@ -160,8 +161,14 @@ class ReadRequests(beam.PTransform):
     return {'requests': parsed.requests, beam_outputs.TAG: parsed[beam_outputs.TAG]}
 
 
+class Primed(NamedTuple):
+  """A request and the window its piece continues (note arrays by feature name)."""
+  request: generation_request.Request
+  prime: dict
+
+
 class ReadPrimeFn(beam.DoFn):
-  """Request -> (Request, prime window), or a dead letter: unknown_label (its label is not the
+  """Request -> :class:`Primed`, or a dead letter: unknown_label (its label is not the
   model's), prime_not_found, prime_unreadable, prime_too_large, the parser's reason (not_midi,
   parse_error, ...) or prime_too_short."""
 
@@ -176,7 +183,7 @@ class ReadPrimeFn(beam.DoFn):
       yield beam_outputs.dead_letter(request.name, e.reason, e.detail)
       return
     if request.prime is None:
-      yield request, primes_lib.neutral_window(self._info, window_length)
+      yield Primed(request, primes_lib.neutral_window(self._info, window_length))
       return
     try:
       with filesystems.FileSystems.open(
@@ -194,8 +201,8 @@ class ReadPrimeFn(beam.DoFn):
                                      f'{request.prime}: over {MAX_PRIME_BYTES} bytes')
       return
     try:
-      yield request, primes_lib.window_from_midi(data, window_length, request.prime_from,
-                                                 source=request.prime)
+      yield Primed(request, primes_lib.window_from_midi(data, window_length, request.prime_from,
+                                                        source=request.prime))
     except failures.RejectionError as e:
       yield beam_outputs.dead_letter(request.name, e.reason, e.detail)
 
@@ -208,7 +215,7 @@ def _exists(path: str) -> bool:
 
 
 class ReadPrimes(beam.PTransform):
-  """Requests -> (Request, prime window); outputs a dict: ``primed`` and ``dead_letter``.
+  """Requests -> :class:`Primed`; outputs a dict: ``primed`` and ``dead_letter``.
 
   ``info`` is the export's ``info.json``: its window length, its labels (a request's label must
   be one), and the statistics of the neutral start for requests without a prime.

@@ -1,6 +1,6 @@
 import os
 
-# Keep TensorFlow to the two cores' worth of threads and quiet at import.
+# Keep TensorFlow quiet: set before any test module imports it.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from hypothesis import HealthCheck, settings  # noqa: E402 (after the environment)

@@ -176,17 +176,19 @@ def test_fit_baselines_uses_the_training_targets():
   assert unigram[62] > 0.9 and unigram[60] == unigram[61]  # only 62 is a target
 
 
-def test_choose_primes_spreads_over_long_enough_chunks():
+def test_primes_and_continuations_spread_over_long_enough_chunks():
   def chunk(start, length):
     notes = np.arange(start, start + length)
     return {name: notes.astype(float) for name in constants.NOTE_FEATURES}
 
   chunks = [chunk(0, 10), chunk(100, 5), chunk(200, 10), chunk(300, 10), chunk(400, 9)]
-  primes, real = evaluate.choose_primes(chunks, window_length=4, num_pieces=2, num_notes=5)
+  primes, real = evaluate.primes_and_continuations(chunks, window_length=4, num_pieces=2,
+                                                   num_notes=5)
   # Long enough (4 + 5 notes): chunks 0, 2, 3, 4; two of them evenly spread: the first, last.
   np.testing.assert_array_equal(primes['pitch'], [[0, 1, 2, 3], [400, 401, 402, 403]])
   np.testing.assert_array_equal(real[1]['pitch'], [404, 405, 406, 407, 408])
-  _, every = evaluate.choose_primes(chunks, window_length=4, num_pieces=10, num_notes=5)
+  _, every = evaluate.primes_and_continuations(chunks, window_length=4, num_pieces=10,
+                                               num_notes=5)
   assert len(every) == 4
 
 

@@ -49,7 +49,7 @@ def test_window_metrics_are_the_objective_its_nlls_the_accuracies_and_the_note_n
             metrics_lib.window_metrics(outputs, targets, config.model).items()}
 
   assert sorted(values) == sorted(metrics_lib.TRAINING_METRICS)
-  losses = model_lib.per_window_losses(outputs, targets, config.model)
+  losses = metrics_lib.per_window_losses(outputs, targets, config.model)
   for name in ('loss', 'velocity_loss'):
     np.testing.assert_array_equal(values[name], losses[name].numpy())
   pitch = baselines.score_pitches(baselines.log_softmax(outputs['pitch'].numpy()),

@@ -82,8 +82,8 @@ def note_ticks(instrument: pretty_midi.Instrument) -> list[tuple[int, int, int, 
 
 
 def test_onsets_are_start_plus_cumulative_steps():
-  np.testing.assert_allclose(midi_io.onsets(PRIME), [0.0, 0.5, 1.0])
-  np.testing.assert_allclose(midi_io.onsets(CONTINUATION, start=1.0), [1.75, 2.0, 2.5])
+  np.testing.assert_allclose(midi_io.onsets_after(PRIME), [0.0, 0.5, 1.0])
+  np.testing.assert_allclose(midi_io.onsets_after(CONTINUATION, start=1.0), [1.75, 2.0, 2.5])
 
 
 def test_write_midi_round_trips_prime_and_continuation(tmp_path):
@@ -128,8 +128,8 @@ def test_200_random_notes_with_overlaps_chords_and_tiny_durations_all_round_trip
       step=rng.choice([0.0, 0.0004, 0.01, 0.125, 0.5], num_notes),  # 0: chords; 0.0004: sub-tick.
       duration=rng.choice([0.0, 1e-5, 0.003, 0.1, 2.0], num_notes),  # Zero, tiny and long.
       velocity=rng.integers(1, 128, num_notes))
-  start = np.round(midi_io.onsets(continuation) * midi_io.TICKS_PER_SECOND).astype(int)
-  end = np.round((midi_io.onsets(continuation) + continuation['duration'])
+  start = np.round(midi_io.onsets_after(continuation) * midi_io.TICKS_PER_SECOND).astype(int)
+  end = np.round((midi_io.onsets_after(continuation) + continuation['duration'])
                  * midi_io.TICKS_PER_SECOND).astype(int)
   # The data must hold the cases this test is about, or it proves nothing.
   same_pitch_same_tick = len(set(zip(continuation['pitch'], start, strict=True))) < num_notes

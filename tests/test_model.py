@@ -13,6 +13,7 @@ from partita import constants, export_contract, timing_bins
 from trainer import config as config_lib
 from trainer import distribute, timing_distribution
 from trainer import export as export_lib
+from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,7 +157,7 @@ def test_per_window_losses_are_the_bin_nlls_the_pitch_cross_entropy_and_their_su
              'velocity': tf.constant([0.5, 0.25, 0.75, 1.0, 0.1, 0.6], tf.float32)}
   outputs = model(windows(), targets)
   losses = {name: value.numpy() for name, value in
-            model_lib.per_window_losses(outputs, targets, config.model).items()}
+            metrics_lib.per_window_losses(outputs, targets, config.model).items()}
   for part in ('step', 'duration'):
     expected = -reference_log_bin_probability(outputs[part], targets[part].numpy())
     np.testing.assert_allclose(losses[f'{part}_loss'], expected, rtol=1e-5, err_msg=part)
@@ -494,7 +495,6 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
   """One training step's loss is the mean over every position's note; the export generates
   reproducibly, and over its many more notes than a window the carried state stays the whole
   sequence read at once."""
-  from trainer import metrics as metrics_lib  # noqa: PLC0415
   from trainer import train_loop  # noqa: PLC0415 (only this test builds a Trainer)
   model, config = causal_model()
   optimizer = train_loop.make_optimizer(config.train, 'float32', model.trainable_variables)
@@ -503,8 +503,8 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
   window = windows(seed=7, batch=batch)
   targets = dict(next_note(batch=batch), velocity=tf.fill([batch], 0.5))
   following = model_lib.every_position_targets(window, targets)
-  expected = model_lib.per_window_losses(model(window, following, every_position=True),
-                                         following, config.model)['loss'].numpy().mean()
+  expected = metrics_lib.per_window_losses(model(window, following, every_position=True),
+                                           following, config.model)['loss'].numpy().mean()
   sums = trainer.strategy.run(trainer.replica_step, args=(window, targets)).numpy()
   assert sums[metrics_lib.TRAINING_METRICS.index('loss')] == pytest.approx(expected, rel=1e-5)
 

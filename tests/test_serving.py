@@ -596,10 +596,15 @@ def test_read_primes_reads_each_window_or_says_why_not(tmp_path):
                              label='DeadLetters')
 
 
+def primed(name, window, **fields):
+  """A request named ``name`` with ``fields``, and its prime ``window``."""
+  return requests_lib.Primed(generation_request.Request(name, **fields), window)
+
+
 def test_refuse_duplicate_names_refuses_every_request_of_a_name_used_twice():
-  items = [(generation_request.Request('a'), 'prime a'),
-           (generation_request.Request('b', sampling=sampling_lib.Sampling(seed=1)), 'b1'),
-           (generation_request.Request('b', sampling=sampling_lib.Sampling(seed=2)), 'b2')]
+  items = [primed('a', 'prime a'),
+           primed('b', 'b1', sampling=sampling_lib.Sampling(seed=1)),
+           primed('b', 'b2', sampling=sampling_lib.Sampling(seed=2))]
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     unique = pipeline | beam.Create(items) | beam_generate.RefuseDuplicateNames()
     beam_testing.assert_that(unique['unique'], beam_testing.equal_to([items[0]]), label='Unique')
@@ -611,15 +616,13 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
   def sampling(seed, num_notes=4):
     return sampling_lib.Sampling(num_notes=num_notes, seed=seed)
 
-  items = [(generation_request.Request('c', sampling=sampling(5)), ladder_window(50)),
-           (generation_request.Request('a', sampling=sampling(5)), ladder_window(40)),
-           (generation_request.Request('b', sampling=sampling(9)), ladder_window(45)),
-           (generation_request.Request('d', sampling=sampling(6, num_notes=3)), ladder_window(55)),
-           (generation_request.Request('timed', sampling=sampling(2), seconds=1.5),
-            ladder_window(42)),
+  items = [primed('c', ladder_window(50), sampling=sampling(5)),
+           primed('a', ladder_window(40), sampling=sampling(5)),
+           primed('b', ladder_window(45), sampling=sampling(9)),
+           primed('d', ladder_window(55), sampling=sampling(6, num_notes=3)),
+           primed('timed', ladder_window(42), sampling=sampling(2), seconds=1.5),
            # A window the model cannot take fails its batch (its parameters are its own).
-           (generation_request.Request('odd', sampling=sampling(7, num_notes=5)),
-            ladder_window(40, WINDOW - 3))]
+           primed('odd', ladder_window(40, WINDOW - 3), sampling=sampling(7, num_notes=5))]
   export = export_client.load_export(served['export'])
 
   def alone(request, window):
@@ -631,8 +634,8 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
     return export_client.generate_for_seconds(export, batch, request.seconds, request.sampling,
                                              rows=8)[0]
 
-  expected = [(request.name, {key: values.tolist() for key, values in alone(*item).items()})
-              for item in items[:5] for request in item[:1]]
+  expected = [(item.request.name, {key: values.tolist() for key, values in alone(*item).items()})
+              for item in items[:5]]
   pipeline = test_pipeline.TestPipeline(runner.LOCAL_RUNNER)
   generated = (pipeline
                | beam.Create(items)
@@ -657,10 +660,8 @@ def test_the_model_handler_refuses_a_batch_of_mixed_parameters(served):
   handler = model_handler.PieceModelHandler(served['export'], batch_size=4)
   assert handler.should_skip_batching()  # the job batches by key before RunInference
   export = handler.load_model()
-  batch = [(generation_request.Request('a', sampling=sampling_lib.Sampling(num_notes=3)),
-            ladder_window(40)),
-           (generation_request.Request('b', sampling=sampling_lib.Sampling(num_notes=4)),
-            ladder_window(40))]
+  batch = [primed('a', ladder_window(40), sampling=sampling_lib.Sampling(num_notes=3)),
+           primed('b', ladder_window(40), sampling=sampling_lib.Sampling(num_notes=4))]
   with pytest.raises(ValueError, match='a batch must share its parameters'):
     handler.run_inference(batch, export)
   results = list(handler.run_inference(batch[:1], export))

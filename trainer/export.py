@@ -29,9 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from partita import constants, timing_bins
-from partita import contract as data_contract
-from partita import export_contract as contract
+from partita import constants, contract, export_contract, timing_bins
 from partita import labels as labels_lib
 from trainer import model as model_lib
 from trainer import pitch_ngram, timing_distribution
@@ -71,7 +69,7 @@ def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
   return tf.cond(
       tf.equal(tf.rank(seed), 0),
       lambda: tf.bitwise.bitwise_and(tf.reshape(seed, []) + tf.range(batch, dtype=tf.int64),
-                                     contract.MAX_SEED),
+                                     export_contract.MAX_SEED),
       lambda: tf.reshape(seed, [-1]))
 
 
@@ -155,9 +153,9 @@ class _Generator:
 
   def generate(self, pitch, step, duration, velocity, quarter_seconds, bar_position, bar_quarters,
                num_notes, temperature, top_k, top_p, label_guidance, tempo, seed, label):
-    guidance_range = f'label_guidance must be in 0..{contract.MAX_LABEL_GUIDANCE:g}'
+    guidance_range = f'label_guidance must be in 0..{export_contract.MAX_LABEL_GUIDANCE:g}'
     tempo_range = (f'tempo must be 0 (the prime\'s) or in '
-                   f'{contract.MIN_TEMPO:g}..{contract.MAX_TEMPO:g}')
+                   f'{export_contract.MIN_TEMPO:g}..{export_contract.MAX_TEMPO:g}')
     checks = [
         tf.debugging.assert_greater(temperature, 0.0, message='temperature must be > 0'),
         tf.debugging.assert_greater_equal(top_k, 1, message='top_k must be in 1..128'),
@@ -165,15 +163,16 @@ class _Generator:
         tf.debugging.assert_greater(top_p, 0.0, message='top_p must be in (0, 1]'),
         tf.debugging.assert_less_equal(top_p, 1.0, message='top_p must be in (0, 1]'),
         tf.debugging.assert_greater_equal(label_guidance, 0.0, message=guidance_range),
-        tf.debugging.assert_less_equal(label_guidance, contract.MAX_LABEL_GUIDANCE,
+        tf.debugging.assert_less_equal(label_guidance, export_contract.MAX_LABEL_GUIDANCE,
                                        message=guidance_range),
         tf.debugging.assert_equal(
-            (tempo == 0.0) | ((tempo >= contract.MIN_TEMPO) & (tempo <= contract.MAX_TEMPO)),
+            (tempo == 0.0) | ((tempo >= export_contract.MIN_TEMPO)
+                              & (tempo <= export_contract.MAX_TEMPO)),
             True, message=tempo_range),
         tf.debugging.assert_greater(num_notes, 0, message='num_notes must be > 0'),
         tf.debugging.assert_less_equal(
-            num_notes, contract.MAX_GENERATED_NOTES,
-            message=f'num_notes must be <= {contract.MAX_GENERATED_NOTES}'),
+            num_notes, export_contract.MAX_GENERATED_NOTES,
+            message=f'num_notes must be <= {export_contract.MAX_GENERATED_NOTES}'),
     ]
     seeds = row_seeds(seed, tf.shape(pitch)[0])
     checks.append(tf.debugging.assert_equal(
@@ -201,8 +200,8 @@ class _Generator:
   @tf.function(jit_compile=True)
   def guided_sampling_loop(self, window, num_notes, temperature, top_k, top_p, seeds,
                            label_guidance):
-    unconditional = {**window, data_contract.LABEL_FEATURE: tf.fill(
-        tf.shape(window[data_contract.LABEL_FEATURE]), labels_lib.UNCONDITIONAL_ID)}
+    unconditional = {**window, contract.LABEL_FEATURE: tf.fill(
+        tf.shape(window[contract.LABEL_FEATURE]), labels_lib.UNCONDITIONAL_ID)}
     both = {name: tf.concat([values, unconditional[name]], axis=0)
             for name, values in window.items()}
     return self._sample_notes(both, num_notes, temperature, top_k, top_p, seeds, label_guidance)
@@ -213,7 +212,7 @@ class _Generator:
     ``label_guidance``, ``window`` holds each piece twice, as :meth:`next_note` reads them."""
     generated = {name: tf.TensorArray(tf.int32 if name == 'pitch' else tf.float32,
                                       size=num_notes) for name in constants.NOTE_FEATURES}
-    label = window[data_contract.LABEL_FEATURE][:, -1]
+    label = window[contract.LABEL_FEATURE][:, -1]
 
     def body(i, state, generated):
       note_seeds = tf.stack([seeds, tf.fill(tf.shape(seeds), tf.cast(i, tf.int64))], axis=1)
@@ -223,7 +222,7 @@ class _Generator:
       generated = {name: generated[name].write(i, next_note[name]) for name in generated}
       if label_guidance is not None:  # both halves continue with the same note
         next_note = {name: tf.tile(values, [2]) for name, values in next_note.items()}
-      next_note[data_contract.LABEL_FEATURE] = label  # the piece keeps its label
+      next_note[contract.LABEL_FEATURE] = label  # the piece keeps its label
       return i + 1, self.model.advance(state, next_note), generated
 
     _, _, generated = tf.while_loop(lambda i, *_: i < num_notes, body,
@@ -276,7 +275,7 @@ def with_label(window: dict[str, tf.Tensor], label: tf.Tensor) -> dict[str, tf.T
   """``[batch, window]`` notes and ``[batch]`` label ids -> the model's window, the label at
   every note."""
   label = tf.cast(label, tf.int32)
-  return {**window, data_contract.LABEL_FEATURE: tf.tile(
+  return {**window, contract.LABEL_FEATURE: tf.tile(
       label[:, None], [1, tf.shape(window['pitch'])[1]])}
 
 
@@ -295,18 +294,18 @@ def _velocity(fraction: tf.Tensor) -> tf.Tensor:
 
 
 # The exported functions' integer arguments (the seed is int64, the others float32).
-INT32_ARGUMENTS = ('pitch', 'next_pitch', 'num_notes', 'top_k', contract.LABEL_ARGUMENT)
+INT32_ARGUMENTS = ('pitch', 'next_pitch', 'num_notes', 'top_k', export_contract.LABEL_ARGUMENT)
 
 
 def input_signature(function: str, window_length: int) -> list[tf.TensorSpec]:
   """The specs of exported ``function``'s arguments, named, in the order of
-  ``contract.ARGUMENTS``, which the Python parameters of :class:`_Generator`'s methods follow
+  ``export_contract.ARGUMENTS``, which the Python parameters of :class:`_Generator`'s methods follow
   (readers pass them by those names)."""
   specs = []
-  for name in contract.ARGUMENTS[function]:
+  for name in export_contract.ARGUMENTS[function]:
     if name in constants.NOTE_FEATURES:
       shape = [None, window_length]
-    elif name in contract.PREDICT_NEXT_CONDITIONS or name == contract.LABEL_ARGUMENT:
+    elif name in export_contract.PREDICT_NEXT_CONDITIONS or name == export_contract.LABEL_ARGUMENT:
       shape = [None]
     elif name == 'seed':
       shape = None  # a scalar, or one per row (row_seeds checks it)
@@ -339,13 +338,14 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
   archive.track(model)
   if ngrams is not None:
     archive.track(ngrams)
-  for function, method in ((contract.PREDICT_NEXT, generator.predict_next),
-                           (contract.GENERATE, generator.generate)):
+  for function, method in ((export_contract.PREDICT_NEXT, generator.predict_next),
+                           (export_contract.GENERATE, generator.generate)):
     archive.add_endpoint(function, method, input_signature(function, window_length))
   asset_files = {
-      contract.ASSET_CONFIG: config_yaml,
-      contract.ASSET_INFO: json.dumps(info, indent=1),
-      contract.ASSET_PRIMES: json.dumps({name: values.tolist() for name, values in primes.items()}),
+      export_contract.ASSET_CONFIG: config_yaml,
+      export_contract.ASSET_INFO: json.dumps(info, indent=1),
+      export_contract.ASSET_PRIMES: json.dumps(
+          {name: values.tolist() for name, values in primes.items()}),
   }
 
   export_dir = export_dir.rstrip('/')
@@ -361,7 +361,7 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
     archive.write_out(saved, verbose=False)
     # Plain files in the SavedModel's own assets/ folder travel with the export wherever it is
     # copied; readers need only a file API, not this project.
-    asset_dir = os.path.join(saved, contract.ASSETS_DIR)
+    asset_dir = os.path.join(saved, export_contract.ASSETS_DIR)
     os.makedirs(asset_dir, exist_ok=True)
     for name, text in asset_files.items():
       with open(os.path.join(asset_dir, name), 'w') as f:
@@ -379,7 +379,7 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
 def _copy_to_object_store(local_dir: str, export_dir: str) -> None:
   """Replaces ``export_dir`` by a copy of the SavedModel in ``local_dir``, writing
   ``saved_model.pb`` last and removing an earlier one first."""
-  marker = os.path.join(export_dir, contract.SAVED_MODEL_FILE)
+  marker = os.path.join(export_dir, export_contract.SAVED_MODEL_FILE)
   if tf.io.gfile.exists(marker):
     tf.io.gfile.remove(marker)
   if tf.io.gfile.exists(export_dir):
@@ -387,7 +387,7 @@ def _copy_to_object_store(local_dir: str, export_dir: str) -> None:
   files = []
   for folder, _, names in os.walk(local_dir):
     files += [os.path.relpath(os.path.join(folder, name), local_dir) for name in names]
-  files.sort(key=lambda path: path == contract.SAVED_MODEL_FILE)  # the marker last
+  files.sort(key=lambda path: path == export_contract.SAVED_MODEL_FILE)  # the marker last
   for path in files:
     target = os.path.join(export_dir, path)
     tf.io.gfile.makedirs(os.path.dirname(target))

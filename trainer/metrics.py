@@ -20,12 +20,16 @@ the grid every baseline is scored on. Top-k hits count ties against the target.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from partita import baselines, timing_bins
 from trainer import config as config_lib
-from trainer import model as model_lib
+from trainer import timing_distribution
+
+# The file trainer.task writes beside the export: NOTE_METRICS on the validation split.
+METRICS_FILE = 'metrics.json'
 
 # A note's metrics, per window: metrics.json, the evaluation's model row and, among the others,
 # TensorBoard's. The pitch's are the names partita.baselines.score_pitches gives them.
@@ -53,16 +57,41 @@ def top_k_hits(logits: tf.Tensor, targets: tf.Tensor, k: int) -> tf.Tensor:
   return tf.cast(others < k, tf.float32)
 
 
+def per_window_losses(outputs: dict, targets: dict, config: config_lib.ModelConfig) -> dict:
+  """The training objective, one value per window: ``{'loss': the weighted sum, 'pitch_loss',
+  'step_loss', 'duration_loss', 'velocity_loss'}``, each ``[batch]``.
+
+  Pitch: cross-entropy of the logits. Step and duration: the negative log-likelihood of the
+  10 ms bin holding the true time (``partita.timing_bins``), nats, so that the sum of the
+  three is the note's NLL on the grid every baseline is scored on. Velocity: squared error of
+  the fraction of 127. Per window rather than batch means, so that the caller divides by the
+  global batch size and replicas of any size sum to the same loss.
+  """
+  losses = {
+      'pitch_loss': keras.losses.sparse_categorical_crossentropy(
+          targets['pitch'], outputs['pitch'], from_logits=True),
+      **{f'{part}_loss': -timing_distribution.log_bin_probability(
+          outputs[part], timing_distribution.to_bins(targets[part]))
+         for part in timing_bins.TIMED_PARTS},
+      'velocity_loss': tf.square(outputs['velocity'] - targets['velocity']),
+  }
+  losses['loss'] = (config.pitch_loss_weight * losses['pitch_loss']
+                    + config.step_loss_weight * losses['step_loss']
+                    + config.duration_loss_weight * losses['duration_loss']
+                    + config.velocity_loss_weight * losses['velocity_loss'])
+  return losses
+
+
 def window_metrics(outputs: dict, targets: dict,
                    config: config_lib.ModelConfig) -> dict[str, tf.Tensor]:
   """Each of :data:`TRAINING_METRICS` for each window (``[batch]`` tensors), from the model's
   ``outputs`` (``outputs['pitch']`` may be any logits or log-probabilities: the n-grams'
   mixture's for ``metrics.json``).
 
-  The objective and its terms are ``trainer.model.per_window_losses``; its pitch, step and
-  duration terms are their NLLs.
+  The objective and its terms are :func:`per_window_losses`; its pitch, step and duration terms
+  are their NLLs.
   """
-  losses = model_lib.per_window_losses(outputs, targets, config)
+  losses = per_window_losses(outputs, targets, config)
   scores = {'loss': losses['loss'], 'velocity_loss': losses['velocity_loss'],
             **{f'{part}_nll': losses[f'{part}_loss']
                for part in ('pitch', *timing_bins.TIMED_PARTS)},

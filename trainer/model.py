@@ -542,28 +542,3 @@ def build_model(config: ModelConfig, window_length: int, timing: dict,
   model(window, {'pitch': tf.zeros([1], tf.int32), 'step': tf.zeros([1]),
                  'duration': tf.zeros([1])})
   return model
-
-
-def per_window_losses(outputs: dict, targets: dict, config: ModelConfig) -> dict:
-  """The training objective, one value per window: ``{'loss': the weighted sum, 'pitch_loss',
-  'step_loss', 'duration_loss', 'velocity_loss'}``, each ``[batch]``.
-
-  Pitch: cross-entropy of the logits. Step and duration: the negative log-likelihood of the
-  10 ms bin holding the true time (``partita.timing_bins``), nats, so that the sum of the
-  three is the note's NLL on the grid every baseline is scored on. Velocity: squared error of
-  the fraction of 127. Per window rather than batch means, so that the caller divides by the
-  global batch size and replicas of any size sum to the same loss.
-  """
-  losses = {
-      'pitch_loss': keras.losses.sparse_categorical_crossentropy(
-          targets['pitch'], outputs['pitch'], from_logits=True),
-      **{f'{part}_loss': -timing_distribution.log_bin_probability(
-          outputs[part], timing_distribution.to_bins(targets[part]))
-         for part in timing_bins.TIMED_PARTS},
-      'velocity_loss': tf.square(outputs['velocity'] - targets['velocity']),
-  }
-  losses['loss'] = (config.pitch_loss_weight * losses['pitch_loss']
-                    + config.step_loss_weight * losses['step_loss']
-                    + config.duration_loss_weight * losses['duration_loss']
-                    + config.velocity_loss_weight * losses['velocity_loss'])
-  return losses

@@ -153,7 +153,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
     if ngram_metrics:
       metrics['pitch_ngram'] = ngram_metrics
     if chief:
-      atomic.write_bytes(os.path.join(model_dir, 'metrics.json'),
+      atomic.write_bytes(os.path.join(model_dir, metrics_lib.METRICS_FILE),
                          json.dumps(metrics, indent=1).encode())
     export_args = (info['window_length'], config_yaml, info,
                    first_windows(validation_data, config.export.num_primes), ngrams)
