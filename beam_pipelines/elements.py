@@ -28,7 +28,8 @@ class MatchedFile(NamedTuple):
 
 class InputBytes(NamedTuple):
   """One input read: its name (a file's path; ``path#index`` for the ``index``-th NoteSequence
-  of a TFRecord file, :func:`beam_pipelines.inputs.note_sequence_name`) and its bytes."""
+  of a TFRecord file, :func:`beam_pipelines.inputs.note_sequence_name`) and its bytes.
+  """
   name: str
   data: bytes
 
@@ -38,7 +39,8 @@ class Input(NamedTuple):
   (:data:`beam_pipelines.inputs.MIDI` or :data:`~beam_pipelines.inputs.NOTE_SEQUENCES`, which
   says how to read and parse it again) and a digest of its bytes
   (:func:`beam_pipelines.preprocess.input_digest`), which tells the second read whether they
-  changed."""
+  changed.
+  """
   name: str
   kind: str
   digest: bytes
@@ -46,7 +48,8 @@ class Input(NamedTuple):
 
 class Copy(NamedTuple):
   """One input of a piece and its label (a label name, or ``partita.labels.UNKNOWN``): the
-  dedup's value, keyed by the piece's fingerprint."""
+  dedup's value, keyed by the piece's fingerprint.
+  """
   input: Input
   label: str
 
@@ -62,7 +65,8 @@ class DedupAccumulator(NamedTuple):
   piece, and what combiner lifting shuffles: the smallest-named copy (``smallest``; None for no
   copy), the number of ``copies``, the smallest-named copy with a known label (``labelled``;
   None when that is ``smallest`` itself or no copy has one, so that each name is held once) and
-  whether two known labels differ (``conflict``)."""
+  whether two known labels differ (``conflict``).
+  """
   smallest: Optional[Copy]  # noqa: UP045 (see the module docstring)
   copies: int
   labelled: Optional[NameAndLabel]  # noqa: UP045
@@ -71,7 +75,8 @@ class DedupAccumulator(NamedTuple):
 
 class Kept(NamedTuple):
   """The dedup's verdict on one piece: its :class:`Survivor` without the fingerprint, the
-  dedup's key (``input`` None only for no copy at all)."""
+  dedup's key (``input`` None only for no copy at all).
+  """
   input: Optional[Input]  # noqa: UP045
   copies: int
   label: str
@@ -102,7 +107,8 @@ class SurvivorBytes(NamedTuple):
 
 class Lost(NamedTuple):
   """A survivor that could not be read or parsed again (it changed or vanished during the run),
-  with its dead letter's ``reason`` and ``detail``."""
+  with its dead letter's ``reason`` and ``detail``.
+  """
   survivor: Survivor
   reason: str
   detail: str

@@ -1,5 +1,6 @@
 """The dataset's info.json: per-piece statistics summed per split, and :class:`WriteInfo`, the
-job's last step, which writes info.json and the COMPLETED marker once every shard exists."""
+job's last step, which writes info.json and the COMPLETED marker once every shard exists.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from partita import labels as labels_lib
 def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, window_length: int,
                 label: str = labels_lib.UNKNOWN, label_conflict: bool = False) -> dict:
   """Additive statistics of one piece labelled ``label`` (summed per split by
-  :class:`SumStatsFn`); ``label_conflict``: its copies carried different labels."""
+  :class:`SumStatsFn`); ``label_conflict``: its copies carried different labels.
+  """
   step = piece['step'].astype(np.float64)
   duration = piece['duration'].astype(np.float64)
   return {
@@ -44,7 +46,8 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, wind
 
 def metre_stats(piece: dict[str, np.ndarray]) -> dict:
   """Additive statistics of a piece's metre (``partita.metre``): whether it has a grid, and over
-  its notes the sum of log tempos and the count of each bar length (quarter notes, as text)."""
+  its notes the sum of log tempos and the count of each bar length (quarter notes, as text).
+  """
   quarter_seconds = piece['quarter_seconds'].astype(np.float64)
   gridded = quarter_seconds > 0
   return {
@@ -58,7 +61,8 @@ def metre_stats(piece: dict[str, np.ndarray]) -> dict:
 
 def lost_piece_stats(copies: int) -> dict:
   """The statistics of a piece whose surviving input was lost after the dedup: none written,
-  its other copies still duplicates."""
+  its other copies still duplicates.
+  """
   return {'pieces': 0, 'duplicates': copies - 1, 'notes': 0, 'chunks': 0, 'windows': 0,
           'seconds': 0.0, 'step_sum': 0.0, 'step_sq_sum': 0.0, 'duration_sum': 0.0,
           'duration_sq_sum': 0.0, 'pitch_histogram': np.zeros(128, dtype=np.int64),
@@ -115,7 +119,8 @@ def summarize_split(stats: dict) -> dict:
 def metre_summary(train: dict) -> dict:
   """info.json's ``metre``: how much of the training split has a grid, and the tempo and bar
   length that generation from no prime starts with (the training notes' geometric mean tempo and
-  most common bar length; MIDI's defaults where no training piece has a grid)."""
+  most common bar length; MIDI's defaults where no training piece has a grid).
+  """
   bars = train.get('bar_quarters', {})
   return {
       'gridded_pieces': train.get('gridded_pieces', 0),

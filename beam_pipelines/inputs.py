@@ -75,7 +75,8 @@ def listed_path(list_file: str, line: str) -> str | None:
 
 def folder_root(input_spec: str) -> str:
   """The folder an --input's files are found below: the folder itself, or a glob's folder
-  before its first wildcard ('corpus/*/*.mid' -> 'corpus')."""
+  before its first wildcard ('corpus/*/*.mid' -> 'corpus').
+  """
   if filesystems.FileSystems.exists(input_spec) or not any(ch in input_spec for ch in '*?['):
     return input_spec.rstrip('/')
   literal = re.split(r'[*?[]', input_spec, maxsplit=1)[0]
@@ -85,7 +86,8 @@ def folder_root(input_spec: str) -> str:
 def label_sources(config) -> labels_lib.LabelSources:
   """The run's :class:`partita.labels.LabelSources` (``config``: a
   :class:`beam_pipelines.preprocess.PreprocessConfig`); the CSV is read here, once, and travels
-  to the workers with the transforms."""
+  to the workers with the transforms.
+  """
   csv_labels = {}
   if config.label_csv:
     text = read_bytes(config.label_csv).decode('utf-8-sig')
@@ -137,7 +139,8 @@ class ReadFileFn(beam.DoFn):
 
 class MatchListedFn(beam.DoFn):
   """A line of an --input-list file -> FileMetadata; a path that matches nothing is a dead
-  letter (the rest of the list still runs)."""
+  letter (the rest of the list still runs).
+  """
 
   def __init__(self, list_file: str):
     self._list_file = list_file
@@ -164,7 +167,8 @@ def note_sequence_name(path: str, index: int) -> str:
 
 def note_sequence_place(name: str) -> tuple[str, int]:
   """The TFRecord file and the index of the NoteSequence that :func:`note_sequence_name`
-  named ``name``."""
+  named ``name``.
+  """
   path, _, index = name.rpartition('#')
   return path, int(index)
 

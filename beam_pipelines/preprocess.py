@@ -231,7 +231,8 @@ class IsolatedParsingFn(beam.DoFn):
   """Base of the two DoFns that parse: with ``isolation``, each instance parses in one
   long-lived child process (:mod:`partita.isolation`), so a parser crash, hang or memory
   blow-up costs one file; without, in the worker itself. The child starts at the first
-  isolated parse."""
+  isolated parse.
+  """
 
   def __init__(self, options: notes_lib.ParseOptions,
                isolation: isolation_lib.IsolationOptions | None = None):
@@ -243,7 +244,8 @@ class IsolatedParsingFn(beam.DoFn):
 
   def parse(self, parse, data: bytes, known_safe: bool = False):
     """``parse(data, options)``, in the child if isolated and the bytes are not ``known_safe``
-    (already parsed without harm); raises RejectionError as it does."""
+    (already parsed without harm); raises RejectionError as it does.
+    """
     if self._parser and not known_safe:
       return self._parser.parse(parse, data, self._options)
     return parse(data, self._options)
@@ -340,7 +342,8 @@ class KeepFirstPathFn(beam.CombineFn):
   """Copies of one piece -> :class:`~beam_pipelines.elements.Kept`: keeps the input with the
   smallest name; counts copies; labels the piece with the label of the smallest-named copy that
   has one (an unknown copy never overrides a known one) and flags a conflict when the copies
-  carry two different known labels."""
+  carry two different known labels.
+  """
 
   def create_accumulator(self):
     return elements.DedupAccumulator(None, 0, None, False)
@@ -475,7 +478,8 @@ class SplitAndChunkFn(IsolatedParsingFn):
 
 class AccountLostFn(beam.DoFn):
   """Lost -> its dead letter, and on ``stats`` its copies as duplicates, so that every input
-  stays accounted for."""
+  stays accounted for.
+  """
 
   def __init__(self, split_ratios: dict[str, float]):
     self._split_ratios = split_ratios
@@ -491,7 +495,8 @@ class AccountLostFn(beam.DoFn):
 @beam.typehints.with_output_types(elements.Survivor)
 class CountDuplicatesFn(beam.DoFn):
   """Counts every survivor's other copies, and the survivors whose copies disagree on their
-  label, in Beam's metrics (``dedup/duplicates``, ``dedup/label_conflicts``)."""
+  label, in Beam's metrics (``dedup/duplicates``, ``dedup/label_conflicts``).
+  """
 
   def __init__(self):
     self._duplicates = metrics.Metrics.counter('dedup', 'duplicates')
@@ -608,7 +613,8 @@ def print_summary(info: dict, out=None) -> None:
 
 def argument_parser() -> argparse.ArgumentParser:
   """The command's flags (declared on :class:`PreprocessConfig`); unrecognised flags are left
-  for Beam."""
+  for Beam.
+  """
   parser = argparse.ArgumentParser(
       description='Turn a corpus of MIDI files (and/or NoteSequence TFRecords) into '
       'train/validation/test TFRecords of note chunks (pitch, step, duration, velocity), an '
@@ -626,7 +632,8 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
   """The run's config and the Beam pipeline options from the command line; exits on a bad
-  flag."""
+  flag.
+  """
   parser = argument_parser()
   args, pipeline_args = parser.parse_known_args(argv)
   try:

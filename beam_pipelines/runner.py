@@ -20,7 +20,8 @@ LOCAL_RUNNER = 'FnApiRunner'
 
 def pipeline_options(pipeline_args: list[str] | None) -> beam_options.PipelineOptions:
   """Beam's options from ``pipeline_args``, with :data:`LOCAL_RUNNER` when they name no
-  runner."""
+  runner.
+  """
   options = beam_options.PipelineOptions(pipeline_args or [])
   standard = options.view_as(beam_options.StandardOptions)
   if standard.runner is None:

@@ -27,7 +27,8 @@ GZIP_LEVEL = 2
 
 def masked_crc32c(data: bytes) -> int:
   """The checksum TFRecord framing stores: CRC32C rotated and offset (TensorFlow's
-  ``crc32c::Mask``), so that a checksum of data holding checksums stays informative."""
+  ``crc32c::Mask``), so that a checksum of data holding checksums stays informative.
+  """
   crc = google_crc32c.value(data)
   return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
 
@@ -73,7 +74,8 @@ class TFRecordSink(filebasedsink.FileBasedSink):
 
 class WriteTFRecords(beam.PTransform):
   """Serialized records -> ``PREFIX-SSSSS-of-NNNNN.tfrecord.gz`` (``.tfrecord`` when not
-  ``compress``); outputs the shards' paths."""
+  ``compress``); outputs the shards' paths.
+  """
 
   def __init__(self, file_path_prefix: str, compress: bool):
     super().__init__()

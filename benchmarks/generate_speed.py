@@ -90,7 +90,8 @@ def softmax_choice(logits: np.ndarray, rng: np.random.Generator) -> int:
 def sample_time(out: dict, part: str, rng: np.random.Generator) -> float:
   """A time (s) drawn from ``predict_next``'s ``part`` ('step' or 'duration') mixture of the
   first row: 0 with the chord probability (step only), else a logistic draw in log-seconds from
-  a component chosen by its weight."""
+  a component chosen by its weight.
+  """
   if part == 'step' and rng.random() < 1 / (1 + np.exp(-float(out['step_chord_logit'][0]))):
     return 0.0
   component = softmax_choice(out[f'{part}_mixture_logits'].numpy()[0].astype(np.float64), rng)
@@ -102,7 +103,8 @@ def sample_time(out: dict, part: str, rng: np.random.Generator) -> float:
 
 def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) -> np.ndarray:
   """The notebook way: one ``predict_next`` call per note for one piece (the next note's
-  conditions zeros, see the module docstring); returns the pitches."""
+  conditions zeros, see the module docstring); returns the pitches.
+  """
   rng = np.random.default_rng(seed)
   window = {name: values[:1].copy() for name, values in prime.items()}
   zeros, zero_pitch = tf.zeros([1]), tf.zeros([1], tf.int32)
@@ -126,7 +128,8 @@ def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) 
 
 def timed(function, repeats: int) -> tuple[float, float]:
   """(median wall seconds, median process CPU seconds) of ``repeats`` calls, after one untimed
-  call."""
+  call.
+  """
   function()
   walls, cpus = [], []
   for _ in range(repeats):

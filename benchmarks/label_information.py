@@ -35,7 +35,8 @@ QUERIES_PER_CALL = 20_000  # [queries, 128] float64 distributions per call: 20 M
 def targets_by_label(chunks: list[dict], window_length: int, order: int,
                      label_ids: set[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
   """Each labelled chunk's targets (notes after its first window) and their contexts (the
-  ``order - 1`` pitches before each), concatenated per label id: ``{id: (contexts, targets)}``."""
+  ``order - 1`` pitches before each), concatenated per label id: ``{id: (contexts, targets)}``.
+  """
   found = {}
   for chunk in chunks:
     label = int(chunk[contract.LABEL_FEATURE])

@@ -98,7 +98,8 @@ def chunks_by_label(chunks: list[dict], labels: dict, names: list[str],
 def generate_per_label(export, classes: list[str], labels: dict, primes: dict,
                        sampling: sampling_lib.Sampling) -> dict[str, list[dict]]:
   """One piece per prime for every label in ``classes``: ``{label: [notes dicts]}``; row ``i``
-  of every label is seeded ``sampling.seed + i``, so a label is all that tells them apart."""
+  of every label is seeded ``sampling.seed + i``, so a label is all that tells them apart.
+  """
   rows = len(primes['pitch'])
   generated = {}
   for name in classes:
@@ -172,7 +173,8 @@ def headline_lines(conditioning: dict) -> list[str]:
 def report_section(conditioning: dict, out_dir: str, generated: dict, pieces_dir: str) -> str:
   """The report's Markdown section on the label; writes the confusion plots into ``out_dir``
   and, per label, the first piece generated from no prime (MIDI and piano roll) into its
-  ``pieces_dir``. ``generated``: :func:`style_evaluation`'s pieces."""
+  ``pieces_dir``. ``generated``: :func:`style_evaluation`'s pieces.
+  """
   likelihood = conditioning['likelihood']
   lines = ['## Conditioning on the label', '',
            'Test NLL (nats/note) of every window with its true label id and with the '

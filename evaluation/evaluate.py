@@ -86,7 +86,8 @@ TIMING_CONDITIONAL = 'timing histogram | previous'
 def fit_baselines(train_chunks: list[dict[str, np.ndarray]], window_length: int) -> dict:
   """The baselines, fitted on the training targets (the notes at index ``window_length`` or
   later of each chunk): ``{'pitch': {name: pitch model}, 'timing': {name: {'step' |
-  'duration': timing model}}}``."""
+  'duration': timing model}}}``.
+  """
   pitches = [chunk['pitch'] for chunk in train_chunks]
   models = {'unigram': baselines.NGram.fit(pitches, 1, first_target=window_length)}
   for order in NGRAM_ORDERS:
@@ -174,7 +175,8 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict, by_label: bool,
 
 def best_baselines(rows: dict[str, dict]) -> dict:
   """The best n-gram (lowest pitch NLL), the better timing baseline (lowest step + duration
-  NLL) and their sum's note NLL: the baseline the model's note NLL is compared with."""
+  NLL) and their sum's note NLL: the baseline the model's note NLL is compared with.
+  """
   ngram = min((f'{order}-gram' for order in NGRAM_ORDERS), key=lambda r: rows[r]['pitch_nll'])
   timing = min((TIMING_HISTOGRAM, TIMING_CONDITIONAL),
                key=lambda r: rows[r]['step_nll'] + rows[r]['duration_nll'])
@@ -208,7 +210,8 @@ def ngram_pieces(model: baselines.NGram, primes: dict, num_notes: int,
                  train_chunks: list[dict[str, np.ndarray]], window_length: int,
                  seed: int) -> list[dict]:
   """Pitches sampled from ``model`` after each prime, with each note's step, duration and
-  velocity drawn (uniformly, with replacement) from the training targets."""
+  velocity drawn (uniformly, with replacement) from the training targets.
+  """
   rng = np.random.default_rng(seed)
   pitch = baselines.sample(model, primes['pitch'], num_notes, rng)
   timing = {name: np.concatenate([chunk[name][window_length:] for chunk in train_chunks])
@@ -220,7 +223,8 @@ def ngram_pieces(model: baselines.NGram, primes: dict, num_notes: int,
 
 def model_sampling(num_notes: int, temperature: float, seed: int) -> sampling_lib.Sampling:
   """The model set's sampling: no top-k or top-p cut, so it samples the distribution the NLL
-  measures."""
+  measures.
+  """
   return sampling_lib.Sampling(num_notes=num_notes, temperature=temperature,
                                top_k=constants.PITCHES, top_p=1.0, seed=seed)
 
@@ -236,7 +240,8 @@ def read_scalars(log_dir: str) -> dict[str, dict[str, tuple[list[int], list[floa
   """TensorBoard scalars written by ``trainer.task`` under ``log_dir``: ``{'train' |
   'validation': {tag: (steps, values)}}``, each tag's points by step (a resumed run's later
   points replace earlier ones at the same step). Tags holding anything but a number (such as
-  a model's config as text) are skipped."""
+  a model's config as text) are skipped.
+  """
   curves = {}
   for run in ('train', 'validation'):
     run_dir = os.path.join(log_dir, run)
@@ -259,7 +264,8 @@ def read_scalars(log_dir: str) -> dict[str, dict[str, tuple[list[int], list[floa
 
 def statistics_summary(comparisons: dict, pieces: int, sampling: sampling_lib.Sampling) -> dict:
   """The music statistics as ``evaluation.json`` holds them: how the sets were made, each
-  generated set's OA and KLD per feature against the real set, and their means."""
+  generated set's OA and KLD per feature against the real set, and their means.
+  """
   return {
       'pieces': pieces, 'notes': sampling.num_notes, 'seed': sampling.seed,
       'temperature': sampling.temperature,
@@ -283,7 +289,8 @@ def generated_statistics(export, primes: dict, real: list[dict], ngram: baseline
                          sampling: sampling_lib.Sampling) -> tuple[dict, dict, dict, dict]:
   """The model's and the n-gram's pieces after ``primes`` against the ``real`` continuations:
   (sets, their features, their comparisons with the real set, ``results['statistics']``), or
-  empty sets and the reason they were skipped when fewer than 3 real pieces are long enough."""
+  empty sets and the reason they were skipped when fewer than 3 real pieces are long enough.
+  """
   if len(real) < 3:
     return {}, {}, {}, {
         'skipped': f'{len(real)} test chunks hold a window plus {sampling.num_notes} notes; at '

@@ -39,7 +39,8 @@ MEASURE_TITLES = {'on_grid_share': 'on-grid share', 'key_stability': 'key stabil
 def summary(sets: Mapping[str, Sequence[Mapping[str, np.ndarray]]], statistics: Mapping,
             seed: int = 0) -> dict:
   """``results['listening']`` from ``{'real' | 'model' | 'n-gram': pieces}`` and
-  ``results['statistics']``; ``{'skipped': reason}`` when the statistics were skipped."""
+  ``results['statistics']``; ``{'skipped': reason}`` when the statistics were skipped.
+  """
   if 'skipped' in statistics:
     return {'skipped': statistics['skipped']}
   per_set = {name: measures.set_measures(sets[name]) for name in SETS}
@@ -83,7 +84,8 @@ def _accuracy(test: Mapping) -> str:
 
 def headline_lines(listening: Mapping) -> list[str]:
   """The listening measures' headline lines: pulse and key, texture, the two-sample test and
-  the model's targets."""
+  the model's targets.
+  """
   if 'skipped' in listening:
     return [f"listening       skipped: {listening['skipped']}"]
   sets = listening['sets']

@@ -48,7 +48,8 @@ CURVE_PANELS = (('pitch NLL (nats/note)', ('pitch_nll',)),
 def headline_lines(results: dict) -> list[str]:
   """The few lines a person reads first: the model against the best baselines in pitch NLL and
   accuracy, step + duration NLL and note NLL, mean overlapping area of the generated sets, and
-  the measures a listener hears (``evaluation.listening``) with the model's targets."""
+  the measures a listener hears (``evaluation.listening``) with the model's targets.
+  """
   rows = results['likelihood']
   model, best = rows['model'], rows[results['best_ngram']]
 
@@ -216,7 +217,8 @@ def _statistics_section(results: dict) -> str:
 def _write_pieces(out_dir: str, sets: dict, primes: dict,
                   soundfont: str | None) -> list[listening_page.Entry]:
   """Writes the first pieces of every set into ``pieces/`` (MIDI, piano roll, WAV with a
-  soundfont); returns one page entry per prime, its sets side by side."""
+  soundfont); returns one page entry per prime, its sets side by side.
+  """
   atomic.makedirs(os.path.join(out_dir, PIECES_DIR))
   entries = []
   for i in range(min(PIECES_PER_SET, len(next(iter(sets.values()))))):
@@ -287,7 +289,8 @@ def _curves_figure(curves: dict, results: dict) -> figure_lib.Figure:
 
 def _features_figure(features: dict) -> figure_lib.Figure:
   """Per feature, each set's distribution: scalar features as per-piece value histograms,
-  vector features as the mean vector over pieces."""
+  vector features as the mean vector over pieces.
+  """
   figure, axes = _figure(len(music_stats.FEATURES), 5)
   for ax, feature in zip(axes, music_stats.FEATURES):
     values = {name: set_values[feature] for name, set_values in features.items()}
@@ -309,7 +312,8 @@ def _features_figure(features: dict) -> figure_lib.Figure:
 
 def _distances_figure(comparisons: dict) -> figure_lib.Figure:
   """Per feature, the density of the real set's intra-set distances and of each generated
-  set's inter-set distances (what OA and KLD compare)."""
+  set's inter-set distances (what OA and KLD compare).
+  """
   figure, axes = _figure(len(music_stats.FEATURES), 5)
   for ax, feature in zip(axes, music_stats.FEATURES):
     drew_reference = False

@@ -104,7 +104,8 @@ class Level:
 
 def _discount(counts: np.ndarray) -> float:
   """Ney's estimate ``n1 / (n1 + 2 n2)`` from the numbers of k-grams seen once and twice,
-  clipped into [0.05, 0.95] (0.5 where there are none)."""
+  clipped into [0.05, 0.95] (0.5 where there are none).
+  """
   n1 = np.count_nonzero(counts == 1)
   n2 = np.count_nonzero(counts == 2)
   if n1 + n2 == 0:
@@ -212,7 +213,8 @@ class RepeatPrevious:
   @classmethod
   def fit(cls, sequences: Sequence[np.ndarray], first_target: int = 0) -> RepeatPrevious:
     """Fits ``eps`` on the notes at index ``max(first_target, 1)`` or later of each sequence
-    (each against the note before it), as :meth:`NGram.fit` counts."""
+    (each against the note before it), as :meth:`NGram.fit` counts.
+    """
     changes, transitions = 0, 0
     for pitches in map(np.asarray, sequences):
       target = pitches[max(first_target, 1):]
@@ -260,7 +262,8 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def sample(model, primes: np.ndarray, num_notes: int, rng: np.random.Generator) -> np.ndarray:
   """Continues each row of ``primes`` (``[pieces, context]`` pitches) by ``num_notes``
-  pitches drawn from ``model.distribution``; returns ``[pieces, num_notes]`` int64."""
+  pitches drawn from ``model.distribution``; returns ``[pieces, num_notes]`` int64.
+  """
   history = np.asarray(primes, dtype=np.int64)
   generated = np.zeros((len(history), num_notes), dtype=np.int64)
   for i in range(num_notes):
@@ -316,7 +319,8 @@ class TimingHistogram:
   @classmethod
   def fit(cls, sequences: Sequence[np.ndarray], first_target: int = 0) -> TimingHistogram:
     """Counts the bins of the values at index ``first_target`` or later of each sequence of
-    times in seconds, as :meth:`NGram.fit` counts its targets."""
+    times in seconds, as :meth:`NGram.fit` counts its targets.
+    """
     targets = [bins[first_target:] for bins in _training_bins(sequences)]
     counts = np.bincount(np.concatenate(targets) if targets else np.zeros(0, np.int64),
                          minlength=timing_bins.NUM_BINS)
@@ -379,7 +383,8 @@ class ConditionalTimingHistogram:
 
   def log_prob(self, values_seconds, previous_seconds) -> np.ndarray:
     """The natural-log probability (float64) of each value's bin given the previous value;
-    the two arrays broadcast together, and the result has their broadcast shape."""
+    the two arrays broadcast together, and the result has their broadcast shape.
+    """
     values, previous = np.broadcast_arrays(_time_bins(values_seconds),
                                            _time_bins(previous_seconds))
     shape = values.shape

@@ -45,7 +45,8 @@ def option(default: typing.Any, help: str, *, flag: str | None = None,
 def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = '') -> None:
   """Adds a flag for every ``option`` field of ``cls`` and its sections, its help ending with
   the default. Flags that are not given leave no attribute on the parsed namespace, so only what
-  the user typed overrides."""
+  the user typed overrides.
+  """
   hints = typing.get_type_hints(cls)
   groups = {}
   for field in dataclasses.fields(cls):
@@ -102,7 +103,8 @@ def load(cls: type, preset_path: str | None = None, overrides: Sequence[str] = (
          updates: dict | None = None) -> typing.Any:
   """Defaults of ``cls``, then the preset file (if any), then ``updates`` (e.g. from
   ``flag_updates``), then each ``KEY=VALUE`` override in order; raises ValueError naming the
-  offending key."""
+  offending key.
+  """
   values = {}
   if preset_path:
     with open(preset_path) as f:
@@ -143,7 +145,8 @@ def to_yaml(config: typing.Any) -> str:
 
 def yaml_dump(values: dict) -> str:
   """Plain data as YAML, in the dict's order, tuples as lists: how every stage saves what it
-  resolved."""
+  resolved.
+  """
   return yaml.safe_dump(_plain(values), sort_keys=False)
 
 

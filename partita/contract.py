@@ -92,7 +92,8 @@ def _header(tag: int, length: int) -> bytes:
 
 def _entry_header(name: str, dtype: str, payload_length: int) -> bytes:
   """What precedes the packed values (``payload_length`` bytes) of feature ``name`` in a
-  Features map: entry, key, Feature and list headers."""
+  Features map: entry, key, Feature and list headers.
+  """
   packed = _header(_LENGTH_DELIMITED_1, payload_length)
   feature = _header(_FEATURE_TAGS[dtype], len(packed) + payload_length) + packed
   key_and_value = (_field(_LENGTH_DELIMITED_1, name.encode())
@@ -107,7 +108,8 @@ _BYTES_PER_VALUE = {'int64': 1, 'float32': 4}
 def _chunk_frame(num_notes: int, label: str) -> tuple[bytes, ...]:
   """The bytes around the payloads of a ``num_notes``-note chunk labelled ``label``: one
   before each FEATURE_DTYPES payload (the first also opens the Example), and the label's
-  entry after the last. Chunks share a few lengths, so a frame is built once and reused."""
+  entry after the last. Chunks share a few lengths, so a frame is built once and reused.
+  """
   headers = [_entry_header(name, dtype, num_notes * _BYTES_PER_VALUE[dtype])
              for name, dtype in FEATURE_DTYPES.items()]
   # A BytesList holds each value as its own length-delimited field (not packed).
@@ -143,7 +145,8 @@ def serialize_chunk(chunk: dict[str, np.ndarray], label: str) -> bytes:
 
 def _chunk_parts(notes, bounds, label):
   """Yields, for each ``(start, end)`` in ``bounds``, the byte strings whose concatenation is
-  that chunk's serialized Example."""
+  that chunk's serialized Example.
+  """
   wire = []
   for name, dtype in FEATURE_DTYPES.items():
     values = np.asarray(notes[name])

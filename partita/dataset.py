@@ -62,7 +62,8 @@ def shard_files(data_dir: str, info: dict, split: str) -> list[str]:
 def label_table(labels: dict) -> tf.lookup.StaticHashTable:
   """Label name -> id, from an info.json's ``labels`` (``partita.labels``): the ids of the
   model's vocabulary when reading with a model's info, so a dataset preprocessed on its own still
-  gets that model's ids; names it never saw read as the unconditional id."""
+  gets that model's ids; names it never saw read as the unconditional id.
+  """
   names = list(labels['ids'])
   return tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(tf.constant(names, tf.string),
@@ -74,7 +75,8 @@ def parse_chunk(serialized: tf.Tensor,
                 label_ids: tf.lookup.StaticHashTable) -> dict[str, tf.Tensor]:
   """One serialized tf.train.Example -> dict of 1-D note tensors (``constants.NOTE_FEATURES``:
   pitch int32, the others float32)
-  and the scalar int32 ``label`` id (``label_ids``: :func:`label_table`)."""
+  and the scalar int32 ``label`` id (``label_ids``: :func:`label_table`).
+  """
   spec = {name: tf.io.VarLenFeature(tf.int64 if dtype == 'int64' else tf.float32)
           for name, dtype in contract.FEATURE_DTYPES.items()}
   spec[contract.LABEL_FEATURE] = tf.io.FixedLenFeature([], tf.string)
@@ -90,7 +92,8 @@ def parse_chunk(serialized: tf.Tensor,
 def read_chunks(data_dir: str, info: dict, split: str,
                 labels: dict) -> list[dict[str, np.ndarray]]:
   """Every chunk of a split, in file order, as numpy notes dicts with the chunk's ``label``
-  id in the vocabulary ``labels`` (a model's, or the dataset's own ``info['labels']``)."""
+  id in the vocabulary ``labels`` (a model's, or the dataset's own ``info['labels']``).
+  """
   records = tf.data.TFRecordDataset(shard_files(data_dir, info, split),
                                     compression_type=info['compression'] or None)
   label_ids = label_table(labels)
@@ -114,7 +117,8 @@ def chunk_to_windows(chunk: dict[str, tf.Tensor], window_length: int) -> tf.Tens
 
 def unpack(windows: tf.Tensor) -> dict[str, tf.Tensor]:
   """``[..., W+1, 8]`` packed windows -> dict of ``[..., W+1]`` per feature (pitch and label
-  int32)."""
+  int32).
+  """
   features = tf.unstack(windows, axis=-1)
   unpacked = dict(zip(WINDOW_FEATURES, features, strict=True))
   for name in ('pitch', contract.LABEL_FEATURE):

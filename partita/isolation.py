@@ -126,7 +126,8 @@ class ParserProcess:
 
   def finish(self) -> tuple[Any, Any] | None:
     """``(context, outcome)`` of the file :meth:`parse_next` started last, once parsed; None if
-    none is in flight."""
+    none is in flight.
+    """
     if self._in_flight is None:
       return None
     (context,), self._in_flight = self._in_flight, None

@@ -34,7 +34,8 @@ CSV_PATH_COLUMNS = ('path', 'midi', 'midi_filename', 'file', 'filename')
 
 def normalize(value: str) -> str:
   """A label as stored: lower case, trimmed, runs of whitespace as ``_`` ('Carl  Czerny' ->
-  'carl_czerny')."""
+  'carl_czerny').
+  """
   return re.sub(r'\s+', '_', value.strip().lower())
 
 
@@ -75,7 +76,8 @@ def normalize_path(path: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class LabelSources:
   """How one run finds the label of an input from its name (the NoteSequence field, which needs
-  the parsed proto, is read by :func:`partita.notes.note_sequence_label`)."""
+  the parsed proto, is read by :func:`partita.notes.note_sequence_label`).
+  """
   csv_labels: dict[str, str] = dataclasses.field(default_factory=dict)
   name_regex: str = ''  # over the file name; the group 'label' (or the first group) is the label
   folder_roots: tuple[str, ...] = ()  # input folders whose first subfolder names the label
@@ -90,7 +92,8 @@ class LabelSources:
 
   def from_name(self, name: str) -> str | None:
     """The label the CSV, the file-name pattern or the folder give the input ``name``, in that
-    order of precedence; None when none knows it."""
+    order of precedence; None when none knows it.
+    """
     if self.csv_labels:
       label = self.known(self.csv_labels.get(normalize_path(name)))
       if label:
@@ -136,7 +139,8 @@ def vocabulary(pieces: dict[str, dict[str, int]], min_pieces: int, label_name: s
 
 def pieces_per_id(labels: dict, split: str) -> dict[int, int]:
   """Pieces of ``split`` per label id in info.json's ``labels`` (the rare names counted under
-  :data:`OTHER_ID`)."""
+  :data:`OTHER_ID`).
+  """
   pieces: dict[int, int] = {}
   for name, counts in labels['pieces'].items():
     label_id = labels['ids'][name]

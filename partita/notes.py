@@ -95,7 +95,8 @@ def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
 def _pedal_intervals(cc_time: np.ndarray,
                      cc_value: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
   """The pedal's down intervals ``[downs[i], ups[i])`` (``ups[i]`` is inf for a pedal never
-  released) and the time of its last change of state, from one track's CC64 events."""
+  released) and the time of its last change of state, from one track's CC64 events.
+  """
   # Pedal events at the same instant: the release wins, as in note_seq (it orders downs first).
   order = np.lexsort((cc_value < SUSTAIN_DOWN_MIN_VALUE, cc_time))
   is_down = cc_value[order] >= SUSTAIN_DOWN_MIN_VALUE
@@ -220,7 +221,8 @@ def parse_note_sequence(data: bytes,
 
 def note_sequence_label(data: bytes, field: str) -> str:
   """The first value of a serialized NoteSequence's ``sequence_metadata`` field ``field``
-  (``composers``, ``genre``, ``artist``, ...), '' when it has none."""
+  (``composers``, ``genre``, ``artist``, ...), '' when it has none.
+  """
   metadata = note_seq_protos().NoteSequence.FromString(data).sequence_metadata
   if field not in metadata.DESCRIPTOR.fields_by_name:
     return ''
@@ -255,7 +257,8 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
                       options: ParseOptions) -> dict[str, np.ndarray]:
   """Merges tracks of ``(start, end, pitch, velocity, pedal_time, pedal_value, metre)`` arrays
   (times in seconds; ``metre`` ``[notes, 4]``, :data:`METRE_COLUMNS`) into a checked notes
-  dict, with the sustain pedal applied per track."""
+  dict, with the sustain pedal applied per track.
+  """
   start, end, pitch, velocity, pedal_time, _, note_metre = (
       np.concatenate(arrays) for arrays in zip(*tracks, strict=True))
   if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))
@@ -309,7 +312,8 @@ def _track_arrays(track: symusic.core.TrackSecond) -> tuple[np.ndarray, ...]:
 
 def _track_metre(score: symusic.core.ScoreTick, track: symusic.core.TrackTick) -> np.ndarray:
   """``[notes, 4]``: each note's :data:`METRE_COLUMNS`, from the score's ticks, tempo map and
-  time signatures (``partita.metre``), in the order of the track's notes."""
+  time signatures (``partita.metre``), in the order of the track's notes.
+  """
   onsets = track.notes.numpy()['time'].astype(np.int64)
   tempos = score.tempos.numpy()
   signatures = score.time_signatures.numpy()

@@ -74,7 +74,8 @@ def refuse_duplicates(named):
 class RefuseDuplicateNames(beam.PTransform):
   """(Request, prime) -> the same, for names used once; every request of a name used twice is a
   dead letter (``duplicate_name``), since either would overwrite the other's files. Outputs a
-  dict: ``unique`` and ``dead_letter``."""
+  dict: ``unique`` and ``dead_letter``.
+  """
 
   def expand(self, primed):
     unique = (primed
@@ -95,7 +96,8 @@ def batches_of(keyed, batch_size: int):
 
 class Generated(NamedTuple):
   """A request, its prime window and the continuation generated from it (note arrays by
-  feature name, as ``serving.generate.generate`` gives them)."""
+  feature name, as ``serving.generate.generate`` gives them).
+  """
   request: requests_lib.Request
   prime: dict
   continuation: dict
@@ -146,7 +148,8 @@ def failed_batch(failure):
 class WritePieceFn(beam.DoFn):
   """(Request, prime, continuation) -> OUT/NAME.png, OUT/NAME.wav (with a soundfont) and
   OUT/NAME.mid, rendered by ``serving.pieces``; yields the piece's page entry, or a dead letter
-  (write_error, audio_error)."""
+  (write_error, audio_error).
+  """
 
   def __init__(self, out: str, soundfont: str | None):
     self._out = out
@@ -178,7 +181,8 @@ class WritePieceFn(beam.DoFn):
 class WritePieces(beam.PTransform):
   """(Request, prime, continuation) -> ``OUT/NAME.png``, ``OUT/NAME.wav`` (when ``soundfont``
   is given) and ``OUT/NAME.mid``, each written atomically, the MIDI last. Outputs a dict:
-  ``written`` (each piece's ``listening_page.Entry``) and ``dead_letter``."""
+  ``written`` (each piece's ``listening_page.Entry``) and ``dead_letter``.
+  """
 
   def __init__(self, out: str, soundfont: str | None = None):
     super().__init__()
@@ -262,7 +266,8 @@ def build_pipeline(pipeline: beam.Pipeline, export_dir: str, info: dict, out: st
                    soundfont: str | None = None,
                    audio_note: str | None = None) -> beam.PCollection:
   """Adds the job's steps to ``pipeline``; returns the PCollection of the summary. WAV files
-  are rendered with ``soundfont`` when given; ``audio_note`` says on the page why not."""
+  are rendered with ``soundfont`` when given; ``audio_note`` says on the page why not.
+  """
   read = pipeline | 'ReadRequests' >> requests_lib.ReadRequests(defaults, manifest, primes_glob)
   primed = read['requests'] | 'ReadPrimes' >> requests_lib.ReadPrimes(info)
   unique = primed['primed'] | 'RefuseDuplicateNames' >> RefuseDuplicateNames()

@@ -139,7 +139,8 @@ def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampli
 def round_seed(seed: int, round_index: int) -> int:
   """The seed of ``--seconds`` round ``round_index``: ``seed`` itself for round 0 (so a piece
   starts as a ``--num-notes`` one with the same seed does), then a hash of both, so no two
-  rounds repeat each other's random draws."""
+  rounds repeat each other's random draws.
+  """
   if round_index == 0:
     return seed
   digest = hashlib.sha256(f'{seed}:{round_index}'.encode()).digest()

@@ -51,7 +51,8 @@ from serving import primes as primes_lib
 @dataclasses.dataclass(frozen=True)
 class Options:
   """What :func:`run` makes besides each piece's request: how many pieces, from which primes,
-  and whether with audio. The defaults are the command's."""
+  and whether with audio. The defaults are the command's.
+  """
   num_samples: int = 4
   # At most one prime source; none: the validation windows bundled with the export.
   prime_paths: tuple[str, ...] = ()
@@ -62,7 +63,8 @@ class Options:
 
   def check(self, request: generation_request.Request) -> None:
     """Raises a ``bad_request`` rejection for an option out of range or options that conflict
-    with each other or with ``request``."""
+    with each other or with ``request``.
+    """
     if self.num_samples < 1:
       raise validation.must_be('num_samples', '>= 1', self.num_samples)
     if sum([bool(self.prime_paths), self.prime_data is not None, self.no_prime]) > 1:
@@ -74,7 +76,8 @@ class Options:
 @dataclasses.dataclass(frozen=True)
 class Generation:
   """One run's resolved parameters, saved as ``OUT/generation.yaml``;
-  ``config_tree.from_yaml(Generation, text)`` reads them back to run it again."""
+  ``config_tree.from_yaml(Generation, text)`` reads them back to run it again.
+  """
   model: str
   request: generation_request.Request
   options: Options
@@ -185,7 +188,8 @@ def write_piece(out_dir: str, request: generation_request.Request,
 
 def list_labels(export: export_client.Export) -> list[str]:
   """The lines of ``--list-labels``: each label the model can be asked for, with its id and
-  training pieces."""
+  training pieces.
+  """
   labels = export.info['labels']
   train = labels_lib.pieces_per_id(labels, 'train')
   lines = [f"{labels['name']} labels of this model (--composer NAME or --label NAME; none: "
@@ -197,7 +201,8 @@ def list_labels(export: export_client.Export) -> list[str]:
 
 def argument_parser() -> argparse.ArgumentParser:
   """The command's flags; a request's flags are ``generation_request``'s, shared with the Beam
-  job."""
+  job.
+  """
   parser = argparse.ArgumentParser(
       description='Generate pieces from a SavedModel exported by trainer.task: per sample a MIDI '
       'file (the prime on an instrument named "prime", the generated notes on "continuation"), '

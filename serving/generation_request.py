@@ -55,7 +55,8 @@ class Request:
 
   def check(self) -> None:
     """Raises RejectionError (``bad_request``) for a parameter out of range. (Names are checked
-    where they are made: a name given, or one made from a path, is always safe.)"""
+    where they are made: a name given, or one made from a path, is always safe.)
+    """
     self.sampling.check()
     if self.seconds is not None and not (
         math.isfinite(self.seconds) and 0 < self.seconds <= MAX_SECONDS):
@@ -68,7 +69,8 @@ class Request:
 
   def batch_key(self) -> str:
     """Requests that can share a ``generate`` call: the same parameters but for the seed (each
-    row has its own), as JSON, a deterministic key for any runner."""
+    row has its own), as JSON, a deterministic key for any runner.
+    """
     sampling = self.sampling
     length = ('seconds', self.seconds) if self.seconds is not None else (
         'num_notes', sampling.num_notes)
@@ -112,7 +114,8 @@ def from_fields(given: dict, defaults: Request) -> Request:
 
 def _typed(field: str, value: object) -> object:
   """``value`` as ``field``'s type (an integer as a float for a number field); raises a
-  ``bad_request`` rejection for a value of another type, ``bad_name`` for an unsafe name."""
+  ``bad_request`` rejection for a value of another type, ``bad_name`` for an unsafe name.
+  """
   if field == 'name':
     return validation.check_name(value)
   kind = _TYPES[field]
@@ -133,7 +136,8 @@ def _typed(field: str, value: object) -> object:
 def add_flags(parser: argparse.ArgumentParser) -> None:
   """A request's flags, the same in both commands: the sampling's (``Sampling``'s own),
   ``--seconds``, ``--composer`` (alias ``--label``), ``--program`` and ``--prime-from``. A flag
-  not typed leaves nothing on the namespace, so only what was typed overrides the defaults."""
+  not typed leaves nothing on the namespace, so only what was typed overrides the defaults.
+  """
   config_tree.add_flags(parser, sampling_lib.Sampling)
   parser.add_argument('--seconds', type=float, default=argparse.SUPPRESS,
                       help=f'instead of --num-notes: generate until each continuation lasts '
@@ -153,7 +157,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def from_flags(args: argparse.Namespace) -> Request:
   """The request the flags of :func:`add_flags` typed make, over the defaults; raises as
-  :func:`from_fields`."""
+  :func:`from_fields`.
+  """
   given = config_tree.flag_updates(args)
   given.update({field: getattr(args, field) for field in _FLAG_FIELDS if hasattr(args, field)})
   return from_fields(given, Request())

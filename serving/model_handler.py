@@ -45,7 +45,8 @@ class PieceModelHandler(inference.ModelHandler):
   def run_inference(self, batch: Sequence[tuple], model: export_client.Export,
                     inference_args: dict | None = None) -> Iterable[inference.PredictionResult]:
     """Generates every request of ``batch``, which share their parameters but for the seed and
-    the label."""
+    the label.
+    """
     requests = [request for request, _ in batch]
     keys = {request.batch_key() for request in requests}
     if len(keys) != 1:

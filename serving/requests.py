@@ -117,7 +117,8 @@ class RequestFromLineFn(beam.DoFn):
 
 class RequestFromMatchFn(beam.DoFn):
   """Matched prime file -> Request with the flags' parameters, or a dead letter (input: the
-  path)."""
+  path).
+  """
 
   def __init__(self, defaults: generation_request.Request, root: str):
     self._defaults = defaults
@@ -163,7 +164,8 @@ class ReadRequests(beam.PTransform):
 class ReadPrimeFn(beam.DoFn):
   """Request -> (Request, prime window), or a dead letter: unknown_label (its label is not the
   model's), prime_not_found, prime_unreadable, prime_too_large, the parser's reason (not_midi,
-  parse_error, ...) or prime_too_short."""
+  parse_error, ...) or prime_too_short.
+  """
 
   def __init__(self, info: dict):
     self._info = info

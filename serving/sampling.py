@@ -56,7 +56,8 @@ class Sampling:
 
   def check(self) -> None:
     """Raises ``failures.RejectionError`` (``bad_request``) naming the first parameter out of
-    range, before any model is loaded."""
+    range, before any model is loaded.
+    """
     most = export_contract.MAX_GENERATED_NOTES
     if not 1 <= self.num_notes <= most:
       raise validation.must_be('num_notes', f'in 1..{most}', self.num_notes)
@@ -79,7 +80,8 @@ class Sampling:
 
   def description(self, seconds: float | None = None) -> str:
     """The parameters in words, for the pages: ``seconds``, where given, is the length instead
-    of ``num_notes``."""
+    of ``num_notes``.
+    """
     length = f'{seconds:g} s' if seconds is not None else f'{self.num_notes} notes'
     guidance = (f', label guidance {self.label_guidance:g}' if self.label_guidance != 1
                 else '')

@@ -23,14 +23,16 @@ _SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
 
 def bad_request(detail: str) -> failures.RejectionError:
   """The rejection of a request that cannot be served as asked (reason ``bad_request``); the
-  commands print its detail and exit with status 2."""
+  commands print its detail and exit with status 2.
+  """
   return failures.RejectionError('bad_request', detail)
 
 
 def must_be(field: str, allowed: str, value: object) -> failures.RejectionError:
   """The one wording of a refused value, whichever path it came by (a flag, a manifest line, a
   library call): ``FIELD must be ALLOWED, got VALUE``, the field by its request name, as manifest
-  lines, ``generation.yaml`` and the graph's assertions name it."""
+  lines, ``generation.yaml`` and the graph's assertions name it.
+  """
   return bad_request(f'{field} must be {allowed}, got {value!r}')
 
 

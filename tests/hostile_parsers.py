@@ -12,7 +12,8 @@ from partita import notes as notes_lib
 
 def parse_or_fail(data: bytes, options: notes_lib.ParseOptions) -> dict:
   """Crashes natively on b'CRASH', hangs for an hour on b'HANG', asks for 16 GiB on b'HOG';
-  else parses."""
+  else parses.
+  """
   if data == b'CRASH':
     os.kill(os.getpid(), signal.SIGSEGV)
   if data == b'HANG':

@@ -1,5 +1,6 @@
 """The code's shape, checked: the linter passes, top-level packages depend on each other in one
-direction only, functions stay short, and each stage imports only the frameworks it runs on."""
+direction only, functions stay short, and each stage imports only the frameworks it runs on.
+"""
 
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def test_each_stage_loads_only_its_own_frameworks(module, absent):
 
 def test_setup_installs_every_top_level_package():
   """``pip install .`` must bring every package, so that each stage's ``python -m`` command
-  runs outside the repository too (the evaluation package once was missing)."""
+  runs outside the repository too (the evaluation package once was missing).
+  """
   setup = ast.parse((REPO / 'setup.py').read_text())
   include = next(node for node in ast.walk(setup)
                  if isinstance(node, ast.keyword) and node.arg == 'include')

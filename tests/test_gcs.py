@@ -114,7 +114,8 @@ def test_preprocess_from_and_to_gcs(bucket):
 
 def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
   """The Beam generation job with its manifest, primes and outputs on gs:// (the export stays
-  local: TensorFlow's own gs:// client cannot be pointed at an emulator)."""
+  local: TensorFlow's own gs:// client cannot be pointed at an emulator).
+  """
   import numpy as np
 
   from serving import beam_generate, generation_request

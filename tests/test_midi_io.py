@@ -1,5 +1,6 @@
 """Tests for partita.midi_io and partita.atomic: MIDI round trips, input checks, atomic writes,
-piano rolls."""
+piano rolls.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Tests for beam_pipelines.preprocess: each Beam transform alone (with the shared dead-letter
-writer and atomic writes), and end-to-end runs on generated MIDI."""
+writer and atomic writes), and end-to-end runs on generated MIDI.
+"""
 
 from __future__ import annotations
 
@@ -162,7 +163,8 @@ def as_plain_tuples(value):
 
 def test_every_element_is_coded_field_by_field_no_larger_than_a_plain_tuple():
   """A field Beam cannot type (a string annotation, ``X | None``) would be pickled instead,
-  and the shuffle would grow by the pickle's class names."""
+  and the shuffle would grow by the pickle's class names.
+  """
   survivor = elements.Survivor(b'f' * preprocess.FINGERPRINT_BYTES, input_of('corpus/a.mid'), 2,
                                'bach', True)
   samples = [elements.MatchedFile('corpus/a.mid', 3000),
@@ -236,7 +238,8 @@ def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_d
     tmp_path):
   """An input that vanishes or whose notes change between its two reads: nothing of it is
   written, and the run still accounts for each of its copies. New bytes with the same notes
-  are still the same piece."""
+  are still the same piece.
+  """
   config = preprocess.PreprocessConfig(output=str(tmp_path / 'out'), window_length=WINDOW_LENGTH,
                                        stride=STRIDE, split_ratios=SPLIT_RATIOS)
   kept, changed, vanished, relaid = (midi_builders.random_melody(seed, 30) for seed in range(4))

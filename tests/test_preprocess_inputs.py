@@ -1,5 +1,6 @@
 """Preprocessing on every kind of input: MIDI folders, a path list, NoteSequence TFRecords, and
-each kind of bad file, in one run whose every input is accounted for."""
+each kind of bad file, in one run whose every input is accounted for.
+"""
 
 from __future__ import annotations
 
@@ -154,7 +155,8 @@ def raw_records(dataset: str, files: list[str]) -> list[bytes]:
 def expected_split_contents(config, root: str) -> dict[str, dict]:
   """Each split's serialized chunks and statistics, derived without Beam from every input of
   the mixed run: parse each with partita's functions, keep the smallest name per fingerprint,
-  cut its chunks."""
+  cut its chunks.
+  """
   options = config.parse_options()
   parsed = {}  # name -> notes, for every input that parses
   for folder, _, names in os.walk(root):
@@ -195,7 +197,8 @@ def expected_split_contents(config, root: str) -> dict[str, dict]:
 
 def test_every_split_holds_exactly_the_chunks_of_its_surviving_pieces(mixed_run):
   """The chunks, as a multiset per split, and the statistics, against what partita's plain
-  functions give for the inputs that survive the dedup (shard boundaries may differ)."""
+  functions give for the inputs that survive the dedup (shard boundaries may differ).
+  """
   config, info, root, _ = mixed_run
   expected = expected_split_contents(config, root)
   assert sum(e['pieces'] for e in expected.values()) == info['counts']['pieces_written'] == 10

@@ -1,5 +1,6 @@
 """The training loop's steps, strategies, mixed precision, resume after SIGKILL, outputs,
-presets and export placement."""
+presets and export placement.
+"""
 
 import json
 import os
@@ -59,7 +60,8 @@ def tiny(*overrides):
 
 def next_note_conditions(batch):
   """``predict_next``'s next_step, next_pitch and next_duration: a note 0.25 s after the
-  window's last, pitch 60, held 0.5 s; and its label: the unconditional id."""
+  window's last, pitch 60, held 0.5 s; and its label: the unconditional id.
+  """
   return {'next_step': tf.fill([batch], 0.25), 'next_pitch': tf.fill([batch], 60),
           'next_duration': tf.fill([batch], 0.5), 'label': tf.zeros([batch], tf.int32)}
 
@@ -241,7 +243,8 @@ def test_vertex_ai_dirs_take_the_export_checkpoints_and_logs(dataset, tmp_path, 
 
 def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tmp_path):
   """TensorFlow's in-memory ``ram://`` filesystem takes the object-store path (copy, with
-  saved_model.pb last) that ``gs://`` takes; gs:// itself has no emulator for TensorFlow."""
+  saved_model.pb last) that ``gs://`` takes; gs:// itself has no emulator for TensorFlow.
+  """
   model, _, _ = task.train(dataset, str(tmp_path / 'model'), tiny('train.steps=2'))
   info = dataset_lib.load_info(dataset)
   primes = {'pitch': np.full((2, 8), 60, np.int32), 'step': np.full((2, 8), 0.25, np.float32),
@@ -390,7 +393,8 @@ def tiny_trainer(strategy, policy='float32', optimizer=None, overrides=()):
 def test_each_training_step_trains_on_the_next_batch_and_reports_its_metrics():
   """Under a strategy, step k trains on the dataset's k-th batch (Keras 3.15's fit drew its
   first batch from an iterator it then discarded), and the metrics it reports are the means
-  over that batch before the step's update."""
+  over that batch before the step's update.
+  """
   strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
   trainer = tiny_trainer(strategy)
   dataset = synthetic_batches(3)

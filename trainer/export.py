@@ -39,7 +39,8 @@ from trainer import pitch_ngram, timing_distribution
 
 def _sample_pitch(logits, temperature, top_k, top_p, uniform):
   """Samples one pitch per row from logits filtered by temperature, top-k and top-p, with
-  ``uniform`` ``[batch, 128]`` numbers in (0, 1) as the row's random draws."""
+  ``uniform`` ``[batch, 128]`` numbers in (0, 1) as the row's random draws.
+  """
   logits = logits / temperature
   # top-k: drop everything below the k-th largest logit.
   kth_largest = tf.gather(tf.sort(logits, direction='DESCENDING'), top_k - 1, axis=-1)
@@ -58,7 +59,8 @@ def _sample_pitch(logits, temperature, top_k, top_p, uniform):
 
 def row_uniforms(seeds: tf.Tensor, width: int) -> tf.Tensor:
   """``[batch, 2]`` stateless seeds -> ``[batch, width]`` uniform numbers in (0, 1), row ``b``
-  drawn from ``seeds[b]`` alone (so the same seed gives the same row in any batch)."""
+  drawn from ``seeds[b]`` alone (so the same seed gives the same row in any batch).
+  """
   return tf.vectorized_map(lambda seed: tf.random.stateless_uniform(
       [width], seed, minval=np.finfo(np.float32).tiny, maxval=1.0), seeds)
 
@@ -66,7 +68,8 @@ def row_uniforms(seeds: tf.Tensor, width: int) -> tf.Tensor:
 def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
   """``generate``'s seed argument -> one int64 seed per row: a ``[batch]`` vector as it is, a
   scalar ``s`` as ``s, s + 1, ..., s + batch - 1`` (modulo 2**63, as
-  ``partita.export_contract.row_seeds``), so that the rows of one call differ."""
+  ``partita.export_contract.row_seeds``), so that the rows of one call differ.
+  """
   seed = tf.convert_to_tensor(seed, tf.int64)
   return tf.cond(
       tf.equal(tf.rank(seed), 0),
@@ -77,7 +80,8 @@ def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
 
 class _Generator:
   """Builds the exported functions around a trained :class:`trainer.model.NoteModel` and, if
-  given, the :class:`trainer.pitch_ngram.PitchNGrams` mixed into its pitch distribution."""
+  given, the :class:`trainer.pitch_ngram.PitchNGrams` mixed into its pitch distribution.
+  """
 
   def __init__(self, model: model_lib.NoteModel, ngrams: pitch_ngram.PitchNGrams | None):
     self.model = model
@@ -85,7 +89,8 @@ class _Generator:
 
   def pitch_logits(self, logits, pitches, label):
     """The pitch head's logits, mixed with the n-grams (log-probabilities) if there are any;
-    ``pitches``: the ``[batch, time]`` pitches before the note (-1: no note)."""
+    ``pitches``: the ``[batch, time]`` pitches before the note (-1: no note).
+    """
     if self.ngrams is None:
       return logits
     return self.ngrams.mix(logits, pitches, label)
@@ -147,7 +152,8 @@ class _Generator:
   def next_metre(self, state, step):
     """The metre features of a note ``step`` seconds after the last of ``state``: the same tempo
     and bar length, the position advanced (``[batch]`` each; ``state`` may hold the pieces
-    twice, for guidance)."""
+    twice, for guidance).
+    """
     rows = tf.shape(step)[0]
     last = {name: self.model.state_last(state, name)[:rows] for name in constants.METRE_FEATURES}
     return {**last, 'bar_position': model_lib.advance_position(
@@ -210,7 +216,8 @@ class _Generator:
   def _sample_notes(self, window, num_notes, temperature, top_k, top_p, seeds,
                     label_guidance=None):
     """The loop of both sampling functions: ``num_notes`` notes after ``window``; with
-    ``label_guidance``, ``window`` holds each piece twice, as :meth:`next_note` reads them."""
+    ``label_guidance``, ``window`` holds each piece twice, as :meth:`next_note` reads them.
+    """
     generated = {name: tf.TensorArray(tf.int32 if name == 'pitch' else tf.float32,
                                       size=num_notes) for name in constants.NOTE_FEATURES}
     label = window[data_contract.LABEL_FEATURE][:, -1]
@@ -241,7 +248,8 @@ def guided(part: str, distribution, weight: tf.Tensor):
   velocity (``_velocity`` clips it into 1..127) are moved so; of a timing mixture, the logits (the
   components' and the chord's) and the locations, and the scales in log space, so that they stay
   positive. An anchor the window lacks has the same :data:`timing_distribution.ABSENT_LOGIT` in
-  both halves and keeps it."""
+  both halves and keeps it.
+  """
   def move(values, log_space=False):
     labelled, unconditional = tf.split(values, 2, axis=0)
     if log_space:
@@ -264,7 +272,8 @@ def window_dict(pitch, step, duration, velocity, quarter_seconds, bar_position,
 def at_tempo(window: dict[str, tf.Tensor], tempo: tf.Tensor) -> dict[str, tf.Tensor]:
   """The window as played at ``tempo`` quarter notes per minute: every time and tempo of a row
   scaled so that its last note's is ``60 / tempo`` seconds a quarter note. ``tempo`` 0, and a
-  row without a grid (its last ``quarter_seconds`` 0), keep theirs."""
+  row without a grid (its last ``quarter_seconds`` 0), keep theirs.
+  """
   last = window['quarter_seconds'][:, -1]
   scaled = (tempo > 0) & (last > 0)
   ratio = tf.where(scaled, 60.0 / tf.maximum(tempo, 1e-6) / tf.where(scaled, last, 1.0), 1.0)
@@ -274,7 +283,8 @@ def at_tempo(window: dict[str, tf.Tensor], tempo: tf.Tensor) -> dict[str, tf.Ten
 
 def with_label(window: dict[str, tf.Tensor], label: tf.Tensor) -> dict[str, tf.Tensor]:
   """``[batch, window]`` notes and ``[batch]`` label ids -> the model's window, the label at
-  every note."""
+  every note.
+  """
   label = tf.cast(label, tf.int32)
   return {**window, data_contract.LABEL_FEATURE: tf.tile(
       label[:, None], [1, tf.shape(window['pitch'])[1]])}
@@ -301,7 +311,8 @@ INT32_ARGUMENTS = ('pitch', 'next_pitch', 'num_notes', 'top_k', contract.LABEL_A
 def input_signature(function: str, window_length: int) -> list[tf.TensorSpec]:
   """The specs of exported ``function``'s arguments, named, in the order of
   ``contract.ARGUMENTS``, which the Python parameters of :class:`_Generator`'s methods follow
-  (readers pass them by those names)."""
+  (readers pass them by those names).
+  """
   specs = []
   for name in contract.ARGUMENTS[function]:
     if name in constants.NOTE_FEATURES:
@@ -378,7 +389,8 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
 
 def _copy_to_object_store(local_dir: str, export_dir: str) -> None:
   """Replaces ``export_dir`` by a copy of the SavedModel in ``local_dir``, writing
-  ``saved_model.pb`` last and removing an earlier one first."""
+  ``saved_model.pb`` last and removing an earlier one first.
+  """
   marker = os.path.join(export_dir, contract.SAVED_MODEL_FILE)
   if tf.io.gfile.exists(marker):
     tf.io.gfile.remove(marker)

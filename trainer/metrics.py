@@ -37,7 +37,8 @@ TRAINING_METRICS = ('loss', 'velocity_loss', *NOTE_METRICS)
 
 def note_nll(scores: dict):
   """The note NLL: the sum of the pitch, step and duration NLLs of ``scores`` (numpy arrays
-  or tensors)."""
+  or tensors).
+  """
   return scores['pitch_nll'] + scores['step_nll'] + scores['duration_nll']
 
 
@@ -75,7 +76,8 @@ def window_metrics(outputs: dict, targets: dict,
 def note_scores(pitch_logits: np.ndarray, pitch_targets: np.ndarray,
                 timing_nll: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Each of :data:`NOTE_METRICS` for each note, float64, from its ``[notes, 128]`` pitch
-  logits and ``{'step' | 'duration': [notes]}`` NLLs."""
+  logits and ``{'step' | 'duration': [notes]}`` NLLs.
+  """
   scores = {**baselines.score_pitches(baselines.log_softmax(pitch_logits), pitch_targets),
             **{f'{part}_nll': np.asarray(nll, np.float64) for part, nll in timing_nll.items()}}
   scores['note_nll'] = note_nll(scores)

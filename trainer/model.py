@@ -52,7 +52,8 @@ from trainer.config import ModelConfig
 
 def note_parts(note_order: str) -> tuple[str, ...]:
   """The parts of a note in the order their heads predict them (``independent``: the order
-  does not matter; this one is the export's)."""
+  does not matter; this one is the export's).
+  """
   if note_order == 'independent':
     return ('step', 'pitch', 'duration')
   return tuple(note_order.split('_'))
@@ -77,14 +78,16 @@ POSITION_SNAP = 1e-3
 
 def log_time(seconds: tf.Tensor) -> tf.Tensor:
   """Times as the heads and the encoder see them: ``log(1 + t / 10 ms) / 5``, about 0 to 1
-  from 0 to 15 s, so that the ratios between times, not their differences, count."""
+  from 0 to 15 s, so that the ratios between times, not their differences, count.
+  """
   return tf.math.log1p(seconds / timing_bins.BIN_SECONDS) / 5.0
 
 
 class BiLSTMEncoder(layers.Layer):
   """A bidirectional LSTM, then an LSTM: the vector after a window of note features. It reads
   the whole window again for every vector, so its generation state is the window's features,
-  shifted by one note at each step."""
+  shifted by one note at each step.
+  """
 
   def __init__(self, units: int, dropout: float, **kwargs):
     super().__init__(**kwargs)
@@ -113,7 +116,8 @@ class BiLSTMEncoder(layers.Layer):
 class CausalEncoder(layers.Layer):
   """Two left-to-right LSTMs: a vector after every position of a sequence of note features,
   each reading the features up to its own. Its generation state is the LSTMs' states and the
-  last vector, so that it reads each new note once."""
+  last vector, so that it reads each new note once.
+  """
 
   def __init__(self, units: int, dropout: float, **kwargs):
     super().__init__(**kwargs)
@@ -127,7 +131,8 @@ class CausalEncoder(layers.Layer):
                      states: list[tf.Tensor] | None = None) -> tuple[tf.Tensor, list]:
     """``[batch, time, features]``, continuing from ``states`` (the LSTMs' ``[h, c]`` after
     the notes before them; None: from the start) -> the ``[batch, time, units]`` vectors and the
-    states after the last position."""
+    states after the last position.
+    """
     x = features
     after = []
     for i, lstm in enumerate((self.first_lstm, self.second_lstm)):
@@ -142,7 +147,8 @@ class CausalEncoder(layers.Layer):
 
   def start(self, features: tf.Tensor, states: list[tf.Tensor] | None = None) -> dict:
     """The state after ``features``, continuing from the LSTMs' ``states`` (None: from the
-    start)."""
+    start).
+    """
     vectors, states = self.every_position(features, states=states)
     return {'vector': vectors[:, -1], 'states': states}
 
@@ -160,7 +166,8 @@ ENCODERS = {'bilstm': BiLSTMEncoder, 'causal': CausalEncoder}  # by model.encode
 
 def dense_head(part: str, size: int, hidden_units: int) -> keras.Sequential:
   """The float32 layers that turn a head's inputs into ``size`` numbers for ``part``: one
-  hidden ReLU layer of ``hidden_units`` (none if 0), then a linear one."""
+  hidden ReLU layer of ``hidden_units`` (none if 0), then a linear one.
+  """
   hidden = [layers.Dense(hidden_units, activation='relu', dtype='float32')
             ] if hidden_units else []
   return keras.Sequential(hidden + [layers.Dense(size, dtype='float32')], name=f'{part}_head')
@@ -215,7 +222,8 @@ class NoteModel(keras.Model):
 
   def mixture_size(self, part: str) -> int:
     """Components of ``part``'s timing mixture: the free ones, the ones anchored on the last
-    times, then the ones at the metre's times."""
+    times, then the ones at the metre's times.
+    """
     return self.components + self.anchors + self.metre_anchors[part]
 
   def note_features(self, notes: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -238,7 +246,8 @@ class NoteModel(keras.Model):
   def metre_features(self, notes: dict[str, tf.Tensor], dtype) -> list[tf.Tensor]:
     """What the encoder reads of each note's metre: its position in the bar and in the beat
     (embedded), whether it has a grid, its log tempo relative to 120 quarter notes per minute
-    and its bar's length in whole 4/4 bars (0 without a grid)."""
+    and its bar's length in whole 4/4 bars (0 without a grid).
+    """
     quarter_seconds = tf.cast(notes['quarter_seconds'], tf.float32)
     gridded = tf.cast(quarter_seconds > 0, tf.float32)
     bar_index, beat_index = position_indices(notes['bar_position'], quarter_seconds)
@@ -251,7 +260,8 @@ class NoteModel(keras.Model):
 
   def with_label(self, hidden: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
     """The encoder's float32 vectors, with the label's embedding beside them when it enters at
-    the heads (``label``: the ids of the notes the vectors end at)."""
+    the heads (``label``: the ids of the notes the vectors end at).
+    """
     hidden = tf.cast(hidden, tf.float32)
     if self.label_at_input:
       return hidden
@@ -260,14 +270,16 @@ class NoteModel(keras.Model):
   def encode(self, window: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     """``[batch, window]`` notes -> the ``[batch, units]`` float32 vector the heads read to
     predict the note after the window (with the label's embedding when it enters at the
-    heads)."""
+    heads).
+    """
     return self.with_label(self.encoder(self.note_features(window), training=training),
                            window[contract.LABEL_FEATURE][:, -1])
 
   def encode_every_position(self, notes: dict[str, tf.Tensor],
                             training: bool = False) -> tf.Tensor:
     """Causal encoder only: ``[batch, time]`` notes -> the ``[batch, time, units]`` float32
-    vectors, each reading the notes up to its own."""
+    vectors, each reading the notes up to its own.
+    """
     vectors, _ = self.encoder.every_position(self.note_features(notes), training)
     return self.with_label(vectors, notes[contract.LABEL_FEATURE])
 
@@ -281,7 +293,8 @@ class NoteModel(keras.Model):
     ``notes``: pitch, step and duration as :func:`heard` gives them (pitch -1 and times 0 where
     there is no note: a neutral prime, or a causal state's history before its first note);
     with the metre, ``quarter_seconds``, ``bar_position`` and ``bar_quarters`` of the last note
-    (``[rows]``), which the metre's anchors and the later heads' next position read."""
+    (``[rows]``), which the metre's anchors and the later heads' next position read.
+    """
     recent = {}
     if self.anchors:
       for part in timing_bins.TIMED_PARTS:
@@ -322,12 +335,14 @@ class NoteModel(keras.Model):
 
   def state_last(self, state: dict, name: str) -> tf.Tensor:
     """The ``[batch]`` value of feature ``name`` (one of ``constants.NOTE_FEATURES`` but the
-    velocity) at the last note of ``state``."""
+    velocity) at the last note of ``state``.
+    """
     return state['history'][name][:, -1]
 
   def state_pitches(self, state: dict) -> tf.Tensor:
     """The ``[batch, time]`` pitches before the next note of ``state``, as :func:`heard` gives
-    them (-1: no note)."""
+    them (-1: no note).
+    """
     return state['history']['pitch']
 
   def advance(self, state: dict, note: dict[str, tf.Tensor]) -> dict:
@@ -343,7 +358,8 @@ class NoteModel(keras.Model):
   def part_features(self, part: str, value: tf.Tensor, recent: dict[str, tf.Tensor]) -> tf.Tensor:
     """What a later head sees of an earlier part's value (``[batch]`` -> ``[batch, n]``): with
     the metre, a step also says where in the beat the next onset falls (one-hot, of
-    :data:`BEAT_POSITIONS`) and whether on a downbeat."""
+    :data:`BEAT_POSITIONS`) and whether on a downbeat.
+    """
     if part == 'pitch':
       return tf.cast(self.pitch_embedding(value), tf.float32)
     # Under a mixed-precision policy Keras hands the call's float inputs over in 16 bits.
@@ -416,7 +432,8 @@ def heard(notes: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """Pitch, step and duration of ``[batch, time]`` notes as the heads' memory and anchors read
   them: a position of velocity ``constants.NO_NOTE_VELOCITY`` holds no note, pitch -1 and times
   0 (a neutral prime's, which the heads would otherwise copy). The metre features pass as they
-  are: a neutral prime's carry the tempo and bar its continuation starts in."""
+  are: a neutral prime's carry the tempo and bar its continuation starts in.
+  """
   sounding = notes['velocity'] != constants.NO_NOTE_VELOCITY
   return {'pitch': tf.where(sounding, notes['pitch'], tf.constant(-1, notes['pitch'].dtype)),
           **{part: tf.where(sounding, notes[part], tf.zeros_like(notes[part]))
@@ -427,7 +444,8 @@ def heard(notes: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 def position_indices(bar_position: tf.Tensor,
                      quarter_seconds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """Each onset's position in its bar (of :data:`BAR_POSITIONS`) and in its beat (of
-  :data:`BEAT_POSITIONS`), to the nearest 1/12 of a quarter note; 0 without a grid."""
+  :data:`BEAT_POSITIONS`), to the nearest 1/12 of a quarter note; 0 without a grid.
+  """
   gridded = tf.cast(quarter_seconds, tf.float32) > 0
   ticks = tf.cast(tf.round(tf.cast(bar_position, tf.float32) * metre.POSITIONS_PER_QUARTER),
                   tf.int32)
@@ -439,7 +457,8 @@ def position_indices(bar_position: tf.Tensor,
 def advance_position(bar_position: tf.Tensor, step: tf.Tensor, quarter_seconds: tf.Tensor,
                      bar_quarters: tf.Tensor) -> tf.Tensor:
   """The bar position of an onset ``step`` seconds after one at ``bar_position``, at a constant
-  tempo (0 without a grid), kept on the 1/24-quarter grid within :data:`POSITION_SNAP`."""
+  tempo (0 without a grid), kept on the 1/24-quarter grid within :data:`POSITION_SNAP`.
+  """
   gridded = quarter_seconds > 0
   quarters = step / tf.where(gridded, quarter_seconds, 1.0)
   position = tf.math.floormod(bar_position + quarters, tf.where(gridded, bar_quarters, 1.0))
@@ -455,7 +474,8 @@ def step_onto_grid(step: tf.Tensor, bar_position: tf.Tensor,
   1/24-quarter grid (on which 32nd notes and sixteenth triplets fall) after an onset at
   ``bar_position``, at least one point later; a chord's 0 and a row without a grid
   (``quarter_seconds`` 0) keep theirs. The grid of a score is what its onsets sit on; a sampled
-  time that misses it by a few milliseconds would take every later onset off it."""
+  time that misses it by a few milliseconds would take every later onset off it.
+  """
   gridded = (quarter_seconds > 0) & (step >= timing_bins.BIN_SECONDS / 2)
   quarters = step / tf.where(gridded, quarter_seconds, 1.0)
   target = tf.round((bar_position + quarters) * GRID_POINTS_PER_QUARTER)
@@ -478,7 +498,8 @@ def metre_anchors(part: str, recent: dict[str, tf.Tensor]) -> tf.Tensor:
   ``partita.metre.NOTE_VALUES``, and for the step the time to the next point of each of
   ``metre.SUBDIVISIONS`` and to the next downbeat, from the last onset's place in its bar. All
   0 (absent components) without a grid. The recent steps anchor repetition; these anchor the
-  pulse, whatever was played last."""
+  pulse, whatever was played last.
+  """
   quarter_seconds = recent['quarter_seconds'][:, None]
   quarters = tf.tile(tf.constant([metre.NOTE_VALUES], tf.float32),
                      [tf.shape(quarter_seconds)[0], 1])
@@ -500,7 +521,8 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
 
   Music repeats its pitches; the encoder could carry which ones through its LSTMs into the
   softmax, but learns that slowly, while these counts hand it over exactly (a cache model, as
-  the n-gram literature has it, weighed by the network)."""
+  the n-gram literature has it, weighed by the network).
+  """
   onehot = tf.one_hot(tf.cast(pitches, tf.int32), constants.PITCHES)  # -1: all zeros
   if every_position:
     total = tf.cumsum(onehot, axis=1)
@@ -515,7 +537,8 @@ def every_position_targets(window: dict[str, tf.Tensor],
                            targets: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """The note after each position of ``[batch, window]`` windows whose next notes are
   ``targets`` (as ``partita.dataset.to_features_and_targets`` makes them, the velocity a
-  fraction of 127), flattened to ``[batch * window]``: a causal encoder's training targets."""
+  fraction of 127), flattened to ``[batch * window]``: a causal encoder's training targets.
+  """
   following = {}
   for name, values in targets.items():
     later = window[name][:, 1:]

@@ -57,7 +57,8 @@ class Weights:
 def fit(pitches_by_label: dict[int, Sequence[np.ndarray]], order: int,
         first_target: int) -> dict[int, baselines.NGram]:
   """The n-grams: id 0 (:data:`partita.labels.UNCONDITIONAL_ID`) counts every sequence, each
-  other id in ``pitches_by_label`` its own sequences (``NGram.fit``'s ``first_target``)."""
+  other id in ``pitches_by_label`` its own sequences (``NGram.fit``'s ``first_target``).
+  """
   everything = [s for sequences in pitches_by_label.values() for s in sequences]
   models = {labels_lib.UNCONDITIONAL_ID: baselines.NGram.fit(everything, order, first_target)}
   for label, sequences in sorted(pitches_by_label.items()):
@@ -146,7 +147,8 @@ class PitchNGrams(tf.Module):
 
   def set_weights(self, weights: Weights) -> None:
     """Gives the mixture its weights: ``a`` per id (the unconditional id's own) and ``w`` (0
-    for the unconditional id and for ids without an n-gram of their own)."""
+    for the unconditional id and for ids without an n-gram of their own).
+    """
     unconditional = np.arange(len(self.has_own)) == labels_lib.UNCONDITIONAL_ID
     self.ngram_weight.assign(np.where(unconditional, weights.unconditional_ngram, weights.ngram))
     self.label_weight.assign(np.where(self.has_own, weights.label, 0.0))
@@ -154,7 +156,8 @@ class PitchNGrams(tf.Module):
   def probabilities(self, pitches: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
     """``[rows, >= order - 1]`` pitches (-1: no note) and ``[rows]`` ids -> ``[rows, 128]``
     float64: each row's id's n-gram after its last ``order - 1`` pitches, as
-    ``NGram.distribution`` computes it (a context holding a -1 is one never seen)."""
+    ``NGram.distribution`` computes it (a context holding a -1 is one never seen).
+    """
     pitches = tf.cast(pitches, tf.int64)
     label = tf.cast(label, tf.int64)
     rows = tf.shape(pitches)[0]
@@ -186,7 +189,8 @@ class PitchNGrams(tf.Module):
   def mix(self, logits: tf.Tensor, pitches: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
     """The network's ``[rows, 128]`` pitch logits -> the mixture's float32 log-probabilities,
     for rows whose last pitches are ``pitches`` (``[rows, >= order - 1]``, -1: no note) and whose
-    ids are ``label``."""
+    ids are ``label``.
+    """
     network = tf.nn.softmax(tf.cast(logits, tf.float64))
     everyone = self.probabilities(pitches, tf.fill(tf.shape(label),
                                                    labels_lib.UNCONDITIONAL_ID))
@@ -201,7 +205,8 @@ def fit_mixture(model: keras.Model, data_dir: str, info: dict,
                 validation_data: tf.data.Dataset, order: int) -> tuple[PitchNGrams, dict]:
   """The n-grams of the training split's pitches (:func:`fit`), their mixture's weights chosen
   on ``validation_data`` with the trained ``model`` (:func:`fit_weights`): (:class:`PitchNGrams`,
-  a dict of the order, the weights and the validation pitch NLL of the network alone)."""
+  a dict of the order, the weights and the validation pitch NLL of the network alone).
+  """
   pitches_by_label = {}
   for chunk in dataset_lib.read_chunks(data_dir, info, 'train', info['labels']):
     pitches_by_label.setdefault(int(chunk[contract.LABEL_FEATURE]), []).append(chunk['pitch'])
@@ -244,7 +249,8 @@ def _fixed(values: np.ndarray, dtype=np.float64) -> tf.Variable:
 
 def _prefixed(levels: dict[int, baselines.Level], field: str, width: int) -> np.ndarray:
   """Every id's ``field`` keys of ``width`` digits with the id as one more leading digit,
-  concatenated in id order (so still sorted)."""
+  concatenated in id order (so still sorted).
+  """
   return np.concatenate([baselines.with_leading(getattr(level, field), i, width)
                          for i, level in levels.items()])
 

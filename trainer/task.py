@@ -65,7 +65,8 @@ def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset,
                        config: config_lib.ModelConfig,
                        ngrams: pitch_ngram.PitchNGrams | None = None) -> dict[str, float]:
   """``trainer.metrics.NOTE_METRICS``, means over every window of ``dataset``. With ``ngrams``,
-  the pitch is the network's mixed with them, as the export predicts it."""
+  the pitch is the network's mixed with them, as the export predicts it.
+  """
   @tf.function
   def scores(inputs, targets):
     outputs = model(inputs, targets, training=False)
@@ -97,14 +98,16 @@ def validation_dataset(data_dir: str, info: dict, config: config_lib.Config) -> 
 
 def first_windows(dataset: tf.data.Dataset, count: int) -> dict[str, np.ndarray]:
   """The notes of the input windows of the first ``count`` examples of a (batched) dataset
-  (primes: without their label, which a request gives)."""
+  (primes: without their label, which a request gives).
+  """
   inputs, _ = next(iter(dataset.unbatch().batch(count).take(1)))
   return {name: inputs[name].numpy() for name in constants.NOTE_FEATURES}
 
 
 def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
   """``model.ngram_order``, refused before training if the n-grams cannot have it (their
-  context, ``order - 1`` pitches, must fit in a window)."""
+  context, ``order - 1`` pitches, must fit in a window).
+  """
   highest = min(baselines.MAX_ORDER, info['window_length'] + 1)
   if not 0 <= config.ngram_order <= highest:
     raise ValueError(f'model.ngram_order must be in 0..{highest}, got {config.ngram_order}')
@@ -115,7 +118,8 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
           ) -> tuple[keras.Model, dict, pitch_ngram.PitchNGrams | None]:
   """Trains to ``config.train.steps`` (resuming from the newest checkpoint), exports, and
   returns the model, its final validation metrics and the pitch n-grams mixed into it (None
-  when ``model.ngram_order`` is 0)."""
+  when ``model.ngram_order`` is 0).
+  """
   info = dataset_lib.load_info(data_dir)
   order = checked_ngram_order(config.model, info)
   strategy = distribute.make_strategy(config.runtime)

@@ -51,7 +51,8 @@ ABSENT_LOGIT = -1e9
 
 def parameter_count(components: int, chord: bool, anchors: int = 0) -> int:
   """Outputs of the dense layer that :func:`from_dense` reads: per free component a logit, a
-  location and a scale, the chord logit, and per anchor a logit plus the anchors' one scale."""
+  location and a scale, the chord logit, and per anchor a logit plus the anchors' one scale.
+  """
   return 3 * components + int(chord) + (anchors + 1 if anchors else 0)
 
 
@@ -119,7 +120,8 @@ def log_bin_probability(parameters: dict[str, tf.Tensor], bins: tf.Tensor) -> tf
 
 def uniforms_per_draw(components: int) -> int:
   """Uniform numbers :func:`sample` takes per row: a Gumbel draw per component, one for the
-  logistic and one for the chord."""
+  logistic and one for the chord.
+  """
   return components + 2
 
 

@@ -56,7 +56,8 @@ def make_optimizer(train_config: config_lib.TrainConfig, policy: str,
 
 class Trainer:
   """A model, its optimizer and their strategy, and the compiled steps that train and
-  validate the model on batches distributed by that strategy."""
+  validate the model on batches distributed by that strategy.
+  """
 
   def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                strategy: tf.distribute.Strategy, config: config_lib.Config):
@@ -71,7 +72,8 @@ class Trainer:
   def train_steps(self, batches: tf.distribute.DistributedIterator,
                   num_steps: tf.Tensor) -> tf.Tensor:
     """Trains ``num_steps`` steps on the next batches of ``batches``; returns, for each of
-    ``TRAINING_METRICS``, the sum over the steps of its mean over each step's global batch."""
+    ``TRAINING_METRICS``, the sum over the steps of its mean over each step's global batch.
+    """
     sums = tf.zeros([len(metrics_lib.TRAINING_METRICS)])
     for _ in tf.range(num_steps):
       per_replica = self.strategy.run(self.replica_step, args=next(batches))
@@ -82,7 +84,8 @@ class Trainer:
     """One replica's part of a training step, on its share of the global batch; returns the
     share's sums of ``TRAINING_METRICS`` divided by the global number of targets (the global batch
     size, times the window length for a causal encoder: its training metrics are means over
-    every position, its validation metrics, like the BiLSTM's, over the last)."""
+    every position, its validation metrics, like the BiLSTM's, over the last).
+    """
     # A causal encoder learns the note after every position of the window, not only the last.
     every_position = self.model.causal
     if every_position:
@@ -142,7 +145,8 @@ class Trainer:
   @tf.function
   def validation_sums(self, batch: tuple) -> tf.Tensor:
     """The sums of ``TRAINING_METRICS`` over one distributed batch, then its number of
-    windows."""
+    windows.
+    """
     def replica_sums(inputs, targets):
       values = metrics_lib.window_metrics(self.model(inputs, targets, training=False), targets,
                               self.loss_weights)
