@@ -1,3 +1,5 @@
+"""The test session's setup: TensorFlow quiet and Hypothesis's fuzzing profiles."""
+
 import os
 
 # Keep TensorFlow to the two cores' worth of threads and quiet at import.

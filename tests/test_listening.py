@@ -1,5 +1,7 @@
-"""The measures a listener hears (partita.listening) on hand-made pieces with known answers, the
-two-sample classifier (evaluation.two_sample) on synthetic sets, and the evaluation's section
+"""The measures a listener hears, the two-sample classifier and the evaluation's section.
+
+The measures (partita.listening) on hand-made pieces with known answers, the two-sample
+classifier (evaluation.two_sample) on synthetic sets, and the evaluation's section
 (evaluation.listening).
 """
 

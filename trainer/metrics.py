@@ -36,8 +36,9 @@ TRAINING_METRICS = ('loss', 'velocity_loss', *NOTE_METRICS)
 
 
 def note_nll(scores: dict):
-  """The note NLL: the sum of the pitch, step and duration NLLs of ``scores`` (numpy arrays
-  or tensors).
+  """The note NLL: the sum of the pitch, step and duration NLLs of ``scores``.
+
+  ``scores`` holds numpy arrays or tensors.
   """
   return scores['pitch_nll'] + scores['step_nll'] + scores['duration_nll']
 
@@ -56,9 +57,10 @@ def top_k_hits(logits: tf.Tensor, targets: tf.Tensor, k: int) -> tf.Tensor:
 
 def window_metrics(outputs: dict, targets: dict,
                    config: config_lib.ModelConfig) -> dict[str, tf.Tensor]:
-  """Each of :data:`TRAINING_METRICS` for each window (``[batch]`` tensors), from the model's
-  ``outputs`` (``outputs['pitch']`` may be any logits or log-probabilities: the n-grams'
-  mixture's for ``metrics.json``).
+  """Each of :data:`TRAINING_METRICS` for each window (``[batch]`` tensors), from ``outputs``.
+
+  ``outputs`` are the model's; ``outputs['pitch']`` may be any logits or log-probabilities (the
+  n-grams' mixture's for ``metrics.json``).
 
   The objective and its terms are ``trainer.model.per_window_losses``; its pitch, step and
   duration terms are their NLLs.
@@ -75,8 +77,9 @@ def window_metrics(outputs: dict, targets: dict,
 
 def note_scores(pitch_logits: np.ndarray, pitch_targets: np.ndarray,
                 timing_nll: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Each of :data:`NOTE_METRICS` for each note, float64, from its ``[notes, 128]`` pitch
-  logits and ``{'step' | 'duration': [notes]}`` NLLs.
+  """Each of :data:`NOTE_METRICS` for each note, float64, from its pitch logits and timing NLLs.
+
+  The pitch logits are ``[notes, 128]``, the NLLs ``{'step' | 'duration': [notes]}``.
   """
   scores = {**baselines.score_pitches(baselines.log_softmax(pitch_logits), pitch_targets),
             **{f'{part}_nll': np.asarray(nll, np.float64) for part, nll in timing_nll.items()}}
