@@ -1,0 +1,1 @@
+"""The preprocessing Beam job: MIDI and NoteSequence inputs -> a deduplicated, chunked dataset."""

@@ -27,26 +27,33 @@ class MatchedFile(NamedTuple):
 
 
 class InputBytes(NamedTuple):
-  """One input read: its name (a file's path; ``path#index`` for the ``index``-th NoteSequence
-  of a TFRecord file, :func:`beam_pipelines.inputs.note_sequence_name`) and its bytes."""
+  """One input read: its name and its bytes.
+
+  The name is a file's path, or ``path#index`` for the ``index``-th NoteSequence of a TFRecord
+  file (:func:`beam_pipelines.inputs.note_sequence_name`).
+  """
   name: str
   data: bytes
 
 
 class Input(NamedTuple):
-  """An input that parsed, as the dedup knows it: its name, its kind
-  (:data:`beam_pipelines.inputs.MIDI` or :data:`~beam_pipelines.inputs.NOTE_SEQUENCES`, which
-  says how to read and parse it again) and a digest of its bytes
-  (:func:`beam_pipelines.preprocess.input_digest`), which tells the second read whether they
-  changed."""
+  """An input that parsed, as the dedup knows it: its name, its kind and a digest of its bytes.
+
+  The kind (:data:`beam_pipelines.inputs.MIDI` or :data:`~beam_pipelines.inputs.NOTE_SEQUENCES`)
+  says how to read and parse it again; the digest
+  (:func:`beam_pipelines.preprocess.input_digest`) tells the second read whether the bytes
+  changed.
+  """
   name: str
   kind: str
   digest: bytes
 
 
 class Copy(NamedTuple):
-  """One input of a piece and its label (a label name, or ``partita.labels.UNKNOWN``): the
-  dedup's value, keyed by the piece's fingerprint."""
+  """One input of a piece and its label: the dedup's value, keyed by the piece's fingerprint.
+
+  The label is a label name, or ``partita.labels.UNKNOWN``.
+  """
   input: Input
   label: str
 
@@ -58,11 +65,13 @@ class NameAndLabel(NamedTuple):
 
 
 class DedupAccumulator(NamedTuple):
-  """What the dedup (``beam_pipelines.preprocess.KeepFirstPathFn``) holds of some copies of a
-  piece, and what combiner lifting shuffles: the smallest-named copy (``smallest``; None for no
-  copy), the number of ``copies``, the smallest-named copy with a known label (``labelled``;
-  None when that is ``smallest`` itself or no copy has one, so that each name is held once) and
-  whether two known labels differ (``conflict``)."""
+  """What the dedup holds of some copies of a piece, and what combiner lifting shuffles.
+
+  The dedup is ``beam_pipelines.preprocess.KeepFirstPathFn``. It holds the smallest-named copy
+  (``smallest``; None for no copy), the number of ``copies``, the smallest-named copy with a
+  known label (``labelled``; None when that is ``smallest`` itself or no copy has one, so that
+  each name is held once) and whether two known labels differ (``conflict``).
+  """
   smallest: Optional[Copy]  # noqa: UP045 (see the module docstring)
   copies: int
   labelled: Optional[NameAndLabel]  # noqa: UP045
@@ -70,8 +79,10 @@ class DedupAccumulator(NamedTuple):
 
 
 class Kept(NamedTuple):
-  """The dedup's verdict on one piece: its :class:`Survivor` without the fingerprint, the
-  dedup's key (``input`` None only for no copy at all)."""
+  """The dedup's verdict on one piece: its :class:`Survivor` without the fingerprint.
+
+  The fingerprint is the dedup's key; ``input`` is None only for no copy at all.
+  """
   input: Optional[Input]  # noqa: UP045
   copies: int
   label: str
@@ -101,8 +112,10 @@ class SurvivorBytes(NamedTuple):
 
 
 class Lost(NamedTuple):
-  """A survivor that could not be read or parsed again (it changed or vanished during the run),
-  with its dead letter's ``reason`` and ``detail``."""
+  """A survivor that could not be read or parsed again (it changed or vanished during the run).
+
+  It carries its dead letter's ``reason`` and ``detail``.
+  """
   survivor: Survivor
   reason: str
   detail: str

@@ -1,5 +1,8 @@
-"""The dataset's info.json: per-piece statistics summed per split, and :class:`WriteInfo`, the
-job's last step, which writes info.json and the COMPLETED marker once every shard exists."""
+"""The dataset's info.json: per-piece statistics summed per split, and :class:`WriteInfo`.
+
+:class:`WriteInfo` is the job's last step, which writes info.json and the COMPLETED marker once
+every shard exists.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ from partita import labels as labels_lib
 
 def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, window_length: int,
                 label: str = labels_lib.UNKNOWN, label_conflict: bool = False) -> dict:
-  """Additive statistics of one piece labelled ``label`` (summed per split by
-  :class:`SumStatsFn`); ``label_conflict``: its copies carried different labels."""
+  """Additive statistics of one piece labelled ``label`` (summed per split by :class:`SumStatsFn`).
+
+  ``label_conflict``: its copies carried different labels.
+  """
   step = piece['step'].astype(np.float64)
   duration = piece['duration'].astype(np.float64)
   return {
@@ -43,8 +48,11 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, wind
 
 
 def metre_stats(piece: dict[str, np.ndarray]) -> dict:
-  """Additive statistics of a piece's metre (``partita.metre``): whether it has a grid, and over
-  its notes the sum of log tempos and the count of each bar length (quarter notes, as text)."""
+  """Additive statistics of a piece's metre (``partita.metre``).
+
+  Whether it has a grid, and over its notes the sum of log tempos and the count of each bar
+  length (quarter notes, as text).
+  """
   quarter_seconds = piece['quarter_seconds'].astype(np.float64)
   gridded = quarter_seconds > 0
   return {
@@ -57,8 +65,10 @@ def metre_stats(piece: dict[str, np.ndarray]) -> dict:
 
 
 def lost_piece_stats(copies: int) -> dict:
-  """The statistics of a piece whose surviving input was lost after the dedup: none written,
-  its other copies still duplicates."""
+  """The statistics of a piece whose surviving input was lost after the dedup.
+
+  None of its notes is written; its other copies are still duplicates.
+  """
   return {'pieces': 0, 'duplicates': copies - 1, 'notes': 0, 'chunks': 0, 'windows': 0,
           'seconds': 0.0, 'step_sum': 0.0, 'step_sq_sum': 0.0, 'duration_sum': 0.0,
           'duration_sq_sum': 0.0, 'pitch_histogram': np.zeros(128, dtype=np.int64),
@@ -71,12 +81,15 @@ class SumStatsFn(beam.CombineFn):
   """Sums :func:`piece_stats` dicts key by key."""
 
   def create_accumulator(self):
+    """No statistics yet."""
     return {}
 
   def add_input(self, accumulator, element):
+    """Adds one piece's statistics."""
     return self.merge_accumulators([accumulator, element])
 
   def merge_accumulators(self, accumulators):
+    """Sums the statistics key by key."""
     total = {}
     for accumulator in accumulators:
       for key, value in accumulator.items():
@@ -84,6 +97,7 @@ class SumStatsFn(beam.CombineFn):
     return total
 
   def extract_output(self, accumulator):
+    """The sums as they are."""
     return accumulator
 
 
@@ -113,9 +127,11 @@ def summarize_split(stats: dict) -> dict:
 
 
 def metre_summary(train: dict) -> dict:
-  """info.json's ``metre``: how much of the training split has a grid, and the tempo and bar
-  length that generation from no prime starts with (the training notes' geometric mean tempo and
-  most common bar length; MIDI's defaults where no training piece has a grid)."""
+  """info.json's ``metre``: how much of the training split has a grid, and where generation starts.
+
+  Where generation from no prime starts: its tempo and bar length (the training notes' geometric
+  mean tempo and most common bar length; MIDI's defaults where no training piece has a grid).
+  """
   bars = train.get('bar_quarters', {})
   return {
       'gridded_pieces': train.get('gridded_pieces', 0),
@@ -185,6 +201,7 @@ class WriteInfoFn(beam.DoFn):
 
   def process(self, unused_element, split_stats, dead_letter_reasons, input_digests,
               written_files):
+    """Writes info.json from the side inputs, then the marker; yields the counts."""
     info = build_info(self._config, split_stats, dead_letter_reasons, input_digests,
                       written_files)
     output = self._config.output
@@ -197,8 +214,9 @@ class WriteInfoFn(beam.DoFn):
 
 
 class WriteInfo(beam.PTransform):
-  """Writes info.json, then the COMPLETED marker, once every output file is written; outputs
-  the run's counts (the marker's content).
+  """Writes info.json, then the COMPLETED marker, once every output file is written.
+
+  Outputs the run's counts (the marker's content).
 
   Applied to a dict of PCollections: ``split_stats`` (split, summed :func:`piece_stats`),
   ``dead_letters`` (every dead-letter record), ``input_digests`` (one per input, see
@@ -212,6 +230,7 @@ class WriteInfo(beam.PTransform):
     self._config = config
 
   def expand(self, outputs):
+    """Counts the dead letters by reason and writes info.json once, after every written file."""
     reasons = outputs['dead_letters'] | 'CountReasons' >> beam_outputs.CountByReason()
     return (outputs['written_files'].pipeline
             | 'Once' >> beam.Create([None])

@@ -1,6 +1,7 @@
-"""Inputs of the preprocessing job: matching MIDI files, path lists and NoteSequence TFRecords,
-reading them, reading the pieces that survive the dedup once more, and the dead letters for
-inputs that cannot be read.
+"""Inputs of the preprocessing job: matching, reading and reading again, and their dead letters.
+
+The inputs are MIDI files, path lists and NoteSequence TFRecords; the pieces that survive the
+dedup are read once more; inputs that cannot be read become dead letters.
 
 Paths are local or any filesystem Beam knows (gs://); every function goes through
 ``FileSystems``. :class:`ReadInputs` is the job's first step; :class:`ReadAgain` reads the
@@ -74,8 +75,10 @@ def listed_path(list_file: str, line: str) -> str | None:
 
 
 def folder_root(input_spec: str) -> str:
-  """The folder an --input's files are found below: the folder itself, or a glob's folder
-  before its first wildcard ('corpus/*/*.mid' -> 'corpus')."""
+  """The folder an --input's files are found below.
+
+  The folder itself, or a glob's folder before its first wildcard ('corpus/*/*.mid' -> 'corpus').
+  """
   if filesystems.FileSystems.exists(input_spec) or not any(ch in input_spec for ch in '*?['):
     return input_spec.rstrip('/')
   literal = re.split(r'[*?[]', input_spec, maxsplit=1)[0]
@@ -83,9 +86,11 @@ def folder_root(input_spec: str) -> str:
 
 
 def label_sources(config) -> labels_lib.LabelSources:
-  """The run's :class:`partita.labels.LabelSources` (``config``: a
-  :class:`beam_pipelines.preprocess.PreprocessConfig`); the CSV is read here, once, and travels
-  to the workers with the transforms."""
+  """The run's :class:`partita.labels.LabelSources`.
+
+  ``config`` is a :class:`beam_pipelines.preprocess.PreprocessConfig`; the CSV is read here, once,
+  and travels to the workers with the transforms.
+  """
   csv_labels = {}
   if config.label_csv:
     text = read_bytes(config.label_csv).decode('utf-8-sig')
@@ -109,6 +114,7 @@ def unpack_paths(packed: bytes) -> list[elements.MatchedFile]:
 
 
 def read_bytes(path: str) -> bytes:
+  """The bytes of the file at ``path`` (local or any filesystem Beam knows), as stored."""
   with filesystems.FileSystems.open(
       path, compression_type=filesystem.CompressionTypes.UNCOMPRESSED) as f:
     return f.read()
@@ -122,6 +128,7 @@ class ReadFileFn(beam.DoFn):
     self._read = metrics.Metrics.counter('read', 'files_read')
 
   def process(self, matched: elements.MatchedFile):
+    """Yields the file's InputBytes, or its dead letter (``too_large``, ``unreadable``)."""
     if matched.size > self._max_file_bytes:
       yield beam_outputs.dead_letter(matched.path, 'too_large',
                                      f'{matched.size} bytes > limit {self._max_file_bytes}')
@@ -136,13 +143,16 @@ class ReadFileFn(beam.DoFn):
 
 
 class MatchListedFn(beam.DoFn):
-  """A line of an --input-list file -> FileMetadata; a path that matches nothing is a dead
-  letter (the rest of the list still runs)."""
+  """A line of an --input-list file -> FileMetadata.
+
+  A path that matches nothing is a dead letter (the rest of the list still runs).
+  """
 
   def __init__(self, list_file: str):
     self._list_file = list_file
 
   def process(self, line):
+    """Yields the FileMetadata of the path on ``line`` (nothing for a blank or '#' comment line)."""
     path = listed_path(self._list_file, line)
     if path is None:
       return
@@ -163,15 +173,18 @@ def note_sequence_name(path: str, index: int) -> str:
 
 
 def note_sequence_place(name: str) -> tuple[str, int]:
-  """The TFRecord file and the index of the NoteSequence that :func:`note_sequence_name`
-  named ``name``."""
+  """The TFRecord file and the index of the NoteSequence named ``name``.
+
+  The inverse of :func:`note_sequence_name`.
+  """
   path, _, index = name.rpartition('#')
   return path, int(index)
 
 
 def note_sequence_records(tf, path: str):
-  """Yields the serialized records of a TFRecord file (.gz: GZIP) in order; ``tf`` is
-  TensorFlow, imported by the caller on a worker (Beam's driver never needs it).
+  """Yields the serialized records of a TFRecord file (.gz: GZIP) in order.
+
+  ``tf`` is TensorFlow, imported by the caller on a worker (Beam's driver never needs it).
 
   Raises:
     tf.errors.DataLossError: at a truncated or corrupt record.
@@ -189,10 +202,12 @@ class ReadNoteSequencesFn(beam.DoFn):
   """
 
   def setup(self):
+    """Imports TensorFlow on the worker."""
     import tensorflow as tf  # imported on workers only: Beam's driver never needs it.
     self._tf = tf
 
   def process(self, metadata):
+    """Yields the InputBytes of each record of the file, and a dead letter where it is corrupt."""
     path = metadata.path
     index = 0
     try:
@@ -207,8 +222,7 @@ class ReadNoteSequencesFn(beam.DoFn):
 
 
 class ReadInputs(beam.PTransform):
-  """The job's inputs -> their bytes, the dead letters of those that cannot be read, and one
-  digest per input.
+  """The job's inputs -> their bytes, the dead letters of those not read, and a digest per input.
 
   Applied to the pipeline; ``config`` is a :class:`beam_pipelines.preprocess.PreprocessConfig`.
   Outputs a dict of PCollections:
@@ -230,6 +244,7 @@ class ReadInputs(beam.PTransform):
     self._config = config
 
   def expand(self, pbegin):
+    """Matches and reads every kind of input the config names; see the class docstring."""
     config = self._config
     patterns = [pattern for spec in config.input for pattern in input_patterns(spec)]
     matched = [pbegin | 'Patterns' >> beam.Create(patterns) | 'Match' >> fileio.MatchAll()]
@@ -280,6 +295,7 @@ class ReadFileAgainFn(beam.DoFn):
   """A MIDI Survivor -> SurvivorBytes, or on ``lost`` a Lost if it can no longer be read."""
 
   def process(self, survivor: elements.Survivor):
+    """Yields the survivor's SurvivorBytes, or on ``lost`` a Lost if it can no longer be read."""
     try:
       data = read_bytes(survivor.input.name)
     except Exception as e:  # the file vanished or became unreadable during the run
@@ -290,17 +306,19 @@ class ReadFileAgainFn(beam.DoFn):
 
 
 class ReadNoteSequencesAgainFn(beam.DoFn):
-  """(TFRecord path, its Survivors) -> a SurvivorBytes (the serialized NoteSequence) per
-  survivor, or on ``lost`` a Lost for each it can no longer read.
+  """(TFRecord path, its Survivors) -> a SurvivorBytes per survivor, or a Lost on ``lost``.
 
-  The file is read once, in order, for all its survivors.
+  A SurvivorBytes holds the serialized NoteSequence; a Lost goes to ``lost`` for each survivor
+  it can no longer read. The file is read once, in order, for all its survivors.
   """
 
   def setup(self):
+    """Imports TensorFlow on the worker."""
     import tensorflow as tf  # imported on workers only: Beam's driver never needs it.
     self._tf = tf
 
   def process(self, element):
+    """Yields the file's survivors' SurvivorBytes, and on ``lost`` a Lost for each not read."""
     path, survivors = element
     wanted = {note_sequence_place(survivor.input.name)[1]: survivor for survivor in survivors}
     detail = 'the file has fewer records than when it was first read'
@@ -331,6 +349,7 @@ class ReadAgain(beam.PTransform):
     self._note_sequences = note_sequences
 
   def expand(self, survivors):
+    """Reads each MIDI survivor alone, and NoteSequence survivors grouped by their TFRecord file."""
     if not self._note_sequences:
       files = survivors | 'ReadFiles' >> beam.ParDo(ReadFileAgainFn()).with_outputs(
           'lost', main='pieces')

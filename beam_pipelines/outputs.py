@@ -46,6 +46,7 @@ class WriteDeadLetters(beam.PTransform):
     self._output_dir = output_dir
 
   def expand(self, records):
+    """Writes ``records`` as JSON lines under the dead-letter prefix; returns the files' paths."""
     prefix = filesystems.FileSystems.join(self._output_dir, failures.DEAD_LETTER_DIR,
                                           failures.DEAD_LETTER_PREFIX)
     return (records
@@ -58,6 +59,7 @@ class CountByReason(beam.PTransform):
   """Dead-letter records -> (reason, count) per reason present."""
 
   def expand(self, records):
+    """Counts ``records`` per reason."""
     return (records
             | 'Reason' >> beam.Map(lambda record: (record['reason'], 1))
             | 'Sum' >> beam.CombinePerKey(sum))

@@ -94,8 +94,9 @@ def split_ratios(text: str) -> tuple[tuple[str, float], ...]:
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-  """Options of one preprocessing run, each with its command-line flag; stored verbatim in
-  info.json.
+  """Options of one preprocessing run, each with its command-line flag.
+
+  They are stored verbatim in info.json.
 
   The inputs are any mix of MIDI globs, folders or files (``input``), a text file listing MIDI
   paths (``input_list``) and globs of TFRecord files of NoteSequence protos
@@ -199,11 +200,13 @@ class PreprocessConfig:
       raise ValueError('--min-label-pieces must be at least 1')
 
   def parse_options(self) -> notes_lib.ParseOptions:
+    """The parser's options: the checks and track selection this run asks for."""
     return notes_lib.ParseOptions(min_notes=self.window_length + 1, max_notes=self.max_notes,
                                   apply_sustain=self.apply_sustain, programs=self.programs,
                                   tracks=self.tracks, include_drums=self.include_drums)
 
   def isolation_options(self) -> isolation_lib.IsolationOptions | None:
+    """The parser's child-process limits, or None when the parser runs in the worker itself."""
     if not self.isolate_parser:
       return None
     return isolation_lib.IsolationOptions(timeout_seconds=self.parse_timeout_seconds,
@@ -228,10 +231,12 @@ def input_digest(data: bytes) -> bytes:
 
 
 class IsolatedParsingFn(beam.DoFn):
-  """Base of the two DoFns that parse: with ``isolation``, each instance parses in one
-  long-lived child process (:mod:`partita.isolation`), so a parser crash, hang or memory
-  blow-up costs one file; without, in the worker itself. The child starts at the first
-  isolated parse."""
+  """Base of the two DoFns that parse, in a child process or in the worker itself.
+
+  With ``isolation``, each instance parses in one long-lived child process
+  (:mod:`partita.isolation`), so a parser crash, hang or memory blow-up costs one file; without,
+  in the worker itself. The child starts at the first isolated parse.
+  """
 
   def __init__(self, options: notes_lib.ParseOptions,
                isolation: isolation_lib.IsolationOptions | None = None):
@@ -239,16 +244,20 @@ class IsolatedParsingFn(beam.DoFn):
     self._isolation = isolation
 
   def setup(self):
+    """Makes the worker's parser process, if isolated; its child starts at the first parse."""
     self._parser = isolation_lib.ParserProcess(self._isolation) if self._isolation else None
 
   def parse(self, parse, data: bytes, known_safe: bool = False):
-    """``parse(data, options)``, in the child if isolated and the bytes are not ``known_safe``
-    (already parsed without harm); raises RejectionError as it does."""
+    """``parse(data, options)``, in the child if isolated and the bytes are not ``known_safe``.
+
+    ``known_safe`` bytes were already parsed without harm. Raises RejectionError as ``parse`` does.
+    """
     if self._parser and not known_safe:
       return self._parser.parse(parse, data, self._options)
     return parse(data, self._options)
 
   def teardown(self):
+    """Stops the child process, if any."""
     if self._parser:
       self._parser.close()
 
@@ -284,6 +293,7 @@ class ParsePieceFn(IsolatedParsingFn):
     self._notes = metrics.Metrics.counter('parse', 'notes')
 
   def start_bundle(self):
+    """Drops the answer to an input that a failed bundle left in flight."""
     # A failed bundle may have left an input in flight: its outputs belong to that bundle,
     # which the runner retries, not to this one.
     if self._parser:
@@ -291,6 +301,7 @@ class ParsePieceFn(IsolatedParsingFn):
 
   def process(self, read: elements.InputBytes, timestamp=beam.DoFn.TimestampParam,
               window=beam.DoFn.WindowParam):
+    """Yields the outputs of ``read``; isolated, starts it and yields those of the input before."""
     windowed = windowed_value.WindowedValue(read, timestamp, (window,))
     if not self._parser:
       yield from self.outputs(windowed, self.outcome(read.data))
@@ -300,6 +311,7 @@ class ParsePieceFn(IsolatedParsingFn):
       yield from self.outputs(*done)
 
   def finish_bundle(self):
+    """Yields the outputs of the bundle's last input, which the child answers now."""
     done = self._parser and self._parser.finish()
     if done:
       yield from self.outputs(*done)
@@ -328,6 +340,7 @@ class ParsePieceFn(IsolatedParsingFn):
                                elements.Copy(parsed, self.label(read.name, read.data))))
 
   def label(self, name: str, data: bytes) -> str:
+    """The label name of the input ``name`` with bytes ``data``, or ``partita.labels.UNKNOWN``."""
     # The proto already parsed in the (isolated) parse above, so decoding it here is safe.
     own = notes_lib.note_sequence_label(data, self._label_field) if self._label_field else ''
     return (self._sources.known(own) or self._sources.from_name(name)
@@ -337,19 +350,24 @@ class ParsePieceFn(IsolatedParsingFn):
 @beam.typehints.with_input_types(elements.Copy)
 @beam.typehints.with_output_types(elements.Kept)
 class KeepFirstPathFn(beam.CombineFn):
-  """Copies of one piece -> :class:`~beam_pipelines.elements.Kept`: keeps the input with the
-  smallest name; counts copies; labels the piece with the label of the smallest-named copy that
-  has one (an unknown copy never overrides a known one) and flags a conflict when the copies
-  carry two different known labels."""
+  """Copies of one piece -> :class:`~beam_pipelines.elements.Kept`.
+
+  Keeps the input with the smallest name; counts copies; labels the piece with the label of the
+  smallest-named copy that has one (an unknown copy never overrides a known one) and flags a
+  conflict when the copies carry two different known labels.
+  """
 
   def create_accumulator(self):
+    """No copy yet."""
     return elements.DedupAccumulator(None, 0, None, False)
 
   def add_input(self, accumulator, element):
+    """Adds one copy."""
     single = elements.DedupAccumulator(element, 1, None, False)
     return self.merge_accumulators([accumulator, single])
 
   def merge_accumulators(self, accumulators):
+    """Keeps the smallest-named copy and labelled copy of all, sums the copies, flags conflicts."""
     smallest, copies, labelled, conflict, labels = None, 0, None, False, set()
     for accumulator in accumulators:
       copies += accumulator.copies
@@ -375,12 +393,14 @@ class KeepFirstPathFn(beam.CombineFn):
     return elements.NameAndLabel(copy.input.name, copy.label)
 
   def extract_output(self, accumulator):
+    """The verdict: the smallest-named copy's input, the copies, the winning label, the conflict."""
     labelled = accumulator.labelled or self.own_label(accumulator.smallest)
     return elements.Kept(accumulator.smallest and accumulator.smallest.input,
                          accumulator.copies, labelled.label if labelled else labels_lib.UNKNOWN,
                          accumulator.conflict)
 
   def get_accumulator_coder(self):
+    """The accumulator's RowCoder (registered in ``beam_pipelines.elements``), not a pickler."""
     return coders.registry.get_coder(elements.DedupAccumulator)
 
 
@@ -390,8 +410,9 @@ def as_survivor(fingerprint: bytes, kept: elements.Kept) -> elements.Survivor:
 
 
 class ParseAndDedup(beam.PTransform):
-  """Inputs read -> one :class:`~beam_pipelines.elements.Survivor` per distinct piece, and the
-  dead letters of inputs that are no piece.
+  """Inputs read -> one :class:`~beam_pipelines.elements.Survivor` per distinct piece.
+
+  And the dead letters of inputs that are no piece.
 
   Applied to :class:`beam_pipelines.inputs.ReadInputs`' outputs: each kind of input present
   is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says, and labelled from the
@@ -407,6 +428,7 @@ class ParseAndDedup(beam.PTransform):
     self._config = config
 
   def expand(self, read):
+    """Parses each kind of input, deduplicates the pieces and flattens the dead letters."""
     config = self._config
     sources = inputs.label_sources(config)
     label_field = ''
@@ -431,8 +453,9 @@ class ParseAndDedup(beam.PTransform):
 
 
 class SplitAndChunkFn(IsolatedParsingFn):
-  """SurvivorBytes -> per-split serialized tf.train.Example chunks, and the piece's statistics
-  on ``stats``.
+  """SurvivorBytes -> per-split serialized tf.train.Example chunks, and statistics on ``stats``.
+
+  The piece's statistics go to the ``stats`` output.
 
   The survivor's bytes are parsed again, as its kind's :data:`PARSERS` entry: in-process when
   they are the bytes that the (isolated) first parse accepted, since the same bytes parse the
@@ -445,6 +468,7 @@ class SplitAndChunkFn(IsolatedParsingFn):
     self._config = config
 
   def process(self, read_again: elements.SurvivorBytes):
+    """Yields the survivor's chunks on its split and its statistics on ``stats``, or a Lost."""
     survivor = read_again.survivor
     parse = PARSERS[survivor.input.kind][1]
     unchanged = input_digest(read_again.data) == survivor.input.digest
@@ -474,13 +498,16 @@ class SplitAndChunkFn(IsolatedParsingFn):
 
 
 class AccountLostFn(beam.DoFn):
-  """Lost -> its dead letter, and on ``stats`` its copies as duplicates, so that every input
-  stays accounted for."""
+  """Lost -> its dead letter, and on ``stats`` its copies as duplicates.
+
+  So every input stays accounted for.
+  """
 
   def __init__(self, split_ratios: dict[str, float]):
     self._split_ratios = split_ratios
 
   def process(self, lost: elements.Lost):
+    """Yields the dead letter, and the lost piece's statistics on ``stats``."""
     survivor = lost.survivor
     yield beam_outputs.dead_letter(survivor.input.name, lost.reason, lost.detail)
     split = notes_lib.split_for(survivor.fingerprint.hex(), self._split_ratios)
@@ -490,26 +517,29 @@ class AccountLostFn(beam.DoFn):
 @beam.typehints.with_input_types(elements.Survivor)
 @beam.typehints.with_output_types(elements.Survivor)
 class CountDuplicatesFn(beam.DoFn):
-  """Counts every survivor's other copies, and the survivors whose copies disagree on their
-  label, in Beam's metrics (``dedup/duplicates``, ``dedup/label_conflicts``)."""
+  """Counts every survivor's other copies, and the survivors whose copies disagree on their label.
+
+  The counts are Beam metrics: ``dedup/duplicates`` and ``dedup/label_conflicts``.
+  """
 
   def __init__(self):
     self._duplicates = metrics.Metrics.counter('dedup', 'duplicates')
     self._conflicts = metrics.Metrics.counter('dedup', 'label_conflicts')
 
   def process(self, survivor: elements.Survivor):
+    """Counts the survivor and yields it unchanged."""
     self._duplicates.inc(survivor.copies - 1)
     self._conflicts.inc(int(survivor.conflict))
     yield survivor
 
 
 class WriteSplits(beam.PTransform):
-  """Survivors and their bytes (:class:`beam_pipelines.inputs.ReadAgain`'s outputs) -> chunks in
-  TFRecord shards, one folder per split.
+  """Survivors and their bytes -> chunks in TFRecord shards, one folder per split.
 
-  Outputs a dict: ``shards`` (the paths of the shards written), ``stats`` (split, the
-  :func:`beam_pipelines.info.piece_stats` of its pieces summed) and ``dead_letter`` (the
-  survivors lost since the dedup; their copies stay counted as duplicates).
+  Applied to :class:`beam_pipelines.inputs.ReadAgain`'s outputs. Outputs a dict: ``shards`` (the
+  paths of the shards written), ``stats`` (split, the :func:`beam_pipelines.info.piece_stats` of
+  its pieces summed) and ``dead_letter`` (the survivors lost since the dedup; their copies stay
+  counted as duplicates).
   """
 
   def __init__(self, config: PreprocessConfig):
@@ -517,6 +547,7 @@ class WriteSplits(beam.PTransform):
     self._config = config
 
   def expand(self, read_again):
+    """Chunks the survivors, writes each split's shards and accounts for the lost survivors."""
     config = self._config
     chunked = read_again['pieces'] | 'SplitAndChunk' >> beam.ParDo(
         SplitAndChunkFn(config)).with_outputs('stats', 'lost', *contract.SPLITS)
@@ -607,8 +638,10 @@ def print_summary(info: dict, out=None) -> None:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-  """The command's flags (declared on :class:`PreprocessConfig`); unrecognised flags are left
-  for Beam."""
+  """The command's flags (declared on :class:`PreprocessConfig`).
+
+  Unrecognised flags are left for Beam.
+  """
   parser = argparse.ArgumentParser(
       description='Turn a corpus of MIDI files (and/or NoteSequence TFRecords) into '
       'train/validation/test TFRecords of note chunks (pitch, step, duration, velocity), an '
@@ -625,8 +658,10 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
-  """The run's config and the Beam pipeline options from the command line; exits on a bad
-  flag."""
+  """The run's config and the Beam pipeline options from the command line.
+
+  Exits on a bad flag.
+  """
   parser = argument_parser()
   args, pipeline_args = parser.parse_known_args(argv)
   try:
@@ -639,6 +674,7 @@ def parse_args(argv: list[str] | None) -> tuple[PreprocessConfig, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
+  """The ``python -m beam_pipelines.preprocess`` command: runs the job, prints its summary."""
   logging.getLogger().setLevel(logging.WARNING)
   config, pipeline_args = parse_args(argv)
   try:

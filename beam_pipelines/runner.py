@@ -1,5 +1,4 @@
-"""The pipeline options of both Beam jobs: Beam's FnApiRunner unless the command line names a
-runner.
+"""The pipeline options of both Beam jobs: Beam's FnApiRunner unless the command line names one.
 
 Beam's default, the DirectRunner, first tries its Prism runner, which it downloads from GitHub
 at run time (``Downloading prism from https://github.com/apache/beam/releases/...``): online,
@@ -19,8 +18,7 @@ LOCAL_RUNNER = 'FnApiRunner'
 
 
 def pipeline_options(pipeline_args: list[str] | None) -> beam_options.PipelineOptions:
-  """Beam's options from ``pipeline_args``, with :data:`LOCAL_RUNNER` when they name no
-  runner."""
+  """Beam's options from ``pipeline_args``, with :data:`LOCAL_RUNNER` when they name no runner."""
   options = beam_options.PipelineOptions(pipeline_args or [])
   standard = options.view_as(beam_options.StandardOptions)
   if standard.runner is None:

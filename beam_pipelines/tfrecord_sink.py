@@ -26,8 +26,11 @@ GZIP_LEVEL = 2
 
 
 def masked_crc32c(data: bytes) -> int:
-  """The checksum TFRecord framing stores: CRC32C rotated and offset (TensorFlow's
-  ``crc32c::Mask``), so that a checksum of data holding checksums stays informative."""
+  """The checksum TFRecord framing stores: CRC32C rotated and offset (``crc32c::Mask``).
+
+  ``crc32c::Mask`` is TensorFlow's; masking keeps a checksum of data holding checksums
+  informative.
+  """
   crc = google_crc32c.value(data)
   return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
 
@@ -64,16 +67,20 @@ class TFRecordSink(filebasedsink.FileBasedSink):
     self._gzip_level = gzip_level
 
   def open(self, temp_path):
+    """Opens the temporary file, gzipped at the sink's level unless plain."""
     raw = super().open(temp_path)
     return raw if self._gzip_level is None else _GzipOverFile(raw, self._gzip_level)
 
   def write_encoded_record(self, file_handle, encoded_value):
+    """Writes one record in TFRecord framing."""
     file_handle.write(tfrecord(encoded_value))
 
 
 class WriteTFRecords(beam.PTransform):
-  """Serialized records -> ``PREFIX-SSSSS-of-NNNNN.tfrecord.gz`` (``.tfrecord`` when not
-  ``compress``); outputs the shards' paths."""
+  """Serialized records -> ``PREFIX-SSSSS-of-NNNNN.tfrecord.gz``; outputs the shards' paths.
+
+  The shards are ``.tfrecord`` when not ``compress``.
+  """
 
   def __init__(self, file_path_prefix: str, compress: bool):
     super().__init__()
@@ -81,4 +88,5 @@ class WriteTFRecords(beam.PTransform):
                               GZIP_LEVEL if compress else None)
 
   def expand(self, records):
+    """Writes ``records`` through the sink; returns the shards' paths."""
     return records | 'Write' >> beam.io.Write(self._sink)

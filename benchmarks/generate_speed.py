@@ -74,6 +74,7 @@ def untrained_small_export(folder: str) -> str:
 
 
 def random_primes(batch: int, window: int, seed: int) -> dict[str, np.ndarray]:
+  """``batch`` random prime windows of ``window`` notes, as ``generate`` takes them."""
   rng = np.random.default_rng(seed)
   return {'pitch': rng.integers(36, 97, (batch, window)).astype(np.int32),
           'step': rng.choice([0.0, 0.125, 0.25], (batch, window)).astype(np.float32),
@@ -88,9 +89,11 @@ def softmax_choice(logits: np.ndarray, rng: np.random.Generator) -> int:
 
 
 def sample_time(out: dict, part: str, rng: np.random.Generator) -> float:
-  """A time (s) drawn from ``predict_next``'s ``part`` ('step' or 'duration') mixture of the
-  first row: 0 with the chord probability (step only), else a logistic draw in log-seconds from
-  a component chosen by its weight."""
+  """A time (s) drawn from the first row of ``predict_next``'s ``part`` mixture.
+
+  ``part`` is 'step' or 'duration'. The time is 0 with the chord probability (step only), else a
+  logistic draw in log-seconds from a component chosen by its weight.
+  """
   if part == 'step' and rng.random() < 1 / (1 + np.exp(-float(out['step_chord_logit'][0]))):
     return 0.0
   component = softmax_choice(out[f'{part}_mixture_logits'].numpy()[0].astype(np.float64), rng)
@@ -101,8 +104,10 @@ def sample_time(out: dict, part: str, rng: np.random.Generator) -> float:
 
 
 def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) -> np.ndarray:
-  """The notebook way: one ``predict_next`` call per note for one piece (the next note's
-  conditions zeros, see the module docstring); returns the pitches."""
+  """The notebook way: one ``predict_next`` call per note for one piece; returns the pitches.
+
+  The next note's conditions are zeros (see the module docstring).
+  """
   rng = np.random.default_rng(seed)
   window = {name: values[:1].copy() for name, values in prime.items()}
   zeros, zero_pitch = tf.zeros([1]), tf.zeros([1], tf.int32)
@@ -125,8 +130,10 @@ def python_loop(model, prime: dict[str, np.ndarray], num_notes: int, seed: int) 
 
 
 def timed(function, repeats: int) -> tuple[float, float]:
-  """(median wall seconds, median process CPU seconds) of ``repeats`` calls, after one untimed
-  call."""
+  """(median wall seconds, median process CPU seconds) of ``repeats`` calls.
+
+  One untimed call comes first.
+  """
   function()
   walls, cpus = [], []
   for _ in range(repeats):
@@ -138,10 +145,12 @@ def timed(function, repeats: int) -> tuple[float, float]:
 
 
 def load_average() -> str:
+  """The system's load averages over 1, 5 and 15 minutes, as text."""
   return ' '.join(f'{value:.2f}' for value in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> None:
+  """Times the Python loop and ``generate`` at each batch size; prints a Markdown table."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--export', help='an export to measure (default: an untrained model of '

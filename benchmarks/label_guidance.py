@@ -37,6 +37,7 @@ from serving import export_client  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Runs the style check at each label guidance; prints a Markdown table, optionally JSON too."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--data', required=True,
                       help='a labelled dataset (beam_pipelines.preprocess)')

@@ -34,8 +34,11 @@ QUERIES_PER_CALL = 20_000  # [queries, 128] float64 distributions per call: 20 M
 
 def targets_by_label(chunks: list[dict], window_length: int, order: int,
                      label_ids: set[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-  """Each labelled chunk's targets (notes after its first window) and their contexts (the
-  ``order - 1`` pitches before each), concatenated per label id: ``{id: (contexts, targets)}``."""
+  """Each labelled chunk's targets and their contexts, concatenated per label id.
+
+  The targets are the notes after the chunk's first window, their contexts the ``order - 1``
+  pitches before each: ``{id: (contexts, targets)}``.
+  """
   found = {}
   for chunk in chunks:
     label = int(chunk[contract.LABEL_FEATURE])
@@ -67,6 +70,7 @@ def both_models(split: dict, general: baselines.NGram, per_label: dict) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Prints, per n-gram order, the test pitch NLL with and without the label."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--data', required=True,
                       help='a labelled dataset (beam_pipelines.preprocess)')

@@ -67,6 +67,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Measures the three sets; prints the headline lines and table, optionally JSON too."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--data', required=True, help='dataset folder (beam_pipelines.preprocess)')
   parser.add_argument('--model', required=True, help='export folder (MODEL_DIR/export)')

@@ -46,6 +46,7 @@ EXCERPT_SHARE = 1 / 3
 
 
 def source_files(folders: list[str]) -> list[str]:
+  """Every MIDI file below ``folders``, sorted."""
   paths = []
   for folder in folders:
     for root, _, names in os.walk(folder):
@@ -81,6 +82,7 @@ def variant(score: symusic.Score, variant_index: int, seed: int, index: int) -> 
 
 
 def write_one(task: tuple[int, str, int, str, int]) -> None:
+  """Writes one corpus file: its source copied (variant 0, or a broken source), else a variant."""
   index, source, variant_index, out, seed = task
   name = f'{index // FILES_PER_FOLDER:03d}/{index:07d}-{os.path.basename(source)}'
   path = os.path.join(out, name)
@@ -97,6 +99,7 @@ def write_one(task: tuple[int, str, int, str, int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+  """Writes the corpus with a pool of processes."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n', 2)[2],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--files', type=int, required=True, help='how many files to write')

@@ -125,6 +125,7 @@ def run_job(input_folder: str, mode: str, workers: int) -> dict:
 
 
 def child_main(args: argparse.Namespace) -> None:
+  """What a measured subprocess runs: one side on one corpus, its result written as JSON."""
   if args.side == 'loop':
     with open(args.files_from) as f:
       result = preprocess_speed.run_loop(f.read().split('\n'))
@@ -135,6 +136,7 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def table(results: list[dict], loop: dict | None) -> str:
+  """The results as a Markdown table, each Beam row's files/s against the loop's at its size."""
   lines = ['| files | side | wall s | files/s | CPU s | CPU ms/file | peak RSS, tree (MiB) | '
            'shuffle B/file | side inputs B/file | written | duplicates | dead letters | '
            'load 1m start/end | files/s vs loop |',
@@ -156,6 +158,7 @@ def table(results: list[dict], loop: dict | None) -> str:
 
 
 def plot(results: list[dict], path: str) -> None:
+  """Writes the peak RSS and wall seconds against corpus size, per mode, as a PNG at ``path``."""
   import matplotlib
   matplotlib.use('Agg')
   from matplotlib import pyplot
@@ -175,6 +178,7 @@ def plot(results: list[dict], path: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+  """The command's flags, and the internal ones a measured subprocess gets."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n', 2)[2],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--sizes', default='2400,5000,10000,50000')
@@ -196,6 +200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+  """Measures every size and mode (and the loop); prints the table, optionally JSON and a plot."""
   args = parse_args(argv)
   if args.side:
     child_main(args)

@@ -113,6 +113,7 @@ def run_beam(input_spec: str, mode: str, workers: int) -> dict:
 
 
 def child_main(args: argparse.Namespace) -> None:
+  """What a measured subprocess runs: one side, its result written as JSON."""
   if args.side == 'loop':
     with open(args.files_from) as f:
       result = run_loop(f.read().split('\n'))
@@ -126,8 +127,9 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def measure(label: str, child_args: list[str], script: str = __file__) -> dict | None:
-  """Runs ``script`` (this one by default) as ``child_args`` in a subprocess; wall time, memory
-  and load around it.
+  """Runs ``script`` (this one by default) as ``child_args`` in a subprocess.
+
+  Measures wall time, memory and load around it.
 
   Returns None (after printing the end of the side's log) if the side fails, so that one
   failing runner mode does not lose the others' figures.
@@ -166,6 +168,7 @@ def measure(label: str, child_args: list[str], script: str = __file__) -> dict |
 
 
 def markdown_table(results: list[dict], baseline: dict | None) -> str:
+  """The results as a Markdown table, each side against the loop's ``baseline`` if there is one."""
   mib = 2**20
   lines = ['| side | wall s | files/s | notes/s | CPU s | peak RSS, tree sum (MiB) | '
            'largest process (MiB) | files | notes | rejected | load 1m start/end | '
@@ -185,6 +188,7 @@ def markdown_table(results: list[dict], baseline: dict | None) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+  """The command's flags, and the internal ones a measured subprocess gets."""
   parser = argparse.ArgumentParser(
       description=__doc__.split('\n\n', 2)[2],
       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,6 +217,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+  """Measures the loop and each Beam mode on the same files; prints a Markdown table."""
   args = parse_args(argv)
   if args.side:
     child_main(args)

@@ -66,6 +66,7 @@ def presets() -> list[tuple[str, config_lib.Config]]:
 
 
 class Rate(typing.NamedTuple):
+  """A throughput: windows per wall-clock second, and process CPU ms per 1,000 windows."""
   windows_per_second: float  # wall clock
   cpu_ms_per_1k: float  # CPU time of the whole process (training + input) per 1,000 windows
 
@@ -82,6 +83,7 @@ def rate(start: tuple[float, float], end: tuple[float, float], windows: int) -> 
 
 
 def train_dataset(data_dir: str, info: dict, config: config_lib.Config) -> tf.data.Dataset:
+  """The trainer's own training input pipeline over the dataset."""
   return data_lib.make_dataset(data_dir, info, 'train', config.data, training=True,
                                batch_size=config.data.batch_size, seed=config.train.seed)
 
@@ -134,10 +136,12 @@ def pipeline_alone(data_dir: str, info: dict, config: config_lib.Config, warmup:
 
 
 def load_average() -> str:
+  """The system's load averages over 1, 5 and 15 minutes, as text."""
   return ', '.join(f'{value:.2f}' for value in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> None:
+  """Times each preset's training from the stream and from memory; prints Markdown tables."""
   parser = argparse.ArgumentParser(
       description=__doc__.split('\n\n', 2)[2], formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument('--data', required=True,

@@ -48,8 +48,9 @@ def own_labels(labels: dict) -> list[str]:
 
 
 def label_rows(sums: dict[int, dict[str, float]], labels: dict) -> dict:
-  """Per-label and overall means from ``{label id: {metric: sum, 'windows': count}}``
-  (metrics ``pitch_nll``, ``note_nll`` and their ``*_unconditional`` twins).
+  """Per-label and overall means from ``{label id: {metric: sum, 'windows': count}}``.
+
+  The metrics are ``pitch_nll``, ``note_nll`` and their ``*_unconditional`` twins.
 
   Returns ``{'labels': {name: row}, 'labelled': row, 'all': row}``, each row the means, the
   windows and (per label) test pieces; per-label rows only for labels with
@@ -97,8 +98,11 @@ def chunks_by_label(chunks: list[dict], labels: dict, names: list[str],
 
 def generate_per_label(export, classes: list[str], labels: dict, primes: dict,
                        sampling: sampling_lib.Sampling) -> dict[str, list[dict]]:
-  """One piece per prime for every label in ``classes``: ``{label: [notes dicts]}``; row ``i``
-  of every label is seeded ``sampling.seed + i``, so a label is all that tells them apart."""
+  """One piece per prime for every label in ``classes``: ``{label: [notes dicts]}``.
+
+  Row ``i`` of every label is seeded ``sampling.seed + i``, so a label is all that tells them
+  apart.
+  """
   rows = len(primes['pitch'])
   generated = {}
   for name in classes:
@@ -170,9 +174,12 @@ def headline_lines(conditioning: dict) -> list[str]:
 
 
 def report_section(conditioning: dict, out_dir: str, generated: dict, pieces_dir: str) -> str:
-  """The report's Markdown section on the label; writes the confusion plots into ``out_dir``
-  and, per label, the first piece generated from no prime (MIDI and piano roll) into its
-  ``pieces_dir``. ``generated``: :func:`style_evaluation`'s pieces."""
+  """The report's Markdown section on the label, with its plots and pieces.
+
+  Writes the confusion plots into ``out_dir`` and, per label, the first piece generated from no
+  prime (MIDI and piano roll) into its ``pieces_dir``. ``generated``: :func:`style_evaluation`'s
+  pieces.
+  """
   likelihood = conditioning['likelihood']
   lines = ['## Conditioning on the label', '',
            'Test NLL (nats/note) of every window with its true label id and with the '

@@ -1,6 +1,8 @@
-"""The lines the main command (``scripts/demo.sh``) ends with: where each of its outputs lies,
-the validation metrics of the trained model, the pieces in the style of each composer and the
-evaluation's headline lines (:func:`evaluation.report.headline_lines`).
+"""The lines the main command (``scripts/demo.sh``) ends with.
+
+They say where each of its outputs lies, and give the validation metrics of the trained model,
+the pieces in the style of each composer and the evaluation's headline lines
+(:func:`evaluation.report.headline_lines`).
 
 ``OUT`` is the demo's output folder (``PARTITA_DEMO_OUT``) as ``scripts/demo.sh`` lays it out:
 ``data/`` (the dataset), ``model/`` (``metrics.json``, ``logs/``, ``export/`` and the
@@ -49,11 +51,13 @@ def summary_lines(out: str) -> list[str]:
 
 
 def read_json(*path: str) -> dict:
+  """The JSON value in the file at ``path``, its parts joined."""
   with open(os.path.join(*path)) as f:
     return json.load(f)
 
 
 def main() -> None:
+  """Prints the summary lines of the demo output folder given on the command line."""
   parser = argparse.ArgumentParser(
       description='Print the summary scripts/demo.sh ends with: where its outputs are, the '
       "model's validation metrics and the evaluation's headline lines.")

@@ -84,9 +84,11 @@ TIMING_CONDITIONAL = 'timing histogram | previous'
 
 
 def fit_baselines(train_chunks: list[dict[str, np.ndarray]], window_length: int) -> dict:
-  """The baselines, fitted on the training targets (the notes at index ``window_length`` or
-  later of each chunk): ``{'pitch': {name: pitch model}, 'timing': {name: {'step' |
-  'duration': timing model}}}``."""
+  """The baselines, fitted on the training targets.
+
+  The targets are the notes at index ``window_length`` or later of each chunk. Returns
+  ``{'pitch': {name: pitch model}, 'timing': {name: {'step' | 'duration': timing model}}}``.
+  """
   pitches = [chunk['pitch'] for chunk in train_chunks]
   models = {'unigram': baselines.NGram.fit(pitches, 1, first_target=window_length)}
   for order in NGRAM_ORDERS:
@@ -173,8 +175,11 @@ def likelihood(export, data_dir: str, info: dict, fitted: dict, by_label: bool,
 
 
 def best_baselines(rows: dict[str, dict]) -> dict:
-  """The best n-gram (lowest pitch NLL), the better timing baseline (lowest step + duration
-  NLL) and their sum's note NLL: the baseline the model's note NLL is compared with."""
+  """The baseline the model's note NLL is compared with, and its note NLL.
+
+  It is the best n-gram (lowest pitch NLL) with the better timing baseline (lowest step +
+  duration NLL); its note NLL is their sum's.
+  """
   ngram = min((f'{order}-gram' for order in NGRAM_ORDERS), key=lambda r: rows[r]['pitch_nll'])
   timing = min((TIMING_HISTOGRAM, TIMING_CONDITIONAL),
                key=lambda r: rows[r]['step_nll'] + rows[r]['duration_nll'])
@@ -207,8 +212,11 @@ def primes_and_continuations(test_chunks: list[dict[str, np.ndarray]], window_le
 def ngram_pieces(model: baselines.NGram, primes: dict, num_notes: int,
                  train_chunks: list[dict[str, np.ndarray]], window_length: int,
                  seed: int) -> list[dict]:
-  """Pitches sampled from ``model`` after each prime, with each note's step, duration and
-  velocity drawn (uniformly, with replacement) from the training targets."""
+  """Pitches sampled from ``model`` after each prime, with the other features from training.
+
+  Each note's step, duration and velocity are drawn (uniformly, with replacement) from the
+  training targets.
+  """
   rng = np.random.default_rng(seed)
   pitch = baselines.sample(model, primes['pitch'], num_notes, rng)
   timing = {name: np.concatenate([chunk[name][window_length:] for chunk in train_chunks])
@@ -219,8 +227,10 @@ def ngram_pieces(model: baselines.NGram, primes: dict, num_notes: int,
 
 
 def model_sampling(num_notes: int, temperature: float, seed: int) -> sampling_lib.Sampling:
-  """The model set's sampling: no top-k or top-p cut, so it samples the distribution the NLL
-  measures."""
+  """The model set's sampling: no top-k or top-p cut.
+
+  So it samples the distribution the NLL measures.
+  """
   return sampling_lib.Sampling(num_notes=num_notes, temperature=temperature,
                                top_k=constants.PITCHES, top_p=1.0, seed=seed)
 
@@ -233,10 +243,12 @@ def model_pieces(export, primes: dict, sampling: sampling_lib.Sampling) -> list[
 
 
 def read_scalars(log_dir: str) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
-  """TensorBoard scalars written by ``trainer.task`` under ``log_dir``: ``{'train' |
-  'validation': {tag: (steps, values)}}``, each tag's points by step (a resumed run's later
-  points replace earlier ones at the same step). Tags holding anything but a number (such as
-  a model's config as text) are skipped."""
+  """TensorBoard scalars written by ``trainer.task`` under ``log_dir``.
+
+  Returns ``{'train' | 'validation': {tag: (steps, values)}}``, each tag's points by step (a
+  resumed run's later points replace earlier ones at the same step). Tags holding anything but a
+  number (such as a model's config as text) are skipped.
+  """
   curves = {}
   for run in ('train', 'validation'):
     run_dir = os.path.join(log_dir, run)
@@ -258,8 +270,11 @@ def read_scalars(log_dir: str) -> dict[str, dict[str, tuple[list[int], list[floa
 
 
 def statistics_summary(comparisons: dict, pieces: int, sampling: sampling_lib.Sampling) -> dict:
-  """The music statistics as ``evaluation.json`` holds them: how the sets were made, each
-  generated set's OA and KLD per feature against the real set, and their means."""
+  """The music statistics as ``evaluation.json`` holds them.
+
+  How the sets were made, each generated set's OA and KLD per feature against the real set, and
+  their means.
+  """
   return {
       'pieces': pieces, 'notes': sampling.num_notes, 'seed': sampling.seed,
       'temperature': sampling.temperature,
@@ -281,9 +296,12 @@ def statistics_summary(comparisons: dict, pieces: int, sampling: sampling_lib.Sa
 def generated_statistics(export, primes: dict, real: list[dict], ngram: baselines.NGram,
                          train_chunks: list[dict], window_length: int,
                          sampling: sampling_lib.Sampling) -> tuple[dict, dict, dict, dict]:
-  """The model's and the n-gram's pieces after ``primes`` against the ``real`` continuations:
-  (sets, their features, their comparisons with the real set, ``results['statistics']``), or
-  empty sets and the reason they were skipped when fewer than 3 real pieces are long enough."""
+  """The model's and the n-gram's pieces after ``primes`` against the ``real`` continuations.
+
+  Returns (sets, their features, their comparisons with the real set,
+  ``results['statistics']``), or empty sets and the reason they were skipped when fewer than 3
+  real pieces are long enough.
+  """
   if len(real) < 3:
     return {}, {}, {}, {
         'skipped': f'{len(real)} test chunks hold a window plus {sampling.num_notes} notes; at '
@@ -361,6 +379,7 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
 
 
 def main(argv: list[str] | None = None) -> int:
+  """The ``python -m evaluation.evaluate`` command; returns its exit status."""
   parser = argparse.ArgumentParser(
       description='Evaluate an export of trainer.task on the test split: pitch NLL, top-1/top-5 '
       'accuracy, step and duration NLL on a 10 ms grid and the note NLL, beside unigram, '

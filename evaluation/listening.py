@@ -1,5 +1,7 @@
-"""The evaluation's "measures a listener hears": pulse, key, texture and a two-sample test, for
-the real continuations, the model's pieces and the n-gram's pieces side by side.
+"""The evaluation's "measures a listener hears": pulse, key, texture and a two-sample test.
+
+They are computed for the real continuations, the model's pieces and the n-gram's pieces side
+by side.
 
 :func:`summary` computes ``results['listening']`` from the three sets that
 ``evaluation.evaluate.generated_statistics`` builds from the same test primes: per set, the
@@ -38,8 +40,11 @@ MEASURE_TITLES = {'on_grid_share': 'on-grid share', 'key_stability': 'key stabil
 
 def summary(sets: Mapping[str, Sequence[Mapping[str, np.ndarray]]], statistics: Mapping,
             seed: int = 0) -> dict:
-  """``results['listening']`` from ``{'real' | 'model' | 'n-gram': pieces}`` and
-  ``results['statistics']``; ``{'skipped': reason}`` when the statistics were skipped."""
+  """``results['listening']`` from ``{'real' | 'model' | 'n-gram': pieces}`` and the statistics.
+
+  The statistics are ``results['statistics']``; returns ``{'skipped': reason}`` when they were
+  skipped.
+  """
   if 'skipped' in statistics:
     return {'skipped': statistics['skipped']}
   per_set = {name: measures.set_measures(sets[name]) for name in SETS}
@@ -82,8 +87,10 @@ def _accuracy(test: Mapping) -> str:
 
 
 def headline_lines(listening: Mapping) -> list[str]:
-  """The listening measures' headline lines: pulse and key, texture, the two-sample test and
-  the model's targets."""
+  """The listening measures' headline lines.
+
+  Pulse and key, texture, the two-sample test and the model's targets.
+  """
   if 'skipped' in listening:
     return [f"listening       skipped: {listening['skipped']}"]
   sets = listening['sets']

@@ -1,5 +1,7 @@
-"""The evaluation report: Markdown, ``index.html``, ``evaluation.json``, PNG plots and the first
-pieces of every set as MIDI, piano rolls and WAV, from the numbers of ``evaluation.evaluate``.
+"""The evaluation report, from the numbers of ``evaluation.evaluate``.
+
+Markdown, ``index.html``, ``evaluation.json``, PNG plots and the first pieces of every set as
+MIDI, piano rolls and WAV.
 
 ``index.html`` (``partita.listening_page``) holds the report's tables and plots, then the real,
 model and n-gram continuations of the same primes side by side, each labelled for what it is,
@@ -46,9 +48,12 @@ CURVE_PANELS = (('pitch NLL (nats/note)', ('pitch_nll',)),
 
 
 def headline_lines(results: dict) -> list[str]:
-  """The few lines a person reads first: the model against the best baselines in pitch NLL and
-  accuracy, step + duration NLL and note NLL, mean overlapping area of the generated sets, and
-  the measures a listener hears (``evaluation.listening``) with the model's targets."""
+  """The few lines a person reads first.
+
+  The model against the best baselines in pitch NLL and accuracy, step + duration NLL and note
+  NLL, mean overlapping area of the generated sets, and the measures a listener hears
+  (``evaluation.listening``) with the model's targets.
+  """
   rows = results['likelihood']
   model, best = rows['model'], rows[results['best_ngram']]
 
@@ -93,6 +98,7 @@ def write_report(out_dir: str, results: dict, curves: dict, comparisons: dict, f
   """Writes every file of the report into ``out_dir``.
 
   Args:
+    out_dir: the report's folder, on a local disk or on ``gs://``.
     results: the numbers (written as ``evaluation.json`` and tabulated).
     curves: ``{'train'|'validation': {tag: (steps, values)}}``; empty without logs.
     comparisons: ``{'model'|'n-gram': music_stats.compare_sets(real, that set)}``.
@@ -215,8 +221,11 @@ def _statistics_section(results: dict) -> str:
 
 def _write_pieces(out_dir: str, sets: dict, primes: dict,
                   soundfont: str | None) -> list[listening_page.Entry]:
-  """Writes the first pieces of every set into ``pieces/`` (MIDI, piano roll, WAV with a
-  soundfont); returns one page entry per prime, its sets side by side."""
+  """Writes the first pieces of every set into ``pieces/``; returns one page entry per prime.
+
+  Each piece is written as MIDI, piano roll and WAV (with a soundfont); each entry holds its
+  prime's sets side by side.
+  """
   atomic.makedirs(os.path.join(out_dir, PIECES_DIR))
   entries = []
   for i in range(min(PIECES_PER_SET, len(next(iter(sets.values()))))):
@@ -286,8 +295,10 @@ def _curves_figure(curves: dict, results: dict) -> figure_lib.Figure:
 
 
 def _features_figure(features: dict) -> figure_lib.Figure:
-  """Per feature, each set's distribution: scalar features as per-piece value histograms,
-  vector features as the mean vector over pieces."""
+  """Per feature, each set's distribution.
+
+  Scalar features as per-piece value histograms, vector features as the mean vector over pieces.
+  """
   figure, axes = _figure(len(music_stats.FEATURES), 5)
   for ax, feature in zip(axes, music_stats.FEATURES):
     values = {name: set_values[feature] for name, set_values in features.items()}
@@ -308,8 +319,11 @@ def _features_figure(features: dict) -> figure_lib.Figure:
 
 
 def _distances_figure(comparisons: dict) -> figure_lib.Figure:
-  """Per feature, the density of the real set's intra-set distances and of each generated
-  set's inter-set distances (what OA and KLD compare)."""
+  """Per feature, the densities of the distances that OA and KLD compare.
+
+  The density of the real set's intra-set distances and of each generated set's inter-set
+  distances.
+  """
   figure, axes = _figure(len(music_stats.FEATURES), 5)
   for ax, feature in zip(axes, music_stats.FEATURES):
     drew_reference = False

@@ -60,6 +60,8 @@ def accuracy(first: Sequence[Mapping[str, np.ndarray]], second: Sequence[Mapping
 
 
 def real_halves(real: Sequence[Mapping[str, np.ndarray]], seed: int = 0) -> dict:
-  """:func:`accuracy` of the real pieces at even indices against those at odd indices: the
-  floor, two disjoint samples of the same music."""
+  """:func:`accuracy` of the real pieces at even indices against those at odd indices.
+
+  The floor: two disjoint samples of the same music.
+  """
   return accuracy(list(real[0::2]), list(real[1::2]), seed)

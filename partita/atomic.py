@@ -76,15 +76,19 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def makedirs(path: str | os.PathLike[str]) -> None:
-  """Creates the folder ``path`` and its parents where missing; nothing on ``gs://``, where a
-  folder is only a prefix of its objects' names."""
+  """Creates the folder ``path`` and its parents where missing.
+
+  Nothing on ``gs://``, where a folder is only a prefix of its objects' names.
+  """
   if not os.fspath(path).startswith(GCS_PREFIX):
     os.makedirs(path, exist_ok=True)
 
 
 def _upload(local: str, url: str) -> None:
-  """Uploads the file ``local`` as the object ``url`` (``gs://BUCKET/NAME``), with the content
-  type its name implies (so that a browser shows a report's page as a page)."""
+  """Uploads the file ``local`` as the object ``url`` (``gs://BUCKET/NAME``).
+
+  With the content type its name implies (so that a browser shows a report's page as a page).
+  """
   from google.cloud import storage  # noqa: PLC0415 (the [gcp] extra, for gs:// paths only)
 
   bucket, _, name = url[len(GCS_PREFIX):].partition('/')

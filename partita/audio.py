@@ -74,8 +74,9 @@ def render_wav(midi_path: str, wav_path: str, soundfont: str) -> None:
 
 
 def wav_bytes(midi: bytes, soundfont: str) -> bytes:
-  """Renders MIDI file bytes to WAV bytes, for writers that do not write to a local disk (the
-  Beam job's outputs may be on ``gs://``).
+  """Renders MIDI file bytes to WAV bytes.
+
+  For writers that do not write to a local disk (the Beam job's outputs may be on ``gs://``).
 
   Raises:
     AudioError: as :func:`render_wav`.

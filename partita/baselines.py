@@ -103,8 +103,10 @@ class Level:
 
 
 def _discount(counts: np.ndarray) -> float:
-  """Ney's estimate ``n1 / (n1 + 2 n2)`` from the numbers of k-grams seen once and twice,
-  clipped into [0.05, 0.95] (0.5 where there are none)."""
+  """Ney's estimate ``n1 / (n1 + 2 n2)`` from the numbers of k-grams seen once and twice.
+
+  Clipped into [0.05, 0.95] (0.5 where there are none).
+  """
   n1 = np.count_nonzero(counts == 1)
   n2 = np.count_nonzero(counts == 2)
   if n1 + n2 == 0:
@@ -136,8 +138,10 @@ class NGram:
 
   @classmethod
   def fit(cls, sequences: Sequence[np.ndarray], order: int, first_target: int = 0) -> NGram:
-    """Counts, in each pitch sequence, the n-grams of every order up to ``order`` that end at
-    index ``first_target`` or later (their earlier pitches may lie before it).
+    """Counts, in each pitch sequence, the n-grams of every order up to ``order``.
+
+    Only those that end at index ``first_target`` or later count (their earlier pitches may lie
+    before it).
 
     Sequences are not joined: no n-gram spans two of them. With the trainer's chunks as
     sequences and ``first_target`` the window length, every training note after the first
@@ -196,8 +200,9 @@ class NGram:
 
 
 class RepeatPrevious:
-  """The next pitch repeats the previous one with probability ``1 - eps``; the other 127
-  pitches share ``eps`` equally.
+  """The next pitch repeats the previous one with probability ``1 - eps``.
+
+  The other 127 pitches share ``eps`` equally.
 
   :meth:`fit` sets ``eps`` to the fraction of training notes whose pitch differs from the
   previous note's: the maximum-likelihood ``eps`` on the training split (the likelihood
@@ -211,8 +216,10 @@ class RepeatPrevious:
 
   @classmethod
   def fit(cls, sequences: Sequence[np.ndarray], first_target: int = 0) -> RepeatPrevious:
-    """Fits ``eps`` on the notes at index ``max(first_target, 1)`` or later of each sequence
-    (each against the note before it), as :meth:`NGram.fit` counts."""
+    """Fits ``eps`` on the notes at index ``max(first_target, 1)`` or later of each sequence.
+
+    Each note against the note before it, as :meth:`NGram.fit` counts.
+    """
     changes, transitions = 0, 0
     for pitches in map(np.asarray, sequences):
       target = pitches[max(first_target, 1):]
@@ -223,6 +230,7 @@ class RepeatPrevious:
     return cls(float(np.clip(changes / transitions, 1e-6, 1 - 1e-6)))
 
   def distribution(self, contexts: np.ndarray) -> np.ndarray:
+    """``[rows, 128]`` probabilities of the next pitch after each row of ``contexts``."""
     contexts = np.asarray(contexts, dtype=np.int64)
     probs = np.full((len(contexts), constants.PITCHES), self.eps / (constants.PITCHES - 1))
     probs[np.arange(len(contexts)), contexts[:, -1]] = 1.0 - self.eps
@@ -259,8 +267,10 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def sample(model, primes: np.ndarray, num_notes: int, rng: np.random.Generator) -> np.ndarray:
-  """Continues each row of ``primes`` (``[pieces, context]`` pitches) by ``num_notes``
-  pitches drawn from ``model.distribution``; returns ``[pieces, num_notes]`` int64."""
+  """Continues each row of ``primes`` by ``num_notes`` pitches drawn from ``model.distribution``.
+
+  ``primes`` is ``[pieces, context]`` pitches; returns ``[pieces, num_notes]`` int64.
+  """
   history = np.asarray(primes, dtype=np.int64)
   generated = np.zeros((len(history), num_notes), dtype=np.int64)
   for i in range(num_notes):
@@ -298,7 +308,9 @@ def _training_bins(sequences: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 class TimingHistogram:
-  """The training histogram of a time's bin, add-one (Laplace) smoothed over all bins::
+  """The training histogram of a time's bin, add-one (Laplace) smoothed over all bins.
+
+  The probability of bin ``b`` is::
 
       P(b) = (count(b) + 1) / (N + NUM_BINS)
 
@@ -315,8 +327,10 @@ class TimingHistogram:
 
   @classmethod
   def fit(cls, sequences: Sequence[np.ndarray], first_target: int = 0) -> TimingHistogram:
-    """Counts the bins of the values at index ``first_target`` or later of each sequence of
-    times in seconds, as :meth:`NGram.fit` counts its targets."""
+    """Counts the bins of the values at index ``first_target`` or later of each sequence.
+
+    The sequences are of times in seconds; counted as :meth:`NGram.fit` counts its targets.
+    """
     targets = [bins[first_target:] for bins in _training_bins(sequences)]
     counts = np.bincount(np.concatenate(targets) if targets else np.zeros(0, np.int64),
                          minlength=timing_bins.NUM_BINS)
@@ -330,8 +344,9 @@ class TimingHistogram:
 
 
 class ConditionalTimingHistogram:
-  """The bin ``b`` of a time given the bin ``p`` of the previous one in its sequence (the
-  previous step for a step, the previous duration for a duration)::
+  """The bin ``b`` of a time given the bin ``p`` of the previous one in its sequence.
+
+  The previous one is the previous step for a step, the previous duration for a duration::
 
       P(b | p) = (count(p, b) + beta * P_hist(b)) / (count(p) + beta)
 
@@ -361,9 +376,11 @@ class ConditionalTimingHistogram:
   @classmethod
   def fit(cls, sequences: Sequence[np.ndarray], first_target: int = 0,
           beta: float = TIMING_BACKOFF_WEIGHT) -> ConditionalTimingHistogram:
-    """Counts, in each sequence of times in seconds, the transitions into the values at index
-    ``max(first_target, 1)`` or later, from the value before each (which may lie before
-    ``first_target``); ``P_hist`` is :meth:`TimingHistogram.fit` with the same ``first_target``.
+    """Counts, in each sequence of times in seconds, the transitions into its later values.
+
+    The transitions into the values at index ``max(first_target, 1)`` or later, from the value
+    before each (which may lie before ``first_target``); ``P_hist`` is
+    :meth:`TimingHistogram.fit` with the same ``first_target``.
 
     Sequences are not joined: no transition spans two of them. With the trainer's chunks and
     ``first_target`` the window length, each note the neural model predicts is counted once,
@@ -378,8 +395,10 @@ class ConditionalTimingHistogram:
     return cls(histogram, pair_keys, pair_counts, beta)
 
   def log_prob(self, values_seconds, previous_seconds) -> np.ndarray:
-    """The natural-log probability (float64) of each value's bin given the previous value;
-    the two arrays broadcast together, and the result has their broadcast shape."""
+    """The natural-log probability (float64) of each value's bin given the previous value.
+
+    The two arrays broadcast together, and the result has their broadcast shape.
+    """
     values, previous = np.broadcast_arrays(_time_bins(values_seconds),
                                            _time_bins(previous_seconds))
     shape = values.shape

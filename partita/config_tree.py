@@ -1,6 +1,7 @@
-"""One config mechanism for every stage: a typed tree of dataclasses, YAML presets holding only
-their differences from the defaults, ``--set key=value`` overrides, and command-line flags
-declared on the fields themselves.
+"""One config mechanism for every stage: a typed tree of dataclasses, presets, overrides and flags.
+
+YAML presets hold only their differences from the defaults; ``--set key=value`` overrides
+them; command-line flags are declared on the fields themselves.
 
 A stage's config is a (frozen or not) dataclass whose fields are leaves (``int``, ``float``,
 ``str``, ``bool``, a ``typing.Literal`` of allowed values, or a tuple of those) or nested
@@ -43,9 +44,11 @@ def option(default: typing.Any, help: str, *, flag: str | None = None,
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = '') -> None:
-  """Adds a flag for every ``option`` field of ``cls`` and its sections, its help ending with
-  the default. Flags that are not given leave no attribute on the parsed namespace, so only what
-  the user typed overrides."""
+  """Adds a flag for every ``option`` field of ``cls`` and its sections.
+
+  Each flag's help ends with the default. Flags that are not given leave no attribute on the
+  parsed namespace, so only what the user typed overrides.
+  """
   hints = typing.get_type_hints(cls)
   groups = {}
   for field in dataclasses.fields(cls):
@@ -100,9 +103,11 @@ _FLAG_DEST = 'config:'
 
 def load(cls: type, preset_path: str | None = None, overrides: Sequence[str] = (),
          updates: dict | None = None) -> typing.Any:
-  """Defaults of ``cls``, then the preset file (if any), then ``updates`` (e.g. from
-  ``flag_updates``), then each ``KEY=VALUE`` override in order; raises ValueError naming the
-  offending key."""
+  """Defaults of ``cls``, then the preset file, then ``updates``, then each ``KEY=VALUE`` override.
+
+  The preset file applies if any; ``updates`` come e.g. from ``flag_updates``; the overrides
+  apply in order. Raises ValueError naming the offending key.
+  """
   values = {}
   if preset_path:
     with open(preset_path) as f:
@@ -138,16 +143,20 @@ def to_dict(config: typing.Any) -> dict:
 
 
 def to_yaml(config: typing.Any) -> str:
+  """A config as YAML: every field, in declaration order."""
   return yaml_dump(dataclasses.asdict(config))
 
 
 def yaml_dump(values: dict) -> str:
-  """Plain data as YAML, in the dict's order, tuples as lists: how every stage saves what it
-  resolved."""
+  """Plain data as YAML, in the dict's order, tuples as lists.
+
+  This is how every stage saves what it resolved.
+  """
   return yaml.safe_dump(_plain(values), sort_keys=False)
 
 
 def from_yaml(cls: type, text: str) -> typing.Any:
+  """The ``cls`` config that YAML text describes: :func:`to_yaml`'s, or only what differs."""
   return build(cls, yaml.safe_load(text) or {})
 
 

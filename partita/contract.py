@@ -91,8 +91,11 @@ def _header(tag: int, length: int) -> bytes:
 
 
 def _entry_header(name: str, dtype: str, payload_length: int) -> bytes:
-  """What precedes the packed values (``payload_length`` bytes) of feature ``name`` in a
-  Features map: entry, key, Feature and list headers."""
+  """What precedes the packed values of feature ``name`` in a Features map.
+
+  The values are ``payload_length`` bytes; what precedes them is the entry, key, Feature and
+  list headers.
+  """
   packed = _header(_LENGTH_DELIMITED_1, payload_length)
   feature = _header(_FEATURE_TAGS[dtype], len(packed) + payload_length) + packed
   key_and_value = (_field(_LENGTH_DELIMITED_1, name.encode())
@@ -105,9 +108,11 @@ _BYTES_PER_VALUE = {'int64': 1, 'float32': 4}
 
 @functools.lru_cache(maxsize=4096)
 def _chunk_frame(num_notes: int, label: str) -> tuple[bytes, ...]:
-  """The bytes around the payloads of a ``num_notes``-note chunk labelled ``label``: one
-  before each FEATURE_DTYPES payload (the first also opens the Example), and the label's
-  entry after the last. Chunks share a few lengths, so a frame is built once and reused."""
+  """The bytes around the payloads of a ``num_notes``-note chunk labelled ``label``.
+
+  One before each FEATURE_DTYPES payload (the first also opens the Example), and the label's
+  entry after the last. Chunks share a few lengths, so a frame is built once and reused.
+  """
   headers = [_entry_header(name, dtype, num_notes * _BYTES_PER_VALUE[dtype])
              for name, dtype in FEATURE_DTYPES.items()]
   # A BytesList holds each value as its own length-delimited field (not packed).
@@ -121,8 +126,9 @@ def _chunk_frame(num_notes: int, label: str) -> tuple[bytes, ...]:
 
 def serialized_chunks(notes: dict[str, np.ndarray], window_length: int, stride: int,
                       label: str) -> list[bytes]:
-  """The chunks of :func:`chunks` of a piece labelled ``label``, each a serialized
-  ``tf.train.Example`` (the features of FEATURE_DTYPES and LABEL_FEATURE).
+  """The chunks of :func:`chunks` of a piece labelled ``label``, each a serialized Example.
+
+  Each is a ``tf.train.Example`` of the features of FEATURE_DTYPES and LABEL_FEATURE.
 
   Written straight from the numpy arrays in protobuf's wire format (packed lists: pitch and
   velocity, always 0..127, are one-byte varints; floats little-endian): each feature is
@@ -142,8 +148,10 @@ def serialize_chunk(chunk: dict[str, np.ndarray], label: str) -> bytes:
 
 
 def _chunk_parts(notes, bounds, label):
-  """Yields, for each ``(start, end)`` in ``bounds``, the byte strings whose concatenation is
-  that chunk's serialized Example."""
+  """Yields, for each ``(start, end)`` in ``bounds``, the byte strings of that chunk's Example.
+
+  Their concatenation is that chunk's serialized Example.
+  """
   wire = []
   for name, dtype in FEATURE_DTYPES.items():
     values = np.asarray(notes[name])

@@ -53,6 +53,7 @@ def outdated_format_message(data_dir: str, info: dict) -> str:
 
 
 def shard_files(data_dir: str, info: dict, split: str) -> list[str]:
+  """The sorted shard paths of ``split``; raises FileNotFoundError when there are none."""
   files = sorted(tf.io.gfile.glob(os.path.join(data_dir, info['shard_patterns'][split])))
   if not files:
     raise FileNotFoundError(f'no {split} shards in {data_dir}')
@@ -60,9 +61,11 @@ def shard_files(data_dir: str, info: dict, split: str) -> list[str]:
 
 
 def label_table(labels: dict) -> tf.lookup.StaticHashTable:
-  """Label name -> id, from an info.json's ``labels`` (``partita.labels``): the ids of the
-  model's vocabulary when reading with a model's info, so a dataset preprocessed on its own still
-  gets that model's ids; names it never saw read as the unconditional id."""
+  """Label name -> id, from an info.json's ``labels`` (``partita.labels``).
+
+  The ids are the model's vocabulary when reading with a model's info, so a dataset preprocessed
+  on its own still gets that model's ids; names it never saw read as the unconditional id.
+  """
   names = list(labels['ids'])
   return tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(tf.constant(names, tf.string),
@@ -72,9 +75,11 @@ def label_table(labels: dict) -> tf.lookup.StaticHashTable:
 
 def parse_chunk(serialized: tf.Tensor,
                 label_ids: tf.lookup.StaticHashTable) -> dict[str, tf.Tensor]:
-  """One serialized tf.train.Example -> dict of 1-D note tensors (``constants.NOTE_FEATURES``:
-  pitch int32, the others float32)
-  and the scalar int32 ``label`` id (``label_ids``: :func:`label_table`)."""
+  """One serialized tf.train.Example -> dict of 1-D note tensors and the scalar int32 ``label`` id.
+
+  The note tensors are ``constants.NOTE_FEATURES``: pitch int32, the others float32; the label
+  id comes from ``label_ids`` (:func:`label_table`).
+  """
   spec = {name: tf.io.VarLenFeature(tf.int64 if dtype == 'int64' else tf.float32)
           for name, dtype in contract.FEATURE_DTYPES.items()}
   spec[contract.LABEL_FEATURE] = tf.io.FixedLenFeature([], tf.string)
@@ -89,8 +94,10 @@ def parse_chunk(serialized: tf.Tensor,
 
 def read_chunks(data_dir: str, info: dict, split: str,
                 labels: dict) -> list[dict[str, np.ndarray]]:
-  """Every chunk of a split, in file order, as numpy notes dicts with the chunk's ``label``
-  id in the vocabulary ``labels`` (a model's, or the dataset's own ``info['labels']``)."""
+  """Every chunk of a split, in file order, as numpy notes dicts with the chunk's ``label`` id.
+
+  The id is in the vocabulary ``labels`` (a model's, or the dataset's own ``info['labels']``).
+  """
   records = tf.data.TFRecordDataset(shard_files(data_dir, info, split),
                                     compression_type=info['compression'] or None)
   label_ids = label_table(labels)
@@ -113,8 +120,10 @@ def chunk_to_windows(chunk: dict[str, tf.Tensor], window_length: int) -> tf.Tens
 
 
 def unpack(windows: tf.Tensor) -> dict[str, tf.Tensor]:
-  """``[..., W+1, 8]`` packed windows -> dict of ``[..., W+1]`` per feature (pitch and label
-  int32)."""
+  """``[..., W+1, 8]`` packed windows -> dict of ``[..., W+1]`` per feature.
+
+  Pitch and label are int32.
+  """
   features = tf.unstack(windows, axis=-1)
   unpacked = dict(zip(WINDOW_FEATURES, features, strict=True))
   for name in ('pitch', contract.LABEL_FEATURE):

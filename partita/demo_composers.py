@@ -1,5 +1,6 @@
-"""The composers the main command (``scripts/demo.sh``) generates a piece in the style of: those
-of the model's labels with an id of their own, most training pieces first, at most
+"""The composers the main command (``scripts/demo.sh``) generates a piece in the style of.
+
+Those of the model's labels with an id of their own, most training pieces first, at most
 :data:`MAX_COMPOSERS`.
 
 Only the labels with an id of their own qualify: the unconditional id (``unknown``) and the id
@@ -38,6 +39,7 @@ def export_composers(export_dir: str) -> list[str]:
 
 
 def main() -> None:
+  """Prints the composers of the export given on the command line."""
   parser = argparse.ArgumentParser(
       description='Print the composers scripts/demo.sh generates a piece in the style of: the '
       "export's labels with an id of their own, most training pieces first, at most "

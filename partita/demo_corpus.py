@@ -75,8 +75,10 @@ MARKER_NAME = 'COMPLETED'
 
 
 def default_cache_dir() -> pathlib.Path:
-  """Folder for the full export: ``$PARTITA_CACHE_DIR`` (or ``~/.cache/partita``) +
-  ``demo-corpus/music21-<version>``."""
+  """Folder for the full export.
+
+  ``$PARTITA_CACHE_DIR`` (or ``~/.cache/partita``) + ``demo-corpus/music21-<version>``.
+  """
   cache_root = (os.environ.get('PARTITA_CACHE_DIR')
                 or pathlib.Path.home() / '.cache' / 'partita')
   return pathlib.Path(cache_root) / 'demo-corpus' / f'music21-{music21.__version__}'
@@ -169,8 +171,11 @@ def _export(jobs: list[tuple[pathlib.Path, pathlib.Path]], workers: int, already
 
 
 def _silence_music21() -> None:
-  """Worker initializer: hides music21's warnings (odd notation in many scores, harmless for
-  MIDI) so the progress bar stays readable. Failures are reported in the marker."""
+  """Worker initializer: hides music21's warnings so the progress bar stays readable.
+
+  The warnings are about odd notation in many scores, harmless for MIDI. Failures are reported
+  in the marker.
+  """
   warnings.simplefilter('ignore')
 
 

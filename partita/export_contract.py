@@ -110,6 +110,8 @@ MAX_SEED = 2**63 - 1
 
 
 def row_seeds(seed: int, rows: int) -> list[int]:
-  """The per-row seeds a scalar ``seed`` stands for in ``generate``: ``seed + row``, modulo
-  2**63 (as the graph computes them)."""
+  """The per-row seeds a scalar ``seed`` stands for in ``generate``.
+
+  ``seed + row``, modulo 2**63 (as the graph computes them).
+  """
   return [(seed + row) & MAX_SEED for row in range(rows)]

@@ -1,5 +1,4 @@
-"""Parsing in a child process, so that a native crash, a hang or a memory blow-up on one file
-costs that file, not the job.
+"""Parsing in a child process: a native crash, hang or memory blow-up costs one file, not the job.
 
 symusic is C++: a malformed file can crash it outright (a segfault has been reported upstream,
 symusic#104), which no ``try`` catches and which would take a Beam worker down with every file
@@ -110,8 +109,10 @@ class ParserProcess:
 
   def parse_next(self, parse: Parse, data: bytes, options: notes_lib.ParseOptions,
                  context: Any) -> tuple[Any, Any] | None:
-    """Starts ``parse(data, options)`` in the child and returns the file started before it as
-    ``(its context, its outcome)``, or None if there was none; :meth:`finish` answers the last.
+    """Starts ``parse(data, options)`` in the child and returns the file started before it.
+
+    Returns ``(its context, its outcome)``, or None if there was none; :meth:`finish` answers the
+    last.
 
     The outcome is the parse's result or the :class:`failures.RejectionError` that
     :meth:`parse` would raise. The previous answer is read before the next file is sent, so
@@ -125,8 +126,10 @@ class ParserProcess:
     return previous
 
   def finish(self) -> tuple[Any, Any] | None:
-    """``(context, outcome)`` of the file :meth:`parse_next` started last, once parsed; None if
-    none is in flight."""
+    """``(context, outcome)`` of the file :meth:`parse_next` started last, once parsed.
+
+    None if none is in flight.
+    """
     if self._in_flight is None:
       return None
     (context,), self._in_flight = self._in_flight, None
@@ -165,6 +168,7 @@ class ParserProcess:
     raise failures.RejectionError(answer[1], answer[2])
 
   def close(self) -> None:
+    """Stops the child, if one runs, and closes its pipes."""
     if self._process is not None:
       if self._process.poll() is None:
         self._process.kill()

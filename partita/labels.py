@@ -1,5 +1,7 @@
-"""Piece labels (a composer, or any other categorical label a user names): where a piece's label
-comes from, and the vocabulary of label ids a dataset and its models share.
+"""Piece labels: where a piece's label comes from, and the vocabulary of ids its models share.
+
+A label is a composer, or any other categorical label a user names; the vocabulary of label ids
+is shared by a dataset and its models.
 
 Preprocessing gives every piece one label *name*, from the first of these sources that knows
 one (:class:`LabelSources`): a metadata CSV that maps paths to labels, the ``composers`` (or
@@ -33,8 +35,10 @@ CSV_PATH_COLUMNS = ('path', 'midi', 'midi_filename', 'file', 'filename')
 
 
 def normalize(value: str) -> str:
-  """A label as stored: lower case, trimmed, runs of whitespace as ``_`` ('Carl  Czerny' ->
-  'carl_czerny')."""
+  """A label as stored: lower case, trimmed, runs of whitespace as ``_``.
+
+  For example 'Carl  Czerny' -> 'carl_czerny'.
+  """
   return re.sub(r'\s+', '_', value.strip().lower())
 
 
@@ -74,8 +78,11 @@ def normalize_path(path: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class LabelSources:
-  """How one run finds the label of an input from its name (the NoteSequence field, which needs
-  the parsed proto, is read by :func:`partita.notes.note_sequence_label`)."""
+  """How one run finds the label of an input from its name.
+
+  The NoteSequence field, which needs the parsed proto, is read by
+  :func:`partita.notes.note_sequence_label`.
+  """
   csv_labels: dict[str, str] = dataclasses.field(default_factory=dict)
   name_regex: str = ''  # over the file name; the group 'label' (or the first group) is the label
   folder_roots: tuple[str, ...] = ()  # input folders whose first subfolder names the label
@@ -89,8 +96,10 @@ class LabelSources:
     return None if not value or value in self.unknown_names else value
 
   def from_name(self, name: str) -> str | None:
-    """The label the CSV, the file-name pattern or the folder give the input ``name``, in that
-    order of precedence; None when none knows it."""
+    """The label the CSV, the file-name pattern or the folder give the input ``name``.
+
+    They take precedence in that order; None when none knows it.
+    """
     if self.csv_labels:
       label = self.known(self.csv_labels.get(normalize_path(name)))
       if label:
@@ -135,8 +144,10 @@ def vocabulary(pieces: dict[str, dict[str, int]], min_pieces: int, label_name: s
 
 
 def pieces_per_id(labels: dict, split: str) -> dict[int, int]:
-  """Pieces of ``split`` per label id in info.json's ``labels`` (the rare names counted under
-  :data:`OTHER_ID`)."""
+  """Pieces of ``split`` per label id in info.json's ``labels``.
+
+  The rare names are counted under :data:`OTHER_ID`.
+  """
   pieces: dict[int, int] = {}
   for name, counts in labels['pieces'].items():
     label_id = labels['ids'][name]
@@ -145,8 +156,9 @@ def pieces_per_id(labels: dict, split: str) -> dict[int, int]:
 
 
 def requested_id(labels: dict, name: str) -> int:
-  """The id to generate the label ``name`` with: one of ``labels['vocabulary']`` (info.json's
-  ``labels``).
+  """The id to generate the label ``name`` with: one of ``labels['vocabulary']``.
+
+  ``labels`` is info.json's ``labels``.
 
   Raises:
     KeyError: the model has no id of that name; the message lists the names it has, and says

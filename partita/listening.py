@@ -85,8 +85,10 @@ def _perceived(notes: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
 
 
 def grid_spacing(times: np.ndarray) -> float | None:
-  """The grid spacing of distinct onset ``times`` (sorted): the modal IOI rounded to 10 ms,
-  halved when over 0.2 s; None with fewer than two onsets."""
+  """The grid spacing of distinct onset ``times`` (sorted).
+
+  The modal IOI rounded to 10 ms, halved when over 0.2 s; None with fewer than two onsets.
+  """
   if len(times) < 2:
     return None
   # Whole units of IOI_ROUNDING; perceived onsets lie at least 5 ms apart, and an interval that
@@ -109,9 +111,11 @@ def on_grid_share(notes: Mapping[str, np.ndarray]) -> float:
 
 
 def best_keys(histograms: np.ndarray) -> np.ndarray:
-  """The best-fitting key (an index of :data:`KEY_NAMES`) of each pitch-class histogram
-  (``[n, 12]``): the Krumhansl-Kessler profile it correlates with most; :data:`NO_KEY` for a
-  flat histogram."""
+  """The best-fitting key (an index of :data:`KEY_NAMES`) of each pitch-class histogram.
+
+  The histograms are ``[n, 12]``; the key is the Krumhansl-Kessler profile each correlates with
+  most; :data:`NO_KEY` for a flat histogram.
+  """
   histograms = np.asarray(histograms, dtype=np.float64)
   centred = histograms - histograms.mean(axis=1, keepdims=True)
   profiles = KEY_PROFILES - KEY_PROFILES.mean(axis=1, keepdims=True)
@@ -132,8 +136,11 @@ def piece_key(notes: Mapping[str, np.ndarray]) -> int:
 
 
 def window_keys(notes: Mapping[str, np.ndarray]) -> np.ndarray:
-  """The best-fitting key of each sliding :data:`KEY_WINDOW`-note window (stride
-  :data:`KEY_STRIDE`); the piece itself is the one window of a piece shorter than that."""
+  """The best-fitting key of each sliding :data:`KEY_WINDOW`-note window.
+
+  The stride is :data:`KEY_STRIDE`; the piece itself is the one window of a piece shorter than
+  that.
+  """
   pitch_class = np.asarray(notes['pitch'], dtype=np.int64) % 12
   one_hot = np.eye(12)[pitch_class]
   if len(pitch_class) <= KEY_WINDOW:
@@ -158,8 +165,10 @@ def notes_per_onset(notes: Mapping[str, np.ndarray]) -> float:
 
 
 def pitch_span(notes: Mapping[str, np.ndarray]) -> float:
-  """The median, over 4-second stretches holding an onset, of the span (semitones) of the
-  pitches starting in the stretch."""
+  """The median span (semitones) of the pitches starting in each 4-second stretch.
+
+  The median is over the 4-second stretches holding an onset.
+  """
   pitch = np.asarray(notes['pitch'], dtype=np.int64)
   if not len(pitch):
     raise ValueError('a piece needs at least one note')
@@ -176,8 +185,10 @@ def piece_measures(notes: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 
 def set_measures(pieces: Sequence[Mapping[str, np.ndarray]]) -> dict[str, dict]:
-  """Each measure over a set of pieces: ``{measure: {'median', 'mean', 'values'}}`` (the
-  per-piece values in the set's order)."""
+  """Each measure over a set of pieces: ``{measure: {'median', 'mean', 'values'}}``.
+
+  The values are per piece, in the set's order.
+  """
   if not len(pieces):
     raise ValueError('no pieces to measure')
   per_piece = [piece_measures(piece) for piece in pieces]
@@ -198,13 +209,16 @@ def _log_stats(values: np.ndarray) -> list[float]:
 
 
 def feature_vector(notes: Mapping[str, np.ndarray]) -> np.ndarray:
-  """The :data:`FEATURE_NAMES` of one piece, as float64: its pitch-class shares sorted from
-  the largest down (so the key does not matter), the mean, standard deviation and range of its
-  pitches, :func:`notes_per_onset`, the mean and standard deviation of the log of its nonzero
-  steps (after the first note's; 0 and 0 without any) and of the log of its durations (floored
-  at 1 ms), the mean absolute interval between consecutive notes and the share of those over 7
-  semitones (0 and 0 for one note), perceived onsets per second (from the first onset to the
-  last note's end; the count itself when that is 0) and :func:`on_grid_share`."""
+  """The :data:`FEATURE_NAMES` of one piece, as float64.
+
+  Its pitch-class shares sorted from the largest down (so the key does not matter), the mean,
+  standard deviation and range of its pitches, :func:`notes_per_onset`, the mean and standard
+  deviation of the log of its nonzero steps (after the first note's; 0 and 0 without any) and of
+  the log of its durations (floored at 1 ms), the mean absolute interval between consecutive
+  notes and the share of those over 7 semitones (0 and 0 for one note), perceived onsets per
+  second (from the first onset to the last note's end; the count itself when that is 0) and
+  :func:`on_grid_share`.
+  """
   pitch = np.asarray(notes['pitch'], dtype=np.float64)
   step = np.asarray(notes['step'], dtype=np.float64)[1:]
   duration = np.asarray(notes['duration'], dtype=np.float64)

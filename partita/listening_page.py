@@ -41,8 +41,11 @@ th:first-child, td:first-child { text-align: left; }
 
 @dataclasses.dataclass(frozen=True)
 class Clip:
-  """One piece of music shown on a page; ``label`` says what it is (e.g. "model continuation")
-  and labels its picture, player and link. Paths are relative to the page."""
+  """One piece of music shown on a page.
+
+  ``label`` says what it is (e.g. "model continuation") and labels its picture, player and link.
+  Paths are relative to the page.
+  """
   label: str
   midi: str
   image: str | None = None
@@ -84,9 +87,12 @@ def _entry_html(entry: Entry) -> str:
 
 def render(title: str, entries: Sequence[Entry], intro: Sequence[str] = (),
            audio_note: str | None = None, body_html: str = '') -> str:
-  """The page: ``title``, ``intro`` paragraphs (plain text), a note on why there is no audio
-  (when ``audio_note``), ``body_html`` (trusted HTML such as the evaluation's tables), then one
-  section per entry."""
+  """The page: title, intro, a note on missing audio, trusted HTML, then one section per entry.
+
+  ``title``, ``intro`` paragraphs (plain text), a note on why there is no audio (when
+  ``audio_note``), ``body_html`` (trusted HTML such as the evaluation's tables), then one section
+  per entry.
+  """
   paragraphs = ''.join(f'<p>{html.escape(line)}</p>' for line in intro)
   if audio_note:
     paragraphs += f'<p class="note">No audio: {html.escape(audio_note)}.</p>'

@@ -47,8 +47,10 @@ MAX_BAR_QUARTERS = 8
 
 
 def on_grid(onset_quarters: np.ndarray) -> np.ndarray:
-  """Whether each onset (in quarter notes from the file's start) lies on the grid described
-  above."""
+  """Whether each onset lies on the grid described above.
+
+  The onsets are in quarter notes from the file's start.
+  """
   onset_quarters = np.asarray(onset_quarters, np.float64)
   near = np.zeros(onset_quarters.shape, bool)
   for division in GRID_DIVISIONS:
@@ -59,9 +61,11 @@ def on_grid(onset_quarters: np.ndarray) -> np.ndarray:
 
 def tempo_at(onset_ticks: np.ndarray, tempo_ticks: np.ndarray,
              tempo_quarter_seconds: np.ndarray) -> np.ndarray:
-  """Seconds per quarter note in force at each onset, from a tempo map's events (ticks and
-  seconds per quarter; an event at the onset's own tick applies to it). Before the first event,
-  and without any, MIDI's default 0.5 s."""
+  """Seconds per quarter note in force at each onset, from a tempo map's events.
+
+  The events are ticks and seconds per quarter; an event at the onset's own tick applies to it.
+  Before the first event, and without any, MIDI's default 0.5 s.
+  """
   order = np.argsort(tempo_ticks, kind='stable')
   tempo_ticks, tempo_quarter_seconds = tempo_ticks[order], tempo_quarter_seconds[order]
   index = np.searchsorted(tempo_ticks, onset_ticks, side='right') - 1
@@ -72,9 +76,11 @@ def tempo_at(onset_ticks: np.ndarray, tempo_ticks: np.ndarray,
 def bar_positions(onset_ticks: np.ndarray, ticks_per_quarter: int, signature_ticks: np.ndarray,
                   numerators: np.ndarray,
                   denominators: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """``(bar_position, bar_quarters)`` of each onset, from the time signature events (ticks,
-  numerator, denominator). Each event starts a bar; an event whose numerator or denominator is
-  not a positive number (a corrupt file) reads as 4/4."""
+  """``(bar_position, bar_quarters)`` of each onset, from the time signature events.
+
+  The events are (ticks, numerator, denominator). Each event starts a bar; an event whose
+  numerator or denominator is not a positive number (a corrupt file) reads as 4/4.
+  """
   valid = (numerators > 0) & (denominators > 0)
   lengths = np.where(valid, 4.0 * numerators / np.where(valid, denominators, 1),
                      DEFAULT_BAR_QUARTERS)
@@ -93,8 +99,10 @@ def bar_positions(onset_ticks: np.ndarray, ticks_per_quarter: int, signature_tic
 
 def piece_metre(quarter_seconds: np.ndarray, bar_position: np.ndarray, bar_quarters: np.ndarray,
                 onset_on_grid: np.ndarray) -> dict[str, np.ndarray]:
-  """A piece's metre features (float32), or zeros when too few of its onsets are on the grid
-  (``onset_on_grid``, per note) for its beats to mean anything."""
+  """A piece's metre features (float32), or zeros when too few of its onsets are on the grid.
+
+  Too few for its beats to mean anything; ``onset_on_grid`` says, per note, which are.
+  """
   gridded = len(onset_on_grid) > 0 and float(np.mean(onset_on_grid)) >= GRIDDED_MIN_SHARE
   values = {'quarter_seconds': quarter_seconds, 'bar_position': bar_position,
             'bar_quarters': bar_quarters}

@@ -104,8 +104,10 @@ def write_midi(path: str | os.PathLike[str], prime: Mapping[str, np.ndarray] | N
 
 def midi_bytes(prime: Mapping[str, np.ndarray] | None, continuation: Mapping[str, np.ndarray],
                program: int = 0) -> bytes:
-  """:func:`to_pretty_midi`'s MIDI file as bytes, for writers that are not local files (Beam's
-  FileSystems, ``gs://``)."""
+  """:func:`to_pretty_midi`'s MIDI file as bytes.
+
+  For writers that are not local files (Beam's FileSystems, ``gs://``).
+  """
   buffer = io.BytesIO()
   to_pretty_midi(prime, continuation, program).write(buffer)
   return buffer.getvalue()

@@ -152,8 +152,10 @@ def perceived_onsets(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rhythm_features(start: np.ndarray, span: float) -> dict[str, np.ndarray]:
-  """``ioi_ratio_histogram``, ``chord_onset_fraction`` and ``onset_rate_variation`` of a
-  piece with onsets ``start`` lasting ``span`` seconds from its first onset to its last end."""
+  """``ioi_ratio_histogram``, ``chord_onset_fraction`` and ``onset_rate_variation`` of a piece.
+
+  The piece has onsets ``start`` and lasts ``span`` seconds from its first onset to its last end.
+  """
   times, sizes = perceived_onsets(start)
   ratio_histogram = np.zeros(len(IOI_RATIO_EDGES) + 1)
   if len(times) >= 3:
@@ -169,8 +171,10 @@ def _rhythm_features(start: np.ndarray, span: float) -> dict[str, np.ndarray]:
 
 
 def _onset_rate_variation(times: np.ndarray, span: float) -> np.ndarray:
-  """Coefficient of variation of the onsets per second in ONSET_RATE_WINDOW windows, and the
-  share of windows without an onset (``times`` from the first onset, 0)."""
+  """Coefficient of variation of the onsets per second in ONSET_RATE_WINDOW windows.
+
+  And the share of windows without an onset (``times`` from the first onset, 0).
+  """
   windows = max(int(np.floor(span / ONSET_RATE_WINDOW)), 1)
   if windows == 1:
     return np.zeros(2)
@@ -212,9 +216,11 @@ def inter_set_distances(values: np.ndarray, reference: np.ndarray) -> np.ndarray
 
 
 def bandwidth(samples: np.ndarray, scale: float) -> float:
-  """Scott's rule, ``std * n^(-1/5)`` (scipy's ``gaussian_kde`` default), floored at
-  ``1e-3 * scale`` (``scale``: the largest magnitude in the samples being compared) so that a
-  sample of identical values still gets a narrow bump rather than a zero-width one."""
+  """Scott's rule, ``std * n^(-1/5)`` (scipy's ``gaussian_kde`` default), floored.
+
+  Floored at ``1e-3 * scale`` (``scale``: the largest magnitude in the samples being compared) so
+  that a sample of identical values still gets a narrow bump rather than a zero-width one.
+  """
   samples = np.asarray(samples, dtype=np.float64)
   scott = samples.std(ddof=1) * len(samples) ** (-1 / 5) if len(samples) > 1 else 0.0
   return max(scott, 1e-3 * max(scale, 1e-9))

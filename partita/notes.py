@@ -46,6 +46,7 @@ class ParseOptions:
   include_drums: bool = False
 
   def selects(self, index: int, track: symusic.core.TrackTick) -> bool:
+    """Whether ``track``, the file's track at ``index``, is kept."""
     return ((self.include_drums or not track.is_drum)
             and (not self.programs or track.program in self.programs)
             and (not self.tracks or index in self.tracks))
@@ -94,8 +95,10 @@ def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray,
 
 def _pedal_intervals(cc_time: np.ndarray,
                      cc_value: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-  """The pedal's down intervals ``[downs[i], ups[i])`` (``ups[i]`` is inf for a pedal never
-  released) and the time of its last change of state, from one track's CC64 events."""
+  """The pedal's down intervals and the time of its last change of state, from one track's CC64.
+
+  The intervals are ``[downs[i], ups[i])``; ``ups[i]`` is inf for a pedal never released.
+  """
   # Pedal events at the same instant: the release wins, as in note_seq (it orders downs first).
   order = np.lexsort((cc_value < SUSTAIN_DOWN_MIN_VALUE, cc_time))
   is_down = cc_value[order] >= SUSTAIN_DOWN_MIN_VALUE
@@ -113,8 +116,10 @@ def _pedal_intervals(cc_time: np.ndarray,
 
 def _damping_onsets(start: np.ndarray, pitch: np.ndarray,
                     under_pedal: np.ndarray) -> np.ndarray:
-  """Each note's damping onset, or inf: the first later onset of its pitch (at the same time:
-  later in track order) that happens while the pedal is down (``under_pedal``, per note).
+  """Each note's damping onset, or inf.
+
+  The first later onset of its pitch (at the same time: later in track order) that happens while
+  the pedal is down (``under_pedal``, per note).
 
   Found in one backward pass over the notes sorted by (pitch, onset, track order).
   """
@@ -132,8 +137,9 @@ def _damping_onsets(start: np.ndarray, pitch: np.ndarray,
 
 
 def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str, np.ndarray]:
-  """Parses MIDI bytes into a notes dict of the selected tracks merged (all non-drum tracks by
-  default).
+  """Parses MIDI bytes into a notes dict of the selected tracks merged.
+
+  All non-drum tracks are selected by default.
 
   Raises:
     failures.RejectionError: the bytes are not a usable piece (reason codes: empty, not_midi,
@@ -174,8 +180,10 @@ def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str,
 
 def parse_note_sequence(data: bytes,
                         options: ParseOptions = ParseOptions()) -> dict[str, np.ndarray]:
-  """Parses a serialized ``note_seq.NoteSequence`` (Magenta's format, e.g. the MAESTRO
-  TFRecords) into a notes dict, with the same selection and checks as :func:`parse_midi`.
+  """Parses a serialized ``note_seq.NoteSequence`` into a notes dict.
+
+  NoteSequence is Magenta's format (e.g. the MAESTRO TFRecords); the selection and checks are the
+  same as :func:`parse_midi`'s.
 
   A NoteSequence's ``instrument`` numbers play the part of MIDI tracks.
 
@@ -219,8 +227,10 @@ def parse_note_sequence(data: bytes,
 
 
 def note_sequence_label(data: bytes, field: str) -> str:
-  """The first value of a serialized NoteSequence's ``sequence_metadata`` field ``field``
-  (``composers``, ``genre``, ``artist``, ...), '' when it has none."""
+  """The first value of a serialized NoteSequence's ``sequence_metadata`` field ``field``.
+
+  ``field`` is e.g. ``composers``, ``genre`` or ``artist``; '' when it has none.
+  """
   metadata = note_seq_protos().NoteSequence.FromString(data).sequence_metadata
   if field not in metadata.DESCRIPTOR.fields_by_name:
     return ''
@@ -253,9 +263,12 @@ METRE_COLUMNS = ('quarter_seconds', 'bar_position', 'bar_quarters', 'on_grid')
 
 def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
                       options: ParseOptions) -> dict[str, np.ndarray]:
-  """Merges tracks of ``(start, end, pitch, velocity, pedal_time, pedal_value, metre)`` arrays
-  (times in seconds; ``metre`` ``[notes, 4]``, :data:`METRE_COLUMNS`) into a checked notes
-  dict, with the sustain pedal applied per track."""
+  """Merges tracks of note and pedal arrays into a checked notes dict, sustain applied per track.
+
+  Each track is ``(start, end, pitch, velocity, pedal_time, pedal_value, metre)`` arrays (times
+  in seconds; ``metre`` ``[notes, 4]``, :data:`METRE_COLUMNS`); the sustain pedal is applied per
+  track.
+  """
   start, end, pitch, velocity, pedal_time, _, note_metre = (
       np.concatenate(arrays) for arrays in zip(*tracks, strict=True))
   if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))
@@ -308,8 +321,10 @@ def _track_arrays(track: symusic.core.TrackSecond) -> tuple[np.ndarray, ...]:
 
 
 def _track_metre(score: symusic.core.ScoreTick, track: symusic.core.TrackTick) -> np.ndarray:
-  """``[notes, 4]``: each note's :data:`METRE_COLUMNS`, from the score's ticks, tempo map and
-  time signatures (``partita.metre``), in the order of the track's notes."""
+  """``[notes, 4]``: each note's :data:`METRE_COLUMNS`, in the order of the track's notes.
+
+  From the score's ticks, tempo map and time signatures (``partita.metre``).
+  """
   onsets = track.notes.numpy()['time'].astype(np.int64)
   tempos = score.tempos.numpy()
   signatures = score.time_signatures.numpy()
@@ -336,8 +351,10 @@ def content_fingerprint(notes: dict[str, np.ndarray]) -> str:
 
 
 def fingerprint_and_size(parse, data: bytes, options: ParseOptions) -> tuple[str, int]:
-  """``parse(data, options)``'s :func:`content_fingerprint` and number of notes: all that the
-  dedup needs of a piece, so a parse in a child process sends back a few bytes, not the notes.
+  """``parse(data, options)``'s :func:`content_fingerprint` and number of notes.
+
+  All that the dedup needs of a piece, so a parse in a child process sends back a few bytes, not
+  the notes.
 
   Raises:
     failures.RejectionError: as ``parse`` does.

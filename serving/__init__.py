@@ -1,0 +1,1 @@
+"""Generation from an export: the command, the Beam job and what they share."""

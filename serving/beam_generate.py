@@ -73,11 +73,14 @@ def refuse_duplicates(named):
 
 
 class RefuseDuplicateNames(beam.PTransform):
-  """Primed -> the same, for names used once; every request of a name used twice is a
-  dead letter (``duplicate_name``), since either would overwrite the other's files. Outputs a
-  dict: ``unique`` and ``dead_letter``."""
+  """Primed -> the same, for names used once; a name used twice is a dead letter.
+
+  Every request of a name used twice is a dead letter (``duplicate_name``), since either would
+  overwrite the other's files. Outputs a dict: ``unique`` and ``dead_letter``.
+  """
 
   def expand(self, primed):
+    """Groups the requests by name and refuses every name used more than once."""
     unique = (primed
               | 'ByName' >> beam.Map(lambda primed: (primed.request.name, primed))
               | 'GroupByName' >> beam.GroupByKey()
@@ -95,8 +98,11 @@ def batches_of(keyed, batch_size: int):
 
 
 class Generated(NamedTuple):
-  """A request, its prime window and the continuation generated from it (note arrays by
-  feature name, as ``serving.generate.generate`` gives them)."""
+  """A request, its prime window and the continuation generated from it.
+
+  The prime and continuation are note arrays by feature name, as ``serving.generate.generate``
+  gives them.
+  """
   request: generation_request.Request
   prime: dict
   continuation: dict
@@ -124,6 +130,7 @@ class GeneratePieces(beam.PTransform):
     self._batch_size = batch_size
 
   def expand(self, primed):
+    """Batches requests by their parameters and generates each batch; failures are dead letters."""
     batch_size = self._batch_size
     batches = (primed
                | 'KeyByParameters' >> beam.Map(lambda primed: (primed.request.batch_key(), primed))
@@ -145,15 +152,18 @@ def failed_batch(failure):
 
 
 class WritePieceFn(beam.DoFn):
-  """(Request, prime, continuation) -> OUT/NAME.png, OUT/NAME.wav (with a soundfont) and
-  OUT/NAME.mid, rendered by ``serving.pieces``; yields the piece's page entry, or a dead letter
-  (write_error, audio_error)."""
+  """(Request, prime, continuation) -> OUT/NAME.png, OUT/NAME.wav and OUT/NAME.mid.
+
+  The WAV is written with a soundfont; the files are rendered by ``serving.pieces``. Yields the
+  piece's page entry, or a dead letter (write_error, audio_error).
+  """
 
   def __init__(self, out: str, soundfont: str | None):
     self._out = out
     self._soundfont = soundfont
 
   def process(self, generated):
+    """Renders the piece and writes its files; yields its page entry or a dead letter."""
     request, prime, continuation = generated
     path = filesystems.FileSystems.join(self._out, request.name)
     try:
@@ -177,9 +187,11 @@ class WritePieceFn(beam.DoFn):
 
 
 class WritePieces(beam.PTransform):
-  """(Request, prime, continuation) -> ``OUT/NAME.png``, ``OUT/NAME.wav`` (when ``soundfont``
-  is given) and ``OUT/NAME.mid``, each written atomically, the MIDI last. Outputs a dict:
-  ``written`` (each piece's ``listening_page.Entry``) and ``dead_letter``."""
+  """(Request, prime, continuation) -> ``OUT/NAME.png``, ``OUT/NAME.wav`` and ``OUT/NAME.mid``.
+
+  The WAV only when ``soundfont`` is given; each file is written atomically, the MIDI last.
+  Outputs a dict: ``written`` (each piece's ``listening_page.Entry``) and ``dead_letter``.
+  """
 
   def __init__(self, out: str, soundfont: str | None = None):
     super().__init__()
@@ -187,6 +199,7 @@ class WritePieces(beam.PTransform):
     self._soundfont = soundfont
 
   def expand(self, generated):
+    """Writes each piece; outputs the entries written and the dead letters."""
     written = generated | 'Write' >> beam.ParDo(
         WritePieceFn(self._out, self._soundfont)).with_outputs(beam_outputs.TAG, main='written')
     return {'written': written.written, beam_outputs.TAG: written[beam_outputs.TAG]}
@@ -213,6 +226,7 @@ class WriteIndexPage(beam.PTransform):
     self._audio_note = audio_note
 
   def expand(self, entries):
+    """Writes the page once, from every entry."""
     return (entries.pipeline
             | 'Once' >> beam.Create([None])
             | 'Write' >> beam.Map(write_page, self._out, entries=beam.pvalue.AsList(entries),
@@ -244,6 +258,7 @@ class WriteSummary(beam.PTransform):
     self._out = out
 
   def expand(self, outputs):
+    """Counts requests, pieces and dead letters and writes the summary once, after every file."""
     requests_in = outputs['requests_in'] | 'CountIn' >> beam.combiners.Count.Globally()
     written = outputs['written'] | 'CountWritten' >> beam.combiners.Count.Globally()
     reasons = outputs['dead_letters'] | 'CountReasons' >> beam_outputs.CountByReason()
@@ -262,8 +277,10 @@ def build_pipeline(pipeline: beam.Pipeline, export_dir: str, info: dict, out: st
                    manifest: str | None = None, primes_glob: str | None = None,
                    soundfont: str | None = None,
                    audio_note: str | None = None) -> beam.PCollection:
-  """Adds the job's steps to ``pipeline``; returns the PCollection of the summary. WAV files
-  are rendered with ``soundfont`` when given; ``audio_note`` says on the page why not."""
+  """Adds the job's steps to ``pipeline``; returns the PCollection of the summary.
+
+  WAV files are rendered with ``soundfont`` when given; ``audio_note`` says on the page why not.
+  """
   read = pipeline | 'ReadRequests' >> requests_lib.ReadRequests(defaults, manifest, primes_glob)
   primed = read['requests'] | 'ReadPrimes' >> requests_lib.ReadPrimes(info)
   unique = primed['primed'] | 'RefuseDuplicateNames' >> RefuseDuplicateNames()
@@ -354,6 +371,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """The ``python -m serving.beam_generate`` command; returns its exit status."""
   parser = argument_parser()
   args, pipeline_args = parser.parse_known_args(argv)
   try:

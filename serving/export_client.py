@@ -1,5 +1,6 @@
-r"""The export's client: load an export written by ``trainer.task`` and run its ``generate``
-signature, for a number of notes or for a duration.
+r"""The export's client: load an export written by ``trainer.task`` and run its ``generate``.
+
+The ``generate`` signature runs for a number of notes or for a duration.
 
 Every generation path goes through here: the command ``serving.generate``, the Beam job's model
 handler (``serving.model_handler``), ``evaluation.evaluate`` and ``evaluation.conditioning``, and
@@ -46,6 +47,7 @@ class Export:
 
   @property
   def window_length(self) -> int:
+    """The number of notes in a prime window."""
     return self.info['window_length']
 
 
@@ -102,8 +104,9 @@ def load_export(export_dir: str) -> Export:
 def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampling,
              seeds: list[int] | None = None, rows: int | None = None,
              labels: list[int] | None = None) -> dict[str, np.ndarray]:
-  """Runs the export's in-graph sampling loop on a batch of primes ``[batch, window]``;
-  returns ``[batch, sampling.num_notes]`` arrays.
+  """Runs the export's in-graph sampling loop on a batch of primes ``[batch, window]``.
+
+  Returns ``[batch, sampling.num_notes]`` arrays.
 
   ``seeds``: one per row; by default ``sampling.seed + row``
   (``export_contract.row_seeds``). ``labels``: one label id per row (``partita.labels``); by
@@ -137,9 +140,11 @@ def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampli
 
 
 def round_seed(seed: int, round_index: int) -> int:
-  """The seed of ``--seconds`` round ``round_index``: ``seed`` itself for round 0 (so a piece
-  starts as a ``--num-notes`` one with the same seed does), then a hash of both, so no two
-  rounds repeat each other's random draws."""
+  """The seed of ``--seconds`` round ``round_index``.
+
+  ``seed`` itself for round 0 (so a piece starts as a ``--num-notes`` one with the same seed
+  does), then a hash of both, so no two rounds repeat each other's random draws.
+  """
   if round_index == 0:
     return seed
   digest = hashlib.sha256(f'{seed}:{round_index}'.encode()).digest()
@@ -150,11 +155,12 @@ def generate_for_seconds(export: Export, primes: dict[str, np.ndarray], seconds:
                          sampling: sampling_lib.Sampling, seeds: list[int] | None = None,
                          rows: int | None = None,
                          labels: list[int] | None = None) -> list[dict[str, np.ndarray]]:
-  """Generates continuations lasting ``seconds`` (see the module docstring); one notes dict per
-  prime, of varying lengths. ``sampling.num_notes`` is not used: the rounds choose their counts.
-  ``seeds``, ``rows`` and ``labels`` as for :func:`generate`; a row's continuation depends only
-  on its own prime, parameters, label and seed (rounds that other rows still need are cut off
-  it).
+  """Generates continuations lasting ``seconds`` (see the module docstring).
+
+  One notes dict per prime, of varying lengths. ``sampling.num_notes`` is not used: the rounds
+  choose their counts. ``seeds``, ``rows`` and ``labels`` as for :func:`generate`; a row's
+  continuation depends only on its own prime, parameters, label and seed (rounds that other rows
+  still need are cut off it).
 
   A sample that has not reached ``seconds`` within MAX_GENERATED_NOTES notes (a model predicting
   near-zero steps) is returned as it is, with a printed warning.

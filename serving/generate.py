@@ -50,8 +50,10 @@ from serving import primes as primes_lib
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """What :func:`run` makes besides each piece's request: how many pieces, from which primes,
-  and whether with audio. The defaults are the command's."""
+  """What :func:`run` makes besides each piece's request.
+
+  How many pieces, from which primes, and whether with audio. The defaults are the command's.
+  """
   num_samples: int = 4
   # At most one prime source; none: the validation windows bundled with the export.
   prime_paths: tuple[str, ...] = ()
@@ -61,8 +63,10 @@ class Options:
   soundfont: str | None = None  # None: audio.default_soundfont()
 
   def check(self, request: generation_request.Request) -> None:
-    """Raises a ``bad_request`` rejection for an option out of range or options that conflict
-    with each other or with ``request``."""
+    """Raises a ``bad_request`` rejection for an option out of range or options that conflict.
+
+    Options conflict with each other or with ``request``.
+    """
     if self.num_samples < 1:
       raise validation.must_be('num_samples', '>= 1', self.num_samples)
     if sum([bool(self.prime_paths), self.prime_data is not None, self.no_prime]) > 1:
@@ -73,8 +77,10 @@ class Options:
 
 @dataclasses.dataclass(frozen=True)
 class Generation:
-  """One run's resolved parameters, saved as ``OUT/generation.yaml``;
-  ``config_tree.from_yaml(Generation, text)`` reads them back to run it again."""
+  """One run's resolved parameters, saved as ``OUT/generation.yaml``.
+
+  ``config_tree.from_yaml(Generation, text)`` reads them back to run it again.
+  """
   model: str
   request: generation_request.Request
   options: Options
@@ -117,8 +123,9 @@ def prime_windows(export: export_client.Export, options: Options,
 
 def run(export_dir: str, out_dir: str, request: generation_request.Request,
         options: Options = Options()) -> list[str]:
-  """Generates ``options.num_samples`` pieces of ``request`` into ``out_dir``, then saves the
-  resolved parameters there (``generation.yaml``); returns the MIDI paths written.
+  """Generates ``options.num_samples`` pieces of ``request`` into ``out_dir``.
+
+  Then saves the resolved parameters there (``generation.yaml``); returns the MIDI paths written.
 
   WAV files are rendered when ``options.audio`` and FluidSynth and the soundfont (default:
   :func:`partita.audio.default_soundfont`) are installed; otherwise a printed note says why
@@ -184,8 +191,10 @@ def write_piece(out_dir: str, request: generation_request.Request,
 
 
 def list_labels(export: export_client.Export) -> list[str]:
-  """The lines of ``--list-labels``: each label the model can be asked for, with its id and
-  training pieces."""
+  """The lines of ``--list-labels``: each label the model can be asked for.
+
+  Each with its id and training pieces.
+  """
   labels = export.info['labels']
   train = labels_lib.pieces_per_id(labels, 'train')
   lines = [f"{labels['name']} labels of this model (--composer NAME or --label NAME; none: "
@@ -196,8 +205,10 @@ def list_labels(export: export_client.Export) -> list[str]:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-  """The command's flags; a request's flags are ``generation_request``'s, shared with the Beam
-  job."""
+  """The command's flags.
+
+  A request's flags are ``generation_request``'s, shared with the Beam job.
+  """
   parser = argparse.ArgumentParser(
       description='Generate pieces from a SavedModel exported by trainer.task: per sample a MIDI '
       'file (the prime on an instrument named "prime", the generated notes on "continuation"), '
@@ -230,6 +241,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """The ``python -m serving.generate`` command; returns its exit status."""
   parser = argument_parser()
   args = parser.parse_args(argv)
   if not (args.out or args.list_labels):

@@ -1,5 +1,6 @@
-"""A generation request: one type for the command, the Beam job and its manifest lines, made by one
-function from whatever gave its fields, and checked in one place.
+"""A generation request: one type for the command, the Beam job and its manifest lines.
+
+It is made by one function from whatever gave its fields, and checked in one place.
 
 A :class:`Request` is what one piece is generated from: its :class:`serving.sampling.Sampling`
 (the export's parameters) and what the export does not take: the length in seconds instead of
@@ -54,8 +55,10 @@ class Request:
   label: str | None = None  # one of the model's labels (a composer); None: unconditional
 
   def check(self) -> None:
-    """Raises RejectionError (``bad_request``) for a parameter out of range. (Names are checked
-    where they are made: a name given, or one made from a path, is always safe.)"""
+    """Raises RejectionError (``bad_request``) for a parameter out of range.
+
+    Names are checked where they are made: a name given, or one made from a path, is always safe.
+    """
     self.sampling.check()
     if self.seconds is not None and not (
         math.isfinite(self.seconds) and 0 < self.seconds <= MAX_SECONDS):
@@ -67,8 +70,10 @@ class Request:
       raise validation.must_be('prime_from', '>= 0 seconds', self.prime_from)
 
   def batch_key(self) -> str:
-    """Requests that can share a ``generate`` call: the same parameters but for the seed (each
-    row has its own), as JSON, a deterministic key for any runner."""
+    """Requests that can share a ``generate`` call: the same parameters but for the seed.
+
+    Each row has its own seed. As JSON, a deterministic key for any runner.
+    """
     sampling = self.sampling
     length = ('seconds', self.seconds) if self.seconds is not None else (
         'num_notes', sampling.num_notes)
@@ -81,8 +86,9 @@ _TYPES = {**typing.get_type_hints(sampling_lib.Sampling), **typing.get_type_hint
 
 
 def from_fields(given: dict, defaults: Request) -> Request:
-  """The checked request that ``given`` (field -> value, flat, as :data:`FIELDS`) makes of
-  ``defaults``.
+  """The checked request that ``given`` makes of ``defaults``.
+
+  ``given`` is field -> value, flat, as :data:`FIELDS`.
 
   Raises:
     failures.RejectionError: ``bad_request`` (an unknown field, a value of the wrong type,
@@ -111,8 +117,10 @@ def from_fields(given: dict, defaults: Request) -> Request:
 
 
 def _typed(field: str, value: object) -> object:
-  """``value`` as ``field``'s type (an integer as a float for a number field); raises a
-  ``bad_request`` rejection for a value of another type, ``bad_name`` for an unsafe name."""
+  """``value`` as ``field``'s type (an integer as a float for a number field).
+
+  Raises a ``bad_request`` rejection for a value of another type, ``bad_name`` for an unsafe name.
+  """
   if field == 'name':
     return validation.check_name(value)
   kind = _TYPES[field]
@@ -131,9 +139,12 @@ def _typed(field: str, value: object) -> object:
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-  """A request's flags, the same in both commands: the sampling's (``Sampling``'s own),
-  ``--seconds``, ``--composer`` (alias ``--label``), ``--program`` and ``--prime-from``. A flag
-  not typed leaves nothing on the namespace, so only what was typed overrides the defaults."""
+  """A request's flags, the same in both commands.
+
+  The sampling's (``Sampling``'s own), ``--seconds``, ``--composer`` (alias ``--label``),
+  ``--program`` and ``--prime-from``. A flag not typed leaves nothing on the namespace, so only
+  what was typed overrides the defaults.
+  """
   config_tree.add_flags(parser, sampling_lib.Sampling)
   parser.add_argument('--seconds', type=float, default=argparse.SUPPRESS,
                       help=f'instead of --num-notes: generate until each continuation lasts '
@@ -152,8 +163,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def from_flags(args: argparse.Namespace) -> Request:
-  """The request the flags of :func:`add_flags` typed make, over the defaults; raises as
-  :func:`from_fields`."""
+  """The request the flags of :func:`add_flags` typed make, over the defaults.
+
+  Raises as :func:`from_fields`.
+  """
   given = config_tree.flag_updates(args)
   given.update({field: getattr(args, field) for field in _FLAG_FIELDS if hasattr(args, field)})
   return from_fields(given, Request())

@@ -1,5 +1,4 @@
-"""The Beam job's RunInference model handler: an export's ``generate`` signature as Beam sees a
-model.
+"""The Beam job's RunInference model handler: an export's ``generate`` signature as a model.
 
 :class:`PieceModelHandler` loads the export once per worker process (RunInference shares it
 between the process's threads) and turns a batch of ``serving.requests.Primed`` (a request and
@@ -27,8 +26,7 @@ METRICS_NAMESPACE = 'partita_generate'
 
 
 class PieceModelHandler(inference.ModelHandler):
-  """Batches of ``serving.requests.Primed`` -> PredictionResult(example=the Primed,
-  inference=notes)."""
+  """Batches of ``serving.requests.Primed`` -> PredictionResult(example, inference=notes)."""
 
   def __init__(self, export_dir: str, batch_size: int):
     super().__init__()
@@ -36,18 +34,22 @@ class PieceModelHandler(inference.ModelHandler):
     self._batch_size = batch_size
 
   def should_skip_batching(self) -> bool:
+    """True: RunInference gets batches already made."""
     # The job batches by Request.batch_key before RunInference (beam_generate.GeneratePieces),
     # since one generate call takes one set of parameters; RunInference's own batching is not
     # keyed.
     return True
 
   def load_model(self) -> export_client.Export:
+    """Loads the export (once per worker process)."""
     return export_client.load_export(self._export_dir)
 
   def run_inference(self, batch: Sequence[requests_lib.Primed], model: export_client.Export,
                     inference_args: dict | None = None) -> Iterable[inference.PredictionResult]:
-    """Generates every request of ``batch``, which share their parameters but for the seed and
-    the label."""
+    """Generates every request of ``batch``.
+
+    They share their parameters but for the seed and the label.
+    """
     requests = [primed.request for primed in batch]
     keys = {request.batch_key() for request in requests}
     if len(keys) != 1:
@@ -70,4 +72,5 @@ class PieceModelHandler(inference.ModelHandler):
             for example, continuation in zip(batch, notes, strict=True)]
 
   def get_metrics_namespace(self) -> str:
+    """The namespace of this handler's RunInference metrics."""
     return METRICS_NAMESPACE

@@ -1,5 +1,7 @@
-"""A generated piece's files and page entry, rendered once for both writers: ``serving.generate``
-(local files) and ``serving.beam_generate`` (Beam's FileSystems, local or ``gs://``).
+"""A generated piece's files and page entry, rendered once for both writers.
+
+The writers are ``serving.generate`` (local files) and ``serving.beam_generate`` (Beam's
+FileSystems, local or ``gs://``).
 
 A piece is its MIDI file (the prime on an instrument named ``prime``, the piece starting at its
 first note; the generated notes on one named ``continuation``; a neutral start is not shown), its
@@ -41,9 +43,10 @@ def prime_description(prime: str | None, prime_from: float) -> str:
 def render(request: generation_request.Request, prime: dict[str, np.ndarray] | None,
            continuation: dict[str, np.ndarray], source: str,
            soundfont: str | None) -> RenderedPiece:
-  """The piece ``request`` gave: ``prime`` the window it continued (None: a neutral start, not
-  shown), ``source`` that prime in words, ``soundfont`` the one to render WAV audio with (None:
-  no audio).
+  """The piece ``request`` gave.
+
+  ``prime`` is the window it continued (None: a neutral start, not shown), ``source`` that prime
+  in words, ``soundfont`` the one to render WAV audio with (None: no audio).
 
   Raises:
     audio.AudioError: FluidSynth failed.
@@ -72,8 +75,10 @@ def page_entry(request: generation_request.Request, source: str,
 
 
 def audio_plan(render_audio: bool, soundfont: str | None) -> tuple[str | None, str | None]:
-  """The soundfont to render WAV files with (None: none are rendered) and, where none are, the
-  page's note saying why. ``soundfont`` None: :func:`partita.audio.default_soundfont`.
+  """The soundfont to render WAV files with and, where none are rendered, the page's note on why.
+
+  The soundfont is None when none are rendered. A ``soundfont`` argument of None stands for
+  :func:`partita.audio.default_soundfont`.
 
   Raises:
     failures.RejectionError: ``bad_request``, a soundfont named explicitly does not exist.

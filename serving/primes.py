@@ -39,8 +39,7 @@ MAX_DATASET_CHUNKS = 10_000
 
 def window_from_midi(data: bytes, window_length: int, start_seconds: float = 0.0,
                      source: str = 'prime') -> dict[str, np.ndarray]:
-  """The first ``window_length`` notes of MIDI ``data`` with an onset at or after
-  ``start_seconds``.
+  """The first ``window_length`` notes of MIDI ``data`` with an onset at or after ``start_seconds``.
 
   Raises:
     failures.RejectionError: the bytes are not a usable piece (reason: the parser's code, e.g.

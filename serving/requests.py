@@ -1,6 +1,7 @@
-"""Requests of the Beam generation job (``serving.beam_generate``): how a manifest line or a
-matched prime file becomes a ``serving.generation_request.Request`` (:class:`ReadRequests`), and
-its prime window (:class:`ReadPrimes`).
+"""Requests of the Beam generation job (``serving.beam_generate``) and their prime windows.
+
+How a manifest line or a matched prime file becomes a ``serving.generation_request.Request``
+(:class:`ReadRequests`), and its prime window (:class:`ReadPrimes`).
 
 A manifest is a JSON-lines file with one request per line (blank lines are skipped), e.g.::
 
@@ -56,8 +57,10 @@ MAX_LINE_IN_DEAD_LETTER = 1000
 
 def parse_request(line: str, defaults: generation_request.Request,
                   manifest_dir: str) -> generation_request.Request:
-  """A manifest line -> a checked Request, absent fields taken from ``defaults``
-  (``generation_request.from_fields``); a relative prime is relative to ``manifest_dir``.
+  """A manifest line -> a checked Request, absent fields taken from ``defaults``.
+
+  The fields are taken as ``generation_request.from_fields`` takes them; a relative prime is
+  relative to ``manifest_dir``.
 
   Raises:
     failures.RejectionError: reasons ``bad_json``, ``bad_request`` (unknown field, wrong type,
@@ -82,8 +85,9 @@ def parse_request(line: str, defaults: generation_request.Request,
 
 
 def name_for_match(path: str, root: str) -> str:
-  """Output name of a globbed prime: its path below ``root`` (the glob's folder), folders joined
-  by ``_``, so ``a/x.mid`` and ``b/x.mid`` do not collide.
+  """Output name of a globbed prime: its path below ``root`` (the glob's folder), folders joined.
+
+  Folders are joined by ``_``, so ``a/x.mid`` and ``b/x.mid`` do not collide.
 
   Raises:
     failures.RejectionError: ``bad_name``, no usable name is left.
@@ -107,6 +111,7 @@ class RequestFromLineFn(beam.DoFn):
     self._manifest_dir = manifest_dir
 
   def process(self, line: str):
+    """Counts the line as a request; yields its Request or dead letter (none for a blank line)."""
     if not line.strip():
       return
     metrics.Metrics.counter('generate', 'requests_in').inc()
@@ -117,14 +122,17 @@ class RequestFromLineFn(beam.DoFn):
 
 
 class RequestFromMatchFn(beam.DoFn):
-  """Matched prime file -> Request with the flags' parameters, or a dead letter (input: the
-  path)."""
+  """Matched prime file -> Request with the flags' parameters, or a dead letter.
+
+  The dead letter's input is the path.
+  """
 
   def __init__(self, defaults: generation_request.Request, root: str):
     self._defaults = defaults
     self._root = root
 
   def process(self, metadata):
+    """Counts the file as a request; yields its Request, or a dead letter for an unusable name."""
     metrics.Metrics.counter('generate', 'requests_in').inc()
     try:
       name = name_for_match(metadata.path, self._root)
@@ -149,6 +157,7 @@ class ReadRequests(beam.PTransform):
     self._primes_glob = primes_glob
 
   def expand(self, pbegin):
+    """Reads the manifest's lines or matches the primes glob, then makes each one a request."""
     if self._manifest:
       sources = pbegin | 'ReadManifest' >> beam.io.ReadFromText(self._manifest)
       to_request = RequestFromLineFn(self._defaults,
@@ -168,14 +177,18 @@ class Primed(NamedTuple):
 
 
 class ReadPrimeFn(beam.DoFn):
-  """Request -> :class:`Primed`, or a dead letter: unknown_label (its label is not the
-  model's), prime_not_found, prime_unreadable, prime_too_large, the parser's reason (not_midi,
-  parse_error, ...) or prime_too_short."""
+  """Request -> :class:`Primed`, or a dead letter.
+
+  The dead letter's reason is unknown_label (its label is not the model's), prime_not_found,
+  prime_unreadable, prime_too_large, the parser's reason (not_midi, parse_error, ...) or
+  prime_too_short.
+  """
 
   def __init__(self, info: dict):
     self._info = info
 
   def process(self, request: generation_request.Request):
+    """Checks the request's label and reads its prime window; yields both, or a dead letter."""
     window_length = self._info['window_length']
     try:
       validation.label_id(self._info['labels'], request.label)
@@ -226,6 +239,7 @@ class ReadPrimes(beam.PTransform):
     self._info = info
 
   def expand(self, requests):
+    """Reads every request's prime window."""
     read = requests | 'Read' >> beam.ParDo(ReadPrimeFn(self._info)).with_outputs(
         beam_outputs.TAG, main='primed')
     return {'primed': read.primed, beam_outputs.TAG: read[beam_outputs.TAG]}

@@ -55,8 +55,10 @@ class Sampling:
       '(serving.generate gives sample i the seed + i)', group=FLAG_GROUP)
 
   def check(self) -> None:
-    """Raises ``failures.RejectionError`` (``bad_request``) naming the first parameter out of
-    range, before any model is loaded."""
+    """Raises ``failures.RejectionError`` (``bad_request``) naming the first parameter out of range.
+
+    It is raised before any model is loaded.
+    """
     most = export_contract.MAX_GENERATED_NOTES
     if not 1 <= self.num_notes <= most:
       raise validation.must_be('num_notes', f'in 1..{most}', self.num_notes)
@@ -78,8 +80,10 @@ class Sampling:
       raise validation.must_be('seed', 'in 0..2**63-1', self.seed)
 
   def description(self, seconds: float | None = None) -> str:
-    """The parameters in words, for the pages: ``seconds``, where given, is the length instead
-    of ``num_notes``."""
+    """The parameters in words, for the pages.
+
+    ``seconds``, where given, is the length instead of ``num_notes``.
+    """
     length = f'{seconds:g} s' if seconds is not None else f'{self.num_notes} notes'
     guidance = (f', label guidance {self.label_guidance:g}' if self.label_guidance != 1
                 else '')

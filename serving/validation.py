@@ -1,5 +1,7 @@
-"""How serving refuses a request, and safe output names; shared by the command, the Beam job and
-the evaluation so that all refuse the same requests with the same messages.
+"""How serving refuses a request, and safe output names.
+
+Shared by the command, the Beam job and the evaluation so that all refuse the same requests
+with the same messages.
 
 Requests are checked before any model is loaded or file written: a bad request costs nothing and
 leaves no partial output. Every refusal is a :class:`partita.failures.RejectionError`: reason
@@ -22,21 +24,26 @@ _SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
 
 
 def bad_request(detail: str) -> failures.RejectionError:
-  """The rejection of a request that cannot be served as asked (reason ``bad_request``); the
-  commands print its detail and exit with status 2."""
+  """The rejection of a request that cannot be served as asked (reason ``bad_request``).
+
+  The commands print its detail and exit with status 2.
+  """
   return failures.RejectionError('bad_request', detail)
 
 
 def must_be(field: str, allowed: str, value: object) -> failures.RejectionError:
-  """The one wording of a refused value, whichever path it came by (a flag, a manifest line, a
-  library call): ``FIELD must be ALLOWED, got VALUE``, the field by its request name, as manifest
-  lines, ``generation.yaml`` and the graph's assertions name it."""
+  """The one wording of a refused value, whichever path it came by.
+
+  A flag, a manifest line or a library call: ``FIELD must be ALLOWED, got VALUE``, the field by
+  its request name, as manifest lines, ``generation.yaml`` and the graph's assertions name it.
+  """
   return bad_request(f'{field} must be {allowed}, got {value!r}')
 
 
 def label_id(labels: dict, name: str | None) -> int:
-  """The id to generate the label ``name`` with (None: the unconditional id), from an
-  export's ``info['labels']``.
+  """The id to generate the label ``name`` with, from an export's ``info['labels']``.
+
+  A ``name`` of None gives the unconditional id.
 
   Raises:
     failures.RejectionError: ``unknown_label``, the model has no such label; the detail names
@@ -51,8 +58,9 @@ def label_id(labels: dict, name: str | None) -> int:
 
 
 def check_name(name: str) -> str:
-  """Returns ``name`` if it is safe as an output file stem; else raises RejectionError
-  (``bad_name``).
+  """Returns ``name`` if it is safe as an output file stem; else raises RejectionError.
+
+  The rejection's reason is ``bad_name``.
 
   Safe means letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, at most
   MAX_NAME_LENGTH characters: no separators, so no path traversal (``../x``) and no absolute
@@ -66,8 +74,10 @@ def check_name(name: str) -> str:
 
 
 def name_from_path(path: str) -> str:
-  """A safe output stem made from an untrusted file path: its file name without a MIDI suffix,
-  with every unsafe character replaced by ``_`` (``../../etc/x.mid`` -> ``x``).
+  """A safe output stem made from an untrusted file path.
+
+  Its file name without a MIDI suffix, with every unsafe character replaced by ``_``
+  (``../../etc/x.mid`` -> ``x``).
 
   Raises:
     failures.RejectionError: ``bad_name``: nothing usable is left (e.g. the name is only dots).

@@ -1,3 +1,5 @@
+"""The test session's setup: TensorFlow quiet and Hypothesis's fuzzing profiles."""
+
 import os
 
 # Keep TensorFlow quiet: set before any test module imports it.

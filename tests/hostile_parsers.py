@@ -11,8 +11,10 @@ from partita import notes as notes_lib
 
 
 def parse_or_fail(data: bytes, options: notes_lib.ParseOptions) -> dict:
-  """Crashes natively on b'CRASH', hangs for an hour on b'HANG', asks for 16 GiB on b'HOG';
-  else parses."""
+  """Parses, except on three hostile inputs.
+
+  Crashes natively on b'CRASH', hangs for an hour on b'HANG', asks for 16 GiB on b'HOG'.
+  """
   if data == b'CRASH':
     os.kill(os.getpid(), signal.SIGSEGV)
   if data == b'HANG':

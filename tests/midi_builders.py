@@ -103,8 +103,9 @@ def random_melody(seed: int, num_notes: int, *, grid_s: float = 0.125) -> list[N
 
 
 def expected_notes(notes: Sequence[Note], tempo_bpm: float = TEMPO_BPM) -> dict[str, np.ndarray]:
-  """The notes dict ``partita.notes.parse_midi`` should return for ``notes`` (no pedal) written
-  by :func:`midi_bytes` at ``tempo_bpm``.
+  """The notes dict ``partita.notes.parse_midi`` should return for ``notes`` (no pedal).
+
+  That is, for ``notes`` written by :func:`midi_bytes` at ``tempo_bpm``.
 
   Sorted by onset then pitch; step is seconds since the previous onset. The metre: pretty_midi
   writes one tempo and no time signature (so 4/4 from the start); when at least 90% of the

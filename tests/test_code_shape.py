@@ -1,5 +1,8 @@
-"""The code's shape, checked: the linter passes, top-level packages depend on each other in one
-direction only, functions stay short, and each stage imports only the frameworks it runs on."""
+"""The code's shape, checked: linter, package layers, function length, frameworks per stage.
+
+The linter passes, top-level packages depend on each other in one direction only, functions
+stay short, and each stage imports only the frameworks it runs on.
+"""
 
 from __future__ import annotations
 
@@ -84,8 +87,11 @@ def test_each_stage_loads_only_its_own_frameworks(module, absent):
 
 
 def test_setup_installs_every_top_level_package():
-  """``pip install .`` must bring every package, so that each stage's ``python -m`` command
-  runs outside the repository too (the evaluation package once was missing)."""
+  """``pip install .`` must bring every package.
+
+  So that each stage's ``python -m`` command runs outside the repository too (the evaluation
+  package once was missing).
+  """
   setup = ast.parse((REPO / 'setup.py').read_text())
   include = next(node for node in ast.walk(setup)
                  if isinstance(node, ast.keyword) and node.arg == 'include')

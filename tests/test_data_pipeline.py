@@ -143,11 +143,14 @@ def test_training_is_sharded_by_file_per_input_pipeline(dataset):
 
 @pytest.mark.parametrize('pipelines', [3, 4])
 def test_fewer_files_than_input_pipelines_shards_windows(dataset, pipelines):
-  """Two training files for 3 or 4 input pipelines: file sharding would leave a pipeline
-  without data (its worker would stop and the others hang in their all-reduce), so every
-  pipeline reads every file in the same order and keeps every n-th window. In every pass over
-  the data each pipeline gets its own non-empty share, and the shares are disjoint and together
-  every window (each pass reshuffles the files, so the shares change from pass to pass)."""
+  """Two training files for 3 or 4 input pipelines: each pipeline gets its own share of windows.
+
+  File sharding would leave a pipeline without data (its worker would stop and the others hang in
+  their all-reduce), so every pipeline reads every file in the same order and keeps every n-th
+  window. In every pass over the data each pipeline gets its own non-empty share, and the shares
+  are disjoint and together every window (each pass reshuffles the files, so the shares change
+  from pass to pass).
+  """
   expected = expected_windows(dataset['pieces']['train'])
   config = config_lib.DataConfig(shuffle_buffer=10)
   passes = [[], []]
@@ -200,8 +203,11 @@ def test_training_augmentation_per_window(dataset):
 
 
 def test_training_labels_are_each_windows_own_or_dropped_to_the_unconditional_id(dataset):
-  """With label_dropout p, each window keeps its piece's label id at every note or, with
-  probability p, has the unconditional id at every note instead."""
+  """With label_dropout p, each window keeps its piece's label id or has the unconditional id.
+
+  It keeps its piece's label id at every note or, with probability p, has the unconditional id
+  at every note instead.
+  """
   config = config_lib.DataConfig(shuffle_buffer=10, label_dropout=0.3)
   ds = data_lib.make_dataset(dataset['dir'], dataset['info'], 'train', config, training=True,
                              batch_size=64)

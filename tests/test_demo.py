@@ -1,5 +1,8 @@
-"""The main command's own steps (scripts/demo.sh): the composers it generates for, from an
-export's labels, and the summary it ends with, from the files a run writes."""
+"""The main command's own steps (scripts/demo.sh): the composers it generates for, and its summary.
+
+The composers come from an export's labels; the summary it ends with, from the files a run
+writes.
+"""
 
 import json
 import pathlib
@@ -16,8 +19,11 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def corpus_labels(min_pieces: int) -> dict:
-  """info.json's ``labels`` of a corpus whose three rare composers, pooled under ``other``, have
-  more training pieces than beethoven and mozart, and whose unknown pieces have the most."""
+  """info.json's ``labels`` of a corpus whose rare composers outnumber two known ones.
+
+  Its three rare composers, pooled under ``other``, have more training pieces than beethoven and
+  mozart, and its unknown pieces have the most.
+  """
   train = {'bach': 30, 'chopin': 20, 'beethoven': 12, 'mozart': 12, 'haydn': 9, 'verdi': 5,
            'weber': 5, 'handel': 5, labels_lib.UNKNOWN: 50}
   pieces = {name: {'train': count, 'test': 1} for name, count in train.items()}
@@ -51,8 +57,10 @@ def test_the_command_prints_the_exports_composers_for_the_script(tmp_path):
 
 
 def demo_outputs(out: pathlib.Path, with_audio: bool, composers: tuple[str, ...]) -> None:
-  """The files of a demo run that the summary reads, shaped as a small run writes them: too few
-  long test pieces for the music statistics, a piece for each of ``composers``."""
+  """The files of a demo run that the summary reads, shaped as a small run writes them.
+
+  Too few long test pieces for the music statistics, a piece for each of ``composers``.
+  """
   write_json(out / 'data' / 'info.json', {
       'counts': {'files_in': 13, 'pieces_written': 12, 'duplicates': 1, 'dead_letters': 2,
                  'dead_letter_reasons': {'not_midi': 2}, 'label_conflicts': 0},

@@ -1,5 +1,8 @@
-"""evaluation.evaluate on a tiny dataset and model: the metrics, the baselines scoring the same
-notes, primes, training curves and the written report."""
+"""evaluation.evaluate on a tiny dataset and model.
+
+The metrics, the baselines scoring the same notes, primes, training curves and the written
+report.
+"""
 
 import json
 import os
@@ -26,8 +29,10 @@ LABELS = ('bach', 'chopin', 'haydn')
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-  """Random melodies preprocessed with window 8, stride 16, and the tiny preset trained on
-  them (4 steps: TensorBoard points at steps 2 and 4)."""
+  """Random melodies preprocessed with window 8, stride 16, and the tiny preset trained on them.
+
+  4 steps: TensorBoard points at steps 2 and 4.
+  """
   root = str(tmp_path_factory.mktemp('evaluate'))
   data_dir = make_dataset(root, labels=LABELS)
   model_dir = os.path.join(root, 'model')
@@ -88,8 +93,10 @@ def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tr
 
 
 def test_each_window_is_scored_with_its_label_and_with_none(trained):
-  """The per-label means against predict_next called here with each window's true label id
-  and with the unconditional id, window by window."""
+  """The per-label means against predict_next called here, window by window.
+
+  predict_next is called with each window's true label id and with the unconditional id.
+  """
   info = trained['info']
   fitted = evaluate.fit_baselines(
       dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)

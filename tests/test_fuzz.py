@@ -32,8 +32,10 @@ SEEDS = [
 
 @st.composite
 def mutated_midi(draw) -> bytes:
-  """A valid file with a few bytes replaced, inserted or cut: most of the header survives, so
-  the parser gets far into the file."""
+  """A valid file with a few bytes replaced, inserted or cut.
+
+  Most of the header survives, so the parser gets far into the file.
+  """
   data = bytearray(draw(st.sampled_from(SEEDS)))
   for _ in range(draw(st.integers(1, 8))):
     position = draw(st.integers(0, len(data) - 1))

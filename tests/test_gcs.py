@@ -1,5 +1,7 @@
-"""Runs on gs:// paths, on a gcp-storage-emulator server started on loopback: preprocessing, the
-Beam generation job, the atomic writes outside Beam (partita.atomic) and the evaluation report.
+"""Runs on gs:// paths, on a gcp-storage-emulator server started on loopback.
+
+Preprocessing, the Beam generation job, the atomic writes outside Beam (partita.atomic) and the
+evaluation report.
 
 Beam's gs:// filesystem and partita.atomic talk to whatever ``STORAGE_EMULATOR_HOST`` names, so
 the tests below run the same code paths as on Google Cloud Storage: matching a folder prefix,
@@ -113,8 +115,10 @@ def test_preprocess_from_and_to_gcs(bucket):
 
 
 def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
-  """The Beam generation job with its manifest, primes and outputs on gs:// (the export stays
-  local: TensorFlow's own gs:// client cannot be pointed at an emulator)."""
+  """The Beam generation job with its manifest, primes and outputs on gs://.
+
+  The export stays local: TensorFlow's own gs:// client cannot be pointed at an emulator.
+  """
   import numpy as np
 
   from serving import beam_generate, generation_request

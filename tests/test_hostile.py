@@ -1,6 +1,8 @@
-"""Hostile MIDI (see hostile_midi.py): each file is parsed or rejected with a specific reason,
-never a hang, a crash or a memory blow-up; a job over a folder mixing them with good files
-finishes and accounts for every file."""
+"""Hostile MIDI (see hostile_midi.py): each file is parsed or rejected, and a job finishes.
+
+Each file is parsed or rejected with a specific reason, never a hang, a crash or a memory
+blow-up; a job over a folder mixing them with good files finishes and accounts for every file.
+"""
 
 from __future__ import annotations
 
@@ -48,10 +50,12 @@ def check_piece(piece: dict[str, np.ndarray]) -> None:
 
 @pytest.fixture(scope='module')
 def parser():
-  """The job's crash isolation, as a guard: a hang, a native crash or a memory blow-up on a
-  file becomes parse_timeout, parser_crash or out_of_memory, which fail the test below. The
-  limits are far beyond any real parse (the slowest hostile file takes well under a second),
-  so no outcome depends on the machine's speed or load."""
+  """The job's crash isolation, as a guard against a hang, a native crash or a memory blow-up.
+
+  Each on a file becomes parse_timeout, parser_crash or out_of_memory, which fail the test below.
+  The limits are far beyond any real parse (the slowest hostile file takes well under a second),
+  so no outcome depends on the machine's speed or load.
+  """
   process = isolation.ParserProcess(
       isolation.IsolationOptions(timeout_seconds=120.0, memory_bytes=4 * 2**30))
   yield process

@@ -39,9 +39,11 @@ def test_parser_process_survives_crash_hang_and_memory_blow_up():
 
 
 def test_parse_next_answers_each_file_in_turn_through_crashes_and_large_answers():
-  """While the child parses one file the caller holds the next: every outcome comes back with
-  its own context, a crash or hang costs only its file, and answers and files over a pipe's
-  64 KB do not deadlock the two processes."""
+  """While the child parses one file the caller holds the next.
+
+  Every outcome comes back with its own context, a crash or hang costs only its file, and
+  answers and files over a pipe's 64 KB do not deadlock the two processes.
+  """
   parser = isolation.ParserProcess(LIMITS)
   small = midi_builders.random_melody(0, 12)
   large = midi_builders.random_melody(1, 12_000)  # about 100 KB of MIDI, 120 KB of notes

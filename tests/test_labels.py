@@ -1,5 +1,7 @@
-"""Piece labels: the sources a label comes from, the vocabulary, and a preprocessing run that
-labels its pieces from every source at once."""
+"""Piece labels: the sources a label comes from, the vocabulary, and a preprocessing run.
+
+The preprocessing run labels its pieces from every source at once.
+"""
 
 import collections
 import os

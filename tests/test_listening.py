@@ -1,6 +1,9 @@
-"""The measures a listener hears (partita.listening) on hand-made pieces with known answers, the
-two-sample classifier (evaluation.two_sample) on synthetic sets, and the evaluation's section
-(evaluation.listening)."""
+"""The measures a listener hears, the two-sample classifier and the evaluation's section.
+
+The measures (partita.listening) on hand-made pieces with known answers, the two-sample
+classifier (evaluation.two_sample) on synthetic sets, and the evaluation's section
+(evaluation.listening).
+"""
 
 import numpy as np
 import pytest

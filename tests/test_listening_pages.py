@@ -1,5 +1,6 @@
-"""The index.html pages in a real headless browser: Debian's chromium, driven by selenium through
-its chromedriver.
+"""The index.html pages in a real headless browser.
+
+The browser is Debian's chromium, driven by selenium through its chromedriver.
 
 Each page that generation and evaluation write (``serving.generate``, ``serving.beam_generate``,
 ``evaluation.evaluate``) is opened from disk as a user opens it; every image must have loaded and

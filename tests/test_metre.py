@@ -1,6 +1,8 @@
-"""partita.metre and the metre's path through parsing, the model's arithmetic and the export:
-tempo maps and time signatures read from ticks, pieces without a grid, positions advanced and
-steps pulled onto the grid, and the tempo a continuation is played at."""
+"""partita.metre and the metre's path through parsing, the model's arithmetic and the export.
+
+Tempo maps and time signatures read from ticks, pieces without a grid, positions advanced and
+steps pulled onto the grid, and the tempo a continuation is played at.
+"""
 
 import json
 import os
@@ -19,8 +21,11 @@ TICKS_PER_QUARTER = 480
 
 
 def score_bytes(onset_quarters, tempos=((0, 120.0),), signatures=((0, 4, 4),)) -> bytes:
-  """One track of quarter-note-long notes at ``onset_quarters``, with a tempo map of ``(tick,
-  quarter notes per minute)`` and time signatures of ``(tick, numerator, denominator)``."""
+  """One track of quarter-note-long notes at ``onset_quarters``, with tempo maps and signatures.
+
+  The tempo map is ``(tick, quarter notes per minute)``, the time signatures
+  ``(tick, numerator, denominator)``.
+  """
   score = symusic.Score(TICKS_PER_QUARTER)
   for tick, qpm in tempos:
     score.tempos.append(symusic.Tempo(tick, qpm))

@@ -1,5 +1,7 @@
-"""Tests for partita.midi_io and partita.atomic: MIDI round trips, input checks, atomic writes,
-piano rolls."""
+"""Tests for partita.midi_io and partita.atomic.
+
+MIDI round trips, input checks, atomic writes, piano rolls.
+"""
 
 from __future__ import annotations
 
@@ -47,8 +49,9 @@ def read_instruments(path: os.PathLike[str]) -> dict[str, pretty_midi.Instrument
 
 def notes_from_pretty_midi(midi: pretty_midi.PrettyMIDI,
                            instrument_name: str | None = None) -> dict[str, np.ndarray]:
-  """Reads a notes dict back from the instruments named ``instrument_name``, or all non-drum
-  ones: what a reader of the files written by partita.midi_io gets.
+  """Reads a notes dict back from the instruments named ``instrument_name``, or all non-drum ones.
+
+  What a reader of the files written by partita.midi_io gets.
 
   Notes are sorted by onset, then pitch; ``step[0]`` is the first onset (time from the start of
   the file). Times are float64 as read. An instrument without notes does not survive a MIDI

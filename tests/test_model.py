@@ -1,5 +1,8 @@
-"""trainer.model's heads: which parts of the next note each one sees, the losses against a
-float64 closed form, and the export's in-graph sampling of every part."""
+"""trainer.model's heads: what each one sees, the losses, and the export's sampling of each part.
+
+Which parts of the next note each one sees, the losses against a float64 closed form, and the
+export's in-graph sampling of every part.
+"""
 
 import os
 
@@ -131,9 +134,11 @@ def test_a_mixed_precision_model_reads_the_next_note_and_answers_in_float32(poli
 
 
 def reference_log_bin_probability(parameters: dict, seconds: np.ndarray) -> np.ndarray:
-  """The natural-log probability of each time's 10 ms bin, float64, from the closed form:
+  """The natural-log probability of each time's 10 ms bin, float64, from the closed form.
+
   ``sigmoid(c) [bin 0] + sigmoid(-c) sum_k w_k (F_k(upper) - F_k(lower))``, ``F_k`` the
-  logistic's cumulative distribution over log-seconds."""
+  logistic's cumulative distribution over log-seconds.
+  """
   values = {name: value.numpy().astype(np.float64) for name, value in parameters.items()}
   bins = timing_bins.to_bins(seconds)
   upper = timing_bins.LOG_UPPER[bins][:, None]
@@ -177,8 +182,10 @@ def test_per_window_losses_are_the_bin_nlls_the_pitch_cross_entropy_and_their_su
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-  """An untrained tiny model exported and loaded back, with its primes. Seeded: how far its
-  untrained labels move the notes depends on the initial weights."""
+  """An untrained tiny model exported and loaded back, with its primes.
+
+  Seeded: how far its untrained labels move the notes depends on the initial weights.
+  """
   keras.utils.set_random_seed(0)
   model, config = tiny_model()
   primes = notes_of(windows(seed=3, batch=4))
@@ -249,9 +256,12 @@ def test_generated_onsets_stay_on_the_primes_grid_at_its_tempo_or_the_one_asked(
 
 
 def test_a_rows_notes_depend_only_on_its_own_prime_parameters_and_seed(exported):
-  """The same request alone (padded with copies of itself to 64 rows, as serving pads), at row 0
-  of a batch of 64 and at row 37 of another batch of 64, among other primes and seeds: the same
-  notes, bit for bit. A scalar seed s stands for the seeds s, s + 1, ..."""
+  """The same request alone or at any row of a batch among others: the same notes, bit for bit.
+
+  Alone (padded with copies of itself to 64 rows, as serving pads), at row 0 of a batch of 64
+  and at row 37 of another batch of 64, among other primes and seeds. A scalar seed s stands for
+  the seeds s, s + 1, ...
+  """
   _, export, primes, _ = exported
   rng = np.random.default_rng(0)
   request = {name: values[2:3] for name, values in primes.items()}
@@ -324,8 +334,11 @@ def test_every_head_sees_the_label(label_conditioning):
 
 
 def test_generate_conditions_each_row_on_its_own_label(exported):
-  """A row's notes depend on its label, and only on its own: the same prime and seed with
-  another label gives other notes, and the other rows' labels change nothing of it."""
+  """A row's notes depend on its label, and only on its own.
+
+  The same prime and seed with another label gives other notes, and the other rows' labels
+  change nothing of it.
+  """
   _, export, primes, _ = exported
   padded = {name: np.repeat(values[:1], 4, axis=0) for name, values in primes.items()}
   seeds = np.full(4, 9)
@@ -370,9 +383,11 @@ def test_guided_logits_are_the_unconditional_ones_moved_by_the_weight_times_the_
 
 
 def test_label_guidance_weighs_each_rows_label_against_the_unconditional_id(exported):
-  """Guidance 0 samples the unconditional distribution whatever the label, and any guidance of
-  the unconditional id is that distribution too; above 1 the notes move further from it; a row's
-  notes still depend only on its own prime, parameters, label and seed."""
+  """Guidance 0 samples the unconditional distribution whatever the label; above 1 notes move away.
+
+  Any guidance of the unconditional id is that distribution too; above 1 the notes move further
+  from it; a row's notes still depend only on its own prime, parameters, label and seed.
+  """
   _, export, primes, _ = exported
   seeds = np.arange(4) + 20
   unconditional = generate(export, primes, seeds, labels=np.zeros(4))
@@ -416,9 +431,11 @@ def test_the_causal_state_carried_note_by_note_is_the_whole_sequence_read_at_onc
 
 
 def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
-  """recent(): the last timing_anchors steps and durations (0 before the first note) and the
-  pitch memory, after the window or after every position; a causal generation state carries
-  the same note by note."""
+  """recent(): the last timing_anchors steps and durations and the pitch memory.
+
+  Steps and durations are 0 before the first note; all are taken after the window or after
+  every position; a causal generation state carries the same note by note.
+  """
   model, config = causal_model()
   anchors = config.model.timing_anchors
   notes = windows(seed=9)
@@ -445,8 +462,10 @@ def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
 
 
 def test_silent_positions_are_no_note_to_the_memory_and_the_anchors():
-  """A neutral prime's positions (velocity 0) hold no note for the heads: pitch -1 and times 0,
-  in the BiLSTM's window and in the causal state's history alike."""
+  """A neutral prime's positions (velocity 0) hold no note for the heads: pitch -1 and times 0.
+
+  In the BiLSTM's window and in the causal state's history alike.
+  """
   window = windows(seed=3)
   sounding = 2
   velocity = window['velocity'].numpy()
@@ -492,9 +511,11 @@ def test_every_position_targets_are_the_window_shifted_by_one_then_the_target():
 
 
 def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_state(tmp_path):
-  """One training step's loss is the mean over every position's note; the export generates
-  reproducibly, and over its many more notes than a window the carried state stays the whole
-  sequence read at once."""
+  """One training step's loss is the mean over every position's note; the export is reproducible.
+
+  The export generates reproducibly, and over its many more notes than a window the carried state
+  stays the whole sequence read at once.
+  """
   from trainer import train_loop  # noqa: PLC0415 (only this test builds a Trainer)
   model, config = causal_model()
   optimizer = train_loop.make_optimizer(config.train, 'float32', model.trainable_variables)
@@ -534,8 +555,10 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
 
 
 def test_a_checkpoint_holds_every_weight_of_either_encoder(tmp_path):
-  """What a resumed run restores (trainer.train_loop's tf.train.Checkpoint of the model): every
-  weight, the causal encoder's LSTMs and the heads included."""
+  """What a resumed run restores: every weight, the causal encoder's LSTMs and the heads included.
+
+  A resumed run restores trainer.train_loop's tf.train.Checkpoint of the model.
+  """
   for build in (tiny_model, causal_model):
     keras.utils.set_random_seed(0)
     model, _ = build()

@@ -33,10 +33,12 @@ def test_fit_counts_every_piece_for_the_unconditional_id_and_each_labels_own(ngr
 
 @pytest.mark.parametrize('jit_compile', [False, True])
 def test_probabilities_are_each_labels_kneser_ney_distribution(ngrams, jit_compile):
-  """Exactly NGram.distribution of the row's id (a -1 in the context is a context never seen,
-  as the start symbol 128 is to NGram); an id without an n-gram of its own gets the uniform
-  distribution, which its zero label weight never lets into the mixture. Compiled with XLA,
-  as the sampling loop is, the same."""
+  """Exactly NGram.distribution of the row's id, compiled with XLA or not.
+
+  A -1 in the context is a context never seen, as the start symbol 128 is to NGram; an id without
+  an n-gram of its own gets the uniform distribution, which its zero label weight never lets into
+  the mixture. Compiled with XLA, as the sampling loop is, the same.
+  """
   _, models, tables = ngrams
   rng = np.random.default_rng(1)
   contexts = rng.integers(50, 62, (40, 6))
@@ -78,8 +80,10 @@ def test_mix_weighs_the_network_and_both_ngrams_per_id(ngrams):
 
 
 def test_fit_weights_finds_the_grid_point_that_explains_the_validation_targets():
-  """Targets drawn from a known mixture, each part giving its own draws 0.9 and the others'
-  0.01: the likelihood peaks at the mixture's weights."""
+  """Targets drawn from a known mixture: the likelihood peaks at the mixture's weights.
+
+  Each part gives its own draws 0.9 and the others' 0.01.
+  """
   rng = np.random.default_rng(3)
   count = 200_000
   # Labelled: 0.3 * network + 0.7 * (0.4 * everyone's + 0.6 * own).

@@ -1,5 +1,8 @@
-"""Tests for beam_pipelines.preprocess: each Beam transform alone (with the shared dead-letter
-writer and atomic writes), and end-to-end runs on generated MIDI."""
+"""Tests for beam_pipelines.preprocess: each Beam transform alone, and end-to-end runs.
+
+Each transform with the shared dead-letter writer and atomic writes; the end-to-end runs on
+generated MIDI.
+"""
 
 from __future__ import annotations
 
@@ -161,8 +164,10 @@ def as_plain_tuples(value):
 
 
 def test_every_element_is_coded_field_by_field_no_larger_than_a_plain_tuple():
-  """A field Beam cannot type (a string annotation, ``X | None``) would be pickled instead,
-  and the shuffle would grow by the pickle's class names."""
+  """A field Beam cannot type (a string annotation, ``X | None``) would be pickled instead.
+
+  And the shuffle would grow by the pickle's class names.
+  """
   survivor = elements.Survivor(b'f' * preprocess.FINGERPRINT_BYTES, input_of('corpus/a.mid'), 2,
                                'bach', True)
   samples = [elements.MatchedFile('corpus/a.mid', 3000),
@@ -234,9 +239,11 @@ def test_write_splits_writes_each_piece_as_chunks_of_its_split_and_sums_its_stat
 
 def test_survivors_lost_after_the_dedup_are_dead_letters_and_their_copies_stay_duplicates(
     tmp_path):
-  """An input that vanishes or whose notes change between its two reads: nothing of it is
-  written, and the run still accounts for each of its copies. New bytes with the same notes
-  are still the same piece."""
+  """An input that vanishes or whose notes change between its two reads: nothing of it is written.
+
+  The run still accounts for each of its copies. New bytes with the same notes are still the
+  same piece.
+  """
   config = preprocess.PreprocessConfig(output=str(tmp_path / 'out'), window_length=WINDOW_LENGTH,
                                        stride=STRIDE, split_ratios=SPLIT_RATIOS)
   kept, changed, vanished, relaid = (midi_builders.random_melody(seed, 30) for seed in range(4))

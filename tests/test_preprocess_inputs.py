@@ -1,5 +1,7 @@
-"""Preprocessing on every kind of input: MIDI folders, a path list, NoteSequence TFRecords, and
-each kind of bad file, in one run whose every input is accounted for."""
+"""Preprocessing on every kind of input, in one run whose every input is accounted for.
+
+MIDI folders, a path list, NoteSequence TFRecords, and each kind of bad file.
+"""
 
 from __future__ import annotations
 
@@ -152,9 +154,11 @@ def raw_records(dataset: str, files: list[str]) -> list[bytes]:
 
 
 def expected_split_contents(config, root: str) -> dict[str, dict]:
-  """Each split's serialized chunks and statistics, derived without Beam from every input of
-  the mixed run: parse each with partita's functions, keep the smallest name per fingerprint,
-  cut its chunks."""
+  """Each split's serialized chunks and statistics, derived without Beam from every input.
+
+  From every input of the mixed run: parse each with partita's functions, keep the smallest name
+  per fingerprint, cut its chunks.
+  """
   options = config.parse_options()
   parsed = {}  # name -> notes, for every input that parses
   for folder, _, names in os.walk(root):
@@ -194,8 +198,11 @@ def expected_split_contents(config, root: str) -> dict[str, dict]:
 
 
 def test_every_split_holds_exactly_the_chunks_of_its_surviving_pieces(mixed_run):
-  """The chunks, as a multiset per split, and the statistics, against what partita's plain
-  functions give for the inputs that survive the dedup (shard boundaries may differ)."""
+  """The chunks, as a multiset per split, and the statistics, against partita's plain functions.
+
+  Against what partita's plain functions give for the inputs that survive the dedup (shard
+  boundaries may differ).
+  """
   config, info, root, _ = mixed_run
   expected = expected_split_contents(config, root)
   assert sum(e['pieces'] for e in expected.values()) == info['counts']['pieces_written'] == 10

@@ -1,5 +1,8 @@
-"""Generation from a real tiny export: the command (primes, lengths, audio, bad requests) and the
-Beam job (manifests, globs, dead letters, summary) on the DirectRunner."""
+"""Generation from a real tiny export: the command and the Beam job.
+
+The command (primes, lengths, audio, bad requests) and the Beam job (manifests, globs, dead
+letters, summary) on the DirectRunner.
+"""
 
 import dataclasses
 import inspect
@@ -50,8 +53,7 @@ def ladder(num_notes):
 
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
-  """A dataset of random melodies by two composers and the export of a tiny model trained on
-  it."""
+  """A dataset of random melodies by two composers and the export of a tiny model trained on it."""
   root = str(tmp_path_factory.mktemp('serving'))
   data_dir = trainer_fixtures.make_dataset(root, labels=LABELS)
   config = config_lib.load(os.path.join(trainer_fixtures.REPO, 'configs', 'tiny.yaml'))
@@ -246,8 +248,10 @@ def test_the_exported_functions_take_the_contracts_arguments_by_name(served):
 
 
 def test_an_export_with_a_later_optional_argument_is_served_as_before(served, tmp_path):
-  """An argument added to generate with a default (export_contract: additive) leaves this
-  version's requests as they were: the export loads, and a request gives the same notes."""
+  """An argument added to generate with a default leaves this version's requests as they were.
+
+  Adding it is additive (export_contract): the export loads, and a request gives the same notes.
+  """
   real = tf.saved_model.load(served['export'])
   specs = tf.nest.flatten(real.generate.concrete_functions[0].structured_input_signature)
 
@@ -460,8 +464,10 @@ INFO = {'window_length': WINDOW,
 
 
 def ladder_window(first_pitch, length=WINDOW):
-  """A prime window: ``length`` notes rising from ``first_pitch``, 0.25 s apart: eighth notes
-  at 120 quarter notes a minute in 4/4."""
+  """A prime window: ``length`` notes rising from ``first_pitch``, 0.25 s apart.
+
+  Eighth notes at 120 quarter notes a minute in 4/4.
+  """
   return {'pitch': np.arange(first_pitch, first_pitch + length, dtype=np.int8),
           'step': np.full(length, 0.25, np.float32),
           'duration': np.full(length, 0.25, np.float32),

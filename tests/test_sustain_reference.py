@@ -25,8 +25,11 @@ TOLERANCE_SECONDS = 1e-3
 
 @pytest.fixture(scope='module')
 def reference_sustain():
-  """note_seq's apply_sustain_control_changes and NoteSequence, with pretty_midi's MAX_TICK
-  guard (which importing note_seq disables) restored for the rest of the test session."""
+  """note_seq's apply_sustain_control_changes and NoteSequence, with pretty_midi's guard restored.
+
+  pretty_midi's MAX_TICK guard, which importing note_seq disables, is restored for the rest of
+  the test session.
+  """
   max_tick = pretty_midi.pretty_midi.MAX_TICK
   from note_seq import sequences_lib
   pretty_midi.pretty_midi.MAX_TICK = max_tick

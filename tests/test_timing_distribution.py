@@ -1,5 +1,8 @@
-"""trainer.timing_distribution against closed forms: the bins' masses, the chord's point mass,
-sampling and temperature, and the TF binning against partita.timing_bins."""
+"""trainer.timing_distribution against closed forms.
+
+The bins' masses, the chord's point mass, sampling and temperature, and the TF binning against
+partita.timing_bins.
+"""
 
 import numpy as np
 import pytest
@@ -43,9 +46,12 @@ def every_bin_probability(logits, locations, scales, chord) -> np.ndarray:
 
 
 def reference_component(location: float, scale: float) -> np.ndarray:
-  """One logistic's mass in each bin, ``sigmoid((upper - mu) / s) - sigmoid((lower - mu) / s)``
-  in float64; where both edges lie above the location, as ``sigmoid(-lower') -
-  sigmoid(-upper')``, the same number without subtracting two values near 1."""
+  """One logistic's mass in each bin, in float64.
+
+  ``sigmoid((upper - mu) / s) - sigmoid((lower - mu) / s)``; where both edges lie above the
+  location, as ``sigmoid(-lower') - sigmoid(-upper')``, the same number without subtracting two
+  values near 1.
+  """
   above = (timing_bins.LOG_UPPER - location) / scale
   below = (timing_bins.LOG_LOWER - location) / scale
   return np.where(below > 0, special.expit(-below) - special.expit(-above),
@@ -195,8 +201,11 @@ def test_tf_bins_agree_with_the_numpy_grid_away_from_the_edges():
 
 
 def test_anchored_components_sit_exactly_on_the_recent_times_and_absent_ones_weigh_nothing():
-  """Two free components, then one per anchor: located at the anchor's log, all with the one
-  learned scale; an anchor of 0 s (a chord's step, or before the piece) has the weight 0."""
+  """Two free components, then one per anchor, located at the anchor's log.
+
+  All with the one learned scale; an anchor of 0 s (a chord's step, or before the piece) has the
+  weight 0.
+  """
   free, anchors = 2, np.array([[0.0, 0.5, 0.25]], np.float32)
   count = timing_distribution.parameter_count(free, chord=True, anchors=3)
   assert count == 3 * free + 1 + 3 + 1
@@ -217,8 +226,11 @@ def test_anchored_components_sit_exactly_on_the_recent_times_and_absent_ones_wei
 
 
 def test_an_anchored_mixture_puts_the_anchors_mass_in_the_anchors_bins():
-  """With all the weight on one anchor at 0.5 s and the smallest scale, the bin of 0.5 s holds
-  the logistic's mass over its edges, nearly all of it."""
+  """All the weight on one anchor at 0.5 s: the bin of 0.5 s holds nearly all of its mass.
+
+  With the smallest scale, the bin of 0.5 s holds the logistic's mass over its edges, nearly all
+  of it.
+  """
   anchors = tf.constant([[0.5]], tf.float32)
   outputs = np.zeros([1, timing_distribution.parameter_count(1, chord=False, anchors=1)],
                      np.float32)

@@ -122,8 +122,11 @@ def test_metrics_json_records_the_pitch_ngrams_mixed_into_the_export(trained):
 
 
 def test_evaluation_metrics_are_means_over_all_windows(trained):
-  """The reported metrics are means over the evaluated windows, recomputed here from the
-  export's distributions of each true next note (each head given the true earlier parts)."""
+  """The reported metrics are means over the evaluated windows, recomputed here from the export.
+
+  Recomputed from the export's distributions of each true next note (each head given the true
+  earlier parts).
+  """
   model = tf.saved_model.load(os.path.join(trained['model_dir'], 'export'))
   config = trained['config']
   dataset = data_lib.make_dataset(trained['data'], trained['info'], 'validation', config.data,

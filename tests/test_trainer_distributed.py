@@ -1,5 +1,7 @@
-"""The training loop's steps, strategies, mixed precision, resume after SIGKILL, outputs,
-presets and export placement."""
+"""The training loop's steps, strategies, mixed precision, resume, outputs, presets and export.
+
+Resume after SIGKILL, and export placement.
+"""
 
 import json
 import os
@@ -58,8 +60,11 @@ def tiny(*overrides):
 
 
 def next_note_conditions(batch):
-  """``predict_next``'s next_step, next_pitch and next_duration: a note 0.25 s after the
-  window's last, pitch 60, held 0.5 s; and its label: the unconditional id."""
+  """``predict_next``'s next_step, next_pitch, next_duration and label.
+
+  A note 0.25 s after the window's last, pitch 60, held 0.5 s; and its label: the unconditional
+  id.
+  """
   return {'next_step': tf.fill([batch], 0.25), 'next_pitch': tf.fill([batch], 60),
           'next_duration': tf.fill([batch], 0.5), 'label': tf.zeros([batch], tf.int32)}
 
@@ -240,8 +245,10 @@ def test_vertex_ai_dirs_take_the_export_checkpoints_and_logs(dataset, tmp_path, 
 
 
 def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tmp_path):
-  """TensorFlow's in-memory ``ram://`` filesystem takes the object-store path (copy, with
-  saved_model.pb last) that ``gs://`` takes; gs:// itself has no emulator for TensorFlow."""
+  """TensorFlow's in-memory ``ram://`` filesystem takes the object-store path that ``gs://`` takes.
+
+  That path copies, with saved_model.pb last; gs:// itself has no emulator for TensorFlow.
+  """
   model, _, _ = task.train(dataset, str(tmp_path / 'model'), tiny('train.steps=2'))
   info = dataset_lib.load_info(dataset)
   primes = {'pitch': np.full((2, 8), 60, np.int32), 'step': np.full((2, 8), 0.25, np.float32),
@@ -388,9 +395,11 @@ def tiny_trainer(strategy, policy='float32', optimizer=None, overrides=()):
 
 
 def test_each_training_step_trains_on_the_next_batch_and_reports_its_metrics():
-  """Under a strategy, step k trains on the dataset's k-th batch (Keras 3.15's fit drew its
-  first batch from an iterator it then discarded), and the metrics it reports are the means
-  over that batch before the step's update."""
+  """Under a strategy, step k trains on the dataset's k-th batch and reports that batch's metrics.
+
+  Keras 3.15's fit drew its first batch from an iterator it then discarded. The metrics it
+  reports are the means over that batch before the step's update.
+  """
   strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
   trainer = tiny_trainer(strategy)
   dataset = synthetic_batches(3)
@@ -449,11 +458,12 @@ MIRRORED_RUN = textwrap.dedent('''
 
 
 def test_mirrored_on_two_cpu_devices_matches_one_device(dataset, tmp_path):
-  """Same seed, same global batch of 16, no dropout: two replicas of 8 windows each must
-  see the same windows, log the same losses and apply the same updates as one replica of 16,
-  up to float32 rounding. A clipnorm of 0.01 makes both runs clip their gradients: the
-  replicas must clip the sum of their parts, as one device does (clipping each replica's part,
-  as Keras' optimizers do, left weights 2e-3 apart).
+  """Two replicas of 8 windows each match one replica of 16, up to float32 rounding.
+
+  Same seed, same global batch of 16, no dropout: the two replicas must see the same windows, log
+  the same losses and apply the same updates as one replica of 16. A clipnorm of 0.01 makes both
+  runs clip their gradients: the replicas must clip the sum of their parts, as one device does
+  (clipping each replica's part, as Keras' optimizers do, left weights 2e-3 apart).
 
   The replicas sum their halves of the batch and all-reduce the sums, one device sums all
   16, so values differ only by float32 rounding in another summation order: relative 1e-6

@@ -49,8 +49,10 @@ def task_command(data_dir: str, model_dir: str, *overrides: str) -> list[str]:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-  """The environment for a trainer subprocess: the repository importable, TF quiet, plus
-  ``extra``."""
+  """The environment for a trainer subprocess.
+
+  The repository importable, TF quiet, plus ``extra``.
+  """
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
   env.update(extra)
   return env
@@ -71,8 +73,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def reshard(data_dir: str, split: str, num_shards: int) -> None:
-  """Rewrites one split's TFRecord shards as ``num_shards`` files, chunks dealt round-robin,
-  as a larger corpus on Dataflow would be written (the DirectRunner writes one shard)."""
+  """Rewrites one split's TFRecord shards as ``num_shards`` files, chunks dealt round-robin.
+
+  As a larger corpus on Dataflow would be written (the DirectRunner writes one shard).
+  """
   pattern = os.path.join(data_dir, split, f'{split}-*.tfrecord.gz')
   old_files = sorted(tf.io.gfile.glob(pattern))
   records = list(tf.data.TFRecordDataset(old_files, compression_type='GZIP').as_numpy_iterator())

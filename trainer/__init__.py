@@ -1,0 +1,1 @@
+"""Training the next-note model on a preprocessed dataset, and exporting it."""

@@ -1,5 +1,6 @@
-"""The training config tree, with YAML presets and ``--set key=value`` overrides
-(``partita.config_tree``, the mechanism every stage shares).
+"""The training config tree, with YAML presets and ``--set key=value`` overrides.
+
+The mechanism is ``partita.config_tree``, which every stage shares.
 
 The defaults below are the full model, sized for one GPU or TPU (``configs/full.yaml`` names
 them). Presets in ``configs/*.yaml`` hold only their differences from these defaults;
@@ -17,6 +18,7 @@ from partita import config_tree
 
 @dataclasses.dataclass
 class DataConfig:
+  """The input pipeline: batch size, shuffling, augmentation and label dropout."""
   batch_size: int = 256  # global batch, split across replicas
   shuffle_buffer: int = 50_000  # windows
   # Training-split augmentation, applied on the fly in tf.data (never on disk).
@@ -37,6 +39,7 @@ LabelConditioning = typing.Literal['input', 'heads']
 
 @dataclasses.dataclass
 class ModelConfig:
+  """The network: its sizes, encoder, heads, metre, label conditioning, n-grams and loss weights."""
   embedding_dim: int = 64
   lstm_units: int = 256
   dropout: float = 0.2
@@ -85,6 +88,7 @@ LearningRateSchedule = typing.Literal['constant', 'cosine']
 
 @dataclasses.dataclass
 class TrainConfig:
+  """The optimisation: steps, epochs, checkpoints, validation, learning rate, clipping and seed."""
   steps: int = 20_000  # total training steps (batches)
   steps_per_epoch: int = 1_000  # steps between validations and logs; the last epoch may be short
   # Steps between checkpoints (what a preempted run resumes from; it loses at most this many
@@ -119,11 +123,13 @@ class RuntimeConfig:
 
 @dataclasses.dataclass
 class ExportConfig:
+  """What the export bundles besides the model."""
   num_primes: int = 16  # validation windows bundled with the export as default primes
 
 
 @dataclasses.dataclass
 class Config:
+  """The whole training config: the data, model, train, runtime and export sections."""
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -131,9 +137,11 @@ class Config:
   export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
   def to_dict(self) -> dict:
+    """The config as plain nested dicts."""
     return config_tree.to_dict(self)
 
   def to_yaml(self) -> str:
+    """The config as YAML, as ``config.yaml`` stores it."""
     return config_tree.to_yaml(self)
 
 
@@ -143,4 +151,5 @@ def load(preset_path: str | None = None, overrides: typing.Sequence[str] = ()) -
 
 
 def from_yaml(text: str) -> Config:
+  """The config that YAML text describes."""
   return config_tree.from_yaml(Config, text)

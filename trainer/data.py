@@ -1,5 +1,7 @@
-"""The training input pipeline: the preprocessed chunks -> batches of (window features,
-next-note targets), sharded per worker, shuffled and augmented on the fly.
+"""The training input pipeline: the preprocessed chunks -> batches of windows and targets.
+
+Batches of (window features, next-note targets), sharded per worker, shuffled and augmented on
+the fly.
 
 Reading the dataset itself (info.json, shards, chunks, windows) is ``partita.dataset``, the
 contract's reader that every stage shares.
@@ -17,8 +19,10 @@ from trainer import config as config_lib
 
 def augment(windows: dict[str, tf.Tensor], config: config_lib.DataConfig,
             seed: tf.Tensor) -> dict[str, tf.Tensor]:
-  """Random transposition and tempo stretch of each window, and its label replaced by the
-  unconditional id with probability ``label_dropout`` (training split only).
+  """Random transposition and tempo stretch of each window, and its label dropped out.
+
+  Its label is replaced by the unconditional id with probability ``label_dropout`` (training
+  split only).
 
   Works on one window (``[W+1]`` values) or a batch of them (``[B, W+1]``); every window of a
   batch draws its own shift and scale, so augmenting after batching is one vectorised op per

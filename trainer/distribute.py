@@ -41,8 +41,11 @@ def make_strategy(runtime: config_lib.RuntimeConfig) -> tf.distribute.Strategy:
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
-  """Connects to the TPU named ``tpu`` ('local' on a TPU VM; '' reads $TPU_NAME) and
-  initialises it; a clear ``StrategyError`` if none is reachable."""
+  """Connects to the TPU named ``tpu`` and initialises it.
+
+  ``tpu`` is 'local' on a TPU VM; '' reads $TPU_NAME. A clear ``StrategyError`` if none is
+  reachable.
+  """
   where = repr(tpu) if tpu else f"$TPU_NAME ({os.environ.get('TPU_NAME', 'not set')})"
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
@@ -59,8 +62,10 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
-  """The strategy's class name, by its public name where TensorFlow's class has another
-  (``tf.distribute.MultiWorkerMirroredStrategy`` is ``CollectiveAllReduceStrategy``)."""
+  """The strategy's class name, by its public name where TensorFlow's class has another.
+
+  ``tf.distribute.MultiWorkerMirroredStrategy`` is ``CollectiveAllReduceStrategy``.
+  """
   if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return 'MultiWorkerMirroredStrategy'
   return type(strategy).__name__
@@ -97,8 +102,11 @@ def global_dtype_policy(name: str):
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes the run's outputs: always, except on a multi-worker
-  cluster's workers other than the chief (or worker 0 when TF_CONFIG names no chief)."""
+  """Whether this process writes the run's outputs: always, except on some workers of a cluster.
+
+  On a multi-worker cluster, only the chief writes them (or worker 0 when TF_CONFIG names no
+  chief).
+  """
   resolver = getattr(strategy, 'cluster_resolver', None)
   if resolver is None or not resolver.task_type:
     return True

@@ -36,8 +36,10 @@ from trainer import pitch_ngram, timing_distribution
 
 
 def _sample_pitch(logits, temperature, top_k, top_p, uniform):
-  """Samples one pitch per row from logits filtered by temperature, top-k and top-p, with
-  ``uniform`` ``[batch, 128]`` numbers in (0, 1) as the row's random draws."""
+  """Samples one pitch per row from logits filtered by temperature, top-k and top-p.
+
+  ``uniform`` holds ``[batch, 128]`` numbers in (0, 1), the row's random draws.
+  """
   logits = logits / temperature
   # top-k: drop everything below the k-th largest logit.
   kth_largest = tf.gather(tf.sort(logits, direction='DESCENDING'), top_k - 1, axis=-1)
@@ -55,16 +57,20 @@ def _sample_pitch(logits, temperature, top_k, top_p, uniform):
 
 
 def row_uniforms(seeds: tf.Tensor, width: int) -> tf.Tensor:
-  """``[batch, 2]`` stateless seeds -> ``[batch, width]`` uniform numbers in (0, 1), row ``b``
-  drawn from ``seeds[b]`` alone (so the same seed gives the same row in any batch)."""
+  """``[batch, 2]`` stateless seeds -> ``[batch, width]`` uniform numbers in (0, 1).
+
+  Row ``b`` is drawn from ``seeds[b]`` alone (so the same seed gives the same row in any batch).
+  """
   return tf.vectorized_map(lambda seed: tf.random.stateless_uniform(
       [width], seed, minval=np.finfo(np.float32).tiny, maxval=1.0), seeds)
 
 
 def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
-  """``generate``'s seed argument -> one int64 seed per row: a ``[batch]`` vector as it is, a
-  scalar ``s`` as ``s, s + 1, ..., s + batch - 1`` (modulo 2**63, as
-  ``partita.export_contract.row_seeds``), so that the rows of one call differ."""
+  """``generate``'s seed argument -> one int64 seed per row, so that the rows of one call differ.
+
+  A ``[batch]`` vector as it is, a scalar ``s`` as ``s, s + 1, ..., s + batch - 1`` (modulo
+  2**63, as ``partita.export_contract.row_seeds``).
+  """
   seed = tf.convert_to_tensor(seed, tf.int64)
   return tf.cond(
       tf.equal(tf.rank(seed), 0),
@@ -74,16 +80,20 @@ def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
 
 
 class _Generator:
-  """Builds the exported functions around a trained :class:`trainer.model.NoteModel` and, if
-  given, the :class:`trainer.pitch_ngram.PitchNGrams` mixed into its pitch distribution."""
+  """Builds the exported functions around a trained :class:`trainer.model.NoteModel`.
+
+  And, if given, the :class:`trainer.pitch_ngram.PitchNGrams` mixed into its pitch distribution.
+  """
 
   def __init__(self, model: model_lib.NoteModel, ngrams: pitch_ngram.PitchNGrams | None):
     self.model = model
     self.ngrams = ngrams
 
   def pitch_logits(self, logits, pitches, label):
-    """The pitch head's logits, mixed with the n-grams (log-probabilities) if there are any;
-    ``pitches``: the ``[batch, time]`` pitches before the note (-1: no note)."""
+    """The pitch head's logits, mixed with the n-grams (log-probabilities) if there are any.
+
+    ``pitches``: the ``[batch, time]`` pitches before the note (-1: no note).
+    """
     if self.ngrams is None:
       return logits
     return self.ngrams.mix(logits, pitches, label)
@@ -102,10 +112,11 @@ class _Generator:
     return result
 
   def next_note(self, state, label, temperature, top_k, top_p, seeds, label_guidance=None):
-    """Samples the note after generation ``state`` (``NoteModel.start``) of pieces labelled
-    ``label`` (``[rows]``), part by part in the model's note order, each part seen by the heads
-    after it. ``seeds`` ``[batch, 2]``: each row's stateless seed for this note; one draw per
-    row gives every part its random numbers.
+    """Samples the note after generation ``state`` of pieces labelled ``label``, part by part.
+
+    ``state`` is ``NoteModel.start``'s, ``label`` ``[rows]``. The parts are drawn in the model's
+    note order, each part seen by the heads after it. ``seeds`` ``[batch, 2]``: each row's
+    stateless seed for this note; one draw per row gives every part its random numbers.
 
     With ``label_guidance`` (a scalar), ``state`` holds ``2 * batch`` rows, the pieces with
     their labels and then the same pieces with the unconditional id, and each part is drawn
@@ -143,9 +154,11 @@ class _Generator:
     return note
 
   def next_metre(self, state, step):
-    """The metre features of a note ``step`` seconds after the last of ``state``: the same tempo
-    and bar length, the position advanced (``[batch]`` each; ``state`` may hold the pieces
-    twice, for guidance)."""
+    """The metre features of a note ``step`` seconds after the last of ``state``.
+
+    The same tempo and bar length, the position advanced (``[batch]`` each; ``state`` may hold the
+    pieces twice, for guidance).
+    """
     rows = tf.shape(step)[0]
     last = {name: self.model.state_last(state, name)[:rows] for name in constants.METRE_FEATURES}
     return {**last, 'bar_position': model_lib.advance_position(
@@ -208,8 +221,10 @@ class _Generator:
 
   def _sample_notes(self, window, num_notes, temperature, top_k, top_p, seeds,
                     label_guidance=None):
-    """The loop of both sampling functions: ``num_notes`` notes after ``window``; with
-    ``label_guidance``, ``window`` holds each piece twice, as :meth:`next_note` reads them."""
+    """The loop of both sampling functions: ``num_notes`` notes after ``window``.
+
+    With ``label_guidance``, ``window`` holds each piece twice, as :meth:`next_note` reads them.
+    """
     generated = {name: tf.TensorArray(tf.int32 if name == 'pitch' else tf.float32,
                                       size=num_notes) for name in constants.NOTE_FEATURES}
     label = window[contract.LABEL_FEATURE][:, -1]
@@ -232,15 +247,17 @@ class _Generator:
 
 
 def guided(part: str, distribution, weight: tf.Tensor):
-  """Classifier-free guidance (Ho & Salimans 2022) of one part's distribution: ``distribution``
-  holds ``2 * batch`` rows, the labelled ones and then the unconditional ones (the model learnt
-  both through label dropout); returns ``batch`` rows whose every parameter ``p`` is
-  ``unconditional + weight * (labelled - unconditional)``: at 1 the labelled distribution, at 0
-  the unconditional one, above 1 what the label changes, amplified. The pitch logits and the
-  velocity (``_velocity`` clips it into 1..127) are moved so; of a timing mixture, the logits (the
-  components' and the chord's) and the locations, and the scales in log space, so that they stay
-  positive. An anchor the window lacks has the same :data:`timing_distribution.ABSENT_LOGIT` in
-  both halves and keeps it."""
+  """Classifier-free guidance (Ho & Salimans 2022) of one part's distribution.
+
+  ``distribution`` holds ``2 * batch`` rows, the labelled ones and then the unconditional ones
+  (the model learnt both through label dropout); returns ``batch`` rows whose every parameter
+  ``p`` is ``unconditional + weight * (labelled - unconditional)``: at 1 the labelled
+  distribution, at 0 the unconditional one, above 1 what the label changes, amplified. The pitch
+  logits and the velocity (``_velocity`` clips it into 1..127) are moved so; of a timing mixture,
+  the logits (the components' and the chord's) and the locations, and the scales in log space,
+  so that they stay positive. An anchor the window lacks has the same
+  :data:`timing_distribution.ABSENT_LOGIT` in both halves and keeps it.
+  """
   def move(values, log_space=False):
     labelled, unconditional = tf.split(values, 2, axis=0)
     if log_space:
@@ -261,9 +278,12 @@ def window_dict(pitch, step, duration, velocity, quarter_seconds, bar_position,
 
 
 def at_tempo(window: dict[str, tf.Tensor], tempo: tf.Tensor) -> dict[str, tf.Tensor]:
-  """The window as played at ``tempo`` quarter notes per minute: every time and tempo of a row
-  scaled so that its last note's is ``60 / tempo`` seconds a quarter note. ``tempo`` 0, and a
-  row without a grid (its last ``quarter_seconds`` 0), keep theirs."""
+  """The window as played at ``tempo`` quarter notes per minute.
+
+  Every time and tempo of a row is scaled so that its last note's is ``60 / tempo`` seconds a
+  quarter note. ``tempo`` 0, and a row without a grid (its last ``quarter_seconds`` 0), keep
+  theirs.
+  """
   last = window['quarter_seconds'][:, -1]
   scaled = (tempo > 0) & (last > 0)
   ratio = tf.where(scaled, 60.0 / tf.maximum(tempo, 1e-6) / tf.where(scaled, last, 1.0), 1.0)
@@ -272,8 +292,10 @@ def at_tempo(window: dict[str, tf.Tensor], tempo: tf.Tensor) -> dict[str, tf.Ten
 
 
 def with_label(window: dict[str, tf.Tensor], label: tf.Tensor) -> dict[str, tf.Tensor]:
-  """``[batch, window]`` notes and ``[batch]`` label ids -> the model's window, the label at
-  every note."""
+  """``[batch, window]`` notes and ``[batch]`` label ids -> the model's window.
+
+  The label is at every note.
+  """
   label = tf.cast(label, tf.int32)
   return {**window, contract.LABEL_FEATURE: tf.tile(
       label[:, None], [1, tf.shape(window['pitch'])[1]])}
@@ -298,9 +320,11 @@ INT32_ARGUMENTS = ('pitch', 'next_pitch', 'num_notes', 'top_k', export_contract.
 
 
 def input_signature(function: str, window_length: int) -> list[tf.TensorSpec]:
-  """The specs of exported ``function``'s arguments, named, in the order of
-  ``export_contract.ARGUMENTS``, which the Python parameters of :class:`_Generator`'s methods follow
-  (readers pass them by those names)."""
+  """The specs of exported ``function``'s arguments, named, in the order of ``ARGUMENTS``.
+
+  That is ``export_contract.ARGUMENTS``, which the Python parameters of :class:`_Generator`'s
+  methods follow (readers pass them by those names).
+  """
   specs = []
   for name in export_contract.ARGUMENTS[function]:
     if name in constants.NOTE_FEATURES:
@@ -319,9 +343,11 @@ def input_signature(function: str, window_length: int) -> list[tf.TensorSpec]:
 def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int, config_yaml: str,
                  info: dict, primes: dict[str, np.ndarray],
                  ngrams: pitch_ngram.PitchNGrams | None = None) -> None:
-  """Writes the SavedModel, with its assets, to ``export_dir`` (a local path or a URL such as
-  ``gs://bucket/run/export``) so that a reader never finds a half-written export. With
-  ``ngrams``, the exported pitch distributions are the network's mixed with them.
+  """Writes the SavedModel, with its assets, to ``export_dir``.
+
+  ``export_dir`` is a local path or a URL such as ``gs://bucket/run/export``; a reader never
+  finds a half-written export. With ``ngrams``, the exported pitch distributions are the
+  network's mixed with them.
 
   The export is first written to a local staging folder, then put in place:
 
@@ -377,8 +403,10 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
 
 
 def _copy_to_object_store(local_dir: str, export_dir: str) -> None:
-  """Replaces ``export_dir`` by a copy of the SavedModel in ``local_dir``, writing
-  ``saved_model.pb`` last and removing an earlier one first."""
+  """Replaces ``export_dir`` by a copy of the SavedModel in ``local_dir``.
+
+  Writes ``saved_model.pb`` last and removes an earlier one first.
+  """
   marker = os.path.join(export_dir, export_contract.SAVED_MODEL_FILE)
   if tf.io.gfile.exists(marker):
     tf.io.gfile.remove(marker)

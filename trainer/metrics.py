@@ -40,8 +40,10 @@ TRAINING_METRICS = ('loss', 'velocity_loss', *NOTE_METRICS)
 
 
 def note_nll(scores: dict):
-  """The note NLL: the sum of the pitch, step and duration NLLs of ``scores`` (numpy arrays
-  or tensors)."""
+  """The note NLL: the sum of the pitch, step and duration NLLs of ``scores``.
+
+  ``scores`` holds numpy arrays or tensors.
+  """
   return scores['pitch_nll'] + scores['step_nll'] + scores['duration_nll']
 
 
@@ -58,8 +60,10 @@ def top_k_hits(logits: tf.Tensor, targets: tf.Tensor, k: int) -> tf.Tensor:
 
 
 def per_window_losses(outputs: dict, targets: dict, config: config_lib.ModelConfig) -> dict:
-  """The training objective, one value per window: ``{'loss': the weighted sum, 'pitch_loss',
-  'step_loss', 'duration_loss', 'velocity_loss'}``, each ``[batch]``.
+  """The training objective, one value per window.
+
+  ``{'loss': the weighted sum, 'pitch_loss', 'step_loss', 'duration_loss', 'velocity_loss'}``,
+  each ``[batch]``.
 
   Pitch: cross-entropy of the logits. Step and duration: the negative log-likelihood of the
   10 ms bin holding the true time (``partita.timing_bins``), nats, so that the sum of the
@@ -84,9 +88,10 @@ def per_window_losses(outputs: dict, targets: dict, config: config_lib.ModelConf
 
 def window_metrics(outputs: dict, targets: dict,
                    config: config_lib.ModelConfig) -> dict[str, tf.Tensor]:
-  """Each of :data:`TRAINING_METRICS` for each window (``[batch]`` tensors), from the model's
-  ``outputs`` (``outputs['pitch']`` may be any logits or log-probabilities: the n-grams'
-  mixture's for ``metrics.json``).
+  """Each of :data:`TRAINING_METRICS` for each window (``[batch]`` tensors), from ``outputs``.
+
+  ``outputs`` are the model's; ``outputs['pitch']`` may be any logits or log-probabilities (the
+  n-grams' mixture's for ``metrics.json``).
 
   The objective and its terms are :func:`per_window_losses`; its pitch, step and duration terms
   are their NLLs.
@@ -103,8 +108,10 @@ def window_metrics(outputs: dict, targets: dict,
 
 def note_scores(pitch_logits: np.ndarray, pitch_targets: np.ndarray,
                 timing_nll: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Each of :data:`NOTE_METRICS` for each note, float64, from its ``[notes, 128]`` pitch
-  logits and ``{'step' | 'duration': [notes]}`` NLLs."""
+  """Each of :data:`NOTE_METRICS` for each note, float64, from its pitch logits and timing NLLs.
+
+  The pitch logits are ``[notes, 128]``, the NLLs ``{'step' | 'duration': [notes]}``.
+  """
   scores = {**baselines.score_pitches(baselines.log_softmax(pitch_logits), pitch_targets),
             **{f'{part}_nll': np.asarray(nll, np.float64) for part, nll in timing_nll.items()}}
   scores['note_nll'] = note_nll(scores)

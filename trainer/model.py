@@ -51,8 +51,10 @@ from trainer.config import ModelConfig
 
 
 def note_parts(note_order: str) -> tuple[str, ...]:
-  """The parts of a note in the order their heads predict them (``independent``: the order
-  does not matter; this one is the export's)."""
+  """The parts of a note in the order their heads predict them.
+
+  For ``independent`` the order does not matter; this one is the export's.
+  """
   if note_order == 'independent':
     return ('step', 'pitch', 'duration')
   return tuple(note_order.split('_'))
@@ -76,15 +78,19 @@ POSITION_SNAP = 1e-3
 
 
 def log_time(seconds: tf.Tensor) -> tf.Tensor:
-  """Times as the heads and the encoder see them: ``log(1 + t / 10 ms) / 5``, about 0 to 1
-  from 0 to 15 s, so that the ratios between times, not their differences, count."""
+  """Times as the heads and the encoder see them: ``log(1 + t / 10 ms) / 5``.
+
+  About 0 to 1 from 0 to 15 s, so that the ratios between times, not their differences, count.
+  """
   return tf.math.log1p(seconds / timing_bins.BIN_SECONDS) / 5.0
 
 
 class BiLSTMEncoder(layers.Layer):
-  """A bidirectional LSTM, then an LSTM: the vector after a window of note features. It reads
-  the whole window again for every vector, so its generation state is the window's features,
-  shifted by one note at each step."""
+  """A bidirectional LSTM, then an LSTM: the vector after a window of note features.
+
+  It reads the whole window again for every vector, so its generation state is the window's
+  features, shifted by one note at each step.
+  """
 
   def __init__(self, units: int, dropout: float, **kwargs):
     super().__init__(**kwargs)
@@ -111,9 +117,11 @@ class BiLSTMEncoder(layers.Layer):
 
 
 class CausalEncoder(layers.Layer):
-  """Two left-to-right LSTMs: a vector after every position of a sequence of note features,
-  each reading the features up to its own. Its generation state is the LSTMs' states and the
-  last vector, so that it reads each new note once."""
+  """Two left-to-right LSTMs: a vector after every position of a sequence of note features.
+
+  Each vector reads the features up to its own. Its generation state is the LSTMs' states and
+  the last vector, so that it reads each new note once.
+  """
 
   def __init__(self, units: int, dropout: float, **kwargs):
     super().__init__(**kwargs)
@@ -125,9 +133,11 @@ class CausalEncoder(layers.Layer):
 
   def every_position(self, features: tf.Tensor, training: bool = False,
                      states: list[tf.Tensor] | None = None) -> tuple[tf.Tensor, list]:
-    """``[batch, time, features]``, continuing from ``states`` (the LSTMs' ``[h, c]`` after
-    the notes before them; None: from the start) -> the ``[batch, time, units]`` vectors and the
-    states after the last position."""
+    """``[batch, time, features]`` -> the ``[batch, time, units]`` vectors and the states after.
+
+    Continues from ``states`` (the LSTMs' ``[h, c]`` after the notes before them; None: from the
+    start); the states returned are those after the last position.
+    """
     x = features
     after = []
     for i, lstm in enumerate((self.first_lstm, self.second_lstm)):
@@ -141,8 +151,10 @@ class CausalEncoder(layers.Layer):
     return self.every_position(features, training)[0][:, -1]
 
   def start(self, features: tf.Tensor, states: list[tf.Tensor] | None = None) -> dict:
-    """The state after ``features``, continuing from the LSTMs' ``states`` (None: from the
-    start)."""
+    """The state after ``features``, continuing from the LSTMs' ``states``.
+
+    ``states`` None: from the start.
+    """
     vectors, states = self.every_position(features, states=states)
     return {'vector': vectors[:, -1], 'states': states}
 
@@ -159,8 +171,10 @@ ENCODERS = {'bilstm': BiLSTMEncoder, 'causal': CausalEncoder}  # by model.encode
 
 
 def dense_head(part: str, size: int, hidden_units: int) -> keras.Sequential:
-  """The float32 layers that turn a head's inputs into ``size`` numbers for ``part``: one
-  hidden ReLU layer of ``hidden_units`` (none if 0), then a linear one."""
+  """The float32 layers that turn a head's inputs into ``size`` numbers for ``part``.
+
+  One hidden ReLU layer of ``hidden_units`` (none if 0), then a linear one.
+  """
   hidden = [layers.Dense(hidden_units, activation='relu', dtype='float32')
             ] if hidden_units else []
   return keras.Sequential(hidden + [layers.Dense(size, dtype='float32')], name=f'{part}_head')
@@ -214,8 +228,10 @@ class NoteModel(keras.Model):
         self.heads[part] for part in ('pitch', 'velocity', 'step', 'duration'))
 
   def mixture_size(self, part: str) -> int:
-    """Components of ``part``'s timing mixture: the free ones, the ones anchored on the last
-    times, then the ones at the metre's times."""
+    """Components of ``part``'s timing mixture.
+
+    The free ones, the ones anchored on the last times, then the ones at the metre's times.
+    """
     return self.components + self.anchors + self.metre_anchors[part]
 
   def note_features(self, notes: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -236,9 +252,12 @@ class NoteModel(keras.Model):
     return tf.concat(features, axis=-1)
 
   def metre_features(self, notes: dict[str, tf.Tensor], dtype) -> list[tf.Tensor]:
-    """What the encoder reads of each note's metre: its position in the bar and in the beat
-    (embedded), whether it has a grid, its log tempo relative to 120 quarter notes per minute
-    and its bar's length in whole 4/4 bars (0 without a grid)."""
+    """What the encoder reads of each note's metre.
+
+    Its position in the bar and in the beat (embedded), whether it has a grid, its log tempo
+    relative to 120 quarter notes per minute and its bar's length in whole 4/4 bars (0 without a
+    grid).
+    """
     quarter_seconds = tf.cast(notes['quarter_seconds'], tf.float32)
     gridded = tf.cast(quarter_seconds > 0, tf.float32)
     bar_index, beat_index = position_indices(notes['bar_position'], quarter_seconds)
@@ -250,29 +269,36 @@ class NoteModel(keras.Model):
             tf.cast(self.beat_position_embedding(beat_index), dtype), tf.cast(scalars, dtype)]
 
   def with_label(self, hidden: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
-    """The encoder's float32 vectors, with the label's embedding beside them when it enters at
-    the heads (``label``: the ids of the notes the vectors end at)."""
+    """The encoder's float32 vectors, with the label's embedding if it enters at the heads.
+
+    ``label``: the ids of the notes the vectors end at.
+    """
     hidden = tf.cast(hidden, tf.float32)
     if self.label_at_input:
       return hidden
     return tf.concat([hidden, tf.cast(self.label_embedding(label), tf.float32)], axis=-1)
 
   def encode(self, window: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-    """``[batch, window]`` notes -> the ``[batch, units]`` float32 vector the heads read to
-    predict the note after the window (with the label's embedding when it enters at the
-    heads)."""
+    """``[batch, window]`` notes -> the ``[batch, units]`` float32 vector the heads read.
+
+    The heads read it to predict the note after the window (with the label's embedding when it
+    enters at the heads).
+    """
     return self.with_label(self.encoder(self.note_features(window), training=training),
                            window[contract.LABEL_FEATURE][:, -1])
 
   def encode_every_position(self, notes: dict[str, tf.Tensor],
                             training: bool = False) -> tf.Tensor:
-    """Causal encoder only: ``[batch, time]`` notes -> the ``[batch, time, units]`` float32
-    vectors, each reading the notes up to its own."""
+    """Causal encoder only: ``[batch, time]`` notes -> the ``[batch, time, units]`` float32 vectors.
+
+    Each vector reads the notes up to its own.
+    """
     vectors, _ = self.encoder.every_position(self.note_features(notes), training)
     return self.with_label(vectors, notes[contract.LABEL_FEATURE])
 
   def recent(self, notes: dict[str, tf.Tensor], every_position: bool = False) -> dict:
-    """What the heads read of the last notes themselves, besides the encoder's vector:
+    """What the heads read of the last notes themselves, besides the encoder's vector.
+
     ``step`` and ``duration``, the last ``timing_anchors`` values of each (``[rows, anchors]``,
     oldest first, 0 where the notes do not reach back that far), which the timing heads anchor
     on; ``pitch_memory``, :func:`pitch_memory` (``[rows, 128, features]``), which the pitch
@@ -281,7 +307,8 @@ class NoteModel(keras.Model):
     ``notes``: pitch, step and duration as :func:`heard` gives them (pitch -1 and times 0 where
     there is no note: a neutral prime, or a causal state's history before its first note);
     with the metre, ``quarter_seconds``, ``bar_position`` and ``bar_quarters`` of the last note
-    (``[rows]``), which the metre's anchors and the later heads' next position read."""
+    (``[rows]``), which the metre's anchors and the later heads' next position read.
+    """
     recent = {}
     if self.anchors:
       for part in timing_bins.TIMED_PARTS:
@@ -321,13 +348,17 @@ class NoteModel(keras.Model):
     return self.recent(state['history'])
 
   def state_last(self, state: dict, name: str) -> tf.Tensor:
-    """The ``[batch]`` value of feature ``name`` (one of ``constants.NOTE_FEATURES`` but the
-    velocity) at the last note of ``state``."""
+    """The ``[batch]`` value of feature ``name`` at the last note of ``state``.
+
+    ``name`` is one of ``constants.NOTE_FEATURES`` but the velocity.
+    """
     return state['history'][name][:, -1]
 
   def state_pitches(self, state: dict) -> tf.Tensor:
-    """The ``[batch, time]`` pitches before the next note of ``state``, as :func:`heard` gives
-    them (-1: no note)."""
+    """The ``[batch, time]`` pitches before the next note of ``state``.
+
+    As :func:`heard` gives them (-1: no note).
+    """
     return state['history']['pitch']
 
   def advance(self, state: dict, note: dict[str, tf.Tensor]) -> dict:
@@ -341,9 +372,11 @@ class NoteModel(keras.Model):
             'label': note[contract.LABEL_FEATURE][:, 0]}
 
   def part_features(self, part: str, value: tf.Tensor, recent: dict[str, tf.Tensor]) -> tf.Tensor:
-    """What a later head sees of an earlier part's value (``[batch]`` -> ``[batch, n]``): with
-    the metre, a step also says where in the beat the next onset falls (one-hot, of
-    :data:`BEAT_POSITIONS`) and whether on a downbeat."""
+    """What a later head sees of an earlier part's value (``[batch]`` -> ``[batch, n]``).
+
+    With the metre, a step also says where in the beat the next onset falls (one-hot, of
+    :data:`BEAT_POSITIONS`) and whether on a downbeat.
+    """
     if part == 'pitch':
       return tf.cast(self.pitch_embedding(value), tf.float32)
     # Under a mixed-precision policy Keras hands the call's float inputs over in 16 bits.
@@ -362,8 +395,10 @@ class NoteModel(keras.Model):
 
   def head(self, part: str, hidden: tf.Tensor, note: dict[str, tf.Tensor],
            recent: dict[str, tf.Tensor], training: bool = False):
-    """The distribution of ``part`` ('pitch', 'step', 'duration' or 'velocity') given the
-    encoder's ``hidden``, the values in ``note`` of the parts before it and :meth:`recent`.
+    """The distribution of ``part`` ('pitch', 'step', 'duration' or 'velocity').
+
+    Given the encoder's ``hidden``, the values in ``note`` of the parts before it and
+    :meth:`recent`.
 
     Returns pitch logits ``[batch, 128]``, a step or duration parameters dict
     (``trainer.timing_distribution``) or the velocity as a fraction of 127 ``[batch]``.
@@ -395,8 +430,10 @@ class NoteModel(keras.Model):
 
   def call(self, window: dict[str, tf.Tensor], next_note: dict[str, tf.Tensor],
            training: bool = False, every_position: bool = False) -> dict:
-    """Every part's distribution for the note after ``window``, each head seeing the values in
-    ``next_note`` (``pitch``, ``step``, ``duration``: ``[batch]``) of the parts before it.
+    """Every part's distribution for the note after ``window``.
+
+    Each head sees the values in ``next_note`` (``pitch``, ``step``, ``duration``: ``[batch]``) of
+    the parts before it.
 
     ``every_position`` (causal encoder only): the distributions of the note after every
     position of the window instead, flattened to ``[batch * window]`` rows, with ``next_note``
@@ -413,10 +450,12 @@ class NoteModel(keras.Model):
 
 
 def heard(notes: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """Pitch, step and duration of ``[batch, time]`` notes as the heads' memory and anchors read
-  them: a position of velocity ``constants.NO_NOTE_VELOCITY`` holds no note, pitch -1 and times
-  0 (a neutral prime's, which the heads would otherwise copy). The metre features pass as they
-  are: a neutral prime's carry the tempo and bar its continuation starts in."""
+  """Pitch, step and duration of ``[batch, time]`` notes as the heads' memory and anchors read them.
+
+  A position of velocity ``constants.NO_NOTE_VELOCITY`` holds no note, pitch -1 and times 0 (a
+  neutral prime's, which the heads would otherwise copy). The metre features pass as they are: a
+  neutral prime's carry the tempo and bar its continuation starts in.
+  """
   sounding = notes['velocity'] != constants.NO_NOTE_VELOCITY
   return {'pitch': tf.where(sounding, notes['pitch'], tf.constant(-1, notes['pitch'].dtype)),
           **{part: tf.where(sounding, notes[part], tf.zeros_like(notes[part]))
@@ -426,8 +465,11 @@ def heard(notes: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 def position_indices(bar_position: tf.Tensor,
                      quarter_seconds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """Each onset's position in its bar (of :data:`BAR_POSITIONS`) and in its beat (of
-  :data:`BEAT_POSITIONS`), to the nearest 1/12 of a quarter note; 0 without a grid."""
+  """Each onset's position in its bar (of :data:`BAR_POSITIONS`) and in its beat.
+
+  The beat position is of :data:`BEAT_POSITIONS`; both to the nearest 1/12 of a quarter note; 0
+  without a grid.
+  """
   gridded = tf.cast(quarter_seconds, tf.float32) > 0
   ticks = tf.cast(tf.round(tf.cast(bar_position, tf.float32) * metre.POSITIONS_PER_QUARTER),
                   tf.int32)
@@ -438,8 +480,11 @@ def position_indices(bar_position: tf.Tensor,
 
 def advance_position(bar_position: tf.Tensor, step: tf.Tensor, quarter_seconds: tf.Tensor,
                      bar_quarters: tf.Tensor) -> tf.Tensor:
-  """The bar position of an onset ``step`` seconds after one at ``bar_position``, at a constant
-  tempo (0 without a grid), kept on the 1/24-quarter grid within :data:`POSITION_SNAP`."""
+  """The bar position of an onset ``step`` seconds after one at ``bar_position``.
+
+  At a constant tempo (0 without a grid), kept on the 1/24-quarter grid within
+  :data:`POSITION_SNAP`.
+  """
   gridded = quarter_seconds > 0
   quarters = step / tf.where(gridded, quarter_seconds, 1.0)
   position = tf.math.floormod(bar_position + quarters, tf.where(gridded, bar_quarters, 1.0))
@@ -451,11 +496,13 @@ def advance_position(bar_position: tf.Tensor, step: tf.Tensor, quarter_seconds: 
 
 def step_onto_grid(step: tf.Tensor, bar_position: tf.Tensor,
                    quarter_seconds: tf.Tensor) -> tf.Tensor:
-  """A sampled step (seconds) moved so that the onset lands on the nearest point of the
-  1/24-quarter grid (on which 32nd notes and sixteenth triplets fall) after an onset at
-  ``bar_position``, at least one point later; a chord's 0 and a row without a grid
+  """A sampled step (seconds) moved so that the onset lands on the 1/24-quarter grid.
+
+  On the nearest point of the grid (on which 32nd notes and sixteenth triplets fall) after an
+  onset at ``bar_position``, at least one point later; a chord's 0 and a row without a grid
   (``quarter_seconds`` 0) keep theirs. The grid of a score is what its onsets sit on; a sampled
-  time that misses it by a few milliseconds would take every later onset off it."""
+  time that misses it by a few milliseconds would take every later onset off it.
+  """
   gridded = (quarter_seconds > 0) & (step >= timing_bins.BIN_SECONDS / 2)
   quarters = step / tf.where(gridded, quarter_seconds, 1.0)
   target = tf.round((bar_position + quarters) * GRID_POINTS_PER_QUARTER)
@@ -473,12 +520,14 @@ def metre_anchor_count(part: str) -> int:
 
 
 def metre_anchors(part: str, recent: dict[str, tf.Tensor]) -> tf.Tensor:
-  """``[rows, metre_anchor_count(part)]`` times (seconds) at which ``part``'s mixture gets a
-  component of its own, at the tempo of the last note (``recent``): each of
+  """The times (seconds) at which ``part``'s mixture gets a component of its own.
+
+  ``[rows, metre_anchor_count(part)]`` times, at the tempo of the last note (``recent``): each of
   ``partita.metre.NOTE_VALUES``, and for the step the time to the next point of each of
-  ``metre.SUBDIVISIONS`` and to the next downbeat, from the last onset's place in its bar. All
-  0 (absent components) without a grid. The recent steps anchor repetition; these anchor the
-  pulse, whatever was played last."""
+  ``metre.SUBDIVISIONS`` and to the next downbeat, from the last onset's place in its bar. All 0
+  (absent components) without a grid. The recent steps anchor repetition; these anchor the
+  pulse, whatever was played last.
+  """
   quarter_seconds = recent['quarter_seconds'][:, None]
   quarters = tf.tile(tf.constant([metre.NOTE_VALUES], tf.float32),
                      [tf.shape(quarter_seconds)[0], 1])
@@ -493,14 +542,16 @@ def metre_anchors(part: str, recent: dict[str, tf.Tensor]) -> tf.Tensor:
 
 
 def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
-  """For every pitch, how often it sounded lately: ``[batch, time]`` pitches (-1: no note) ->
-  ``[rows, 128, features]``, per row (after the last note, or with ``every_position`` after
-  every position, flattened) the share of the last ``n`` notes with that pitch for each ``n`` of
-  :data:`MEMORY_SPANS`.
+  """For every pitch, how often it sounded lately.
+
+  ``[batch, time]`` pitches (-1: no note) -> ``[rows, 128, features]``, per row (after the last
+  note, or with ``every_position`` after every position, flattened) the share of the last ``n``
+  notes with that pitch for each ``n`` of :data:`MEMORY_SPANS`.
 
   Music repeats its pitches; the encoder could carry which ones through its LSTMs into the
   softmax, but learns that slowly, while these counts hand it over exactly (a cache model, as
-  the n-gram literature has it, weighed by the network)."""
+  the n-gram literature has it, weighed by the network).
+  """
   onehot = tf.one_hot(tf.cast(pitches, tf.int32), constants.PITCHES)  # -1: all zeros
   if every_position:
     total = tf.cumsum(onehot, axis=1)
@@ -513,9 +564,12 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
 
 def every_position_targets(window: dict[str, tf.Tensor],
                            targets: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """The note after each position of ``[batch, window]`` windows whose next notes are
-  ``targets`` (as ``partita.dataset.to_features_and_targets`` makes them, the velocity a
-  fraction of 127), flattened to ``[batch * window]``: a causal encoder's training targets."""
+  """A causal encoder's training targets: the note after each position of the windows.
+
+  The windows are ``[batch, window]``; their next notes are ``targets`` (as
+  ``partita.dataset.to_features_and_targets`` makes them, the velocity a fraction of 127); the
+  result is flattened to ``[batch * window]``.
+  """
   following = {}
   for name, values in targets.items():
     later = window[name][:, 1:]

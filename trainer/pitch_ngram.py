@@ -1,5 +1,6 @@
-"""Count models of the training pieces' pitches, one for all and one per label, mixed into the
-network's pitch distribution.
+"""Count models of the training pieces' pitches, mixed into the network's pitch distribution.
+
+One count model for all pieces and one per label.
 
 The network reads the window; a Kneser-Ney n-gram (``partita.baselines.NGram``) reads the last
 ``order - 1`` pitches and remembers every passage of the training pieces exactly. The two err
@@ -56,8 +57,11 @@ class Weights:
 
 def fit(pitches_by_label: dict[int, Sequence[np.ndarray]], order: int,
         first_target: int) -> dict[int, baselines.NGram]:
-  """The n-grams: id 0 (:data:`partita.labels.UNCONDITIONAL_ID`) counts every sequence, each
-  other id in ``pitches_by_label`` its own sequences (``NGram.fit``'s ``first_target``)."""
+  """The n-grams: id 0 counts every sequence, each other id its own sequences.
+
+  Id 0 is :data:`partita.labels.UNCONDITIONAL_ID`; the other ids are those in
+  ``pitches_by_label`` (``NGram.fit``'s ``first_target``).
+  """
   everything = [s for sequences in pitches_by_label.values() for s in sequences]
   models = {labels_lib.UNCONDITIONAL_ID: baselines.NGram.fit(everything, order, first_target)}
   for label, sequences in sorted(pitches_by_label.items()):
@@ -94,8 +98,10 @@ def fit_weights(network_labelled: np.ndarray, network_unconditional: np.ndarray,
 
 
 class PitchNGrams(tf.Module):
-  """The n-grams of :func:`fit` and the mixture's :class:`Weights` (:meth:`set_weights`), as
-  TensorFlow variables (saved with an export) and functions.
+  """The n-grams of :func:`fit` and the mixture's :class:`Weights`, as TensorFlow variables.
+
+  The weights are set by :meth:`set_weights`; the variables are saved with an export and read by
+  its functions.
 
   Order ``k``'s table holds, for every id, ``NGram``'s level-``k`` arrays: the contexts, with
   the id as the leading digit of each key (``baselines.with_leading``; each id's sort below
@@ -145,16 +151,20 @@ class PitchNGrams(tf.Module):
     self.label_weight = _fixed(np.zeros(num_labels))
 
   def set_weights(self, weights: Weights) -> None:
-    """Gives the mixture its weights: ``a`` per id (the unconditional id's own) and ``w`` (0
-    for the unconditional id and for ids without an n-gram of their own)."""
+    """Gives the mixture its weights: ``a`` per id (the unconditional id's own) and ``w``.
+
+    ``w`` is 0 for the unconditional id and for ids without an n-gram of their own.
+    """
     unconditional = np.arange(len(self.has_own)) == labels_lib.UNCONDITIONAL_ID
     self.ngram_weight.assign(np.where(unconditional, weights.unconditional_ngram, weights.ngram))
     self.label_weight.assign(np.where(self.has_own, weights.label, 0.0))
 
   def probabilities(self, pitches: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
-    """``[rows, >= order - 1]`` pitches (-1: no note) and ``[rows]`` ids -> ``[rows, 128]``
-    float64: each row's id's n-gram after its last ``order - 1`` pitches, as
-    ``NGram.distribution`` computes it (a context holding a -1 is one never seen)."""
+    """``[rows, >= order - 1]`` pitches (-1: no note) and ``[rows]`` ids -> ``[rows, 128]`` float64.
+
+    Each row's id's n-gram after its last ``order - 1`` pitches, as ``NGram.distribution`` computes
+    it (a context holding a -1 is one never seen).
+    """
     pitches = tf.cast(pitches, tf.int64)
     label = tf.cast(label, tf.int64)
     rows = tf.shape(pitches)[0]
@@ -184,9 +194,11 @@ class PitchNGrams(tf.Module):
     return probs
 
   def mix(self, logits: tf.Tensor, pitches: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
-    """The network's ``[rows, 128]`` pitch logits -> the mixture's float32 log-probabilities,
-    for rows whose last pitches are ``pitches`` (``[rows, >= order - 1]``, -1: no note) and whose
-    ids are ``label``."""
+    """The network's ``[rows, 128]`` pitch logits -> the mixture's float32 log-probabilities.
+
+    For rows whose last pitches are ``pitches`` (``[rows, >= order - 1]``, -1: no note) and whose
+    ids are ``label``.
+    """
     network = tf.nn.softmax(tf.cast(logits, tf.float64))
     everyone = self.probabilities(pitches, tf.fill(tf.shape(label),
                                                    labels_lib.UNCONDITIONAL_ID))
@@ -199,9 +211,12 @@ class PitchNGrams(tf.Module):
 
 def fit_mixture(model: keras.Model, data_dir: str, info: dict,
                 validation_data: tf.data.Dataset, order: int) -> tuple[PitchNGrams, dict]:
-  """The n-grams of the training split's pitches (:func:`fit`), their mixture's weights chosen
-  on ``validation_data`` with the trained ``model`` (:func:`fit_weights`): (:class:`PitchNGrams`,
-  a dict of the order, the weights and the validation pitch NLL of the network alone)."""
+  """The n-grams of the training split's pitches and their mixture's weights.
+
+  The n-grams are :func:`fit`'s; their weights are chosen on ``validation_data`` with the trained
+  ``model`` (:func:`fit_weights`). Returns (:class:`PitchNGrams`, a dict of the order, the weights
+  and the validation pitch NLL of the network alone).
+  """
   pitches_by_label = {}
   for chunk in dataset_lib.read_chunks(data_dir, info, 'train', info['labels']):
     pitches_by_label.setdefault(int(chunk[contract.LABEL_FEATURE]), []).append(chunk['pitch'])
@@ -243,15 +258,18 @@ def _fixed(values: np.ndarray, dtype=np.float64) -> tf.Variable:
 
 
 def _prefixed(levels: dict[int, baselines.Level], field: str, width: int) -> np.ndarray:
-  """Every id's ``field`` keys of ``width`` digits with the id as one more leading digit,
-  concatenated in id order (so still sorted)."""
+  """Every id's ``field`` keys of ``width`` digits with the id as one more leading digit.
+
+  Concatenated in id order (so still sorted).
+  """
   return np.concatenate([baselines.with_leading(getattr(level, field), i, width)
                          for i, level in levels.items()])
 
 
 def _find(sorted_keys: tf.Variable, keys: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """The index of each key in ``sorted_keys`` (any index where it is absent) and whether it is
-  there.
+  """The index of each key in ``sorted_keys`` and whether it is there.
+
+  The index is any index where the key is absent.
 
   A binary search written out, one vectorised step per halving of the table: XLA compiles
   ``tf.searchsorted`` on a CPU to a comparison of every key with every query, about 250 times

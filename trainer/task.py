@@ -54,6 +54,7 @@ class OutputDirs:
 
   @classmethod
   def for_model_dir(cls, model_dir: str) -> OutputDirs:
+    """The output folders below ``model_dir``, unless Vertex AI's variables name others."""
     env = os.environ
     return cls(
         export=env.get('AIP_MODEL_DIR') or os.path.join(model_dir, 'export'),
@@ -64,8 +65,10 @@ class OutputDirs:
 def evaluation_metrics(model: keras.Model, dataset: tf.data.Dataset,
                        config: config_lib.ModelConfig,
                        ngrams: pitch_ngram.PitchNGrams | None = None) -> dict[str, float]:
-  """``trainer.metrics.NOTE_METRICS``, means over every window of ``dataset``. With ``ngrams``,
-  the pitch is the network's mixed with them, as the export predicts it."""
+  """``trainer.metrics.NOTE_METRICS``, means over every window of ``dataset``.
+
+  With ``ngrams``, the pitch is the network's mixed with them, as the export predicts it.
+  """
   @tf.function
   def scores(inputs, targets):
     outputs = model(inputs, targets, training=False)
@@ -96,15 +99,19 @@ def validation_dataset(data_dir: str, info: dict, config: config_lib.Config) -> 
 
 
 def first_windows(dataset: tf.data.Dataset, count: int) -> dict[str, np.ndarray]:
-  """The notes of the input windows of the first ``count`` examples of a (batched) dataset
-  (primes: without their label, which a request gives)."""
+  """The notes of the input windows of the first ``count`` examples of a (batched) dataset.
+
+  These are primes: without their label, which a request gives.
+  """
   inputs, _ = next(iter(dataset.unbatch().batch(count).take(1)))
   return {name: inputs[name].numpy() for name in constants.NOTE_FEATURES}
 
 
 def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
-  """``model.ngram_order``, refused before training if the n-grams cannot have it (their
-  context, ``order - 1`` pitches, must fit in a window)."""
+  """``model.ngram_order``, refused before training if the n-grams cannot have it.
+
+  Their context, ``order - 1`` pitches, must fit in a window.
+  """
   highest = min(baselines.MAX_ORDER, info['window_length'] + 1)
   if not 0 <= config.ngram_order <= highest:
     raise ValueError(f'model.ngram_order must be in 0..{highest}, got {config.ngram_order}')
@@ -113,9 +120,11 @@ def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
 
 def train(data_dir: str, model_dir: str, config: config_lib.Config
           ) -> tuple[keras.Model, dict, pitch_ngram.PitchNGrams | None]:
-  """Trains to ``config.train.steps`` (resuming from the newest checkpoint), exports, and
-  returns the model, its final validation metrics and the pitch n-grams mixed into it (None
-  when ``model.ngram_order`` is 0)."""
+  """Trains to ``config.train.steps`` (resuming from the newest checkpoint), then exports.
+
+  Returns the model, its final validation metrics and the pitch n-grams mixed into it (None when
+  ``model.ngram_order`` is 0).
+  """
   info = dataset_lib.load_info(data_dir)
   order = checked_ngram_order(config.model, info)
   strategy = distribute.make_strategy(config.runtime)
@@ -171,6 +180,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
 
 
 def main(argv: list[str] | None = None) -> None:
+  """The ``python -m trainer.task`` command: trains (or resumes), exports, prints the metrics."""
   parser = argparse.ArgumentParser(
       description='Train the BiLSTM next-note model on the output of beam_pipelines.preprocess '
       'and export a SavedModel to MODEL_DIR/export. Rerunning the same command resumes an '

@@ -1,5 +1,6 @@
-"""The distribution of a note's step or duration: a mixture of logistics over log-seconds, with
-a point mass at 0 for the step (the notes of one chord).
+"""The distribution of a note's step or duration: a mixture of logistics over log-seconds.
+
+The step also has a point mass at 0 (the notes of one chord).
 
 Its parameters, each ``[batch, components]`` but the chord logit ``[batch]`` (the export's
 ``predict_next`` returns them under these names with a ``step_`` or ``duration_`` prefix):
@@ -50,8 +51,11 @@ ABSENT_LOGIT = -1e9
 
 
 def parameter_count(components: int, chord: bool, anchors: int = 0) -> int:
-  """Outputs of the dense layer that :func:`from_dense` reads: per free component a logit, a
-  location and a scale, the chord logit, and per anchor a logit plus the anchors' one scale."""
+  """Outputs of the dense layer that :func:`from_dense` reads.
+
+  Per free component a logit, a location and a scale, the chord logit, and per anchor a logit
+  plus the anchors' one scale.
+  """
   return 3 * components + int(chord) + (anchors + 1 if anchors else 0)
 
 
@@ -118,8 +122,10 @@ def log_bin_probability(parameters: dict[str, tf.Tensor], bins: tf.Tensor) -> tf
 
 
 def uniforms_per_draw(components: int) -> int:
-  """Uniform numbers :func:`sample` takes per row: a Gumbel draw per component, one for the
-  logistic and one for the chord."""
+  """Uniform numbers :func:`sample` takes per row.
+
+  A Gumbel draw per component, one for the logistic and one for the chord.
+  """
   return components + 2
 
 

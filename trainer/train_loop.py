@@ -35,8 +35,9 @@ SUM = tf.distribute.ReduceOp.SUM
 
 def make_optimizer(train_config: config_lib.TrainConfig, policy: str,
                    variables: list) -> keras.optimizers.Optimizer:
-  """Adam, built for ``variables``, with the configured learning-rate schedule; call it in the
-  strategy's scope. (The trainer clips the gradients: see :meth:`Trainer.clip`.)
+  """Adam, built for ``variables``, with the configured learning-rate schedule.
+
+  Call it in the strategy's scope. (The trainer clips the gradients: see :meth:`Trainer.clip`.)
 
   Under ``mixed_float16`` it is wrapped in a ``LossScaleOptimizer`` (dynamic loss scaling, so
   that small float16 gradients do not flush to zero); bfloat16 has float32's range and needs
@@ -55,8 +56,10 @@ def make_optimizer(train_config: config_lib.TrainConfig, policy: str,
 
 
 class Trainer:
-  """A model, its optimizer and their strategy, and the compiled steps that train and
-  validate the model on batches distributed by that strategy."""
+  """A model, its optimizer and their strategy, and the compiled steps that train and validate.
+
+  The steps train and validate the model on batches distributed by that strategy.
+  """
 
   def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                strategy: tf.distribute.Strategy, config: config_lib.Config):
@@ -70,8 +73,11 @@ class Trainer:
   @tf.function
   def train_steps(self, batches: tf.distribute.DistributedIterator,
                   num_steps: tf.Tensor) -> tf.Tensor:
-    """Trains ``num_steps`` steps on the next batches of ``batches``; returns, for each of
-    ``TRAINING_METRICS``, the sum over the steps of its mean over each step's global batch."""
+    """Trains ``num_steps`` steps on the next batches of ``batches``.
+
+    Returns, for each of ``TRAINING_METRICS``, the sum over the steps of its mean over each step's
+    global batch.
+    """
     sums = tf.zeros([len(metrics_lib.TRAINING_METRICS)])
     for _ in tf.range(num_steps):
       per_replica = self.strategy.run(self.replica_step, args=next(batches))
@@ -79,10 +85,12 @@ class Trainer:
     return sums
 
   def replica_step(self, inputs: dict, targets: dict) -> tf.Tensor:
-    """One replica's part of a training step, on its share of the global batch; returns the
-    share's sums of ``TRAINING_METRICS`` divided by the global number of targets (the global batch
-    size, times the window length for a causal encoder: its training metrics are means over
-    every position, its validation metrics, like the BiLSTM's, over the last)."""
+    """One replica's part of a training step, on its share of the global batch.
+
+    Returns the share's sums of ``TRAINING_METRICS`` divided by the global number of targets (the
+    global batch size, times the window length for a causal encoder: its training metrics are
+    means over every position, its validation metrics, like the BiLSTM's, over the last).
+    """
     # A causal encoder learns the note after every position of the window, not only the last.
     every_position = self.model.causal
     if every_position:
@@ -109,8 +117,10 @@ class Trainer:
         self.global_batch_size * targets_per_window)
 
   def clip(self, parts: list) -> list[tf.Tensor]:
-    """This replica's parts of the gradients, scaled so that their sums over the replicas
-    (what the optimizer applies) have norms of at most ``clipnorm``, variable by variable.
+    """This replica's parts of the gradients, scaled so that the sums over the replicas are clipped.
+
+    Scaled so that their sums over the replicas (what the optimizer applies) have norms of at most
+    ``clipnorm``, variable by variable.
 
     Keras' own ``clipnorm`` clips each replica's part before the sum, so that N replicas
     clip at up to N times the norm one device clips at (measured on two devices: weights
@@ -141,8 +151,7 @@ class Trainer:
 
   @tf.function
   def validation_sums(self, batch: tuple) -> tf.Tensor:
-    """The sums of ``TRAINING_METRICS`` over one distributed batch, then its number of
-    windows."""
+    """The sums of ``TRAINING_METRICS`` over one distributed batch, then its number of windows."""
     def replica_sums(inputs, targets):
       values = metrics_lib.window_metrics(self.model(inputs, targets, training=False), targets,
                               self.loss_weights)
@@ -154,8 +163,9 @@ class Trainer:
 
 def pauses(start: int, total: int, steps_per_epoch: int,
            checkpoint_every: int) -> Iterator[int]:
-  """The steps after ``start`` at which training stops for Python's work: each multiple of
-  ``checkpoint_every`` and of ``steps_per_epoch``, and ``total``.
+  """The steps after ``start`` at which training stops for Python's work.
+
+  Each multiple of ``checkpoint_every`` and of ``steps_per_epoch``, and ``total``.
 
   Epoch k ends at step ``(k + 1) * steps_per_epoch``, so a run resumed mid-epoch first
   finishes that epoch, and validation happens at the same steps however often a run was
@@ -172,8 +182,9 @@ def run(trainer: Trainer, train_data: Callable[[tf.distribute.InputContext, int]
                                                tf.data.Dataset],
         validation_data: tf.data.Dataset, checkpoint_dir: str, log_dir: str, chief: bool,
         config: config_lib.TrainConfig) -> int:
-  """Trains from the newest checkpoint in ``checkpoint_dir`` (from scratch if none) up to
-  ``config.steps``; returns the step reached.
+  """Trains from the newest checkpoint in ``checkpoint_dir`` up to ``config.steps``.
+
+  From scratch if there is none; returns the step reached.
 
   ``train_data(input_context, seed)`` is one input pipeline's training batches.
   """
@@ -209,8 +220,9 @@ def run(trainer: Trainer, train_data: Callable[[tf.distribute.InputContext, int]
 @contextlib.contextmanager
 def checkpoints(checkpoint: tf.train.Checkpoint, step: tf.Variable, directory: str,
                 chief: bool, every: int):
-  """A ``tf.train.CheckpointManager`` keeping the newest checkpoint, saving when ``step`` has
-  reached the next multiple of ``every``.
+  """A ``tf.train.CheckpointManager`` keeping the newest checkpoint.
+
+  It saves when ``step`` has reached the next multiple of ``every``.
 
   The manager writes a checkpoint's files first and then names it in the small ``checkpoint``
   state file (an atomic write, also on ``gs://``), so a run killed while saving resumes from
@@ -232,8 +244,9 @@ def checkpoints(checkpoint: tf.train.Checkpoint, step: tf.Variable, directory: s
 
 
 class EpochLog:
-  """Per epoch, the training metrics' means over its steps and its windows/s; at its end, one
-  console line and the TensorBoard scalars (the chief's only) against the step.
+  """Per epoch, the training metrics' means over its steps and its windows/s.
+
+  At its end, one console line and the TensorBoard scalars (the chief's only) against the step.
 
   Steps, not epochs, on TensorBoard's x axis keep a resumed run's curves continuous. The
   windows/s count the time spent in training steps, not in validation or checkpoints.
@@ -248,6 +261,7 @@ class EpochLog:
     self.start_epoch()
 
   def start_epoch(self):
+    """Starts a new epoch's sums."""
     self.sums = np.zeros(len(metrics_lib.TRAINING_METRICS))
     self.steps = 0
     self.seconds = 0.0
@@ -259,6 +273,7 @@ class EpochLog:
     self.seconds += seconds
 
   def end_epoch(self, step: int, validation: dict[str, float], learning_rate: float):
+    """Prints and logs the epoch that ended at ``step``, then starts the next."""
     train = dict(zip(metrics_lib.TRAINING_METRICS, (self.sums / self.steps).tolist()))
     windows_per_second = self.steps * self.batch_size / self.seconds
     shown = {'loss': train['loss'], 'pitch_nll': train['pitch_nll'],
