@@ -108,6 +108,25 @@ MAX_TEMPO = 400.0
 # The seed is an int64 in the graph.
 MAX_SEED = 2**63 - 1
 
+# What each scalar parameter of ``generate`` must be, in the words of every refusal: the Python
+# checks' (``serving.sampling.Sampling.check``: ``FIELD must be ALLOWED, got VALUE``) and the
+# graph's own assertions (:func:`refusal`, without the value, which a graph cannot format).
+ALLOWED = {
+    'num_notes': f'in 1..{MAX_GENERATED_NOTES}',
+    'temperature': '> 0',
+    'top_k': f'in 1..{constants.PITCHES}',
+    'top_p': 'in (0, 1]',
+    'label_guidance': f'in 0..{MAX_LABEL_GUIDANCE:g}',
+    # No apostrophe: TensorFlow escapes it in an assertion's message.
+    'tempo': f'0 (as the prime) or in {MIN_TEMPO:g}..{MAX_TEMPO:g} quarter notes per minute',
+    'seed': 'in 0..2**63-1',
+}
+
+
+def refusal(parameter: str) -> str:
+  """``PARAMETER must be ALLOWED``: the graph's message for a value out of range."""
+  return f'{parameter} must be {ALLOWED[parameter]}'
+
 
 def row_seeds(seed: int, rows: int) -> list[int]:
   """The per-row seeds a scalar ``seed`` stands for in ``generate``.

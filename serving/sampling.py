@@ -59,25 +59,20 @@ class Sampling:
 
     It is raised before any model is loaded.
     """
-    most = export_contract.MAX_GENERATED_NOTES
-    if not 1 <= self.num_notes <= most:
-      raise validation.must_be('num_notes', f'in 1..{most}', self.num_notes)
-    if not (math.isfinite(self.temperature) and self.temperature > 0):
-      raise validation.must_be('temperature', '> 0', self.temperature)
-    if not 1 <= self.top_k <= constants.PITCHES:
-      raise validation.must_be('top_k', f'in 1..{constants.PITCHES}', self.top_k)
-    if not 0 < self.top_p <= 1:
-      raise validation.must_be('top_p', 'in (0, 1]', self.top_p)
-    if not 0 <= self.label_guidance <= export_contract.MAX_LABEL_GUIDANCE:
-      raise validation.must_be('label_guidance', f'in 0..{export_contract.MAX_LABEL_GUIDANCE:g}',
-                               self.label_guidance)
-    if not (self.tempo == 0 or (math.isfinite(self.tempo) and export_contract.MIN_TEMPO
-                                <= self.tempo <= export_contract.MAX_TEMPO)):
-      raise validation.must_be(
-          'tempo', f"0 (the prime's) or in {export_contract.MIN_TEMPO:g}.."
-          f'{export_contract.MAX_TEMPO:g} quarter notes per minute', self.tempo)
-    if not 0 <= self.seed <= export_contract.MAX_SEED:
-      raise validation.must_be('seed', 'in 0..2**63-1', self.seed)
+    limits = export_contract
+    within = {
+        'num_notes': 1 <= self.num_notes <= limits.MAX_GENERATED_NOTES,
+        'temperature': math.isfinite(self.temperature) and self.temperature > 0,
+        'top_k': 1 <= self.top_k <= constants.PITCHES,
+        'top_p': 0 < self.top_p <= 1,
+        'label_guidance': 0 <= self.label_guidance <= limits.MAX_LABEL_GUIDANCE,
+        'tempo': self.tempo == 0 or (math.isfinite(self.tempo)
+                                     and limits.MIN_TEMPO <= self.tempo <= limits.MAX_TEMPO),
+        'seed': 0 <= self.seed <= limits.MAX_SEED,
+    }
+    for field, ok in within.items():
+      if not ok:
+        raise validation.must_be(field, limits.ALLOWED[field], getattr(self, field))
 
   def description(self, seconds: float | None = None) -> str:
     """The parameters in words, for the pages.

@@ -5,6 +5,7 @@ export's in-graph sampling of every part.
 """
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 from scipy import special
 import tensorflow as tf
 
-from partita import constants, export_contract, timing_bins
+from partita import constants, export_contract, failures, timing_bins
+from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import distribute, timing_distribution
 from trainer import export as export_lib
@@ -253,6 +255,26 @@ def test_generated_onsets_stay_on_the_primes_grid_at_its_tempo_or_the_one_asked(
   for tempo in (5.0, 401.0, -1.0):
     with pytest.raises(tf.errors.InvalidArgumentError, match='tempo must be 0'):
       generate(export, primes, 7, tempo=tempo)
+
+
+@pytest.mark.parametrize('parameter,value', [
+    ('num_notes', 0), ('num_notes', 10_001), ('temperature', 0.0), ('temperature', float('nan')),
+    ('top_k', 0), ('top_k', 129), ('top_p', 0.0), ('top_p', 1.5), ('label_guidance', -1.0),
+    ('label_guidance', 10.5), ('tempo', 5.0), ('tempo', 401.0)])
+def test_the_graph_and_the_python_checks_refuse_a_value_in_the_same_words(exported, parameter,
+                                                                          value):
+  _, export, primes, _ = exported
+  words = export_contract.refusal(parameter)
+  with pytest.raises(failures.RejectionError, match=re.escape(f'{words}, got {value!r}')):
+    sampling_lib.Sampling(**{parameter: value}).check()
+  arguments = {**prime_arguments(primes), 'num_notes': tf.constant(4),
+               'temperature': tf.constant(1.0), 'top_k': tf.constant(128),
+               'top_p': tf.constant(1.0), 'label_guidance': tf.constant(1.0),
+               'tempo': tf.constant(0.0), 'seed': tf.constant(0, tf.int64),
+               'label': tf.zeros([len(primes['pitch'])], tf.int32)}
+  arguments[parameter] = tf.constant(value, arguments[parameter].dtype)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(words)):
+    export.generate(**arguments)
 
 
 def test_a_rows_notes_depend_only_on_its_own_prime_parameters_and_seed(exported):

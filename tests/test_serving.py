@@ -390,7 +390,7 @@ def test_sampling_holds_the_export_signatures_parameters_with_the_historical_def
     sampling_lib.Sampling(seed=export_contract.MAX_SEED + 1).check()
   for tempo in (9.5, 400.5, float('nan'), -60.0):
     with pytest.raises(failures.RejectionError, match=(
-        r"tempo must be 0 \(the prime's\) or in 10..400 quarter notes per minute, got")):
+        r"tempo must be 0 \(as the prime\) or in 10..400 quarter notes per minute, got")):
       sampling_lib.Sampling(tempo=tempo).check()
   for tempo in (0.0, 10.0, 400.0):
     sampling_lib.Sampling(tempo=tempo).check()

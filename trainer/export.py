@@ -166,27 +166,17 @@ class _Generator:
 
   def generate(self, pitch, step, duration, velocity, quarter_seconds, bar_position, bar_quarters,
                num_notes, temperature, top_k, top_p, label_guidance, tempo, seed, label):
-    guidance_range = f'label_guidance must be in 0..{export_contract.MAX_LABEL_GUIDANCE:g}'
-    tempo_range = (f'tempo must be 0 (the prime\'s) or in '
-                   f'{export_contract.MIN_TEMPO:g}..{export_contract.MAX_TEMPO:g}')
-    checks = [
-        tf.debugging.assert_greater(temperature, 0.0, message='temperature must be > 0'),
-        tf.debugging.assert_greater_equal(top_k, 1, message='top_k must be in 1..128'),
-        tf.debugging.assert_less_equal(top_k, constants.PITCHES, message='top_k must be in 1..128'),
-        tf.debugging.assert_greater(top_p, 0.0, message='top_p must be in (0, 1]'),
-        tf.debugging.assert_less_equal(top_p, 1.0, message='top_p must be in (0, 1]'),
-        tf.debugging.assert_greater_equal(label_guidance, 0.0, message=guidance_range),
-        tf.debugging.assert_less_equal(label_guidance, export_contract.MAX_LABEL_GUIDANCE,
-                                       message=guidance_range),
-        tf.debugging.assert_equal(
-            (tempo == 0.0) | ((tempo >= export_contract.MIN_TEMPO)
-                              & (tempo <= export_contract.MAX_TEMPO)),
-            True, message=tempo_range),
-        tf.debugging.assert_greater(num_notes, 0, message='num_notes must be > 0'),
-        tf.debugging.assert_less_equal(
-            num_notes, export_contract.MAX_GENERATED_NOTES,
-            message=f'num_notes must be <= {export_contract.MAX_GENERATED_NOTES}'),
-    ]
+    limits = export_contract
+    within = {
+        'temperature': temperature > 0.0,
+        'top_k': (top_k >= 1) & (top_k <= constants.PITCHES),
+        'top_p': (top_p > 0.0) & (top_p <= 1.0),
+        'label_guidance': (label_guidance >= 0.0) & (label_guidance <= limits.MAX_LABEL_GUIDANCE),
+        'tempo': (tempo == 0.0) | ((tempo >= limits.MIN_TEMPO) & (tempo <= limits.MAX_TEMPO)),
+        'num_notes': (num_notes >= 1) & (num_notes <= limits.MAX_GENERATED_NOTES),
+    }
+    checks = [tf.debugging.assert_equal(ok, True, message=export_contract.refusal(parameter))
+              for parameter, ok in within.items()]
     seeds = row_seeds(seed, tf.shape(pitch)[0])
     checks.append(tf.debugging.assert_equal(
         tf.size(seeds), tf.shape(pitch)[0], message='seed must be a scalar or one per row'))
