@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fractions
 import hashlib
 import json
 
@@ -20,11 +21,21 @@ from partita import contract, metre
 from partita import labels as labels_lib
 
 
+def exact(value: float) -> fractions.Fraction:
+  """A float as the exact number it is, so that sums of them are the same in any order.
+
+  A split's sums are merged in whatever order the runner's bundles give: float additions would
+  make info.json differ in its last digits between runs, runners and local modes.
+  """
+  return fractions.Fraction(float(value))
+
+
 def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, window_length: int,
                 label: str = labels_lib.UNKNOWN, label_conflict: bool = False) -> dict:
   """Additive statistics of one piece labelled ``label`` (summed per split by :class:`SumStatsFn`).
 
-  ``label_conflict``: its copies carried different labels.
+  ``label_conflict``: its copies carried different labels. Sums of real numbers are
+  :func:`exact`.
   """
   step = piece['step'].astype(np.float64)
   duration = piece['duration'].astype(np.float64)
@@ -35,11 +46,11 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, wind
       'chunks': num_chunks,
       'windows': contract.num_windows(len(step), window_length),
       # From the first onset to the last note end (not always the end of the last-onset note).
-      'seconds': float(np.max(np.cumsum(step) + duration)),
-      'step_sum': float(step.sum()),
-      'step_sq_sum': float(np.square(step).sum()),
-      'duration_sum': float(duration.sum()),
-      'duration_sq_sum': float(np.square(duration).sum()),
+      'seconds': exact(np.max(np.cumsum(step) + duration)),
+      'step_sum': exact(step.sum()),
+      'step_sq_sum': exact(np.square(step).sum()),
+      'duration_sum': exact(duration.sum()),
+      'duration_sq_sum': exact(np.square(duration).sum()),
       'pitch_histogram': np.bincount(piece['pitch'], minlength=128).astype(np.int64),
       'labels': collections.Counter({label: 1}),
       'label_conflicts': int(label_conflict),
@@ -58,7 +69,7 @@ def metre_stats(piece: dict[str, np.ndarray]) -> dict:
   return {
       'gridded_pieces': int(gridded.any()),
       'gridded_notes': int(gridded.sum()),
-      'log_quarter_seconds_sum': float(np.log(quarter_seconds[gridded]).sum()),
+      'log_quarter_seconds_sum': exact(np.log(quarter_seconds[gridded]).sum()),
       'bar_quarters': collections.Counter(
           f'{length:g}' for length in piece['bar_quarters'][gridded].astype(np.float64)),
   }
@@ -70,10 +81,11 @@ def lost_piece_stats(copies: int) -> dict:
   None of its notes is written; its other copies are still duplicates.
   """
   return {'pieces': 0, 'duplicates': copies - 1, 'notes': 0, 'chunks': 0, 'windows': 0,
-          'seconds': 0.0, 'step_sum': 0.0, 'step_sq_sum': 0.0, 'duration_sum': 0.0,
-          'duration_sq_sum': 0.0, 'pitch_histogram': np.zeros(128, dtype=np.int64),
+          'seconds': exact(0), 'step_sum': exact(0), 'step_sq_sum': exact(0),
+          'duration_sum': exact(0), 'duration_sq_sum': exact(0),
+          'pitch_histogram': np.zeros(128, dtype=np.int64),
           'labels': collections.Counter(), 'label_conflicts': 0, 'gridded_pieces': 0,
-          'gridded_notes': 0, 'log_quarter_seconds_sum': 0.0,
+          'gridded_notes': 0, 'log_quarter_seconds_sum': exact(0),
           'bar_quarters': collections.Counter()}
 
 
@@ -110,17 +122,17 @@ def summarize_split(stats: dict) -> dict:
   notes = summary['notes']
   if not notes:  # no piece written (perhaps lost pieces' duplicates)
     return {**summary, 'seconds': 0.0}
-  summary['seconds'] = round(stats['seconds'], 3)
+  summary['seconds'] = round(float(stats['seconds']), 3)
   for name in ('step', 'duration'):
     mean = stats[f'{name}_sum'] / notes
-    variance = max(stats[f'{name}_sq_sum'] / notes - mean**2, 0.0)
-    summary[f'{name}_mean'] = mean
-    summary[f'{name}_std'] = variance**0.5
+    variance = max(stats[f'{name}_sq_sum'] / notes - mean**2, 0)
+    summary[f'{name}_mean'] = float(mean)
+    summary[f'{name}_std'] = float(variance)**0.5
   summary['pitch_histogram'] = stats['pitch_histogram'].tolist()
   if summary['gridded_notes']:
     # To the microsecond, MIDI's own resolution of a tempo.
     summary['quarter_seconds_geometric_mean'] = round(float(
-        np.exp(stats['log_quarter_seconds_sum'] / summary['gridded_notes'])), 6)
+        np.exp(float(stats['log_quarter_seconds_sum'] / summary['gridded_notes']))), 6)
     summary['bar_quarters'] = dict(sorted(stats['bar_quarters'].items(),
                                           key=lambda item: float(item[0])))
   return summary

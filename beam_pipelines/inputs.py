@@ -377,10 +377,12 @@ def matching_files(pattern: str) -> list[str]:
     return []
 
 
-def check_inputs(config) -> None:
+def check_inputs(config) -> int:
   """Fails early, before anything is written, on inputs that cannot give a single piece.
 
-  ``config`` is a :class:`beam_pipelines.preprocess.PreprocessConfig`.
+  ``config`` is a :class:`beam_pipelines.preprocess.PreprocessConfig`. Returns the number of
+  inputs found: MIDI files matched, paths listed, and NoteSequence files (one each, however many
+  sequences a file holds).
 
   Raises:
     FileNotFoundError: an --input or --note-sequences entry matches no file, the --input-list
@@ -396,8 +398,16 @@ def check_inputs(config) -> None:
     midi_files += sum(p.lower().endswith(constants.MIDI_SUFFIXES) for p in matched)
   if config.input and not midi_files and not (config.input_list or config.note_sequences):
     raise FileNotFoundError(f'no .mid or .midi file matches --input {" ".join(config.input)}')
-  if config.input_list and not filesystems.FileSystems.exists(config.input_list):
-    raise FileNotFoundError(f'--input-list {config.input_list} does not exist')
+  listed = 0
+  if config.input_list:
+    if not filesystems.FileSystems.exists(config.input_list):
+      raise FileNotFoundError(f'--input-list {config.input_list} does not exist')
+    with filesystems.FileSystems.open(config.input_list) as f:
+      listed = sum(1 for line in f if line.strip())
+  sequence_files = 0
   for pattern in config.note_sequences:
-    if not matching_files(pattern):
+    matched = matching_files(pattern)
+    if not matched:
       raise FileNotFoundError(f'--note-sequences {pattern} matches no file')
+    sequence_files += len(matched)
+  return midi_files + listed + sequence_files

@@ -608,10 +608,17 @@ def clear_previous_output(output: str) -> None:
 def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dict:
   """Runs the job to completion and returns the contents of the info.json it wrote.
 
+  With no runner flags in ``pipeline_args``, the local runner uses every core for a large corpus
+  and this process for a small one (``beam_pipelines.runner.local_mode``), and says which.
+
   Raises:
     FileNotFoundError: see :func:`inputs.check_inputs` (nothing is written).
   """
-  inputs.check_inputs(config)
+  found = inputs.check_inputs(config)
+  mode = runner.local_mode(pipeline_args, found, runner.usable_cores())
+  if mode:
+    pipeline_args = [*(pipeline_args or ()), *mode.args]
+    print(mode.reason, flush=True)
   clear_previous_output(config.output)
   with beam.Pipeline(options=runner.pipeline_options(pipeline_args)) as pipeline:
     build_pipeline(pipeline, config)

@@ -8,13 +8,27 @@ falls back to the FnApiRunner (0.1-0.4 s later, here). Both jobs run on the FnAp
 way, so they ask for it: nothing comes from the network, and the local modes the README
 measures are the ones that run. ``--runner DirectRunner`` still gives Beam's default
 behaviour, and ``--runner DataflowRunner`` Dataflow.
+
+The FnApiRunner runs a job in this process (``in_memory``, one core) unless told otherwise.
+:func:`local_mode` chooses for a job that names no runner and no local mode: one SDK worker
+process per core (``multi_processing``) from :data:`MULTI_PROCESSING_INPUTS` inputs on, where
+the workers' start-up (each imports Beam and starts its own parser child, about 4 s) is paid
+back, and this process below it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from apache_beam.options import pipeline_options as beam_options
 
 LOCAL_RUNNER = 'FnApiRunner'
+# The flags that choose where a job runs; any of them on the command line turns off the choice.
+RUNNER_FLAGS = ('--runner', '--direct_running_mode', '--direct_num_workers')
+# Inputs from which one worker process per core beats this process alone, and at whose size
+# peak memory stops growing (BENCHMARKS.md, "Preprocessing with the default command").
+MULTI_PROCESSING_INPUTS = 1_000
 
 
 def pipeline_options(pipeline_args: list[str] | None) -> beam_options.PipelineOptions:
@@ -24,3 +38,37 @@ def pipeline_options(pipeline_args: list[str] | None) -> beam_options.PipelineOp
   if standard.runner is None:
     standard.runner = LOCAL_RUNNER
   return options
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalMode:
+  """Where a job runs, as chosen by :func:`local_mode`: the flags it adds, and why, in words."""
+  args: tuple[str, ...]
+  reason: str
+
+
+def usable_cores() -> int:
+  """The cores this process may run on (its CPU affinity where the system tells it)."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
+def local_mode(pipeline_args: list[str] | None, inputs: int, cores: int) -> LocalMode | None:
+  """The local mode for a job of ``inputs`` inputs on ``cores`` cores; None when the flags chose.
+
+  Explicit runner flags (:data:`RUNNER_FLAGS`, in either ``--flag value`` or ``--flag=value``
+  form) always win.
+  """
+  if any(arg.split('=', 1)[0] in RUNNER_FLAGS for arg in pipeline_args or ()):
+    return None
+  if cores > 1 and inputs >= MULTI_PROCESSING_INPUTS:
+    return LocalMode(
+        ('--direct_running_mode=multi_processing', f'--direct_num_workers={cores}'),
+        f'local runner: {cores} worker processes, one per core ({inputs:,} inputs, at least '
+        f'{MULTI_PROCESSING_INPUTS:,}; --direct_running_mode=in_memory runs in this process)')
+  why = (f'{inputs:,} inputs, under {MULTI_PROCESSING_INPUTS:,}: workers would start for longer '
+         'than they save' if cores > 1 else 'one core')
+  return LocalMode(('--direct_running_mode=in_memory',),
+                   f'local runner: this process ({why}; --direct_running_mode=multi_processing '
+                   '--direct_num_workers=N runs N worker processes)')

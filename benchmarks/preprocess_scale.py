@@ -1,13 +1,15 @@
 r"""Preprocessing at growing corpus sizes: files/s, CPU, peak memory and shuffle bytes per file.
 
     .venv/bin/python benchmarks/preprocess_scale.py [--sizes 2400,5000,10000,50000] \
-        [--modes in_memory,multi_processing] [--loop-size 5000] [--corpus-root /tmp/partita_scale] \
-        [--seed 0] [--plot benchmarks/preprocess_scale.png] [--json results.json]
+        [--modes in_memory,multi_processing,default] [--loop-size 5000] \
+        [--corpus-root /tmp/partita_scale] [--seed 0] [--plot benchmarks/preprocess_scale.png] \
+        [--json results.json]
 
 For each size N a corpus of N files is made once with ``benchmarks/make_corpus.py`` (variants
 of the shared corpora, under ``--corpus-root``, reused by later runs), and the whole job
 (``beam_pipelines.preprocess.build_pipeline`` on Beam's local runner, the same steps as
-``preprocess.run``) runs on it in each ``--direct_running_mode``, each in a fresh subprocess
+``preprocess.run``) runs on it in each ``--direct_running_mode`` (or, as ``default``, the
+README's command with no runner flags, which picks its own), each in a fresh subprocess
 measured as ``benchmarks/preprocess_speed.py`` measures a side: wall time, CPU time of the
 process tree, peak RSS summed over the process tree (psutil, every 0.1 s). Beside them, on the
 ``--loop-size`` corpus, the notebook baseline: a ``pretty_midi`` loop over the same files.
@@ -42,6 +44,8 @@ from partita import atomic
 
 REPO_ROOT = preprocess_speed.REPO_ROOT
 MIB = 2**20
+# The mode that runs the README's command with no runner flags, leaving the choice to the job.
+DEFAULT_MODE = 'default'
 
 
 def corpus_for(size: int, root: str, seed: int) -> str:
@@ -124,11 +128,29 @@ def run_job(input_folder: str, mode: str, workers: int) -> dict:
           'unmeasured_pcollections': missing}
 
 
+def run_command(input_folder: str) -> dict:
+  """The job as the README runs it, with no runner flags; its counts.
+
+  That is ``python -m beam_pipelines.preprocess --input FOLDER --output OUT``: its ``main`` with
+  that command line, so the job chooses its own local mode. Beam's shuffle counters are not
+  read: the command does not hand back its pipeline result.
+  """
+  from beam_pipelines import preprocess
+  with tempfile.TemporaryDirectory(prefix='preprocess_scale_') as output:
+    preprocess.main(['--input', input_folder, '--output', output])
+    with open(os.path.join(output, 'info.json')) as f:
+      counts = json.load(f)['counts']
+  return {'files': counts['files_in'], 'accepted': counts['pieces_written'] + counts['duplicates'],
+          'rejected': counts['dead_letters'], 'duplicates': counts['duplicates'], 'args': []}
+
+
 def child_main(args: argparse.Namespace) -> None:
   """What a measured subprocess runs: one side on one corpus, its result written as JSON."""
   if args.side == 'loop':
     with open(args.files_from) as f:
       result = preprocess_speed.run_loop(f.read().split('\n'))
+  elif args.mode == DEFAULT_MODE:
+    result = run_command(args.input)
   else:
     result = run_job(args.input, args.mode, args.workers)
   result.update(preprocess_speed.own_usage())
@@ -182,7 +204,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n', 2)[2],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--sizes', default='2400,5000,10000,50000')
-  parser.add_argument('--modes', default='in_memory,multi_processing')
+  parser.add_argument('--modes', default='in_memory,multi_processing',
+                      help=f'comma-separated: in_memory, multi_processing (with --workers), '
+                      f'{DEFAULT_MODE} (the README\'s command, no runner flags; default '
+                      '%(default)s)')
   parser.add_argument('--workers', type=int, default=2)
   parser.add_argument('--loop-size', type=int, default=5000,
                       help='corpus size of the pretty_midi loop (0: none; default %(default)s)')

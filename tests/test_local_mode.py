@@ -1,0 +1,104 @@
+"""The preprocessing job's own choice of local mode, and the same dataset in either mode.
+
+Every core for a corpus, this process for a few files, explicit runner flags first.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+
+import midi_builders
+import pytest
+
+from beam_pipelines import inputs, preprocess, runner
+from partita import contract, failures
+
+
+@pytest.mark.parametrize('args', [
+    ['--runner', 'DirectRunner'], ['--runner=DataflowRunner'], ['--direct_running_mode=in_memory'],
+    ['--direct_running_mode', 'multi_processing'], ['--direct_num_workers=4'],
+    ['--project', 'p', '--direct_num_workers', '3']])
+def test_explicit_runner_flags_always_win(args):
+  assert runner.local_mode(args, inputs=50_000, cores=8) is None
+
+
+def test_every_core_from_the_threshold_on_and_this_process_below_it():
+  at = runner.MULTI_PROCESSING_INPUTS
+  mode = runner.local_mode(['--project', 'p'], inputs=at, cores=4)
+  assert mode.args == ('--direct_running_mode=multi_processing', '--direct_num_workers=4')
+  assert mode.reason == (
+      f'local runner: 4 worker processes, one per core ({at:,} inputs, at least {at:,}; '
+      '--direct_running_mode=in_memory runs in this process)')
+  below = runner.local_mode(None, inputs=at - 1, cores=4)
+  assert below.args == ('--direct_running_mode=in_memory',)
+  assert below.reason.startswith(f'local runner: this process ({at - 1:,} inputs, under {at:,}:')
+  one_core = runner.local_mode([], inputs=50_000, cores=1)
+  assert one_core.args == ('--direct_running_mode=in_memory',)
+  assert one_core.reason.startswith('local runner: this process (one core;')
+
+
+def make_corpus(folder) -> None:
+  """Twelve melodies, an exact copy of one, a file that is not MIDI and a stray text file."""
+  for seed in range(12):
+    midi_builders.write_midi(os.path.join(folder, f'piece{seed:02d}.mid'),
+                             midi_builders.random_melody(seed, 100 + 20 * seed))
+  with open(os.path.join(folder, 'piece00.mid'), 'rb') as f:
+    midi_builders.write_file(os.path.join(folder, 'copy.mid'), f.read())
+  midi_builders.write_file(os.path.join(folder, 'bad.mid'), b'not a MIDI file')
+  midi_builders.write_file(os.path.join(folder, 'notes.txt'), b'not an input')
+
+
+def test_the_inputs_counted_are_midi_files_and_listed_paths(tmp_path):
+  make_corpus(tmp_path / 'corpus')
+  listed = tmp_path / 'list.txt'
+  listed.write_text(f"{tmp_path / 'corpus' / 'piece00.mid'}\n\n{tmp_path / 'elsewhere.mid'}\n")
+  config = preprocess.PreprocessConfig(input=str(tmp_path / 'corpus'), input_list=str(listed),
+                                       output=str(tmp_path / 'out'))
+  assert inputs.check_inputs(config) == 14 + 2
+
+
+def dataset(output: str) -> tuple[dict, dict, list]:
+  """(split -> chunk records as a multiset, info.json less shard names and output, letters)."""
+  import tensorflow as tf  # noqa: PLC0415 (only this test of the file reads the shards)
+  chunks = {}
+  for split in contract.SPLITS:
+    paths = sorted(glob.glob(os.path.join(output, split, '*.tfrecord.gz')))
+    chunks[split] = collections.Counter(
+        tf.data.TFRecordDataset(paths, compression_type='GZIP').as_numpy_iterator())
+  with open(os.path.join(output, contract.INFO_FILE)) as f:
+    info = json.load(f)
+  for split in info['splits'].values():
+    split.pop('files')  # each worker writes its own shards
+  info['options'].pop('output')
+  letters = []
+  for path in glob.glob(os.path.join(output, failures.DEAD_LETTER_DIR, '*')):
+    with open(path) as f:
+      letters += [json.loads(line) for line in f if line.strip()]
+  return chunks, info, sorted(letters, key=lambda letter: letter['input'])
+
+
+def test_the_command_says_its_mode_and_both_modes_write_the_same_dataset(tmp_path, capsys,
+                                                                         monkeypatch):
+  corpus = tmp_path / 'corpus'
+  make_corpus(corpus)
+  monkeypatch.setattr(runner, 'usable_cores', lambda: 2)
+  preprocess.main(['--input', str(corpus), '--output', str(tmp_path / 'one')])
+  assert capsys.readouterr().out.startswith(
+      'local runner: this process (14 inputs, under 1,000: workers would start for longer than '
+      'they save; --direct_running_mode=multi_processing --direct_num_workers=N runs N worker '
+      'processes)\n')
+  # A corpus past the threshold, as far as the job can tell: the same files in two workers.
+  monkeypatch.setattr(runner, 'MULTI_PROCESSING_INPUTS', 14)
+  preprocess.main(['--input', str(corpus), '--output', str(tmp_path / 'two')])
+  assert capsys.readouterr().out.startswith('local runner: 2 worker processes, one per core (14 '
+                                            'inputs, at least 14;')
+  one, two = dataset(str(tmp_path / 'one')), dataset(str(tmp_path / 'two'))
+  assert one == two
+  counts = one[1]['counts']
+  assert (counts['pieces_written'], counts['duplicates'], counts['dead_letters']) == (12, 1, 1)
+  assert sum(sum(chunks.values()) for chunks in one[0].values()) == sum(
+      split['chunks'] for split in one[1]['splits'].values())
+  assert [letter['reason'] for letter in one[2]] == ['not_midi']
