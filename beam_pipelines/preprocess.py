@@ -616,9 +616,8 @@ def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dic
   """
   found = inputs.check_inputs(config)
   mode = runner.local_mode(pipeline_args, found, runner.usable_cores())
-  if mode:
-    pipeline_args = [*(pipeline_args or ()), *mode.args]
-    print(mode.reason, flush=True)
+  pipeline_args = [*(pipeline_args or ()), *mode.args]
+  print(mode.reason, flush=True)
   clear_previous_output(config.output)
   with beam.Pipeline(options=runner.pipeline_options(pipeline_args)) as pipeline:
     build_pipeline(pipeline, config)

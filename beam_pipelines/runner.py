@@ -54,14 +54,17 @@ def usable_cores() -> int:
   return os.cpu_count() or 1
 
 
-def local_mode(pipeline_args: list[str] | None, inputs: int, cores: int) -> LocalMode | None:
-  """The local mode for a job of ``inputs`` inputs on ``cores`` cores; None when the flags chose.
+def local_mode(pipeline_args: list[str] | None, inputs: int, cores: int) -> LocalMode:
+  """The local mode for a job of ``inputs`` inputs on ``cores`` cores, unless the flags chose.
 
   Explicit runner flags (:data:`RUNNER_FLAGS`, in either ``--flag value`` or ``--flag=value``
-  form) always win.
+  form) always win: then no flag is added, and the reason names them.
   """
-  if any(arg.split('=', 1)[0] in RUNNER_FLAGS for arg in pipeline_args or ()):
-    return None
+  args = list(pipeline_args or ())
+  given = [arg for i, arg in enumerate(args) if arg.split('=', 1)[0] in RUNNER_FLAGS
+           or (i and args[i - 1] in RUNNER_FLAGS)]
+  if given:
+    return LocalMode((), f'runner: as the flags say ({" ".join(given)})')
   if cores > 1 and inputs >= MULTI_PROCESSING_INPUTS:
     return LocalMode(
         ('--direct_running_mode=multi_processing', f'--direct_num_workers={cores}'),

@@ -17,12 +17,15 @@ from beam_pipelines import inputs, preprocess, runner
 from partita import contract, failures
 
 
-@pytest.mark.parametrize('args', [
-    ['--runner', 'DirectRunner'], ['--runner=DataflowRunner'], ['--direct_running_mode=in_memory'],
-    ['--direct_running_mode', 'multi_processing'], ['--direct_num_workers=4'],
-    ['--project', 'p', '--direct_num_workers', '3']])
-def test_explicit_runner_flags_always_win(args):
-  assert runner.local_mode(args, inputs=50_000, cores=8) is None
+@pytest.mark.parametrize('args,given', [
+    (['--runner', 'DirectRunner'], '--runner DirectRunner'),
+    (['--runner=DataflowRunner', '--project', 'p'], '--runner=DataflowRunner'),
+    (['--direct_running_mode=in_memory'], '--direct_running_mode=in_memory'),
+    (['--direct_running_mode', 'multi_processing'], '--direct_running_mode multi_processing'),
+    (['--project', 'p', '--direct_num_workers', '3'], '--direct_num_workers 3')])
+def test_explicit_runner_flags_always_win(args, given):
+  mode = runner.local_mode(args, inputs=50_000, cores=8)
+  assert mode == runner.LocalMode((), f'runner: as the flags say ({given})')
 
 
 def test_every_core_from_the_threshold_on_and_this_process_below_it():
