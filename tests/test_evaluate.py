@@ -1,4 +1,4 @@
-"""evaluation.evaluate on a tiny dataset and model.
+"""evaluation.evaluate on the session's tiny dataset and model (conftest.tiny_model).
 
 The metrics, the baselines scoring the same notes, primes, training curves and the written
 report.
@@ -6,12 +6,13 @@ report.
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pretty_midi
 import pytest
 import tensorflow as tf
-from trainer_fixtures import REPO, WINDOW, make_dataset
+from trainer_fixtures import LABELS, WINDOW
 
 from evaluation import conditioning, evaluate
 from evaluation import report as report_lib
@@ -22,33 +23,15 @@ from serving import export_client
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import metrics as metrics_lib
-from trainer import task
-
-LABELS = ('bach', 'chopin', 'haydn')
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """Random melodies preprocessed with window 8, stride 16, and the tiny preset trained on them.
-
-  4 steps: TensorBoard points at steps 2 and 4.
-  """
-  root = str(tmp_path_factory.mktemp('evaluate'))
-  data_dir = make_dataset(root, labels=LABELS)
-  model_dir = os.path.join(root, 'model')
-  task.train(data_dir, model_dir, config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml')))
-  info = dataset_lib.load_info(data_dir)
-  return {'data': data_dir, 'model_dir': model_dir, 'info': info,
-          'export': os.path.join(model_dir, 'export')}
-
-
-def test_likelihood_scores_every_test_window_in_every_row(trained):
-  info = trained['info']
+def test_likelihood_scores_every_test_window_in_every_row(tiny_model):
+  info = tiny_model.info
   fitted = evaluate.fit_baselines(
-      dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
-  export = export_client.load_export(trained['export']).model
-  rows, windows, _ = evaluate.likelihood(export, trained['data'], info, fitted, by_label=False,
-                                         batch_size=7)
+      dataset_lib.read_chunks(tiny_model.data_dir, info, 'train', info['labels']), WINDOW)
+  export = export_client.load_export(tiny_model.export_dir).model
+  rows, windows, _ = evaluate.likelihood(export, tiny_model.data_dir, info, fitted,
+                                         by_label=False, batch_size=7)
   assert windows == info['splits']['test']['windows']
   assert set(rows) == {'model', 'unigram', '2-gram', '3-gram', '4-gram', '5-gram',
                        'repeat previous', 'timing histogram', 'timing histogram | previous'}
@@ -60,12 +43,12 @@ def test_likelihood_scores_every_test_window_in_every_row(trained):
     assert sorted(rows[row]) == ['duration_nll', 'step_nll'], row
 
 
-def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(trained):
-  info = trained['info']
+def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tiny_model):
+  info = tiny_model.info
   fitted = evaluate.fit_baselines(
-      dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
-  export = export_client.load_export(trained['export']).model
-  rows, _, _ = evaluate.likelihood(export, trained['data'], info, fitted, by_label=False)
+      dataset_lib.read_chunks(tiny_model.data_dir, info, 'train', info['labels']), WINDOW)
+  export = export_client.load_export(tiny_model.export_dir).model
+  rows, _, _ = evaluate.likelihood(export, tiny_model.data_dir, info, fitted, by_label=False)
   # The same means, computed from the stored chunks: each chunk's notes from index WINDOW on
   # are targets, each with the notes before it in the chunk as context.
   # The timing baselines score each target's bin, the conditional one given the bin of the
@@ -75,7 +58,7 @@ def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tr
   conditional = fitted['timing']['timing histogram | previous']
   nll, timing_nll = [], {(row, part): [] for row in ('timing histogram', 'timing histogram | '
                                                       'previous') for part in ('step', 'duration')}
-  for chunk in dataset_lib.read_chunks(trained['data'], info, 'test', info['labels']):
+  for chunk in dataset_lib.read_chunks(tiny_model.data_dir, info, 'test', info['labels']):
     pitch = chunk['pitch']
     contexts = np.stack([pitch[i - 2:i] for i in range(WINDOW, len(pitch))])
     probs = trigram.distribution(contexts)
@@ -92,18 +75,18 @@ def test_baselines_score_every_note_after_the_first_window_of_each_test_piece(tr
     assert rows[row][f'{part}_nll'] == pytest.approx(np.mean(values), rel=1e-12), (row, part)
 
 
-def test_each_window_is_scored_with_its_label_and_with_none(trained):
+def test_each_window_is_scored_with_its_label_and_with_none(tiny_model):
   """The per-label means against predict_next called here, window by window.
 
   predict_next is called with each window's true label id and with the unconditional id.
   """
-  info = trained['info']
+  info = tiny_model.info
   fitted = evaluate.fit_baselines(
-      dataset_lib.read_chunks(trained['data'], info, 'train', info['labels']), WINDOW)
-  export = export_client.load_export(trained['export']).model
-  rows, windows, sums = evaluate.likelihood(export, trained['data'], info, fitted,
+      dataset_lib.read_chunks(tiny_model.data_dir, info, 'train', info['labels']), WINDOW)
+  export = export_client.load_export(tiny_model.export_dir).model
+  rows, windows, sums = evaluate.likelihood(export, tiny_model.data_dir, info, fitted,
                                             by_label=True, batch_size=5)
-  dataset = data_lib.make_dataset(trained['data'], info, 'test', config_lib.DataConfig(),
+  dataset = data_lib.make_dataset(tiny_model.data_dir, info, 'test', config_lib.DataConfig(),
                                   training=False, batch_size=64)
   expected = {}
   for inputs, targets in dataset:
@@ -118,7 +101,7 @@ def test_each_window_is_scored_with_its_label_and_with_none(trained):
         expected.setdefault(int(label_id), {}).setdefault(f'pitch_nll{suffix}', []).extend(
             nll[label == label_id])
   test_ids = {int(chunk['label']) for chunk in dataset_lib.read_chunks(
-      trained['data'], info, 'test', info['labels'])}
+      tiny_model.data_dir, info, 'test', info['labels'])}
   assert sorted(sums) == sorted(expected) == sorted(test_ids) and len(test_ids) >= 2
   for label_id, values in expected.items():
     assert sums[label_id]['windows'] == len(values['pitch_nll'])
@@ -199,10 +182,10 @@ def test_primes_and_continuations_spread_over_long_enough_chunks():
   assert len(every) == 4
 
 
-def test_read_scalars_reads_the_trainers_tensorboard_logs(trained):
-  curves = evaluate.read_scalars(os.path.join(trained['model_dir'], 'logs'))
+def test_read_scalars_reads_the_trainers_tensorboard_logs(tiny_model):
+  curves = evaluate.read_scalars(os.path.join(tiny_model.model_dir, 'logs'))
   steps, values = curves['validation']['pitch_nll']
-  assert steps == [2, 4]
+  assert steps == [2, 4]  # the tiny preset validates after each epoch of 2 of its 4 steps
   assert all(np.isfinite(values))
   assert 'learning_rate' in curves['train']
 
@@ -212,10 +195,11 @@ def test_training_curves_plot_tags_the_trainer_logs():
   assert set(drawn) <= set(metrics_lib.TRAINING_METRICS)
 
 
-def test_command_writes_the_report(trained, tmp_path, capsys):
+def test_command_writes_the_report(tiny_model, tmp_path, capsys):
   out = str(tmp_path / 'report')
-  assert evaluate.main(['--data', trained['data'], '--model', trained['export'], '--out', out,
-                        '--num-pieces', '4', '--num-notes', '8', '--label-guidance', '2']) == 0
+  assert evaluate.main(['--data', tiny_model.data_dir, '--model', tiny_model.export_dir,
+                        '--out', out, '--num-pieces', '4', '--num-notes', '8',
+                        '--label-guidance', '2']) == 0
   printed = capsys.readouterr().out
   assert 'test pitch NLL  model' in printed and 'mean overlapping area' in printed
   assert 'test timing NLL model' in printed and 'test note NLL   model' in printed
@@ -317,25 +301,28 @@ def test_command_writes_the_report(trained, tmp_path, capsys):
   assert '| two-sample accuracy against real (held out) |' in report
 
 
-def test_command_defaults_beside_the_export_and_refuses_bad_input(trained, tmp_path, capsys):
+def test_command_defaults_beside_the_export_and_refuses_bad_input(tiny_model, tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
-    evaluate.main(['--data', trained['data'], '--model', str(tmp_path)])
+    evaluate.main(['--data', tiny_model.data_dir, '--model', str(tmp_path)])
   assert exit_info.value.code == 2
   with pytest.raises(SystemExit):
-    evaluate.main(['--data', trained['data'], '--model', trained['export'],
-                   '--num-notes', str(trained['info']['stride'] + 1)])
+    evaluate.main(['--data', tiny_model.data_dir, '--model', tiny_model.export_dir,
+                   '--num-notes', str(tiny_model.info['stride'] + 1)])
   # The model set's Sampling is checked as serving checks it, before the export is loaded.
   with pytest.raises(SystemExit) as exit_info:
-    evaluate.main(['--data', trained['data'], '--model', str(tmp_path), '--temperature', '0'])
+    evaluate.main(['--data', tiny_model.data_dir, '--model', str(tmp_path), '--temperature', '0'])
   assert exit_info.value.code == 2
   assert 'temperature must be > 0, got 0.0' in capsys.readouterr().err
   with pytest.raises(SystemExit) as exit_info:
-    evaluate.main(['--data', trained['data'], '--model', str(tmp_path), '--label-guidance', '-1'])
+    evaluate.main(['--data', tiny_model.data_dir, '--model', str(tmp_path),
+                   '--label-guidance', '-1'])
   assert exit_info.value.code == 2
   assert 'label_guidance must be in 0..10, got -1.0' in capsys.readouterr().err
-  assert evaluate.main(['--data', trained['data'], '--model', trained['export'],
+  # A copy of the export, so that the report beside it is not written into the shared model.
+  export = shutil.copytree(tiny_model.export_dir, tmp_path / 'model' / 'export')
+  assert evaluate.main(['--data', tiny_model.data_dir, '--model', str(export),
                         '--num-pieces', '3']) == 0
-  assert os.path.exists(os.path.join(trained['model_dir'], 'report', report_lib.REPORT_FILE))
+  assert os.path.exists(tmp_path / 'model' / 'report' / report_lib.REPORT_FILE)
 
 
 def test_sampled_ngram_pieces_take_timing_from_training_targets():

@@ -19,8 +19,6 @@ from evaluation import evaluate
 from partita import audio, listening_page
 from serving import beam_generate
 from serving import generate as generate_lib
-from trainer import config as config_lib
-from trainer import task
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMEDRIVER = '/usr/bin/chromedriver'
@@ -79,22 +77,22 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def outputs(tmp_path_factory):
-  """A tiny model's pieces from the command and the Beam job, and its evaluation report."""
+def outputs(tiny_model, tmp_path_factory):
+  """The session's tiny model's pieces from the command and the Beam job, and its evaluation.
+
+  Each in its own folder here.
+  """
   root = tmp_path_factory.mktemp('pages')
-  data_dir = trainer_fixtures.make_dataset(str(root))
-  config = config_lib.load(os.path.join(trainer_fixtures.REPO, 'configs', 'tiny.yaml'))
-  task.train(data_dir, str(root / 'model'), config)
-  export = str(root / 'model' / 'export')
-  assert generate_lib.main(['--model', export, '--out', str(root / 'generated'),
+  assert generate_lib.main(['--model', tiny_model.export_dir, '--out', str(root / 'generated'),
                             '--num-samples', '2', '--num-notes', '16']) == 0
   manifest = root / 'requests.jsonl'
   manifest.write_text('{"name": "from-nothing", "prime": null, "num_notes": 12}\n'
                       '{"name": "ten-seconds", "prime": null, "seconds": 10, "seed": 4}\n')
-  assert beam_generate.main(['--model', export, '--out', str(root / 'batch'), '--manifest',
-                             str(manifest)]) == 0
-  assert evaluate.main(['--data', data_dir, '--model', export, '--out', str(root / 'report'),
-                        '--num-pieces', '4', '--num-notes', '8']) == 0
+  assert beam_generate.main(['--model', tiny_model.export_dir, '--out', str(root / 'batch'),
+                             '--manifest', str(manifest)]) == 0
+  assert evaluate.main(['--data', tiny_model.data_dir, '--model', tiny_model.export_dir,
+                        '--out', str(root / 'report'), '--num-pieces', '4',
+                        '--num-notes', '8']) == 0
   return root
 
 

@@ -1,4 +1,4 @@
-"""Generation from a real tiny export: the command and the Beam job.
+"""Generation from the session's tiny export (conftest.tiny_model): the command and the Beam job.
 
 The command (primes, lengths, audio, bad requests) and the Beam job (manifests, globs, dead
 letters, summary) on the DirectRunner.
@@ -39,26 +39,14 @@ from serving import generate as generate_lib
 from serving import primes as primes_lib
 from serving import requests as requests_lib
 from serving import sampling as sampling_lib
-from trainer import config as config_lib
-from trainer import task
 
 WINDOW = trainer_fixtures.WINDOW
-LABELS = ('bach', 'chopin')
+LABELS = trainer_fixtures.LABELS
 
 
 def ladder(num_notes):
   """Notes 0.25 s apart, pitch 40 + i: which window a prime is can be read off its pitches."""
   return [(40 + i, 0.25 * i, 0.25 * i + 0.25, 80) for i in range(num_notes)]
-
-
-@pytest.fixture(scope='module')
-def served(tmp_path_factory):
-  """A dataset of random melodies by two composers and the export of a tiny model trained on it."""
-  root = str(tmp_path_factory.mktemp('serving'))
-  data_dir = trainer_fixtures.make_dataset(root, labels=LABELS)
-  config = config_lib.load(os.path.join(trainer_fixtures.REPO, 'configs', 'tiny.yaml'))
-  task.train(data_dir, os.path.join(root, 'model'), config)
-  return {'data': data_dir, 'export': os.path.join(root, 'model', 'export')}
 
 
 def instruments(path):
@@ -67,15 +55,15 @@ def instruments(path):
           for i in pretty_midi.PrettyMIDI(str(path)).instruments}
 
 
-def generate(served, out, *args):
-  return generate_lib.main(['--model', served['export'], '--out', str(out), '--no-audio',
+def generate(tiny_model, out, *args):
+  return generate_lib.main(['--model', tiny_model.export_dir, '--out', str(out), '--no-audio',
                             *map(str, args)])
 
 
-def test_prime_from_midi_takes_the_window_starting_at_prime_from(served, tmp_path):
+def test_prime_from_midi_takes_the_window_starting_at_prime_from(tiny_model, tmp_path):
   prime = midi_builders.write_midi(tmp_path / 'ladder.mid', ladder(20))
   out = tmp_path / 'out'
-  assert generate(served, out, '--prime', prime, '--prime-from', 1.0, '--num-samples', 2,
+  assert generate(tiny_model, out, '--prime', prime, '--prime-from', 1.0, '--num-samples', 2,
                   '--num-notes', 12) == 0
   for sample in range(2):
     notes = instruments(out / f'sample_00{sample}.mid')
@@ -85,14 +73,14 @@ def test_prime_from_midi_takes_the_window_starting_at_prime_from(served, tmp_pat
     assert min(n.start for n in notes['continuation']) >= notes['prime'][-1].start
 
 
-def test_prime_data_primes_are_windows_of_the_test_split(served, tmp_path):
+def test_prime_data_primes_are_windows_of_the_test_split(tiny_model, tmp_path):
   out = tmp_path / 'out'
-  assert generate(served, out, '--prime-data', served['data'], '--num-samples', 3,
+  assert generate(tiny_model, out, '--prime-data', tiny_model.data_dir, '--num-samples', 3,
                   '--num-notes', 5) == 0
-  windows = primes_lib.windows_from_dataset(served['data'], WINDOW, 3)
-  with open(os.path.join(served['data'], 'info.json')) as f:
+  windows = primes_lib.windows_from_dataset(tiny_model.data_dir, WINDOW, 3)
+  with open(os.path.join(tiny_model.data_dir, 'info.json')) as f:
     info = json.load(f)
-  test_files = tf.io.gfile.glob(os.path.join(served['data'], info['shard_patterns']['test']))
+  test_files = tf.io.gfile.glob(os.path.join(tiny_model.data_dir, info['shard_patterns']['test']))
   spec = {'pitch': tf.io.VarLenFeature(tf.int64)}
   chunk_heads = [tf.sparse.to_dense(tf.io.parse_single_example(r, spec)['pitch']).numpy()[:WINDOW]
                  .tolist() for r in tf.data.TFRecordDataset(test_files, 'GZIP')]
@@ -104,13 +92,13 @@ def test_prime_data_primes_are_windows_of_the_test_split(served, tmp_path):
   assert windows[0]['pitch'].tolist() != windows[-1]['pitch'].tolist()
 
 
-def test_no_prime_writes_only_the_continuation_of_a_neutral_window(served, tmp_path):
+def test_no_prime_writes_only_the_continuation_of_a_neutral_window(tiny_model, tmp_path):
   out = tmp_path / 'out'
-  assert generate(served, out, '--no-prime', '--num-samples', 2, '--num-notes', 9) == 0
+  assert generate(tiny_model, out, '--no-prime', '--num-samples', 2, '--num-notes', 9) == 0
   for sample in range(2):
     notes = instruments(out / f'sample_00{sample}.mid')
     assert list(notes) == ['continuation'] and len(notes['continuation']) == 9
-  with open(os.path.join(served['export'], 'assets', 'info.json')) as f:
+  with open(os.path.join(tiny_model.export_dir, 'assets', 'info.json')) as f:
     info = json.load(f)
   neutral = primes_lib.neutral_window(info, WINDOW)
   assert neutral['pitch'].tolist() == [int(np.argmax(info['splits']['train']['pitch_histogram']))
@@ -120,8 +108,8 @@ def test_no_prime_writes_only_the_continuation_of_a_neutral_window(served, tmp_p
   assert neutral['velocity'].tolist() == [0] * WINDOW  # no note, for the heads
 
 
-def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):
-  export = export_client.load_export(served['export'])
+def test_seconds_generates_in_rounds_and_cuts_at_the_duration(tiny_model):
+  export = export_client.load_export(tiny_model.export_dir)
   primes = {name: values[:2] for name, values in export.bundled_primes.items()}
   # Pretend the corpus moves at one note per 1,000 s: each round is then only the 17 extra
   # notes, so 60 s takes several rounds.
@@ -138,12 +126,12 @@ def test_seconds_generates_in_rounds_and_cuts_at_the_duration(served):
     np.testing.assert_array_equal(piece['pitch'][:17], first_round['pitch'][sample])
 
 
-def test_seconds_command_and_same_seed_gives_identical_bytes(served, tmp_path):
+def test_seconds_command_and_same_seed_gives_identical_bytes(tiny_model, tmp_path):
   prime = midi_builders.write_midi(tmp_path / 'ladder.mid', ladder(20))
   args = ['--prime', prime, '--seconds', 6, '--num-samples', 2, '--seed', 11, '--top-p', 0.9]
-  assert generate(served, tmp_path / 'a', *args) == 0
-  assert generate(served, tmp_path / 'b', *args) == 0
-  assert generate(served, tmp_path / 'c', *args[:-4], '--seed', 12, '--top-p', 0.9) == 0
+  assert generate(tiny_model, tmp_path / 'a', *args) == 0
+  assert generate(tiny_model, tmp_path / 'b', *args) == 0
+  assert generate(tiny_model, tmp_path / 'c', *args[:-4], '--seed', 12, '--top-p', 0.9) == 0
   for sample in range(2):
     name = f'sample_00{sample}.mid'
     assert (tmp_path / 'a' / name).read_bytes() == (tmp_path / 'b' / name).read_bytes()
@@ -156,7 +144,7 @@ def test_seconds_command_and_same_seed_gives_identical_bytes(served, tmp_path):
   # The resolved parameters, saved beside the pieces, read back into what the run was given.
   saved = (tmp_path / 'a' / pieces.GENERATION_FILE).read_text()
   assert config_tree.from_yaml(generate_lib.Generation, saved) == generate_lib.Generation(
-      served['export'], generation_request.Request(
+      tiny_model.export_dir, generation_request.Request(
           sampling=sampling_lib.Sampling(seed=11, top_p=0.9), seconds=6.0),
       generate_lib.Options(num_samples=2, prime_paths=(prime,), audio=False))
 
@@ -185,20 +173,20 @@ def test_seconds_command_and_same_seed_gives_identical_bytes(served, tmp_path):
     (['--prime-data', '{missing}'], 'has no COMPLETED marker'),
     (['--soundfont', '{missing}'], 'soundfont'),
 ])
-def test_bad_requests_exit_2_with_a_message_and_write_nothing(served, tmp_path, capsys, args,
+def test_bad_requests_exit_2_with_a_message_and_write_nothing(tiny_model, tmp_path, capsys, args,
                                                               message):
   files = {'short': midi_builders.write_midi(tmp_path / 'short.mid', ladder(WINDOW - 1)),
            'ladder': midi_builders.write_midi(tmp_path / 'ladder.mid', ladder(20)),
            'not_midi': midi_builders.write_file(tmp_path / 'notes.mid', b'not a MIDI file'),
            'missing': str(tmp_path / 'missing')}
   out = tmp_path / 'out'
-  command = ['--model', served['export'], '--out', str(out), '--num-samples', '1']
+  command = ['--model', tiny_model.export_dir, '--out', str(out), '--num-samples', '1']
   assert generate_lib.main(command + [a.format(**files) for a in args]) == 2
   assert message in capsys.readouterr().err
   assert not out.exists()
 
 
-def test_missing_or_incompatible_exports_are_refused(served, tmp_path, capsys):
+def test_missing_or_incompatible_exports_are_refused(tiny_model, tmp_path, capsys):
   def refused(export, message):
     out = tmp_path / 'out'
     assert generate_lib.main(['--model', str(export), '--out', str(out)]) == 2
@@ -207,14 +195,14 @@ def test_missing_or_incompatible_exports_are_refused(served, tmp_path, capsys):
 
   refused(tmp_path / 'nowhere', 'is not a SavedModel export (no saved_model.pb)')
   other_window = tmp_path / 'other_window'
-  shutil.copytree(served['export'], other_window)
+  shutil.copytree(tiny_model.export_dir, other_window)
   info_path = other_window / 'assets' / 'info.json'
   info_path.write_text(json.dumps(dict(json.loads(info_path.read_text()), window_length=16)))
   refused(other_window, 'incompatible: its model takes windows of 8 notes but its info.json '
           'says 16')
   foreign = tmp_path / 'foreign'
   tf.saved_model.save(tf.Module(), str(foreign))
-  shutil.copytree(os.path.join(served['export'], 'assets'), foreign / 'assets',
+  shutil.copytree(os.path.join(tiny_model.export_dir, 'assets'), foreign / 'assets',
                   dirs_exist_ok=True)
   refused(foreign, 'has no `generate` function: not a partita export')
   # An export of a version whose generate had no label_guidance, assets and all.
@@ -230,29 +218,30 @@ def test_missing_or_incompatible_exports_are_refused(served, tmp_path, capsys):
       tf.TensorSpec([None], tf.int32, 'label')])
   module.predict_next = tf.function(lambda *args: args[0], input_signature=window)
   tf.saved_model.save(module, str(older))
-  shutil.copytree(os.path.join(served['export'], 'assets'), older / 'assets', dirs_exist_ok=True)
+  shutil.copytree(os.path.join(tiny_model.export_dir, 'assets'), older / 'assets',
+                  dirs_exist_ok=True)
   refused(older, 'its generate takes no quarter_seconds, bar_position, bar_quarters, '
           'label_guidance, tempo, which this version passes; export it again')
   no_assets = tmp_path / 'no_assets'
-  shutil.copytree(served['export'], no_assets)
+  shutil.copytree(tiny_model.export_dir, no_assets)
   shutil.rmtree(no_assets / 'assets')
   refused(no_assets, 'lacks the assets written by trainer.task')
 
 
 
-def test_the_exported_functions_take_the_contracts_arguments_by_name(served):
-  export = export_client.load_export(served['export'])
+def test_the_exported_functions_take_the_contracts_arguments_by_name(tiny_model):
+  export = export_client.load_export(tiny_model.export_dir)
   for function, arguments in export_contract.ARGUMENTS.items():
     # The names a reader's keywords bind to, not only the specs' names.
     assert tuple(inspect.signature(getattr(export.model, function)).parameters) == arguments
 
 
-def test_an_export_with_a_later_optional_argument_is_served_as_before(served, tmp_path):
+def test_an_export_with_a_later_optional_argument_is_served_as_before(tiny_model, tmp_path):
   """An argument added to generate with a default leaves this version's requests as they were.
 
   Adding it is additive (export_contract): the export loads, and a request gives the same notes.
   """
-  real = tf.saved_model.load(served['export'])
+  real = tf.saved_model.load(tiny_model.export_dir)
   specs = tf.nest.flatten(real.generate.concrete_functions[0].structured_input_signature)
 
   def generate(pitch, step, duration, velocity, quarter_seconds, bar_position, bar_quarters,
@@ -271,7 +260,7 @@ def test_an_export_with_a_later_optional_argument_is_served_as_before(served, tm
       tf.TensorSpec([], tf.float32, 'swing')])
   later.predict_next = real.predict_next
   tf.saved_model.save(later, str(tmp_path / 'later'))
-  shutil.copytree(os.path.join(served['export'], 'assets'), tmp_path / 'later' / 'assets',
+  shutil.copytree(os.path.join(tiny_model.export_dir, 'assets'), tmp_path / 'later' / 'assets',
                   dirs_exist_ok=True)
   export = export_client.load_export(str(tmp_path / 'later'))
   primes = {name: values[:2] for name, values in export.bundled_primes.items()}
@@ -280,11 +269,11 @@ def test_an_export_with_a_later_optional_argument_is_served_as_before(served, tm
   for name, values in export_client.generate(real, primes, sampling).items():
     np.testing.assert_array_equal(notes[name], values, err_msg=name)
 
-def test_audio_is_skipped_with_a_note_without_fluidsynth(served, tmp_path, capsys, monkeypatch):
+def test_audio_is_skipped_with_a_note_without_fluidsynth(tiny_model, tmp_path, capsys, monkeypatch):
   monkeypatch.setenv('PATH', str(tmp_path))  # a PATH on which no fluidsynth program exists
   out = tmp_path / 'out'
-  assert generate_lib.main(['--model', served['export'], '--out', str(out), '--num-samples', '1',
-                            '--num-notes', '5']) == 0
+  assert generate_lib.main(['--model', tiny_model.export_dir, '--out', str(out),
+                            '--num-samples', '1', '--num-notes', '5']) == 0
   assert 'note: WAV audio skipped: the fluidsynth program is not installed' in (
       capsys.readouterr().out)
   assert sorted(os.listdir(out)) == ['generation.yaml', 'index.html', 'sample_000.mid',
@@ -297,16 +286,16 @@ HAS_FLUIDSYNTH = audio.unavailable_reason(audio.DEFAULT_SOUNDFONT) is None
 
 @pytest.mark.skipif(not HAS_FLUIDSYNTH, reason='needs the fluidsynth program and '
                     f'{audio.DEFAULT_SOUNDFONT} (apt-get install fluidsynth fluid-soundfont-gm)')
-def test_wav_is_rendered_with_fluidsynth(served, tmp_path, capsys, monkeypatch):
+def test_wav_is_rendered_with_fluidsynth(tiny_model, tmp_path, capsys, monkeypatch):
   monkeypatch.setenv(audio.SOUNDFONT_ENV, str(tmp_path / 'no.sf2'))
   out = tmp_path / 'silent'
-  assert generate_lib.main(['--model', served['export'], '--out', str(out), '--num-samples', '1',
-                            '--num-notes', '5']) == 0
+  assert generate_lib.main(['--model', tiny_model.export_dir, '--out', str(out),
+                            '--num-samples', '1', '--num-notes', '5']) == 0
   assert f'WAV audio skipped: no soundfont at {tmp_path / "no.sf2"}' in capsys.readouterr().out
   monkeypatch.delenv(audio.SOUNDFONT_ENV)
   out = tmp_path / 'out'
-  assert generate_lib.main(['--model', served['export'], '--out', str(out), '--num-samples', '2',
-                            '--num-notes', '20']) == 0
+  assert generate_lib.main(['--model', tiny_model.export_dir, '--out', str(out),
+                            '--num-samples', '2', '--num-notes', '20']) == 0
   assert 'skipped' not in capsys.readouterr().out
   assert sorted(os.listdir(out)) == ['generation.yaml', 'index.html'] + [
       f'sample_00{i}.{ext}' for i in range(2) for ext in ('mid', 'png', 'wav')]  # no temporaries
@@ -327,18 +316,18 @@ def check_wav(wav_path, midi_path):
 
 @pytest.mark.skipif(not HAS_FLUIDSYNTH, reason='needs the fluidsynth program and '
                     f'{audio.DEFAULT_SOUNDFONT} (apt-get install fluidsynth fluid-soundfont-gm)')
-def test_the_beam_job_renders_wav_and_its_page_plays_it(served, tmp_path, capsys):
+def test_the_beam_job_renders_wav_and_its_page_plays_it(tiny_model, tmp_path, capsys):
   manifest = write_manifest(tmp_path / 'requests.jsonl', [
       {'name': 'a', 'prime': None, 'num_notes': 12}, {'name': 'b', 'prime': None, 'seconds': 4}])
   out = tmp_path / 'out'
-  assert beam_job(served, out, '--manifest', manifest, render_audio=True) == 0
+  assert beam_job(tiny_model, out, '--manifest', manifest, render_audio=True) == 0
   assert 'skipped' not in capsys.readouterr().out
   for name in ('a', 'b'):
     check_wav(out / f'{name}.wav', out / f'{name}.mid')
   page = (out / 'index.html').read_text()
   assert 'src="a.wav"' in page and 'src="b.wav"' in page
   bad_font = tmp_path / 'bad'
-  assert beam_job(served, bad_font, '--manifest', manifest, '--soundfont', tmp_path / 'x.sf2',
+  assert beam_job(tiny_model, bad_font, '--manifest', manifest, '--soundfont', tmp_path / 'x.sf2',
                   render_audio=True) == 2
   assert 'soundfont' in capsys.readouterr().err and not bad_font.exists()
 
@@ -441,8 +430,8 @@ def write_manifest(path, requests):
   return str(path)
 
 
-def beam_job(served, out, *args, render_audio=False):
-  return beam_generate.main(['--model', served['export'], '--out', str(out),
+def beam_job(tiny_model, out, *args, render_audio=False):
+  return beam_generate.main(['--model', tiny_model.export_dir, '--out', str(out),
                              *([] if render_audio else ['--no-audio']),
                              *map(str, args)])
 
@@ -618,7 +607,7 @@ def test_refuse_duplicate_names_refuses_every_request_of_a_name_used_twice():
         ('b', 'duplicate_name'), ('b', 'duplicate_name')]), label='DeadLetters')
 
 
-def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_batch(served):
+def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_batch(tiny_model):
   def sampling(seed, num_notes=4):
     return sampling_lib.Sampling(num_notes=num_notes, seed=seed)
 
@@ -629,7 +618,7 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
            primed('timed', ladder_window(42), sampling=sampling(2), seconds=1.5),
            # A window the model cannot take fails its batch (its parameters are its own).
            primed('odd', ladder_window(40, WINDOW - 3), sampling=sampling(7, num_notes=5))]
-  export = export_client.load_export(served['export'])
+  export = export_client.load_export(tiny_model.export_dir)
 
   def alone(request, window):
     """What the request gives generated on its own, padded to the job's batch size."""
@@ -645,7 +634,7 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
   pipeline = test_pipeline.TestPipeline(runner.LOCAL_RUNNER)
   generated = (pipeline
                | beam.Create(items)
-               | beam_generate.GeneratePieces(served['export'], batch_size=8))
+               | beam_generate.GeneratePieces(tiny_model.export_dir, batch_size=8))
   beam_testing.assert_that(
       generated['generated'] | beam.MapTuple(lambda request, prime, notes: (
           request.name, {key: values.tolist() for key, values in notes.items()})),
@@ -662,8 +651,8 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
   assert counters['num_inferences'] == 5 and counters['failed_batches_counter'] == 1
 
 
-def test_the_model_handler_refuses_a_batch_of_mixed_parameters(served):
-  handler = model_handler.PieceModelHandler(served['export'], batch_size=4)
+def test_the_model_handler_refuses_a_batch_of_mixed_parameters(tiny_model):
+  handler = model_handler.PieceModelHandler(tiny_model.export_dir, batch_size=4)
   assert handler.should_skip_batching()  # the job batches by key before RunInference
   export = handler.load_model()
   batch = [primed('a', ladder_window(40), sampling=sampling_lib.Sampling(num_notes=3)),
@@ -724,7 +713,7 @@ def test_write_summary_accounts_for_every_request(tmp_path):
 
 # The Beam job end to end.
 
-def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_path, capsys):
+def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(tiny_model, tmp_path, capsys):
   midi_builders.write_midi(tmp_path / 'primes' / 'ladder.mid', ladder(20))
   midi_builders.write_midi(tmp_path / 'primes' / 'short.mid', ladder(WINDOW - 1))
   midi_builders.write_file(tmp_path / 'primes' / 'text.mid', b'not a MIDI file')
@@ -759,7 +748,7 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
   manifest = write_manifest(tmp_path / 'manifests' / 'requests.jsonl',
                             good[:3] + [''] + [r for r, _ in bad] + good[3:])
   out = tmp_path / 'out'
-  assert beam_job(served, out, '--manifest', manifest, '--batch-size', 2) == 0
+  assert beam_job(tiny_model, out, '--manifest', manifest, '--batch-size', 2) == 0
   reasons = {}
   for _, reason in bad:
     reasons[reason] = reasons.get(reason, 0) + 1
@@ -806,18 +795,18 @@ def test_beam_job_serves_a_manifest_and_dead_letters_bad_requests(served, tmp_pa
 
   # The same manifest again, split differently into bundles: byte-identical pieces.
   again = tmp_path / 'again'
-  assert beam_job(served, again, '--manifest', manifest, '--batch-size', 2,
+  assert beam_job(tiny_model, again, '--manifest', manifest, '--batch-size', 2,
                   '--direct_num_workers=2', '--direct_running_mode=multi_threading') == 0
   for name in names:
     assert (again / f'{name}.mid').read_bytes() == (out / f'{name}.mid').read_bytes()
 
 
-def test_beam_job_over_a_glob_names_pieces_by_their_path(served, tmp_path):
+def test_beam_job_over_a_glob_names_pieces_by_their_path(tiny_model, tmp_path):
   midi_builders.write_midi(tmp_path / 'primes' / 'a' / 'x.mid', ladder(12))
   midi_builders.write_midi(tmp_path / 'primes' / 'b' / 'x.mid', ladder(14))
   midi_builders.write_midi(tmp_path / 'primes' / 'b' / 'tiny.mid', ladder(3))
   out = tmp_path / 'out'
-  assert beam_job(served, out, '--primes', tmp_path / 'primes' / '**' / '*.mid',
+  assert beam_job(tiny_model, out, '--primes', tmp_path / 'primes' / '**' / '*.mid',
                   '--num-notes', 4, '--seed', 2) == 0
   summary = json.loads((out / 'summary.json').read_text())
   assert (summary['requests_in'], summary['written']) == (3, 2)
@@ -833,12 +822,12 @@ def test_beam_job_over_a_glob_names_pieces_by_their_path(served, tmp_path):
     (['--manifest', '{manifest}', '--batch-size', '0'], 'batch_size must be >= 1, got 0'),
     (['--manifest', '{manifest}', '--model', '{missing}'], 'not a SavedModel export'),
 ])
-def test_beam_job_refuses_bad_arguments_before_running(served, tmp_path, capsys, args,
+def test_beam_job_refuses_bad_arguments_before_running(tiny_model, tmp_path, capsys, args,
                                                        message):
   paths = {'missing': str(tmp_path / 'missing'),
            'manifest': write_manifest(tmp_path / 'm.jsonl', [{'name': 'a', 'prime': None}])}
   out = tmp_path / 'out'
-  assert beam_job(served, out, *[a.format(**paths) for a in args]) == 2
+  assert beam_job(tiny_model, out, *[a.format(**paths) for a in args]) == 2
   assert message in capsys.readouterr().err
   assert not out.exists()
 
@@ -855,10 +844,10 @@ def test_beam_job_run_refuses_bad_defaults_before_reading_anything(tmp_path):
 
 # Labels.
 
-def test_list_labels_names_every_label_with_its_training_pieces(served, capsys):
-  assert generate_lib.main(['--model', served['export'], '--list-labels']) == 0
+def test_list_labels_names_every_label_with_its_training_pieces(tiny_model, capsys):
+  assert generate_lib.main(['--model', tiny_model.export_dir, '--list-labels']) == 0
   lines = capsys.readouterr().out.splitlines()
-  with open(os.path.join(served['export'], 'assets', 'info.json')) as f:
+  with open(os.path.join(tiny_model.export_dir, 'assets', 'info.json')) as f:
     labels = json.load(f)['labels']
   assert labels['vocabulary'] == ['unknown', 'other', *LABELS]
   assert lines[0].startswith('composer labels of this model (--composer NAME')
@@ -867,11 +856,11 @@ def test_list_labels_names_every_label_with_its_training_pieces(served, capsys):
     assert lines[1 + label_id].split() == [str(label_id), name, str(pieces), 'training', 'pieces']
 
 
-def test_composer_conditions_the_pieces_and_an_unknown_one_is_refused(served, tmp_path, capsys):
+def test_composer_conditions_the_pieces_and_an_unknown_one_is_refused(tiny_model, tmp_path, capsys):
   outs = {}
   for composer in LABELS:
     outs[composer] = tmp_path / composer
-    assert generate(served, outs[composer], '--composer', composer.title(), '--num-samples', 2,
+    assert generate(tiny_model, outs[composer], '--composer', composer.title(), '--num-samples', 2,
                     '--num-notes', 16, '--seed', 4) == 0
     page = (outs[composer] / 'index.html').read_text()
     assert page.count(f'<dt>label</dt><dd>{composer.title()}</dd>') == 2  # one per sample
@@ -881,17 +870,17 @@ def test_composer_conditions_the_pieces_and_an_unknown_one_is_refused(served, tm
   bach, chopin = (instruments(outs[name] / 'sample_000.mid')['continuation'] for name in LABELS)
   assert [n.end - n.start for n in bach] != [n.end - n.start for n in chopin]
   unconditional = tmp_path / 'none'
-  assert generate(served, unconditional, '--num-samples', 1, '--num-notes', 4) == 0
+  assert generate(tiny_model, unconditional, '--num-samples', 1, '--num-notes', 4) == 0
   assert '<dt>label</dt><dd>none (unconditional)</dd>' in (
       unconditional / 'index.html').read_text()
   capsys.readouterr()
-  assert generate(served, tmp_path / 'mahler', '--composer', 'mahler') == 2
+  assert generate(tiny_model, tmp_path / 'mahler', '--composer', 'mahler') == 2
   assert capsys.readouterr().err.strip() == (
       "error: no composer 'mahler'; known: unknown, other, bach, chopin")
   assert not (tmp_path / 'mahler').exists()
 
 
-def test_beam_job_takes_a_composer_per_request_and_dead_letters_unknown_ones(served, tmp_path):
+def test_beam_job_takes_a_composer_per_request_and_dead_letters_unknown_ones(tiny_model, tmp_path):
   midi_builders.write_midi(tmp_path / 'primes' / 'ladder.mid', ladder(20))
   requests = [
       {'name': 'as_bach', 'prime': '../primes/ladder.mid', 'num_notes': 6, 'composer': 'bach'},
@@ -905,7 +894,7 @@ def test_beam_job_takes_a_composer_per_request_and_dead_letters_unknown_ones(ser
   manifest = write_manifest(tmp_path / 'manifests' / 'requests.jsonl', requests)
   out = tmp_path / 'out'
   # --composer is every request's default; a line's own composer (even null) replaces it.
-  assert beam_job(served, out, '--manifest', manifest, '--composer', 'chopin') == 0
+  assert beam_job(tiny_model, out, '--manifest', manifest, '--composer', 'chopin') == 0
   summary = json.loads((out / 'summary.json').read_text())
   assert (summary['written'], summary['dead_letter_reasons']) == (
       4, {'bad_request': 2, 'unknown_label': 1})
@@ -920,6 +909,6 @@ def test_beam_job_takes_a_composer_per_request_and_dead_letters_unknown_ones(ser
   # The same prime and seed: the default's notes are as_chopin's, not as_bach's.
   assert (out / 'default.mid').read_bytes() == (out / 'as_chopin.mid').read_bytes()
   assert (out / 'as_bach.mid').read_bytes() != (out / 'as_chopin.mid').read_bytes()
-  assert beam_job(served, tmp_path / 'refused', '--manifest', manifest,
+  assert beam_job(tiny_model, tmp_path / 'refused', '--manifest', manifest,
                   '--composer', 'mahler') == 2
   assert not (tmp_path / 'refused').exists()

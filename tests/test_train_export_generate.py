@@ -1,4 +1,8 @@
-"""Preprocess -> train a tiny model -> export -> reload in a fresh process -> generate."""
+"""Preprocess -> train a tiny model -> export -> reload in a fresh process -> generate.
+
+On the session's tiny model (conftest.tiny_model): what training wrote and returned, and what its
+export does.
+"""
 
 import json
 import os
@@ -10,52 +14,14 @@ import numpy as np
 import pretty_midi
 import pytest
 import tensorflow as tf
+from trainer_fixtures import REPO, WINDOW
 
-from beam_pipelines import preprocess
 from partita import constants, timing_bins
 from serving import generate as generate_lib
 from serving import pieces
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import pitch_ngram, task, timing_distribution
-
-WINDOW = 8
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def write_piece(path, rng, num_notes):
-  midi = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=120.0)
-  piano = pretty_midi.Instrument(program=0)
-  start = 0.0
-  for _ in range(num_notes):
-    start += float(rng.choice([0.0, 0.25, 0.5]))
-    piano.notes.append(pretty_midi.Note(int(rng.integers(80, 100)), int(rng.integers(48, 72)),
-                                        start, start + 0.25))
-  midi.instruments.append(piano)
-  midi.write(str(path))
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A dataset of 12 random pieces and a tiny model trained on it for a few steps."""
-  root = tmp_path_factory.mktemp('e2e')
-  rng = np.random.default_rng(0)
-  corpus = root / 'corpus'
-  corpus.mkdir()
-  for i in range(12):
-    write_piece(corpus / f'piece{i:02d}.mid', rng, 40 + 5 * i)
-  data_dir = str(root / 'data')
-  # Equal split weights so that 12 pieces leave some in every split.
-  config = preprocess.PreprocessConfig(
-      input=str(corpus), output=data_dir, window_length=WINDOW, stride=16,
-      split_ratios=(('train', 1.0), ('validation', 1.0), ('test', 1.0)))
-  info = preprocess.run(config)
-  assert all(info['splits'][s]['pieces'] for s in ('train', 'validation')), info['splits']
-  model_dir = str(root / 'model')
-  train_config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
-  model, metrics, ngrams = task.train(data_dir, model_dir, train_config)
-  return {'data': data_dir, 'model_dir': model_dir, 'info': info, 'metrics': metrics,
-          'config': train_config, 'model': model, 'ngrams': ngrams}
 
 
 def test_config_presets_and_overrides(tmp_path):
@@ -72,9 +38,9 @@ def test_config_presets_and_overrides(tmp_path):
     config_lib.load(None, ['model.lstm_units=big'])
 
 
-def test_validation_windows_are_every_note_after_the_first_window(trained):
-  info = trained['info']
-  dataset = data_lib.make_dataset(trained['data'], info, 'validation', trained['config'].data,
+def test_validation_windows_are_every_note_after_the_first_window(tiny_model):
+  info = tiny_model.info
+  dataset = data_lib.make_dataset(tiny_model.data_dir, info, 'validation', tiny_model.config.data,
                                   training=False, batch_size=5)
   targets = np.concatenate([t['pitch'].numpy() for _, t in dataset])
   split = info['splits']['validation']
@@ -84,13 +50,13 @@ def test_validation_windows_are_every_note_after_the_first_window(trained):
   np.testing.assert_array_equal(inputs['pitch'][1:, -1], window_targets['pitch'][:-1])
 
 
-def test_training_writes_config_metrics_and_export(trained):
-  model_dir = trained['model_dir']
+def test_training_writes_config_metrics_and_export(tiny_model):
+  model_dir = tiny_model.model_dir
   with open(os.path.join(model_dir, 'config.yaml')) as f:
-    assert config_lib.from_yaml(f.read()) == trained['config']
+    assert config_lib.from_yaml(f.read()) == tiny_model.config
   with open(os.path.join(model_dir, 'metrics.json')) as f:
     metrics = json.load(f)
-  assert metrics['steps'] == trained['config'].train.steps
+  assert metrics['steps'] == tiny_model.config.train.steps
   # An untrained 128-way softmax is near log(128) = 4.85 nats.
   assert 3.0 < metrics['pitch_nll'] < 6.0
   assert 0.0 <= metrics['pitch_accuracy'] <= metrics['pitch_top5_accuracy'] <= 1.0
@@ -100,36 +66,36 @@ def test_training_writes_config_metrics_and_export(trained):
 
 
 @pytest.mark.parametrize('order', [-1, 8, WINDOW + 2])
-def test_an_ngram_order_out_of_range_is_refused_before_training(trained, tmp_path, order):
+def test_an_ngram_order_out_of_range_is_refused_before_training(tiny_model, tmp_path, order):
   config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'),
                            [f'model.ngram_order={order}'])
   with pytest.raises(ValueError, match=f'model.ngram_order must be in 0..{min(7, WINDOW + 1)}'):
-    task.train(trained['data'], str(tmp_path / 'model'), config)
+    task.train(tiny_model.data_dir, str(tmp_path / 'model'), config)
   assert not os.path.exists(tmp_path / 'model')
 
 
-def test_metrics_json_records_the_pitch_ngrams_mixed_into_the_export(trained):
-  ngram = trained['metrics']['pitch_ngram']
+def test_metrics_json_records_the_pitch_ngrams_mixed_into_the_export(tiny_model):
+  ngram = tiny_model.metrics['pitch_ngram']
   assert ngram['order'] == config_lib.ModelConfig.ngram_order
-  tables = trained['ngrams']
+  tables = tiny_model.ngrams
   assert tables.order == ngram['order']
   for name in ('ngram', 'label', 'unconditional_ngram'):
     assert ngram[name] in pitch_ngram.WEIGHT_GRID or (name == 'label' and ngram[name] == 0.0)
   assert tables.ngram_weight.numpy()[0] == ngram['unconditional_ngram']
   # metrics.json's pitch metrics are the mixture's, which the export predicts (the test below
   # recomputes them from it); the network's own is kept beside the weights.
-  assert ngram['validation_pitch_nll_network'] != trained['metrics']['pitch_nll']
+  assert ngram['validation_pitch_nll_network'] != tiny_model.metrics['pitch_nll']
 
 
-def test_evaluation_metrics_are_means_over_all_windows(trained):
+def test_evaluation_metrics_are_means_over_all_windows(tiny_model):
   """The reported metrics are means over the evaluated windows, recomputed here from the export.
 
   Recomputed from the export's distributions of each true next note (each head given the true
   earlier parts).
   """
-  model = tf.saved_model.load(os.path.join(trained['model_dir'], 'export'))
-  config = trained['config']
-  dataset = data_lib.make_dataset(trained['data'], trained['info'], 'validation', config.data,
+  model = tf.saved_model.load(tiny_model.export_dir)
+  config = tiny_model.config
+  dataset = data_lib.make_dataset(tiny_model.data_dir, tiny_model.info, 'validation', config.data,
                                   training=False, batch_size=7,
                                   max_windows=config.train.validation_windows)
   nll, correct, timing_nll = [], [], {'step': [], 'duration': []}
@@ -146,7 +112,7 @@ def test_evaluation_metrics_are_means_over_all_windows(trained):
                     if name.startswith(part + '_')}
       bins = tf.constant(timing_bins.to_bins(targets[part].numpy()), tf.int32)
       values.append(-timing_distribution.log_bin_probability(parameters, bins).numpy())
-  metrics = trained['metrics']
+  metrics = tiny_model.metrics
   assert len(np.concatenate(nll)) <= config.train.validation_windows
   assert np.concatenate(nll).mean() == pytest.approx(metrics['pitch_nll'], abs=1e-5)
   assert np.concatenate(correct).mean() == pytest.approx(metrics['pitch_accuracy'], abs=1e-6)
@@ -183,8 +149,8 @@ FRESH_PROCESS = textwrap.dedent('''
 ''')
 
 
-def test_export_generates_in_a_fresh_process_without_project_code(trained, tmp_path):
-  export = os.path.join(trained['model_dir'], 'export')
+def test_export_generates_in_a_fresh_process_without_project_code(tiny_model, tmp_path):
+  export = tiny_model.export_dir
   script = tmp_path / 'serve.py'
   script.write_text(FRESH_PROCESS)
   # Run from an empty folder with a clean path: the project's packages are not importable.
@@ -193,7 +159,7 @@ def test_export_generates_in_a_fresh_process_without_project_code(trained, tmp_p
                           env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'})
   out = json.loads(result.stdout.strip().splitlines()[-1])
   assert out['project_modules'] == []
-  num_primes = trained['config'].export.num_primes
+  num_primes = tiny_model.config.export.num_primes
   for name in ('pitch', 'step', 'duration', 'velocity'):
     assert np.asarray(out['a'][name]).shape == (num_primes, 30)
   assert out['a'] == out['b']  # same seed, same notes
@@ -210,12 +176,12 @@ def test_export_generates_in_a_fresh_process_without_project_code(trained, tmp_p
   with open(os.path.join(export, 'assets', 'primes.json')) as f:
     primes = {name: np.asarray(values) for name, values in json.load(f).items()}
   primes['label'] = np.zeros_like(primes['pitch'])  # the unconditional id the process used
-  expected = trained['model'](primes, {'step': np.zeros(num_primes, np.float32),
+  expected = tiny_model.model(primes, {'step': np.zeros(num_primes, np.float32),
                                        'pitch': np.full(num_primes, 60),
                                        'duration': np.full(num_primes, 0.5, np.float32)},
                               training=False)
   # The pitch: the network's mixed with the pitch n-grams of the training pieces.
-  expected_pitch = trained['ngrams'].mix(expected['pitch'], primes['pitch'],
+  expected_pitch = tiny_model.ngrams.mix(expected['pitch'], primes['pitch'],
                                          primes['label'][:, -1])
   np.testing.assert_allclose(out['next_note']['pitch_logits'], expected_pitch, atol=1e-4)
   for part in ('step', 'duration'):
@@ -223,8 +189,8 @@ def test_export_generates_in_a_fresh_process_without_project_code(trained, tmp_p
       np.testing.assert_allclose(out['next_note'][f'{part}_{name}'], value, atol=1e-4)
 
 
-def test_generate_command_writes_midi_with_the_requested_notes(trained, tmp_path):
-  export = os.path.join(trained['model_dir'], 'export')
+def test_generate_command_writes_midi_with_the_requested_notes(tiny_model, tmp_path):
+  export = tiny_model.export_dir
   out = tmp_path / 'generated'
   args = ['--model', export, '--out', str(out), '--num-samples', '3', '--num-notes', '25',
           '--seed', '5', '--temperature', '0.8', '--no-audio']  # WAVs: tests/test_serving.py
@@ -251,8 +217,8 @@ def test_generate_command_writes_midi_with_the_requested_notes(trained, tmp_path
     ('--top-p', '0', 'top_p'),
     ('--num-notes', '0', 'num_notes'),
 ])
-def test_generate_command_rejects_bad_requests(trained, tmp_path, capsys, flag, value, message):
-  export = os.path.join(trained['model_dir'], 'export')
+def test_generate_command_rejects_bad_requests(tiny_model, tmp_path, capsys, flag, value, message):
+  export = tiny_model.export_dir
   out = tmp_path / 'generated'
   args = ['--model', export, '--out', str(out), '--num-samples', '1', '--num-notes', '5',
           '--seed', '0', '--temperature', '1.0']

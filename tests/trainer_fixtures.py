@@ -1,4 +1,4 @@
-"""Tiny datasets and trainer commands for the trainer's tests.
+"""Tiny datasets, the tiny model trained on one, and trainer commands for the trainer's tests.
 
 A dataset is made the way users make one: random melodies written as MIDI files by
 ``midi_builders`` and preprocessed by ``beam_pipelines.preprocess`` on the DirectRunner.
@@ -6,17 +6,25 @@ A dataset is made the way users make one: random melodies written as MIDI files 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
 
+import keras
 from midi_builders import random_melody, write_midi
 import tensorflow as tf
 
 from beam_pipelines import preprocess
+from partita import dataset as dataset_lib
+from trainer import config as config_lib
+from trainer import pitch_ngram, task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINDOW = 8
+# The composers of the shared tiny model's pieces: alphabetical, as its label vocabulary lists
+# them after 'unknown' and 'other'.
+LABELS = ('bach', 'chopin')
 
 
 def make_dataset(root: str, num_pieces: int = 12, labels: tuple[str, ...] = ()) -> str:
@@ -37,6 +45,40 @@ def make_dataset(root: str, num_pieces: int = 12, labels: tuple[str, ...] = ()) 
       label_regex=r'^([a-z]+)-' if labels else '', min_label_pieces=1)
   preprocess.run(config)
   return data_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  """A tiny model trained by ``trainer.task.train``: its folders and what training returned.
+
+  Attributes:
+    data_dir: the preprocessed dataset it was trained on.
+    model_dir: ``trainer.task``'s model folder (config.yaml, metrics.json, logs/, export/).
+    export_dir: the SavedModel export in ``model_dir``.
+    info: the dataset's info.json.
+    config: the training config.
+    metrics: the validation metrics (metrics.json).
+    model: the trained Keras model.
+    ngrams: the pitch n-gram tables mixed into the export.
+  """
+  data_dir: str
+  model_dir: str
+  export_dir: str
+  info: dict
+  config: config_lib.Config
+  metrics: dict
+  model: keras.Model
+  ngrams: pitch_ngram.PitchNGrams
+
+
+def train_tiny_model(root: str) -> TrainedModel:
+  """Makes ``make_dataset(root, labels=LABELS)``; trains the tiny preset on it in ``root/model``."""
+  data_dir = make_dataset(root, labels=LABELS)
+  model_dir = os.path.join(root, 'model')
+  config = config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml'))
+  model, metrics, ngrams = task.train(data_dir, model_dir, config)
+  return TrainedModel(data_dir, model_dir, os.path.join(model_dir, 'export'),
+                      dataset_lib.load_info(data_dir), config, metrics, model, ngrams)
 
 
 def task_command(data_dir: str, model_dir: str, *overrides: str) -> list[str]:
