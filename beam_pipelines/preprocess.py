@@ -615,7 +615,7 @@ def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dic
     FileNotFoundError: see :func:`inputs.check_inputs` (nothing is written).
   """
   found = inputs.check_inputs(config)
-  mode = runner.local_mode(pipeline_args, found, runner.usable_cores())
+  mode = runner.local_mode(pipeline_args, found, runner.usable_cores(), runner.usable_memory())
   pipeline_args = [*(pipeline_args or ()), *mode.args]
   print(mode.reason, flush=True)
   clear_previous_output(config.output)

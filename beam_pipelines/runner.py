@@ -11,9 +11,10 @@ behaviour, and ``--runner DataflowRunner`` Dataflow.
 
 The FnApiRunner runs a job in this process (``in_memory``, one core) unless told otherwise.
 :func:`local_mode` chooses for a job that names no runner and no local mode: one SDK worker
-process per core (``multi_processing``) from :data:`MULTI_PROCESSING_INPUTS` inputs on, where
-the workers' start-up (each imports Beam and starts its own parser child, about 4 s) is paid
-back, and this process below it.
+process per core (``multi_processing``; fewer where memory would not hold them, or a
+container's CPU quota is lower) from :data:`MULTI_PROCESSING_INPUTS` inputs on, where the
+workers' start-up (each imports Beam and starts its own parser child, about 2 s) is paid back,
+and this process below it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ RUNNER_FLAGS = ('--runner', '--direct_running_mode', '--direct_num_workers')
 # Inputs from which one worker process per core beats this process alone, and at whose size
 # peak memory stops growing (BENCHMARKS.md, "Preprocessing with the default command").
 MULTI_PROCESSING_INPUTS = 1_000
+# Memory to leave per worker process: each holds Beam and a parser child, about 350 MiB
+# measured at 50,000 files; with room to spare, so that a machine with many cores and little
+# memory gets fewer workers rather than swapping.
+WORKER_MEMORY_BYTES = 2**30
 
 
 def pipeline_options(pipeline_args: list[str] | None) -> beam_options.PipelineOptions:
@@ -47,31 +52,57 @@ class LocalMode:
   reason: str
 
 
-def usable_cores() -> int:
-  """The cores this process may run on (its CPU affinity where the system tells it)."""
-  if hasattr(os, 'sched_getaffinity'):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
+def usable_cores(cpu_max: str = '/sys/fs/cgroup/cpu.max') -> int:
+  """The cores this process may use: its CPU affinity, capped by a container's CPU quota.
+
+  A container limited to N CPUs (cgroup v2's ``cpu.max``: ``QUOTA PERIOD``) still sees every
+  core of its host in its affinity.
+  """
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  try:
+    with open(cpu_max) as f:
+      quota, period = f.read().split()[:2]
+    if quota != 'max':
+      cores = min(cores, max(1, int(quota) // int(period)))
+  except (OSError, ValueError):
+    pass  # no cgroup v2 quota here
+  return max(1, cores or 1)
 
 
-def local_mode(pipeline_args: list[str] | None, inputs: int, cores: int) -> LocalMode:
+def usable_memory() -> int:
+  """This machine's physical memory in bytes (0 where the system does not say)."""
+  try:
+    return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  except (AttributeError, ValueError, OSError):
+    return 0
+
+
+def local_mode(pipeline_args: list[str] | None, inputs: int, cores: int,
+               memory_bytes: int = 0) -> LocalMode:
   """The local mode for a job of ``inputs`` inputs on ``cores`` cores, unless the flags chose.
 
   Explicit runner flags (:data:`RUNNER_FLAGS`, in either ``--flag value`` or ``--flag=value``
-  form) always win: then no flag is added, and the reason names them.
+  form) always win: then no flag is added, and the reason names them. With ``memory_bytes``
+  (0: unknown), the workers are at most one per :data:`WORKER_MEMORY_BYTES`.
   """
   args = list(pipeline_args or ())
   given = [arg for i, arg in enumerate(args) if arg.split('=', 1)[0] in RUNNER_FLAGS
            or (i and args[i - 1] in RUNNER_FLAGS)]
   if given:
     return LocalMode((), f'runner: as the flags say ({" ".join(given)})')
-  if cores > 1 and inputs >= MULTI_PROCESSING_INPUTS:
+  workers = min(cores, memory_bytes // WORKER_MEMORY_BYTES) if memory_bytes else cores
+  if workers > 1 and inputs >= MULTI_PROCESSING_INPUTS:
+    each = ('one per core' if workers == cores
+            else f'one per GiB of memory, on {cores} cores')
     return LocalMode(
-        ('--direct_running_mode=multi_processing', f'--direct_num_workers={cores}'),
-        f'local runner: {cores} worker processes, one per core ({inputs:,} inputs, at least '
+        ('--direct_running_mode=multi_processing', f'--direct_num_workers={workers}'),
+        f'local runner: {workers} worker processes, {each} ({inputs:,} inputs, at least '
         f'{MULTI_PROCESSING_INPUTS:,}; --direct_running_mode=in_memory runs in this process)')
-  why = (f'{inputs:,} inputs, under {MULTI_PROCESSING_INPUTS:,}: workers would start for longer '
-         'than they save' if cores > 1 else 'one core')
+  if workers > 1:
+    why = (f'{inputs:,} inputs, under {MULTI_PROCESSING_INPUTS:,}: workers would start for '
+           'longer than they save')
+  else:
+    why = 'one core' if cores == 1 else 'memory for one worker'
   return LocalMode(('--direct_running_mode=in_memory',),
                    f'local runner: this process ({why}; --direct_running_mode=multi_processing '
                    '--direct_num_workers=N runs N worker processes)')

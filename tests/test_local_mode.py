@@ -43,6 +43,22 @@ def test_every_core_from_the_threshold_on_and_this_process_below_it():
   assert one_core.reason.startswith('local runner: this process (one core;')
 
 
+def test_workers_fit_the_memory_and_the_containers_cpu_quota(tmp_path):
+  many = runner.local_mode(None, inputs=5_000, cores=64, memory_bytes=8 * 2**30)
+  assert many.args == ('--direct_running_mode=multi_processing', '--direct_num_workers=8')
+  assert 'local runner: 8 worker processes, one per GiB of memory, on 64 cores' in many.reason
+  little = runner.local_mode(None, inputs=5_000, cores=4, memory_bytes=3 * 2**29)
+  assert little.args == ('--direct_running_mode=in_memory',)
+  assert little.reason.startswith('local runner: this process (memory for one worker;')
+  affinity = len(os.sched_getaffinity(0))
+  cpu_max = tmp_path / 'cpu.max'
+  cpu_max.write_text('100000 100000\n')
+  assert runner.usable_cores(str(cpu_max)) == 1
+  cpu_max.write_text('max 100000\n')
+  assert runner.usable_cores(str(cpu_max)) == affinity
+  assert runner.usable_cores(str(tmp_path / 'absent')) == affinity
+
+
 def make_corpus(folder) -> None:
   """Twelve melodies, an exact copy of one, a file that is not MIDI and a stray text file."""
   for seed in range(12):
@@ -88,6 +104,7 @@ def test_the_command_says_its_mode_and_both_modes_write_the_same_dataset(tmp_pat
   corpus = tmp_path / 'corpus'
   make_corpus(corpus)
   monkeypatch.setattr(runner, 'usable_cores', lambda: 2)
+  monkeypatch.setattr(runner, 'usable_memory', lambda: 4 * runner.WORKER_MEMORY_BYTES)
   preprocess.main(['--input', str(corpus), '--output', str(tmp_path / 'one')])
   assert capsys.readouterr().out.startswith(
       'local runner: this process (14 inputs, under 1,000: workers would start for longer than '
