@@ -403,7 +403,8 @@ def check_inputs(config) -> int:
     if not filesystems.FileSystems.exists(config.input_list):
       raise FileNotFoundError(f'--input-list {config.input_list} does not exist')
     with filesystems.FileSystems.open(config.input_list) as f:
-      listed = sum(1 for line in f if line.strip())
+      listed = sum(listed_path(config.input_list, line.decode(errors='replace')) is not None
+                   for line in f)
   sequence_files = 0
   for pattern in config.note_sequences:
     matched = matching_files(pattern)

@@ -73,7 +73,7 @@ def make_corpus(folder) -> None:
 def test_the_inputs_counted_are_midi_files_and_listed_paths(tmp_path):
   make_corpus(tmp_path / 'corpus')
   listed = tmp_path / 'list.txt'
-  listed.write_text(f"{tmp_path / 'corpus' / 'piece00.mid'}\n\n{tmp_path / 'elsewhere.mid'}\n")
+  listed.write_text(f"# two paths\n{tmp_path / 'corpus' / 'piece00.mid'}\n\nelsewhere.mid\n")
   config = preprocess.PreprocessConfig(input=str(tmp_path / 'corpus'), input_list=str(listed),
                                        output=str(tmp_path / 'out'))
   assert inputs.check_inputs(config) == 14 + 2
