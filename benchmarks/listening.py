@@ -6,8 +6,7 @@ r"""The measures a listener hears, for real, model and n-gram continuations of t
 
 Builds the three sets as ``evaluation.evaluate`` does (``primes_and_continuations``, then
 ``generated_statistics``: the export's ``generate`` signature, by default with no top-k or top-p
-cut, and
-an n-gram's pitches with timing drawn from the training notes) and reports
+cut, and an n-gram's pitches with timing drawn from the training notes) and reports
 ``evaluation.listening.summary`` of them: per set, the median on-grid share, key stability,
 notes per onset and pitch span per 4 s; the random forest's held-out accuracy telling each
 generated set from the real one, and the real set's halves apart (the floor); the music
