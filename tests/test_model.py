@@ -464,7 +464,8 @@ def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
   recent = model.recent(notes)
   for part in ('step', 'duration'):
     np.testing.assert_array_equal(recent[part], notes[part][:, -anchors:])
-  np.testing.assert_array_equal(recent['pitch_memory'], model_lib.pitch_memory(notes['pitch']))
+  np.testing.assert_array_equal(recent['pitch_memory'],
+                                model_lib.pitch_memory(notes['pitch'], key=True))
   every = model.recent(notes, every_position=True)
   for part in ('step', 'duration'):
     values = notes[part].numpy()
@@ -472,8 +473,8 @@ def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
     expected = [padded[row, position + 1:position + 1 + anchors]
                 for row in range(BATCH) for position in range(WINDOW)]
     np.testing.assert_array_equal(every[part], expected)
-  np.testing.assert_array_equal(every['pitch_memory'],
-                                model_lib.pitch_memory(notes['pitch'], every_position=True))
+  np.testing.assert_array_equal(
+      every['pitch_memory'], model_lib.pitch_memory(notes['pitch'], every_position=True, key=True))
   longer = {name: tf.concat([values, values[:, :3]], axis=1) for name, values in notes.items()}
   state = model.start(notes)
   for position in range(WINDOW, WINDOW + 3):
@@ -507,7 +508,7 @@ def test_silent_positions_are_no_note_to_the_memory_and_the_anchors():
                                  window[part][:, -sounding:]], axis=1)
       np.testing.assert_array_equal(recent[part], expected)
     np.testing.assert_array_equal(recent['pitch_memory'],
-                                  model_lib.pitch_memory(window['pitch'][:, -sounding:]))
+                                  model_lib.pitch_memory(window['pitch'][:, -sounding:], key=True))
 
 
 def test_the_causal_encoder_never_sees_later_notes():
@@ -611,4 +612,18 @@ def test_pitch_memory_counts_each_pitch_over_the_last_notes():
   for position in range(5):
     np.testing.assert_array_equal(
         every[position], model_lib.pitch_memory(pitches[:, :position + 1]).numpy()[0])
+
+
+def test_key_memory_gives_every_pitch_its_classs_share_of_the_longest_span():
+  pitches = tf.constant([[-1, 60, 72, 60, 62]])
+  memory = model_lib.pitch_memory(pitches, key=True).numpy()[0]
+  assert memory.shape == (128, len(model_lib.MEMORY_SPANS) + 1)
+  # Three Cs (60, 72, 60) and one D of 64: every C and every D of any octave, none of the rest.
+  for pitch in (0, 48, 60, 84, 120):
+    assert memory[pitch, -1] == 3 / 64, pitch
+  assert memory[50, -1] == memory[62, -1] == 1 / 64
+  assert memory[61, -1] == memory[64, -1] == 0.0
+  np.testing.assert_array_equal(memory[:, :-1], model_lib.pitch_memory(pitches).numpy()[0])
+  every = model_lib.pitch_memory(pitches, every_position=True, key=True).numpy()
+  np.testing.assert_allclose(every[4], memory, rtol=1e-6)
 

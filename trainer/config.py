@@ -64,6 +64,10 @@ class ModelConfig:
   # Whether the pitch head also weighs how often each pitch sounded in the last 1 to 64 notes
   # (trainer/model.py, pitch_memory).
   pitch_memory: bool = True
+  # Whether the pitch memory also holds, for every pitch, the share of the last 64 notes in its
+  # pitch class: the key as the window has it, so that the head can tell out-of-key pitches
+  # (BENCHMARKS.md, "Key memory": scale consistency OA 0.31 -> 0.48 on the demo corpus).
+  key_memory: bool = True
   label_embedding_dim: int = 16  # the piece label's embedding (partita.labels)
   # Where the label enters: input: beside every note's features, into the recurrence;
   # heads: beside the encoder's vector, into every head.

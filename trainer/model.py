@@ -193,6 +193,7 @@ class NoteModel(keras.Model):
     self.components = config.timing_components
     self.anchors = config.timing_anchors
     self.memory = config.pitch_memory
+    self.key_memory = config.key_memory
     self.metre = config.metre
     if self.metre != 'none':
       self.bar_position_embedding = layers.Embedding(BAR_POSITIONS, BAR_POSITION_EMBEDDING_DIM,
@@ -206,7 +207,7 @@ class NoteModel(keras.Model):
     self.history = max(MEMORY_SPANS[-1], self.anchors)
     if self.memory:
       self.pitch_memory_weights = layers.Dense(
-          len(MEMORY_SPANS), kernel_initializer='zeros', dtype='float32',
+          len(MEMORY_SPANS) + self.key_memory, kernel_initializer='zeros', dtype='float32',
           name='pitch_memory_weights')
     self.timing = {name: (float(timing[name]['mean']), max(float(timing[name]['std']), 1e-6))
                    for name in timing_bins.TIMED_PARTS}
@@ -319,7 +320,7 @@ class NoteModel(keras.Model):
         else:
           recent[part] = padded[:, -self.anchors:]
     if self.memory:
-      recent['pitch_memory'] = pitch_memory(notes['pitch'], every_position)
+      recent['pitch_memory'] = pitch_memory(notes['pitch'], every_position, self.key_memory)
     if self.metre != 'none':
       for name in constants.METRE_FEATURES:
         values = tf.cast(notes[name], tf.float32)
@@ -541,7 +542,8 @@ def metre_anchors(part: str, recent: dict[str, tf.Tensor]) -> tf.Tensor:
   return quarters * quarter_seconds
 
 
-def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
+def pitch_memory(pitches: tf.Tensor, every_position: bool = False,
+                 key: bool = False) -> tf.Tensor:
   """For every pitch, how often it sounded lately.
 
   ``[batch, time]`` pitches (-1: no note) -> ``[rows, 128, features]``, per row (after the last
@@ -559,7 +561,12 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False) -> tf.Tensor:
                          [-1, constants.PITCHES]) for n in MEMORY_SPANS]
   else:
     counts = [tf.reduce_sum(onehot[:, -n:], axis=1) for n in MEMORY_SPANS]
-  return tf.stack([count / n for count, n in zip(counts, MEMORY_SPANS)], axis=-1)
+  features = [count / n for count, n in zip(counts, MEMORY_SPANS)]
+  if key:
+    # Each pitch's class's share of the longest span: [rows, 128] -> [rows, 12] -> [rows, 128].
+    classes = tf.one_hot(tf.range(constants.PITCHES) % 12, 12)
+    features.append(tf.matmul(features[-1], classes) @ tf.transpose(classes))
+  return tf.stack(features, axis=-1)
 
 
 def every_position_targets(window: dict[str, tf.Tensor],
