@@ -654,7 +654,9 @@ def argument_parser() -> argparse.ArgumentParser:
       'info.json describing them, dead letters for every rejected input, and a COMPLETED marker. '
       'Pieces with the same notes are kept once; the split is a hash of the notes. Unrecognised '
       'flags are Apache Beam pipeline options (e.g. --runner DataflowRunner --project P '
-      '--region R --temp_location gs://... --setup_file ./setup.py).')
+      '--region R --temp_location gs://... --setup_file ./setup.py). With none of --runner, '
+      '--direct_running_mode, --direct_num_workers, a local run uses one worker process per '
+      'core from 1,000 inputs on, and this process below, and prints which.')
   parser.add_argument('--config', metavar='YAML',
                       help='preset of options (the names of PreprocessConfig); flags override it')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
