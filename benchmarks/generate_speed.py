@@ -49,7 +49,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import tensorflow as tf
 
-from partita import constants
+from partita import constants, originality
 from serving import export_client
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
@@ -68,8 +68,9 @@ def untrained_small_export(folder: str) -> str:
   model = model_lib.build_model(config.model, WINDOW, TIMING, num_labels=3)
   info = {'window_length': WINDOW, 'timing': TIMING}
   export_dir = os.path.join(folder, 'export')
-  export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(), info,
-                          random_primes(1, WINDOW, seed=1))
+  primes = random_primes(1, WINDOW, seed=1)
+  export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(), info, primes,
+                          originality.build_table(primes['pitch']))
   return export_dir
 
 

@@ -36,18 +36,11 @@ REGULARISATION_C = 0.1
 MAX_ITER = 5000
 
 
-def feature_vector(notes: Mapping[str, np.ndarray]) -> np.ndarray:
-  """One piece's features, in the order of ``music_stats.FEATURES``, as one float64 vector."""
-  features = music_stats.piece_features(notes)
-  return np.concatenate([np.asarray(features[name], dtype=np.float64).ravel()
-                         for name in music_stats.FEATURES])
-
-
 def feature_matrix(pieces: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
-  """``[pieces, features]``: :func:`feature_vector` of each piece, one row each."""
+  """``[pieces, features]``: ``music_stats.feature_vector`` of each piece, one row each."""
   if not len(pieces):
     raise ValueError('no pieces to compute features of')
-  return np.stack([feature_vector(piece) for piece in pieces])
+  return np.stack([music_stats.feature_vector(piece) for piece in pieces])
 
 
 def fit(pieces: Sequence[Mapping[str, np.ndarray]], labels: Sequence[str],

@@ -79,7 +79,13 @@ ASSETS_DIR = 'assets'
 ASSET_CONFIG = 'config.yaml'  # the resolved training config
 ASSET_INFO = 'info.json'  # the dataset contract the model was trained on
 ASSET_PRIMES = 'primes.json'  # a few validation windows: the default primes
-ASSET_FILES = (ASSET_CONFIG, ASSET_INFO, ASSET_PRIMES)
+# The training split's runs of pitches, hashed: the originality guard's table
+# (partita.originality, an .npz file).
+ASSET_TRAINING_RUNS = 'training_runs.npz'
+ASSET_FILES = (ASSET_CONFIG, ASSET_INFO, ASSET_PRIMES, ASSET_TRAINING_RUNS)
+# The critic that chooses among candidates (serving.critic, JSON). Not written by the trainer:
+# ``python -m evaluation.critic`` fits it on an export and adds it to the export's assets.
+ASSET_CRITIC = 'critic.json'
 
 PREDICT_NEXT = 'predict_next'
 GENERATE = 'generate'

@@ -133,6 +133,16 @@ def piece_features(notes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   }
 
 
+def feature_vector(notes: Mapping[str, np.ndarray]) -> np.ndarray:
+  """One piece's :func:`piece_features` in the order of :data:`FEATURES`, as one float64 vector.
+
+  Column ``j`` means the same for every piece: a style classifier's input.
+  """
+  features = piece_features(notes)
+  return np.concatenate([np.asarray(features[name], dtype=np.float64).ravel()
+                         for name in FEATURES])
+
+
 def perceived_onsets(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Onset times as heard, and how many notes start at each.
 

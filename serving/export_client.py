@@ -27,8 +27,9 @@ import sys
 
 import numpy as np
 
-from partita import constants, export_contract
+from partita import constants, export_contract, originality
 from partita import labels as labels_lib
+from serving import critic as critic_lib
 from serving import sampling as sampling_lib
 from serving import validation
 
@@ -40,10 +41,16 @@ ROUND_EXTRA_NOTES = 16
 
 @dataclasses.dataclass
 class Export:
-  """A loaded export: the SavedModel and the dataset contract and primes from its assets."""
+  """A loaded export: the SavedModel, and the dataset contract, primes and choosers of its assets.
+
+  ``training_runs`` (the originality guard's table) is None for an export from before the guard;
+  ``critic`` is None until ``python -m evaluation.critic`` has fitted one.
+  """
   model: object
   info: dict
   bundled_primes: dict[str, np.ndarray]
+  training_runs: originality.RunTable | None = None
+  critic: critic_lib.Critic | None = None
 
   @property
   def window_length(self) -> int:
@@ -71,6 +78,16 @@ def load_export(export_dir: str) -> Export:
     with tf.io.gfile.GFile(os.path.join(assets, export_contract.ASSET_PRIMES)) as f:
       bundled = {name: np.asarray(values) for name, values in json.load(f).items()}
     window_length = int(info['window_length'])
+    runs_path = os.path.join(assets, export_contract.ASSET_TRAINING_RUNS)
+    training_runs = None
+    if tf.io.gfile.exists(runs_path):
+      with tf.io.gfile.GFile(runs_path, 'rb') as f:
+        training_runs = originality.from_bytes(f.read())
+    critic_path = os.path.join(assets, export_contract.ASSET_CRITIC)
+    critic = None
+    if tf.io.gfile.exists(critic_path):
+      with tf.io.gfile.GFile(critic_path) as f:
+        critic = critic_lib.Critic.from_json(f.read())
   except (OSError, tf.errors.NotFoundError, ValueError, KeyError, TypeError) as e:
     raise validation.bad_request(
         f'{export_dir} lacks the assets written by trainer.task: {e}') from e
@@ -98,7 +115,7 @@ def load_export(export_dir: str) -> Export:
     raise validation.bad_request(
         f'{export_dir} is incompatible: its model takes windows of {export_window} notes but '
         f'its {export_contract.ASSET_INFO} says {window_length}')
-  return Export(model, info, bundled)
+  return Export(model, info, bundled, training_runs, critic)
 
 
 def generate(model, primes: dict[str, np.ndarray], sampling: sampling_lib.Sampling,

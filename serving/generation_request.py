@@ -27,7 +27,7 @@ import json
 import math
 import typing
 
-from partita import config_tree, constants, export_contract
+from partita import config_tree, constants, export_contract, originality
 from serving import sampling as sampling_lib
 from serving import validation
 
@@ -36,9 +36,12 @@ SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(sampling_lib.
 # ``composer`` is the common name of the one label field.
 LABEL_FIELDS = ('label', 'composer')
 # A request's fields as a manifest line writes them.
-FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'seconds', 'program', *LABEL_FIELDS)
+FIELDS = ('name', 'prime', 'prime_from', *SAMPLING_FIELDS, 'seconds', 'program', *LABEL_FIELDS,
+          'candidates', 'copy_limit')
 # The request's own flags, beside the sampling's.
-_FLAG_FIELDS = ('seconds', 'label', 'program', 'prime_from')
+_FLAG_FIELDS = ('seconds', 'label', 'program', 'prime_from', 'candidates', 'copy_limit')
+# Candidates drawn per piece at most: each is a row of the generate call.
+MAX_CANDIDATES = 64
 # A value of the wrong type is refused as not being one of these.
 _KINDS = {int: 'an integer', float: 'a number', str: 'a non-empty string'}
 
@@ -53,6 +56,11 @@ class Request:
   program: int = 0  # the General MIDI program of the written piece
   seconds: float | None = None  # when set, replaces the sampling's num_notes
   label: str | None = None  # one of the model's labels (a composer); None: unconditional
+  # Candidates drawn for the piece, the critic keeping the best (serving.choosing).
+  candidates: int = 1
+  # The originality guard: a candidate repeating more than this many consecutive pitches of a
+  # training piece is rejected; 0: no guard.
+  copy_limit: int = originality.DEFAULT_LIMIT
 
   def check(self) -> None:
     """Raises RejectionError (``bad_request``) for a parameter out of range.
@@ -68,6 +76,10 @@ class Request:
                                self.program)
     if not (math.isfinite(self.prime_from) and self.prime_from >= 0):
       raise validation.must_be('prime_from', '>= 0 seconds', self.prime_from)
+    if not 1 <= self.candidates <= MAX_CANDIDATES:
+      raise validation.must_be('candidates', f'1..{MAX_CANDIDATES}', self.candidates)
+    if self.copy_limit < 0:
+      raise validation.must_be('copy_limit', '>= 0 pitches (0: no guard)', self.copy_limit)
 
   def batch_key(self) -> str:
     """Requests that can share a ``generate`` call: the same parameters but for the seed.
@@ -78,7 +90,7 @@ class Request:
     length = ('seconds', self.seconds) if self.seconds is not None else (
         'num_notes', sampling.num_notes)
     return json.dumps([*length, sampling.temperature, sampling.top_k, sampling.top_p,
-                       sampling.label_guidance, sampling.tempo])
+                       sampling.label_guidance, sampling.tempo, self.candidates])
 
 
 _TYPES = {**typing.get_type_hints(sampling_lib.Sampling), **typing.get_type_hints(Request),
@@ -157,6 +169,16 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--program', type=int, default=argparse.SUPPRESS,
                       help=f'General MIDI program of the written pieces, '
                       f'0..{constants.PROGRAMS - 1} (default {Request.program}: piano)')
+  parser.add_argument('--candidates', type=int, default=argparse.SUPPRESS, metavar='N',
+                      help='draw N candidates per piece, each from its own seed derived from the '
+                      "piece's, and keep the one the export's critic scores highest, "
+                      f'1..{MAX_CANDIDATES} (default {Request.candidates}: no choice, no critic '
+                      'needed)')
+  parser.add_argument('--copy-limit', type=int, default=argparse.SUPPRESS, metavar='PITCHES',
+                      help='reject a candidate repeating more than this many consecutive pitches '
+                      "of a training piece, transposed or not (the export's table; default "
+                      f'{Request.copy_limit}, 0: no guard); a piece with every candidate '
+                      'rejected is reported, not written')
   parser.add_argument('--prime-from', type=float, default=argparse.SUPPRESS, metavar='SECONDS',
                       help='take each prime window from the notes starting at or after this time '
                       f'in its MIDI file (seconds, default {Request.prime_from:g})')

@@ -4,7 +4,9 @@
 between the process's threads) and turns a batch of ``serving.requests.Primed`` (a request and
 its prime) that share their parameters (see ``Request.batch_key``; each row keeps its own seed)
 into one ``generate`` call, or one ``serving.export_client.generate_for_seconds`` run for
-requests with ``seconds``. Every call is padded to ``batch_size`` rows: the CPU's matrix
+requests with ``seconds``, through ``serving.choosing`` (each request's candidates are rows of
+the same call; the guard and the critic choose among them). Every call is padded to
+``batch_size`` rows (times the candidates per request): the CPU's matrix
 kernels pick their order of summation by batch size, so a fixed size keeps a request's times
 bit-identical in any batch, on any runner (``serving.export_client.generate``).
 """
@@ -17,7 +19,7 @@ from apache_beam.ml.inference import base as inference
 import numpy as np
 
 from partita import constants
-from serving import export_client, validation
+from serving import choosing, export_client, validation
 from serving import requests as requests_lib
 
 # The namespace of RunInference's metrics for this handler (num_inferences,
@@ -26,7 +28,10 @@ METRICS_NAMESPACE = 'partita_generate'
 
 
 class PieceModelHandler(inference.ModelHandler):
-  """Batches of ``serving.requests.Primed`` -> PredictionResult(example, inference=notes)."""
+  """Batches of ``serving.requests.Primed`` -> PredictionResult(example, inference=Choice).
+
+  Each request's ``serving.choosing.Choice``: its candidates and the continuation kept.
+  """
 
   def __init__(self, export_dir: str, batch_size: int):
     super().__init__()
@@ -56,20 +61,11 @@ class PieceModelHandler(inference.ModelHandler):
       raise ValueError(f'a batch must share its parameters, got {sorted(keys)}')
     primes = {name: np.stack([primed.prime[name] for primed in batch])
               for name in constants.NOTE_FEATURES}
-    first = requests[0]
-    seeds = [request.sampling.seed for request in requests]
     # Each row its own label, like its seed (ReadPrimes refused the labels the model lacks).
     labels = [validation.label_id(model.info['labels'], request.label) for request in requests]
-    if first.seconds is None:
-      generated = export_client.generate(model.model, primes, first.sampling, seeds,
-                                         self._batch_size, labels)
-      notes = [{name: values[row] for name, values in generated.items()}
-               for row in range(len(batch))]
-    else:
-      notes = export_client.generate_for_seconds(model, primes, first.seconds, first.sampling,
-                                                 seeds, self._batch_size, labels)
-    return [inference.PredictionResult(example, continuation)
-            for example, continuation in zip(batch, notes, strict=True)]
+    choices = choosing.generate_and_choose(model, primes, requests, labels, self._batch_size)
+    return [inference.PredictionResult(example, choice)
+            for example, choice in zip(batch, choices, strict=True)]
 
   def get_metrics_namespace(self) -> str:
     """The namespace of this handler's RunInference metrics."""

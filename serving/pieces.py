@@ -24,6 +24,9 @@ from serving import generation_request, validation
 
 # The resolved parameters of a run, which both writers save beside its pieces.
 GENERATION_FILE = 'generation.yaml'
+# The accounting of a run (requests in, written, dead letters by reason; candidates and
+# their rejections), which both writers save last.
+SUMMARY_FILE = 'summary.json'
 
 
 class RenderedPiece(NamedTuple):
@@ -42,11 +45,12 @@ def prime_description(prime: str | None, prime_from: float) -> str:
 
 def render(request: generation_request.Request, prime: dict[str, np.ndarray] | None,
            continuation: dict[str, np.ndarray], source: str,
-           soundfont: str | None) -> RenderedPiece:
+           soundfont: str | None, choice: str | None = None) -> RenderedPiece:
   """The piece ``request`` gave.
 
   ``prime`` is the window it continued (None: a neutral start, not shown), ``source`` that prime
-  in words, ``soundfont`` the one to render WAV audio with (None: no audio).
+  in words, ``soundfont`` the one to render WAV audio with (None: no audio), ``choice`` how it
+  was chosen among its candidates (``serving.choosing.Choice.summary``; None: not shown).
 
   Raises:
     audio.AudioError: FluidSynth failed.
@@ -59,19 +63,21 @@ def render(request: generation_request.Request, prime: dict[str, np.ndarray] | N
   if soundfont:
     files.append(('.wav', audio.wav_bytes(midi, soundfont)))
   files.append(('.mid', midi))
-  return RenderedPiece(tuple(files), page_entry(request, source, bool(soundfont)))
+  return RenderedPiece(tuple(files), page_entry(request, source, bool(soundfont), choice))
 
 
-def page_entry(request: generation_request.Request, source: str,
-               with_audio: bool) -> listening_page.Entry:
-  """A piece's section of ``index.html``."""
+def page_entry(request: generation_request.Request, source: str, with_audio: bool,
+               choice: str | None = None) -> listening_page.Entry:
+  """A piece's section of ``index.html``; ``choice`` as :func:`render` takes it."""
   name = request.name
   parameters = f'{request.sampling.description(request.seconds)}, program {request.program}'
   clip = listening_page.Clip(f'{name}: generated continuation', f'{name}.mid', f'{name}.png',
                              f'{name}.wav' if with_audio else None)
-  return listening_page.Entry(
-      name, (('prime', source), ('label', request.label or 'none (unconditional)'),
-             ('parameters', parameters)), (clip,))
+  details = (('prime', source), ('label', request.label or 'none (unconditional)'),
+             ('parameters', parameters))
+  if choice:
+    details += (('chosen', choice),)
+  return listening_page.Entry(name, details, (clip,))
 
 
 def audio_plan(render_audio: bool, soundfont: str | None) -> tuple[str | None, str | None]:

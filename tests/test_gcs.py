@@ -22,7 +22,7 @@ import midi_builders
 import pytest
 
 from beam_pipelines import preprocess
-from partita import atomic, contract, failures
+from partita import atomic, contract, failures, originality
 from partita import labels as labels_lib
 
 BUCKET = 'partita-test'
@@ -137,7 +137,8 @@ def test_generation_job_reads_primes_and_writes_pieces_on_gcs(bucket, tmp_path):
             'duration': np.full((1, window), 0.5), 'velocity': np.full((1, window), 80)}
   export_dir = str(tmp_path / 'export')
   export_lib.export_model(model_lib.build_model(config.model, window, timing, num_labels=2),
-                          export_dir, window, config.to_yaml(), info, primes)
+                          export_dir, window, config.to_yaml(), info, primes,
+                          originality.build_table(primes['pitch']))
   bucket.blob('requests/primes/a.mid').upload_from_string(
       midi_builders.midi_bytes(midi_builders.random_melody(1, 20)))
   bucket.blob('requests/manifest.jsonl').upload_from_string('\n'.join(json.dumps(r) for r in [

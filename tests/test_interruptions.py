@@ -15,7 +15,7 @@ import sys
 from midi_builders import random_melody, write_midi
 import pytest
 
-from partita import contract
+from partita import contract, originality
 from partita import dataset as dataset_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +81,8 @@ def test_an_export_interrupted_at_any_step_leaves_no_half_written_export(tmp_pat
   export_dir = str(tmp_path / 'model' / 'export')
 
   def export():
-    export_lib.export_model(model, export_dir, 8, config.to_yaml(), {'timing': timing}, primes)
+    export_lib.export_model(model, export_dir, 8, config.to_yaml(), {'timing': timing}, primes,
+                            originality.build_table(primes['pitch']))
 
   export()
   assert os.path.exists(os.path.join(export_dir, 'saved_model.pb'))

@@ -13,7 +13,7 @@ import pytest
 from scipy import special
 import tensorflow as tf
 
-from partita import constants, export_contract, failures, timing_bins
+from partita import constants, export_contract, failures, originality, timing_bins
 from serving import sampling as sampling_lib
 from trainer import config as config_lib
 from trainer import distribute, timing_distribution
@@ -193,7 +193,8 @@ def exported(tmp_path_factory):
   primes = notes_of(windows(seed=3, batch=4))
   export_dir = str(tmp_path_factory.mktemp('model') / 'export')
   export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(),
-                          {'window_length': WINDOW, 'timing': TIMING}, primes)
+                          {'window_length': WINDOW, 'timing': TIMING}, primes,
+                          originality.build_table(primes['pitch']))
   return model, tf.saved_model.load(export_dir), primes, export_dir
 
 
@@ -555,7 +556,8 @@ def test_a_causal_model_is_trained_on_every_position_and_generates_from_its_stat
   primes = notes_of(windows(seed=8, batch=4, label=0))
   export_dir = str(tmp_path / 'export')
   export_lib.export_model(model, export_dir, WINDOW, config.to_yaml(),
-                          {'window_length': WINDOW, 'timing': TIMING}, primes)
+                          {'window_length': WINDOW, 'timing': TIMING}, primes,
+                          originality.build_table(primes['pitch']))
   export = tf.saved_model.load(export_dir)
   first, again = (generate(export, primes, seed=4) for _ in range(2))
   for name in first:

@@ -707,8 +707,8 @@ def test_write_summary_accounts_for_every_request(tmp_path):
                 'page': pipeline | 'Page' >> beam.Create([page])}
                | beam_generate.WriteSummary(str(tmp_path)))
     beam_testing.assert_that(summary, beam_testing.equal_to([expected]))
-  assert json.loads((tmp_path / beam_generate.SUMMARY_FILE).read_text()) == expected
-  assert os.listdir(tmp_path) == [beam_generate.SUMMARY_FILE]
+  assert json.loads((tmp_path / pieces.SUMMARY_FILE).read_text()) == expected
+  assert os.listdir(tmp_path) == [pieces.SUMMARY_FILE]
 
 
 # The Beam job end to end.

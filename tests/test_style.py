@@ -47,7 +47,7 @@ def classifier():
 def test_feature_vector_concatenates_the_features_in_their_documented_order():
   piece = synthetic_piece('low_slow', np.random.default_rng(0))
   features = music_stats.piece_features(piece)
-  vector = style.feature_vector(piece)
+  vector = music_stats.feature_vector(piece)
   assert vector.dtype == np.float64
   assert vector.shape == (185,)
   start = 0

@@ -25,7 +25,7 @@ from trainer_fixtures import (
   task_command,
 )
 
-from partita import constants
+from partita import constants, originality
 from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
@@ -260,10 +260,12 @@ def test_export_to_an_object_store_url_writes_a_loadable_saved_model(dataset, tm
   url = 'ram://exports/run1/export'
   tf.io.gfile.makedirs(url + '/stale')  # an earlier export's leftovers are replaced
   try:
-    export_lib.export_model(model, url, 8, 'config: 1\n', info, primes)
+    export_lib.export_model(model, url, 8, 'config: 1\n', info, primes,
+                            originality.build_table(primes['pitch']))
     assert not tf.io.gfile.exists(url + '/stale')
     assert sorted(tf.io.gfile.listdir(url + '/assets')) == ['config.yaml', 'info.json',
-                                                            'primes.json']
+                                                            'primes.json',
+                                                            'training_runs.npz']
     loaded = tf.saved_model.load(url)
     conditions = next_note_conditions(2)
     out = loaded.predict_next(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from partita import config_tree
+from partita import config_tree, originality
 
 
 @dataclasses.dataclass
@@ -129,6 +129,11 @@ class RuntimeConfig:
 class ExportConfig:
   """What the export bundles besides the model."""
   num_primes: int = 16  # validation windows bundled with the export as default primes
+  # The originality guard's table holds the training split's runs of copy_limit + 1 pitches:
+  # serving rejects a piece repeating more than copy_limit (or more than a higher limit asked
+  # for) consecutive pitches of a training piece (partita.originality). At most the window
+  # length, since the training chunks hold no longer runs whole.
+  copy_limit: int = originality.DEFAULT_LIMIT
 
 
 @dataclasses.dataclass

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from partita import constants, contract, export_contract, timing_bins
+from partita import constants, contract, export_contract, originality, timing_bins
 from partita import labels as labels_lib
 from trainer import model as model_lib
 from trainer import pitch_ngram, timing_distribution
@@ -331,7 +331,7 @@ def input_signature(function: str, window_length: int) -> list[tf.TensorSpec]:
 
 
 def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int, config_yaml: str,
-                 info: dict, primes: dict[str, np.ndarray],
+                 info: dict, primes: dict[str, np.ndarray], training_runs: originality.RunTable,
                  ngrams: pitch_ngram.PitchNGrams | None = None) -> None:
   """Writes the SavedModel, with its assets, to ``export_dir``.
 
@@ -358,10 +358,11 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
                            (export_contract.GENERATE, generator.generate)):
     archive.add_endpoint(function, method, input_signature(function, window_length))
   asset_files = {
-      export_contract.ASSET_CONFIG: config_yaml,
-      export_contract.ASSET_INFO: json.dumps(info, indent=1),
+      export_contract.ASSET_CONFIG: config_yaml.encode(),
+      export_contract.ASSET_INFO: json.dumps(info, indent=1).encode(),
       export_contract.ASSET_PRIMES: json.dumps(
-          {name: values.tolist() for name, values in primes.items()}),
+          {name: values.tolist() for name, values in primes.items()}).encode(),
+      export_contract.ASSET_TRAINING_RUNS: originality.to_bytes(training_runs),
   }
 
   export_dir = export_dir.rstrip('/')
@@ -379,9 +380,9 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
     # copied; readers need only a file API, not this project.
     asset_dir = os.path.join(saved, export_contract.ASSETS_DIR)
     os.makedirs(asset_dir, exist_ok=True)
-    for name, text in asset_files.items():
-      with open(os.path.join(asset_dir, name), 'w') as f:
-        f.write(text)
+    for name, data in asset_files.items():
+      with open(os.path.join(asset_dir, name), 'wb') as f:
+        f.write(data)
     if local:
       if os.path.exists(export_dir):
         shutil.rmtree(export_dir)

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from partita import atomic, baselines, constants, contract
+from partita import atomic, baselines, constants, contract, originality
 from partita import dataset as dataset_lib
 from trainer import config as config_lib
 from trainer import data as data_lib
@@ -118,6 +118,13 @@ def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
   return config.ngram_order
 
 
+def training_runs(data_dir: str, info: dict, copy_limit: int) -> originality.RunTable:
+  """The originality guard's table of the training split's pitches (``partita.originality``)."""
+  return originality.build_table(
+      (chunk['pitch'] for chunk in dataset_lib.read_chunks(data_dir, info, 'train',
+                                                           info['labels'])), copy_limit)
+
+
 def train(data_dir: str, model_dir: str, config: config_lib.Config
           ) -> tuple[keras.Model, dict, pitch_ngram.PitchNGrams | None]:
   """Trains to ``config.train.steps`` (resuming from the newest checkpoint), then exports.
@@ -127,6 +134,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   """
   info = dataset_lib.load_info(data_dir)
   order = checked_ngram_order(config.model, info)
+  originality.check_limit(config.export.copy_limit, info['window_length'])
   strategy = distribute.make_strategy(config.runtime)
   policy = distribute.mixed_precision_policy(config.runtime, strategy)
   chief = distribute.is_chief(strategy)
@@ -165,7 +173,8 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
       atomic.write_bytes(os.path.join(model_dir, metrics_lib.METRICS_FILE),
                          json.dumps(metrics, indent=1).encode())
     export_args = (info['window_length'], config_yaml, info,
-                   first_windows(validation_data, config.export.num_primes), ngrams)
+                   first_windows(validation_data, config.export.num_primes),
+                   training_runs(data_dir, info, config.export.copy_limit), ngrams)
     if chief:
       export_lib.export_model(model, dirs.export, *export_args)
     else:
