@@ -21,7 +21,8 @@ fitted on the model's own output against real music, in two stages on two splits
 
 The critic is written to ``EXPORT/assets/critic.json`` (``export_contract.ASSET_CRITIC``),
 where ``serving.generate --candidates N`` and the Beam job read it; its ``fit`` section holds
-how it was fitted and the combination's held-out accuracy on validation (5-fold). Nothing else
+how it was fitted and the combination's held-out accuracy on validation (5-fold, or fewer
+folds with fewer pieces). Nothing else
 in the export changes.
 """
 
@@ -45,7 +46,8 @@ from serving import export_client
 
 PIECES = 128
 NUM_NOTES = 192
-FOLDS = 5
+FOLDS = 5  # or fewer, when a set has fewer pieces
+MIN_PIECES = 2  # real and generated validation pieces each, to fit and hold out
 # Inverse L2 strength on standardised features, scikit-learn's default: the critic's
 # regressions see a few hundred pieces and at most 24 features.
 REGULARISATION_C = 1.0
@@ -143,16 +145,18 @@ def fit(export: export_client.Export, data_dir: str, pieces: int = PIECES,
       ('labelled', labelled_rows, list(range(len(critic_lib.FEATURES)))),
       ('unlabelled', np.ones(len(both), bool), unlabelled_columns)):
     x, y = features[rows][:, columns], targets[rows]
-    if len(set(y)) < 2 or min(np.bincount(y)) < FOLDS:
+    smaller = min(np.bincount(y, minlength=2))
+    if smaller < MIN_PIECES:
       combinations[name] = None
       continue
     combinations[name] = logistic(seed).fit(x, y)
-    folds = model_selection.StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    folds = model_selection.StratifiedKFold(min(FOLDS, smaller), shuffle=True,
+                                            random_state=seed)
     held_out[name] = float(np.mean(
         model_selection.cross_val_predict(logistic(seed), x, y, cv=folds) == y))
   if combinations['unlabelled'] is None:
     raise ValueError(f'too few validation pieces to fit the critic ({len(real)} real); '
-                     f'it needs at least {FOLDS}')
+                     f'it needs at least {MIN_PIECES}')
   if combinations['labelled'] is None:  # no labels: the labelled requests score as unlabelled
     labelled = _with_zero_weight(linear(combinations['unlabelled']),
                                  critic_lib.FEATURES.index('label_log_prob'))
@@ -168,7 +172,7 @@ def fit(export: export_client.Export, data_dir: str, pieces: int = PIECES,
       partial.two_sample, partial.style, style_labels, labelled,
       linear(combinations['unlabelled']),
       {'data': data_dir, 'pieces_per_split': len(real), 'num_notes': num_notes, 'seed': seed,
-       'validation_accuracy_5_fold': held_out, 'weights_per_unit': weights,
+       'validation_accuracy_held_out': held_out, 'weights_per_unit': weights,
        'seconds': round(time.perf_counter() - started, 1)})
 
 
@@ -202,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                       help='notes per continuation (default %(default)s)')
   parser.add_argument('--seed', type=int, default=0, help='sampling seed (default 0)')
   args = parser.parse_args(argv)
-  if args.pieces < FOLDS or args.num_notes < 1:
-    parser.error(f'--pieces must be at least {FOLDS} and --num-notes at least 1')
+  if args.pieces < MIN_PIECES or args.num_notes < 1:
+    parser.error(f'--pieces must be at least {MIN_PIECES} and --num-notes at least 1')
   try:
     export = export_client.load_export(args.model)
     critic = fit(export, args.data, args.pieces, args.num_notes, args.seed)
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   path = save(critic, args.model)
-  accuracy = critic.fit['validation_accuracy_5_fold']
+  accuracy = critic.fit['validation_accuracy_held_out']
   print('critic: tells real from generated validation continuations at '
         + ', '.join(f'{name} {value:.1%}' for name, value in accuracy.items())
         + f' (held out); wrote {path}')

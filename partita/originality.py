@@ -18,7 +18,7 @@ What "consecutive" means is the data contract's order: notes by onset, a chord's
 The table is built from the training split's chunks (``partita.contract``): consecutive chunks
 overlap by ``window_length`` notes, so every run of up to ``window_length + 1`` notes of a
 training piece lies whole in some chunk, and a table of such runs is a table of the pieces'.
-:func:`check_run_length` refuses longer runs.
+A dataset of shorter windows gets a table of a lower limit (:func:`table_limit`).
 
 No TensorFlow here: plain numpy, so serving, evaluation and the trainer share it.
 """
@@ -46,11 +46,18 @@ class RunTable(NamedTuple):
   hashes: np.ndarray  # uint64, sorted, distinct
 
 
-def check_limit(limit: int, window_length: int) -> None:
-  """Refuses a limit whose runs (``limit + 1`` pitches) the chunks do not hold whole."""
-  if not 1 <= limit <= window_length:
-    raise ValueError(f"the copy limit must be 1..{window_length} pitches (the dataset's window "
-                     f'length), got {limit}')
+def table_limit(limit: int, window_length: int) -> int:
+  """The limit of the table to build for ``limit``: at most the dataset's window length.
+
+  Chunks hold runs of at most ``window_length + 1`` pitches whole; a table of a lower limit
+  checks ``limit`` all the same (see :func:`copies`).
+
+  Raises:
+    ValueError: ``limit`` is below 1.
+  """
+  if limit < 1:
+    raise ValueError(f'the copy limit must be at least 1 pitch, got {limit}')
+  return min(limit, window_length)
 
 
 def run_hashes(pitches: np.ndarray, run_length: int) -> np.ndarray:

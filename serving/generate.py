@@ -204,6 +204,7 @@ def write_summary(out_dir: str, requests: list[generation_request.Request],
                  for request, choice in zip(requests, choices, strict=True)}}
   if dead_letters:
     name = f'{failures.DEAD_LETTER_PREFIX}-00000-of-00001{failures.DEAD_LETTER_SUFFIX}'
+    atomic.makedirs(os.path.join(out_dir, failures.DEAD_LETTER_DIR))
     atomic.write_bytes(os.path.join(out_dir, failures.DEAD_LETTER_DIR, name),
                        ''.join(json.dumps(record) + '\n' for record in dead_letters).encode())
   atomic.write_bytes(os.path.join(out_dir, pieces.SUMMARY_FILE),

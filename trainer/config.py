@@ -131,8 +131,8 @@ class ExportConfig:
   num_primes: int = 16  # validation windows bundled with the export as default primes
   # The originality guard's table holds the training split's runs of copy_limit + 1 pitches:
   # serving rejects a piece repeating more than copy_limit (or more than a higher limit asked
-  # for) consecutive pitches of a training piece (partita.originality). At most the window
-  # length, since the training chunks hold no longer runs whole.
+  # for) consecutive pitches of a training piece (partita.originality). Above the dataset's
+  # window length, the table is of that length (the chunks hold no longer runs whole).
   copy_limit: int = originality.DEFAULT_LIMIT
 
 

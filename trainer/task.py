@@ -134,7 +134,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   """
   info = dataset_lib.load_info(data_dir)
   order = checked_ngram_order(config.model, info)
-  originality.check_limit(config.export.copy_limit, info['window_length'])
+  copy_limit = originality.table_limit(config.export.copy_limit, info['window_length'])
   strategy = distribute.make_strategy(config.runtime)
   policy = distribute.mixed_precision_policy(config.runtime, strategy)
   chief = distribute.is_chief(strategy)
@@ -174,7 +174,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
                          json.dumps(metrics, indent=1).encode())
     export_args = (info['window_length'], config_yaml, info,
                    first_windows(validation_data, config.export.num_primes),
-                   training_runs(data_dir, info, config.export.copy_limit), ngrams)
+                   training_runs(data_dir, info, copy_limit), ngrams)
     if chief:
       export_lib.export_model(model, dirs.export, *export_args)
     else:
