@@ -29,6 +29,7 @@ in the export changes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -107,11 +108,13 @@ def label_names(info: dict, label_ids: list[int]) -> list[str | None]:
           for label_id in label_ids]
 
 
-def fit(export: export_client.Export, data_dir: str, pieces: int = PIECES,
-        num_notes: int = NUM_NOTES, seed: int = 0) -> critic_lib.Critic:
-  """The critic of ``export``, fitted on ``data_dir``'s training and validation splits."""
-  info = dataset_lib.load_info(data_dir)
-  started = time.perf_counter()
+def fit_classifiers(export: export_client.Export, data_dir: str, info: dict, pieces: int,
+                    num_notes: int, seed: int) -> critic_lib.Critic:
+  """Stage 1, on the training split: the critic's two-sample and style classifiers.
+
+  Returns a critic without its combinations (``labelled`` and ``unlabelled`` None), which
+  computes features (``Critic.features``) but not scores.
+  """
   primes, real, label_ids = split_pieces(data_dir, info, 'train', pieces, num_notes)
   generated = model_continuations(export, primes, label_ids, num_notes, seed)
   targets = np.repeat([1, 0], [len(real), len(generated)])
@@ -122,58 +125,71 @@ def fit(export: export_client.Export, data_dir: str, pieces: int = PIECES,
   if len({names[i] for i in known}) >= 2:
     style = style_lib.fit([real[i] for i in known], [names[i] for i in known], seed)
     style_labels = tuple(str(name) for name in style[-1].classes_)
-  print(f'critic: the classifiers fitted on {len(real)} training pieces and the model\'s '
-        f'continuations of them ({time.perf_counter() - started:.0f} s)', flush=True)
+  return critic_lib.Critic(linear(two_sample), None if style is None else linear(style),
+                           style_labels, None, None)
 
-  primes, real, label_ids = split_pieces(data_dir, info, 'validation', pieces, num_notes)
-  generated = model_continuations(export, primes, label_ids, num_notes, seed + 1)
-  names = label_names(info, label_ids) * 2
-  both = real + generated
-  ids = label_ids * 2
-  likelihood = critic_lib.pitch_log_likelihood(
-      export.model, {name: np.concatenate([values, values]) for name, values in primes.items()},
-      both, ids)
-  partial = critic_lib.Critic(linear(two_sample), None if style is None else linear(style),
-                              style_labels, None, None)
-  features = partial.features(both, names, likelihood)
-  targets = np.repeat([1, 0], [len(real), len(generated)])
+
+def fit_combinations(features: np.ndarray, targets: np.ndarray,
+                     seed: int) -> tuple[critic_lib.Linear, critic_lib.Linear, dict]:
+  """Stage 2: the labelled and unlabelled combinations of ``features`` (real: target 1).
+
+  Returns them and their held-out accuracies. With no labelled piece, the labelled combination
+  is the unlabelled one with a weight of 0 on the label's feature.
+
+  Raises:
+    ValueError: fewer than MIN_PIECES real or generated pieces.
+  """
   labelled_rows = ~np.isnan(features[:, critic_lib.FEATURES.index('label_log_prob')])
   unlabelled_columns = [critic_lib.FEATURES.index(name)
                         for name in critic_lib.UNLABELLED_FEATURES]
   combinations, held_out = {}, {}
   for name, rows, columns in (
       ('labelled', labelled_rows, list(range(len(critic_lib.FEATURES)))),
-      ('unlabelled', np.ones(len(both), bool), unlabelled_columns)):
+      ('unlabelled', np.ones(len(features), bool), unlabelled_columns)):
     x, y = features[rows][:, columns], targets[rows]
     smaller = min(np.bincount(y, minlength=2))
     if smaller < MIN_PIECES:
-      combinations[name] = None
       continue
-    combinations[name] = logistic(seed).fit(x, y)
+    combinations[name] = linear(logistic(seed).fit(x, y))
     folds = model_selection.StratifiedKFold(min(FOLDS, smaller), shuffle=True,
                                             random_state=seed)
     held_out[name] = float(np.mean(
         model_selection.cross_val_predict(logistic(seed), x, y, cv=folds) == y))
-  if combinations['unlabelled'] is None:
-    raise ValueError(f'too few validation pieces to fit the critic ({len(real)} real); '
-                     f'it needs at least {MIN_PIECES}')
-  if combinations['labelled'] is None:  # no labels: the labelled requests score as unlabelled
-    labelled = _with_zero_weight(linear(combinations['unlabelled']),
-                                 critic_lib.FEATURES.index('label_log_prob'))
-  else:
-    labelled = linear(combinations['labelled'])
-  weights = {name: dict(zip(critic_lib.FEATURES if name == 'labelled'
-                            else critic_lib.UNLABELLED_FEATURES,
-                            (np.asarray(line.weights[0]) / np.asarray(line.scale)).tolist(),
-                            strict=True))
-             for name, line in (('labelled', labelled),
-                                ('unlabelled', linear(combinations['unlabelled'])))}
-  return critic_lib.Critic(
-      partial.two_sample, partial.style, style_labels, labelled,
-      linear(combinations['unlabelled']),
-      {'data': data_dir, 'pieces_per_split': len(real), 'num_notes': num_notes, 'seed': seed,
-       'validation_accuracy_held_out': held_out, 'weights_per_unit': weights,
-       'seconds': round(time.perf_counter() - started, 1)})
+  if 'unlabelled' not in combinations:
+    raise ValueError(f'too few validation pieces to fit the critic ({int(targets.sum())} '
+                     f'real); it needs at least {MIN_PIECES}')
+  labelled = combinations.get('labelled') or _with_zero_weight(
+      combinations['unlabelled'], critic_lib.FEATURES.index('label_log_prob'))
+  return labelled, combinations['unlabelled'], held_out
+
+
+def fit(export: export_client.Export, data_dir: str, pieces: int = PIECES,
+        num_notes: int = NUM_NOTES, seed: int = 0) -> critic_lib.Critic:
+  """The critic of ``export``, fitted on ``data_dir``'s training and validation splits."""
+  info = dataset_lib.load_info(data_dir)
+  started = time.perf_counter()
+  classifiers = fit_classifiers(export, data_dir, info, pieces, num_notes, seed)
+  print(f"critic: the classifiers fitted on the training split's pieces and the model's "
+        f'continuations of them ({time.perf_counter() - started:.0f} s)', flush=True)
+  primes, real, label_ids = split_pieces(data_dir, info, 'validation', pieces, num_notes)
+  generated = model_continuations(export, primes, label_ids, num_notes, seed + 1)
+  both = real + generated
+  likelihood = critic_lib.pitch_log_likelihood(
+      export.model, {name: np.concatenate([values, values]) for name, values in primes.items()},
+      both, label_ids * 2)
+  features = classifiers.features(both, label_names(info, label_ids) * 2, likelihood)
+  labelled, unlabelled, held_out = fit_combinations(
+      features, np.repeat([1, 0], [len(real), len(generated)]), seed)
+  weights = {name: dict(zip(columns, (np.asarray(line.weights[0])
+                                      / np.asarray(line.scale)).tolist(), strict=True))
+             for name, line, columns in (('labelled', labelled, critic_lib.FEATURES),
+                                         ('unlabelled', unlabelled,
+                                          critic_lib.UNLABELLED_FEATURES))}
+  return dataclasses.replace(
+      classifiers, labelled=labelled, unlabelled=unlabelled,
+      fit={'data': data_dir, 'pieces_per_split': len(real), 'num_notes': num_notes,
+           'seed': seed, 'validation_accuracy_held_out': held_out,
+           'weights_per_unit': weights, 'seconds': round(time.perf_counter() - started, 1)})
 
 
 def _with_zero_weight(line: critic_lib.Linear, position: int) -> critic_lib.Linear:

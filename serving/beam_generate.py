@@ -41,6 +41,7 @@ matrix kernels (chosen by batch size) the same for every call.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -245,11 +246,13 @@ class WriteIndexPage(beam.PTransform):
 
 
 def write_summary(unused_element, out: str, requests_in: int, written: int,
-                  reasons: dict[str, int], files: list[str], page: list[str]) -> dict:
-  """Writes and returns OUT/summary.json: the accounting of every request."""
+                  reasons: dict[str, int], candidates: dict[str, int], files: list[str],
+                  page: list[str]) -> dict:
+  """Writes and returns OUT/summary.json: the accounting of every request and candidate."""
   reasons = dict(sorted(reasons.items()))
   summary = {'requests_in': requests_in, 'written': written,
              'dead_letters': sum(reasons.values()), 'dead_letter_reasons': reasons,
+             'candidates': dict(sorted(candidates.items())),
              'dead_letter_files': sorted(files), 'page': page[0] if page else None}
   beam_outputs.write_atomically(filesystems.FileSystems.join(out, pieces.SUMMARY_FILE),
                      json.dumps(summary, indent=1).encode())
@@ -260,7 +263,8 @@ class WriteSummary(beam.PTransform):
   """Writes OUT/summary.json once every piece and dead letter is written; outputs the summary.
 
   Applied to a dict of PCollections: ``requests_in`` (one element per request read),
-  ``written`` (one per piece written), ``dead_letters`` (every dead-letter record),
+  ``written`` (one per piece written), ``generated`` (every ``Generated``, whose candidates
+  are counted), ``dead_letters`` (every dead-letter record),
   ``dead_letter_files`` and ``page`` (waiting for them is what makes the summary come last).
   """
 
@@ -273,12 +277,19 @@ class WriteSummary(beam.PTransform):
     requests_in = outputs['requests_in'] | 'CountIn' >> beam.combiners.Count.Globally()
     written = outputs['written'] | 'CountWritten' >> beam.combiners.Count.Globally()
     reasons = outputs['dead_letters'] | 'CountReasons' >> beam_outputs.CountByReason()
+    candidates = (outputs['generated']
+                  | 'CandidateCounts' >> beam.Map(lambda generated: choosing.candidate_counts(
+                      [generated.choice]))
+                  | 'AddCandidateCounts' >> beam.CombineGlobally(
+                      lambda counts: functools.reduce(choosing.add_counts, counts,
+                                                      choosing.candidate_counts([]))))
     return (outputs['written'].pipeline
             | 'Once' >> beam.Create([None])
             | 'Write' >> beam.Map(write_summary, self._out,
                                   requests_in=beam.pvalue.AsSingleton(requests_in),
                                   written=beam.pvalue.AsSingleton(written),
                                   reasons=beam.pvalue.AsDict(reasons),
+                                  candidates=beam.pvalue.AsSingleton(candidates),
                                   files=beam.pvalue.AsList(outputs['dead_letter_files']),
                                   page=beam.pvalue.AsList(outputs['page'])))
 
@@ -302,7 +313,8 @@ def build_pipeline(pipeline: beam.Pipeline, export_dir: str, info: dict, out: st
               | 'AllDeadLetters' >> beam.Flatten())
   dead_letter_files = rejected | 'WriteDeadLetters' >> beam_outputs.WriteDeadLetters(out)
   requests_in = (read['requests'], read[beam_outputs.TAG]) | 'AllRequests' >> beam.Flatten()
-  return ({'requests_in': requests_in, 'written': written['written'], 'dead_letters': rejected,
+  return ({'requests_in': requests_in, 'written': written['written'],
+           'generated': generated['generated'], 'dead_letters': rejected,
            'dead_letter_files': dead_letter_files, 'page': page}
           | 'WriteSummary' >> WriteSummary(out))
 

@@ -65,6 +65,18 @@ class Choice(NamedTuple):
 
 
 
+def candidate_counts(choices: Sequence[Choice]) -> dict[str, int]:
+  """The summaries' accounting of candidates: how many were drawn and rejected as copies."""
+  candidates = [candidate for choice in choices for candidate in choice.candidates]
+  return {'drawn': len(candidates),
+          'rejected_as_copies': sum(c.rejection is not None for c in candidates)}
+
+
+def add_counts(first: dict[str, int], second: dict[str, int]) -> dict[str, int]:
+  """Two :func:`candidate_counts` added up."""
+  return {name: first.get(name, 0) + second.get(name, 0) for name in first.keys() | second}
+
+
 def candidate_seed(seed: int, candidate: int) -> int:
   """The seed of candidate ``candidate`` of a piece seeded ``seed``.
 

@@ -188,9 +188,10 @@ def write_summary(out_dir: str, requests: list[generation_request.Request],
   """Writes ``OUT/summary.json`` (every piece's candidates) and any dead letters.
 
   The summary has the Beam job's accounting (``requests_in``, ``written``, ``dead_letters``
-  by reason) and, per piece, the candidate kept (None: all rejected) and each candidate's seed,
-  critic score and rejection. Dead letters, of the Beam job's shape, go to
-  ``OUT/dead_letter/dead_letters-00000-of-00001.jsonl`` (only when there are some).
+  by reason, ``candidates`` drawn and rejected as copies) and, per piece, the candidate kept
+  (None: all rejected) and each candidate's seed, critic score and rejection. Dead letters, of
+  the Beam job's shape, go to ``OUT/dead_letter/dead_letters-00000-of-00001.jsonl`` (only when
+  there are some).
   """
   reasons = {}
   for record in dead_letters:
@@ -198,6 +199,7 @@ def write_summary(out_dir: str, requests: list[generation_request.Request],
   summary = {
       'requests_in': len(requests), 'written': len(requests) - len(dead_letters),
       'dead_letters': len(dead_letters), 'dead_letter_reasons': reasons,
+      'candidates': choosing.candidate_counts(choices),
       'pieces': {request.name: {'kept': choice.kept,
                                 'candidates': [candidate._asdict()
                                                for candidate in choice.candidates]}

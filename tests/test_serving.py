@@ -29,6 +29,7 @@ from partita import audio, config_tree, constants, export_contract, failures
 from partita import labels as labels_lib
 from serving import (
   beam_generate,
+  choosing,
   export_client,
   generation_request,
   model_handler,
@@ -277,7 +278,7 @@ def test_audio_is_skipped_with_a_note_without_fluidsynth(tiny_model, tmp_path, c
   assert 'note: WAV audio skipped: the fluidsynth program is not installed' in (
       capsys.readouterr().out)
   assert sorted(os.listdir(out)) == ['generation.yaml', 'index.html', 'sample_000.mid',
-                                     'sample_000.png']
+                                     'sample_000.png', 'summary.json']
   assert 'No audio: the fluidsynth program is not installed' in (out / 'index.html').read_text()
 
 
@@ -298,7 +299,8 @@ def test_wav_is_rendered_with_fluidsynth(tiny_model, tmp_path, capsys, monkeypat
                             '--num-samples', '2', '--num-notes', '20']) == 0
   assert 'skipped' not in capsys.readouterr().out
   assert sorted(os.listdir(out)) == ['generation.yaml', 'index.html'] + [
-      f'sample_00{i}.{ext}' for i in range(2) for ext in ('mid', 'png', 'wav')]  # no temporaries
+      f'sample_00{i}.{ext}' for i in range(2) for ext in ('mid', 'png', 'wav')] + [
+      'summary.json']  # no temporaries
   for i in range(2):
     check_wav(out / f'sample_00{i}.wav', out / f'sample_00{i}.mid')
   page = (out / 'index.html').read_text()
@@ -698,10 +700,16 @@ def test_write_summary_accounts_for_every_request(tmp_path):
   page = str(tmp_path / 'index.html')
   expected = {'requests_in': 5, 'written': 2, 'dead_letters': 3,
               'dead_letter_reasons': {'bad_json': 2, 'prime_not_found': 1},
+              'candidates': {'drawn': 4, 'rejected_as_copies': 1},
               'dead_letter_files': files, 'page': page}
+  kept, copied = (choosing.Candidate(1, 0.5, None), choosing.Candidate(2, None, 'copies'))
+  generated = [beam_generate.Generated(generation_request.Request(name=name), {},
+                                       choosing.Choice({}, 0, candidates))
+               for name, candidates in (('a', (kept, copied, kept)), ('b', (kept,)))]
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     summary = ({'requests_in': pipeline | 'In' >> beam.Create(range(5)),
                 'written': pipeline | 'Written' >> beam.Create(['a', 'b']),
+                'generated': pipeline | 'Generated' >> beam.Create(generated),
                 'dead_letters': pipeline | 'DeadLetters' >> beam.Create(records),
                 'dead_letter_files': pipeline | 'Files' >> beam.Create(files),
                 'page': pipeline | 'Page' >> beam.Create([page])}
