@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on one machine:
 #   corpus -> preprocess (Beam DirectRunner; composers from the folders) -> train
-#   (configs/small.yaml) -> export -> generate (4 pieces, then one per composer) -> evaluate
+#   (configs/small.yaml) -> export -> fit the critic -> generate (4 pieces, then one per
+#   composer, each the critic's best of 4 candidates) -> evaluate
 #   (test split vs n-gram baselines, music statistics, conditioning on the composer, report).
 # Usage: scripts/demo.sh [CORPUS_FOLDER_OR_GLOB]   (default: music21's bundled corpus as MIDI)
 # Each stage's command is printed first and its time after it. Settings (environment):
@@ -48,8 +49,11 @@ stage "preprocess" python -m beam_pipelines.preprocess --input "$corpus" --outpu
   --label-from-folder --min-label-pieces "${PARTITA_DEMO_MIN_LABEL_PIECES:-8}"
 stage "train + export" python -m trainer.task --data "$out/data" --model-dir "$out/model" \
   --config "$config"
+# The critic that picks the best of several candidates per piece, fitted on the model's own
+# continuations against real music (training and validation splits), into the export.
+stage "fit the critic" python -m evaluation.critic --data "$out/data" --model "$out/model/export"
 stage "generate" python -m serving.generate --model "$out/model/export" --out "$out/generated" \
-  --num-samples 4 --num-notes 256 --seed 0 --temperature 0.9
+  --num-samples 4 --num-notes 256 --seed 0 --temperature 0.9 --candidates 4
 # One piece in the style of each composer the model has an id for (at most four), with label
 # guidance 3: on this corpus it raised how often a style classifier names the composer of such
 # pieces from 28% to 43% (chance 25%; BENCHMARKS.md, "Label guidance").
@@ -57,7 +61,8 @@ composers=($(python -m partita.demo_composers "$out/model/export"))
 for composer in "${composers[@]}"; do
   stage "generate in the style of $composer" python -m serving.generate \
     --model "$out/model/export" --out "$out/composers/$composer" --composer "$composer" \
-    --num-samples 1 --num-notes 256 --seed 0 --temperature 0.9 --no-prime --label-guidance 3
+    --num-samples 1 --num-notes 256 --seed 0 --temperature 0.9 --no-prime --label-guidance 3 \
+    --candidates 4
 done
 stage "evaluate" python -m evaluation.evaluate --data "$out/data" --model "$out/model/export" \
   --out "$out/model/report" --label-guidance 3

@@ -495,7 +495,8 @@ def test_read_requests_turns_manifest_lines_into_checked_requests(tmp_path):
 def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   assert generation_request.FIELDS == (
       'name', 'prime', 'prime_from', 'num_notes', 'temperature', 'top_k', 'top_p',
-      'label_guidance', 'tempo', 'seed', 'seconds', 'program', 'label', 'composer')
+      'label_guidance', 'tempo', 'seed', 'seconds', 'program', 'label', 'composer',
+      'candidates', 'copy_limit')
   defaults = generation_request.Request(sampling=sampling_lib.Sampling(seed=4), program=40)
   request = requests_lib.parse_request(
       json.dumps({'name': 'a', 'prime': None, 'temperature': 1, 'top_k': 5, 'prime_from': 0}),
@@ -511,7 +512,7 @@ def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   assert other_seed.batch_key() == request.batch_key()
   timed = requests_lib.parse_request('{"name": "t", "top_k": 5, "seconds": 20}', defaults, '')
   assert (timed.seconds, timed.batch_key()) == (20.0,
-                                                '["seconds", 20.0, 1.0, 5, 1.0, 1.0, 0.0]')
+                                                '["seconds", 20.0, 1.0, 5, 1.0, 1.0, 0.0, 1]')
   # Guidance is a parameter of the whole call.
   guided = requests_lib.parse_request('{"name": "g", "top_k": 5, "label_guidance": 2}', defaults,
                                       '')
@@ -519,6 +520,11 @@ def test_a_manifest_line_is_flat_and_its_numbers_batch_by_value():
   # So is the tempo.
   faster = requests_lib.parse_request('{"name": "f", "top_k": 5, "tempo": 90}', defaults, '')
   assert faster.sampling.tempo == 90.0 and faster.batch_key() != request.batch_key()
+  # And the candidates per piece, each a row of the call; the copy limit is per row.
+  chosen = requests_lib.parse_request('{"name": "c", "top_k": 5, "candidates": 4}', defaults, '')
+  assert chosen.candidates == 4 and chosen.batch_key() != request.batch_key()
+  strict = requests_lib.parse_request('{"name": "l", "top_k": 5, "copy_limit": 40}', defaults, '')
+  assert strict.copy_limit == 40 and strict.batch_key() == request.batch_key()
   # A line's num_notes replaces a default length in seconds; a line gives one or the other.
   by_seconds = dataclasses.replace(defaults, seconds=30.0)
   assert requests_lib.parse_request('{"name": "n", "num_notes": 8}', by_seconds, '').seconds is None
