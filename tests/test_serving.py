@@ -644,8 +644,8 @@ def test_generate_pieces_gives_each_request_the_notes_of_its_own_seed_in_any_bat
                | beam.Create(items)
                | beam_generate.GeneratePieces(tiny_model.export_dir, batch_size=8))
   beam_testing.assert_that(
-      generated['generated'] | beam.MapTuple(lambda request, prime, notes: (
-          request.name, {key: values.tolist() for key, values in notes.items()})),
+      generated['generated'] | beam.MapTuple(lambda request, prime, choice: (
+          request.name, {key: values.tolist() for key, values in choice.continuation.items()})),
       beam_testing.equal_to(expected), label='Generated')
   beam_testing.assert_that(inputs_and_reasons(generated[beam_outputs.TAG]),
                            beam_testing.equal_to([('odd', 'generation_error')]),
@@ -668,16 +668,22 @@ def test_the_model_handler_refuses_a_batch_of_mixed_parameters(tiny_model):
   with pytest.raises(ValueError, match='a batch must share its parameters'):
     handler.run_inference(batch, export)
   results = list(handler.run_inference(batch[:1], export))
-  assert results[0].example == batch[0] and results[0].inference['pitch'].shape == (3,)
+  choice = results[0].inference
+  assert results[0].example == batch[0] and choice.continuation['pitch'].shape == (3,)
+  assert choice.kept == 0 and len(choice.candidates) == 1
 
 
 def test_write_pieces_writes_midi_and_png_and_dead_letters_what_cannot_be_written(tmp_path):
   prime = ladder_window(40)
   continuation = dict(ladder_window(60, 5), step=np.full(5, 0.5, np.float32))
   broken = dict(continuation, duration=np.full(5, -1.0, np.float32))  # negative: a bug upstream
-  items = [(generation_request.Request('primed', 'p.mid', program=40), prime, continuation),
-           (generation_request.Request('plain'), prime, continuation),
-           (generation_request.Request('broken', 'p.mid'), prime, broken)]
+  def generated(request, notes):
+    return beam_generate.Generated(request, prime, choosing.Choice(
+        notes, 0, (choosing.Candidate(0, None, None),)))
+
+  items = [generated(generation_request.Request('primed', 'p.mid', program=40), continuation),
+           generated(generation_request.Request('plain'), continuation),
+           generated(generation_request.Request('broken', 'p.mid'), broken)]
   out = tmp_path / 'out'
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     written = pipeline | beam.Create(items) | beam_generate.WritePieces(str(out))

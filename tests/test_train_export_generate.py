@@ -62,7 +62,7 @@ def test_training_writes_config_metrics_and_export(tiny_model):
   assert 0.0 <= metrics['pitch_accuracy'] <= metrics['pitch_top5_accuracy'] <= 1.0
   export = os.path.join(model_dir, 'export')
   assert sorted(os.listdir(os.path.join(export, 'assets'))) == [
-      'config.yaml', 'info.json', 'primes.json']
+      'config.yaml', 'info.json', 'primes.json', 'training_runs.npz']
 
 
 @pytest.mark.parametrize('order', [-1, 8, WINDOW + 2])
@@ -197,7 +197,14 @@ def test_generate_command_writes_midi_with_the_requested_notes(tiny_model, tmp_p
   assert generate_lib.main(args) == 0
   names = sorted(os.listdir(out))
   assert names == [pieces.GENERATION_FILE, 'index.html'] + [
-      f'sample_00{i}.{ext}' for i in range(3) for ext in ('mid', 'png')]
+      f'sample_00{i}.{ext}' for i in range(3) for ext in ('mid', 'png')] + [pieces.SUMMARY_FILE]
+  summary = json.loads((out / pieces.SUMMARY_FILE).read_text())
+  counted = ('requests_in', 'written', 'dead_letters', 'candidates')
+  assert {key: summary[key] for key in counted} == {
+      'requests_in': 3, 'written': 3, 'dead_letters': 0,
+      'candidates': {'drawn': 3, 'rejected_as_copies': 0}}
+  assert summary['pieces']['sample_001'] == {
+      'kept': 0, 'candidates': [{'seed': 6, 'score': None, 'rejection': None}]}
   for i in range(3):
     midi = pretty_midi.PrettyMIDI(str(out / f'sample_00{i}.mid'))
     by_name = {instrument.name: instrument for instrument in midi.instruments}

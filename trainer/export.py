@@ -330,6 +330,18 @@ def input_signature(function: str, window_length: int) -> list[tf.TensorSpec]:
   return specs
 
 
+def _asset_files(config_yaml: str, info: dict, primes: dict[str, np.ndarray],
+                 training_runs: originality.RunTable) -> dict[str, bytes]:
+  """The export's asset files (``export_contract.ASSET_FILES``) by name."""
+  return {
+      export_contract.ASSET_CONFIG: config_yaml.encode(),
+      export_contract.ASSET_INFO: json.dumps(info, indent=1).encode(),
+      export_contract.ASSET_PRIMES: json.dumps(
+          {name: values.tolist() for name, values in primes.items()}).encode(),
+      export_contract.ASSET_TRAINING_RUNS: originality.to_bytes(training_runs),
+  }
+
+
 def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int, config_yaml: str,
                  info: dict, primes: dict[str, np.ndarray], training_runs: originality.RunTable,
                  ngrams: pitch_ngram.PitchNGrams | None = None) -> None:
@@ -357,13 +369,7 @@ def export_model(model: model_lib.NoteModel, export_dir: str, window_length: int
   for function, method in ((export_contract.PREDICT_NEXT, generator.predict_next),
                            (export_contract.GENERATE, generator.generate)):
     archive.add_endpoint(function, method, input_signature(function, window_length))
-  asset_files = {
-      export_contract.ASSET_CONFIG: config_yaml.encode(),
-      export_contract.ASSET_INFO: json.dumps(info, indent=1).encode(),
-      export_contract.ASSET_PRIMES: json.dumps(
-          {name: values.tolist() for name, values in primes.items()}).encode(),
-      export_contract.ASSET_TRAINING_RUNS: originality.to_bytes(training_runs),
-  }
+  asset_files = _asset_files(config_yaml, info, primes, training_runs)
 
   export_dir = export_dir.rstrip('/')
   local = '://' not in export_dir
