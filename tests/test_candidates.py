@@ -148,9 +148,11 @@ def test_the_guard_rejects_a_copy_and_dead_letters_its_piece(tiny_model, tmp_pat
   assert dead == [{'input': 'sample_000', 'reason': 'copies_training',
                    'detail': f'every candidate was rejected: candidate 0: {rejection}'}]
   assert not (tmp_path / 'out' / 'sample_000.mid').exists()
-  # A limit at the copy's length lets it through.
+  # A limit at the copy's length lets it through; no guard at all too.
   assert len(run(export_dir, tmp_path / 'higher', num_samples=1, seed=5, no_prime=True,
                  copy_limit=NOTES)) == 1
+  assert len(run(export_dir, tmp_path / 'off', num_samples=1, seed=5, no_prime=True,
+                 copy_limit=0)) == 1
   with pytest.raises(failures.RejectionError, match="at least the export's table limit, 8"):
     run(export_dir, tmp_path / 'low', num_samples=1, copy_limit=4)
 

@@ -119,14 +119,10 @@ def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
 
 
 def training_runs(data_dir: str, info: dict, copy_limit: int) -> originality.RunTable:
-  """The originality guard's table of the training split's pitches (``partita.originality``).
-
-  Its runs are ``copy_limit`` + 1 pitches long, capped at the window length (``table_limit``).
-  """
+  """The originality guard's table of the training split's pitches (``partita.originality``)."""
   return originality.build_table(
       (chunk['pitch'] for chunk in dataset_lib.read_chunks(data_dir, info, 'train',
-                                                           info['labels'])),
-      originality.table_limit(copy_limit, info['window_length']))
+                                                           info['labels'])), copy_limit)
 
 
 def train(data_dir: str, model_dir: str, config: config_lib.Config
@@ -138,6 +134,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   """
   info = dataset_lib.load_info(data_dir)
   order = checked_ngram_order(config.model, info)
+  copy_limit = originality.table_limit(config.export.copy_limit, info['window_length'])
   strategy = distribute.make_strategy(config.runtime)
   policy = distribute.mixed_precision_policy(config.runtime, strategy)
   chief = distribute.is_chief(strategy)
@@ -168,8 +165,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
 
     ngrams, ngram_metrics = (pitch_ngram.fit_mixture(model, data_dir, info, validation_data, order)
                              if order else (None, None))
-    metrics = dict(evaluation_metrics(model, validation_data, config.model, ngrams),
-                   steps=steps)
+    metrics = dict(evaluation_metrics(model, validation_data, config.model, ngrams), steps=steps)
     if ngram_metrics:
       metrics['pitch_ngram'] = ngram_metrics
     if chief:
@@ -177,7 +173,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
                          json.dumps(metrics, indent=1).encode())
     export_args = (info['window_length'], config_yaml, info,
                    first_windows(validation_data, config.export.num_primes),
-                   training_runs(data_dir, info, config.export.copy_limit), ngrams)
+                   training_runs(data_dir, info, copy_limit), ngrams)
     if chief:
       export_lib.export_model(model, dirs.export, *export_args)
     else:
