@@ -14,8 +14,9 @@ GCP = ['apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4']
 # The suite runs the demo corpus and gs:// tests too, so it needs both of the above.
 # ruff: the linter tests/test_code_shape.py runs.
 # selenium: drives Debian's chromium (through its chromedriver) to test the index.html pages.
-TEST_TOOLS = ['pytest>=8,<10', 'gcp-storage-emulator>=2024.8', 'hypothesis>=6.100,<7',
-              'ruff>=0.17,<0.18', 'selenium>=4.20,<5']
+# pytest-xdist: the suite runs one worker per core (pytest.ini), a test file to a worker.
+TEST_TOOLS = ['pytest>=8,<10', 'pytest-xdist>=3.6,<4', 'gcp-storage-emulator>=2024.8',
+              'hypothesis>=6.100,<7', 'ruff>=0.17,<0.18', 'selenium>=4.20,<5']
 
 setuptools.setup(
     name='partita',
