@@ -3,7 +3,9 @@
 From input to chunks: :class:`MatchedFile` (matched) -> :class:`InputBytes` (read) ->
 ``(fingerprint, Copy)`` (parsed; the dedup's key and value, combined in a
 :class:`DedupAccumulator`) -> :class:`Kept` (the dedup's verdict) -> :class:`Survivor` -> read
-again: :class:`SurvivorBytes`, or :class:`Lost` when it can no longer be read or parsed.
+again: :class:`SurvivorBytes`, or :class:`Lost` when it can no longer be read or parsed. The
+near-duplicate search (``beam_pipelines.families``) reads a :class:`PieceSketch` per distinct
+piece and joins the :class:`FamilyMember` pairs it verifies.
 
 Each type is registered with Beam's ``RowCoder``: a PCollection typed with one
 (``with_output_types``: the dedup's input, accumulator and output, and the survivors grouped
@@ -52,10 +54,15 @@ class Input(NamedTuple):
 class Copy(NamedTuple):
   """One input of a piece and its label: the dedup's value, keyed by the piece's fingerprint.
 
-  The label is a label name, or ``partita.labels.UNKNOWN``.
+  The label is a label name, or ``partita.labels.UNKNOWN``. ``notes``, ``shingles`` and
+  ``minhash`` describe the piece for the near-duplicate search (``partita.near_duplicates``);
+  ``minhash`` is empty when it is off or the piece has too few shingles.
   """
   input: Input
   label: str
+  notes: int = 0
+  shingles: int = 0
+  minhash: bytes = b''
 
 
 class NameAndLabel(NamedTuple):
@@ -87,6 +94,9 @@ class Kept(NamedTuple):
   copies: int
   label: str
   conflict: bool
+  notes: int = 0
+  shingles: int = 0
+  minhash: bytes = b''
 
 
 class Survivor(NamedTuple):
@@ -96,13 +106,36 @@ class Survivor(NamedTuple):
   the hash its split is drawn from); ``input``: the smallest-named of its copies, the one kept;
   ``copies``: how many inputs hold these notes (``copies - 1`` are duplicates); ``label``: the
   label of the smallest-named copy that has a known one (``partita.labels.UNKNOWN`` if none
-  has); ``conflict``: its copies carried two different known labels.
+  has); ``conflict``: its copies carried two different known labels; ``family``: the id of its
+  near-duplicate family, whose hash draws its split (empty: a family of its own, the
+  fingerprint).
   """
   fingerprint: bytes
   input: Input
   copies: int
   label: str
   conflict: bool
+  family: bytes = b''
+
+
+class PieceSketch(NamedTuple):
+  """What the near-duplicate search knows of a distinct piece (``beam_pipelines.families``).
+
+  Its fingerprint, the name of its kept input, its number of notes, and its
+  ``partita.near_duplicates.Sketch`` (``shingles``, ``minhash``).
+  """
+  fingerprint: bytes
+  name: str
+  notes: int
+  shingles: int
+  minhash: bytes
+
+
+class FamilyMember(NamedTuple):
+  """A piece of a verified near-duplicate pair: its fingerprint, kept input's name and notes."""
+  fingerprint: bytes
+  name: str
+  notes: int
 
 
 class SurvivorBytes(NamedTuple):
@@ -122,5 +155,5 @@ class Lost(NamedTuple):
 
 
 for element_type in (MatchedFile, InputBytes, Input, Copy, NameAndLabel, DedupAccumulator, Kept,
-                     Survivor, SurvivorBytes, Lost):
+                     Survivor, SurvivorBytes, Lost, PieceSketch, FamilyMember):
   coders.registry.register_row(element_type)

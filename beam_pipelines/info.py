@@ -17,7 +17,7 @@ from apache_beam.io import filesystems
 import numpy as np
 
 from beam_pipelines import outputs as beam_outputs
-from partita import contract, metre
+from partita import contract, metre, near_duplicates
 from partita import labels as labels_lib
 
 
@@ -42,6 +42,7 @@ def piece_stats(piece: dict[str, np.ndarray], copies: int, num_chunks: int, wind
   return {
       'pieces': 1,
       'duplicates': copies - 1,
+      'near_duplicates': 0,
       'notes': len(step),
       'chunks': num_chunks,
       'windows': contract.num_windows(len(step), window_length),
@@ -75,18 +76,28 @@ def metre_stats(piece: dict[str, np.ndarray]) -> dict:
   }
 
 
-def lost_piece_stats(copies: int) -> dict:
+def lost_piece_stats(copies: int, near_duplicates: int = 0) -> dict:
   """The statistics of a piece whose surviving input was lost after the dedup.
 
-  None of its notes is written; its other copies are still duplicates.
+  None of its notes is written; its other copies are still duplicates. ``near_duplicates``: 1
+  for a piece dropped as a near-duplicate (:func:`near_duplicate_stats`).
   """
-  return {'pieces': 0, 'duplicates': copies - 1, 'notes': 0, 'chunks': 0, 'windows': 0,
+  return {'pieces': 0, 'duplicates': copies - 1, 'near_duplicates': near_duplicates,
+          'notes': 0, 'chunks': 0, 'windows': 0,
           'seconds': exact(0), 'step_sum': exact(0), 'step_sq_sum': exact(0),
           'duration_sum': exact(0), 'duration_sq_sum': exact(0),
           'pitch_histogram': np.zeros(128, dtype=np.int64),
           'labels': collections.Counter(), 'label_conflicts': 0, 'gridded_pieces': 0,
           'gridded_notes': 0, 'log_quarter_seconds_sum': exact(0),
           'bar_quarters': collections.Counter()}
+
+
+def near_duplicate_stats(copies: int) -> dict:
+  """The statistics of a piece that ``--near-duplicates keep-one`` dropped for a longer one.
+
+  It counts as one near-duplicate, its other copies as duplicates; none of its notes is written.
+  """
+  return lost_piece_stats(copies, near_duplicates=1)
 
 
 class SumStatsFn(beam.CombineFn):
@@ -115,9 +126,9 @@ class SumStatsFn(beam.CombineFn):
 
 def summarize_split(stats: dict) -> dict:
   """JSON-ready per-split summary with timing mean/std and pitch histogram."""
-  summary = {key: stats.get(key, 0) for key in ('pieces', 'duplicates', 'notes', 'chunks',
-                                                 'windows', 'label_conflicts', 'gridded_pieces',
-                                                 'gridded_notes')}
+  summary = {key: stats.get(key, 0) for key in ('pieces', 'duplicates', 'near_duplicates',
+                                                 'notes', 'chunks', 'windows', 'label_conflicts',
+                                                 'gridded_pieces', 'gridded_notes')}
   summary['labels'] = dict(sorted(stats.get('labels', {}).items()))
   notes = summary['notes']
   if not notes:  # no piece written (perhaps lost pieces' duplicates)
@@ -157,12 +168,14 @@ def metre_summary(train: dict) -> dict:
 
 
 def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[str, int],
-               input_digests: list[str], written_files: list[str]) -> dict:
+               input_digests: list[str], written_files: list[str],
+               family_members: dict | None = None) -> dict:
   """The content of info.json.
 
   ``config`` is the run's :class:`beam_pipelines.preprocess.PreprocessConfig`; the rest is what
   :class:`WriteInfo` gathers: summed :func:`piece_stats` per split, dead letters per reason, one
-  digest per input, and the paths of the files written.
+  digest per input, the paths of the files written, and the near-duplicate families' members
+  (``beam_pipelines.families.FindFamilies``; None when the search is off).
   """
   splits = {}
   # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
@@ -188,6 +201,8 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
           'files_in': len(input_digests),
           'pieces_written': sum(splits[s]['pieces'] for s in contract.SPLITS),
           'duplicates': sum(splits[s]['duplicates'] for s in contract.SPLITS),
+          # Pieces that --near-duplicates keep-one dropped for a longer member of their family.
+          'near_duplicates': sum(splits[s]['near_duplicates'] for s in contract.SPLITS),
           'dead_letters': sum(dead_letters.values()),
           'dead_letter_reasons': dead_letters,
           # Pieces whose copies carried different known labels (the smallest-named one's won).
@@ -198,6 +213,11 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
                         'std': train.get(f'{name}_std', 1.0)}
                  for name in ('step', 'duration')},
       'metre': metre_summary(train),
+      'near_duplicates': {
+          'mode': config.near_duplicates,
+          **near_duplicates.family_counts(family_members or {}),
+          'dropped': sum(splits[s]['near_duplicates'] for s in contract.SPLITS),
+      },
       'splits': splits,
       'input_fingerprint': hashlib.sha256(''.join(sorted(input_digests)).encode()).hexdigest(),
       'options': dataclasses.asdict(config),
@@ -212,10 +232,10 @@ class WriteInfoFn(beam.DoFn):
     self._config = config
 
   def process(self, unused_element, split_stats, dead_letter_reasons, input_digests,
-              written_files):
+              written_files, family_members=None):
     """Writes info.json from the side inputs, then the marker; yields the counts."""
     info = build_info(self._config, split_stats, dead_letter_reasons, input_digests,
-                      written_files)
+                      written_files, family_members)
     output = self._config.output
     beam_outputs.write_atomically(filesystems.FileSystems.join(output, contract.INFO_FILE),
                                   json.dumps(info, indent=1).encode())
@@ -232,8 +252,9 @@ class WriteInfo(beam.PTransform):
 
   Applied to a dict of PCollections: ``split_stats`` (split, summed :func:`piece_stats`),
   ``dead_letters`` (every dead-letter record), ``input_digests`` (one per input, see
-  :class:`beam_pipelines.inputs.ReadInputs`) and ``written_files`` (every shard and dead-letter
-  file; waiting for them is what makes the marker come last).
+  :class:`beam_pipelines.inputs.ReadInputs`), ``written_files`` (every shard and dead-letter
+  file; waiting for them is what makes the marker come last) and, unless the near-duplicate
+  search is off, ``family_members`` (``beam_pipelines.families.FindFamilies``' one dict).
   """
 
   def __init__(self, config):
@@ -244,6 +265,8 @@ class WriteInfo(beam.PTransform):
   def expand(self, outputs):
     """Counts the dead letters by reason and writes info.json once, after every written file."""
     reasons = outputs['dead_letters'] | 'CountReasons' >> beam_outputs.CountByReason()
+    families = ({'family_members': beam.pvalue.AsSingleton(outputs['family_members'])}
+                if 'family_members' in outputs else {})
     return (outputs['written_files'].pipeline
             | 'Once' >> beam.Create([None])
             | 'Write' >> beam.ParDo(
@@ -251,4 +274,4 @@ class WriteInfo(beam.PTransform):
                 split_stats=beam.pvalue.AsDict(outputs['split_stats']),
                 dead_letter_reasons=beam.pvalue.AsDict(reasons),
                 input_digests=beam.pvalue.AsList(outputs['input_digests']),
-                written_files=beam.pvalue.AsList(outputs['written_files'])))
+                written_files=beam.pvalue.AsList(outputs['written_files']), **families))

@@ -4,15 +4,21 @@ r"""Apache Beam job: MIDI files -> deduplicated, split, chunked TFRecords + info
         [--input-list paths.txt] [--note-sequences 'maestro/*.tfrecord'] \
         [--window-length 64] [Beam pipeline options, e.g. --runner DataflowRunner ...]
 
-The job is five named transforms and the shared dead-letter writer, wired by
+The job is seven named transforms and the shared dead-letter writer, wired by
 :func:`build_pipeline`:
 
 * :class:`beam_pipelines.inputs.ReadInputs`: match every input and read its bytes;
 * :class:`ParseAndDedup`: parse (in a child process, :mod:`partita.isolation`) and keep each
-  piece once, deciding on fingerprints and names alone;
+  piece once, deciding on fingerprints and names alone; unless ``--near-duplicates off``
+  (the default), the parse also sketches each piece (256 bytes, :mod:`partita.near_duplicates`);
+* :class:`beam_pipelines.families.FindFamilies` and
+  :class:`~beam_pipelines.families.AssignFamilies` (``same-split`` or ``keep-one``): group
+  near-duplicate pieces into families on their sketches, give each survivor its family's id,
+  which draws its split, and under ``keep-one`` keep only each family's longest member;
 * :class:`beam_pipelines.inputs.ReadAgain`: read each surviving input a second time;
 * :class:`WriteSplits`: parse each survivor again (in-process when its bytes are the ones the
-  isolated first parse accepted), split by content hash, cut overlapping chunks, write shards;
+  isolated first parse accepted), split by its family's content hash, cut overlapping chunks,
+  write shards;
 * :class:`beam_pipelines.outputs.WriteDeadLetters`: every rejected input, with its reason;
 * :class:`beam_pipelines.info.WriteInfo`: info.json and the COMPLETED marker, once every shard
   and dead letter is written.
@@ -33,9 +39,10 @@ Output layout (the contract in ``partita.contract``; dead letters in ``partita.f
     OUTPUT/COMPLETED                                                   written last
 
 Every input (a MIDI file, a listed path, a NoteSequence) ends up as exactly one of: a written
-piece, a duplicate of a written piece (same notes), or a dead letter with a reason (a survivor
-that changed or vanished between its two reads is a dead letter, ``changed_during_run`` or
-``unreadable``, and its copies stay duplicates). ``info.json`` records the three counts.
+piece, a duplicate of a written piece (same notes), a near-duplicate that ``keep-one`` dropped
+for a longer member of its family, or a dead letter with a reason (a survivor that changed or
+vanished between its two reads is a dead letter, ``changed_during_run`` or ``unreadable``, and
+its copies stay duplicates). ``info.json`` records the four counts.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from apache_beam import coders, metrics
 from apache_beam.io import filesystems
 from apache_beam.utils import windowed_value
 
-from beam_pipelines import elements, inputs, runner, tfrecord_sink
+from beam_pipelines import elements, families, inputs, runner, tfrecord_sink
 from beam_pipelines import info as info_lib
 from beam_pipelines import outputs as beam_outputs
 from partita import config_tree, constants, contract, failures
@@ -169,6 +176,15 @@ class PreprocessConfig:
   parse_timeout_seconds: float = config_tree.option(
       20.0, 'seconds one file may take to parse', flag='--parse-timeout', group=LIMITS)
   parse_memory_mb: int = config_tree.option(4096, 'memory one parse may use', group=LIMITS)
+  near_duplicates: str = config_tree.option(
+      # Off by default until the search's memory is flat at 50k files: the local runner holds
+      # about 18 KB a piece of its band keys (BENCHMARKS.md, "Near-duplicate families").
+      families.OFF, 'what to do with near-duplicate pieces (a transposed copy, another tempo, an '
+      'excerpt, a voice left out: see partita.near_duplicates): same-split puts each family of '
+      'them in one split, drawn from a hash of its id; keep-one also keeps only its longest '
+      'member and counts the others as near-duplicates; off splits every piece by its own notes '
+      '(no search)',
+      metavar='{' + ','.join(families.MODES) + '}')
 
   def __post_init__(self):
     if isinstance(self.input, str):
@@ -198,6 +214,9 @@ class PreprocessConfig:
         raise ValueError(f'--label-regex: {e}') from e
     if self.min_label_pieces < 1:
       raise ValueError('--min-label-pieces must be at least 1')
+    if self.near_duplicates not in families.MODES:
+      raise ValueError(f'--near-duplicates: expected one of {", ".join(families.MODES)}, got '
+                       f'{self.near_duplicates!r}')
 
   def parse_options(self) -> notes_lib.ParseOptions:
     """The parser's options: the checks and track selection this run asks for."""
@@ -268,8 +287,9 @@ class ParsePieceFn(IsolatedParsingFn):
 
   ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`,
   ``kind`` the matching kind of input (:data:`beam_pipelines.inputs.MIDI` by default). Only
-  the piece's fingerprint comes back from the parse, not its notes (the key is its first
-  :data:`FINGERPRINT_BYTES` raw bytes): the dedup needs nothing else, and :class:`WriteSplits`
+  the piece's fingerprint, number of notes and (if ``sketched``) near-duplicate sketch come
+  back from the parse, not its notes (the key is its first :data:`FINGERPRINT_BYTES` raw
+  bytes): the dedup and the near-duplicate search need nothing else, and :class:`WriteSplits`
   parses the surviving inputs again; the copy's digest is :func:`input_digest` of the bytes,
   so that it knows whether they changed. Its label is the input's label name, or
   :data:`partita.labels.UNKNOWN`: from ``sources``, after the NoteSequence's own
@@ -283,9 +303,10 @@ class ParsePieceFn(IsolatedParsingFn):
 
   def __init__(self, parse, options: notes_lib.ParseOptions,
                isolation: isolation_lib.IsolationOptions | None = None, kind: str = inputs.MIDI,
-               sources: labels_lib.LabelSources | None = None, label_field: str = ''):
+               sources: labels_lib.LabelSources | None = None, label_field: str = '',
+               sketched: bool = False):
     super().__init__(options, isolation)
-    self._fingerprint = functools.partial(notes_lib.fingerprint_and_size, parse)
+    self._fingerprint = functools.partial(notes_lib.fingerprint_size_and_sketch, parse, sketched)
     self._kind = kind
     self._sources = sources or labels_lib.LabelSources()
     self._label_field = label_field if kind == inputs.NOTE_SEQUENCES else ''
@@ -317,7 +338,7 @@ class ParsePieceFn(IsolatedParsingFn):
       yield from self.outputs(*done)
 
   def outcome(self, data: bytes):
-    """The in-process parse's fingerprint and size, or the RejectionError it raised."""
+    """The in-process parse's fingerprint, size and sketch, or the RejectionError it raised."""
     try:
       return self._fingerprint(data, self._options)
     except failures.RejectionError as e:
@@ -332,12 +353,13 @@ class ParsePieceFn(IsolatedParsingFn):
       letter = beam_outputs.dead_letter(read.name, outcome.reason, outcome.detail)
       yield beam.pvalue.TaggedOutput(letter.tag, windowed.with_value(letter.value))
       return
-    fingerprint, num_notes = outcome
+    fingerprint, num_notes, sketch = outcome
     self._parsed.inc()
     self._notes.inc(num_notes)
     parsed = elements.Input(read.name, self._kind, input_digest(read.data))
-    yield windowed.with_value((bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES],
-                               elements.Copy(parsed, self.label(read.name, read.data))))
+    shingles, minhash = (sketch.shingles, sketch.minhash) if sketch else (0, b'')
+    copy = elements.Copy(parsed, self.label(read.name, read.data), num_notes, shingles, minhash)
+    yield windowed.with_value((bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES], copy))
 
   def label(self, name: str, data: bytes) -> str:
     """The label name of the input ``name`` with bytes ``data``, or ``partita.labels.UNKNOWN``."""
@@ -393,11 +415,15 @@ class KeepFirstPathFn(beam.CombineFn):
     return elements.NameAndLabel(copy.input.name, copy.label)
 
   def extract_output(self, accumulator):
-    """The verdict: the smallest-named copy's input, the copies, the winning label, the conflict."""
+    """The verdict: the smallest-named copy's input, the copies, the winning label, the conflict.
+
+    And the piece's size and sketch, which every copy shares (same notes).
+    """
     labelled = accumulator.labelled or self.own_label(accumulator.smallest)
-    return elements.Kept(accumulator.smallest and accumulator.smallest.input,
-                         accumulator.copies, labelled.label if labelled else labels_lib.UNKNOWN,
-                         accumulator.conflict)
+    smallest = accumulator.smallest or elements.Copy(None, labels_lib.UNKNOWN)
+    return elements.Kept(smallest.input, accumulator.copies,
+                         labelled.label if labelled else labels_lib.UNKNOWN, accumulator.conflict,
+                         smallest.notes, smallest.shingles, smallest.minhash)
 
   def get_accumulator_coder(self):
     """The accumulator's RowCoder (registered in ``beam_pipelines.elements``), not a pickler."""
@@ -409,6 +435,13 @@ def as_survivor(fingerprint: bytes, kept: elements.Kept) -> elements.Survivor:
   return elements.Survivor(fingerprint, kept.input, kept.copies, kept.label, kept.conflict)
 
 
+def as_sketch(fingerprint: bytes, kept: elements.Kept):
+  """The dedup's verdict as the piece's PieceSketch: none for a piece without a sketch."""
+  if kept.minhash:
+    yield elements.PieceSketch(fingerprint, kept.input.name, kept.notes, kept.shingles,
+                               kept.minhash)
+
+
 class ParseAndDedup(beam.PTransform):
   """Inputs read -> one :class:`~beam_pipelines.elements.Survivor` per distinct piece.
 
@@ -418,9 +451,10 @@ class ParseAndDedup(beam.PTransform):
   is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says, and labelled from the
   sources ``config`` names. Inputs with the same notes are kept once, under the smallest name
   (:class:`KeepFirstPathFn`, which also says which label wins), and counted. Only
-  fingerprints, names, labels and digests of bytes cross the shuffle (:func:`build_pipeline`
-  reads and parses each survivor again), so it does not grow with the notes. Outputs a dict:
-  ``survivors`` and ``dead_letter``.
+  fingerprints, names, labels, digests of bytes and (unless near-duplicates are off) sketches
+  of 256 bytes cross the shuffle (:func:`build_pipeline` reads and parses each survivor again),
+  so it does not grow with the notes. Outputs a dict: ``survivors``, ``sketches`` (a
+  PieceSketch per distinct piece that has one) and ``dead_letter``.
   """
 
   def __init__(self, config: PreprocessConfig):
@@ -438,15 +472,17 @@ class ParseAndDedup(beam.PTransform):
     for kind, (step_label, parse) in PARSERS.items():
       if kind in read:
         parse_fn = ParsePieceFn(parse, config.parse_options(), config.isolation_options(), kind,
-                                sources, label_field)
+                                sources, label_field, config.near_duplicates != families.OFF)
         parsed.append(read[kind] | step_label >> beam.ParDo(parse_fn).with_outputs(
             beam_outputs.TAG, main='pieces'))
+    kept = ([p.pieces for p in parsed]
+            | 'AllPieces' >> beam.Flatten()
+            | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn()))
     return {
-        'survivors': ([p.pieces for p in parsed]
-                      | 'AllPieces' >> beam.Flatten()
-                      | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn())
-                      | 'Survivors' >> beam.MapTuple(as_survivor).with_output_types(
-                          elements.Survivor)),
+        'survivors': kept | 'Survivors' >> beam.MapTuple(as_survivor).with_output_types(
+            elements.Survivor),
+        'sketches': kept | 'Sketches' >> beam.FlatMapTuple(as_sketch).with_output_types(
+            elements.PieceSketch),
         beam_outputs.TAG: ([p[beam_outputs.TAG] for p in parsed]
                            | 'AllRejected' >> beam.Flatten()),
     }
@@ -487,7 +523,7 @@ class SplitAndChunkFn(IsolatedParsingFn):
       yield beam.pvalue.TaggedOutput('lost', elements.Lost(
           survivor, 'changed_during_run', 'its notes changed after the dedup read them'))
       return
-    split = notes_lib.split_for(survivor.fingerprint.hex(), dict(self._config.split_ratios))
+    split = notes_lib.split_for(families.split_key(survivor), dict(self._config.split_ratios))
     chunks = contract.serialized_chunks(piece, self._config.window_length, self._config.stride,
                                         survivor.label)
     for chunk in chunks:
@@ -510,7 +546,7 @@ class AccountLostFn(beam.DoFn):
     """Yields the dead letter, and the lost piece's statistics on ``stats``."""
     survivor = lost.survivor
     yield beam_outputs.dead_letter(survivor.input.name, lost.reason, lost.detail)
-    split = notes_lib.split_for(survivor.fingerprint.hex(), self._split_ratios)
+    split = notes_lib.split_for(families.split_key(survivor), self._split_ratios)
     yield beam.pvalue.TaggedOutput('stats', (split, info_lib.lost_piece_stats(survivor.copies)))
 
 
@@ -574,17 +610,28 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
   read = pipeline | 'ReadInputs' >> inputs.ReadInputs(config)
   parsed = read | 'ParseAndDedup' >> ParseAndDedup(config)
   survivors = parsed['survivors'] | 'CountDuplicates' >> beam.ParDo(CountDuplicatesFn())
+  searched = config.near_duplicates != families.OFF
+  if searched:
+    members = parsed['sketches'] | 'FindFamilies' >> families.FindFamilies()
+    assigned = survivors | 'AssignFamilies' >> families.AssignFamilies(
+        members, config.near_duplicates, dict(config.split_ratios))
+    survivors = assigned['survivors']
   written = (survivors
              | 'ReadAgain' >> inputs.ReadAgain(bool(config.note_sequences))
              | 'WriteSplits' >> WriteSplits(config))
   rejected = ((read[beam_outputs.TAG], parsed[beam_outputs.TAG], written[beam_outputs.TAG])
               | 'AllDeadLetters' >> beam.Flatten())
   dead_letter_files = rejected | 'WriteDeadLetters' >> beam_outputs.WriteDeadLetters(config.output)
-  return ({'split_stats': written['stats'], 'dead_letters': rejected,
-           'input_digests': read['input_digests'],
-           'written_files': ((written['shards'], dead_letter_files)
-                             | 'AllOutputs' >> beam.Flatten())}
-          | 'WriteInfo' >> info_lib.WriteInfo(config))
+  outputs = {'split_stats': written['stats'], 'dead_letters': rejected,
+             'input_digests': read['input_digests'],
+             'written_files': ((written['shards'], dead_letter_files)
+                               | 'AllOutputs' >> beam.Flatten())}
+  if searched:
+    outputs['family_members'] = members
+    outputs['split_stats'] = ((written['stats'], assigned['stats'])
+                              | 'WrittenAndDropped' >> beam.Flatten()
+                              | 'SumSplits' >> beam.CombinePerKey(info_lib.SumStatsFn()))
+  return outputs | 'WriteInfo' >> info_lib.WriteInfo(config)
 
 
 def clear_previous_output(output: str) -> None:
@@ -631,7 +678,13 @@ def print_summary(info: dict, out=None) -> None:
   out = out or sys.stdout
   counts = info['counts']
   print(f"inputs: {counts['files_in']} = pieces written {counts['pieces_written']}"
-        f" + duplicates {counts['duplicates']} + dead letters {counts['dead_letters']}", file=out)
+        f" + duplicates {counts['duplicates']} + near-duplicates {counts['near_duplicates']}"
+        f" + dead letters {counts['dead_letters']}", file=out)
+  found = info['near_duplicates']
+  if found['mode'] != families.OFF:
+    print(f"  near-duplicates ({found['mode']}): {found['families']} families of "
+          f"{found['pieces_in_families']} pieces (largest {found['largest_family']}), "
+          f"{found['dropped']} dropped", file=out)
   for reason, count in counts['dead_letter_reasons'].items():
     print(f'  dead letter {reason}: {count}', file=out)
   for split in contract.SPLITS:
@@ -640,7 +693,7 @@ def print_summary(info: dict, out=None) -> None:
           f" in {len(s['files'])} shard(s)", file=out)
   if not counts['pieces_written']:
     print(f'no piece was written: every input is a dead letter (reasons in '
-          f'{failures.DEAD_LETTER_DIR}/) or a duplicate', file=out)
+          f'{failures.DEAD_LETTER_DIR}/), a duplicate or a near-duplicate', file=out)
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -652,7 +705,9 @@ def argument_parser() -> argparse.ArgumentParser:
       description='Turn a corpus of MIDI files (and/or NoteSequence TFRecords) into '
       'train/validation/test TFRecords of note chunks (pitch, step, duration, velocity), an '
       'info.json describing them, dead letters for every rejected input, and a COMPLETED marker. '
-      'Pieces with the same notes are kept once; the split is a hash of the notes. Unrecognised '
+      'Pieces with the same notes are kept once; the split is a hash of the notes (with '
+      '--near-duplicates same-split, near-duplicates such as a transposed copy, another tempo '
+      "or an excerpt share one split, drawn from their family's id). Unrecognised "
       'flags are Apache Beam pipeline options (e.g. --runner DataflowRunner --project P '
       '--region R --temp_location gs://... --setup_file ./setup.py). With none of --runner, '
       '--direct_running_mode, --direct_num_workers, a local run uses one worker process per '

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import symusic
 
-from partita import constants, failures, metre
+from partita import constants, failures, metre, near_duplicates
 
 SUSTAIN_CC = 64
 # MIDI convention (and note_seq's): controller values >= 64 mean the pedal is down.
@@ -350,17 +350,21 @@ def content_fingerprint(notes: dict[str, np.ndarray]) -> str:
   return digest.hexdigest()
 
 
-def fingerprint_and_size(parse, data: bytes, options: ParseOptions) -> tuple[str, int]:
-  """``parse(data, options)``'s :func:`content_fingerprint` and number of notes.
+def fingerprint_size_and_sketch(
+    parse, sketched: bool, data: bytes,
+    options: ParseOptions) -> tuple[str, int, near_duplicates.Sketch | None]:
+  """``parse(data, options)``'s :func:`content_fingerprint`, number of notes and sketch.
 
-  All that the dedup needs of a piece, so a parse in a child process sends back a few bytes, not
-  the notes.
+  The sketch (:func:`partita.near_duplicates.sketch`) is None unless ``sketched``, or when the
+  piece has too few shingles. All that the dedup and the near-duplicate search need of a piece,
+  so a parse in a child process sends back a few hundred bytes, not the notes.
 
   Raises:
     failures.RejectionError: as ``parse`` does.
   """
   piece = parse(data, options)
-  return content_fingerprint(piece), len(piece['pitch'])
+  sketch = near_duplicates.sketch(piece) if sketched else None
+  return content_fingerprint(piece), len(piece['pitch']), sketch
 
 
 def split_for(fingerprint: str, ratios: dict[str, float]) -> str:

@@ -81,8 +81,8 @@ def test_preprocess_from_and_to_gcs(bucket):
   info = preprocess.run(config)
 
   assert info['counts'] == {'files_in': 6, 'pieces_written': 4, 'duplicates': 1,
-                            'dead_letters': 1, 'dead_letter_reasons': {'parse_error': 1},
-                            'label_conflicts': 0}
+                            'near_duplicates': 0, 'dead_letters': 1,
+                            'dead_letter_reasons': {'parse_error': 1}, 'label_conflicts': 0}
   written = object_names(bucket, 'data/')
   shards = [f for split in contract.SPLITS for f in info['splits'][split]['files']]
   dead_letter_files = [f for f in written if f.startswith(f'{failures.DEAD_LETTER_DIR}/')]

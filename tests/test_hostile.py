@@ -94,8 +94,8 @@ def test_job_on_hostile_folder_processes_good_files_and_accounts_for_every_file(
 
   counts = info['counts']
   assert counts['files_in'] == len(HOSTILE) + len(good)
-  assert counts['files_in'] == counts['pieces_written'] + counts['duplicates'] + counts[
-      'dead_letters']
+  assert counts['files_in'] == (counts['pieces_written'] + counts['duplicates']
+                                + counts['near_duplicates'] + counts['dead_letters'])
   dead = {}
   for path in glob.glob(os.path.join(config.output, failures.DEAD_LETTER_DIR, '*.jsonl')):
     with open(path) as f:

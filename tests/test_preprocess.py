@@ -56,7 +56,8 @@ def test_parse_midi_fn_routes_pieces_and_dead_letters():
     # Only the fingerprint's first bytes, the name and a digest of the bytes come out: no notes.
     digest = hashlib.blake2b(inputs[0].data, digest_size=8).digest()
     beam_testing.assert_that(parsed.pieces, beam_testing.equal_to([
-        (key_of(melody), elements.Copy(elements.Input('a/good.mid', 'midi', digest), 'unknown'))
+        (key_of(melody), elements.Copy(elements.Input('a/good.mid', 'midi', digest), 'unknown',
+                                       len(melody)))
     ]), label='Pieces')
     beam_testing.assert_that(parsed[beam_outputs.TAG], beam_testing.equal_to([
         {'input': 'b/bad.mid', 'reason': 'not_midi',
@@ -83,10 +84,10 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
     beam_testing.assert_that(kept, beam_testing.equal_to([
         (key_of(melody), elements.Kept(
             elements.Input('m/original.mid', 'midi', preprocess.input_digest(same)), 3, 'unknown',
-            False)),
+            False, len(melody))),
         (key_of(other_melody), elements.Kept(
             elements.Input('y/other.mid', 'midi', preprocess.input_digest(other)), 1, 'unknown',
-            False)),
+            False, len(other_melody))),
     ]))
 
 
@@ -333,7 +334,8 @@ def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_pat
   stats = info_lib.piece_stats(piece, copies=2, num_chunks=5, window_length=WINDOW_LENGTH)
   shard = os.path.join(output, 'train', 'train-00000-of-00001.tfrecord.gz')
   letters = os.path.join(output, 'dead_letter', 'dead_letters-00000-of-00001.jsonl')
-  counts = {'files_in': 4, 'pieces_written': 1, 'duplicates': 1, 'dead_letters': 1,
+  counts = {'files_in': 4, 'pieces_written': 1, 'duplicates': 1, 'near_duplicates': 0,
+            'dead_letters': 1,
             'dead_letter_reasons': {'not_midi': 1}, 'label_conflicts': 0}
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     written = ({'split_stats': pipeline | 'Stats' >> beam.Create([('train', stats)]),
@@ -351,7 +353,8 @@ def test_write_info_writes_info_json_and_then_the_marker_with_the_counts(tmp_pat
   assert info['input_fingerprint'] == hashlib.sha256(b'abcd').hexdigest()
   assert info['splits']['train']['files'] == ['train/train-00000-of-00001.tfrecord.gz']
   assert (info['splits']['train']['pieces'], info['splits']['train']['windows']) == (1, 22)
-  assert info['splits']['test'] == {'pieces': 0, 'duplicates': 0, 'notes': 0, 'chunks': 0,
+  assert info['splits']['test'] == {'pieces': 0, 'duplicates': 0, 'near_duplicates': 0,
+                                    'notes': 0, 'chunks': 0,
                                     'windows': 0, 'label_conflicts': 0, 'gridded_pieces': 0,
                                     'gridded_notes': 0, 'labels': {}, 'seconds': 0.0,
                                     'files': []}
@@ -462,8 +465,9 @@ def first_run(tmp_path_factory):
   pipeline = test_pipeline.TestPipeline(runner.LOCAL_RUNNER)
   counts = preprocess.build_pipeline(pipeline, config)
   beam_testing.assert_that(counts, beam_testing.equal_to([{
-      'files_in': 9, 'pieces_written': 6, 'duplicates': 1, 'dead_letters': 2,
-      'dead_letter_reasons': {'not_midi': 1, 'too_few_notes': 1}, 'label_conflicts': 0}]))
+      'files_in': 9, 'pieces_written': 6, 'duplicates': 1, 'near_duplicates': 0,
+      'dead_letters': 2, 'dead_letter_reasons': {'not_midi': 1, 'too_few_notes': 1},
+      'label_conflicts': 0}]))
   result = pipeline.run()
   result.wait_until_finish()
   return config, result
@@ -483,7 +487,7 @@ def test_end_to_end_counts_and_dead_letters(first_run):
   with open(os.path.join(config.output, contract.INFO_FILE)) as f:
     info = json.load(f)
   assert info['counts'] == {'files_in': 9, 'pieces_written': 6, 'duplicates': 1,
-                            'dead_letters': 2,
+                            'near_duplicates': 0, 'dead_letters': 2,
                             'dead_letter_reasons': {'not_midi': 1, 'too_few_notes': 1},
                             'label_conflicts': 0}
   with open(os.path.join(config.output, contract.COMPLETED_MARKER)) as f:
@@ -578,7 +582,8 @@ def test_rerun_with_fewer_inputs_leaves_no_stale_files(first_run, tmp_path):
   info = preprocess.run(config)
 
   assert info['counts'] == {'files_in': 2, 'pieces_written': 2, 'duplicates': 0,
-                            'dead_letters': 0, 'dead_letter_reasons': {}, 'label_conflicts': 0}
+                            'near_duplicates': 0, 'dead_letters': 0, 'dead_letter_reasons': {},
+                            'label_conflicts': 0}
   with open(os.path.join(output, contract.INFO_FILE)) as f:
     assert json.load(f) == info
   with open(os.path.join(output, contract.COMPLETED_MARKER)) as f:

@@ -111,7 +111,8 @@ def mixed_run(tmp_path_factory):
 def test_every_input_is_accounted_for_with_its_reason(mixed_run):
   config, info, root, _ = mixed_run
   assert info['counts'] == {
-      'files_in': 27, 'pieces_written': 10, 'duplicates': 2, 'dead_letters': 15,
+      'files_in': 27, 'pieces_written': 10, 'duplicates': 2, 'near_duplicates': 0,
+      'dead_letters': 15,
       'dead_letter_reasons': {
           'bad_timing': 2, 'corrupt_tfrecord': 1, 'drums_only': 1, 'empty': 1, 'no_tracks': 1,
           'not_found': 1, 'not_midi': 1, 'not_note_sequence': 1, 'parse_error': 1,
@@ -338,7 +339,8 @@ def test_a_folder_of_only_bad_files_succeeds_and_says_so(tmp_path, capsys):
   midi_builders.write_file(tmp_path / 'in' / 'b.mid', b'garbage')
   preprocess.main(['--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')])
   out = capsys.readouterr().out
-  assert 'inputs: 2 = pieces written 0 + duplicates 0 + dead letters 2' in out
+  assert ('inputs: 2 = pieces written 0 + duplicates 0 + near-duplicates 0 + dead letters 2'
+          in out)
   assert 'no piece was written' in out
   assert 'dead letter empty: 1' in out and 'dead letter not_midi: 1' in out
   assert os.path.exists(tmp_path / 'out' / contract.COMPLETED_MARKER)
