@@ -185,6 +185,8 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
     # Matched on the relative name: an output folder under e.g. .../train/ must not match.
     splits[split]['files'] = [f for f in relative_files if f.startswith(f'{split}/')]
   dead_letters = dict(sorted(dead_letter_reasons.items()))
+  # Pieces that --near-duplicates keep-one dropped for a longer member of their family.
+  dropped = sum(splits[s]['near_duplicates'] for s in contract.SPLITS)
   train = splits['train']
   label_pieces = collections.defaultdict(dict)
   for split in contract.SPLITS:
@@ -201,8 +203,7 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
           'files_in': len(input_digests),
           'pieces_written': sum(splits[s]['pieces'] for s in contract.SPLITS),
           'duplicates': sum(splits[s]['duplicates'] for s in contract.SPLITS),
-          # Pieces that --near-duplicates keep-one dropped for a longer member of their family.
-          'near_duplicates': sum(splits[s]['near_duplicates'] for s in contract.SPLITS),
+          'near_duplicates': dropped,
           'dead_letters': sum(dead_letters.values()),
           'dead_letter_reasons': dead_letters,
           # Pieces whose copies carried different known labels (the smallest-named one's won).
@@ -216,7 +217,7 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
       'near_duplicates': {
           'mode': config.near_duplicates,
           **near_duplicates.family_counts(family_members or {}),
-          'dropped': sum(splits[s]['near_duplicates'] for s in contract.SPLITS),
+          'dropped': dropped,
       },
       'splits': splits,
       'input_fingerprint': hashlib.sha256(''.join(sorted(input_digests)).encode()).hexdigest(),

@@ -118,11 +118,11 @@ def checked_ngram_order(config: config_lib.ModelConfig, info: dict) -> int:
   return config.ngram_order
 
 
-def training_runs(data_dir: str, info: dict, copy_limit: int) -> originality.RunTable:
-  """The originality guard's table of the training split's pitches (``partita.originality``)."""
+def training_runs(data_dir: str, info: dict, table_limit: int) -> originality.RunTable:
+  """The originality guard's table of the training split's runs of ``table_limit + 1`` pitches."""
   return originality.build_table(
       (chunk['pitch'] for chunk in dataset_lib.read_chunks(data_dir, info, 'train',
-                                                           info['labels'])), copy_limit)
+                                                           info['labels'])), table_limit)
 
 
 def train(data_dir: str, model_dir: str, config: config_lib.Config
@@ -134,7 +134,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   """
   info = dataset_lib.load_info(data_dir)
   order = checked_ngram_order(config.model, info)
-  copy_limit = originality.table_limit(config.export.copy_limit, info['window_length'])
+  table_limit = originality.table_limit(config.export.copy_limit, info['window_length'])
   strategy = distribute.make_strategy(config.runtime)
   policy = distribute.mixed_precision_policy(config.runtime, strategy)
   chief = distribute.is_chief(strategy)
@@ -173,7 +173,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
                          json.dumps(metrics, indent=1).encode())
     export_args = (info['window_length'], config_yaml, info,
                    first_windows(validation_data, config.export.num_primes),
-                   training_runs(data_dir, info, copy_limit), ngrams)
+                   training_runs(data_dir, info, table_limit), ngrams)
     if chief:
       export_lib.export_model(model, dirs.export, *export_args)
     else:
