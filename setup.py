@@ -46,6 +46,7 @@ setuptools.setup(
         # The evaluation's composer-style classifier (evaluation/style.py): a standardised
         # multinomial logistic regression is scikit-learn's job, not ours to write.
         'scikit-learn>=1.5,<2',
+        'scipy>=1.11,<2',  # the near-duplicate families: connected components of a sparse graph
         'pyyaml>=6,<7',
     ],
     extras_require={'demo': DEMO, 'gcp': GCP, 'dev': DEMO + GCP + TEST_TOOLS},

@@ -5,7 +5,7 @@ From input to chunks: :class:`MatchedFile` (matched) -> :class:`InputBytes` (rea
 :class:`DedupAccumulator`) -> :class:`Kept` (the dedup's verdict) -> :class:`Survivor` -> read
 again: :class:`SurvivorBytes`, or :class:`Lost` when it can no longer be read or parsed. The
 near-duplicate search (``beam_pipelines.families``) reads a :class:`PieceSketch` per distinct
-piece and joins the :class:`FamilyMember` pairs it verifies.
+piece.
 
 Each type is registered with Beam's ``RowCoder``: a PCollection typed with one
 (``with_output_types``: the dedup's input, accumulator and output, and the survivors grouped
@@ -131,13 +131,6 @@ class PieceSketch(NamedTuple):
   minhash: bytes
 
 
-class FamilyMember(NamedTuple):
-  """A piece of a verified near-duplicate pair: its fingerprint, kept input's name and notes."""
-  fingerprint: bytes
-  name: str
-  notes: int
-
-
 class SurvivorBytes(NamedTuple):
   """A survivor and its input's bytes, read a second time."""
   survivor: Survivor
@@ -155,5 +148,5 @@ class Lost(NamedTuple):
 
 
 for element_type in (MatchedFile, InputBytes, Input, Copy, NameAndLabel, DedupAccumulator, Kept,
-                     Survivor, SurvivorBytes, Lost, PieceSketch, FamilyMember):
+                     Survivor, SurvivorBytes, Lost, PieceSketch):
   coders.registry.register_row(element_type)

@@ -1,22 +1,18 @@
 """Near-duplicate families in the preprocessing job: find them, and split (or thin) by family.
 
-:class:`FindFamilies` turns the dedup's sketches (``partita.near_duplicates``) into one map of
-every piece that has a near-duplicate to its family:
+:class:`FindFamilies` is one global combine (:class:`FindFamiliesFn`) of every piece's sketch
+into a :class:`partita.near_duplicates.SketchTable`, in arrays: about 300 bytes a piece (its
+fingerprint, notes, shingle count and 256-byte MinHash; and its name, for keep-one's
+tie-break). Combiner lifting packs each bundle's sketches into one table before the shuffle, so
+the shuffle carries those bytes and no notes; the worker that merges the tables runs the
+locality-sensitive hashing, the verification and the connected components
+(:func:`partita.near_duplicates.find_families`) in numpy and scipy, and outputs one dict: each
+piece that has a near-duplicate -> its family (a ``Member``). Its memory is the table: 15 MB
+at 50,000 pieces, 300 MB at a million, whatever the number of candidate pairs.
 
-* ``BandKeys`` and ``GroupByBand``: each sketch's LSH band keys, grouped, name the candidate
-  pairs (only fingerprints cross this shuffle: 42 entries of about 35 bytes a piece);
-* ``JoinSketches``: each candidate pair meets both pieces' sketches (a join on fingerprints,
-  so that no worker holds every sketch; only candidates' sketches enter it, filtered on a side
-  input of the candidate pieces), and ``Verify`` keeps the pairs that are one work;
-* ``UnionFind``: one global combine joins the verified pairs into families (connected
-  components). It holds only the pieces of verified pairs, so its memory grows with the
-  near-duplicates, not with the corpus (one dict entry each; a corpus where every piece had a
-  near-duplicate would hold about 200 bytes a piece).
-
-Families chain: A~B and B~C make one family even when A and C share little (a movement,
-the whole work, and another movement of it). That is what keeping copies apart needs, and its
-risk is a family that grows by chains of stock figures: ``info.json`` reports the largest
-family's size, to be looked at when it is a large share of the corpus.
+An earlier version keyed the shuffle by band and joined each candidate pair with its two
+sketches; the local runner held those groups and joins as Python objects, about 44 KB more a
+file on a corpus of variants (BENCHMARKS.md, "Near-duplicate families").
 
 :class:`AssignFamilies` gives each survivor its family's id, which draws its split
 (:func:`split_key`), and under ``keep-one`` drops every member but the longest.
@@ -24,10 +20,9 @@ family's size, to be looked at when it is a large share of the corpus.
 
 from __future__ import annotations
 
-import itertools
-
 import apache_beam as beam
 from apache_beam import metrics
+import numpy as np
 
 from beam_pipelines import elements
 from beam_pipelines import info as info_lib
@@ -38,10 +33,6 @@ SAME_SPLIT = 'same-split'
 KEEP_ONE = 'keep-one'
 OFF = 'off'
 MODES = (SAME_SPLIT, KEEP_ONE, OFF)
-# A band shared by more pieces than this pairs each only with its neighbours in fingerprint
-# order: all pairs would grow with the square of a crowded band (a stock figure many short
-# pieces share), and a true family still meets in its other bands.
-MAX_BAND_PIECES = 64
 
 
 def split_key(survivor: elements.Survivor) -> str:
@@ -54,121 +45,56 @@ def split_key(survivor: elements.Survivor) -> str:
   return survivor.fingerprint.hex()
 
 
-def band_entries(sketch: elements.PieceSketch):
-  """A sketch's (band key, fingerprint) pairs."""
-  for key in near_duplicates.band_keys(sketch.minhash):
-    yield key, sketch.fingerprint
+class FindFamiliesFn(beam.CombineFn):
+  """PieceSketches -> their ``partita.near_duplicates.Families``.
 
-
-class CandidatePairsFn(beam.DoFn):
-  """(band key, fingerprints) -> each pair of them (smaller fingerprint first)."""
-
-  def __init__(self):
-    self._crowded = metrics.Metrics.counter('near_duplicates', 'crowded_bands')
-
-  def process(self, band):
-    """Yields every pair of the band's pieces, or neighbours only in a crowded band."""
-    pieces = sorted(band[1])
-    if len(pieces) > MAX_BAND_PIECES:
-      self._crowded.inc()
-      yield from zip(pieces, pieces[1:])
-      return
-    yield from itertools.combinations(pieces, 2)
-
-
-def pair_pieces(pair: tuple[bytes, bytes]):
-  """Both pieces of a candidate pair, as keys of a lookup."""
-  yield pair[0], None
-  yield pair[1], None
-
-
-def pair_ends(pair: tuple[bytes, bytes]):
-  """A candidate pair, keyed by each of its two pieces."""
-  yield pair[0], pair
-  yield pair[1], pair
-
-
-def sketch_per_pair(joined):
-  """(fingerprint, {sketches, pairs}) -> (pair, the piece's sketch) for each of its pairs."""
-  sketches, pairs = joined[1]['sketches'], joined[1]['pairs']
-  for sketch in sketches:
-    for pair in pairs:
-      yield pair, sketch
-
-
-class VerifyPairFn(beam.DoFn):
-  """(pair, its two sketches) -> both pieces as FamilyMembers, if they are one work."""
-
-  def __init__(self):
-    self._candidates = metrics.Metrics.counter('near_duplicates', 'candidate_pairs')
-    self._verified = metrics.Metrics.counter('near_duplicates', 'verified_pairs')
-
-  def process(self, pair_and_sketches):
-    """Yields the pair's two members when the sketches say they are near-duplicates."""
-    a, b = pair_and_sketches[1]
-    self._candidates.inc()
-    if near_duplicates.same_work(near_duplicates.Sketch(a.minhash, a.shingles),
-                                 near_duplicates.Sketch(b.minhash, b.shingles)):
-      self._verified.inc()
-      yield (elements.FamilyMember(a.fingerprint, a.name, a.notes),
-             elements.FamilyMember(b.fingerprint, b.name, b.notes))
-
-
-class UnionFindFn(beam.CombineFn):
-  """Verified pairs -> {fingerprint: partita.near_duplicates.Member} for every piece in one.
-
-  The accumulator is a union-find (``parent``) and each piece's notes and name (``sizes``).
+  The accumulator is a list of sketches added since the last :meth:`compact` and the tables
+  compacted so far; it crosses the shuffle as one :class:`~partita.near_duplicates.SketchTable`.
   """
 
   def create_accumulator(self):
-    """No pair yet."""
-    return {}, {}
+    """No sketch yet: (sketches added, tables)."""
+    return [], []
 
-  def add_input(self, accumulator, element):
-    """Joins the pair's two pieces."""
-    parent, sizes = accumulator
-    near_duplicates.join(parent, element[0].fingerprint, element[1].fingerprint)
-    for member in element:
-      sizes[member.fingerprint] = (member.notes, member.name)
+  def add_input(self, accumulator, sketch: elements.PieceSketch):
+    """Keeps the sketch until the next compaction."""
+    accumulator[0].append(sketch)
     return accumulator
 
+  def compact(self, accumulator):
+    """One table of everything the accumulator holds."""
+    sketches, tables = accumulator
+    if sketches:
+      tables = tables + [near_duplicates.SketchTable(
+          [s.fingerprint for s in sketches], [s.name for s in sketches],
+          np.array([s.notes for s in sketches], np.int64),
+          np.array([s.shingles for s in sketches], np.int64),
+          np.stack([np.frombuffer(s.minhash, '<u2') for s in sketches]))]
+    if len(tables) > 1:
+      tables = [near_duplicates.SketchTable(
+          [f for t in tables for f in t.fingerprints], [n for t in tables for n in t.names],
+          np.concatenate([t.notes for t in tables]), np.concatenate([t.shingles for t in tables]),
+          np.concatenate([t.minhashes for t in tables]))]
+    return [], tables
+
   def merge_accumulators(self, accumulators):
-    """Joins every piece with its parent of every union-find."""
-    parent, sizes = self.create_accumulator()
-    for other_parent, other_sizes in accumulators:
-      for piece, its_parent in other_parent.items():
-        near_duplicates.join(parent, piece, its_parent)
-      sizes.update(other_sizes)
-    return parent, sizes
+    """The accumulators' sketches and tables together, compacted."""
+    accumulators = list(accumulators)
+    return self.compact(([s for a in accumulators for s in a[0]],
+                         [t for a in accumulators for t in a[1]]))
 
   def extract_output(self, accumulator):
-    """Each piece's family id and whether keep-one keeps it."""
-    return near_duplicates.families(*accumulator)
+    """The families of every sketch (``partita.near_duplicates.find_families``)."""
+    _, tables = self.compact(accumulator)
+    return near_duplicates.find_families(tables[0]) if tables else near_duplicates.NO_FAMILIES
 
 
 class FindFamilies(beam.PTransform):
-  """PieceSketches -> one dict: each piece that has a near-duplicate -> its family (a Member)."""
+  """PieceSketches -> one ``partita.near_duplicates.Families``."""
 
   def expand(self, sketches):
-    """Bands, candidate pairs, the join with the sketches, verification, union-find."""
-    pairs = (sketches
-             | 'BandKeys' >> beam.FlatMap(band_entries).with_output_types(tuple[bytes, bytes])
-             | 'GroupByBand' >> beam.GroupByKey()
-             | 'CandidatePairs' >> beam.ParDo(CandidatePairsFn())
-             | 'DistinctPairs' >> beam.Distinct())
-    # Only the sketches of candidates enter the join: most pieces have none.
-    candidates = (pairs
-                  | 'CandidatePieces' >> beam.FlatMap(pair_pieces)
-                  | 'DistinctPieces' >> beam.Distinct())
-    wanted = sketches | 'CandidateSketches' >> beam.Filter(
-        lambda sketch, pieces: sketch.fingerprint in pieces, beam.pvalue.AsDict(candidates))
-    return ({'sketches': wanted | 'ByFingerprint' >> beam.Map(lambda s: (s.fingerprint, s)),
-             'pairs': pairs | 'PairEnds' >> beam.FlatMap(pair_ends)}
-            | 'JoinSketches' >> beam.CoGroupByKey()
-            | 'SketchPerPair' >> beam.FlatMap(sketch_per_pair)
-            | 'GroupByPair' >> beam.GroupByKey()
-            | 'Verify' >> beam.ParDo(VerifyPairFn())
-            | 'UnionFind' >> beam.CombineGlobally(UnionFindFn()))
+    """One global combine of the sketches (see the module docstring)."""
+    return sketches | 'SketchTable' >> beam.CombineGlobally(FindFamiliesFn())
 
 
 @beam.typehints.with_output_types(elements.Survivor)
@@ -184,9 +110,9 @@ class AssignFamilyFn(beam.DoFn):
     self._split_ratios = split_ratios
     self._dropped = metrics.Metrics.counter('near_duplicates', 'dropped')
 
-  def process(self, survivor: elements.Survivor, members: dict):
+  def process(self, survivor: elements.Survivor, found: near_duplicates.Families):
     """Yields the survivor with its family, or its statistics on ``stats`` if dropped."""
-    member = members.get(survivor.fingerprint)
+    member = found.members.get(survivor.fingerprint)
     if member is None:
       yield survivor
       return
@@ -203,13 +129,13 @@ class AssignFamilyFn(beam.DoFn):
 class AssignFamilies(beam.PTransform):
   """Survivors -> survivors with their family's id, and the per-split stats of those dropped.
 
-  ``members`` is :class:`FindFamilies`' output. Outputs a dict: ``survivors`` and ``stats``
+  ``found`` is :class:`FindFamilies`' output. Outputs a dict: ``survivors`` and ``stats``
   (split, the summed :func:`beam_pipelines.info.near_duplicate_stats` of keep-one's drops).
   """
 
-  def __init__(self, members, mode: str, split_ratios: dict[str, float]):
+  def __init__(self, found, mode: str, split_ratios: dict[str, float]):
     super().__init__()
-    self._members = members
+    self._found = found
     self._mode = mode
     self._split_ratios = split_ratios
 
@@ -217,7 +143,7 @@ class AssignFamilies(beam.PTransform):
     """Looks each survivor up in the family map (a side input) and sums the drops per split."""
     assigned = survivors | 'Assign' >> beam.ParDo(
         AssignFamilyFn(self._mode, self._split_ratios),
-        beam.pvalue.AsSingleton(self._members)).with_outputs('stats', main='survivors')
+        beam.pvalue.AsSingleton(self._found)).with_outputs('stats', main='survivors')
     return {'survivors': assigned.survivors,
             'stats': assigned.stats | 'SumDroppedPerSplit' >> beam.CombinePerKey(
                 info_lib.SumStatsFn())}

@@ -169,13 +169,13 @@ def metre_summary(train: dict) -> dict:
 
 def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[str, int],
                input_digests: list[str], written_files: list[str],
-               family_members: dict | None = None) -> dict:
+               families_found=None) -> dict:
   """The content of info.json.
 
   ``config`` is the run's :class:`beam_pipelines.preprocess.PreprocessConfig`; the rest is what
   :class:`WriteInfo` gathers: summed :func:`piece_stats` per split, dead letters per reason, one
-  digest per input, the paths of the files written, and the near-duplicate families' members
-  (``beam_pipelines.families.FindFamilies``; None when the search is off).
+  digest per input, the paths of the files written, and the near-duplicate families
+  (``partita.near_duplicates.Families``; None when the search is off).
   """
   splits = {}
   # Relative names, so a dataset folder can be moved or copied to gs:// as a whole.
@@ -216,7 +216,7 @@ def build_info(config, split_stats: dict[str, dict], dead_letter_reasons: dict[s
       'metre': metre_summary(train),
       'near_duplicates': {
           'mode': config.near_duplicates,
-          **near_duplicates.family_counts(family_members or {}),
+          **near_duplicates.family_counts(families_found or near_duplicates.NO_FAMILIES),
           'dropped': dropped,
       },
       'splits': splits,
@@ -233,10 +233,10 @@ class WriteInfoFn(beam.DoFn):
     self._config = config
 
   def process(self, unused_element, split_stats, dead_letter_reasons, input_digests,
-              written_files, family_members=None):
+              written_files, families_found=None):
     """Writes info.json from the side inputs, then the marker; yields the counts."""
     info = build_info(self._config, split_stats, dead_letter_reasons, input_digests,
-                      written_files, family_members)
+                      written_files, families_found)
     output = self._config.output
     beam_outputs.write_atomically(filesystems.FileSystems.join(output, contract.INFO_FILE),
                                   json.dumps(info, indent=1).encode())
@@ -255,7 +255,8 @@ class WriteInfo(beam.PTransform):
   ``dead_letters`` (every dead-letter record), ``input_digests`` (one per input, see
   :class:`beam_pipelines.inputs.ReadInputs`), ``written_files`` (every shard and dead-letter
   file; waiting for them is what makes the marker come last) and, unless the near-duplicate
-  search is off, ``family_members`` (``beam_pipelines.families.FindFamilies``' one dict).
+  search is off, ``families_found`` (the one ``partita.near_duplicates.Families`` of
+  :class:`beam_pipelines.families.FindFamilies`).
   """
 
   def __init__(self, config):
@@ -266,8 +267,8 @@ class WriteInfo(beam.PTransform):
   def expand(self, outputs):
     """Counts the dead letters by reason and writes info.json once, after every written file."""
     reasons = outputs['dead_letters'] | 'CountReasons' >> beam_outputs.CountByReason()
-    families = ({'family_members': beam.pvalue.AsSingleton(outputs['family_members'])}
-                if 'family_members' in outputs else {})
+    families = ({'families_found': beam.pvalue.AsSingleton(outputs['families_found'])}
+                if 'families_found' in outputs else {})
     return (outputs['written_files'].pipeline
             | 'Once' >> beam.Create([None])
             | 'Write' >> beam.ParDo(

@@ -612,9 +612,9 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
   survivors = parsed['survivors'] | 'CountDuplicates' >> beam.ParDo(CountDuplicatesFn())
   searched = config.near_duplicates != families.OFF
   if searched:
-    members = parsed['sketches'] | 'FindFamilies' >> families.FindFamilies()
+    found = parsed['sketches'] | 'FindFamilies' >> families.FindFamilies()
     assigned = survivors | 'AssignFamilies' >> families.AssignFamilies(
-        members, config.near_duplicates, dict(config.split_ratios))
+        found, config.near_duplicates, dict(config.split_ratios))
     survivors = assigned['survivors']
   written = (survivors
              | 'ReadAgain' >> inputs.ReadAgain(bool(config.note_sequences))
@@ -627,7 +627,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
              'written_files': ((written['shards'], dead_letter_files)
                                | 'AllOutputs' >> beam.Flatten())}
   if searched:
-    outputs['family_members'] = members
+    outputs['families_found'] = found
     outputs['split_stats'] = ((written['stats'], assigned['stats'])
                               | 'WrittenAndDropped' >> beam.Flatten()
                               | 'SumSplits' >> beam.CombinePerKey(info_lib.SumStatsFn()))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import itertools
 import json
 import os
 import resource
@@ -39,7 +38,7 @@ import time
 
 import numpy as np
 
-from beam_pipelines import families, preprocess
+from beam_pipelines import preprocess
 from partita import contract, near_duplicates, notes, originality
 
 RUN_LENGTHS = (32, 64)
@@ -154,22 +153,18 @@ def dedup_key(fingerprint: str) -> bytes:
 
 
 def families_in_process(pieces: dict[str, dict]) -> dict[str, bytes]:
-  """Each piece's family id as the job finds it (same sketches, bands, checks, union-find)."""
+  """Each piece's family id as the job finds it (``partita.near_duplicates.find_families``)."""
   fingerprints = {name: dedup_key(notes.content_fingerprint(piece))
                   for name, piece in pieces.items()}
   sketches = {name: near_duplicates.sketch(piece) for name, piece in pieces.items()}
-  bands: dict[bytes, list[str]] = {}
-  for name, sketch in sketches.items():
-    for band_key in near_duplicates.band_keys(sketch.minhash) if sketch else ():
-      bands.setdefault(band_key, []).append(name)
-  parent: dict[bytes, bytes] = {}
-  for band in bands.values():
-    members = sorted(band)
-    crowded = len(members) > families.MAX_BAND_PIECES
-    for a, b in zip(members, members[1:]) if crowded else itertools.combinations(members, 2):
-      if near_duplicates.same_work(sketches[a], sketches[b]):
-        near_duplicates.join(parent, fingerprints[a], fingerprints[b])
-  return {name: near_duplicates.root(parent, fingerprints[name]) for name in pieces}
+  sketched = [name for name in pieces if sketches[name]]
+  found = near_duplicates.find_families(near_duplicates.SketchTable(
+      [fingerprints[name] for name in sketched], sketched,
+      np.array([len(pieces[name]['pitch']) for name in sketched]),
+      np.array([sketches[name].shingles for name in sketched]),
+      np.stack([np.frombuffer(sketches[name].minhash, '<u2') for name in sketched])))
+  return {name: found.members[fingerprints[name]].family if fingerprints[name] in found.members
+          else fingerprints[name] for name in pieces}
 
 
 def leaking_chunks(pieces: dict[str, dict], family: dict[str, bytes], run_length: int,

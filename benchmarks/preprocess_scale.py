@@ -99,7 +99,7 @@ def pcollection_bytes(result) -> dict[str, float]:
   return {p: counts[p] * mean_sizes.get(p, 0.0) for p in counts}
 
 
-def run_job(input_folder: str, mode: str, workers: int) -> dict:
+def run_job(input_folder: str, mode: str, workers: int, near_duplicates: str) -> dict:
   """The whole job on Beam's local runner in ``mode``; its counts and shuffle estimate."""
   import apache_beam as beam
 
@@ -108,7 +108,8 @@ def run_job(input_folder: str, mode: str, workers: int) -> dict:
   if mode != 'in_memory':
     args.append(f'--direct_num_workers={workers}')
   with tempfile.TemporaryDirectory(prefix='preprocess_scale_') as output:
-    config = preprocess.PreprocessConfig(input=input_folder, output=output)
+    config = preprocess.PreprocessConfig(input=input_folder, output=output,
+                                         near_duplicates=near_duplicates)
     inputs.check_inputs(config)
     pipeline = beam.Pipeline(options=runner.pipeline_options(args))
     preprocess.build_pipeline(pipeline, config)
@@ -129,7 +130,7 @@ def run_job(input_folder: str, mode: str, workers: int) -> dict:
           'unmeasured_pcollections': missing}
 
 
-def run_command(input_folder: str) -> dict:
+def run_command(input_folder: str, near_duplicates: str) -> dict:
   """The job as the README runs it, with no runner flags; its counts.
 
   That is ``python -m beam_pipelines.preprocess --input FOLDER --output OUT``: its ``main`` with
@@ -138,7 +139,8 @@ def run_command(input_folder: str) -> dict:
   """
   from beam_pipelines import preprocess
   with tempfile.TemporaryDirectory(prefix='preprocess_scale_') as output:
-    preprocess.main(['--input', input_folder, '--output', output])
+    preprocess.main(['--input', input_folder, '--output', output,
+                     '--near-duplicates', near_duplicates])
     with open(os.path.join(output, 'info.json')) as f:
       counts = json.load(f)['counts']
   return {'files': counts['files_in'], 'accepted': counts['pieces_written'] + counts['duplicates'],
@@ -151,9 +153,9 @@ def child_main(args: argparse.Namespace) -> None:
     with open(args.files_from) as f:
       result = preprocess_speed.run_loop(f.read().split('\n'))
   elif args.mode == DEFAULT_MODE:
-    result = run_command(args.input)
+    result = run_command(args.input, args.near_duplicates)
   else:
-    result = run_job(args.input, args.mode, args.workers)
+    result = run_job(args.input, args.mode, args.workers, args.near_duplicates)
   result.update(preprocess_speed.own_usage())
   atomic.write_bytes(args.result_json, json.dumps(result).encode())
 
@@ -210,6 +212,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       f'{DEFAULT_MODE} (the README\'s command, no runner flags; default '
                       '%(default)s)')
   parser.add_argument('--workers', type=int, default=2)
+  parser.add_argument('--near-duplicates', default='off',
+                      help="the job's --near-duplicates (default: off, the measure before the "
+                      'search existed)')
   parser.add_argument('--loop-size', type=int, default=5000,
                       help='corpus size of the pretty_midi loop (0: none; default %(default)s)')
   parser.add_argument('--corpus-root', default='/tmp/partita_scale')
@@ -237,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     folder = corpus_for(size, args.corpus_root, args.seed)
     for mode in [m for m in args.modes.split(',') if m]:
       result = preprocess_speed.measure(f'beam ({mode})', ['--side', 'beam', '--input', folder,
-                                               '--mode', mode, '--workers', str(args.workers)],
+                                               '--mode', mode, '--workers', str(args.workers),
+                                               '--near-duplicates', args.near_duplicates],
                                         __file__)
       if result:
         results.append(dict(result, size=size))

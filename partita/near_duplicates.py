@@ -24,14 +24,22 @@ permutation makes it cheap enough to compute in the parse itself. Two sketches a
 with a probability about the sets' Jaccard similarity (:func:`jaccard`).
 
 Which pairs are compared: those that agree in all :data:`ROWS_PER_BAND` bins of at least one
-band (:func:`band_keys`, locality-sensitive hashing): a pair of Jaccard similarity ``s`` is a
-candidate with probability ``1 - (1 - s**3)**42``: 0.29 at 0.2, 0.68 at 0.3, 0.996 at 0.5.
+band (:func:`candidate_pairs`, locality-sensitive hashing): a pair of Jaccard similarity ``s`` is
+a candidate with probability ``1 - (1 - s**3)**42``: 0.29 at 0.2, 0.68 at 0.3, 0.996 at 0.5.
 Which candidates are one work (:func:`same_work`): a Jaccard similarity of at least
 :data:`MIN_JACCARD` and at least :data:`MIN_CONTAINMENT` of the smaller piece's shingles in the
 other. The second keeps two unrelated pieces that share a stock figure (a scale run, an
 Alberti bass) apart: such a figure is a few shingles, a small share of either piece.
 
-Plain numpy: no Beam here (``beam_pipelines.preprocess`` calls it).
+Families (:func:`find_families`) are the connected components of the verified pairs, so they
+chain: A~B and B~C make one family even when A and C share little (a movement, the whole work,
+and another movement of it). That is what keeping copies apart needs; its risk is a family grown
+by chains of stock figures, which is why ``info.json`` reports the largest family's size. The
+search runs on a table of every piece's sketch (:class:`SketchTable`, about 300 bytes a piece:
+15 MB at 50,000 pieces), in arrays, so that its memory and time do not depend on how many
+candidates there are per band.
+
+Plain numpy and scipy: no Beam here (``beam_pipelines.preprocess`` calls it).
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ import hashlib
 from typing import NamedTuple
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
 
 # Notes whose onsets lie within this many seconds are one onset (a chord, perhaps rolled).
 CHORD_SECONDS = 0.03
@@ -63,6 +73,12 @@ BANDS = BINS // ROWS_PER_BAND
 # Verification thresholds (see the module docstring).
 MIN_JACCARD = 0.2
 MIN_CONTAINMENT = 0.5
+# A band shared by more pieces than this pairs each only with its neighbours in fingerprint
+# order: all pairs would grow with the square of a crowded band (a stock figure many short
+# pieces share), and a true family still meets in its other bands.
+MAX_BAND_PIECES = 64
+# Candidate pairs are verified this many at a time (bounds the bins compared at once).
+VERIFY_BATCH = 65536
 # Odd 64-bit constants: the golden ratio's fraction (Fibonacci hashing) for the shingles'
 # polynomial, and splitmix64's finaliser for mixing a hash's bits.
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
@@ -181,45 +197,77 @@ def sketch(piece: dict[str, np.ndarray]) -> Sketch | None:
   return Sketch(minhash(hashes).astype('<u2').tobytes(), len(hashes))
 
 
-def band_keys(minhash_bytes: bytes) -> list[bytes]:
-  """The sketch's LSH keys: each band's index and its bins' values."""
-  band_bytes = ROWS_PER_BAND * VALUE_BITS // 8
-  return [bytes([band]) + minhash_bytes[band * band_bytes:(band + 1) * band_bytes]
-          for band in range(BANDS)]
+def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """The estimated Jaccard similarity of each row of two ``[pairs, BINS]`` MinHash arrays."""
+  return np.mean(a == b, axis=1)
+
+
+def containments(similarity: np.ndarray, shingles_a: np.ndarray,
+                 shingles_b: np.ndarray) -> np.ndarray:
+  """The share of each pair's smaller shingle set in the larger, from similarity and sizes."""
+  shared = similarity * (shingles_a + shingles_b) / (1 + similarity)
+  return np.minimum(shared / np.minimum(shingles_a, shingles_b), 1.0)
+
+
+def one_work(minhashes: np.ndarray, shingle_counts: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+  """Whether each row ``(i, j)`` of ``pairs`` are near-duplicates (see the module docstring)."""
+  verdict = np.zeros(len(pairs), bool)
+  for start in range(0, len(pairs), VERIFY_BATCH):
+    i, j = pairs[start:start + VERIFY_BATCH].T
+    similarity = similarities(minhashes[i], minhashes[j])
+    verdict[start:start + VERIFY_BATCH] = (
+        (similarity >= MIN_JACCARD)
+        & (containments(similarity, shingle_counts[i], shingle_counts[j]) >= MIN_CONTAINMENT))
+  return verdict
 
 
 def jaccard(a: bytes, b: bytes) -> float:
   """The Jaccard similarity of two pieces' shingle sets, estimated from their MinHashes."""
-  return float(np.mean(np.frombuffer(a, '<u2') == np.frombuffer(b, '<u2')))
+  return float(similarities(np.frombuffer(a, '<u2')[None], np.frombuffer(b, '<u2')[None])[0])
 
 
 def containment(similarity: float, shingles_a: int, shingles_b: int) -> float:
   """The share of the smaller set in the larger, from their Jaccard similarity and sizes."""
-  shared = similarity * (shingles_a + shingles_b) / (1 + similarity)
-  return min(shared / min(shingles_a, shingles_b), 1.0)
+  return float(containments(np.float64(similarity), shingles_a, shingles_b))
 
 
 def same_work(a: Sketch, b: Sketch) -> bool:
   """Whether two sketches are near-duplicates (see the module docstring)."""
-  similarity = jaccard(a.minhash, b.minhash)
-  return (similarity >= MIN_JACCARD
-          and containment(similarity, a.shingles, b.shingles) >= MIN_CONTAINMENT)
+  minhashes = np.stack([np.frombuffer(a.minhash, '<u2'), np.frombuffer(b.minhash, '<u2')])
+  return bool(one_work(minhashes, np.array([a.shingles, b.shingles], np.float64),
+                       np.array([[0, 1]]))[0])
 
 
-def root(parent: dict[bytes, bytes], piece: bytes) -> bytes:
-  """The representative of ``piece``'s family in the union-find ``parent`` (path halving)."""
-  while parent.get(piece, piece) != piece:
-    parent[piece] = parent.get(parent[piece], parent[piece])
-    piece = parent[piece]
-  return piece
+def band_values(minhashes: np.ndarray) -> np.ndarray:
+  """Each piece's LSH key per band: its :data:`ROWS_PER_BAND` bins as one integer ``[n, BANDS]``."""
+  rows = minhashes[:, :BANDS * ROWS_PER_BAND].astype(np.uint64).reshape(
+      len(minhashes), BANDS, ROWS_PER_BAND)
+  values = np.zeros(rows.shape[:2], np.uint64)
+  for row in range(ROWS_PER_BAND):
+    values = (values << np.uint64(VALUE_BITS)) | rows[:, :, row]
+  return values
 
 
-def join(parent: dict[bytes, bytes], a: bytes, b: bytes) -> None:
-  """Puts ``a`` and ``b`` in one family of the union-find ``parent``; the smaller root wins."""
-  root_a, root_b = root(parent, a), root(parent, b)
-  if root_a != root_b:
-    parent[max(root_a, root_b)] = min(root_a, root_b)
-    parent.setdefault(min(root_a, root_b), min(root_a, root_b))
+def candidate_pairs(minhashes: np.ndarray) -> np.ndarray:
+  """The distinct pairs ``(i, j)``, ``i < j``, of rows that agree in every bin of some band.
+
+  Within a band of more than :data:`MAX_BAND_PIECES` rows, only neighbours (in row order) pair.
+  """
+  found = [np.zeros((0, 2), np.int64)]
+  for values in band_values(minhashes).T:
+    order = np.argsort(values, kind='stable')
+    starts = np.flatnonzero(np.concatenate([[True], values[order][1:] != values[order][:-1]]))
+    sizes = np.diff(np.append(starts, len(order)))
+    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+      rows = order[start:start + size]  # ascending: a stable sort of row indices
+      if size > MAX_BAND_PIECES:
+        found.append(np.stack([rows[:-1], rows[1:]], axis=1))
+      else:
+        i, j = np.triu_indices(size, 1)
+        found.append(np.stack([rows[i], rows[j]], axis=1))
+    # Distinct as they come: a family of k copies shares all its bands.
+    found = [np.unique(np.concatenate(found), axis=0)]
+  return found[0]
 
 
 class Member(NamedTuple):
@@ -228,22 +276,64 @@ class Member(NamedTuple):
   kept: bool
 
 
-def families(parent: dict[bytes, bytes],
-             sizes: dict[bytes, tuple[int, str]]) -> dict[bytes, Member]:
-  """Each piece of the union-find ``parent``'s families of two or more, as a :class:`Member`.
+class SketchTable(NamedTuple):
+  """Every sketched piece, one row each: its fingerprint, name, notes and :class:`Sketch`.
 
-  A family's id is its smallest fingerprint (the union-find's root, as :func:`join` keeps it).
-  ``sizes`` maps each piece to its number of notes and name: the kept member is the one with the
-  most notes, then the smallest name.
+  ``minhashes`` is ``[n, BINS]`` uint16; the others are sequences of length n.
   """
-  by_family: dict[bytes, list[bytes]] = {}
-  for piece in parent:
-    by_family.setdefault(root(parent, piece), []).append(piece)
-  members = {}
-  for family, pieces in by_family.items():
-    kept = min(pieces, key=lambda piece: (-sizes[piece][0], sizes[piece][1]))
-    members.update({piece: Member(family, piece == kept) for piece in pieces})
-  return members
+  fingerprints: list
+  names: list
+  notes: np.ndarray
+  shingles: np.ndarray
+  minhashes: np.ndarray
+
+
+class Families(NamedTuple):
+  """What the search found.
+
+  ``members``: each piece of a family of two or more, its fingerprint -> its :class:`Member`;
+  how many candidate pairs it compared, and how many of them were one work.
+  """
+  members: dict
+  candidate_pairs: int
+  verified_pairs: int
+
+
+NO_FAMILIES = Families({}, 0, 0)
+
+
+def find_families(table: SketchTable) -> Families:
+  """The :class:`Families` of the pieces of ``table``.
+
+  Families are the connected components of the verified candidate pairs. A family's id is its
+  smallest fingerprint; the member ``keep-one`` keeps is the one with the most notes, then the
+  smallest name.
+  """
+  order = sorted(range(len(table.fingerprints)), key=table.fingerprints.__getitem__)
+  fingerprints = [table.fingerprints[i] for i in order]
+  minhashes = table.minhashes[order]
+  pairs = candidate_pairs(minhashes)
+  verified = pairs[one_work(minhashes, table.shingles[order].astype(np.float64), pairs)]
+  if not len(verified):
+    return Families({}, len(pairs), 0)
+  graph = sparse.coo_matrix((np.ones(len(verified)), (verified[:, 0], verified[:, 1])),
+                            shape=(len(order), len(order)))
+  _, component = csgraph.connected_components(graph, directed=False)
+  in_family = np.unique(verified)
+  # Rows are in fingerprint order, so each component's smallest row holds its id.
+  smallest = {}
+  for row in in_family:
+    smallest.setdefault(component[row], row)
+  longest = {}
+  for row in in_family:
+    original = order[row]
+    rank = (-int(table.notes[original]), table.names[original])
+    best = longest.get(component[row])
+    if best is None or rank < best[0]:
+      longest[component[row]] = (rank, row)
+  return Families({fingerprints[row]: Member(fingerprints[smallest[component[row]]],
+                                             bool(row == longest[component[row]][1]))
+                   for row in in_family}, len(pairs), len(verified))
 
 
 def family_split_key(family: bytes) -> str:
@@ -256,10 +346,15 @@ def family_split_key(family: bytes) -> str:
   return hashlib.sha256(family).hexdigest()
 
 
-def family_counts(members: dict[bytes, Member]) -> dict[str, int]:
-  """How many families of two or more pieces, how many pieces they hold, the largest's size."""
+def family_counts(found: Families) -> dict[str, int]:
+  """The counts of what the search found, for info.json.
+
+  How many families of two or more pieces, how many pieces they hold, the largest's size; how
+  many candidate pairs the search compared and verified.
+  """
   sizes: dict[bytes, int] = {}
-  for member in members.values():
+  for member in found.members.values():
     sizes[member.family] = sizes.get(member.family, 0) + 1
-  return {'families': len(sizes), 'pieces_in_families': len(members),
-          'largest_family': max(sizes.values(), default=0)}
+  return {'families': len(sizes), 'pieces_in_families': len(found.members),
+          'largest_family': max(sizes.values(), default=0),
+          'candidate_pairs': found.candidate_pairs, 'verified_pairs': found.verified_pairs}

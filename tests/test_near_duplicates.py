@@ -178,9 +178,8 @@ def test_unrelated_pieces_that_share_a_scale_run_are_not_one_work():
       *near_duplicates.onset_tops(x['pitch'], x['step'], x['duration'])[:2])) for x in (p, q)))
   assert len(shared) >= 7  # the run's own shingles
   assert not near_duplicates.same_work(near_duplicates.sketch(p), near_duplicates.sketch(q))
-  keys_p, keys_q = (set(near_duplicates.band_keys(near_duplicates.sketch(x).minhash))
-                    for x in (p, q))
-  assert not keys_p & keys_q  # not even a candidate pair
+  minhashes = np.stack([np.frombuffer(near_duplicates.sketch(x).minhash, '<u2') for x in (p, q)])
+  assert len(near_duplicates.candidate_pairs(minhashes)) == 0  # not even a candidate pair
 
 
 def test_a_chain_of_excerpts_links_pieces_that_are_not_one_work_directly():
@@ -194,27 +193,50 @@ def test_a_piece_with_too_few_shingles_has_no_sketch():
   assert near_duplicates.sketch(parsed(melody(1, near_duplicates.MIN_SHINGLES + 2))) is None
 
 
-def test_band_keys_name_each_band_and_its_bins():
-  minhash = sketch_of(work(1)).minhash
-  keys = near_duplicates.band_keys(minhash)
-  assert len(keys) == near_duplicates.BANDS == 42
-  assert keys[1] == bytes([1]) + minhash[6:12]
+def test_band_values_pack_each_bands_bins_into_one_integer():
+  minhashes = np.arange(2 * near_duplicates.BINS, dtype=np.uint16).reshape(2, -1)
+  values = near_duplicates.band_values(minhashes)
+  assert values.shape == (2, near_duplicates.BANDS) == (2, 42)
+  # Band 1 of the first row holds bins 3, 4 and 5; of the second, bins 131, 132 and 133.
+  assert values[0, 1] == (3 << 32) | (4 << 16) | 5
+  assert values[1, 1] == (131 << 32) | (132 << 16) | 133
+
+
+def test_candidate_pairs_share_a_band_and_a_crowded_band_pairs_neighbours_only():
+  rng = np.random.default_rng(0)
+  minhashes = rng.integers(0, 2**16, (200, near_duplicates.BINS), dtype=np.uint16)
+  minhashes[7, 30:33] = minhashes[3, 30:33]  # rows 3 and 7 share band 10
+  minhashes[9] = minhashes[3]                # row 9 is row 3 again: every band
+  crowded = np.arange(100, 100 + near_duplicates.MAX_BAND_PIECES + 1)
+  minhashes[crowded, :3] = 5                 # band 0 shared by 65 rows
+  pairs = near_duplicates.candidate_pairs(minhashes)
+  expected = {(3, 7), (3, 9), (7, 9)} | {(int(a), int(a) + 1) for a in crowded[:-1]}
+  assert {tuple(pair) for pair in pairs.tolist()} == expected
 
 
 def test_families_are_connected_components_keyed_by_the_smallest_fingerprint():
-  parent = {}
-  for a, b in [(b'c', b'b'), (b'd', b'e'), (b'b', b'a'), (b'x', b'y')]:
-    near_duplicates.join(parent, a, b)
-  sizes = {b'a': (100, 'z.mid'), b'b': (300, 'y.mid'), b'c': (300, 'x.mid'),
-           b'd': (5, 'd.mid'), b'e': (5, 'e.mid'), b'x': (1, 'x.mid'), b'y': (2, 'y.mid')}
+  rng = np.random.default_rng(1)
+  minhashes = rng.integers(0, 2**16, (7, near_duplicates.BINS), dtype=np.uint16)
+  # c~b, b~a (a chain: a and c share only a quarter of their bins), d~e, x~y.
+  minhashes[1, :80] = minhashes[0, :80]
+  minhashes[2, 48:128] = minhashes[1, 48:128]
+  minhashes[4] = minhashes[3]
+  minhashes[6, :64] = minhashes[5, :64]
+  names = ['z.mid', 'y.mid', 'x.mid', 'd.mid', 'e.mid', 'x.mid', 'y.mid']
+  fingerprints = [b'a', b'b', b'c', b'd', b'e', b'x', b'y']
+  table = near_duplicates.SketchTable(
+      fingerprints[::-1], names[::-1], np.array([100, 300, 300, 5, 5, 1, 2][::-1]),
+      np.full(7, 500), minhashes[::-1])
+  found = near_duplicates.find_families(table)
   member = near_duplicates.Member
-  members = near_duplicates.families(parent, sizes)
-  assert members == {
+  assert found.members == {
       b'a': member(b'a', False), b'b': member(b'a', False), b'c': member(b'a', True),
       b'd': member(b'd', True), b'e': member(b'd', False),
       b'x': member(b'x', False), b'y': member(b'x', True)}
-  assert near_duplicates.family_counts(members) == {'families': 3, 'pieces_in_families': 7,
-                                                    'largest_family': 3}
+  assert found.verified_pairs == 4 <= found.candidate_pairs
+  assert near_duplicates.family_counts(found) == {
+      'families': 3, 'pieces_in_families': 7, 'largest_family': 3,
+      'candidate_pairs': found.candidate_pairs, 'verified_pairs': 4}
 
 
 def test_a_familys_split_is_drawn_uniformly_though_its_id_is_its_smallest_fingerprint():
@@ -292,7 +314,8 @@ def test_off_splits_every_piece_by_its_own_notes(jobs):
   info = jobs['off']
   assert split_sizes(info) == pieces_and_notes_per_split(splits, corpus_pieces())
   assert info['near_duplicates'] == {'mode': 'off', 'families': 0, 'pieces_in_families': 0,
-                                     'largest_family': 0, 'dropped': 0}
+                                     'largest_family': 0, 'candidate_pairs': 0,
+                                     'verified_pairs': 0, 'dropped': 0}
   assert info['counts']['near_duplicates'] == 0
 
 
@@ -300,8 +323,11 @@ def test_same_split_puts_every_family_in_the_split_of_a_hash_of_its_smallest_fin
   info = jobs['same-split']
   splits = expected_splits(by_family=True)
   assert split_sizes(info) == pieces_and_notes_per_split(splits, corpus_pieces())
+  # Pairs: all 10 of the five copies of one work, and the chain's two links (its ends are no
+  # candidate); the two pieces that share a scale run are not even a candidate.
   assert info['near_duplicates'] == {'mode': 'same-split', 'families': 2,
-                                     'pieces_in_families': 8, 'largest_family': 5, 'dropped': 0}
+                                     'pieces_in_families': 8, 'largest_family': 5,
+                                     'candidate_pairs': 12, 'verified_pairs': 12, 'dropped': 0}
   assert info['counts'] == {'files_in': 12, 'pieces_written': 10, 'duplicates': 1,
                             'near_duplicates': 0, 'dead_letters': 1,
                             'dead_letter_reasons': {'not_midi': 1}, 'label_conflicts': 0}
@@ -317,7 +343,8 @@ def test_keep_one_keeps_each_familys_longest_member_and_accounts_for_the_others(
                             'near_duplicates': 6, 'dead_letters': 1,
                             'dead_letter_reasons': {'not_midi': 1}, 'label_conflicts': 0}
   assert info['near_duplicates'] == {'mode': 'keep-one', 'families': 2, 'pieces_in_families': 8,
-                                     'largest_family': 5, 'dropped': 6}
+                                     'largest_family': 5, 'candidate_pairs': 12,
+                                     'verified_pairs': 12, 'dropped': 6}
   dropped = {split: info['splits'][split]['near_duplicates'] for split in contract.SPLITS}
   assert dropped == {split: sum(1 for family in FAMILIES for name in family
                                 if splits[name] == split and name not in kept)
