@@ -14,8 +14,8 @@ import pathlib
 import re
 import shlex
 
-import pytest
 from apache_beam.options import pipeline_options
+import pytest
 
 from serving import generation_request
 from trainer import config as config_lib
