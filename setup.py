@@ -11,6 +11,8 @@ import setuptools
 DEMO = ['music21>=10,<11', 'tqdm>=4.66,<5']
 # gs:// paths for Beam and the Dataflow runner.
 GCP = ['apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4']
+# Submitting training to Vertex AI (python -m trainer.vertex; --dry-run needs none of it).
+VERTEX = ['google-cloud-aiplatform>=2.7,<3']
 # The suite runs the demo corpus and gs:// tests too, so it needs both of the above.
 # ruff: the linter tests/test_code_shape.py runs.
 # selenium: drives Debian's chromium (through its chromedriver) to test the index.html pages.
@@ -49,5 +51,5 @@ setuptools.setup(
         'scipy>=1.11,<2',  # the near-duplicate families: connected components of a sparse graph
         'pyyaml>=6,<7',
     ],
-    extras_require={'demo': DEMO, 'gcp': GCP, 'dev': DEMO + GCP + TEST_TOOLS},
+    extras_require={'demo': DEMO, 'gcp': GCP, 'vertex': VERTEX, 'dev': DEMO + GCP + TEST_TOOLS},
 )

@@ -207,8 +207,8 @@ def save(critic: critic_lib.Critic, export_dir: str) -> str:
   return path
 
 
-def main(argv: list[str] | None = None) -> int:
-  """The ``python -m evaluation.critic`` command; returns its exit status."""
+def argument_parser() -> argparse.ArgumentParser:
+  """The command's flags."""
   parser = argparse.ArgumentParser(
       description="Fit the critic that serving.generate --candidates uses to choose among a "
       "piece's candidates, on the export's own continuations against real music (training "
@@ -221,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--num-notes', type=int, default=NUM_NOTES,
                       help='notes per continuation (default %(default)s)')
   parser.add_argument('--seed', type=int, default=0, help='sampling seed (default 0)')
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The ``python -m evaluation.critic`` command; returns its exit status."""
+  parser = argument_parser()
   args = parser.parse_args(argv)
   if args.pieces < MIN_PIECES or args.num_notes < 1:
     parser.error(f'--pieces must be at least {MIN_PIECES} and --num-notes at least 1')

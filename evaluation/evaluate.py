@@ -378,8 +378,8 @@ def evaluate(data_dir: str, export_dir: str, out_dir: str, num_pieces: int = 32,
   return results
 
 
-def main(argv: list[str] | None = None) -> int:
-  """The ``python -m evaluation.evaluate`` command; returns its exit status."""
+def argument_parser() -> argparse.ArgumentParser:
+  """The command's flags."""
   parser = argparse.ArgumentParser(
       description='Evaluate an export of trainer.task on the test split: pitch NLL, top-1/top-5 '
       'accuracy, step and duration NLL on a 10 ms grid and the note NLL, beside unigram, '
@@ -405,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--label-guidance', type=float, default=1.0,
                       help='label guidance of the pieces generated for each label in the style '
                       'check (serving.generate --label-guidance; default %(default)s)')
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The ``python -m evaluation.evaluate`` command; returns its exit status."""
+  parser = argument_parser()
   args = parser.parse_args(argv)
   if args.num_pieces < 3:
     parser.error('--num-pieces must be >= 3 (intra-set distances need pairs)')

@@ -218,8 +218,8 @@ def _remove_repeats(score: stream.Score) -> None:
     mark.activeSite.remove(mark)
 
 
-def main(argv: list[str] | None = None) -> None:
-  """Command line: exports (or finds) the demo corpus and prints where it is."""
+def argument_parser() -> argparse.ArgumentParser:
+  """The command's flags."""
   parser = argparse.ArgumentParser(
       prog='python -m partita.demo_corpus',
       description='Export the classical scores bundled with music21 (Bach chorales, Beethoven, '
@@ -234,7 +234,12 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--limit', type=int, metavar='N',
                       help='export only the first N scores, into a separate <cache-dir>-firstN '
                       'folder')
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+  """Command line: exports (or finds) the demo corpus and prints where it is."""
+  args = argument_parser().parse_args(argv)
   folder = ensure_demo_corpus(args.cache_dir, workers=args.workers, limit=args.limit)
   midi_count = sum(1 for _ in folder.rglob('*.mid'))
   print(f'{midi_count} MIDI files in {folder}')

@@ -8,7 +8,7 @@ the metre read from the file's ticks, tempo map and time signatures (``partita.m
 for a piece without a grid). This is the representation every stage shares: preprocessing
 writes it, the trainer reads it, serving writes MIDI from it.
 
-Parsing uses symusic (about 100x pretty_midi on this kind of machine: BENCHMARKS.md). Rejections
+Parsing uses symusic, far faster than pretty_midi (docs/design.md, "Dependency choices"). Rejections
 raise :class:`partita.failures.RejectionError` with a stable reason code, which the pipeline
 routes to dead letters.
 """

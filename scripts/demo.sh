@@ -55,8 +55,8 @@ stage "fit the critic" python -m evaluation.critic --data "$out/data" --model "$
 stage "generate" python -m serving.generate --model "$out/model/export" --out "$out/generated" \
   --num-samples 4 --num-notes 256 --seed 0 --temperature 0.9 --candidates 4
 # One piece in the style of each composer the model has an id for (at most four), with label
-# guidance 3: on this corpus it raised how often a style classifier names the composer of such
-# pieces from 28% to 43% (chance 25%; BENCHMARKS.md, "Label guidance").
+# guidance 3: on this corpus it raises how often a style classifier names the composer of such
+# pieces (docs/experiments.md, "Label guidance").
 composers=($(python -m partita.demo_composers "$out/model/export"))
 for composer in "${composers[@]}"; do
   stage "generate in the style of $composer" python -m serving.generate \

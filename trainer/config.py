@@ -66,7 +66,7 @@ class ModelConfig:
   pitch_memory: bool = True
   # Whether the pitch memory also holds, for every pitch, the share of the last 64 notes in its
   # pitch class: the key as the window has it, so that the head can tell out-of-key pitches
-  # (BENCHMARKS.md, "Key memory": scale consistency OA 0.31 -> 0.48 on the demo corpus).
+  # (docs/experiments.md, "Key memory").
   key_memory: bool = True
   label_embedding_dim: int = 16  # the piece label's embedding (partita.labels)
   # Where the label enters: input: beside every note's features, into the recurrence;
@@ -75,11 +75,11 @@ class ModelConfig:
   # The order of the Kneser-Ney n-grams of the training pieces' pitches (one of every piece and
   # one per label) mixed into the pitch distribution after training (trainer/pitch_ngram.py);
   # 0: the network alone. On classical-midi 4 gains as much from the label as 5 (and more than
-  # 7) with a third of the tables (BENCHMARKS.md, "Label n-grams").
+  # 7) with a third of the tables (docs/experiments.md, "Label n-grams").
   ngram_order: int = 4
   # Hidden ReLU units of each head before its output layer; 0: the output layer alone (linear
-  # in the encoder's vector and the earlier parts: measured worse, 9.01 against 8.83 nats/note
-  # of validation note NLL after 1,000 steps of the small preset).
+  # in the encoder's vector and the earlier parts: measured worse, docs/experiments.md, "Note
+  # order and heads").
   head_units: int = 256
   pitch_loss_weight: float = 1.0
   step_loss_weight: float = 1.0

@@ -193,9 +193,9 @@ class _Generator:
         lambda: self.guided_sampling_loop(window, num_notes, temperature, top_k, top_p, seeds,
                                           label_guidance))
 
-  # XLA fuses the LSTMs' per-timestep ops, which dominate generation: about 8x the notes/s at
-  # batch 1 and 1.4x at batch 64 on a 2-core CPU (BENCHMARKS.md, Generation). The argument
-  # checks stay outside, in generate: XLA compiles assertions to nothing.
+  # XLA fuses the LSTMs' per-timestep ops, which dominate generation (docs/experiments.md,
+  # "Generation"). The argument checks stay outside, in generate: XLA compiles assertions to
+  # nothing.
   @tf.function(jit_compile=True)
   def sampling_loop(self, window, num_notes, temperature, top_k, top_p, seeds):
     return self._sample_notes(window, num_notes, temperature, top_k, top_p, seeds)

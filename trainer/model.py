@@ -62,7 +62,8 @@ def note_parts(note_order: str) -> tuple[str, ...]:
 
 # The spans, in notes, over which pitch_memory counts each pitch. Exact pitches only: counts
 # per pitch class, tried beside them, lowered the likelihood a little more but made sampled
-# continuations loop on one or two pitch classes (BENCHMARKS.md, "Anchors and pitch memory").
+# continuations loop on one or two pitch classes (docs/model.md; docs/experiments.md,
+# "Anchors and pitch memory").
 MEMORY_SPANS = (1, 2, 4, 8, 16, 32, 64)
 # Sizes of the embeddings of a note's position in its bar and in its beat (partita.metre).
 BAR_POSITION_EMBEDDING_DIM = 16

@@ -4,8 +4,7 @@ One count model for all pieces and one per label.
 
 The network reads the window; a Kneser-Ney n-gram (``partita.baselines.NGram``) reads the last
 ``order - 1`` pitches and remembers every passage of the training pieces exactly. The two err
-differently, and their mixture beats both (on classical-midi a 4-gram mixed in lowers the small
-preset's test pitch NLL by about 0.2 nats/note; BENCHMARKS.md, "Label n-grams"). A label
+differently, and their mixture beats both (figures: docs/experiments.md, "Label n-grams"). A label
 adds to it what the window cannot: a composer repeats figures, sequences and cadence formulas
 across pieces, and a count model fitted on that composer's pieces alone knows them where the
 one fitted on every piece mixes them with everyone's. So the pitch distribution of a note whose

@@ -187,8 +187,8 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   return model, metrics, ngrams
 
 
-def main(argv: list[str] | None = None) -> None:
-  """The ``python -m trainer.task`` command: trains (or resumes), exports, prints the metrics."""
+def argument_parser() -> argparse.ArgumentParser:
+  """The command's flags."""
   parser = argparse.ArgumentParser(
       description='Train the BiLSTM next-note model on the output of beam_pipelines.preprocess '
       'and export a SavedModel to MODEL_DIR/export. Rerunning the same command resumes an '
@@ -201,6 +201,12 @@ def main(argv: list[str] | None = None) -> None:
                       'full-size defaults of trainer/config.py')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                       help='override one config value, e.g. --set train.steps=500 (repeatable)')
+  return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+  """The ``python -m trainer.task`` command: trains (or resumes), exports, prints the metrics."""
+  parser = argument_parser()
   args = parser.parse_args(argv)
   try:
     config = config_lib.load(args.config, args.set)
