@@ -4,8 +4,8 @@ From input to chunks: :class:`MatchedFile` (matched) -> :class:`InputBytes` (rea
 ``(fingerprint, Copy)`` (parsed; the dedup's key and value, combined in a
 :class:`DedupAccumulator`) -> :class:`Kept` (the dedup's verdict) -> :class:`Survivor` -> read
 again: :class:`SurvivorBytes`, or :class:`Lost` when it can no longer be read or parsed. The
-near-duplicate search (``beam_pipelines.families``) reads a :class:`PieceSketch` per distinct
-piece.
+near-duplicate search (``beam_pipelines.families``) reads a :class:`PieceSketch` per parsed
+input, straight from the parse.
 
 Each type is registered with Beam's ``RowCoder``: a PCollection typed with one
 (``with_output_types``: the dedup's input, accumulator and output, and the survivors grouped
@@ -54,15 +54,10 @@ class Input(NamedTuple):
 class Copy(NamedTuple):
   """One input of a piece and its label: the dedup's value, keyed by the piece's fingerprint.
 
-  The label is a label name, or ``partita.labels.UNKNOWN``. ``notes``, ``shingles`` and
-  ``minhash`` describe the piece for the near-duplicate search (``partita.near_duplicates``);
-  ``minhash`` is empty when it is off or the piece has too few shingles.
+  The label is a label name, or ``partita.labels.UNKNOWN``.
   """
   input: Input
   label: str
-  notes: int = 0
-  shingles: int = 0
-  minhash: bytes = b''
 
 
 class NameAndLabel(NamedTuple):
@@ -94,9 +89,6 @@ class Kept(NamedTuple):
   copies: int
   label: str
   conflict: bool
-  notes: int = 0
-  shingles: int = 0
-  minhash: bytes = b''
 
 
 class Survivor(NamedTuple):
@@ -119,10 +111,11 @@ class Survivor(NamedTuple):
 
 
 class PieceSketch(NamedTuple):
-  """What the near-duplicate search knows of a distinct piece (``beam_pipelines.families``).
+  """What the near-duplicate search knows of a parsed input (``beam_pipelines.families``).
 
-  Its fingerprint, the name of its kept input, its number of notes, and its
-  ``partita.near_duplicates.Sketch`` (``shingles``, ``minhash``).
+  Its piece's fingerprint (the dedup's key), its name, its number of notes, and its
+  ``partita.near_duplicates.Sketch`` (``shingles``, ``minhash``). Every copy of a piece has
+  one; the search keeps the smallest-named, the copy the dedup keeps.
   """
   fingerprint: bytes
   name: str

@@ -9,8 +9,8 @@ The job is seven named transforms and the shared dead-letter writer, wired by
 
 * :class:`beam_pipelines.inputs.ReadInputs`: match every input and read its bytes;
 * :class:`ParseAndDedup`: parse (in a child process, :mod:`partita.isolation`) and keep each
-  piece once, deciding on fingerprints and names alone; unless ``--near-duplicates off``
-  (the default), the parse also sketches each piece (256 bytes, :mod:`partita.near_duplicates`);
+  piece once, deciding on fingerprints and names alone; unless ``--near-duplicates off``, the
+  parse also sketches each piece (256 bytes, :mod:`partita.near_duplicates`);
 * :class:`beam_pipelines.families.FindFamilies` and
   :class:`~beam_pipelines.families.AssignFamilies` (``same-split`` or ``keep-one``): group
   near-duplicate pieces into families on their sketches, give each survivor its family's id,
@@ -177,13 +177,11 @@ class PreprocessConfig:
       20.0, 'seconds one file may take to parse', flag='--parse-timeout', group=LIMITS)
   parse_memory_mb: int = config_tree.option(4096, 'memory one parse may use', group=LIMITS)
   near_duplicates: str = config_tree.option(
-      # Off by default until the search's memory is flat at 50k files: the local runner holds
-      # about 18 KB a piece of its band keys (BENCHMARKS.md, "Near-duplicate families").
-      families.OFF, 'what to do with near-duplicate pieces (a transposed copy, another tempo, an '
-      'excerpt, a voice left out: see partita.near_duplicates): same-split puts each family of '
-      'them in one split, drawn from a hash of its id; keep-one also keeps only its longest '
-      'member and counts the others as near-duplicates; off splits every piece by its own notes '
-      '(no search)',
+      families.SAME_SPLIT, 'what to do with near-duplicate pieces (a transposed copy, another '
+      'tempo, an excerpt, a voice left out: see partita.near_duplicates): same-split puts each '
+      'family of them in one split, drawn from a hash of its id; keep-one also keeps only its '
+      'longest member and counts the others as near-duplicates; off splits every piece by its '
+      'own notes (no search)',
       metavar='{' + ','.join(families.MODES) + '}')
 
   def __post_init__(self):
@@ -236,6 +234,8 @@ class PreprocessConfig:
 # The dedup's key: the first 16 bytes of a piece's sha256 content fingerprint. A collision among
 # 10^9 pieces has a chance near 10^-21, and half the bytes of the whole digest cross the shuffle.
 FINGERPRINT_BYTES = 16
+# The parse's output of PieceSketches for the near-duplicate search.
+SKETCHES = 'sketches'
 # The survivor carries a digest of its input's bytes this long: a second read that finds the
 # same bytes parses them in-process, since the isolated first parse already accepted them.
 INPUT_DIGEST_BYTES = 8
@@ -283,7 +283,9 @@ class IsolatedParsingFn(beam.DoFn):
 
 @beam.typehints.with_output_types(tuple[bytes, elements.Copy])
 class ParsePieceFn(IsolatedParsingFn):
-  """InputBytes -> (fingerprint, Copy); rejected inputs become dead letters.
+  """InputBytes -> (fingerprint, Copy), and its PieceSketch on :data:`SKETCHES` if ``sketched``.
+
+  Rejected inputs become dead letters.
 
   ``parse`` is :func:`partita.notes.parse_midi` or :func:`partita.notes.parse_note_sequence`,
   ``kind`` the matching kind of input (:data:`beam_pipelines.inputs.MIDI` by default). Only
@@ -356,10 +358,12 @@ class ParsePieceFn(IsolatedParsingFn):
     fingerprint, num_notes, sketch = outcome
     self._parsed.inc()
     self._notes.inc(num_notes)
+    key = bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES]
     parsed = elements.Input(read.name, self._kind, input_digest(read.data))
-    shingles, minhash = (sketch.shingles, sketch.minhash) if sketch else (0, b'')
-    copy = elements.Copy(parsed, self.label(read.name, read.data), num_notes, shingles, minhash)
-    yield windowed.with_value((bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES], copy))
+    yield windowed.with_value((key, elements.Copy(parsed, self.label(read.name, read.data))))
+    if sketch:
+      yield beam.pvalue.TaggedOutput(SKETCHES, windowed.with_value(elements.PieceSketch(
+          key, read.name, num_notes, sketch.shingles, sketch.minhash)))
 
   def label(self, name: str, data: bytes) -> str:
     """The label name of the input ``name`` with bytes ``data``, or ``partita.labels.UNKNOWN``."""
@@ -415,15 +419,11 @@ class KeepFirstPathFn(beam.CombineFn):
     return elements.NameAndLabel(copy.input.name, copy.label)
 
   def extract_output(self, accumulator):
-    """The verdict: the smallest-named copy's input, the copies, the winning label, the conflict.
-
-    And the piece's size and sketch, which every copy shares (same notes).
-    """
+    """The verdict: the smallest-named copy's input, the copies, the winning label, the conflict."""
     labelled = accumulator.labelled or self.own_label(accumulator.smallest)
     smallest = accumulator.smallest or elements.Copy(None, labels_lib.UNKNOWN)
     return elements.Kept(smallest.input, accumulator.copies,
-                         labelled.label if labelled else labels_lib.UNKNOWN, accumulator.conflict,
-                         smallest.notes, smallest.shingles, smallest.minhash)
+                         labelled.label if labelled else labels_lib.UNKNOWN, accumulator.conflict)
 
   def get_accumulator_coder(self):
     """The accumulator's RowCoder (registered in ``beam_pipelines.elements``), not a pickler."""
@@ -435,13 +435,6 @@ def as_survivor(fingerprint: bytes, kept: elements.Kept) -> elements.Survivor:
   return elements.Survivor(fingerprint, kept.input, kept.copies, kept.label, kept.conflict)
 
 
-def as_sketch(fingerprint: bytes, kept: elements.Kept):
-  """The dedup's verdict as the piece's PieceSketch: none for a piece without a sketch."""
-  if kept.minhash:
-    yield elements.PieceSketch(fingerprint, kept.input.name, kept.notes, kept.shingles,
-                               kept.minhash)
-
-
 class ParseAndDedup(beam.PTransform):
   """Inputs read -> one :class:`~beam_pipelines.elements.Survivor` per distinct piece.
 
@@ -451,10 +444,11 @@ class ParseAndDedup(beam.PTransform):
   is parsed as :data:`PARSERS` says, crash-isolated as ``config`` says, and labelled from the
   sources ``config`` names. Inputs with the same notes are kept once, under the smallest name
   (:class:`KeepFirstPathFn`, which also says which label wins), and counted. Only
-  fingerprints, names, labels, digests of bytes and (unless near-duplicates are off) sketches
-  of 256 bytes cross the shuffle (:func:`build_pipeline` reads and parses each survivor again),
-  so it does not grow with the notes. Outputs a dict: ``survivors``, ``sketches`` (a
-  PieceSketch per distinct piece that has one) and ``dead_letter``.
+  fingerprints, names, labels and digests of bytes cross the dedup's shuffle
+  (:func:`build_pipeline` reads and parses each survivor again), so it does not grow with the
+  notes. Outputs a dict: ``survivors``, ``sketches`` (unless near-duplicates are off, a
+  PieceSketch per parsed input that has one, straight from the parse: they join the search's
+  tables in the parse's own stage, not the dedup's shuffle) and ``dead_letter``.
   """
 
   def __init__(self, config: PreprocessConfig):
@@ -474,15 +468,15 @@ class ParseAndDedup(beam.PTransform):
         parse_fn = ParsePieceFn(parse, config.parse_options(), config.isolation_options(), kind,
                                 sources, label_field, config.near_duplicates != families.OFF)
         parsed.append(read[kind] | step_label >> beam.ParDo(parse_fn).with_outputs(
-            beam_outputs.TAG, main='pieces'))
+            beam_outputs.TAG, SKETCHES, main='pieces'))
     kept = ([p.pieces for p in parsed]
             | 'AllPieces' >> beam.Flatten()
             | 'Dedup' >> beam.CombinePerKey(KeepFirstPathFn()))
     return {
         'survivors': kept | 'Survivors' >> beam.MapTuple(as_survivor).with_output_types(
             elements.Survivor),
-        'sketches': kept | 'Sketches' >> beam.FlatMapTuple(as_sketch).with_output_types(
-            elements.PieceSketch),
+        'sketches': ([p[SKETCHES] for p in parsed]
+                     | 'AllSketches' >> beam.Flatten().with_output_types(elements.PieceSketch)),
         beam_outputs.TAG: ([p[beam_outputs.TAG] for p in parsed]
                            | 'AllRejected' >> beam.Flatten()),
     }

@@ -161,11 +161,16 @@ def shingles(*token_arrays: np.ndarray) -> np.ndarray:
       for offset in range(1, SHINGLE_TOKENS):
         polynomial = polynomial * _MULTIPLIER + digits[offset:offset + count]
     hashes.append(polynomial)
-  # Sorting and masking: np.unique took 15x as long on this machine (numpy 2).
-  hashes = np.sort(mix(np.concatenate(hashes)))
-  distinct = np.ones(len(hashes), bool)
-  distinct[1:] = hashes[1:] != hashes[:-1]
-  return hashes[distinct]
+  return sorted_distinct(mix(np.concatenate(hashes)))
+
+
+def sorted_distinct(values: np.ndarray) -> np.ndarray:
+  """``values``' distinct elements in ascending order."""
+  # Sorting and masking: np.unique (hashing, in numpy 2) took 15x as long on this machine.
+  values = np.sort(values)
+  distinct = np.ones(len(values), bool)
+  distinct[1:] = values[1:] != values[:-1]
+  return values[distinct]
 
 
 def minhash(hashes: np.ndarray) -> np.ndarray:
@@ -238,13 +243,11 @@ def same_work(a: Sketch, b: Sketch) -> bool:
                        np.array([[0, 1]]))[0])
 
 
-def band_values(minhashes: np.ndarray) -> np.ndarray:
-  """Each piece's LSH key per band: its :data:`ROWS_PER_BAND` bins as one integer ``[n, BANDS]``."""
-  rows = minhashes[:, :BANDS * ROWS_PER_BAND].astype(np.uint64).reshape(
-      len(minhashes), BANDS, ROWS_PER_BAND)
-  values = np.zeros(rows.shape[:2], np.uint64)
-  for row in range(ROWS_PER_BAND):
-    values = (values << np.uint64(VALUE_BITS)) | rows[:, :, row]
+def band_values(minhashes: np.ndarray, band: int) -> np.ndarray:
+  """Each row's LSH key in ``band``: its :data:`ROWS_PER_BAND` bins there as one integer."""
+  values = np.zeros(len(minhashes), np.uint64)
+  for column in range(band * ROWS_PER_BAND, (band + 1) * ROWS_PER_BAND):
+    values = (values << np.uint64(VALUE_BITS)) | minhashes[:, column].astype(np.uint64)
   return values
 
 
@@ -253,21 +256,25 @@ def candidate_pairs(minhashes: np.ndarray) -> np.ndarray:
 
   Within a band of more than :data:`MAX_BAND_PIECES` rows, only neighbours (in row order) pair.
   """
-  found = [np.zeros((0, 2), np.int64)]
-  for values in band_values(minhashes).T:
-    order = np.argsort(values, kind='stable')
-    starts = np.flatnonzero(np.concatenate([[True], values[order][1:] != values[order][:-1]]))
-    sizes = np.diff(np.append(starts, len(order)))
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
-      rows = order[start:start + size]  # ascending: a stable sort of row indices
-      if size > MAX_BAND_PIECES:
-        found.append(np.stack([rows[:-1], rows[1:]], axis=1))
-      else:
-        i, j = np.triu_indices(size, 1)
-        found.append(np.stack([rows[i], rows[j]], axis=1))
-    # Distinct as they come: a family of k copies shares all its bands.
-    found = [np.unique(np.concatenate(found), axis=0)]
-  return found[0]
+  rows = len(minhashes)
+  codes = np.zeros(0, np.int64)  # i * rows + j: one integer a pair, sorted and distinct
+  for band in range(BANDS):
+    values = band_values(minhashes, band)
+    order = np.argsort(values, kind='stable')  # rows of one value together, ascending
+    ordered = values[order]
+    group = np.cumsum(np.concatenate([[False], ordered[1:] != ordered[:-1]]))
+    group_size = np.bincount(group)[group]
+    # Row k of the order pairs with row k + d of its group: every pair once, as d grows to
+    # the largest uncrowded group's size; a crowded group pairs neighbours only (d = 1).
+    largest = int(group_size[group_size <= MAX_BAND_PIECES].max(initial=1))
+    found = [codes]
+    for distance in range(1, max(largest, 2)):
+      same = group[distance:] == group[:-distance]
+      if distance > 1:
+        same &= group_size[distance:] <= MAX_BAND_PIECES
+      found.append(order[:-distance][same] * rows + order[distance:][same])
+    codes = sorted_distinct(np.concatenate(found))
+  return np.stack([codes // rows, codes % rows], axis=1) if rows else np.zeros((0, 2), np.int64)
 
 
 class Member(NamedTuple):
@@ -277,7 +284,7 @@ class Member(NamedTuple):
 
 
 class SketchTable(NamedTuple):
-  """Every sketched piece, one row each: its fingerprint, name, notes and :class:`Sketch`.
+  """Sketched inputs, one row each: its piece's fingerprint, its name, notes and :class:`Sketch`.
 
   ``minhashes`` is ``[n, BINS]`` uint16; the others are sequences of length n.
   """
@@ -305,11 +312,16 @@ NO_FAMILIES = Families({}, 0, 0)
 def find_families(table: SketchTable) -> Families:
   """The :class:`Families` of the pieces of ``table``.
 
-  Families are the connected components of the verified candidate pairs. A family's id is its
-  smallest fingerprint; the member ``keep-one`` keeps is the one with the most notes, then the
-  smallest name.
+  Rows of one fingerprint (copies of one piece) count once. Families are the connected
+  components of the verified candidate pairs. A family's id is its smallest fingerprint; the
+  member ``keep-one`` keeps is the one with the most notes, then the smallest name.
   """
-  order = sorted(range(len(table.fingerprints)), key=table.fingerprints.__getitem__)
+  # One row a piece, in fingerprint order: of the rows of one piece's copies, the
+  # smallest-named (the copy the exact dedup keeps).
+  order = sorted(range(len(table.fingerprints)),
+                 key=lambda row: (table.fingerprints[row], table.names[row]))
+  order = [row for i, row in enumerate(order)
+           if i == 0 or table.fingerprints[row] != table.fingerprints[order[i - 1]]]
   fingerprints = [table.fingerprints[i] for i in order]
   minhashes = table.minhashes[order]
   pairs = candidate_pairs(minhashes)
@@ -319,7 +331,7 @@ def find_families(table: SketchTable) -> Families:
   graph = sparse.coo_matrix((np.ones(len(verified)), (verified[:, 0], verified[:, 1])),
                             shape=(len(order), len(order)))
   _, component = csgraph.connected_components(graph, directed=False)
-  in_family = np.unique(verified)
+  in_family = sorted_distinct(verified.ravel())
   # Rows are in fingerprint order, so each component's smallest row holds its id.
   smallest = {}
   for row in in_family:

@@ -195,11 +195,10 @@ def test_a_piece_with_too_few_shingles_has_no_sketch():
 
 def test_band_values_pack_each_bands_bins_into_one_integer():
   minhashes = np.arange(2 * near_duplicates.BINS, dtype=np.uint16).reshape(2, -1)
-  values = near_duplicates.band_values(minhashes)
-  assert values.shape == (2, near_duplicates.BANDS) == (2, 42)
+  assert near_duplicates.BANDS == 42
   # Band 1 of the first row holds bins 3, 4 and 5; of the second, bins 131, 132 and 133.
-  assert values[0, 1] == (3 << 32) | (4 << 16) | 5
-  assert values[1, 1] == (131 << 32) | (132 << 16) | 133
+  assert near_duplicates.band_values(minhashes, 1).tolist() == [
+      (3 << 32) | (4 << 16) | 5, (131 << 32) | (132 << 16) | 133]
 
 
 def test_candidate_pairs_share_a_band_and_a_crowded_band_pairs_neighbours_only():
@@ -367,7 +366,7 @@ def test_the_option_is_checked_and_printed():
   with pytest.raises(SystemExit):
     preprocess.parse_args(['--input', 'x', '--output', 'y', '--near-duplicates', 'some'])
   config, _ = preprocess.parse_args(['--input', 'x', '--output', 'y'])
-  assert config.near_duplicates == 'off'
+  assert config.near_duplicates == 'same-split'
   config, _ = preprocess.parse_args(['--input', 'x', '--output', 'y',
                                      '--near-duplicates', 'keep-one'])
   assert config.near_duplicates == 'keep-one'

@@ -56,8 +56,7 @@ def test_parse_midi_fn_routes_pieces_and_dead_letters():
     # Only the fingerprint's first bytes, the name and a digest of the bytes come out: no notes.
     digest = hashlib.blake2b(inputs[0].data, digest_size=8).digest()
     beam_testing.assert_that(parsed.pieces, beam_testing.equal_to([
-        (key_of(melody), elements.Copy(elements.Input('a/good.mid', 'midi', digest), 'unknown',
-                                       len(melody)))
+        (key_of(melody), elements.Copy(elements.Input('a/good.mid', 'midi', digest), 'unknown'))
     ]), label='Pieces')
     beam_testing.assert_that(parsed[beam_outputs.TAG], beam_testing.equal_to([
         {'input': 'b/bad.mid', 'reason': 'not_midi',
@@ -84,10 +83,10 @@ def test_keep_first_path_fn_keeps_smallest_path_and_counts_copies():
     beam_testing.assert_that(kept, beam_testing.equal_to([
         (key_of(melody), elements.Kept(
             elements.Input('m/original.mid', 'midi', preprocess.input_digest(same)), 3, 'unknown',
-            False, len(melody))),
+            False)),
         (key_of(other_melody), elements.Kept(
             elements.Input('y/other.mid', 'midi', preprocess.input_digest(other)), 1, 'unknown',
-            False, len(other_melody))),
+            False)),
     ]))
 
 
