@@ -3,7 +3,7 @@ r"""Preprocessing at growing corpus sizes: files/s, CPU, peak memory and shuffle
     .venv/bin/python benchmarks/preprocess_scale.py [--sizes 2400,5000,10000,50000] \
         [--modes in_memory,multi_processing,default] [--loop-size 5000] \
         [--corpus-root /tmp/partita_scale] [--seed 0] [--plot benchmarks/preprocess_scale.png] \
-        [--json results.json]
+        [--json results.json] [--near-duplicates same-split|keep-one|off]
 
 For each size N a corpus of N files is made once with ``benchmarks/make_corpus.py`` (variants
 of the shared corpora, under ``--corpus-root``, reused by later runs), and the whole job
@@ -99,7 +99,7 @@ def pcollection_bytes(result) -> dict[str, float]:
   return {p: counts[p] * mean_sizes.get(p, 0.0) for p in counts}
 
 
-def run_job(input_folder: str, mode: str, workers: int, near_duplicates: str) -> dict:
+def run_job(input_folder: str, mode: str, workers: int, near_duplicates: str | None) -> dict:
   """The whole job on Beam's local runner in ``mode``; its counts and shuffle estimate."""
   import apache_beam as beam
 
@@ -108,8 +108,9 @@ def run_job(input_folder: str, mode: str, workers: int, near_duplicates: str) ->
   if mode != 'in_memory':
     args.append(f'--direct_num_workers={workers}')
   with tempfile.TemporaryDirectory(prefix='preprocess_scale_') as output:
-    config = preprocess.PreprocessConfig(input=input_folder, output=output,
-                                         near_duplicates=near_duplicates)
+    config = preprocess.PreprocessConfig(
+        input=input_folder, output=output,
+        **({'near_duplicates': near_duplicates} if near_duplicates else {}))
     inputs.check_inputs(config)
     pipeline = beam.Pipeline(options=runner.pipeline_options(args))
     preprocess.build_pipeline(pipeline, config)
@@ -130,7 +131,7 @@ def run_job(input_folder: str, mode: str, workers: int, near_duplicates: str) ->
           'unmeasured_pcollections': missing}
 
 
-def run_command(input_folder: str, near_duplicates: str) -> dict:
+def run_command(input_folder: str, near_duplicates: str | None) -> dict:
   """The job as the README runs it, with no runner flags; its counts.
 
   That is ``python -m beam_pipelines.preprocess --input FOLDER --output OUT``: its ``main`` with
@@ -140,7 +141,7 @@ def run_command(input_folder: str, near_duplicates: str) -> dict:
   from beam_pipelines import preprocess
   with tempfile.TemporaryDirectory(prefix='preprocess_scale_') as output:
     preprocess.main(['--input', input_folder, '--output', output,
-                     '--near-duplicates', near_duplicates])
+                     *(['--near-duplicates', near_duplicates] if near_duplicates else [])])
     with open(os.path.join(output, 'info.json')) as f:
       counts = json.load(f)['counts']
   return {'files': counts['files_in'], 'accepted': counts['pieces_written'] + counts['duplicates'],
@@ -212,9 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       f'{DEFAULT_MODE} (the README\'s command, no runner flags; default '
                       '%(default)s)')
   parser.add_argument('--workers', type=int, default=2)
-  parser.add_argument('--near-duplicates', default='off',
-                      help="the job's --near-duplicates (default: off, the measure before the "
-                      'search existed)')
+  parser.add_argument('--near-duplicates', default=None,
+                      help="the job's --near-duplicates (default: the job's own default)")
   parser.add_argument('--loop-size', type=int, default=5000,
                       help='corpus size of the pretty_midi loop (0: none; default %(default)s)')
   parser.add_argument('--corpus-root', default='/tmp/partita_scale')
@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     for mode in [m for m in args.modes.split(',') if m]:
       result = preprocess_speed.measure(f'beam ({mode})', ['--side', 'beam', '--input', folder,
                                                '--mode', mode, '--workers', str(args.workers),
-                                               '--near-duplicates', args.near_duplicates],
+                                               *(['--near-duplicates', args.near_duplicates]
+                                                 if args.near_duplicates else [])],
                                         __file__)
       if result:
         results.append(dict(result, size=size))
