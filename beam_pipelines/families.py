@@ -1,18 +1,19 @@
 """Near-duplicate families in the preprocessing job: find them, and split (or thin) by family.
 
-:class:`FindFamilies` is one global combine (:class:`FindFamiliesFn`) of every piece's sketch
-into a :class:`partita.near_duplicates.SketchTable`, in arrays: about 300 bytes a piece (its
-fingerprint, notes, shingle count and 256-byte MinHash; and its name, for keep-one's
-tie-break). Combiner lifting packs each bundle's sketches into one table before the shuffle, so
+:class:`FindFamilies` is one global combine (:class:`FindFamiliesFn`) of the sketch of every
+parsed input, straight from the parse, into a :class:`partita.near_duplicates.SketchTable` of
+arrays: about 300 bytes a piece (its fingerprint, name, notes, shingle count and 256-byte
+MinHash). Combiner lifting packs each bundle's sketches into one table before the shuffle, so
 the shuffle carries those bytes and no notes; the worker that merges the tables runs the
 locality-sensitive hashing, the verification and the connected components
-(:func:`partita.near_duplicates.find_families`) in numpy and scipy, and outputs one dict: each
-piece that has a near-duplicate -> its family (a ``Member``). Its memory is the table: 15 MB
-at 50,000 pieces, 300 MB at a million, whatever the number of candidate pairs.
+(:func:`partita.near_duplicates.find_families`) in numpy and scipy, and outputs one
+``partita.near_duplicates.Families``. Its memory is the table: 15 MB at 50,000 pieces, 300 MB
+at a million, whatever the number of candidate pairs.
 
-An earlier version keyed the shuffle by band and joined each candidate pair with its two
-sketches; the local runner held those groups and joins as Python objects, about 44 KB more a
-file on a corpus of variants (BENCHMARKS.md, "Near-duplicate families").
+Why one combine rather than band keys in the shuffle and a join per candidate pair (the first
+version): the local runner held those groups and joins as Python objects, so that the default
+command's peak memory grew 1.59x from 2,400 to 50,000 files (docs/experiments.md, "Near-duplicate
+families by default, in one global combine").
 
 :class:`AssignFamilies` gives each survivor its family's id, which draws its split
 (:func:`split_key`), and under ``keep-one`` drops every member but the longest.
