@@ -27,7 +27,8 @@ Why parse twice: what crosses a shuffle is what a runner must hold (the DirectRu
 memory) or pay to move (Dataflow). Deciding the dedup on 16-byte fingerprints and names, then
 reading and parsing the survivors again in the stage that writes their chunks, keeps the
 shuffle at about 160 bytes a file (mostly its path, once: the reads are spread over workers in
-packed batches of paths) instead of ten bytes a note, for a second parse of about a
+packed batches of paths; the near-duplicate search adds its sketch table's 330) instead of ten
+bytes a note, for a second parse of about a
 millisecond a file. The second parse needs no child process: an 8-byte digest of the bytes
 travels with each survivor, and bytes the isolated first parse accepted parse the same way.
 
@@ -699,9 +700,9 @@ def argument_parser() -> argparse.ArgumentParser:
       description='Turn a corpus of MIDI files (and/or NoteSequence TFRecords) into '
       'train/validation/test TFRecords of note chunks (pitch, step, duration, velocity), an '
       'info.json describing them, dead letters for every rejected input, and a COMPLETED marker. '
-      'Pieces with the same notes are kept once; the split is a hash of the notes (with '
-      '--near-duplicates same-split, near-duplicates such as a transposed copy, another tempo '
-      "or an excerpt share one split, drawn from their family's id). Unrecognised "
+      'Pieces with the same notes are kept once; the split is a hash of the notes, and '
+      'near-duplicates such as a transposed copy, another tempo or an excerpt share one split, '
+      "drawn from their family's id (--near-duplicates, default same-split). Unrecognised "
       'flags are Apache Beam pipeline options (e.g. --runner DataflowRunner --project P '
       '--region R --temp_location gs://... --setup_file ./setup.py). With none of --runner, '
       '--direct_running_mode, --direct_num_workers, a local run uses one worker process per '

@@ -26,7 +26,8 @@ accumulators (one per split, 1.4 KB each) per bundle, however many files it hold
 shuffled and are reported apart.
 
 Why: the job must not need memory or shuffle that grows with the corpus; peak RSS at 50k files
-should stay within 1.5x of the peak at 2.4k, and the shuffle under 200 bytes a file.
+should stay within 1.5x of the peak at 2.4k, and the shuffle under 200 bytes a file (plus the
+near-duplicate search's sketch table, about 330).
 """
 
 from __future__ import annotations
