@@ -72,7 +72,8 @@ def metre_stats(piece: dict[str, np.ndarray]) -> dict:
       'gridded_notes': int(gridded.sum()),
       'log_quarter_seconds_sum': exact(np.log(quarter_seconds[gridded]).sum()),
       'bar_quarters': collections.Counter(
-          f'{length:g}' for length in piece['bar_quarters'][gridded].astype(np.float64)),
+          {f'{length:g}': int(count) for length, count in zip(*np.unique(
+              piece['bar_quarters'][gridded].astype(np.float64), return_counts=True))}),
   }
 
 

@@ -173,9 +173,9 @@ def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str,
     raise failures.RejectionError('too_many_notes',
                                   f'{num_notes} notes > limit {options.max_notes}')
   in_seconds = score.to('second')
-  tracks = [_track_arrays(in_seconds.tracks[i]) + (_track_metre(score, score.tracks[i]),)
-            for i in selected]
-  return piece_from_tracks(tracks, options)
+  tracks = [_track_arrays(in_seconds.tracks[i]) for i in selected]
+  onset_ticks = np.concatenate([score.tracks[i].notes.numpy()['time'] for i in selected])
+  return piece_from_tracks(tracks, options, _note_metre(score, onset_ticks.astype(np.int64)))
 
 
 def parse_note_sequence(data: bytes,
@@ -221,8 +221,7 @@ def parse_note_sequence(data: bytes,
     pedal = np.array(controls.get(instrument, []), dtype=np.float64).reshape(-1, 2)
     # A NoteSequence has no ticks: no grid (partita.metre), whatever its tempos say.
     tracks.append((start.astype(np.float64), end.astype(np.float64), pitch.astype(np.int64),
-                   velocity.astype(np.int64), pedal[:, 0], pedal[:, 1].astype(np.int64),
-                   np.zeros((len(start), len(METRE_COLUMNS)))))
+                   velocity.astype(np.int64), pedal[:, 0], pedal[:, 1].astype(np.int64)))
   return piece_from_tracks(tracks, options)
 
 
@@ -256,20 +255,15 @@ def note_seq_protos():
   return music_pb2
 
 
-# The columns of a track's per-note metre array (:func:`_track_metre`), which
-# :func:`piece_from_tracks` turns into the piece's metre features (``partita.metre``).
-METRE_COLUMNS = ('quarter_seconds', 'bar_position', 'bar_quarters', 'on_grid')
-
-
-def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
-                      options: ParseOptions) -> dict[str, np.ndarray]:
+def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]], options: ParseOptions,
+                      note_metre: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """Merges tracks of note and pedal arrays into a checked notes dict, sustain applied per track.
 
-  Each track is ``(start, end, pitch, velocity, pedal_time, pedal_value, metre)`` arrays (times
-  in seconds; ``metre`` ``[notes, 4]``, :data:`METRE_COLUMNS`); the sustain pedal is applied per
-  track.
+  Each track is ``(start, end, pitch, velocity, pedal_time, pedal_value)`` arrays (times in
+  seconds); the sustain pedal is applied per track. ``note_metre`` is :func:`_note_metre` of
+  every track's notes in that order, or None for a piece with no ticks (no grid).
   """
-  start, end, pitch, velocity, pedal_time, _, note_metre = (
+  start, end, pitch, velocity, pedal_time, _ = (
       np.concatenate(arrays) for arrays in zip(*tracks, strict=True))
   if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))
           and np.all(np.isfinite(pedal_time))):
@@ -281,11 +275,12 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
     piece_end = max(float(end.max()), float(pedal_time.max()))
     ends, keeps = zip(*(apply_sustain(t_start, t_end, t_pitch, t_pedal_time, t_pedal_value,
                                       piece_end)
-                        for t_start, t_end, t_pitch, _, t_pedal_time, t_pedal_value, _ in tracks),
+                        for t_start, t_end, t_pitch, _, t_pedal_time, t_pedal_value in tracks),
                       strict=True)
     keep = np.concatenate(keeps)
     start, end = start[keep], np.concatenate(ends)[keep]
-    pitch, velocity, note_metre = pitch[keep], velocity[keep], note_metre[keep]
+    pitch, velocity = pitch[keep], velocity[keep]
+    note_metre = None if note_metre is None else note_metre[:, keep]
 
   if end.max() > options.max_seconds:
     raise failures.RejectionError('too_long',
@@ -298,15 +293,31 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]],
     raise failures.RejectionError('bad_timing', f'{len(start)} notes in {seconds:.3g} s: the tempo '
                                   'or time division is implausible')
 
-  order = np.lexsort((pitch, start))
+  order = onset_order(start, pitch)
   start = start[order]
   return {
       'pitch': np.clip(pitch[order], 0, constants.PITCHES - 1).astype(np.int8),
       'step': np.diff(start, prepend=start[0]).astype(np.float32),
       'duration': (end[order] - start).astype(np.float32),
       'velocity': np.clip(velocity[order], 1, constants.MAX_VELOCITY).astype(np.int8),
-      **metre.piece_metre(*note_metre[order].T),
+      **metre.piece_metre(*(np.zeros((4, len(order))) if note_metre is None
+                            else note_metre[:, order])),
   }
+
+
+def onset_order(start: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+  """The notes' order by onset, then pitch, then position: ``np.lexsort((pitch, start))``.
+
+  Twice as fast on notes that come as tracks in time order: one stable sort by onset, then
+  one of the nearly sorted (onset group, pitch) keys. ``pitch`` holds integers (MIDI's 0-127;
+  a NoteSequence's int32), so the key cannot overflow.
+  """
+  by_onset = np.argsort(start, kind='stable')
+  onsets = start[by_onset]
+  group = np.concatenate([[0], np.cumsum(onsets[1:] != onsets[:-1])])
+  low = int(pitch.min())
+  key = group * (int(pitch.max()) - low + 1) + (pitch[by_onset] - low)
+  return by_onset[np.argsort(key, kind='stable')]
 
 
 def _track_arrays(track: symusic.core.TrackSecond) -> tuple[np.ndarray, ...]:
@@ -320,20 +331,21 @@ def _track_arrays(track: symusic.core.TrackSecond) -> tuple[np.ndarray, ...]:
           controls['value'][is_pedal].astype(np.int64))
 
 
-def _track_metre(score: symusic.core.ScoreTick, track: symusic.core.TrackTick) -> np.ndarray:
-  """``[notes, 4]``: each note's :data:`METRE_COLUMNS`, in the order of the track's notes.
+def _note_metre(score: symusic.core.ScoreTick, onset_ticks: np.ndarray) -> np.ndarray:
+  """``[4, notes]``: the tempo, bar position, bar length and whether on the grid of each onset.
 
-  From the score's ticks, tempo map and time signatures (``partita.metre``).
+  From the score's ticks, tempo map and time signatures (``partita.metre``); the onsets are
+  every selected track's, in :func:`piece_from_tracks`' order, computed at once because each
+  value depends only on its onset and the score's maps.
   """
-  onsets = track.notes.numpy()['time'].astype(np.int64)
   tempos = score.tempos.numpy()
   signatures = score.time_signatures.numpy()
   position, bar_quarters = metre.bar_positions(
-      onsets, score.ticks_per_quarter, signatures['time'].astype(np.int64),
+      onset_ticks, score.ticks_per_quarter, signatures['time'].astype(np.int64),
       signatures['numerator'].astype(np.int64), signatures['denominator'].astype(np.int64))
   return np.stack([
-      metre.tempo_at(onsets, tempos['time'].astype(np.int64), tempos['mspq'] / 1e6),
-      position, bar_quarters, metre.on_grid(onsets / score.ticks_per_quarter)], axis=1)
+      metre.tempo_at(onset_ticks, tempos['time'].astype(np.int64), tempos['mspq'] / 1e6),
+      position, bar_quarters, metre.on_grid(onset_ticks / score.ticks_per_quarter)])
 
 
 def content_fingerprint(notes: dict[str, np.ndarray]) -> str:

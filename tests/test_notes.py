@@ -69,6 +69,18 @@ def test_chord_notes_sorted_by_pitch_within_an_onset():
                velocity=[60, 70, 50, 90, 80])
 
 
+@pytest.mark.parametrize('low, high', [(0, 128), (-2**31, 2**31 - 1)])
+def test_onset_order_is_lexsort_by_onset_then_pitch_then_position(low, high):
+  rng = np.random.default_rng(0)
+  # Three "tracks" in time order, with shared onsets, repeated pitches and a NoteSequence's
+  # int32 range of pitches.
+  start = np.concatenate([np.sort(rng.integers(0, 40, 50)) / 4 for _ in range(3)])
+  pitch = rng.integers(low, high, len(start), dtype=np.int64)
+  pitch[::7] = pitch[0]
+  np.testing.assert_array_equal(notes_lib.onset_order(start, pitch),
+                                np.lexsort((pitch, start)))
+
+
 def test_non_drum_tracks_merged_sorted_and_drums_ignored():
   data = midi_builders.midi_bytes(tracks=[
       midi_builders.Track([(72, 0.0, 0.5, 10), (74, 1.0, 1.5, 11)], program=0, name='right hand'),

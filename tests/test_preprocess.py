@@ -614,3 +614,12 @@ def test_input_without_midi_files_is_a_clear_error_and_writes_nothing(tmp_path):
   with pytest.raises(FileNotFoundError, match='no .mid or .midi file matches'):
     preprocess.run(config)
   assert not output.exists()
+
+
+def test_metre_stats_count_bar_lengths_and_tempos_of_gridded_notes_only():
+  piece = {'quarter_seconds': np.array([0.5, 0.5, 0.25, 0.25, 0.0, 0.5], np.float32),
+           'bar_quarters': np.array([3.0, 1.5, 4.0, 4.0, 0.0, 4.0], np.float32)}
+  stats = info_lib.metre_stats(piece)
+  assert stats['bar_quarters'] == {'3': 1, '1.5': 1, '4': 3}
+  assert (stats['gridded_pieces'], stats['gridded_notes']) == (1, 5)
+  assert float(stats['log_quarter_seconds_sum']) == pytest.approx(3 * np.log(0.5) + 2 * np.log(0.25))
