@@ -484,9 +484,9 @@ class ParseAndDedup(beam.PTransform):
 
 
 class SplitAndChunkFn(IsolatedParsingFn):
-  """SurvivorBytes -> per-split serialized tf.train.Example chunks, and statistics on ``stats``.
+  """SurvivorBytes -> its chunks (tf.train.Example) on its split, and statistics on ``stats``.
 
-  The piece's statistics go to the ``stats`` output.
+  The chunks go out as one run of framed records (:func:`beam_pipelines.tfrecord_sink.framed`).
 
   The survivor's bytes are parsed again, as its kind's :data:`PARSERS` entry: in-process when
   they are the bytes that the (isolated) first parse accepted, since the same bytes parse the
@@ -521,8 +521,7 @@ class SplitAndChunkFn(IsolatedParsingFn):
     split = notes_lib.split_for(families.split_key(survivor), dict(self._config.split_ratios))
     chunks = contract.serialized_chunks(piece, self._config.window_length, self._config.stride,
                                         survivor.label)
-    for chunk in chunks:
-      yield beam.pvalue.TaggedOutput(split, chunk)
+    yield beam.pvalue.TaggedOutput(split, tfrecord_sink.framed(chunks))
     stats = info_lib.piece_stats(piece, survivor.copies, len(chunks), self._config.window_length,
                                  survivor.label, survivor.conflict)
     yield beam.pvalue.TaggedOutput('stats', (split, stats))

@@ -142,10 +142,10 @@ def tokens(onset: np.ndarray, pitch: np.ndarray) -> np.ndarray:
 
 def mix(values: np.ndarray) -> np.ndarray:
   """splitmix64's finaliser: every bit of the result depends on every bit of ``values``."""
-  with np.errstate(over='ignore'):
-    values = (values ^ (values >> np.uint64(30))) * _MIX_1
-    values = (values ^ (values >> np.uint64(27))) * _MIX_2
-    return values ^ (values >> np.uint64(31))
+  # Array arithmetic on integers wraps silently (only numpy scalars warn of overflow).
+  values = (values ^ (values >> np.uint64(30))) * _MIX_1
+  values = (values ^ (values >> np.uint64(27))) * _MIX_2
+  return values ^ (values >> np.uint64(31))
 
 
 def shingles(*token_arrays: np.ndarray) -> np.ndarray:
@@ -157,9 +157,8 @@ def shingles(*token_arrays: np.ndarray) -> np.ndarray:
     if count < 1:
       continue
     polynomial = digits[:count].copy()
-    with np.errstate(over='ignore'):
-      for offset in range(1, SHINGLE_TOKENS):
-        polynomial = polynomial * _MULTIPLIER + digits[offset:offset + count]
+    for offset in range(1, SHINGLE_TOKENS):  # wraps silently, as in mix()
+      polynomial = polynomial * _MULTIPLIER + digits[offset:offset + count]
     hashes.append(polynomial)
   return sorted_distinct(mix(np.concatenate(hashes)))
 

@@ -28,8 +28,10 @@ def test_framing_is_byte_for_byte_what_tensorflow_writes(tmp_path):
 
 
 def write(records, prefix, compress):
+  # One run of the first two records, then one run of each other record.
+  runs = [tfrecord_sink.framed(records[:2])] + [tfrecord_sink.framed([r]) for r in records[2:]]
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
-    _ = (pipeline | beam.Create(records, reshuffle=False)
+    _ = (pipeline | beam.Create(runs, reshuffle=False)
          | tfrecord_sink.WriteTFRecords(prefix, compress))
   return sorted(glob.glob(prefix + '*'))
 
@@ -49,7 +51,8 @@ def test_gzip_is_the_chosen_level_and_the_same_records_give_the_same_bytes(tmp_p
   second, = write(RECORDS, str(tmp_path / 'b' / 'x'), compress=True)
   with open(first, 'rb') as f:
     data = f.read()
-  framed = b''.join(map(tfrecord_sink.tfrecord, RECORDS))
+  framed = tfrecord_sink.framed(RECORDS)
+  assert framed == b''.join(map(tfrecord_sink.tfrecord, RECORDS))
   assert gzip.decompress(data) == framed
   # The deflate stream is exactly zlib's at GZIP_LEVEL (after the 10-byte gzip header).
   deflate = zlib.compressobj(tfrecord_sink.GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
