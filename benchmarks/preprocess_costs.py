@@ -76,6 +76,7 @@ def step_costs(paths: list[str], config: preprocess.PreprocessConfig) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> None:
+  """Prints the cost of each step, their sum, the loop's and the floor they set."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--input', default='/tmp/partita_scale/seed0-5000',
                       help='folder of MIDI files (benchmarks/make_corpus.py makes one)')

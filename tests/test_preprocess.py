@@ -622,4 +622,5 @@ def test_metre_stats_count_bar_lengths_and_tempos_of_gridded_notes_only():
   stats = info_lib.metre_stats(piece)
   assert stats['bar_quarters'] == {'3': 1, '1.5': 1, '4': 3}
   assert (stats['gridded_pieces'], stats['gridded_notes']) == (1, 5)
-  assert float(stats['log_quarter_seconds_sum']) == pytest.approx(3 * np.log(0.5) + 2 * np.log(0.25))
+  assert float(stats['log_quarter_seconds_sum']) == pytest.approx(3 * np.log(0.5)
+                                                                  + 2 * np.log(0.25))
