@@ -705,7 +705,8 @@ def argument_parser() -> argparse.ArgumentParser:
       'flags are Apache Beam pipeline options (e.g. --runner DataflowRunner --project P '
       '--region R --temp_location gs://... --setup_file ./setup.py). With none of --runner, '
       '--direct_running_mode, --direct_num_workers, a local run uses one worker process per '
-      'core from 1,000 inputs on, and this process below, and prints which.')
+      f'core from {runner.MULTI_PROCESSING_INPUTS:,} inputs on, and this process below, and '
+      'prints which.')
   parser.add_argument('--config', metavar='YAML',
                       help='preset of options (the names of PreprocessConfig); flags override it')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
