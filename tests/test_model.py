@@ -616,16 +616,65 @@ def test_pitch_memory_counts_each_pitch_over_the_last_notes():
         every[position], model_lib.pitch_memory(pitches[:, :position + 1]).numpy()[0])
 
 
-def test_key_memory_gives_every_pitch_its_classs_share_of_the_longest_span():
+def test_key_memory_gives_every_pitch_its_classs_share_absence_and_log_share():
   pitches = tf.constant([[-1, 60, 72, 60, 62]])
   memory = model_lib.pitch_memory(pitches, key=True).numpy()[0]
-  assert memory.shape == (128, len(model_lib.MEMORY_SPANS) + 1)
+  assert memory.shape == (128, len(model_lib.MEMORY_SPANS) + model_lib.KEY_FEATURES)
+  share, absent, log_share = (memory[:, len(model_lib.MEMORY_SPANS) + i] for i in range(3))
   # Three Cs (60, 72, 60) and one D of 64: every C and every D of any octave, none of the rest.
   for pitch in (0, 48, 60, 84, 120):
-    assert memory[pitch, -1] == 3 / 64, pitch
-  assert memory[50, -1] == memory[62, -1] == 1 / 64
-  assert memory[61, -1] == memory[64, -1] == 0.0
-  np.testing.assert_array_equal(memory[:, :-1], model_lib.pitch_memory(pitches).numpy()[0])
+    assert share[pitch] == 3 / 64 and absent[pitch] == 0.0, pitch
+    assert log_share[pitch] == np.float32(np.log(3.5 / 64.5)), pitch
+  assert share[50] == share[62] == 1 / 64
+  assert absent[50] == absent[62] == 0.0
+  for pitch in (61, 64, 65, 71):
+    assert share[pitch] == 0.0 and absent[pitch] == 1.0, pitch
+    assert log_share[pitch] == np.float32(np.log(0.5 / 64.5)), pitch
+  np.testing.assert_array_equal(memory[:, :len(model_lib.MEMORY_SPANS)],
+                                model_lib.pitch_memory(pitches).numpy()[0])
   every = model_lib.pitch_memory(pitches, every_position=True, key=True).numpy()
   np.testing.assert_allclose(every[4], memory, rtol=1e-6)
 
+
+
+def test_sounding_notes_end_where_their_onset_plus_duration_lies_after_the_last_onset():
+  # A C major chord (60 held 1 s, 64 0.5 s, 67 2 s), then 72 for 0.25 s half a second later.
+  notes = {'pitch': tf.constant([[-1, 60, 64, 67, 72]]),
+           'step': tf.constant([[0.0, 0.0, 0.0, 0.0, 0.5]]),
+           'duration': tf.constant([[0.0, 1.0, 0.5, 2.0, 0.25]])}
+  pitch, end = model_lib.sounding_notes(notes)
+  assert pitch.shape == end.shape == (1, model_lib.SOUNDING_NOTES)
+  np.testing.assert_array_equal(pitch[0, -5:], [-1, 60, 64, 67, 72])
+  np.testing.assert_allclose(end[0, -5:], [-0.5, 0.5, 0.0, 1.5, 0.25])
+  np.testing.assert_array_equal(pitch[0, :-5], -1)  # before the notes: no note
+  # A quarter of a second later 60 and 67 still sound; 72 ends then, 64 has ended.
+  np.testing.assert_array_equal(
+      model_lib.still_sounding(pitch, end, tf.constant([0.25]))[0, -5:], [0, 1, 0, 1, 0])
+  # After every position, as after the last note of each prefix.
+  every_pitch, every_end = model_lib.sounding_notes(notes, every_position=True)
+  for position in range(5):
+    prefix = {name: values[:, :position + 1] for name, values in notes.items()}
+    expected_pitch, expected_end = model_lib.sounding_notes(prefix)
+    np.testing.assert_array_equal(every_pitch[position], expected_pitch[0])
+    np.testing.assert_allclose(every_end[position], expected_end[0])
+
+
+def test_the_pitch_head_sees_the_notes_still_sounding_at_the_next_onset():
+  """The window's notes move the pitch logits only at an onset where some of them still sound."""
+  model = model_lib.build_model(config_lib.load(os.path.join(REPO, 'configs', 'tiny.yaml')).model,
+                                WINDOW, TIMING, num_labels=3)
+  # Weights away from zero, so that every memory feature moves the logits.
+  for variable in model.pitch_memory_weights.trainable_variables:
+    variable.assign(tf.ones_like(variable))
+  window = windows(seed=4)
+  window['duration'] = tf.fill(tf.shape(window['duration']), 5.0)  # every note rings for 5 s
+  hidden = model.encode(window)
+  recent = model.recent(model_lib.heard(window))
+  silent = dict(recent, sounding_end=tf.zeros_like(recent['sounding_end']))
+
+  def logits(recent, step):
+    return model.head('pitch', hidden, {'step': tf.fill([BATCH], step)}, recent).numpy()
+
+  assert np.abs(logits(recent, 0.0) - logits(silent, 0.0)).max() > 1e-3
+  # A minute later nothing sounds, whatever the window's durations.
+  np.testing.assert_array_equal(logits(recent, 60.0), logits(silent, 60.0))

@@ -68,6 +68,11 @@ class ModelConfig:
   # pitch class: the key as the window has it, so that the head can tell out-of-key pitches
   # (docs/experiments.md, "Key memory").
   key_memory: bool = True
+  # Whether the heads after the step see which of the last 32 notes still sound at the next
+  # onset: how many (every head after the step) and which pitches (the pitch head's memory), so
+  # that a new note joins the voices that hold (trainer/model.py, sounding_notes;
+  # docs/experiments.md, "The key in three features, and the notes still sounding").
+  sounding: bool = True
   label_embedding_dim: int = 16  # the piece label's embedding (partita.labels)
   # Where the label enters: input: beside every note's features, into the recurrence;
   # heads: beside the encoder's vector, into every head.

@@ -11,7 +11,9 @@ point mass at 0 for chords) and a regression for the velocity. Besides the encod
 heads read the last notes themselves (:meth:`NoteModel.recent`): each timing mixture has
 components anchored on the window's last ``model.timing_anchors`` values of its part, and the
 pitch logits weigh how often each pitch sounded lately (:func:`pitch_memory`), because music
-repeats its times and pitches exactly and LSTMs learn to carry them only slowly.
+repeats its times and pitches exactly and LSTMs learn to carry them only slowly; the heads after
+the step also see which of the last notes still sound at the next onset
+(:func:`sounding_notes`), which an LSTM would have to sum steps and durations to know.
 
 ``model.note_order`` names the order of the parts: each head also sees the parts before its
 own (so with ``step_pitch_duration`` the pitch head knows whether the note joins a chord, and
@@ -65,6 +67,11 @@ def note_parts(note_order: str) -> tuple[str, ...]:
 # continuations loop on one or two pitch classes (docs/model.md; docs/experiments.md,
 # "Anchors and pitch memory").
 MEMORY_SPANS = (1, 2, 4, 8, 16, 32, 64)
+# What the key memory adds to each pitch's memory: its pitch class's share of the longest span,
+# whether the class is absent from it, and the log of its (smoothed) count (pitch_memory).
+KEY_FEATURES = 3
+# The last notes whose sounding the heads see (sounding_notes).
+SOUNDING_NOTES = 32
 # Sizes of the embeddings of a note's position in its bar and in its beat (partita.metre).
 BAR_POSITION_EMBEDDING_DIM = 16
 BEAT_POSITION_EMBEDDING_DIM = 8
@@ -204,12 +211,13 @@ class NoteModel(keras.Model):
     # Components of each timing mixture at the metre's times (metre_anchors).
     self.metre_anchors = {part: metre_anchor_count(part) if self.metre == 'full' else 0
                           for part in timing_bins.TIMED_PARTS}
+    self.sounding = config.sounding
     # The notes a generation state keeps for recent().
     self.history = max(MEMORY_SPANS[-1], self.anchors)
     if self.memory:
       self.pitch_memory_weights = layers.Dense(
-          len(MEMORY_SPANS) + self.key_memory, kernel_initializer='zeros', dtype='float32',
-          name='pitch_memory_weights')
+          len(MEMORY_SPANS) + KEY_FEATURES * self.key_memory + self.sounding,
+          kernel_initializer='zeros', dtype='float32', name='pitch_memory_weights')
     self.timing = {name: (float(timing[name]['mean']), max(float(timing[name]['std']), 1e-6))
                    for name in timing_bins.TIMED_PARTS}
     # A causal encoder trains on the note after every position (trainer.train_loop).
@@ -304,7 +312,9 @@ class NoteModel(keras.Model):
     ``step`` and ``duration``, the last ``timing_anchors`` values of each (``[rows, anchors]``,
     oldest first, 0 where the notes do not reach back that far), which the timing heads anchor
     on; ``pitch_memory``, :func:`pitch_memory` (``[rows, 128, features]``), which the pitch
-    head weighs. A row per window of ``[batch, time]`` notes, after its last note; with
+    head weighs; with ``model.sounding``, ``sounding_pitch`` and ``sounding_end``,
+    :func:`sounding_notes`, of which the heads after the step see what still sounds at the next
+    onset. A row per window of ``[batch, time]`` notes, after its last note; with
     ``every_position``, a row after every position, flattened to ``batch * time`` rows.
     ``notes``: pitch, step and duration as :func:`heard` gives them (pitch -1 and times 0 where
     there is no note: a neutral prime, or a causal state's history before its first note);
@@ -322,6 +332,8 @@ class NoteModel(keras.Model):
           recent[part] = padded[:, -self.anchors:]
     if self.memory:
       recent['pitch_memory'] = pitch_memory(notes['pitch'], every_position, self.key_memory)
+    if self.sounding:
+      recent['sounding_pitch'], recent['sounding_end'] = sounding_notes(notes, every_position)
     if self.metre != 'none':
       for name in constants.METRE_FEATURES:
         values = tf.cast(notes[name], tf.float32)
@@ -415,12 +427,25 @@ class NoteModel(keras.Model):
       anchors = at_metre if anchors is None else tf.concat([anchors, at_metre], axis=-1)
     if anchors is not None:
       inputs.append(log_time(anchors))  # so the head knows which anchor is which time
+    held = None
+    if self.sounding and part != 'step':
+      # What still sounds at the next onset: at the step drawn before this part, else at the
+      # last onset.
+      step = (note['step'] if self.conditioned and 'step' in earlier
+              else tf.zeros_like(recent['sounding_end'][:, 0]))
+      held = still_sounding(recent['sounding_pitch'], recent['sounding_end'], step)
+      inputs.append(tf.math.log1p(tf.reduce_sum(held, axis=-1))[:, None])
     inputs = tf.concat(inputs, axis=-1)
     outputs = self.heads[part](inputs, training=training)
     if part == 'pitch' and self.memory:
       # Each pitch's logit gains its memory features, weighed as this note's context says.
+      memory = recent['pitch_memory']
+      if held is not None:
+        sounding = tf.reduce_max(tf.one_hot(tf.cast(recent['sounding_pitch'], tf.int32),
+                                            constants.PITCHES) * held[..., None], axis=1)
+        memory = tf.concat([memory, sounding[..., None]], axis=-1)
       weights = self.pitch_memory_weights(inputs)
-      return outputs + tf.einsum('rpf,rf->rp', recent['pitch_memory'], weights)
+      return outputs + tf.einsum('rpf,rf->rp', memory, weights)
     if part == 'pitch':
       return outputs
     if part == 'velocity':
@@ -549,7 +574,9 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False,
 
   ``[batch, time]`` pitches (-1: no note) -> ``[rows, 128, features]``, per row (after the last
   note, or with ``every_position`` after every position, flattened) the share of the last ``n``
-  notes with that pitch for each ``n`` of :data:`MEMORY_SPANS`.
+  notes with that pitch for each ``n`` of :data:`MEMORY_SPANS`; with ``key``, then the
+  :data:`KEY_FEATURES` of its pitch class over the longest span: its share, 1 where the class
+  is absent (else 0), and ``log((count + 0.5) / (span + 0.5))``.
 
   Music repeats its pitches; the encoder could carry which ones through its LSTMs into the
   softmax, but learns that slowly, while these counts hand it over exactly (a cache model, as
@@ -564,10 +591,45 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False,
     counts = [tf.reduce_sum(onehot[:, -n:], axis=1) for n in MEMORY_SPANS]
   features = [count / n for count, n in zip(counts, MEMORY_SPANS)]
   if key:
-    # Each pitch's class's share of the longest span: [rows, 128] -> [rows, 12] -> [rows, 128].
+    # Each pitch's class's count over the longest span: [rows, 128] -> [rows, 12] -> [rows, 128].
     classes = tf.one_hot(tf.range(constants.PITCHES) % 12, 12)
-    features.append(tf.matmul(features[-1], classes) @ tf.transpose(classes))
+    class_counts = tf.matmul(counts[-1], classes) @ tf.transpose(classes)
+    span = MEMORY_SPANS[-1]
+    # The share alone is linear: a class heard once weighs almost as little as one never heard,
+    # so the head could not tell an out-of-key pitch from a rare one. Its absence and its log
+    # (counts smoothed by half a note) can (docs/experiments.md, "The key in three features").
+    features += [class_counts / span, tf.cast(class_counts == 0, tf.float32),
+                 tf.math.log((class_counts + 0.5) / (span + 0.5))]
   return tf.stack(features, axis=-1)
+
+
+def sounding_notes(notes: dict[str, tf.Tensor], every_position: bool = False
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
+  """The last :data:`SOUNDING_NOTES` notes' pitches and ends, in seconds after the last onset.
+
+  ``notes`` as :func:`heard` gives them; ``[rows, SOUNDING_NOTES]`` each (oldest first; pitch -1
+  and end 0 where the notes do not reach back that far), a row after the last note or, with
+  ``every_position``, after every position.
+  """
+  count = SOUNDING_NOTES
+  framed = {}
+  for part, fill in (('pitch', -1), ('step', 0), ('duration', 0)):
+    values = tf.cast(notes[part], tf.float32)
+    padded = tf.pad(values, [[0, 0], [count - 1, 0]], constant_values=fill)
+    framed[part] = (tf.reshape(tf.signal.frame(padded, count, 1, axis=1), [-1, count])
+                    if every_position else padded[:, -count:])
+  # A note's onset is the later notes' steps before the last onset.
+  onset = -tf.cumsum(framed['step'], axis=1, exclusive=True, reverse=True)
+  return framed['pitch'], onset + framed['duration']
+
+
+def still_sounding(pitch: tf.Tensor, end: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+  """1.0 for each of :func:`sounding_notes` still sounding ``step`` seconds after the last onset.
+
+  That is, ending more than half a timing bin after it; else 0.0 (``[rows, SOUNDING_NOTES]``).
+  """
+  later = end > tf.cast(step, tf.float32)[:, None] + timing_bins.BIN_SECONDS / 2
+  return tf.cast((pitch >= 0) & later, tf.float32)
 
 
 def every_position_targets(window: dict[str, tf.Tensor],
