@@ -636,7 +636,6 @@ def test_key_memory_gives_every_pitch_its_classs_share_absence_and_log_share():
   np.testing.assert_allclose(every[4], memory, rtol=1e-6)
 
 
-
 def test_sounding_notes_end_where_their_onset_plus_duration_lies_after_the_last_onset():
   # A C major chord (60 held 1 s, 64 0.5 s, 67 2 s), then 72 for 0.25 s half a second later.
   notes = {'pitch': tf.constant([[-1, 60, 64, 67, 72]]),

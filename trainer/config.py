@@ -64,9 +64,10 @@ class ModelConfig:
   # Whether the pitch head also weighs how often each pitch sounded in the last 1 to 64 notes
   # (trainer/model.py, pitch_memory).
   pitch_memory: bool = True
-  # Whether the pitch memory also holds, for every pitch, the share of the last 64 notes in its
-  # pitch class: the key as the window has it, so that the head can tell out-of-key pitches
-  # (docs/experiments.md, "Key memory").
+  # Whether the pitch memory also holds, for every pitch, its pitch class's share of the last 64
+  # notes, whether the class is absent from them and the log of its count: the key as the
+  # window has it, so that the head can tell out-of-key pitches (docs/experiments.md, "Key
+  # memory" and "The key in three features, and the notes still sounding").
   key_memory: bool = True
   # Whether the heads after the step see which of the last 32 notes still sound at the next
   # onset: how many (every head after the step) and which pitches (the pitch head's memory), so

@@ -597,7 +597,8 @@ def pitch_memory(pitches: tf.Tensor, every_position: bool = False,
     span = MEMORY_SPANS[-1]
     # The share alone is linear: a class heard once weighs almost as little as one never heard,
     # so the head could not tell an out-of-key pitch from a rare one. Its absence and its log
-    # (counts smoothed by half a note) can (docs/experiments.md, "The key in three features").
+    # (counts smoothed by half a note) can (docs/experiments.md, "The key in three features, and
+    # the notes still sounding").
     features += [class_counts / span, tf.cast(class_counts == 0, tf.float32),
                  tf.math.log((class_counts + 0.5) / (span + 0.5))]
   return tf.stack(features, axis=-1)
