@@ -677,3 +677,7 @@ def test_the_pitch_head_sees_the_notes_still_sounding_at_the_next_onset():
   assert np.abs(logits(recent, 0.0) - logits(silent, 0.0)).max() > 1e-3
   # A minute later nothing sounds, whatever the window's durations.
   np.testing.assert_array_equal(logits(recent, 60.0), logits(silent, 60.0))
+  # The duration head reads how many notes still sound at the next onset.
+  earlier = {'step': tf.zeros([BATCH]), 'pitch': tf.fill([BATCH], 60)}
+  durations = [model.head('duration', hidden, earlier, state) for state in (recent, silent)]
+  assert max(np.abs(durations[0][name] - durations[1][name]).max() for name in durations[0]) > 0
