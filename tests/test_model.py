@@ -327,12 +327,13 @@ def test_predict_next_returns_the_models_distributions(exported):
   with open(os.path.join(export_dir, 'assets', 'config.yaml')) as f:
     model_config = config_lib.from_yaml(f.read()).model
   components = model_config.timing_components + model_config.timing_anchors
+  onset_anchors = model_config.timing_anchors  # the step's, at its last onsets
   assert sorted(out) == sorted(
       ['pitch_logits', 'velocity', 'step_chord_logit']
       + [f'{part}_{name}' for part in ('step', 'duration')
          for name in ('mixture_logits', 'locations', 'scales')])
   # The metre's components: 16 note values, for the step also 4 subdivisions and the downbeat.
-  assert out['step_locations'].shape == (4, components + 21)
+  assert out['step_locations'].shape == (4, components + onset_anchors + 21)
   assert out['duration_scales'].shape == (4, components + 16)
   expected = model(window, note)
   np.testing.assert_allclose(out['pitch_logits'], expected['pitch'], atol=1e-5)
@@ -465,6 +466,8 @@ def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
   recent = model.recent(notes)
   for part in ('step', 'duration'):
     np.testing.assert_array_equal(recent[part], notes[part][:, -anchors:])
+  np.testing.assert_array_equal(recent['onset_step'],
+                                model_lib.last_onset_steps(notes['step'], anchors))
   np.testing.assert_array_equal(recent['pitch_memory'],
                                 model_lib.pitch_memory(notes['pitch'], key=True))
   every = model.recent(notes, every_position=True)
@@ -474,6 +477,8 @@ def test_the_heads_read_the_last_times_and_pitch_counts_up_to_each_position():
     expected = [padded[row, position + 1:position + 1 + anchors]
                 for row in range(BATCH) for position in range(WINDOW)]
     np.testing.assert_array_equal(every[part], expected)
+  np.testing.assert_array_equal(
+      every['onset_step'], model_lib.last_onset_steps(notes['step'], anchors, every_position=True))
   np.testing.assert_array_equal(
       every['pitch_memory'], model_lib.pitch_memory(notes['pitch'], every_position=True, key=True))
   longer = {name: tf.concat([values, values[:, :3]], axis=1) for name, values in notes.items()}
@@ -656,6 +661,23 @@ def test_sounding_notes_end_where_their_onset_plus_duration_lies_after_the_last_
     expected_pitch, expected_end = model_lib.sounding_notes(prefix)
     np.testing.assert_array_equal(every_pitch[position], expected_pitch[0])
     np.testing.assert_allclose(every_end[position], expected_end[0])
+
+
+def test_the_last_onset_steps_skip_the_chords_zero_steps():
+  # Two rows: a chord (0.5 s after the note before it), two notes, another chord; then a row
+  # whose only onset is its last note (a step of 4 ms is a chord's, under half a 10 ms bin).
+  steps = tf.constant([[0.25, 0.0, 0.0, 0.5, 0.0, 0.125, 0.75, 0.0, 0.004],
+                       [0.0, 0.0, 0.004, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+  np.testing.assert_array_equal(model_lib.last_onset_steps(steps, 3),
+                                [[0.5, 0.125, 0.75], [0.0, 0.0, 1.0]])
+  np.testing.assert_array_equal(model_lib.last_onset_steps(steps, 5),
+                                [[0.0, 0.25, 0.5, 0.125, 0.75], [0.0, 0.0, 0.0, 0.0, 1.0]])
+  every = model_lib.last_onset_steps(steps, 3, every_position=True).numpy().reshape(2, 9, 3)
+  np.testing.assert_array_equal(every[0, :4], [[0, 0, 0.25], [0, 0, 0.25], [0, 0, 0.25],
+                                               [0, 0.25, 0.5]])
+  for position in range(9):
+    np.testing.assert_array_equal(every[:, position],
+                                  model_lib.last_onset_steps(steps[:, :position + 1], 3))
 
 
 def test_the_pitch_head_sees_the_notes_still_sounding_at_the_next_onset():

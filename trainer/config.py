@@ -54,6 +54,11 @@ class ModelConfig:
   # More components of each timing mixture, anchored at the window's last N values of their
   # part (the last steps, or durations): music repeats its times (trainer/timing_distribution.py).
   timing_anchors: int = 8
+  # Whether the step's mixture also anchors at the last timing_anchors onset steps (the steps
+  # that are not 0): in chords most of the last steps are 0, and a continuation sampled from
+  # those anchors alone loses its prime's rate of onsets (docs/experiments.md, "The step
+  # anchored at its last onsets, and what still tells the demo's pieces apart").
+  onset_anchors: bool = True
   # What the model sees of the metre (partita.metre: each note's tempo and place in its bar).
   # inputs: the encoder reads each note's position in its bar and beat, the tempo and the bar's
   # length, the later heads the next onset's position in the beat, and generation moves each

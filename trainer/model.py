@@ -9,8 +9,8 @@ that part's distribution: a 128-way softmax for the pitch, a mixture of logistic
 log-seconds for the step and the duration (``trainer.timing_distribution``; the step's with a
 point mass at 0 for chords) and a regression for the velocity. Besides the encoder's vector the
 heads read the last notes themselves (:meth:`NoteModel.recent`): each timing mixture has
-components anchored on the window's last ``model.timing_anchors`` values of its part, and the
-pitch logits weigh how often each pitch sounded lately (:func:`pitch_memory`), because music
+components anchored on the window's last ``model.timing_anchors`` values of its part (the step's
+also on its last as many onset steps, :func:`last_onset_steps`), and the pitch logits weigh how often each pitch sounded lately (:func:`pitch_memory`), because music
 repeats its times and pitches exactly and LSTMs learn to carry them only slowly; the heads after
 the step also see which of the last notes still sound at the next onset
 (:func:`sounding_notes`), which an LSTM would have to sum steps and durations to know.
@@ -200,6 +200,7 @@ class NoteModel(keras.Model):
     self.conditioned = config.note_order != 'independent'
     self.components = config.timing_components
     self.anchors = config.timing_anchors
+    self.onset_anchors = self.anchors if config.onset_anchors else 0
     self.memory = config.pitch_memory
     self.key_memory = config.key_memory
     self.metre = config.metre
@@ -228,7 +229,7 @@ class NoteModel(keras.Model):
     outputs = {'pitch': constants.PITCHES, 'velocity': 1,
                **{part: timing_distribution.parameter_count(
                    self.components, chord=part == 'step',
-                   anchors=self.anchors + self.metre_anchors[part])
+                   anchors=self.mixture_size(part) - self.components)
                   for part in timing_bins.TIMED_PARTS}}
     self.heads = {part: dense_head(part, size, config.head_units)
                   for part, size in outputs.items()}
@@ -240,9 +241,11 @@ class NoteModel(keras.Model):
   def mixture_size(self, part: str) -> int:
     """Components of ``part``'s timing mixture.
 
-    The free ones, the ones anchored on the last times, then the ones at the metre's times.
+    The free ones, the ones anchored on the last times (for the step, then on the last onset
+    steps), then the ones at the metre's times.
     """
-    return self.components + self.anchors + self.metre_anchors[part]
+    onset_anchors = self.onset_anchors if part == 'step' else 0
+    return self.components + self.anchors + onset_anchors + self.metre_anchors[part]
 
   def note_features(self, notes: dict[str, tf.Tensor]) -> tf.Tensor:
     """``[batch, time]`` notes -> ``[batch, time, features]``, what the recurrence reads."""
@@ -311,7 +314,8 @@ class NoteModel(keras.Model):
 
     ``step`` and ``duration``, the last ``timing_anchors`` values of each (``[rows, anchors]``,
     oldest first, 0 where the notes do not reach back that far), which the timing heads anchor
-    on; ``pitch_memory``, :func:`pitch_memory` (``[rows, 128, features]``), which the pitch
+    on; with ``model.onset_anchors``, ``onset_step``, :func:`last_onset_steps`, where the step
+    head anchors too; ``pitch_memory``, :func:`pitch_memory` (``[rows, 128, features]``), which the pitch
     head weighs; with ``model.sounding``, ``sounding_pitch`` and ``sounding_end``,
     :func:`sounding_notes`, of which the heads after the step see what still sounds at the next
     onset. A row per window of ``[batch, time]`` notes, after its last note; with
@@ -330,6 +334,8 @@ class NoteModel(keras.Model):
           recent[part] = tf.reshape(framed, [-1, self.anchors])
         else:
           recent[part] = padded[:, -self.anchors:]
+    if self.onset_anchors:
+      recent['onset_step'] = last_onset_steps(notes['step'], self.onset_anchors, every_position)
     if self.memory:
       recent['pitch_memory'] = pitch_memory(notes['pitch'], every_position, self.key_memory)
     if self.sounding:
@@ -422,6 +428,8 @@ class NoteModel(keras.Model):
       earlier = self.parts if part == 'velocity' else self.parts[:self.parts.index(part)]
       inputs += [self.part_features(name, note[name], recent) for name in earlier]
     anchors = recent[part] if self.anchors and part in timing_bins.TIMED_PARTS else None
+    if self.onset_anchors and part == 'step':
+      anchors = tf.concat([anchors, recent['onset_step']], axis=-1)
     if self.metre_anchors.get(part):
       at_metre = metre_anchors(part, recent)
       anchors = at_metre if anchors is None else tf.concat([anchors, at_metre], axis=-1)
@@ -622,6 +630,25 @@ def sounding_notes(notes: dict[str, tf.Tensor], every_position: bool = False
   # A note's onset is the later notes' steps before the last onset.
   onset = -tf.cumsum(framed['step'], axis=1, exclusive=True, reverse=True)
   return framed['pitch'], onset + framed['duration']
+
+
+def last_onset_steps(steps: tf.Tensor, count: int, every_position: bool = False) -> tf.Tensor:
+  """The last ``count`` onset steps of ``[batch, time]`` steps (those of at least half a timing bin).
+
+  ``[rows, count]``, oldest first, 0 where the onsets do not reach back that far; a row after
+  the last note or, with ``every_position``, after every position. A chord's notes after its
+  first have step 0, so in four voices the last 8 steps hold two onsets; the last 8 onsets
+  hold the piece's rate.
+  """
+  steps = tf.cast(steps, tf.float32)
+  onset = steps >= timing_bins.BIN_SECONDS / 2
+  onsets_so_far = tf.cumsum(tf.cast(onset, tf.int32), axis=1)
+  ends = onsets_so_far if every_position else onsets_so_far[:, -1:]
+  # Each onset's slot after each row's end: count - 1 for the last onset, count - 2 for the one
+  # before it; slots out of 0..count-1 (older onsets, later positions) one_hot leaves at zero.
+  slot = count - 1 - (ends[:, :, None] - onsets_so_far[:, None, :])
+  weights = tf.one_hot(slot, count) * tf.cast(onset, tf.float32)[:, None, :, None]
+  return tf.reshape(tf.einsum('brtc,bt->brc', weights, steps), [-1, count])
 
 
 def still_sounding(pitch: tf.Tensor, end: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
