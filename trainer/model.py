@@ -10,10 +10,11 @@ log-seconds for the step and the duration (``trainer.timing_distribution``; the 
 point mass at 0 for chords) and a regression for the velocity. Besides the encoder's vector the
 heads read the last notes themselves (:meth:`NoteModel.recent`): each timing mixture has
 components anchored on the window's last ``model.timing_anchors`` values of its part (the step's
-also on its last as many onset steps, :func:`last_onset_steps`), and the pitch logits weigh how often each pitch sounded lately (:func:`pitch_memory`), because music
-repeats its times and pitches exactly and LSTMs learn to carry them only slowly; the heads after
-the step also see which of the last notes still sound at the next onset
-(:func:`sounding_notes`), which an LSTM would have to sum steps and durations to know.
+also on its last as many onset steps, :func:`last_onset_steps`), and the pitch logits weigh how
+often each pitch sounded lately (:func:`pitch_memory`), because music repeats its times and
+pitches exactly and LSTMs learn to carry them only slowly; the heads after the step also see
+which of the last notes still sound at the next onset (:func:`sounding_notes`), which an LSTM
+would have to sum steps and durations to know.
 
 ``model.note_order`` names the order of the parts: each head also sees the parts before its
 own (so with ``step_pitch_duration`` the pitch head knows whether the note joins a chord, and
@@ -315,8 +316,8 @@ class NoteModel(keras.Model):
     ``step`` and ``duration``, the last ``timing_anchors`` values of each (``[rows, anchors]``,
     oldest first, 0 where the notes do not reach back that far), which the timing heads anchor
     on; with ``model.onset_anchors``, ``onset_step``, :func:`last_onset_steps`, where the step
-    head anchors too; ``pitch_memory``, :func:`pitch_memory` (``[rows, 128, features]``), which the pitch
-    head weighs; with ``model.sounding``, ``sounding_pitch`` and ``sounding_end``,
+    head anchors too; ``pitch_memory``, :func:`pitch_memory` (``[rows, 128, features]``), which
+    the pitch head weighs; with ``model.sounding``, ``sounding_pitch`` and ``sounding_end``,
     :func:`sounding_notes`, of which the heads after the step see what still sounds at the next
     onset. A row per window of ``[batch, time]`` notes, after its last note; with
     ``every_position``, a row after every position, flattened to ``batch * time`` rows.
@@ -633,7 +634,7 @@ def sounding_notes(notes: dict[str, tf.Tensor], every_position: bool = False
 
 
 def last_onset_steps(steps: tf.Tensor, count: int, every_position: bool = False) -> tf.Tensor:
-  """The last ``count`` onset steps of ``[batch, time]`` steps (those of at least half a timing bin).
+  """The last ``count`` onset steps of ``[batch, time]`` steps: those of half a timing bin or more.
 
   ``[rows, count]``, oldest first, 0 where the onsets do not reach back that far; a row after
   the last note or, with ``every_position``, after every position. A chord's notes after its
