@@ -24,6 +24,7 @@ from trainer_fixtures import (
   subprocess_env,
   task_command,
 )
+import yaml
 
 from partita import constants, originality
 from partita import dataset as dataset_lib
@@ -340,6 +341,35 @@ def test_killed_run_resumes_from_its_checkpoint_and_stops_at_the_planned_step(
 
 
 # --- mirrored and multi-worker ---
+
+
+def test_a_model_dir_resumes_only_with_the_model_settings_that_trained_it(dataset, tmp_path,
+                                                                          capsys):
+  """Checkpoints of another model are refused, naming the settings, before config.yaml changes."""
+  model_dir = tmp_path / 'model'
+  checkpoints = str(model_dir / 'checkpoints')
+  trained = yaml.safe_load(tiny().to_yaml())
+  del trained['model']['onset_anchors']  # as a partita from before the onset anchors wrote it
+  written = yaml.safe_dump(trained)
+  model_dir.mkdir()
+  (model_dir / 'config.yaml').write_text(written)
+  task.check_resumable(str(model_dir), checkpoints, tiny().to_yaml())  # no checkpoint: a new run
+  tf.train.Checkpoint(step=tf.Variable(1)).save(os.path.join(checkpoints, 'ckpt'))
+  with pytest.raises(SystemExit) as exit_info:
+    task.main(['--data', dataset, '--model-dir', str(model_dir),
+               '--config', os.path.join(REPO, 'configs', 'tiny.yaml'),
+               '--set', 'model.lstm_units=24'])
+  assert exit_info.value.code == 1
+  assert capsys.readouterr().err.endswith(
+      f'error: {model_dir} holds checkpoints of a model with other settings (model.lstm_units '
+      f'{trained["model"]["lstm_units"]} there, 24 now; model.onset_anchors unset there, True '
+      'now): their weights do not fit this one. Resume with the model settings of its '
+      'config.yaml (a setting unset there is newer than the partita that trained it), or train '
+      'into a new --model-dir.\n')
+  assert (model_dir / 'config.yaml').read_text() == written
+  # The same model settings resume, whatever else changes (here the steps).
+  (model_dir / 'config.yaml').write_text(tiny().to_yaml())
+  task.check_resumable(str(model_dir), checkpoints, tiny('train.steps=999').to_yaml())
 
 
 def test_each_input_pipeline_reads_its_own_files(two_shard_dataset):

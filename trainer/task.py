@@ -4,7 +4,8 @@ r"""Train the model on a preprocessed dataset, then export a SavedModel.
         [--config configs/small.yaml] [--set train.steps=500 --set model.lstm_units=64 ...]
 
 Writes into MODEL_DIR (a local path or ``gs://``): ``config.yaml`` (the resolved config),
-``checkpoints/`` (the state an interrupted run resumes from: rerun the same command),
+``checkpoints/`` (the state an interrupted run resumes from: rerun the same command; a run
+with other ``model`` settings is refused, naming them),
 ``logs/`` (TensorBoard), ``metrics.json`` (final validation metrics of what is exported) and
 ``export/`` (the SavedModel, written last, never visible half-written); ``config.yaml`` and
 ``metrics.json`` are written atomically (``partita.atomic``). After training, the
@@ -34,6 +35,7 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+import yaml
 
 from partita import atomic, baselines, constants, contract, originality
 from partita import dataset as dataset_lib
@@ -125,12 +127,40 @@ def training_runs(data_dir: str, info: dict, table_limit: int) -> originality.Ru
                                                            info['labels'])), table_limit)
 
 
+class ResumeError(ValueError):
+  """MODEL_DIR holds checkpoints of a model with other settings: its weights would not fit."""
+
+
+def check_resumable(model_dir: str, checkpoint_dir: str, config_yaml: str) -> None:
+  """Raises :class:`ResumeError` where ``checkpoint_dir`` holds checkpoints of another model.
+
+  That is, where the ``model`` settings of MODEL_DIR's ``config.yaml``, which trained them,
+  differ from those of ``config_yaml``; checked before this run overwrites that file. Other
+  settings (the steps, the strategy) may change between runs.
+  """
+  path = os.path.join(model_dir, 'config.yaml')
+  if not (tf.train.latest_checkpoint(checkpoint_dir) and tf.io.gfile.exists(path)):
+    return
+  with tf.io.gfile.GFile(path) as f:
+    before = yaml.safe_load(f.read()).get('model', {})
+  now = yaml.safe_load(config_yaml)['model']
+  changed = [f'model.{key} {before.get(key, "unset")} there, {now.get(key, "unset")} now'
+             for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)]
+  if changed:
+    raise ResumeError(
+        f'{model_dir} holds checkpoints of a model with other settings ({"; ".join(changed)}): '
+        'their weights do not fit this one. Resume with the model settings of its config.yaml '
+        '(a setting unset there is newer than the partita that trained it), or train into a '
+        'new --model-dir.')
+
+
 def train(data_dir: str, model_dir: str, config: config_lib.Config
           ) -> tuple[keras.Model, dict, pitch_ngram.PitchNGrams | None]:
   """Trains to ``config.train.steps`` (resuming from the newest checkpoint), then exports.
 
   Returns the model, its final validation metrics and the pitch n-grams mixed into it (None when
-  ``model.ngram_order`` is 0).
+  ``model.ngram_order`` is 0). Raises :class:`ResumeError` where MODEL_DIR's checkpoints are of
+  a model with other settings.
   """
   info = dataset_lib.load_info(data_dir)
   order = checked_ngram_order(config.model, info)
@@ -140,6 +170,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   chief = distribute.is_chief(strategy)
   dirs = OutputDirs.for_model_dir(model_dir)
   config_yaml = config.to_yaml()
+  check_resumable(model_dir, dirs.checkpoints, config_yaml)
   if chief:
     atomic.makedirs(model_dir)
     atomic.write_bytes(os.path.join(model_dir, 'config.yaml'), config_yaml.encode())
@@ -214,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.error(str(e))
   try:
     _, metrics, _ = train(args.data, args.model_dir, config)
-  except distribute.StrategyError as e:
+  except (distribute.StrategyError, ResumeError) as e:
     parser.exit(1, f'{parser.prog}: error: {e}\n')
   print(f"validation pitch NLL {metrics['pitch_nll']:.3f} nats/note, "
         f"accuracy {metrics['pitch_accuracy']:.1%}, top-5 {metrics['pitch_top5_accuracy']:.1%}; "
