@@ -154,13 +154,20 @@ def check_resumable(model_dir: str, checkpoint_dir: str, config_yaml: str) -> No
         'new --model-dir.')
 
 
+def write_config(model_dir: str, checkpoint_dir: str, config_yaml: str, chief: bool) -> None:
+  """Writes MODEL_DIR's ``config.yaml`` (the chief only), once :func:`check_resumable` passes."""
+  check_resumable(model_dir, checkpoint_dir, config_yaml)
+  if chief:
+    atomic.makedirs(model_dir)
+    atomic.write_bytes(os.path.join(model_dir, 'config.yaml'), config_yaml.encode())
+
+
 def train(data_dir: str, model_dir: str, config: config_lib.Config
           ) -> tuple[keras.Model, dict, pitch_ngram.PitchNGrams | None]:
   """Trains to ``config.train.steps`` (resuming from the newest checkpoint), then exports.
 
   Returns the model, its final validation metrics and the pitch n-grams mixed into it (None when
-  ``model.ngram_order`` is 0). Raises :class:`ResumeError` where MODEL_DIR's checkpoints are of
-  a model with other settings.
+  ``model.ngram_order`` is 0).
   """
   info = dataset_lib.load_info(data_dir)
   order = checked_ngram_order(config.model, info)
@@ -170,10 +177,7 @@ def train(data_dir: str, model_dir: str, config: config_lib.Config
   chief = distribute.is_chief(strategy)
   dirs = OutputDirs.for_model_dir(model_dir)
   config_yaml = config.to_yaml()
-  check_resumable(model_dir, dirs.checkpoints, config_yaml)
-  if chief:
-    atomic.makedirs(model_dir)
-    atomic.write_bytes(os.path.join(model_dir, 'config.yaml'), config_yaml.encode())
+  write_config(model_dir, dirs.checkpoints, config_yaml, chief)
   print(f'strategy {distribute.strategy_name(strategy)} with '
         f'{strategy.num_replicas_in_sync} replica(s), dtype policy {policy}', flush=True)
 
