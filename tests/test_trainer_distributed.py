@@ -340,9 +340,6 @@ def test_killed_run_resumes_from_its_checkpoint_and_stops_at_the_planned_step(
   assert os.path.exists(os.path.join(model_dir, 'export', 'saved_model.pb'))
 
 
-# --- mirrored and multi-worker ---
-
-
 def test_a_model_dir_resumes_only_with_the_model_settings_that_trained_it(dataset, tmp_path,
                                                                           capsys):
   """Checkpoints of another model are refused, naming the settings, before config.yaml changes."""
@@ -370,6 +367,9 @@ def test_a_model_dir_resumes_only_with_the_model_settings_that_trained_it(datase
   # The same model settings resume, whatever else changes (here the steps).
   (model_dir / 'config.yaml').write_text(tiny().to_yaml())
   task.check_resumable(str(model_dir), checkpoints, tiny('train.steps=999').to_yaml())
+
+
+# --- mirrored and multi-worker ---
 
 
 def test_each_input_pipeline_reads_its_own_files(two_shard_dataset):
