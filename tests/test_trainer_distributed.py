@@ -364,9 +364,29 @@ def test_a_model_dir_resumes_only_with_the_model_settings_that_trained_it(datase
       'config.yaml (a setting unset there is newer than the partita that trained it), or train '
       'into a new --model-dir.\n')
   assert (model_dir / 'config.yaml').read_text() == written
-  # The same model settings resume, whatever else changes (here the steps).
+  # The same weights resume, whatever else changes (here the steps and the weightless settings).
   (model_dir / 'config.yaml').write_text(tiny().to_yaml())
-  task.check_resumable(str(model_dir), checkpoints, tiny('train.steps=999').to_yaml())
+  task.check_resumable(str(model_dir), checkpoints,
+                       tiny('train.steps=999', *WEIGHTLESS_CHANGES).to_yaml())
+
+
+# A new value for each of config_lib.WEIGHTLESS_MODEL_SETTINGS.
+WEIGHTLESS_CHANGES = ('model.ngram_order=2', 'model.pitch_loss_weight=0.5',
+                      'model.step_loss_weight=0.5', 'model.duration_loss_weight=0.5',
+                      'model.velocity_loss_weight=0.5')
+
+
+def test_the_weightless_model_settings_shape_no_weight():
+  """What a resumed run may change builds the very same variables; a weighty setting does not."""
+  def variables(*overrides):
+    model = model_lib.build_model(tiny(*overrides).model, WINDOW, TIMING, num_labels=3)
+    return [tuple(variable.shape) for variable in model.variables]
+
+  assert {change.split('=')[0] for change in WEIGHTLESS_CHANGES} == {
+      f'model.{key}' for key in config_lib.WEIGHTLESS_MODEL_SETTINGS}
+  assert variables(*WEIGHTLESS_CHANGES) == variables()
+  assert variables('model.onset_anchors=false') != variables()
+  assert variables('model.dropout=0.4') != variables()  # tiny's 0.0 keeps no seed generator
 
 
 # --- mirrored and multi-worker ---

@@ -98,6 +98,14 @@ class ModelConfig:
   velocity_loss_weight: float = 1.0
 
 
+# The model settings that shape no weight (the loss, the n-grams fitted after training): a run
+# may change them and still resume from another's checkpoints (trainer.task.check_resumable).
+# Not the dropout: above 0 it keeps a seed generator's state among the weights.
+WEIGHTLESS_MODEL_SETTINGS = frozenset({
+    'ngram_order', 'pitch_loss_weight', 'step_loss_weight', 'duration_loss_weight',
+    'velocity_loss_weight'})
+
+
 LearningRateSchedule = typing.Literal['constant', 'cosine']
 
 

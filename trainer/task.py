@@ -136,7 +136,8 @@ def check_resumable(model_dir: str, checkpoint_dir: str, config_yaml: str) -> No
 
   That is, where the ``model`` settings of MODEL_DIR's ``config.yaml``, which trained them,
   differ from those of ``config_yaml``; checked before this run overwrites that file. Other
-  settings (the steps, the strategy) may change between runs.
+  settings (the steps, the strategy, ``config_lib.WEIGHTLESS_MODEL_SETTINGS``) may change
+  between runs.
   """
   path = os.path.join(model_dir, 'config.yaml')
   if not (tf.train.latest_checkpoint(checkpoint_dir) and tf.io.gfile.exists(path)):
@@ -145,7 +146,8 @@ def check_resumable(model_dir: str, checkpoint_dir: str, config_yaml: str) -> No
     before = yaml.safe_load(f.read()).get('model', {})
   now = yaml.safe_load(config_yaml)['model']
   changed = [f'model.{key} {before.get(key, "unset")} there, {now.get(key, "unset")} now'
-             for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)]
+             for key in sorted((before.keys() | now.keys()) - config_lib.WEIGHTLESS_MODEL_SETTINGS)
+             if before.get(key) != now.get(key)]
   if changed:
     raise ResumeError(
         f'{model_dir} holds checkpoints of a model with other settings ({"; ".join(changed)}): '
