@@ -83,7 +83,9 @@ def _verdict(met: bool | None) -> str:
 
 
 def _accuracy(test: Mapping) -> str:
-  return 'skipped' if 'skipped' in test else f"{test['accuracy']:.0%}"
+  if 'skipped' in test:
+    return 'skipped'
+  return f"{test['accuracy']:.0%} +/- {test['standard_error']:.0%}"
 
 
 def headline_lines(listening: Mapping) -> list[str]:
@@ -167,5 +169,6 @@ def report_section(listening: Mapping) -> str:
       '(sorted pitch-class shares, pitch mean, spread and range, notes per onset, log-step and '
       'log-duration statistics, intervals, onset rate, on-grid share) tells each set from the '
       f"real one, scored by stratified {'/'.join(map(str, folds)) or '-'}-fold cross-validation:"
-      ' 50% means it cannot tell them apart; *real halves* tells the real set\'s even-indexed '
-      'pieces from its odd-indexed ones, the floor.\n\n' + '\n'.join(table(listening)) + '\n')
+      ' 50% means it cannot tell them apart, +/- one binomial standard error; *real halves* '
+      'tells the real set\'s even-indexed pieces from its odd-indexed ones, the floor.\n\n'
+      + '\n'.join(table(listening)) + '\n')

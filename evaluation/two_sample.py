@@ -13,8 +13,12 @@ With few pieces the test degrades rather than fails: the folds are :data:`FOLDS`
 the smaller set has fewer pieces than that (each fold needs a piece of each set), down to 2; with
 fewer than 2 pieces in either set there is nothing to hold out and the result says ``skipped``
 with the reason. With so few pieces the accuracy is coarse (4 + 4 pieces give it in steps of
-12.5%) and noisy: read it with its ``pieces``. When the sets differ in size, ``chance`` (the
-share of the larger set, what always answering it scores) is the reference instead of 50%.
+12.5%) and noisy: read it with its ``pieces`` and its ``standard_error``, the binomial
+``sqrt(accuracy * (1 - accuracy) / pieces)`` (about 5 points on 32 + 32 pieces at 80%, as large
+as the spread between sampling seeds of one model: docs/experiments.md, "What the demo's
+two-sample test still reads, and eight remedies that do not change it"). When the sets differ in
+size, ``chance`` (the share of the larger set, what always answering it scores) is the reference
+instead of 50%.
 
 :func:`real_halves` is the floor: the real pieces split by position (even against odd index)
 and told apart the same way, which any test of generated pieces should be read against (on a
@@ -41,7 +45,8 @@ def accuracy(first: Sequence[Mapping[str, np.ndarray]], second: Sequence[Mapping
              seed: int = 0) -> dict:
   """How well a random forest tells ``first``'s pieces from ``second``'s, held out.
 
-  Returns ``{'accuracy', 'folds', 'pieces': [len(first), len(second)], 'chance'}``, or
+  Returns ``{'accuracy', 'standard_error', 'folds', 'pieces': [len(first), len(second)],
+  'chance'}``, or
   ``{'skipped': reason, 'pieces'}`` when either set has fewer than :data:`MIN_PIECES` pieces.
   ``seed`` fixes the folds' shuffle and the forest, so the result is the same on every run.
   """
@@ -55,8 +60,9 @@ def accuracy(first: Sequence[Mapping[str, np.ndarray]], second: Sequence[Mapping
   splitter = model_selection.StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
   forest = ensemble.RandomForestClassifier(n_estimators=TREES, random_state=seed, n_jobs=1)
   predicted = model_selection.cross_val_predict(forest, features, labels, cv=splitter)
-  return {'accuracy': float(np.mean(predicted == labels)), 'folds': folds, 'pieces': pieces,
-          'chance': max(pieces) / sum(pieces)}
+  right = float(np.mean(predicted == labels))
+  return {'accuracy': right, 'standard_error': float(np.sqrt(right * (1 - right) / sum(pieces))),
+          'folds': folds, 'pieces': pieces, 'chance': max(pieces) / sum(pieces)}
 
 
 def real_halves(real: Sequence[Mapping[str, np.ndarray]], seed: int = 0) -> dict:

@@ -152,6 +152,8 @@ def test_two_sample_tells_clearly_different_sets_apart(synthetic_sets):
   result = two_sample.accuracy(synthetic_sets['tonal'], synthetic_sets['atonal'], seed=0)
   assert result['accuracy'] > 0.9
   assert result['folds'] == 5 and result['pieces'] == [8, 8] and result['chance'] == 0.5
+  assert result['standard_error'] == pytest.approx(
+      np.sqrt(result['accuracy'] * (1 - result['accuracy']) / 16))
 
 
 def test_two_sample_cannot_tell_two_draws_of_one_generator_apart(synthetic_sets):
@@ -159,12 +161,18 @@ def test_two_sample_cannot_tell_two_draws_of_one_generator_apart(synthetic_sets)
   # 0.5 with scikit-learn 1.9 (8 + 8 pieces: steps of 1/16); the folds and the forest are
   # seeded, so the same on every run.
   assert 0.3 <= first['accuracy'] <= 0.7
+  # At 0.5 on 16 pieces one standard error is 12.5 points: a tie and a clear verdict overlap.
+  assert first['standard_error'] == pytest.approx(
+      np.sqrt(first['accuracy'] * (1 - first['accuracy']) / 16))
+  assert first['standard_error'] > 0.11
 
 
 def test_two_sample_degrades_with_few_pieces(synthetic_sets):
   tonal, atonal = synthetic_sets['tonal'], synthetic_sets['atonal']
   few = two_sample.accuracy(tonal[:2], atonal[:3])
   assert few['folds'] == 2 and few['pieces'] == [2, 3] and few['chance'] == 0.6
+  assert few['standard_error'] == pytest.approx(
+      np.sqrt(few['accuracy'] * (1 - few['accuracy']) / 5))
   assert 0.0 <= few['accuracy'] <= 1.0
   skipped = two_sample.accuracy(tonal[:1], atonal)
   assert 'at least 2 in each' in skipped['skipped'] and 'accuracy' not in skipped
@@ -198,6 +206,8 @@ def test_the_evaluation_section_sets_side_by_side(synthetic_sets, monkeypatch):
   lines = listening_section.headline_lines(result)
   assert lines[0].startswith('listening       median on-grid share real 1.000, model 1.000')
   assert lines[-1].startswith('targets         model on-grid ratio 1.00 (>= 0.8): met; ')
+  ngram = result['two_sample']['n-gram']
+  assert f"from n-gram {ngram['accuracy']:.0%} +/- {ngram['standard_error']:.0%}, " in lines[2]
   section = listening_section.report_section(result)
   assert '| on-grid share, median | 1.000 | 1.000 |' in section
   assert '| OA pitch_class_entropy (music statistics) | | 0.800 | 0.800 | >= 0.75: met |' in (
