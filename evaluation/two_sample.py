@@ -46,8 +46,8 @@ def accuracy(first: Sequence[Mapping[str, np.ndarray]], second: Sequence[Mapping
   """How well a random forest tells ``first``'s pieces from ``second``'s, held out.
 
   Returns ``{'accuracy', 'standard_error', 'folds', 'pieces': [len(first), len(second)],
-  'chance'}``, or
-  ``{'skipped': reason, 'pieces'}`` when either set has fewer than :data:`MIN_PIECES` pieces.
+  'chance'}``, or ``{'skipped': reason, 'pieces'}`` when either set has fewer than
+  :data:`MIN_PIECES` pieces.
   ``seed`` fixes the folds' shuffle and the forest, so the result is the same on every run.
   """
   pieces = [len(first), len(second)]
