@@ -58,12 +58,11 @@ def measure(args: argparse.Namespace) -> dict:
   if num_notes > info['stride']:
     raise ValueError(f"--num-notes {num_notes} is more than a chunk holds after its first "
                      f"window ({info['stride']})")
-  if args.seeds < 1:
-    raise ValueError(f'--seeds {args.seeds}: at least 1')
   samplings = [dataclasses.replace(evaluate_lib.model_sampling(num_notes, args.temperature, seed),
                                    top_p=args.top_p)
                for seed in range(args.seed, args.seed + args.seeds)]
-  samplings[0].check()
+  for sampling in samplings:
+    sampling.check()
   loaded = export_client.load_export(args.model)
   labels = loaded.info['labels']
   info = {**info, 'labels': labels}
@@ -119,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--ngram-order', type=int, default=3, help='the n-gram set\'s order (3)')
   parser.add_argument('--json', help='write every figure to this JSON file')
   args = parser.parse_args(argv)
+  if args.seeds < 1:
+    parser.error(f'--seeds {args.seeds}: at least 1')
   result = measure(args)
   heard = result['listening'][result['seeds'][-1]]
   print('\n'.join(listening.headline_lines(heard)))
