@@ -25,6 +25,7 @@ model's mean, lowest and highest figures over the seeds.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
 import dataclasses
 import functools
 import json
@@ -85,7 +86,7 @@ def measure(args: argparse.Namespace) -> dict:
           'seconds': round(time.perf_counter() - started, 1)}
 
 
-def over_seeds(summaries) -> dict:
+def over_seeds(summaries: Iterable[Mapping]) -> dict:
   """``{title: {'mean', 'min', 'max'}}`` of the model's :data:`OVER_SEEDS` figures.
 
   Empty when the listening measures were skipped (too few test chunks).
