@@ -1,14 +1,14 @@
 r"""Fit the critic that chooses among candidates, and add it to an export's assets.
 
     python -m evaluation.critic --data DATA_DIR --model MODEL_DIR/export [--pieces 128] \
-        [--num-notes 192] [--seed 0]
+        [--num-notes 192] [--seed 0] [--temperature 1.0]
 
 The critic (``serving.critic``) scores a generated continuation by how real it looks. It is
 fitted on the model's own output against real music, in two stages on two splits:
 
 1. **training split**: ``--pieces`` chunks, spread over the split, each cut into a prime window
    and its real continuation of ``--num-notes`` notes; the export continues every prime (at
-   temperature 1, no top-k or top-p cut, guidance 1, with the piece's label). A logistic
+   ``--temperature``, no top-k or top-p cut, guidance 1, with the piece's label). A logistic
    regression learns to tell the real continuations from the model's on the 24 plain features
    of ``partita.listening`` (the two-sample classifier), and a style classifier
    (``evaluation.style.fit``) learns the labels from the real ones.
@@ -22,8 +22,13 @@ fitted on the model's own output against real music, in two stages on two splits
 The critic is written to ``EXPORT/assets/critic.json`` (``export_contract.ASSET_CRITIC``),
 where ``serving.generate --candidates N`` and the Beam job read it; its ``fit`` section holds
 how it was fitted and the combination's held-out accuracy on validation (5-fold, or fewer
-folds with fewer pieces). Nothing else
-in the export changes.
+folds with fewer pieces). Nothing else in the export changes.
+
+Fit it at the temperature you will generate at. A critic learns what sets the model's pieces
+apart at the temperature it saw, and pushes its choices the other way: fitted at 1, where the
+pieces stray out of key, it prefers the most in-key candidates, which at 0.8, where the pieces
+already settle on too few pitch classes, makes them less like real music, not more
+(docs/experiments.md, "The critic at the temperature it judges").
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ PIECES = 128
 NUM_NOTES = 192
 FOLDS = 5  # or fewer, when a set has fewer pieces
 MIN_PIECES = 2  # real and generated validation pieces each, to fit and hold out
+TEMPERATURE = 1.0
 # Inverse L2 strength on standardised features, scikit-learn's default: the critic's
 # regressions see a few hundred pieces and at most 24 features.
 REGULARISATION_C = 1.0
@@ -78,9 +84,10 @@ def split_pieces(data_dir: str, info: dict, split: str, count: int,
 
 
 def model_continuations(export: export_client.Export, primes: dict[str, np.ndarray],
-                        label_ids: list[int], num_notes: int, seed: int) -> list[dict]:
-  """The export's continuation of each prime, with its label, at temperature 1."""
-  sampling = evaluate.model_sampling(num_notes, 1.0, seed)
+                        label_ids: list[int], num_notes: int, seed: int,
+                        temperature: float) -> list[dict]:
+  """The export's continuation of each prime, with its label, at ``temperature``."""
+  sampling = evaluate.model_sampling(num_notes, temperature, seed)
   generated = export_client.generate(export.model, primes, sampling, labels=label_ids)
   return [{name: values[i] for name, values in generated.items()}
           for i in range(len(label_ids))]
@@ -109,14 +116,14 @@ def label_names(info: dict, label_ids: list[int]) -> list[str | None]:
 
 
 def fit_classifiers(export: export_client.Export, data_dir: str, info: dict, pieces: int,
-                    num_notes: int, seed: int) -> critic_lib.Critic:
+                    num_notes: int, seed: int, temperature: float) -> critic_lib.Critic:
   """Stage 1, on the training split: the critic's two-sample and style classifiers.
 
   Returns a critic without its combinations (``labelled`` and ``unlabelled`` None), which
   computes features (``Critic.features``) but not scores.
   """
   primes, real, label_ids = split_pieces(data_dir, info, 'train', pieces, num_notes)
-  generated = model_continuations(export, primes, label_ids, num_notes, seed)
+  generated = model_continuations(export, primes, label_ids, num_notes, seed, temperature)
   targets = np.repeat([1, 0], [len(real), len(generated)])
   two_sample = logistic(seed).fit(listening.feature_matrix(real + generated), targets)
   names = label_names(info, label_ids)
@@ -164,15 +171,20 @@ def fit_combinations(features: np.ndarray, targets: np.ndarray,
 
 
 def fit(export: export_client.Export, data_dir: str, pieces: int = PIECES,
-        num_notes: int = NUM_NOTES, seed: int = 0) -> critic_lib.Critic:
-  """The critic of ``export``, fitted on ``data_dir``'s training and validation splits."""
+        num_notes: int = NUM_NOTES, seed: int = 0,
+        temperature: float = TEMPERATURE) -> critic_lib.Critic:
+  """The critic of ``export``, fitted on ``data_dir``'s training and validation splits.
+
+  ``temperature``: that of the model's continuations it learns from, which should be that of
+  the candidates it will choose among (see the module docstring).
+  """
   info = dataset_lib.load_info(data_dir)
   started = time.perf_counter()
-  classifiers = fit_classifiers(export, data_dir, info, pieces, num_notes, seed)
+  classifiers = fit_classifiers(export, data_dir, info, pieces, num_notes, seed, temperature)
   print(f"critic: the classifiers fitted on the training split's pieces and the model's "
         f'continuations of them ({time.perf_counter() - started:.0f} s)', flush=True)
   primes, real, label_ids = split_pieces(data_dir, info, 'validation', pieces, num_notes)
-  generated = model_continuations(export, primes, label_ids, num_notes, seed + 1)
+  generated = model_continuations(export, primes, label_ids, num_notes, seed + 1, temperature)
   both = real + generated
   likelihood = critic_lib.pitch_log_likelihood(
       export.model, {name: np.concatenate([values, values]) for name, values in primes.items()},
@@ -188,7 +200,7 @@ def fit(export: export_client.Export, data_dir: str, pieces: int = PIECES,
   return dataclasses.replace(
       classifiers, labelled=labelled, unlabelled=unlabelled,
       fit={'data': data_dir, 'pieces_per_split': len(real), 'num_notes': num_notes,
-           'seed': seed, 'validation_accuracy_held_out': held_out,
+           'seed': seed, 'temperature': temperature, 'validation_accuracy_held_out': held_out,
            'weights_per_unit': weights, 'seconds': round(time.perf_counter() - started, 1)})
 
 
@@ -221,6 +233,9 @@ def argument_parser() -> argparse.ArgumentParser:
   parser.add_argument('--num-notes', type=int, default=NUM_NOTES,
                       help='notes per continuation (default %(default)s)')
   parser.add_argument('--seed', type=int, default=0, help='sampling seed (default 0)')
+  parser.add_argument('--temperature', type=float, default=TEMPERATURE,
+                      help="the model's sampling temperature for the continuations the critic "
+                      'learns from: the temperature you will generate at (default %(default)s)')
   return parser
 
 
@@ -231,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
   if args.pieces < MIN_PIECES or args.num_notes < 1:
     parser.error(f'--pieces must be at least {MIN_PIECES} and --num-notes at least 1')
   try:
+    evaluate.model_sampling(args.num_notes, args.temperature, args.seed).check()
     export = export_client.load_export(args.model)
-    critic = fit(export, args.data, args.pieces, args.num_notes, args.seed)
+    critic = fit(export, args.data, args.pieces, args.num_notes, args.seed, args.temperature)
   except (failures.RejectionError, ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

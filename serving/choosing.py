@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import hashlib
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -145,6 +146,25 @@ def generate_and_choose(export: export_client.Export, primes: dict[str, np.ndarr
                else candidates[c].score)
     choices.append(Choice(drawn[piece * count + kept], kept, candidates))
   return choices
+
+
+def temperature_note(export: export_client.Export,
+                     request: generation_request.Request) -> str | None:
+  """A note when ``request``'s candidates are drawn at another temperature than the critic saw.
+
+  A critic learns what sets the model's pieces apart at the temperature it was fitted at
+  (critics fitted before ``evaluation.critic --temperature`` existed saw 1.0), and may choose
+  worse pieces at another. None: one candidate, no critic, or the same temperature.
+  """
+  if request.candidates < 2 or export.critic is None:
+    return None
+  fitted = export.critic.fit.get('temperature', 1.0)
+  drawn = request.sampling.temperature
+  if math.isclose(fitted, drawn):
+    return None
+  return (f'the critic was fitted at temperature {fitted:g} and the candidates are drawn at '
+          f'{drawn:g}; it may choose worse pieces: fit it again with `python -m '
+          f'evaluation.critic ... --temperature {drawn:g}`')
 
 
 def _rejection(export: export_client.Export, request: generation_request.Request,

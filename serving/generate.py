@@ -141,16 +141,17 @@ def run(export_dir: str, out_dir: str, request: generation_request.Request,
   soundfont, audio_note = pieces.audio_plan(options.audio, options.soundfont)
 
   export = export_client.load_export(export_dir)
+  if critic_note := choosing.temperature_note(export, request):
+    print(f'note: {critic_note}', file=sys.stderr)
   labels = [validation.label_id(export.info['labels'], request.label)] * options.num_samples
   prime_list, sources = prime_windows(export, options, request.prime_from)
   batch = {name: np.stack([prime[name] for prime in prime_list])
            for name in constants.NOTE_FEATURES}
   seeds = export_contract.row_seeds(request.sampling.seed, options.num_samples)
   # Each piece's own request: its name, and its seed, as the Beam job's request for it.
-  piece_requests = [dataclasses.replace(
-      request, name=f'sample_{sample:03d}',
-      sampling=dataclasses.replace(request.sampling, seed=seeds[sample]))
-      for sample in range(options.num_samples)]
+  piece_requests = [dataclasses.replace(request, name=f'sample_{sample:03d}',
+                                        sampling=dataclasses.replace(request.sampling, seed=seed))
+                    for sample, seed in enumerate(seeds)]
   choices = choosing.generate_and_choose(export, batch, piece_requests, labels)
 
   os.makedirs(out_dir, exist_ok=True)

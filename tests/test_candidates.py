@@ -13,6 +13,7 @@ import pytest
 import trainer_fixtures
 
 from evaluation import critic as critic_fit
+from partita import dataset as dataset_lib
 from partita import export_contract, failures, originality
 from serving import beam_generate, choosing, critic, export_client, generation_request
 from serving import generate as generate_lib
@@ -47,12 +48,37 @@ def test_the_critic_is_saved_in_the_export_and_read_back(fitted, tiny_model):
   assert loaded.training_runs.run_length == trainer_fixtures.WINDOW + 1  # the window caps it
   assert set(fitted_critic.style_labels) <= {'other', *trainer_fixtures.LABELS}
   assert fitted_critic.fit['pieces_per_split'] >= 2
+  assert fitted_critic.fit['temperature'] == critic_fit.TEMPERATURE == 1.0
   assert all(0.0 <= accuracy <= 1.0
              for accuracy in fitted_critic.fit['validation_accuracy_held_out'].values())
   weights = fitted_critic.fit['weights_per_unit']
   assert list(weights['labelled']) == list(critic.FEATURES)
   assert list(weights['unlabelled']) == list(critic.UNLABELLED_FEATURES)
   assert export_client.load_export(tiny_model.export_dir).critic is None  # the original's
+
+
+def test_the_critic_learns_from_continuations_at_its_temperature(tiny_model):
+  export = export_client.load_export(tiny_model.export_dir)
+  info = dataset_lib.load_info(tiny_model.data_dir)
+  primes, _, label_ids = critic_fit.split_pieces(tiny_model.data_dir, info, 'train', 3, 8)
+  cooler = critic_fit.model_continuations(export, primes, label_ids, 8, 5, 0.5)
+  plain = critic_fit.model_continuations(export, primes, label_ids, 8, 5, 1.0)
+  generated = export_client.generate(
+      export.model, primes, sampling_lib.Sampling(num_notes=8, temperature=0.5, seed=5),
+      labels=label_ids)
+  for row, piece in enumerate(cooler):
+    np.testing.assert_array_equal(piece['pitch'], generated['pitch'][row])
+  assert any(not np.array_equal(a['pitch'], b['pitch']) for a, b in zip(cooler, plain))
+
+
+def test_a_critic_temperature_out_of_range_is_refused_before_fitting(tiny_model, tmp_path,
+                                                                     capsys):
+  export_dir = str(tmp_path / 'export')
+  shutil.copytree(tiny_model.export_dir, export_dir)
+  assert critic_fit.main(['--data', tiny_model.data_dir, '--model', export_dir,
+                          '--temperature', '0']) == 2
+  assert 'temperature must be' in capsys.readouterr().err
+  assert export_client.load_export(export_dir).critic is None
 
 
 def test_linear_models_apply_as_scikit_learn_does():
@@ -86,6 +112,18 @@ def test_candidates_keep_the_critics_best_and_record_every_one(fitted, tmp_path)
   run(export_dir, tmp_path / 'again', candidates=4, seed=10, composer='bach')
   for name in ('sample_000.mid', 'sample_001.mid', 'sample_002.mid', 'summary.json'):
     assert (tmp_path / 'out' / name).read_bytes() == (tmp_path / 'again' / name).read_bytes()
+
+
+def test_candidates_at_another_temperature_than_the_critic_s_get_a_note(fitted, tmp_path,
+                                                                        capsys):
+  export_dir, _ = fitted
+  run(export_dir, tmp_path / 'cooler', num_samples=1, candidates=2, temperature=0.8)
+  assert ('note: the critic was fitted at temperature 1 and the candidates are drawn at 0.8; it '
+          'may choose worse pieces: fit it again with `python -m evaluation.critic ... '
+          '--temperature 0.8`') in capsys.readouterr().err
+  run(export_dir, tmp_path / 'same', num_samples=1, candidates=2, temperature=1.0)
+  run(export_dir, tmp_path / 'one', num_samples=1, candidates=1, temperature=0.8)
+  assert 'critic' not in capsys.readouterr().err
 
 
 def test_one_candidate_is_the_piece_without_choosing_and_needs_no_critic(tiny_model, tmp_path):
