@@ -2,7 +2,7 @@ r"""The measures a listener hears, for real, model and n-gram continuations of t
 
     python benchmarks/listening.py --data DATA_DIR --model EXPORT_DIR [--num-pieces 32] \
         [--num-notes 192] [--temperature 1.0] [--top-p 1.0] [--seed 0] [--seeds 1] \
-        [--ngram-order 3] [--json OUT]
+        [--candidates 1] [--ngram-order 3] [--json OUT]
 
 Builds the three sets as ``evaluation.evaluate`` does (``primes_and_continuations``, then
 ``generated_statistics``: the export's ``generate`` signature, by default with no top-k or top-p
@@ -20,6 +20,12 @@ One seed's two-sample accuracy moves by about 5 points from seed to seed on 32 +
 (its standard error says as much): ``--seeds N`` draws both generated sets with seeds ``--seed``
 to ``--seed + N - 1`` from the same primes and n-gram, prints the last seed's table, then the
 model's mean, lowest and highest figures over the seeds.
+
+``--candidates N`` measures the model's pieces as ``serving.generate --candidates N`` makes
+them: the critic in the export's assets keeps the best of N candidates per prime (candidate 0 is
+the plain draw, so N = 1 measures the same pieces as without it). The originality guard is off,
+so that every prime keeps a piece. Fit the critic at the temperature measured
+(``python -m evaluation.critic --temperature``).
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from evaluation import evaluate as evaluate_lib  # noqa: E402
 from evaluation import listening  # noqa: E402
-from partita import atomic, baselines  # noqa: E402
+from partita import atomic, baselines, export_contract, failures  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
-from serving import export_client  # noqa: E402
+from partita import labels as labels_lib  # noqa: E402
+from serving import choosing, export_client, generation_request  # noqa: E402
+from serving import sampling as sampling_lib  # noqa: E402
 
 # The model's figures summarised over seeds: (title, path into a listening summary).
 OVER_SEEDS = (
@@ -62,9 +70,13 @@ def measure(args: argparse.Namespace) -> dict:
   samplings = [dataclasses.replace(evaluate_lib.model_sampling(num_notes, args.temperature, seed),
                                    top_p=args.top_p)
                for seed in range(args.seed, args.seed + args.seeds)]
-  for sampling in samplings:
-    sampling.check()
+  requests = [generation_request.Request(sampling=sampling, candidates=args.candidates,
+                                         copy_limit=0) for sampling in samplings]
+  for request in requests:
+    request.check()
   loaded = export_client.load_export(args.model)
+  if critic_note := choosing.temperature_note(loaded, requests[0]):
+    print(f'note: {critic_note}', file=sys.stderr)
   labels = loaded.info['labels']
   info = {**info, 'labels': labels}
   train_chunks = dataset_lib.read_chunks(args.data, info, 'train', labels)
@@ -76,14 +88,29 @@ def measure(args: argparse.Namespace) -> dict:
   by_seed = {}
   for sampling in samplings:
     sets, _, _, statistics = evaluate_lib.generated_statistics(
-        loaded.model, primes, real, ngram, train_chunks, window_length, sampling)
+        loaded.model, primes, real, ngram, train_chunks, window_length, sampling,
+        chosen_pieces(loaded, primes, sampling, args.candidates))
     by_seed[sampling.seed] = listening.summary(sets, statistics, sampling.seed)
     print(f'seed {sampling.seed}: {time.perf_counter() - started:.0f} s', file=sys.stderr)
   return {'data': args.data, 'model': args.model, 'notes': num_notes,
-          'temperature': args.temperature, 'top_p': args.top_p, 'seeds': list(by_seed),
+          'temperature': args.temperature, 'top_p': args.top_p, 'candidates': args.candidates,
+          'seeds': list(by_seed),
           'ngram': f'{args.ngram_order}-gram', 'listening': by_seed,
           'over_seeds': over_seeds(by_seed.values()),
           'seconds': round(time.perf_counter() - started, 1)}
+
+
+def chosen_pieces(loaded: export_client.Export, primes: dict, sampling: sampling_lib.Sampling,
+                  candidates: int) -> list[dict] | None:
+  """The critic's best of ``candidates`` per prime; None for one (the plain draw)."""
+  if candidates == 1:
+    return None
+  seeds = export_contract.row_seeds(sampling.seed, len(primes['pitch']))
+  requests = [generation_request.Request(sampling=dataclasses.replace(sampling, seed=seed),
+                                         candidates=candidates, copy_limit=0) for seed in seeds]
+  choices = choosing.generate_and_choose(loaded, primes, requests,
+                                         [labels_lib.UNCONDITIONAL_ID] * len(seeds))
+  return [choice.continuation for choice in choices]
 
 
 def over_seeds(summaries: Iterable[Mapping]) -> dict:
@@ -116,12 +143,18 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--seeds', type=int, default=1,
                       help='measure seeds --seed .. --seed + N - 1 and summarise the model\'s '
                       'figures over them (1)')
+  parser.add_argument('--candidates', type=int, default=1,
+                      help="the model's pieces: the export's critic's best of N per prime (1)")
   parser.add_argument('--ngram-order', type=int, default=3, help='the n-gram set\'s order (3)')
   parser.add_argument('--json', help='write every figure to this JSON file')
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f'--seeds {args.seeds}: at least 1')
-  result = measure(args)
+  try:
+    result = measure(args)
+  except failures.RejectionError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   heard = result['listening'][result['seeds'][-1]]
   print('\n'.join(listening.headline_lines(heard)))
   if 'skipped' not in heard:

@@ -295,19 +295,21 @@ def statistics_summary(comparisons: dict, pieces: int, sampling: sampling_lib.Sa
 
 def generated_statistics(export, primes: dict, real: list[dict], ngram: baselines.NGram,
                          train_chunks: list[dict], window_length: int,
-                         sampling: sampling_lib.Sampling) -> tuple[dict, dict, dict, dict]:
+                         sampling: sampling_lib.Sampling,
+                         model_set: list[dict] | None = None) -> tuple[dict, dict, dict, dict]:
   """The model's and the n-gram's pieces after ``primes`` against the ``real`` continuations.
 
-  Returns (sets, their features, their comparisons with the real set,
-  ``results['statistics']``), or empty sets and the reason they were skipped when fewer than 3
-  real pieces are long enough.
+  ``model_set``: the model's pieces when drawn already (chosen among candidates, say); by
+  default :func:`model_pieces` draws them with ``sampling``. Returns (sets, their features,
+  their comparisons with the real set, ``results['statistics']``), or empty sets and the reason
+  they were skipped when fewer than 3 real pieces are long enough.
   """
   if len(real) < 3:
     return {}, {}, {}, {
         'skipped': f'{len(real)} test chunks hold a window plus {sampling.num_notes} notes; at '
                    'least 3 are needed (try a smaller --num-notes)'}
   sets = {'real': real,
-          'model': model_pieces(export, primes, sampling),
+          'model': (model_pieces(export, primes, sampling) if model_set is None else model_set),
           'n-gram': ngram_pieces(ngram, primes, sampling.num_notes, train_chunks, window_length,
                                  sampling.seed)}
   features = {name: music_stats.set_features(pieces) for name, pieces in sets.items()}

@@ -182,6 +182,29 @@ def test_primes_and_continuations_spread_over_long_enough_chunks():
   assert len(every) == 4
 
 
+def test_generated_statistics_measures_model_pieces_given_without_drawing():
+  rng = np.random.default_rng(0)
+
+  def piece(length):
+    notes = {name: np.full(length, 0.5) for name in constants.NOTE_FEATURES}
+    return {**notes, 'pitch': rng.integers(55, 75, length)}
+
+  real = [piece(20) for _ in range(4)]
+  chosen = [piece(16) for _ in range(4)]  # say, a critic's picks
+  primes = {name: np.stack([p[name][:4] for p in real]) for name in constants.NOTE_FEATURES}
+  ngram = baselines.NGram.fit([p['pitch'] for p in real], 2, first_target=4)
+  sampling = evaluate.model_sampling(16, 1.0, 0)
+  # No export: the given pieces are measured, nothing is drawn.
+  sets, features, comparisons, statistics = evaluate.generated_statistics(
+      None, primes, real, ngram, real, 4, sampling, model_set=chosen)
+  assert sets['model'] is chosen and sets['real'] is real
+  expected = music_stats.compare_sets(music_stats.set_features(real),
+                                      music_stats.set_features(chosen))
+  for name, comparison in expected.items():
+    assert comparisons['model'][name]['oa'] == comparison['oa']
+  assert statistics['pieces'] == 4
+
+
 def test_read_scalars_reads_the_trainers_tensorboard_logs(tiny_model):
   curves = evaluate.read_scalars(os.path.join(tiny_model.model_dir, 'logs'))
   steps, values = curves['validation']['pitch_nll']
