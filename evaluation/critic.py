@@ -54,7 +54,6 @@ PIECES = 128
 NUM_NOTES = 192
 FOLDS = 5  # or fewer, when a set has fewer pieces
 MIN_PIECES = 2  # real and generated validation pieces each, to fit and hold out
-TEMPERATURE = 1.0
 # Inverse L2 strength on standardised features, scikit-learn's default: the critic's
 # regressions see a few hundred pieces and at most 24 features.
 REGULARISATION_C = 1.0
@@ -172,7 +171,7 @@ def fit_combinations(features: np.ndarray, targets: np.ndarray,
 
 def fit(export: export_client.Export, data_dir: str, pieces: int = PIECES,
         num_notes: int = NUM_NOTES, seed: int = 0,
-        temperature: float = TEMPERATURE) -> critic_lib.Critic:
+        temperature: float = critic_lib.DEFAULT_TEMPERATURE) -> critic_lib.Critic:
   """The critic of ``export``, fitted on ``data_dir``'s training and validation splits.
 
   ``temperature``: that of the model's continuations it learns from, which should be that of
@@ -233,7 +232,7 @@ def argument_parser() -> argparse.ArgumentParser:
   parser.add_argument('--num-notes', type=int, default=NUM_NOTES,
                       help='notes per continuation (default %(default)s)')
   parser.add_argument('--seed', type=int, default=0, help='sampling seed (default 0)')
-  parser.add_argument('--temperature', type=float, default=TEMPERATURE,
+  parser.add_argument('--temperature', type=float, default=critic_lib.DEFAULT_TEMPERATURE,
                       help="the model's sampling temperature for the continuations the critic "
                       'learns from: the temperature you will generate at (default %(default)s)')
   return parser

@@ -152,13 +152,12 @@ def temperature_note(export: export_client.Export,
                      request: generation_request.Request) -> str | None:
   """A note when ``request``'s candidates are drawn at another temperature than the critic saw.
 
-  A critic learns what sets the model's pieces apart at the temperature it was fitted at
-  (critics fitted before ``evaluation.critic --temperature`` existed saw 1.0), and may choose
-  worse pieces at another. None: one candidate, no critic, or the same temperature.
+  A critic learns what sets the model's pieces apart at the temperature it was fitted at, and
+  may choose worse pieces at another. None: one candidate, no critic, or the same temperature.
   """
   if request.candidates < 2 or export.critic is None:
     return None
-  fitted = export.critic.fit.get('temperature', 1.0)
+  fitted = export.critic.fit.get('temperature', critic_lib.DEFAULT_TEMPERATURE)
   drawn = request.sampling.temperature
   if math.isclose(fitted, drawn):
     return None

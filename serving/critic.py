@@ -37,6 +37,9 @@ from partita import constants, export_contract, listening, music_stats
 FEATURES = ('real_log_odds', 'label_log_prob', 'pitch_log_likelihood', 'on_grid_share',
             'key_stability')
 UNLABELLED_FEATURES = tuple(name for name in FEATURES if name != 'label_log_prob')
+# The temperature of the continuations a critic is fitted on unless told otherwise, and that of
+# every critic fitted before its ``fit`` recorded one.
+DEFAULT_TEMPERATURE = 1.0
 # Windows per predict_next call when scoring candidates.
 SCORE_BATCH = 1024
 

@@ -48,7 +48,7 @@ def test_the_critic_is_saved_in_the_export_and_read_back(fitted, tiny_model):
   assert loaded.training_runs.run_length == trainer_fixtures.WINDOW + 1  # the window caps it
   assert set(fitted_critic.style_labels) <= {'other', *trainer_fixtures.LABELS}
   assert fitted_critic.fit['pieces_per_split'] >= 2
-  assert fitted_critic.fit['temperature'] == critic_fit.TEMPERATURE == 1.0
+  assert fitted_critic.fit['temperature'] == critic.DEFAULT_TEMPERATURE == 1.0
   assert all(0.0 <= accuracy <= 1.0
              for accuracy in fitted_critic.fit['validation_accuracy_held_out'].values())
   weights = fitted_critic.fit['weights_per_unit']
