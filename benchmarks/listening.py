@@ -48,7 +48,6 @@ from partita import atomic, baselines, export_contract, failures  # noqa: E402
 from partita import dataset as dataset_lib  # noqa: E402
 from partita import labels as labels_lib  # noqa: E402
 from serving import choosing, export_client, generation_request  # noqa: E402
-from serving import sampling as sampling_lib  # noqa: E402
 
 # The model's figures summarised over seeds: (title, path into a listening summary).
 OVER_SEEDS = (
@@ -67,11 +66,12 @@ def measure(args: argparse.Namespace) -> dict:
   if num_notes > info['stride']:
     raise ValueError(f"--num-notes {num_notes} is more than a chunk holds after its first "
                      f"window ({info['stride']})")
-  samplings = [dataclasses.replace(evaluate_lib.model_sampling(num_notes, args.temperature, seed),
-                                   top_p=args.top_p)
-               for seed in range(args.seed, args.seed + args.seeds)]
-  requests = [generation_request.Request(sampling=sampling, candidates=args.candidates,
-                                         copy_limit=0) for sampling in samplings]
+  # One request per seed; the originality guard off, so that every prime keeps a piece.
+  requests = [generation_request.Request(
+      sampling=dataclasses.replace(evaluate_lib.model_sampling(num_notes, args.temperature, seed),
+                                   top_p=args.top_p),
+      candidates=args.candidates, copy_limit=0)
+      for seed in range(args.seed, args.seed + args.seeds)]
   for request in requests:
     request.check()
   loaded = export_client.load_export(args.model)
@@ -86,10 +86,11 @@ def measure(args: argparse.Namespace) -> dict:
   primes, real = evaluate_lib.primes_and_continuations(test_chunks, window_length,
                                                        args.num_pieces, num_notes)
   by_seed = {}
-  for sampling in samplings:
+  for request in requests:
+    sampling = request.sampling
     sets, _, _, statistics = evaluate_lib.generated_statistics(
         loaded.model, primes, real, ngram, train_chunks, window_length, sampling,
-        chosen_pieces(loaded, primes, sampling, args.candidates))
+        chosen_pieces(loaded, primes, request))
     by_seed[sampling.seed] = listening.summary(sets, statistics, sampling.seed)
     print(f'seed {sampling.seed}: {time.perf_counter() - started:.0f} s', file=sys.stderr)
   return {'data': args.data, 'model': args.model, 'notes': num_notes,
@@ -100,15 +101,18 @@ def measure(args: argparse.Namespace) -> dict:
           'seconds': round(time.perf_counter() - started, 1)}
 
 
-def chosen_pieces(loaded: export_client.Export, primes: dict, sampling: sampling_lib.Sampling,
-                  candidates: int) -> list[dict] | None:
-  """The critic's best of ``candidates`` per prime; None for one (the plain draw)."""
-  if candidates == 1:
+def chosen_pieces(loaded: export_client.Export, primes: dict,
+                  request: generation_request.Request) -> list[dict] | None:
+  """The critic's best of ``request.candidates`` per prime; None for one (the plain draw).
+
+  Each prime's request has the seed the plain draw gives its row, so candidate 0 is that draw.
+  """
+  if request.candidates == 1:
     return None
-  seeds = export_contract.row_seeds(sampling.seed, len(primes['pitch']))
-  requests = [generation_request.Request(sampling=dataclasses.replace(sampling, seed=seed),
-                                         candidates=candidates, copy_limit=0) for seed in seeds]
-  choices = choosing.generate_and_choose(loaded, primes, requests,
+  seeds = export_contract.row_seeds(request.sampling.seed, len(primes['pitch']))
+  rows = [dataclasses.replace(request, sampling=dataclasses.replace(request.sampling, seed=seed))
+          for seed in seeds]
+  choices = choosing.generate_and_choose(loaded, primes, rows,
                                          [labels_lib.UNCONDITIONAL_ID] * len(seeds))
   return [choice.continuation for choice in choices]
 
