@@ -15,9 +15,10 @@ fitted on the model's own output against real music, in two stages on two splits
 2. **validation split**: the same for other pieces. Each real and generated continuation gets
    the critic's features (``serving.critic.FEATURES``: the two-sample log-odds, the style
    classifier's log-probability of its label, the export's mean pitch log-likelihood, its
-   on-grid share and key stability), and a logistic regression over them learns to tell real
-   from generated: its weights are the critic's. It is fitted twice, with the label's feature
-   (for labelled requests; pieces of a known label) and without (every piece).
+   on-grid share, key stability and scale consistency), and a logistic regression over them
+   learns to tell real from generated: its weights are the critic's. It is fitted twice, with
+   the label's feature (for labelled requests; pieces of a known label) and without (every
+   piece).
 
 The critic is written to ``EXPORT/assets/critic.json`` (``export_contract.ASSET_CRITIC``),
 where ``serving.generate --candidates N`` and the Beam job read it; its ``fit`` section holds

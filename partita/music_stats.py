@@ -12,8 +12,8 @@ seconds), each a 1-D float64 vector (length 1 for scalars):
   :data:`DURATION_BIN_EDGES` (seconds, doubling from 1/16 s).
 * ``pitch_class_transitions`` (144): the 12 x 12 matrix of pitch-class pairs of consecutive
   notes, row-major, as shares of all pairs.
-* ``scale_consistency`` (1): share of notes in the best-fitting diatonic scale (of the 12
-  major scales, which also hold the natural minor ones), as in Mogren's C-RNN-GAN.
+* ``scale_consistency`` (1): :func:`scale_consistency`, the share of notes in the best-fitting
+  diatonic scale.
 * ``pitch_class_entropy`` (1): Shannon entropy of the pitch-class histogram, bits.
 * ``note_density`` (1): notes per second, from the first onset to the last note's end.
 * ``repetition_rate`` (1): share of the piece's 4-note pitch patterns already played earlier in
@@ -95,6 +95,16 @@ def onsets_from_first(step: np.ndarray) -> np.ndarray:
   return np.cumsum(np.concatenate([[0.0], step[1:]]))
 
 
+def scale_consistency(pitch: np.ndarray) -> float:
+  """The share of ``pitch``'s notes in their best-fitting diatonic scale (at least one note).
+
+  Of the 12 major scales, which also hold the natural minor ones (Mogren's C-RNN-GAN).
+  """
+  pitch_class = np.asarray(pitch, dtype=np.int64) % 12
+  return float(max(np.isin(pitch_class, (MAJOR_SCALE + tonic) % 12).mean()
+                   for tonic in range(12)))
+
+
 def piece_features(notes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Every feature of :data:`FEATURES` for one piece (at least one note)."""
   pitch = np.asarray(notes['pitch'], dtype=np.int64)
@@ -113,8 +123,6 @@ def piece_features(notes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   if len(pitch) > 1:
     transitions = np.bincount(pitch_class[:-1] * 12 + pitch_class[1:], minlength=144)
     transitions = transitions / transitions.sum()
-  scale_share = max(np.isin(pitch_class, (MAJOR_SCALE + tonic) % 12).mean()
-                    for tonic in range(12))
   nonzero = pc_histogram[pc_histogram > 0]
   span = end.max() - start.min()
   return {
@@ -125,7 +133,7 @@ def piece_features(notes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                                         if len(distinct_onsets) > 1 else 0.0]),
       'duration_histogram': np.histogram(duration, DURATION_BIN_EDGES)[0] / len(pitch),
       'pitch_class_transitions': transitions,
-      'scale_consistency': np.array([scale_share]),
+      'scale_consistency': np.array([scale_consistency(pitch)]),
       'pitch_class_entropy': np.array([-(nonzero * np.log2(nonzero)).sum()]),
       'note_density': np.array([len(pitch) / span if span > 0 else float(len(pitch))]),
       'repetition_rate': np.array([_repetition_rate(pitch)]),

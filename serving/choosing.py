@@ -192,4 +192,9 @@ def _critic(export: export_client.Export) -> critic_lib.Critic:
         f'choosing among candidates needs the critic, and the export has no '
         f'{export_contract.ASSET_CRITIC}: fit it with `python -m evaluation.critic --data '
         'DATA_DIR --model EXPORT_DIR`, or ask for 1 candidate')
+  if mismatch := export.critic.mismatch():
+    raise validation.bad_request(
+        f"the export's {export_contract.ASSET_CRITIC} was fitted by an older version: "
+        f'{mismatch}; fit it again with `python -m evaluation.critic --data DATA_DIR --model '
+        'EXPORT_DIR`, or ask for 1 candidate')
   return export.critic

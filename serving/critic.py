@@ -1,7 +1,7 @@
 """The critic: how much a generated piece sounds like its corpus, one number per candidate.
 
 ``serving.choosing`` draws several candidates per requested piece and keeps the one the critic
-scores highest. The critic reads five features of a candidate (:data:`FEATURES`):
+scores highest. The critic reads six features of a candidate (:data:`FEATURES`):
 
 * ``real_log_odds``: the log-odds that the piece is real, by a two-sample classifier (a
   logistic regression on the 24 plain features of ``partita.listening.feature_vector``) fitted
@@ -11,7 +11,12 @@ scores highest. The critic reads five features of a candidate (:data:`FEATURES`)
   ``evaluation.style`` fits); only for a labelled request;
 * ``pitch_log_likelihood``: the export's own mean log-probability of the continuation's
   pitches, each given the window before it (its ``predict_next``, the true notes before);
-* ``on_grid_share`` and ``key_stability`` (``partita.listening``).
+* ``on_grid_share`` and ``key_stability`` (``partita.listening``);
+* ``scale_consistency``: the share of its notes in their best-fitting diatonic scale
+  (``partita.music_stats``), the measure whose overlapping area the evaluation reports. Without
+  it, a critic fitted at temperature 0.8 kept pieces less in key than single draws (its weight
+  on the likelihood is negative there, and nothing else in it names the scale):
+  docs/experiments.md, "A critic that hears the scale".
 
 A logistic regression over them (``labelled`` for a request with a label, ``unlabelled``
 without ``label_log_prob``), fitted on the validation split to tell real continuations from the
@@ -35,7 +40,7 @@ import numpy as np
 from partita import constants, export_contract, listening, music_stats
 
 FEATURES = ('real_log_odds', 'label_log_prob', 'pitch_log_likelihood', 'on_grid_share',
-            'key_stability')
+            'key_stability', 'scale_consistency')
 UNLABELLED_FEATURES = tuple(name for name in FEATURES if name != 'label_log_prob')
 # The temperature of the continuations a critic is fitted on unless told otherwise, and that of
 # every critic fitted before its ``fit`` recorded one.
@@ -115,7 +120,20 @@ class Critic:
       label_log_prob[labelled] = style[np.arange(len(labelled)), columns]
     return np.stack([real, label_log_prob, np.asarray(pitch_log_likelihoods, np.float64),
                      [listening.on_grid_share(piece) for piece in continuations],
-                     [listening.key_stability(piece) for piece in continuations]], axis=1)
+                     [listening.key_stability(piece) for piece in continuations],
+                     [music_stats.scale_consistency(piece['pitch']) for piece in continuations]],
+                    axis=1)
+
+  def mismatch(self) -> str | None:
+    """Why this version cannot score with this critic (None: it can).
+
+    A critic fitted by an older version combines another set of features than :data:`FEATURES`.
+    """
+    widths = len(self.labelled.mean), len(self.unlabelled.mean)
+    if widths == (len(FEATURES), len(UNLABELLED_FEATURES)):
+      return None
+    return (f'it combines {widths[0]} features, and this version scores {len(FEATURES)} '
+            f'({", ".join(FEATURES)})')
 
   def scores(self, features: np.ndarray) -> np.ndarray:
     """The critic's log-odds that each piece is real, from :meth:`features`."""

@@ -57,6 +57,38 @@ def test_the_critic_is_saved_in_the_export_and_read_back(fitted, tiny_model):
   assert export_client.load_export(tiny_model.export_dir).critic is None  # the original's
 
 
+def test_the_critic_reads_each_candidate_s_scale_consistency(fitted):
+  _, fitted_critic = fitted
+  pieces = [{'pitch': np.array(pitch), 'step': np.full(len(pitch), 0.25),
+             'duration': np.full(len(pitch), 0.25)}
+            for pitch in ([60, 62, 64, 65, 67, 69, 71, 61], list(range(60, 72)))]
+  features = fitted_critic.features(pieces, [None, None], np.zeros(2))
+  np.testing.assert_array_equal(features[:, critic.FEATURES.index('scale_consistency')],
+                                [7 / 8, 7 / 12])
+
+
+def test_a_critic_fitted_by_an_older_version_is_refused_with_the_fix(fitted, tmp_path):
+  export_dir = str(tmp_path / 'export')
+  shutil.copytree(fitted[0], export_dir)
+  older = json.loads(fitted[1].to_json())
+  for combination in ('labelled', 'unlabelled'):  # without scale_consistency, the last feature
+    line = older[combination]
+    line['mean'], line['scale'] = line['mean'][:-1], line['scale'][:-1]
+    line['weights'] = [row[:-1] for row in line['weights']]
+  with open(os.path.join(export_dir, 'assets', export_contract.ASSET_CRITIC), 'w') as f:
+    json.dump(older, f)
+  with pytest.raises(failures.RejectionError) as caught:
+    run(export_dir, tmp_path / 'out', candidates=2)
+  assert caught.value.reason == 'bad_request'
+  assert str(caught.value) == (
+      "the export's critic.json was fitted by an older version: it combines 5 features, and "
+      'this version scores 6 (real_log_odds, label_log_prob, pitch_log_likelihood, '
+      'on_grid_share, key_stability, scale_consistency); fit it again with `python -m '
+      'evaluation.critic --data DATA_DIR --model EXPORT_DIR`, or ask for 1 candidate')
+  assert not (tmp_path / 'out').exists()
+  assert len(run(export_dir, tmp_path / 'one', num_samples=1, candidates=1)) == 1
+
+
 def test_the_critic_learns_from_continuations_at_its_temperature(tiny_model):
   export = export_client.load_export(tiny_model.export_dir)
   info = dataset_lib.load_info(tiny_model.data_dir)

@@ -160,6 +160,8 @@ def test_repetition_rate_and_scale_consistency():
   assert features['repetition_rate'] == pytest.approx([0.5])
   # C# is outside C major; the best diatonic scale holds 8 of the 9 notes.
   assert features['scale_consistency'] == pytest.approx([8 / 9])
+  assert music_stats.scale_consistency(np.arange(60, 72)) == 7 / 12  # the chromatic scale
+  assert music_stats.scale_consistency([66, 68, 70, 71, 73, 75, 77, 54]) == 1.0  # F# major
 
 
 def test_set_features_and_distances():
