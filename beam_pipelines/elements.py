@@ -39,16 +39,18 @@ class InputBytes(NamedTuple):
 
 
 class Input(NamedTuple):
-  """An input that parsed, as the dedup knows it: its name, its kind and a digest of its bytes.
+  """An input that parsed, as the dedup knows it: its name, kind, a digest of its bytes, its place.
 
   The kind (:data:`beam_pipelines.inputs.MIDI` or :data:`~beam_pipelines.inputs.NOTE_SEQUENCES`)
   says how to read and parse it again; the digest
   (:func:`beam_pipelines.preprocess.input_digest`) tells the second read whether the bytes
-  changed.
+  changed; ``kept`` is where the first parse kept its notes (:func:`partita.kept_pieces.keep`),
+  or '' when it did not.
   """
   name: str
   kind: str
   digest: bytes
+  kept: str = ''
 
 
 class Copy(NamedTuple):

@@ -55,7 +55,9 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import sys
+import tempfile
 
 import apache_beam as beam
 from apache_beam import coders, metrics
@@ -65,7 +67,7 @@ from apache_beam.utils import windowed_value
 from beam_pipelines import elements, families, inputs, runner, tfrecord_sink
 from beam_pipelines import info as info_lib
 from beam_pipelines import outputs as beam_outputs
-from partita import config_tree, constants, contract, failures
+from partita import config_tree, constants, contract, failures, kept_pieces
 from partita import isolation as isolation_lib
 from partita import labels as labels_lib
 from partita import notes as notes_lib
@@ -307,9 +309,10 @@ class ParsePieceFn(IsolatedParsingFn):
   def __init__(self, parse, options: notes_lib.ParseOptions,
                isolation: isolation_lib.IsolationOptions | None = None, kind: str = inputs.MIDI,
                sources: labels_lib.LabelSources | None = None, label_field: str = '',
-               sketched: bool = False):
+               sketched: bool = False, kept_folder: str = ''):
     super().__init__(options, isolation)
     self._fingerprint = functools.partial(notes_lib.fingerprint_size_and_sketch, parse, sketched)
+    self._kept_folder = kept_folder
     self._kind = kind
     self._sources = sources or labels_lib.LabelSources()
     self._label_field = label_field if kind == inputs.NOTE_SEQUENCES else ''
@@ -327,10 +330,14 @@ class ParsePieceFn(IsolatedParsingFn):
               window=beam.DoFn.WindowParam):
     """Yields the outputs of ``read``; isolated, starts it and yields those of the input before."""
     windowed = windowed_value.WindowedValue(read, timestamp, (window,))
+    fingerprint = self._fingerprint
+    if self._kept_folder:
+      fingerprint = functools.partial(fingerprint, keep=functools.partial(
+          kept_pieces.keep, self._kept_folder, input_digest(read.data)))
     if not self._parser:
-      yield from self.outputs(windowed, self.outcome(read.data))
+      yield from self.outputs(windowed, self.outcome(fingerprint, read.data))
       return
-    done = self._parser.parse_next(self._fingerprint, read.data, self._options, windowed)
+    done = self._parser.parse_next(fingerprint, read.data, self._options, windowed)
     if done:
       yield from self.outputs(*done)
 
@@ -340,10 +347,10 @@ class ParsePieceFn(IsolatedParsingFn):
     if done:
       yield from self.outputs(*done)
 
-  def outcome(self, data: bytes):
-    """The in-process parse's fingerprint, size and sketch, or the RejectionError it raised."""
+  def outcome(self, fingerprint, data: bytes):
+    """The in-process ``fingerprint``'s fingerprint, size and sketch, or its RejectionError."""
     try:
-      return self._fingerprint(data, self._options)
+      return fingerprint(data, self._options)
     except failures.RejectionError as e:
       return e
     except Exception as e:  # a bug on one odd file must cost that file, not the job
@@ -356,11 +363,11 @@ class ParsePieceFn(IsolatedParsingFn):
       letter = beam_outputs.dead_letter(read.name, outcome.reason, outcome.detail)
       yield beam.pvalue.TaggedOutput(letter.tag, windowed.with_value(letter.value))
       return
-    fingerprint, num_notes, sketch = outcome
+    fingerprint, num_notes, sketch, place = outcome
     self._parsed.inc()
     self._notes.inc(num_notes)
     key = bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES]
-    parsed = elements.Input(read.name, self._kind, input_digest(read.data))
+    parsed = elements.Input(read.name, self._kind, input_digest(read.data), place)
     yield windowed.with_value((key, elements.Copy(parsed, self.label(read.name, read.data))))
     if sketch:
       yield beam.pvalue.TaggedOutput(SKETCHES, windowed.with_value(elements.PieceSketch(
@@ -452,9 +459,10 @@ class ParseAndDedup(beam.PTransform):
   tables in the parse's own stage, not the dedup's shuffle) and ``dead_letter``.
   """
 
-  def __init__(self, config: PreprocessConfig):
+  def __init__(self, config: PreprocessConfig, kept_folder: str = ''):
     super().__init__()
     self._config = config
+    self._kept_folder = kept_folder
 
   def expand(self, read):
     """Parses each kind of input, deduplicates the pieces and flattens the dead letters."""
@@ -467,7 +475,8 @@ class ParseAndDedup(beam.PTransform):
     for kind, (step_label, parse) in PARSERS.items():
       if kind in read:
         parse_fn = ParsePieceFn(parse, config.parse_options(), config.isolation_options(), kind,
-                                sources, label_field, config.near_duplicates != families.OFF)
+                                sources, label_field, config.near_duplicates != families.OFF,
+                                self._kept_folder)
         parsed.append(read[kind] | step_label >> beam.ParDo(parse_fn).with_outputs(
             beam_outputs.TAG, SKETCHES, main='pieces'))
     kept = ([p.pieces for p in parsed]
@@ -488,23 +497,36 @@ class SplitAndChunkFn(IsolatedParsingFn):
 
   The chunks go out as one run of framed records (:func:`beam_pipelines.tfrecord_sink.framed`).
 
-  The survivor's bytes are parsed again, as its kind's :data:`PARSERS` entry: in-process when
-  they are the bytes that the (isolated) first parse accepted, since the same bytes parse the
-  same way; isolated as ``config`` says when they changed. One whose notes no longer have its
-  fingerprint, or that no longer parses, goes to ``lost`` as a Lost.
+  With ``kept_folder``, the survivor's notes are those its first parse kept there
+  (:mod:`partita.kept_pieces`) when its bytes are unchanged. Otherwise its bytes are parsed
+  again, as its kind's :data:`PARSERS` entry: in-process when they are the bytes that the
+  (isolated) first parse accepted, since the same bytes parse the same way; isolated as
+  ``config`` says when they changed. One whose notes no longer have its fingerprint, or that no
+  longer parses, goes to ``lost`` as a Lost. The Beam counters ``write/pieces_kept`` and
+  ``write/pieces_parsed_again`` say which.
   """
 
-  def __init__(self, config: PreprocessConfig):
+  def __init__(self, config: PreprocessConfig, kept_folder: str = ''):
     super().__init__(config.parse_options(), config.isolation_options())
     self._config = config
+    self._kept_folder = kept_folder
+    self._loaded = metrics.Metrics.counter('write', 'pieces_kept')
+    self._parsed_again = metrics.Metrics.counter('write', 'pieces_parsed_again')
 
   def process(self, read_again: elements.SurvivorBytes):
     """Yields the survivor's chunks on its split and its statistics on ``stats``, or a Lost."""
     survivor = read_again.survivor
     parse = PARSERS[survivor.input.kind][1]
     unchanged = input_digest(read_again.data) == survivor.input.digest
+    piece = None
+    if unchanged and self._kept_folder:
+      piece = kept_pieces.load(self._kept_folder, survivor.input.kept, survivor.input.digest)
     try:
-      piece = self.parse(parse, read_again.data, known_safe=unchanged)
+      if piece is None:
+        piece = self.parse(parse, read_again.data, known_safe=unchanged)
+        self._parsed_again.inc()
+      else:
+        self._loaded.inc()
     except failures.RejectionError as e:
       yield beam.pvalue.TaggedOutput('lost', elements.Lost(survivor, e.reason, e.detail))
       return
@@ -572,15 +594,16 @@ class WriteSplits(beam.PTransform):
   counted as duplicates).
   """
 
-  def __init__(self, config: PreprocessConfig):
+  def __init__(self, config: PreprocessConfig, kept_folder: str = ''):
     super().__init__()
     self._config = config
+    self._kept_folder = kept_folder
 
   def expand(self, read_again):
     """Chunks the survivors, writes each split's shards and accounts for the lost survivors."""
     config = self._config
     chunked = read_again['pieces'] | 'SplitAndChunk' >> beam.ParDo(
-        SplitAndChunkFn(config)).with_outputs('stats', 'lost', *contract.SPLITS)
+        SplitAndChunkFn(config, self._kept_folder)).with_outputs('stats', 'lost', *contract.SPLITS)
     lost = ((read_again['lost'], chunked.lost)
             | 'AllLost' >> beam.Flatten()
             | 'AccountLost' >> beam.ParDo(AccountLostFn(dict(config.split_ratios))).with_outputs(
@@ -599,10 +622,15 @@ class WriteSplits(beam.PTransform):
             beam_outputs.TAG: lost[beam_outputs.TAG]}
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PCollection:
-  """Adds the preprocessing job to ``pipeline``; returns the PCollection of the final counts."""
+def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
+                   kept_folder: str = '') -> beam.PCollection:
+  """Adds the preprocessing job to ``pipeline``; returns the PCollection of the final counts.
+
+  With ``kept_folder`` (a folder every worker of the job sees), the first parse keeps each piece
+  there and the writing stage loads it rather than parsing again (:mod:`partita.kept_pieces`).
+  """
   read = pipeline | 'ReadInputs' >> inputs.ReadInputs(config)
-  parsed = read | 'ParseAndDedup' >> ParseAndDedup(config)
+  parsed = read | 'ParseAndDedup' >> ParseAndDedup(config, kept_folder)
   survivors = parsed['survivors'] | 'CountDuplicates' >> beam.ParDo(CountDuplicatesFn())
   searched = config.near_duplicates != families.OFF
   if searched:
@@ -612,7 +640,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> beam.PC
     survivors = assigned['survivors']
   written = (survivors
              | 'ReadAgain' >> inputs.ReadAgain(bool(config.note_sequences))
-             | 'WriteSplits' >> WriteSplits(config))
+             | 'WriteSplits' >> WriteSplits(config, kept_folder))
   rejected = ((read[beam_outputs.TAG], parsed[beam_outputs.TAG], written[beam_outputs.TAG])
               | 'AllDeadLetters' >> beam.Flatten())
   dead_letter_files = rejected | 'WriteDeadLetters' >> beam_outputs.WriteDeadLetters(config.output)
@@ -657,11 +685,18 @@ def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dic
   """
   found = inputs.check_inputs(config)
   mode = runner.local_mode(pipeline_args, found, runner.usable_cores(), runner.usable_memory())
-  pipeline_args = [*(pipeline_args or ()), *mode.args]
+  options = runner.pipeline_options([*(pipeline_args or ()), *mode.args])
   print(mode.reason, flush=True)
   clear_previous_output(config.output)
-  with beam.Pipeline(options=runner.pipeline_options(pipeline_args)) as pipeline:
-    build_pipeline(pipeline, config)
+  # A local job's processes share this machine's disk: each piece is parsed once.
+  kept_folder = (tempfile.mkdtemp(prefix='partita-parsed-') if runner.runs_here(options)
+                 else '')
+  try:
+    with beam.Pipeline(options=options) as pipeline:
+      build_pipeline(pipeline, config, kept_folder)
+  finally:
+    if kept_folder:
+      shutil.rmtree(kept_folder, ignore_errors=True)
   with filesystems.FileSystems.open(
       filesystems.FileSystems.join(config.output, contract.INFO_FILE)) as f:
     return json.load(f)

@@ -25,6 +25,8 @@ import os
 from apache_beam.options import pipeline_options as beam_options
 
 LOCAL_RUNNER = 'FnApiRunner'
+# The runners whose workers run on this machine (the DirectRunner runs the FnApiRunner or Prism).
+LOCAL_RUNNERS = (LOCAL_RUNNER, 'DirectRunner', 'SwitchingDirectRunner', 'PrismRunner')
 # The flags that choose where a job runs; any of them on the command line turns off the choice.
 RUNNER_FLAGS = ('--runner', '--direct_running_mode', '--direct_num_workers')
 # Inputs from which one worker process per core beats this process alone, and at whose size
@@ -44,6 +46,17 @@ def pipeline_options(pipeline_args: list[str] | None) -> beam_options.PipelineOp
   if standard.runner is None:
     standard.runner = LOCAL_RUNNER
   return options
+
+
+def runs_here(options: beam_options.PipelineOptions) -> bool:
+  """Whether every worker of a job with ``options`` runs on this machine, seeing its disk.
+
+  Beam's local runners, unless their SDK workers run in containers or elsewhere
+  (``--environment_type`` DOCKER or EXTERNAL).
+  """
+  environment = (options.view_as(beam_options.PortableOptions).environment_type or '').upper()
+  return (options.view_as(beam_options.StandardOptions).runner in LOCAL_RUNNERS
+          and environment in ('', 'LOOPBACK', 'EMBEDDED', 'PROCESS'))
 
 
 @dataclasses.dataclass(frozen=True)

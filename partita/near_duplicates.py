@@ -48,8 +48,6 @@ import hashlib
 from typing import NamedTuple
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse import csgraph
 
 # Notes whose onsets lie within this many seconds are one onset (a chord, perhaps rolled).
 CHORD_SECONDS = 0.03
@@ -327,6 +325,10 @@ def find_families(table: SketchTable) -> Families:
   verified = pairs[one_work(minhashes, table.shingles[order].astype(np.float64), pairs)]
   if not len(verified):
     return Families({}, len(pairs), 0)
+  # Imported here: every process that parses sketches pieces, and only the search needs scipy,
+  # whose import (0.2-0.3 s) each of them would otherwise pay at its start.
+  from scipy import sparse
+  from scipy.sparse import csgraph
   graph = sparse.coo_matrix((np.ones(len(verified)), (verified[:, 0], verified[:, 1])),
                             shape=(len(order), len(order)))
   _, component = csgraph.connected_components(graph, directed=False)

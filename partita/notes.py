@@ -363,20 +363,23 @@ def content_fingerprint(notes: dict[str, np.ndarray]) -> str:
 
 
 def fingerprint_size_and_sketch(
-    parse, sketched: bool, data: bytes,
-    options: ParseOptions) -> tuple[str, int, near_duplicates.Sketch | None]:
-  """``parse(data, options)``'s :func:`content_fingerprint`, number of notes and sketch.
+    parse, sketched: bool, data: bytes, options: ParseOptions,
+    keep=None) -> tuple[str, int, near_duplicates.Sketch | None, str]:
+  """``parse(data, options)``'s :func:`content_fingerprint`, number of notes, sketch and place.
 
   The sketch (:func:`partita.near_duplicates.sketch`) is None unless ``sketched``, or when the
   piece has too few shingles. All that the dedup and the near-duplicate search need of a piece,
-  so a parse in a child process sends back a few hundred bytes, not the notes.
+  so a parse in a child process sends back a few hundred bytes, not the notes. ``keep``, if
+  given, is called with the piece and returns where it kept it (``partita.kept_pieces.keep``),
+  the place returned; else the place is ''.
 
   Raises:
     failures.RejectionError: as ``parse`` does.
   """
   piece = parse(data, options)
+  place = keep(piece) if keep else ''
   sketch = near_duplicates.sketch(piece) if sketched else None
-  return content_fingerprint(piece), len(piece['pitch']), sketch
+  return content_fingerprint(piece), len(piece['pitch']), sketch, place
 
 
 def split_for(fingerprint: str, ratios: dict[str, float]) -> str:

@@ -9,7 +9,10 @@ import collections
 import glob
 import json
 import os
+import tempfile
 
+import apache_beam as beam
+from apache_beam.metrics import metric
 import midi_builders
 import pytest
 
@@ -122,3 +125,30 @@ def test_the_command_says_its_mode_and_both_modes_write_the_same_dataset(tmp_pat
   assert sum(sum(chunks.values()) for chunks in one[0].values()) == sum(
       split['chunks'] for split in one[1]['splits'].values())
   assert [letter['reason'] for letter in one[2]] == ['not_midi']
+
+
+def test_a_local_job_parses_each_file_once_and_writes_what_parsing_twice_writes(tmp_path):
+  """The writing stage loads the pieces the first parse kept, and writes the same dataset."""
+  make_corpus(tmp_path / 'corpus')
+  (tmp_path / 'kept').mkdir()
+  counters = {}
+  for name, kept_folder in (('twice', ''), ('once', str(tmp_path / 'kept'))):
+    config = preprocess.PreprocessConfig(input=str(tmp_path / 'corpus'),
+                                         output=str(tmp_path / name))
+    pipeline = beam.Pipeline(options=runner.pipeline_options([]))
+    preprocess.build_pipeline(pipeline, config, kept_folder)
+    result = pipeline.run()
+    result.wait_until_finish()
+    written = result.metrics().query(metric.MetricsFilter().with_namespace('write'))['counters']
+    counters[name] = {counter.key.metric.name: counter.committed for counter in written}
+  assert counters == {'twice': {'pieces_parsed_again': 12}, 'once': {'pieces_kept': 12}}
+  assert dataset(str(tmp_path / 'once')) == dataset(str(tmp_path / 'twice'))
+
+
+def test_the_command_removes_the_pieces_it_kept(tmp_path, monkeypatch):
+  make_corpus(tmp_path / 'corpus')
+  (tmp_path / 'temp').mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'temp'))
+  preprocess.main(['--input', str(tmp_path / 'corpus'), '--output', str(tmp_path / 'out')])
+  assert os.listdir(tmp_path / 'temp') == []
+  assert os.path.exists(tmp_path / 'out' / contract.COMPLETED_MARKER)
