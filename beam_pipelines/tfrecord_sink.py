@@ -1,11 +1,12 @@
-"""TFRecord shards written by Beam, gzipped at a level of our choosing.
+"""TFRecord shards written by Beam, gzipped by ISA-L at a level of our choosing.
 
-Beam's ``WriteToTFRecord`` gzips at zlib's default level (6), and nothing lets one change it.
-At level 6 compression was the largest single cost of the preprocessing job after parsing;
-level 2 takes a third of its CPU for shards 18% larger (``benchmarks/gzip_levels.py`` on the
-5,000-file benchmark corpus's 179 MB of records: 1.27 against 3.90 s, 36.0 against 30.5 MB;
-level 1 saves another 0.1 s for 25%), a fair trade for shards written once and read by a
-trainer that decompresses either at about 300 MB/s. Any gzip reader
+Beam's ``WriteToTFRecord`` gzips with zlib at its default level (6), and nothing lets one
+change it. At level 6 compression was the largest single cost of the preprocessing job after
+parsing. ISA-L's gzip (the ``isal`` package, Intel's library made for fast deflate) at its
+level 2 takes a twelfth of zlib level 6's CPU and a fifth of zlib level 2's, for shards 7%
+larger than zlib level 2's (``benchmarks/gzip_levels.py``, figures in BENCHMARKS.md). A fair
+trade for shards written once and read by a trainer that decompresses them at the same speed.
+The stream is plain gzip: any gzip reader
 (``tf.data.TFRecordDataset(..., compression_type='GZIP')``) reads them.
 
 :class:`WriteTFRecords` is the transform; its sink is a plain :class:`FileBasedSink`, so
@@ -18,13 +19,14 @@ on average).
 
 from __future__ import annotations
 
-import gzip
 import struct
 
 import apache_beam as beam
 from apache_beam.io import filebasedsink, filesystem
 import google_crc32c
+from isal import igzip
 
+# ISA-L's levels run from 0 to 3; 2 is its default (BENCHMARKS.md, "Shard compression").
 GZIP_LEVEL = 2
 
 
@@ -50,7 +52,7 @@ def framed(records) -> bytes:
   return b''.join(map(tfrecord, records))
 
 
-class _GzipOverFile(gzip.GzipFile):
+class _GzipOverFile(igzip.IGzipFile):
   """A gzip stream over a file Beam opened; closing it closes that file too."""
 
   def __init__(self, raw, level: int):
