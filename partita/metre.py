@@ -103,7 +103,8 @@ def piece_metre(quarter_seconds: np.ndarray, bar_position: np.ndarray, bar_quart
 
   Too few for its beats to mean anything; ``onset_on_grid`` says, per note, which are.
   """
-  gridded = len(onset_on_grid) > 0 and float(np.mean(onset_on_grid)) >= GRIDDED_MIN_SHARE
+  gridded = (len(onset_on_grid) > 0
+             and np.count_nonzero(onset_on_grid) / len(onset_on_grid) >= GRIDDED_MIN_SHARE)
   values = {'quarter_seconds': quarter_seconds, 'bar_position': bar_position,
             'bar_quarters': bar_quarters}
   return {name: (np.asarray(value, np.float32) if gridded

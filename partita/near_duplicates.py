@@ -105,8 +105,7 @@ def onset_tops(pitch: np.ndarray, step: np.ndarray,
   within :data:`CHORD_SECONDS` of an onset belong to it.
   """
   onset = np.cumsum(step.astype(np.float64))
-  group = np.cumsum(np.concatenate([[0], np.diff(onset) > CHORD_SECONDS]))
-  starts = np.flatnonzero(np.concatenate([[True], np.diff(group) > 0]))
+  starts = np.flatnonzero(np.concatenate([[True], np.diff(onset) > CHORD_SECONDS]))
   # One reduction finds each onset's top pitch and, among its notes of that pitch, the latest
   # end: the key's whole part is the pitch, its fraction of a million the end in seconds.
   end = onset + duration.astype(np.float64)

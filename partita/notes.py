@@ -295,9 +295,11 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]], options: ParseOption
 
   order = onset_order(start, pitch)
   start = start[order]
+  step = np.zeros(len(start), np.float32)
+  step[1:] = start[1:] - start[:-1]
   return {
       'pitch': np.clip(pitch[order], 0, constants.PITCHES - 1).astype(np.int8),
-      'step': np.diff(start, prepend=start[0]).astype(np.float32),
+      'step': step,
       'duration': (end[order] - start).astype(np.float32),
       'velocity': np.clip(velocity[order], 1, constants.MAX_VELOCITY).astype(np.int8),
       **metre.piece_metre(*(np.zeros((4, len(order))) if note_metre is None
