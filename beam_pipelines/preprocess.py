@@ -16,21 +16,24 @@ The job is seven named transforms and the shared dead-letter writer, wired by
   near-duplicate pieces into families on their sketches, give each survivor its family's id,
   which draws its split, and under ``keep-one`` keep only each family's longest member;
 * :class:`beam_pipelines.inputs.ReadAgain`: read each surviving input a second time;
-* :class:`WriteSplits`: parse each survivor again (in-process when its bytes are the ones the
-  isolated first parse accepted), split by its family's content hash, cut overlapping chunks,
-  write shards;
+* :class:`WriteSplits`: load each survivor's piece where its first parse kept it (a local run)
+  or parse it again (in-process when its bytes are the ones the isolated first parse accepted),
+  split by its family's content hash, cut overlapping chunks, write shards;
 * :class:`beam_pipelines.outputs.WriteDeadLetters`: every rejected input, with its reason;
 * :class:`beam_pipelines.info.WriteInfo`: info.json and the COMPLETED marker, once every shard
   and dead letter is written.
 
-Why parse twice: what crosses a shuffle is what a runner must hold (the DirectRunner, in
-memory) or pay to move (Dataflow). Deciding the dedup on 16-byte fingerprints and names, then
-reading and parsing the survivors again in the stage that writes their chunks, keeps the
-shuffle at about 160 bytes a file (mostly its path, once: the reads are spread over workers in
+Why no notes cross the shuffle: what crosses a shuffle is what a runner must hold (the
+DirectRunner, in memory) or pay to move (Dataflow). Deciding the dedup on 16-byte fingerprints
+and names, then reading the survivors again in the stage that writes their chunks, keeps the
+shuffle at about 190 bytes a file (mostly its path, once: the reads are spread over workers in
 packed batches of paths; the near-duplicate search adds its sketch table's 330) instead of ten
-bytes a note, for a second parse of about a
-millisecond a file. The second parse needs no child process: an 8-byte digest of the bytes
-travels with each survivor, and bytes the isolated first parse accepted parse the same way.
+bytes a note. That stage needs each survivor's notes again. A local run (every worker on this
+machine, :func:`beam_pipelines.runner.runs_here`) keeps each parsed piece in a temporary folder
+of its own (:mod:`partita.kept_pieces`: about 13 bytes a note on disk, removed when the job
+ends) and loads it; elsewhere the survivor is parsed again, about a millisecond a file, with no
+child process: an 8-byte digest of the bytes travels with each survivor, and bytes the isolated
+first parse accepted parse the same way.
 
 Output layout (the contract in ``partita.contract``; dead letters in ``partita.failures``)::
 
@@ -741,7 +744,8 @@ def argument_parser() -> argparse.ArgumentParser:
       '--region R --temp_location gs://... --setup_file ./setup.py). With none of --runner, '
       '--direct_running_mode, --direct_num_workers, a local run uses one worker process per '
       f'core from {runner.MULTI_PROCESSING_INPUTS:,} inputs on, and this process below, and '
-      'prints which.')
+      'prints which. A local run parses each file once: it keeps each parsed piece in a '
+      'temporary folder (under TMPDIR, about 13 bytes a note) until it ends.')
   parser.add_argument('--config', metavar='YAML',
                       help='preset of options (the names of PreprocessConfig); flags override it')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',

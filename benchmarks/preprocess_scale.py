@@ -114,10 +114,12 @@ def run_job(input_folder: str, mode: str, workers: int, near_duplicates: str | N
         **({'near_duplicates': near_duplicates} if near_duplicates else {}))
     inputs.check_inputs(config)
     pipeline = beam.Pipeline(options=runner.pipeline_options(args))
-    preprocess.build_pipeline(pipeline, config)
-    shuffled, side = pipeline_edges(pipeline.to_runner_api())
-    result = pipeline.run()
-    result.wait_until_finish()
+    # As the command does on a local runner: each piece parsed once, kept for the writing stage.
+    with tempfile.TemporaryDirectory(prefix='preprocess_scale_kept_') as kept_folder:
+      preprocess.build_pipeline(pipeline, config, kept_folder)
+      shuffled, side = pipeline_edges(pipeline.to_runner_api())
+      result = pipeline.run()
+      result.wait_until_finish()
     with open(os.path.join(output, 'info.json')) as f:
       info = json.load(f)
   sizes = pcollection_bytes(result)
