@@ -31,8 +31,9 @@ LOCAL_RUNNERS = (LOCAL_RUNNER, 'DirectRunner', 'SwitchingDirectRunner', 'PrismRu
 RUNNER_FLAGS = ('--runner', '--direct_running_mode', '--direct_num_workers')
 # Inputs from which one worker process per core beats this process alone, and at whose size
 # peak memory stops growing (docs/experiments.md, "Preprocessing with the default command";
-# since each file costs less, measured again in "The default command's per-file work").
-MULTI_PROCESSING_INPUTS = 2_000
+# measured again as each file cost less: "The default command's per-file work", "One parse a
+# file").
+MULTI_PROCESSING_INPUTS = 1_500
 # Memory to leave per worker process: each holds Beam and a parser child, about 350 MiB
 # measured at 50,000 files; with room to spare, so that a machine with many cores and little
 # memory gets fewer workers rather than swapping.

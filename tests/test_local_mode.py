@@ -110,7 +110,7 @@ def test_the_command_says_its_mode_and_both_modes_write_the_same_dataset(tmp_pat
   monkeypatch.setattr(runner, 'usable_memory', lambda: 4 * runner.WORKER_MEMORY_BYTES)
   preprocess.main(['--input', str(corpus), '--output', str(tmp_path / 'one')])
   assert capsys.readouterr().out.startswith(
-      'local runner: this process (14 inputs, under 2,000: workers would start for longer than '
+      'local runner: this process (14 inputs, under 1,500: workers would start for longer than '
       'they save; --direct_running_mode=multi_processing --direct_num_workers=N runs N worker '
       'processes)\n')
   # A corpus past the threshold, as far as the job can tell: the same files in two workers.
