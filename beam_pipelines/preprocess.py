@@ -26,7 +26,7 @@ The job is seven named transforms and the shared dead-letter writer, wired by
 Why no notes cross the shuffle: what crosses a shuffle is what a runner must hold (the
 DirectRunner, in memory) or pay to move (Dataflow). Deciding the dedup on 16-byte fingerprints
 and names, then reading the survivors again in the stage that writes their chunks, keeps the
-shuffle at about 190 bytes a file (mostly its path, once: the reads are spread over workers in
+shuffle at about 200 bytes a file (mostly its path, once: the reads are spread over workers in
 packed batches of paths; the near-duplicate search adds its sketch table's 330) instead of ten
 bytes a note. That stage needs each survivor's notes again. A local run (every worker on this
 machine, :func:`beam_pipelines.runner.runs_here`) keeps each parsed piece in a temporary folder

@@ -32,7 +32,7 @@ RUNNER_FLAGS = ('--runner', '--direct_running_mode', '--direct_num_workers')
 # Inputs from which one worker process per core beats this process alone, and at whose size
 # peak memory stops growing (docs/experiments.md, "Preprocessing with the default command";
 # measured again as each file cost less: "The default command's per-file work", "One parse a
-# file").
+# file, and ISA-L's gzip").
 MULTI_PROCESSING_INPUTS = 1_500
 # Memory to leave per worker process: each holds Beam and a parser child, about 350 MiB
 # measured at 50,000 files; with room to spare, so that a machine with many cores and little

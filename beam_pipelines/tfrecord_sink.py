@@ -3,7 +3,7 @@
 Beam's ``WriteToTFRecord`` gzips with zlib at its default level (6), and nothing lets one
 change it. At level 6 compression was the largest single cost of the preprocessing job after
 parsing. ISA-L's gzip (the ``isal`` package, Intel's library made for fast deflate) at its
-level 2 takes a twelfth of zlib level 6's CPU and a fifth of zlib level 2's, for shards 7%
+level 2 takes a ninth of zlib level 6's CPU and a quarter of zlib level 2's, for shards 8%
 larger than zlib level 2's (``benchmarks/gzip_levels.py``, figures in BENCHMARKS.md). A fair
 trade for shards written once and read by a trainer that decompresses them at the same speed.
 The stream is plain gzip: any gzip reader

@@ -4,9 +4,9 @@ The preprocessing job decides its dedup and near-duplicate families on fingerpri
 alone, so that no notes cross its shuffle, and its writing stage needs each survivor's notes
 again. On a runner whose processes share one machine (Beam's local runner), the first parse
 keeps each piece here and the writing stage loads it, rather than parsing the file a second
-time: a parse costs about 1.2 ms a file, keeping and loading a piece 0.1 ms (the benchmark
-corpora; docs/experiments.md, "One parse a file"). Elsewhere (Dataflow), or for a piece that
-could not be kept, the writing stage parses again.
+time: a parse costs 1.1-2 ms a file here, keeping and loading a piece about 0.15 ms (the
+benchmark corpora; docs/experiments.md, "One parse a file, and ISA-L's gzip"). Elsewhere
+(Dataflow), or for a piece that could not be kept, the writing stage parses again.
 
 Each process appends its pieces to one file of its own in the folder: creating a file per
 piece cost 0.3 ms of the kernel's time here, an append a tenth of that. A piece's place
