@@ -332,15 +332,16 @@ class ParsePieceFn(IsolatedParsingFn):
   def process(self, read: elements.InputBytes, timestamp=beam.DoFn.TimestampParam,
               window=beam.DoFn.WindowParam):
     """Yields the outputs of ``read``; isolated, starts it and yields those of the input before."""
-    windowed = windowed_value.WindowedValue(read, timestamp, (window,))
+    # The input in its window, and the digest of its bytes (its copy's, and its kept piece's).
+    context = (windowed_value.WindowedValue(read, timestamp, (window,)), input_digest(read.data))
     fingerprint = self._fingerprint
     if self._kept_folder:
       fingerprint = functools.partial(fingerprint, keep=functools.partial(
-          kept_pieces.keep, self._kept_folder, input_digest(read.data)))
+          kept_pieces.keep, self._kept_folder, context[1]))
     if not self._parser:
-      yield from self.outputs(windowed, self.outcome(fingerprint, read.data))
+      yield from self.outputs(context, self.outcome(fingerprint, read.data))
       return
-    done = self._parser.parse_next(fingerprint, read.data, self._options, windowed)
+    done = self._parser.parse_next(fingerprint, read.data, self._options, context)
     if done:
       yield from self.outputs(*done)
 
@@ -359,8 +360,12 @@ class ParsePieceFn(IsolatedParsingFn):
     except Exception as e:  # a bug on one odd file must cost that file, not the job
       return failures.RejectionError('internal_error', f'{type(e).__name__}: {e}')
 
-  def outputs(self, windowed: windowed_value.WindowedValue, outcome):
-    """The outputs for one input (in its window, which may not be the current element's)."""
+  def outputs(self, context: tuple[windowed_value.WindowedValue, bytes], outcome):
+    """The outputs for one input (in its window, which may not be the current element's).
+
+    ``context`` is the input in its window and the :func:`input_digest` of its bytes.
+    """
+    windowed, digest = context
     read = windowed.value
     if isinstance(outcome, failures.RejectionError):
       letter = beam_outputs.dead_letter(read.name, outcome.reason, outcome.detail)
@@ -370,7 +375,7 @@ class ParsePieceFn(IsolatedParsingFn):
     self._parsed.inc()
     self._notes.inc(num_notes)
     key = bytes.fromhex(fingerprint)[:FINGERPRINT_BYTES]
-    parsed = elements.Input(read.name, self._kind, input_digest(read.data), place)
+    parsed = elements.Input(read.name, self._kind, digest, place)
     yield windowed.with_value((key, elements.Copy(parsed, self.label(read.name, read.data))))
     if sketch:
       yield beam.pvalue.TaggedOutput(SKETCHES, windowed.with_value(elements.PieceSketch(
@@ -699,6 +704,7 @@ def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dic
       build_pipeline(pipeline, config, kept_folder)
   finally:
     if kept_folder:
+      kept_pieces.close(kept_folder)
       shutil.rmtree(kept_folder, ignore_errors=True)
   with filesystems.FileSystems.open(
       filesystems.FileSystems.join(config.output, contract.INFO_FILE)) as f:

@@ -51,10 +51,21 @@ def keep(folder: str, digest: bytes, piece: dict[str, np.ndarray]) -> str:
   return f'{os.path.basename(appending.name)}:{offset}:{len(data)}'
 
 
+def close(folder: str) -> None:
+  """Closes this process's file in ``folder``, if it has one.
+
+  For the process that ran a job parsing in-process (``--no-isolation``): a deleted file still
+  open keeps its disk until the process exits.
+  """
+  appending = _APPENDING.pop((folder, os.getpid()), None)
+  if appending is not None:
+    appending.close()
+
+
 def load(folder: str, place: str, digest: bytes) -> dict[str, np.ndarray] | None:
   """The piece kept at ``place`` in ``folder`` if it was parsed from bytes with ``digest``.
 
-  None when it was not kept (``place`` is '') or cannot be read whole.
+  None when it was not kept (``place`` is ''), cannot be read whole or is not there.
   """
   if not place:
     return None
@@ -67,5 +78,8 @@ def load(folder: str, place: str, digest: bytes) -> dict[str, np.ndarray] | None
     return None
   if len(data) != int(length):
     return None
-  kept_digest, piece = pickle.loads(data)
+  try:
+    kept_digest, piece = pickle.loads(data)
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
+    return None  # not a kept piece there: its file was replaced
   return piece if kept_digest == digest else None

@@ -48,19 +48,32 @@ def test_killed_preprocessing_leaves_no_completed_dataset_and_a_rerun_completes(
   output = str(tmp_path / 'data')
   command = [sys.executable, '-m', 'beam_pipelines.preprocess'] + preprocess_args(
       str(corpus), output)
+  # Where the runs keep their parsed pieces (partita.kept_pieces).
+  temp = tmp_path / 'temp'
+  temp.mkdir()
+  environment = dict(os.environ, TMPDIR=str(temp))
   # A previous complete run, so the killed run must also take the old marker away.
-  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+  subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=environment)
   assert os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))
+  assert os.listdir(temp) == []
 
   job = subprocess.run([sys.executable, '-c', KILLED_WHILE_WRITING_SHARDS] + preprocess_args(
-      str(corpus), output), cwd=ROOT, capture_output=True, start_new_session=True, check=False)
+      str(corpus), output), cwd=ROOT, capture_output=True, start_new_session=True, check=False,
+      env=environment)
   assert job.returncode == -signal.SIGKILL, job.stderr.decode()
+  # A killed run cannot remove its folder of kept pieces: it stays, as its other temporary files
+  # (Beam's own) do.
+  def kept_folders():
+    return [name for name in os.listdir(temp) if name.startswith('partita-parsed-')]
+  left = kept_folders()
+  assert len(left) == 1
   assert glob.glob(os.path.join(output, '*', 'beam-temp-*', '*'))  # killed mid-write
   assert not os.path.exists(os.path.join(output, contract.COMPLETED_MARKER))
   with pytest.raises(FileNotFoundError, match='no COMPLETED marker'):
     dataset_lib.load_info(output)
 
-  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+  subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=environment)
+  assert kept_folders() == left
   info = dataset_lib.load_info(output)
   assert info['counts']['files_in'] == 30 and info['counts']['pieces_written'] == 30
   assert not glob.glob(os.path.join(output, '**', 'beam-temp-*'), recursive=True)

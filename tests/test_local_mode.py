@@ -145,10 +145,26 @@ def test_a_local_job_parses_each_file_once_and_writes_what_parsing_twice_writes(
   assert dataset(str(tmp_path / 'once')) == dataset(str(tmp_path / 'twice'))
 
 
-def test_the_command_removes_the_pieces_it_kept(tmp_path, monkeypatch):
+@pytest.mark.parametrize('flags', [[], ['--no-isolation']])
+def test_the_command_removes_the_pieces_it_kept(tmp_path, monkeypatch, flags):
+  """Its folder is gone, and no file of it stays open here (--no-isolation keeps them here)."""
   make_corpus(tmp_path / 'corpus')
   (tmp_path / 'temp').mkdir()
   monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'temp'))
-  preprocess.main(['--input', str(tmp_path / 'corpus'), '--output', str(tmp_path / 'out')])
+  preprocess.main(['--input', str(tmp_path / 'corpus'), '--output', str(tmp_path / 'out'),
+                   *flags])
   assert os.listdir(tmp_path / 'temp') == []
+  open_files = [os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd')
+                if os.path.exists(f'/proc/self/fd/{fd}')]
+  assert not [path for path in open_files if path.startswith(str(tmp_path / 'temp'))]
   assert os.path.exists(tmp_path / 'out' / contract.COMPLETED_MARKER)
+
+
+@pytest.mark.parametrize('args, here', [
+    ([], True),
+    (['--direct_running_mode=multi_processing'], True),
+    (['--runner', 'DirectRunner', '--environment_type', 'LOOPBACK'], True),
+    (['--runner', 'DirectRunner', '--environment_type', 'DOCKER'], False),
+    (['--runner', 'DataflowRunner', '--project', 'p'], False)])
+def test_pieces_are_kept_only_where_every_worker_sees_this_machine(args, here):
+  assert runner.runs_here(runner.pipeline_options(args)) is here
