@@ -260,17 +260,24 @@ class IsolatedParsingFn(beam.DoFn):
 
   With ``isolation``, each instance parses in one long-lived child process
   (:mod:`partita.isolation`), so a parser crash, hang or memory blow-up costs one file; without,
-  in the worker itself. The child starts at the first isolated parse.
+  in the worker itself. The child starts at the first isolated parse. With
+  ``worker_process`` (the runner started the worker for this job alone), the worker's objects
+  alive at set-up, its modules' above all, leave the garbage collector's sight
+  (:func:`beam_pipelines.runner.freeze_long_lived`).
   """
 
   def __init__(self, options: notes_lib.ParseOptions,
-               isolation: isolation_lib.IsolationOptions | None = None):
+               isolation: isolation_lib.IsolationOptions | None = None,
+               worker_process: bool = False):
     self._options = options
     self._isolation = isolation
+    self._worker_process = worker_process
 
   def setup(self):
-    """Makes the worker's parser process, if isolated; its child starts at the first parse."""
+    """Makes the worker's parser process, if isolated (its child starts at the first parse)."""
     self._parser = isolation_lib.ParserProcess(self._isolation) if self._isolation else None
+    if self._worker_process:
+      runner.freeze_long_lived()
 
   def parse(self, parse, data: bytes, known_safe: bool = False):
     """``parse(data, options)``, in the child if isolated and the bytes are not ``known_safe``.
@@ -312,8 +319,8 @@ class ParsePieceFn(IsolatedParsingFn):
   def __init__(self, parse, options: notes_lib.ParseOptions,
                isolation: isolation_lib.IsolationOptions | None = None, kind: str = inputs.MIDI,
                sources: labels_lib.LabelSources | None = None, label_field: str = '',
-               sketched: bool = False, kept_folder: str = ''):
-    super().__init__(options, isolation)
+               sketched: bool = False, kept_folder: str = '', worker_process: bool = False):
+    super().__init__(options, isolation, worker_process)
     self._fingerprint = functools.partial(notes_lib.fingerprint_size_and_sketch, parse, sketched)
     self._kept_folder = kept_folder
     self._kind = kind
@@ -467,10 +474,12 @@ class ParseAndDedup(beam.PTransform):
   tables in the parse's own stage, not the dedup's shuffle) and ``dead_letter``.
   """
 
-  def __init__(self, config: PreprocessConfig, kept_folder: str = ''):
+  def __init__(self, config: PreprocessConfig, kept_folder: str = '',
+               worker_processes: bool = False):
     super().__init__()
     self._config = config
     self._kept_folder = kept_folder
+    self._worker_processes = worker_processes
 
   def expand(self, read):
     """Parses each kind of input, deduplicates the pieces and flattens the dead letters."""
@@ -484,7 +493,7 @@ class ParseAndDedup(beam.PTransform):
       if kind in read:
         parse_fn = ParsePieceFn(parse, config.parse_options(), config.isolation_options(), kind,
                                 sources, label_field, config.near_duplicates != families.OFF,
-                                self._kept_folder)
+                                self._kept_folder, self._worker_processes)
         parsed.append(read[kind] | step_label >> beam.ParDo(parse_fn).with_outputs(
             beam_outputs.TAG, SKETCHES, main='pieces'))
     kept = ([p.pieces for p in parsed]
@@ -514,8 +523,9 @@ class SplitAndChunkFn(IsolatedParsingFn):
   ``write/pieces_parsed_again`` say which.
   """
 
-  def __init__(self, config: PreprocessConfig, kept_folder: str = ''):
-    super().__init__(config.parse_options(), config.isolation_options())
+  def __init__(self, config: PreprocessConfig, kept_folder: str = '',
+               worker_process: bool = False):
+    super().__init__(config.parse_options(), config.isolation_options(), worker_process)
     self._config = config
     self._kept_folder = kept_folder
     self._loaded = metrics.Metrics.counter('write', 'pieces_kept')
@@ -602,16 +612,18 @@ class WriteSplits(beam.PTransform):
   counted as duplicates).
   """
 
-  def __init__(self, config: PreprocessConfig, kept_folder: str = ''):
+  def __init__(self, config: PreprocessConfig, kept_folder: str = '',
+               worker_processes: bool = False):
     super().__init__()
     self._config = config
     self._kept_folder = kept_folder
+    self._worker_processes = worker_processes
 
   def expand(self, read_again):
     """Chunks the survivors, writes each split's shards and accounts for the lost survivors."""
     config = self._config
     chunked = read_again['pieces'] | 'SplitAndChunk' >> beam.ParDo(
-        SplitAndChunkFn(config, self._kept_folder)).with_outputs('stats', 'lost', *contract.SPLITS)
+        SplitAndChunkFn(config, self._kept_folder, self._worker_processes)).with_outputs('stats', 'lost', *contract.SPLITS)
     lost = ((read_again['lost'], chunked.lost)
             | 'AllLost' >> beam.Flatten()
             | 'AccountLost' >> beam.ParDo(AccountLostFn(dict(config.split_ratios))).with_outputs(
@@ -630,15 +642,17 @@ class WriteSplits(beam.PTransform):
             beam_outputs.TAG: lost[beam_outputs.TAG]}
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
-                   kept_folder: str = '') -> beam.PCollection:
+def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig, kept_folder: str = '',
+                   worker_processes: bool = False) -> beam.PCollection:
   """Adds the preprocessing job to ``pipeline``; returns the PCollection of the final counts.
 
   With ``kept_folder`` (a folder every worker of the job sees), the first parse keeps each piece
   there and the writing stage loads it rather than parsing again (:mod:`partita.kept_pieces`).
+  ``worker_processes``: the runner starts processes for this job alone to run its DoFns
+  (:func:`beam_pipelines.runner.worker_processes`), which may freeze their objects.
   """
   read = pipeline | 'ReadInputs' >> inputs.ReadInputs(config)
-  parsed = read | 'ParseAndDedup' >> ParseAndDedup(config, kept_folder)
+  parsed = read | 'ParseAndDedup' >> ParseAndDedup(config, kept_folder, worker_processes)
   survivors = parsed['survivors'] | 'CountDuplicates' >> beam.ParDo(CountDuplicatesFn())
   searched = config.near_duplicates != families.OFF
   if searched:
@@ -648,7 +662,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
     survivors = assigned['survivors']
   written = (survivors
              | 'ReadAgain' >> inputs.ReadAgain(bool(config.note_sequences))
-             | 'WriteSplits' >> WriteSplits(config, kept_folder))
+             | 'WriteSplits' >> WriteSplits(config, kept_folder, worker_processes))
   rejected = ((read[beam_outputs.TAG], parsed[beam_outputs.TAG], written[beam_outputs.TAG])
               | 'AllDeadLetters' >> beam.Flatten())
   dead_letter_files = rejected | 'WriteDeadLetters' >> beam_outputs.WriteDeadLetters(config.output)
@@ -701,7 +715,7 @@ def run(config: PreprocessConfig, pipeline_args: list[str] | None = None) -> dic
                  else '')
   try:
     with beam.Pipeline(options=options) as pipeline:
-      build_pipeline(pipeline, config, kept_folder)
+      build_pipeline(pipeline, config, kept_folder, runner.worker_processes(options))
   finally:
     if kept_folder:
       kept_pieces.close(kept_folder)
@@ -789,4 +803,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
+  # This process runs one job and exits: the modules just imported need no collecting.
+  runner.freeze_long_lived()
   main()

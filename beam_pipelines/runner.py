@@ -20,6 +20,7 @@ and this process below it.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 
 from apache_beam.options import pipeline_options as beam_options
@@ -58,6 +59,31 @@ def runs_here(options: beam_options.PipelineOptions) -> bool:
   environment = (options.view_as(beam_options.PortableOptions).environment_type or '').upper()
   return (options.view_as(beam_options.StandardOptions).runner in LOCAL_RUNNERS
           and environment in ('', 'LOOPBACK', 'EMBEDDED', 'PROCESS'))
+
+
+def worker_processes(options: beam_options.PipelineOptions) -> bool:
+  """Whether a job with ``options`` runs its DoFns in worker processes of this machine's own.
+
+  Processes that the local runner starts for this job alone (``multi_processing``), not the
+  process that runs the job (``in_memory``), which may be a test's or a notebook's.
+  """
+  mode = options.view_as(beam_options.DirectOptions).direct_running_mode
+  return runs_here(options) and mode == 'multi_processing'
+
+
+def freeze_long_lived() -> None:
+  """Spares the garbage collector, for the rest of this process, every object alive now.
+
+  For a process that exists for one job, once Beam's modules and the job's are imported: some
+  140,000 objects that live until it exits. Otherwise every full collection walks them all,
+  and so does the interpreter as the process exits, about 0.2 s each time in every process of a
+  local run, whose runner stops its workers one after the other (docs/experiments.md, "The
+  collector and Beam's modules"). Garbage is collected first, so that none is kept for good.
+  Never in a process that outlives the job (a test's, a notebook's): an object alive now that
+  later becomes cyclic garbage would never be freed (``gc.freeze``).
+  """
+  gc.collect()
+  gc.freeze()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,8 @@ import collections
 import glob
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import apache_beam as beam
@@ -168,3 +170,48 @@ def test_the_command_removes_the_pieces_it_kept(tmp_path, monkeypatch, flags):
     (['--runner', 'DataflowRunner', '--project', 'p'], False)])
 def test_pieces_are_kept_only_where_every_worker_sees_this_machine(args, here):
   assert runner.runs_here(runner.pipeline_options(args)) is here
+
+
+@pytest.mark.parametrize('args, own', [
+    ([], False),
+    (['--direct_running_mode=in_memory'], False),
+    (['--direct_running_mode=multi_processing', '--direct_num_workers=2'], True),
+    (['--direct_running_mode=multi_processing', '--environment_type', 'DOCKER'], False),
+    (['--runner', 'DataflowRunner', '--project', 'p'], False)])
+def test_worker_processes_are_those_the_local_runner_starts(args, own):
+  assert runner.worker_processes(runner.pipeline_options(args)) is own
+
+
+@pytest.mark.parametrize('worker_process', [True, False])
+def test_only_a_worker_process_freezes_its_objects(worker_process):
+  """In a process of its own, as a worker would: a test's process must never be frozen."""
+  code = ('import gc\n'
+          'from beam_pipelines import preprocess\n'
+          'from partita import notes\n'
+          'assert gc.get_freeze_count() == 0\n'
+          f'fn = preprocess.ParsePieceFn(notes.parse_midi, notes.ParseOptions(), '
+          f'worker_process={worker_process})\n'
+          'fn.setup()\n'
+          'print(gc.get_freeze_count() > 10_000)\n')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), check=True)
+  assert done.stdout == f'{worker_process}\n'
+
+
+def test_the_job_tells_its_parsing_dofns_whether_they_run_in_worker_processes(tmp_path):
+  class ParsingFns(beam.pipeline.PipelineVisitor):
+    def __init__(self):
+      self.flags = []
+
+    def visit_transform(self, node):
+      fn = getattr(node.transform, 'fn', None)
+      if isinstance(fn, preprocess.IsolatedParsingFn):
+        self.flags.append((type(fn).__name__, fn._worker_process))
+
+  for own in (True, False):
+    pipeline = beam.Pipeline(options=runner.pipeline_options([]))
+    preprocess.build_pipeline(pipeline, preprocess.PreprocessConfig(
+        input=str(tmp_path), output=str(tmp_path / 'out')), '', own)
+    fns = ParsingFns()
+    pipeline.visit(fns)
+    assert fns.flags == [('ParsePieceFn', own), ('SplitAndChunkFn', own)]
