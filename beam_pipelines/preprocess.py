@@ -260,9 +260,9 @@ class IsolatedParsingFn(beam.DoFn):
 
   With ``isolation``, each instance parses in one long-lived child process
   (:mod:`partita.isolation`), so a parser crash, hang or memory blow-up costs one file; without,
-  in the worker itself. The child starts at the first isolated parse. With
-  ``worker_process`` (the runner started the worker for this job alone), the worker's objects
-  alive at set-up, its modules' above all, leave the garbage collector's sight
+  in the worker itself. The child starts at the first isolated parse. With ``worker_process``
+  (the attribute says it too: the runner started the worker for this job alone), the worker's
+  objects alive at set-up, its modules' above all, leave the garbage collector's sight
   (:func:`beam_pipelines.runner.freeze_long_lived`).
   """
 
@@ -271,12 +271,12 @@ class IsolatedParsingFn(beam.DoFn):
                worker_process: bool = False):
     self._options = options
     self._isolation = isolation
-    self._worker_process = worker_process
+    self.worker_process = worker_process
 
   def setup(self):
     """Makes the worker's parser process, if isolated (its child starts at the first parse)."""
     self._parser = isolation_lib.ParserProcess(self._isolation) if self._isolation else None
-    if self._worker_process:
+    if self.worker_process:
       runner.freeze_long_lived()
 
   def parse(self, parse, data: bytes, known_safe: bool = False):
@@ -623,7 +623,8 @@ class WriteSplits(beam.PTransform):
     """Chunks the survivors, writes each split's shards and accounts for the lost survivors."""
     config = self._config
     chunked = read_again['pieces'] | 'SplitAndChunk' >> beam.ParDo(
-        SplitAndChunkFn(config, self._kept_folder, self._worker_processes)).with_outputs('stats', 'lost', *contract.SPLITS)
+        SplitAndChunkFn(config, self._kept_folder, self._worker_processes)).with_outputs(
+            'stats', 'lost', *contract.SPLITS)
     lost = ((read_again['lost'], chunked.lost)
             | 'AllLost' >> beam.Flatten()
             | 'AccountLost' >> beam.ParDo(AccountLostFn(dict(config.split_ratios))).with_outputs(

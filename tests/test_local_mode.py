@@ -206,7 +206,7 @@ def test_the_job_tells_its_parsing_dofns_whether_they_run_in_worker_processes(tm
     def visit_transform(self, node):
       fn = getattr(node.transform, 'fn', None)
       if isinstance(fn, preprocess.IsolatedParsingFn):
-        self.flags.append((type(fn).__name__, fn._worker_process))
+        self.flags.append((type(fn).__name__, fn.worker_process))
 
   for own in (True, False):
     pipeline = beam.Pipeline(options=runner.pipeline_options([]))
