@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from partita import constants
+
 # A note's onset is on the file's grid when it lies within GRID_TOLERANCE quarter notes of a
 # multiple of 1/8 (32nd notes) or 1/12 (sixteenth triplets) of a quarter note.
 GRID_DIVISIONS = (8, 12)
@@ -103,11 +105,19 @@ def piece_metre(quarter_seconds: np.ndarray, bar_position: np.ndarray, bar_quart
 
   Too few for its beats to mean anything; ``onset_on_grid`` says, per note, which are.
   """
-  gridded = (len(onset_on_grid) > 0
-             and np.count_nonzero(onset_on_grid) / len(onset_on_grid) >= GRIDDED_MIN_SHARE)
-  values = {'quarter_seconds': quarter_seconds, 'bar_position': bar_position,
-            'bar_quarters': bar_quarters}
-  return {name: (np.asarray(value, np.float32) if gridded
-                 else np.zeros(len(onset_on_grid), np.float32))
-          for name, value in values.items()}
+  if not gridded(onset_on_grid):
+    return no_metre(len(onset_on_grid))
+  return {name: np.asarray(value, np.float32) for name, value in zip(
+      constants.METRE_FEATURES, (quarter_seconds, bar_position, bar_quarters), strict=True)}
+
+
+def gridded(onset_on_grid: np.ndarray) -> bool:
+  """Whether enough onsets of a piece are on the grid for a metre (``onset_on_grid``: each)."""
+  return (len(onset_on_grid) > 0
+          and np.count_nonzero(onset_on_grid) / len(onset_on_grid) >= GRIDDED_MIN_SHARE)
+
+
+def no_metre(notes: int) -> dict[str, np.ndarray]:
+  """The metre features of a piece of ``notes`` notes with no grid: all zeros."""
+  return {name: np.zeros(notes, np.float32) for name in constants.METRE_FEATURES}
 

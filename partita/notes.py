@@ -15,7 +15,9 @@ routes to dead letters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
+import functools
 import hashlib
 import warnings
 
@@ -175,7 +177,8 @@ def parse_midi(data: bytes, options: ParseOptions = ParseOptions()) -> dict[str,
   in_seconds = score.to('second')
   tracks = [_track_arrays(in_seconds.tracks[i]) for i in selected]
   onset_ticks = np.concatenate([score.tracks[i].notes.numpy()['time'] for i in selected])
-  return piece_from_tracks(tracks, options, _note_metre(score, onset_ticks.astype(np.int64)))
+  return piece_from_tracks(tracks, options,
+                           functools.partial(_onset_metre, score, onset_ticks.astype(np.int64)))
 
 
 def parse_note_sequence(data: bytes,
@@ -255,13 +258,17 @@ def note_seq_protos():
   return music_pb2
 
 
-def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]], options: ParseOptions,
-                      note_metre: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def piece_from_tracks(
+    tracks: list[tuple[np.ndarray, ...]], options: ParseOptions,
+    onset_metre: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+) -> dict[str, np.ndarray]:
   """Merges tracks of note and pedal arrays into a checked notes dict, sustain applied per track.
 
   Each track is ``(start, end, pitch, velocity, pedal_time, pedal_value)`` arrays (times in
-  seconds); the sustain pedal is applied per track. ``note_metre`` is :func:`_note_metre` of
-  every track's notes in that order, or None for a piece with no ticks (no grid).
+  seconds); the sustain pedal is applied per track. ``onset_metre`` maps positions of notes
+  in the tracks (concatenated in that order) to their metre features (:func:`_onset_metre`),
+  called once, for the notes kept in the piece's order; None for a piece with no ticks (no
+  grid).
   """
   start, end, pitch, velocity, pedal_time, _ = (
       np.concatenate(arrays) for arrays in zip(*tracks, strict=True))
@@ -270,6 +277,7 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]], options: ParseOption
     raise failures.RejectionError('bad_timing', 'non-finite note or pedal times')
   if start.min() < 0 or np.any(end < start):
     raise failures.RejectionError('bad_timing', 'negative note times or durations')
+  kept = None
   if options.apply_sustain and len(pedal_time):
     # One pedal-release time for the whole piece, as note_seq does.
     piece_end = max(float(end.max()), float(pedal_time.max()))
@@ -280,7 +288,7 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]], options: ParseOption
     keep = np.concatenate(keeps)
     start, end = start[keep], np.concatenate(ends)[keep]
     pitch, velocity = pitch[keep], velocity[keep]
-    note_metre = None if note_metre is None else note_metre[:, keep]
+    kept = np.flatnonzero(keep)
 
   if end.max() > options.max_seconds:
     raise failures.RejectionError('too_long',
@@ -294,6 +302,7 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]], options: ParseOption
                                   'or time division is implausible')
 
   order = onset_order(start, pitch)
+  in_tracks = order if kept is None else kept[order]
   start = start[order]
   step = np.zeros(len(start), np.float32)
   step[1:] = start[1:] - start[:-1]
@@ -302,8 +311,7 @@ def piece_from_tracks(tracks: list[tuple[np.ndarray, ...]], options: ParseOption
       'step': step,
       'duration': (end[order] - start).astype(np.float32),
       'velocity': np.clip(velocity[order], 1, constants.MAX_VELOCITY).astype(np.int8),
-      **metre.piece_metre(*(np.zeros((4, len(order))) if note_metre is None
-                            else note_metre[:, order])),
+      **(metre.no_metre(len(order)) if onset_metre is None else onset_metre(in_tracks)),
   }
 
 
@@ -333,21 +341,25 @@ def _track_arrays(track: symusic.core.TrackSecond) -> tuple[np.ndarray, ...]:
           controls['value'][is_pedal].astype(np.int64))
 
 
-def _note_metre(score: symusic.core.ScoreTick, onset_ticks: np.ndarray) -> np.ndarray:
-  """``[4, notes]``: the tempo, bar position, bar length and whether on the grid of each onset.
+def _onset_metre(score: symusic.core.ScoreTick, onset_ticks: np.ndarray,
+                 notes: np.ndarray) -> dict[str, np.ndarray]:
+  """The metre features (``partita.metre``) of the notes at ``notes``, indices of ``onset_ticks``.
 
-  From the score's ticks, tempo map and time signatures (``partita.metre``); the onsets are
-  every selected track's, in :func:`piece_from_tracks`' order, computed at once because each
-  value depends only on its onset and the score's maps.
+  From the score's ticks, tempo map and time signatures; each value depends only on its note's
+  onset. The tempos and bars are read only for a piece on its grid.
   """
+  ticks = onset_ticks[notes]
+  on_grid = metre.on_grid(ticks / score.ticks_per_quarter)
+  if not metre.gridded(on_grid):
+    return metre.no_metre(len(ticks))
   tempos = score.tempos.numpy()
   signatures = score.time_signatures.numpy()
   position, bar_quarters = metre.bar_positions(
-      onset_ticks, score.ticks_per_quarter, signatures['time'].astype(np.int64),
+      ticks, score.ticks_per_quarter, signatures['time'].astype(np.int64),
       signatures['numerator'].astype(np.int64), signatures['denominator'].astype(np.int64))
-  return np.stack([
-      metre.tempo_at(onset_ticks, tempos['time'].astype(np.int64), tempos['mspq'] / 1e6),
-      position, bar_quarters, metre.on_grid(onset_ticks / score.ticks_per_quarter)])
+  return metre.piece_metre(
+      metre.tempo_at(ticks, tempos['time'].astype(np.int64), tempos['mspq'] / 1e6),
+      position, bar_quarters, on_grid)
 
 
 def content_fingerprint(notes: dict[str, np.ndarray]) -> str:
