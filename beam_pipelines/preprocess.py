@@ -260,24 +260,17 @@ class IsolatedParsingFn(beam.DoFn):
 
   With ``isolation``, each instance parses in one long-lived child process
   (:mod:`partita.isolation`), so a parser crash, hang or memory blow-up costs one file; without,
-  in the worker itself. The child starts at the first isolated parse. With ``worker_process``
-  (the attribute says it too: the runner started the worker for this job alone), the worker's
-  objects alive at set-up, its modules' above all, leave the garbage collector's sight
-  (:func:`beam_pipelines.runner.freeze_long_lived`).
+  in the worker itself. The child starts at the first isolated parse.
   """
 
   def __init__(self, options: notes_lib.ParseOptions,
-               isolation: isolation_lib.IsolationOptions | None = None,
-               worker_process: bool = False):
+               isolation: isolation_lib.IsolationOptions | None = None):
     self._options = options
     self._isolation = isolation
-    self.worker_process = worker_process
 
   def setup(self):
-    """Makes the worker's parser process, if isolated (its child starts at the first parse)."""
+    """Makes the worker's parser process, if isolated; its child starts at the first parse."""
     self._parser = isolation_lib.ParserProcess(self._isolation) if self._isolation else None
-    if self.worker_process:
-      runner.freeze_long_lived()
 
   def parse(self, parse, data: bytes, known_safe: bool = False):
     """``parse(data, options)``, in the child if isolated and the bytes are not ``known_safe``.
@@ -314,13 +307,19 @@ class ParsePieceFn(IsolatedParsingFn):
   downstream (:meth:`partita.isolation.ParserProcess.parse_next`), so the worker's thread and
   the child work at the same time; the last input of a bundle is answered in
   :meth:`finish_bundle`.
+
+  With ``worker_process`` (an attribute too: the runner started the worker for this job
+  alone), the worker's objects alive at the parse's set-up, its modules' above all, leave the
+  garbage collector's sight (:func:`beam_pipelines.runner.freeze_long_lived`): the parse is
+  the job's first DoFn with a set-up, in every worker.
   """
 
   def __init__(self, parse, options: notes_lib.ParseOptions,
                isolation: isolation_lib.IsolationOptions | None = None, kind: str = inputs.MIDI,
                sources: labels_lib.LabelSources | None = None, label_field: str = '',
                sketched: bool = False, kept_folder: str = '', worker_process: bool = False):
-    super().__init__(options, isolation, worker_process)
+    super().__init__(options, isolation)
+    self.worker_process = worker_process
     self._fingerprint = functools.partial(notes_lib.fingerprint_size_and_sketch, parse, sketched)
     self._kept_folder = kept_folder
     self._kind = kind
@@ -328,6 +327,12 @@ class ParsePieceFn(IsolatedParsingFn):
     self._label_field = label_field if kind == inputs.NOTE_SEQUENCES else ''
     self._parsed = metrics.Metrics.counter('parse', 'pieces')
     self._notes = metrics.Metrics.counter('parse', 'notes')
+
+  def setup(self):
+    """Makes the parser process; in a worker of the job's own, freezes its objects first."""
+    if self.worker_process:
+      runner.freeze_long_lived()
+    super().setup()
 
   def start_bundle(self):
     """Drops the answer to an input that a failed bundle left in flight."""
@@ -523,9 +528,8 @@ class SplitAndChunkFn(IsolatedParsingFn):
   ``write/pieces_parsed_again`` say which.
   """
 
-  def __init__(self, config: PreprocessConfig, kept_folder: str = '',
-               worker_process: bool = False):
-    super().__init__(config.parse_options(), config.isolation_options(), worker_process)
+  def __init__(self, config: PreprocessConfig, kept_folder: str = ''):
+    super().__init__(config.parse_options(), config.isolation_options())
     self._config = config
     self._kept_folder = kept_folder
     self._loaded = metrics.Metrics.counter('write', 'pieces_kept')
@@ -612,19 +616,16 @@ class WriteSplits(beam.PTransform):
   counted as duplicates).
   """
 
-  def __init__(self, config: PreprocessConfig, kept_folder: str = '',
-               worker_processes: bool = False):
+  def __init__(self, config: PreprocessConfig, kept_folder: str = ''):
     super().__init__()
     self._config = config
     self._kept_folder = kept_folder
-    self._worker_processes = worker_processes
 
   def expand(self, read_again):
     """Chunks the survivors, writes each split's shards and accounts for the lost survivors."""
     config = self._config
     chunked = read_again['pieces'] | 'SplitAndChunk' >> beam.ParDo(
-        SplitAndChunkFn(config, self._kept_folder, self._worker_processes)).with_outputs(
-            'stats', 'lost', *contract.SPLITS)
+        SplitAndChunkFn(config, self._kept_folder)).with_outputs('stats', 'lost', *contract.SPLITS)
     lost = ((read_again['lost'], chunked.lost)
             | 'AllLost' >> beam.Flatten()
             | 'AccountLost' >> beam.ParDo(AccountLostFn(dict(config.split_ratios))).with_outputs(
@@ -650,7 +651,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig, kept_folde
   With ``kept_folder`` (a folder every worker of the job sees), the first parse keeps each piece
   there and the writing stage loads it rather than parsing again (:mod:`partita.kept_pieces`).
   ``worker_processes``: the runner starts processes for this job alone to run its DoFns
-  (:func:`beam_pipelines.runner.worker_processes`), which may freeze their objects.
+  (:func:`beam_pipelines.runner.worker_processes`), whose parse freezes their objects.
   """
   read = pipeline | 'ReadInputs' >> inputs.ReadInputs(config)
   parsed = read | 'ParseAndDedup' >> ParseAndDedup(config, kept_folder, worker_processes)
@@ -663,7 +664,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig, kept_folde
     survivors = assigned['survivors']
   written = (survivors
              | 'ReadAgain' >> inputs.ReadAgain(bool(config.note_sequences))
-             | 'WriteSplits' >> WriteSplits(config, kept_folder, worker_processes))
+             | 'WriteSplits' >> WriteSplits(config, kept_folder))
   rejected = ((read[beam_outputs.TAG], parsed[beam_outputs.TAG], written[beam_outputs.TAG])
               | 'AllDeadLetters' >> beam.Flatten())
   dead_letter_files = rejected | 'WriteDeadLetters' >> beam_outputs.WriteDeadLetters(config.output)
@@ -804,6 +805,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  # This process runs one job and exits: the modules just imported need no collecting.
+  # This process runs one job and exits: the modules just imported need no collecting, and the
+  # processes it starts (Beam's workers, the parser children) need few malloc arenas.
   runner.freeze_long_lived()
+  runner.limit_malloc_arenas()
   main()

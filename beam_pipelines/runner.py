@@ -86,6 +86,19 @@ def freeze_long_lived() -> None:
   gc.freeze()
 
 
+def limit_malloc_arenas() -> None:
+  """Has every process this one starts from now on use at most two malloc arenas.
+
+  Unless the environment already sets ``MALLOC_ARENA_MAX``. glibc's malloc gives each thread
+  that allocates an arena of its own, up to eight a core, and keeps what is freed in each for
+  later: in a worker, Beam's gRPC threads spread the job's data over many, and the default
+  command's peak memory grew with the corpus through them (docs/experiments.md, "The collector,
+  and malloc's arenas"). For the command's own process only: it sets ``os.environ``, which its
+  workers and parser children inherit (this process's own malloc read it at its start).
+  """
+  os.environ.setdefault('MALLOC_ARENA_MAX', '2')
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalMode:
   """Where a job runs, as chosen by :func:`local_mode`: the flags it adds, and why, in words."""

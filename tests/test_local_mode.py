@@ -198,15 +198,15 @@ def test_only_a_worker_process_freezes_its_objects(worker_process):
   assert done.stdout == f'{worker_process}\n'
 
 
-def test_the_job_tells_its_parsing_dofns_whether_they_run_in_worker_processes(tmp_path):
+def test_the_job_tells_its_parse_whether_it_runs_in_worker_processes(tmp_path):
   class ParsingFns(beam.pipeline.PipelineVisitor):
     def __init__(self):
       self.flags = []
 
     def visit_transform(self, node):
       fn = getattr(node.transform, 'fn', None)
-      if isinstance(fn, preprocess.IsolatedParsingFn):
-        self.flags.append((type(fn).__name__, fn.worker_process))
+      if isinstance(fn, preprocess.ParsePieceFn):
+        self.flags.append(fn.worker_process)
 
   for own in (True, False):
     pipeline = beam.Pipeline(options=runner.pipeline_options([]))
@@ -214,4 +214,13 @@ def test_the_job_tells_its_parsing_dofns_whether_they_run_in_worker_processes(tm
         input=str(tmp_path), output=str(tmp_path / 'out')), '', own)
     fns = ParsingFns()
     pipeline.visit(fns)
-    assert fns.flags == [('ParsePieceFn', own), ('SplitAndChunkFn', own)]
+    assert fns.flags == [own]
+
+
+def test_the_command_limits_the_malloc_arenas_of_its_processes_unless_told(monkeypatch):
+  monkeypatch.delenv('MALLOC_ARENA_MAX', raising=False)
+  runner.limit_malloc_arenas()
+  assert os.environ['MALLOC_ARENA_MAX'] == '2'
+  monkeypatch.setenv('MALLOC_ARENA_MAX', '8')
+  runner.limit_malloc_arenas()
+  assert os.environ['MALLOC_ARENA_MAX'] == '8'
