@@ -78,7 +78,8 @@ def freeze_long_lived() -> None:
   140,000 objects that live until it exits. Otherwise every full collection walks them all,
   and so does the interpreter as the process exits, about 0.2 s each time in every process of a
   local run, whose runner stops its workers one after the other (docs/experiments.md, "The
-  collector and Beam's modules"). Garbage is collected first, so that none is kept for good.
+  collector, malloc's arenas and the metre"). Garbage is collected first, so that none is kept
+  for good.
   Never in a process that outlives the job (a test's, a notebook's): an object alive now that
   later becomes cyclic garbage would never be freed (``gc.freeze``).
   """
@@ -92,9 +93,10 @@ def limit_malloc_arenas() -> None:
   Unless the environment already sets ``MALLOC_ARENA_MAX``. glibc's malloc gives each thread
   that allocates an arena of its own, up to eight a core, and keeps what is freed in each for
   later: in a worker, Beam's gRPC threads spread the job's data over many, and the default
-  command's peak memory grew with the corpus through them (docs/experiments.md, "The collector,
-  and malloc's arenas"). For the command's own process only: it sets ``os.environ``, which its
-  workers and parser children inherit (this process's own malloc read it at its start).
+  command's peak memory grew with the corpus through them (docs/experiments.md, "The
+  collector, malloc's arenas and the metre"). For the command's own process only: it sets
+  ``os.environ``, which its workers and parser children inherit (this process's own malloc
+  read it at its start).
   """
   os.environ.setdefault('MALLOC_ARENA_MAX', '2')
 

@@ -36,6 +36,7 @@ import argparse
 import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -137,14 +138,15 @@ def run_job(input_folder: str, mode: str, workers: int, near_duplicates: str | N
 def run_command(input_folder: str, near_duplicates: str | None) -> dict:
   """The job as the README runs it, with no runner flags; its counts.
 
-  That is ``python -m beam_pipelines.preprocess --input FOLDER --output OUT``: its ``main`` with
-  that command line, so the job chooses its own local mode. Beam's shuffle counters are not
-  read: the command does not hand back its pipeline result.
+  That is ``python -m beam_pipelines.preprocess --input FOLDER --output OUT``, run as ``-m``
+  runs it (the module as ``__main__``, with what its ``__main__`` block does before ``main``),
+  so the job chooses its own local mode. Beam's shuffle counters are not read: the command
+  does not hand back its pipeline result.
   """
-  from beam_pipelines import preprocess
   with tempfile.TemporaryDirectory(prefix='preprocess_scale_') as output:
-    preprocess.main(['--input', input_folder, '--output', output,
-                     *(['--near-duplicates', near_duplicates] if near_duplicates else [])])
+    sys.argv = ['beam_pipelines.preprocess', '--input', input_folder, '--output', output,
+                *(['--near-duplicates', near_duplicates] if near_duplicates else [])]
+    runpy.run_module('beam_pipelines.preprocess', run_name='__main__', alter_sys=True)
     with open(os.path.join(output, 'info.json')) as f:
       counts = json.load(f)['counts']
   return {'files': counts['files_in'], 'accepted': counts['pieces_written'] + counts['duplicates'],
