@@ -477,6 +477,8 @@ class ParseAndDedup(beam.PTransform):
   notes. Outputs a dict: ``survivors``, ``sketches`` (unless near-duplicates are off, a
   PieceSketch per parsed input that has one, straight from the parse: they join the search's
   tables in the parse's own stage, not the dedup's shuffle) and ``dead_letter``.
+  ``kept_folder`` and ``worker_processes`` are :class:`ParsePieceFn`'s ``kept_folder`` and
+  ``worker_process``.
   """
 
   def __init__(self, config: PreprocessConfig, kept_folder: str = '',

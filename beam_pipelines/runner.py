@@ -79,9 +79,8 @@ def freeze_long_lived() -> None:
   and so does the interpreter as the process exits, about 0.2 s each time in every process of a
   local run, whose runner stops its workers one after the other (docs/experiments.md, "The
   collector, malloc's arenas and the metre"). Garbage is collected first, so that none is kept
-  for good.
-  Never in a process that outlives the job (a test's, a notebook's): an object alive now that
-  later becomes cyclic garbage would never be freed (``gc.freeze``).
+  for good. Never in a process that outlives the job (a test's, a notebook's): an object alive
+  now that later becomes cyclic garbage would never be freed (``gc.freeze``).
   """
   gc.collect()
   gc.freeze()
