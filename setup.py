@@ -13,7 +13,15 @@ DEMO = ['music21>=10,<11', 'tqdm>=4.66,<5']
 GCP = ['apache-beam[gcp]>=2.77,<3', 'google-cloud-storage>=2.14,<4']
 # Submitting training to Vertex AI (python -m trainer.vertex; --dry-run needs none of it).
 VERTEX = ['google-cloud-aiplatform>=2.7,<3']
-# The suite runs the demo corpus and gs:// tests too, so it needs both of the above.
+# NoteSequence inputs (preprocess --note-sequences, e.g. MAESTRO's TFRecords), and the tests'
+# reference for the sustain pedal. An extra, not a dependency: note-seq brings pandas (with
+# librosa, IPython and more), and Beam imports pandas whenever it is installed, 0.25 s in every
+# process of every Beam job (docs/experiments.md, "note-seq as an extra").
+NOTESEQUENCE = ['note-seq==0.0.5']
+# The benchmarks' memory figures (benchmarks/preprocess_scale.py and preprocess_startup.py).
+BENCH = ['psutil>=5.9,<8']
+# The suite runs the demo corpus, gs:// paths and NoteSequence inputs too, so it needs those
+# extras; the benchmarks run in the same environment.
 # ruff: the linter tests/test_code_shape.py runs.
 # selenium: drives Debian's chromium (through its chromedriver) to test the index.html pages.
 # pytest-xdist: the suite runs one worker per core (pytest.ini), a test file to a worker.
@@ -45,7 +53,6 @@ setuptools.setup(
         'numpy>=1.26,<3',
         'symusic>=0.6,<0.7',  # the fast MIDI parser (~100x pretty_midi)
         'pretty_midi>=0.2.11,<0.3',  # writing MIDI
-        'note-seq==0.0.5',  # NoteSequence inputs; reference sustain behaviour
         'matplotlib>=3.8,<4',  # piano rolls
         'markdown>=3.5,<4',  # the evaluation report's tables on its index.html
         # The evaluation's composer-style classifier (evaluation/style.py): a standardised
@@ -54,5 +61,6 @@ setuptools.setup(
         'scipy>=1.11,<2',  # the near-duplicate families: connected components of a sparse graph
         'pyyaml>=6,<7',
     ],
-    extras_require={'demo': DEMO, 'gcp': GCP, 'vertex': VERTEX, 'dev': DEMO + GCP + TEST_TOOLS},
+    extras_require={'demo': DEMO, 'gcp': GCP, 'vertex': VERTEX, 'notesequence': NOTESEQUENCE,
+                    'bench': BENCH, 'dev': DEMO + GCP + NOTESEQUENCE + BENCH + TEST_TOOLS},
 )

@@ -221,6 +221,8 @@ class PreprocessConfig:
     if self.near_duplicates not in families.MODES:
       raise ValueError(f'--near-duplicates: expected one of {", ".join(families.MODES)}, got '
                        f'{self.near_duplicates!r}')
+    if self.note_sequences and not notes_lib.note_seq_installed():
+      raise ValueError(f'--note-sequences: {notes_lib.NOTE_SEQ_MISSING}')
 
   def parse_options(self) -> notes_lib.ParseOptions:
     """The parser's options: the checks and track selection this run asks for."""

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import warnings
 
 import numpy as np
@@ -29,6 +30,10 @@ from partita import constants, failures, metre, near_duplicates
 SUSTAIN_CC = 64
 # MIDI convention (and note_seq's): controller values >= 64 mean the pedal is down.
 SUSTAIN_DOWN_MIN_VALUE = 64
+# NoteSequence inputs need note-seq, setup.py's ``notesequence`` extra, which a plain install
+# leaves out (setup.py says why).
+NOTE_SEQ_MISSING = ("NoteSequence inputs need note-seq, which is not installed: install the "
+                    "project's notesequence extra (pip install -e '.[notesequence]')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,12 +245,23 @@ def note_sequence_label(data: bytes, field: str) -> str:
   return value if isinstance(value, str) else (value[0] if len(value) else '')
 
 
+def note_seq_installed() -> bool:
+  """Whether note-seq, which NoteSequence inputs need, can be imported (without importing it)."""
+  try:
+    return importlib.util.find_spec('note_seq') is not None
+  except ValueError:  # sys.modules holds None for it, which makes every import of it fail
+    return False
+
+
 def note_seq_protos():
   """note_seq's ``music_pb2``, imported without its side effect on pretty_midi.
 
   Importing note_seq sets ``pretty_midi.pretty_midi.MAX_TICK = 1e10`` for the whole process,
   which disables pretty_midi's guard against corrupt files that exhaust memory; the guard is
   restored here.
+
+  Raises:
+    ModuleNotFoundError: note-seq is not installed (:data:`NOTE_SEQ_MISSING`).
   """
   import pretty_midi
   max_tick = pretty_midi.pretty_midi.MAX_TICK
@@ -253,6 +269,10 @@ def note_seq_protos():
     with warnings.catch_warnings():  # pydub, imported by note_seq, warns that ffmpeg is missing
       warnings.simplefilter('ignore')
       from note_seq.protobuf import music_pb2
+  except ModuleNotFoundError as e:
+    if (e.name or '').partition('.')[0] != 'note_seq':  # one of its own dependencies
+      raise
+    raise ModuleNotFoundError(NOTE_SEQ_MISSING, name=e.name) from e
   finally:
     pretty_midi.pretty_midi.MAX_TICK = max_tick
   return music_pb2

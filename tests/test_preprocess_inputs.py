@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import sys
 
 import apache_beam as beam
 from apache_beam.testing import test_pipeline
@@ -377,6 +379,27 @@ def test_command_line_needs_an_input_and_parses_selections(capsys):
   assert beam_args == ['--runner', 'DirectRunner']
   with pytest.raises(SystemExit):
     preprocess.parse_args(['--input', 'a', '--output', 'o', '--programs', '128'])
+
+
+def test_note_sequences_without_note_seq_are_a_clear_error_that_writes_nothing(
+    tmp_path, capsys, monkeypatch):
+  """note-seq is an extra: without it, --note-sequences names the extra before anything runs."""
+  assert notes_lib.note_seq_installed()  # the suite's environment has the extra
+  sequences = tmp_path / 'seqs.tfrecord'
+  sequences.write_bytes(b'')
+  # A module that sys.modules holds as None cannot be imported: as if it were not installed.
+  for name in ['note_seq', *(name for name in sys.modules if name.startswith('note_seq.'))]:
+    monkeypatch.setitem(sys.modules, name, None)
+  assert not notes_lib.note_seq_installed()
+  output = tmp_path / 'out'
+  with pytest.raises(SystemExit):
+    preprocess.main(['--note-sequences', str(sequences), '--output', str(output)])
+  assert ('--note-sequences: NoteSequence inputs need note-seq, which is not installed: install '
+          "the project's notesequence extra (pip install -e '.[notesequence]')"
+          in capsys.readouterr().err)
+  assert not output.exists()
+  with pytest.raises(ModuleNotFoundError, match=re.escape(notes_lib.NOTE_SEQ_MISSING)):
+    notes_lib.note_seq_protos()
 
 
 def test_command_line_takes_a_preset_flags_and_overrides_in_that_order(tmp_path, capsys):
