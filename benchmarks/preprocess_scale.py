@@ -1,6 +1,7 @@
 r"""Preprocessing at growing corpus sizes: files/s, CPU, peak memory and shuffle bytes per file.
 
-    .venv/bin/python benchmarks/preprocess_scale.py [--sizes 2400,5000,10000,50000] \
+    python -m venv /tmp/bench && /tmp/bench/bin/pip install -e '.[bench]'
+    /tmp/bench/bin/python benchmarks/preprocess_scale.py [--sizes 2400,5000,10000,50000] \
         [--modes in_memory,multi_processing,default] [--loop-size 5000] \
         [--corpus-root /tmp/partita_scale] [--seed 0] [--plot benchmarks/preprocess_scale.png] \
         [--json results.json] [--near-duplicates same-split|keep-one|off]
@@ -25,6 +26,11 @@ accumulators (one per split, 1.4 KB each) per bundle, however many files it hold
 (the input digests, the statistics, the dead letters per reason) are materialised rather than
 shuffled and are reported apart.
 
+The environment: a plain install and psutil (``[bench]``), as a user who installs the project
+as the README says has. Beam imports pandas at the start of every process where it is
+installed, and the ``[notesequence]`` and ``[dev]`` extras bring it (setup.py), which slows
+every row; the first line printed says whether it is installed.
+
 Why: the job must not need memory or shuffle that grows with the corpus; peak RSS at 50k files
 should stay within 1.5x of the peak at 2.4k, and the shuffle under 200 bytes a file (plus the
 near-duplicate search's sketch table, about 330).
@@ -33,6 +39,7 @@ near-duplicate search's sketch table, about 330).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -242,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     child_main(args)
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  pandas = importlib.util.find_spec('pandas') is not None
+  print(f'pandas, which Beam imports in every process: {"installed" if pandas else "absent"}',
+        flush=True)
   results, loop = [], None
   for size in [int(s) for s in args.sizes.split(',') if s]:
     folder = corpus_for(size, args.corpus_root, args.seed)
