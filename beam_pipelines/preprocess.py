@@ -519,9 +519,10 @@ class ParseAndDedup(beam.PTransform):
 
 
 class SplitAndChunkFn(IsolatedParsingFn):
-  """SurvivorBytes -> its chunks (tf.train.Example) on its split, and statistics on ``stats``.
+  """SurvivorBytes -> (its split, its chunks), and statistics on ``stats``; or a Lost on ``lost``.
 
-  The chunks go out as one run of framed records (:func:`beam_pipelines.tfrecord_sink.framed`).
+  The chunks (tf.train.Example) go out as one run of framed records
+  (:func:`beam_pipelines.tfrecord_sink.framed`), for :class:`beam_pipelines.tfrecord_sink.WriteShards`.
 
   With ``kept_folder``, the survivor's notes are those its first parse kept there
   (:mod:`partita.kept_pieces`) when its bytes are unchanged. Otherwise its bytes are parsed
@@ -540,7 +541,7 @@ class SplitAndChunkFn(IsolatedParsingFn):
     self._parsed_again = metrics.Metrics.counter('write', 'pieces_parsed_again')
 
   def process(self, read_again: elements.SurvivorBytes):
-    """Yields the survivor's chunks on its split and its statistics on ``stats``, or a Lost."""
+    """Yields the survivor's split and chunks, and its statistics on ``stats``; or a Lost."""
     survivor = read_again.survivor
     parse = PARSERS[survivor.input.kind][1]
     unchanged = input_digest(read_again.data) == survivor.input.digest
@@ -569,7 +570,7 @@ class SplitAndChunkFn(IsolatedParsingFn):
     split = notes_lib.split_for(families.split_key(survivor), dict(self._config.split_ratios))
     chunks = contract.serialized_chunks(piece, self._config.window_length, self._config.stride,
                                         survivor.label)
-    yield beam.pvalue.TaggedOutput(split, tfrecord_sink.framed(chunks))
+    yield split, tfrecord_sink.framed(chunks)
     stats = info_lib.piece_stats(piece, survivor.copies, len(chunks), self._config.window_length,
                                  survivor.label, survivor.conflict)
     yield beam.pvalue.TaggedOutput('stats', (split, stats))
@@ -629,19 +630,18 @@ class WriteSplits(beam.PTransform):
     """Chunks the survivors, writes each split's shards and accounts for the lost survivors."""
     config = self._config
     chunked = read_again['pieces'] | 'SplitAndChunk' >> beam.ParDo(
-        SplitAndChunkFn(config, self._kept_folder)).with_outputs('stats', 'lost', *contract.SPLITS)
+        SplitAndChunkFn(config, self._kept_folder)).with_outputs('stats', 'lost', main='chunks')
     lost = ((read_again['lost'], chunked.lost)
             | 'AllLost' >> beam.Flatten()
             | 'AccountLost' >> beam.ParDo(AccountLostFn(dict(config.split_ratios))).with_outputs(
                 beam_outputs.TAG, 'stats'))
-    shards = [chunked[split] | f'Write{split.title()}' >> tfrecord_sink.WriteTFRecords(
-        filesystems.FileSystems.join(config.output, split, split), config.compress)
-              for split in contract.SPLITS]
+    shards = chunked.chunks | 'WriteShards' >> tfrecord_sink.WriteShards(
+        config.output, contract.SPLITS, config.compress)
     # Each stream is summed where it is made, before any Flatten: a Flatten of two stages'
     # outputs is materialised by the DirectRunner, which would hold every piece's statistics.
     sums = [chunked.stats | 'SumPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn()),
             lost.stats | 'SumLostPerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn())]
-    return {'shards': shards | 'AllShards' >> beam.Flatten(),
+    return {'shards': shards,
             'stats': (sums
                       | 'AllSums' >> beam.Flatten()
                       | 'MergePerSplit' >> beam.CombinePerKey(info_lib.SumStatsFn())),

@@ -32,27 +32,61 @@ def runs_of(records):
   return [tfrecord_sink.framed(records[:2])] + [tfrecord_sink.framed([r]) for r in records[2:]]
 
 
-def write(records, prefix, compress):
-  runs = runs_of(records)
+def write(records, output, compress, names=('train',)):
+  """Writes ``records`` as runs under the first of ``names``; returns the paths of every shard."""
+  runs = [(names[0], run) for run in runs_of(records)]
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     _ = (pipeline | beam.Create(runs, reshuffle=False)
-         | tfrecord_sink.WriteTFRecords(prefix, compress))
-  return sorted(glob.glob(prefix + '*'))
+         | tfrecord_sink.WriteShards(output, names, compress))
+  return sorted(glob.glob(os.path.join(output, '*', '*')))
 
 
 @pytest.mark.parametrize('compress', [True, False])
 def test_shards_hold_every_record_for_tensorflow_to_read(tmp_path, compress):
-  paths = write(RECORDS, str(tmp_path / 'out' / 'train'), compress)
+  paths = write(RECORDS, str(tmp_path / 'out'), compress)
   suffix = '.tfrecord.gz' if compress else '.tfrecord'
-  assert [os.path.basename(p) for p in paths] == [f'train-00000-of-00001{suffix}']
+  assert [os.path.relpath(p, tmp_path / 'out') for p in paths] == [
+      f'train/train-00000-of-00001{suffix}']
   read = tf.data.TFRecordDataset(paths, compression_type='GZIP' if compress else '')
   assert sorted(read.as_numpy_iterator()) == sorted(RECORDS)
-  assert os.listdir(tmp_path / 'out') == ['train-00000-of-00001' + suffix]  # no temporaries
+  # No temporaries: the hidden folder of the write is gone.
+  assert os.listdir(tmp_path / 'out') == ['train']
+  assert os.listdir(tmp_path / 'out' / 'train') == ['train-00000-of-00001' + suffix]
+
+
+def test_each_name_gets_its_own_shards_and_a_name_with_no_records_one_empty_shard(tmp_path):
+  output = str(tmp_path / 'out')
+  sink = tfrecord_sink.ShardsSink(output, ('train', 'test'), tfrecord_sink.GZIP_LEVEL)
+  temporary = sink.initialize_write()
+  bundles = []
+  for uid, runs in (('b1', [('train', b'one'), ('train', b'two')]), ('b2', [('train', b'three')])):
+    writer = sink.open_writer(temporary, uid)
+    for run in runs:
+      writer.write(run)
+    bundles.append(writer.close())
+  assert bundles[0] == (('train', os.path.join(output, 'train', temporary, 'b1.tfrecord.gz')),)
+  shards = sink.finalize_write(temporary, bundles, None)
+  assert [os.path.relpath(p, output) for p in shards] == [
+      'train/train-00000-of-00002.tfrecord.gz', 'train/train-00001-of-00002.tfrecord.gz',
+      'test/test-00000-of-00001.tfrecord.gz']
+  contents = []
+  for path in shards:
+    with open(path, 'rb') as f:
+      contents.append(gzip.decompress(f.read()))
+  assert contents == [b'onetwo', b'three', b'']
+  assert sorted(os.listdir(os.path.join(output, 'train'))) == [
+      'train-00000-of-00002.tfrecord.gz', 'train-00001-of-00002.tfrecord.gz']
+  # A retry of the end finds its shards in place and leaves them as they are.
+  assert sink.finalize_write(temporary, bundles, None) == shards
+  with open(shards[1], 'rb') as f:
+    assert gzip.decompress(f.read()) == b'three'
+  with pytest.raises(ValueError, match="no shards named 'dev'"):
+    sink.open_writer(temporary, 'b3').write(('dev', b'x'))
 
 
 def test_gzip_is_isal_at_the_chosen_level_and_the_same_records_give_the_same_bytes(tmp_path):
-  first, = write(RECORDS, str(tmp_path / 'a' / 'x'), compress=True)
-  second, = write(RECORDS, str(tmp_path / 'b' / 'x'), compress=True)
+  first, = write(RECORDS, str(tmp_path / 'a'), compress=True)
+  second, = write(RECORDS, str(tmp_path / 'b'), compress=True)
   with open(first, 'rb') as f:
     data = f.read()
   framed = tfrecord_sink.framed(RECORDS)
