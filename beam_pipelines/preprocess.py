@@ -522,7 +522,8 @@ class SplitAndChunkFn(IsolatedParsingFn):
   """SurvivorBytes -> (its split, its chunks), and statistics on ``stats``; or a Lost on ``lost``.
 
   The chunks (tf.train.Example) go out as one run of framed records
-  (:func:`beam_pipelines.tfrecord_sink.framed`), for :class:`beam_pipelines.tfrecord_sink.WriteShards`.
+  (:func:`beam_pipelines.tfrecord_sink.framed`), for
+  :class:`beam_pipelines.tfrecord_sink.WriteShards`.
 
   With ``kept_folder``, the survivor's notes are those its first parse kept there
   (:mod:`partita.kept_pieces`) when its bytes are unchanged. Otherwise its bytes are parsed

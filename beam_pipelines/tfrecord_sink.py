@@ -55,7 +55,7 @@ def tfrecord(data: bytes) -> bytes:
 
 
 def framed(records) -> bytes:
-  """Records in TFRecord framing, one after another: the run of an element of :class:`WriteShards`."""
+  """Records in TFRecord framing, one after another: an element's run for :class:`WriteShards`."""
   return b''.join(map(tfrecord, records))
 
 
@@ -75,7 +75,7 @@ class _GzipOverFile(igzip.IGzipFile):
 
 
 class ShardsSink(iobase.Sink):
-  """(name, framed records) -> ``OUTPUT/NAME/NAME-SSSSS-of-NNNNN.tfrecord.gz`` for each of ``names``.
+  """(name, framed records) -> ``OUTPUT/NAME/NAME-SSSSS-of-NNNNN.tfrecord.gz``, for each name.
 
   Plain ``.tfrecord`` shards when ``gzip_level`` is None. Each bundle writes one temporary file
   for each name it sees, in a hidden folder of the write's own inside that name's folder; the
