@@ -141,8 +141,8 @@ class ShardsSink(iobase.Sink):
       try:
         filesystems.FileSystems.delete(
             [filesystems.FileSystems.join(self._output, name, init_result)])
-      except IOError:
-        pass  # gs:// has no folder to delete once its files are renamed
+      except OSError:  # Beam's BeamIOError: gs:// has no folder left once its files are renamed
+        pass
       shards += destinations
     return shards
 
