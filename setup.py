@@ -25,8 +25,10 @@ BENCH = ['psutil>=5.9,<8']
 # ruff: the linter tests/test_code_shape.py runs.
 # selenium: drives Debian's chromium (through its chromedriver) to test the index.html pages.
 # pytest-xdist: the suite runs one worker per core (pytest.ini), a test file to a worker.
+# scipy: the tests' reference for special functions and for the near-duplicate families'
+# connected components.
 TEST_TOOLS = ['pytest>=8,<10', 'pytest-xdist>=3.6,<4', 'gcp-storage-emulator>=2024.8',
-              'hypothesis>=6.100,<7', 'ruff>=0.17,<0.18', 'selenium>=4.20,<5']
+              'hypothesis>=6.100,<7', 'ruff>=0.17,<0.18', 'selenium>=4.20,<5', 'scipy>=1.11,<2']
 
 setuptools.setup(
     name='partita',
@@ -58,7 +60,6 @@ setuptools.setup(
         # The evaluation's composer-style classifier (evaluation/style.py): a standardised
         # multinomial logistic regression is scikit-learn's job, not ours to write.
         'scikit-learn>=1.5,<2',
-        'scipy>=1.11,<2',  # the near-duplicate families: connected components of a sparse graph
         'pyyaml>=6,<7',
     ],
     extras_require={'demo': DEMO, 'gcp': GCP, 'vertex': VERTEX, 'notesequence': NOTESEQUENCE,

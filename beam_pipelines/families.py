@@ -6,7 +6,7 @@ arrays: about 300 bytes a piece (its fingerprint, name, notes, shingle count and
 MinHash). Combiner lifting packs each bundle's sketches into one table before the shuffle, so
 the shuffle carries those bytes and no notes; the worker that merges the tables runs the
 locality-sensitive hashing, the verification and the connected components
-(:func:`partita.near_duplicates.find_families`) in numpy and scipy, and outputs one
+(:func:`partita.near_duplicates.find_families`) in numpy, and outputs one
 ``partita.near_duplicates.Families``. Its memory is the table: 15 MB at 50,000 pieces, 300 MB
 at a million, whatever the number of candidate pairs.
 

@@ -39,7 +39,7 @@ search runs on a table of every piece's sketch (:class:`SketchTable`, about 300 
 15 MB at 50,000 pieces), in arrays, so that its memory and time do not depend on how many
 candidates there are per band.
 
-Plain numpy and scipy: no Beam here (``beam_pipelines.preprocess`` calls it).
+Plain numpy: no Beam here (``beam_pipelines.preprocess`` calls it).
 """
 
 from __future__ import annotations
@@ -324,28 +324,41 @@ def find_families(table: SketchTable) -> Families:
   verified = pairs[one_work(minhashes, table.shingles[order].astype(np.float64), pairs)]
   if not len(verified):
     return Families({}, len(pairs), 0)
-  # Imported here: every process that parses sketches pieces, and only the search needs scipy,
-  # whose import (0.2-0.3 s) each of them would otherwise pay at its start.
-  from scipy import sparse
-  from scipy.sparse import csgraph
-  graph = sparse.coo_matrix((np.ones(len(verified)), (verified[:, 0], verified[:, 1])),
-                            shape=(len(order), len(order)))
-  _, component = csgraph.connected_components(graph, directed=False)
+  # Rows are in fingerprint order, so each family's smallest row holds its id.
+  family = smallest_connected(verified, len(order))
   in_family = sorted_distinct(verified.ravel())
-  # Rows are in fingerprint order, so each component's smallest row holds its id.
-  smallest = {}
-  for row in in_family:
-    smallest.setdefault(component[row], row)
   longest = {}
   for row in in_family:
     original = order[row]
     rank = (-int(table.notes[original]), table.names[original])
-    best = longest.get(component[row])
+    best = longest.get(family[row])
     if best is None or rank < best[0]:
-      longest[component[row]] = (rank, row)
-  return Families({fingerprints[row]: Member(fingerprints[smallest[component[row]]],
-                                             bool(row == longest[component[row]][1]))
+      longest[family[row]] = (rank, row)
+  return Families({fingerprints[row]: Member(fingerprints[family[row]],
+                                             bool(row == longest[family[row]][1]))
                    for row in in_family}, len(pairs), len(verified))
+
+
+def smallest_connected(pairs: np.ndarray, count: int) -> np.ndarray:
+  """For each of ``count`` rows, the smallest row that ``pairs`` (rows ``(i, j)``) connect it to.
+
+  The connected components of the graph, each named by its smallest row: each round gives both
+  ends of every pair the smaller of their labels, then each row its label's label, until none
+  changes (a few rounds: families are small). A label only falls, and stays in its row's
+  component, whose smallest row keeps its own. scipy's ``connected_components`` does the same,
+  but importing ``scipy.sparse`` took 0.23 s, in the job's one step that runs on one core
+  (docs/experiments.md, "note-seq as an extra, one sink for the three splits").
+  """
+  label = np.arange(count)
+  while True:
+    low = np.minimum(label[pairs[:, 0]], label[pairs[:, 1]])
+    lowered = label.copy()
+    np.minimum.at(lowered, pairs[:, 0], low)
+    np.minimum.at(lowered, pairs[:, 1], low)
+    lowered = lowered[lowered]
+    if np.array_equal(lowered, label):
+      return label
+    label = lowered
 
 
 def family_split_key(family: bytes) -> str:

@@ -17,6 +17,8 @@ from apache_beam.testing import test_pipeline
 import midi_builders
 import numpy as np
 import pytest
+from scipy import sparse
+from scipy.sparse import csgraph
 
 from beam_pipelines import families, preprocess, runner
 from partita import contract, near_duplicates
@@ -236,6 +238,23 @@ def test_families_are_connected_components_keyed_by_the_smallest_fingerprint():
   assert near_duplicates.family_counts(found) == {
       'families': 3, 'pieces_in_families': 7, 'largest_family': 3,
       'candidate_pairs': found.candidate_pairs, 'verified_pairs': 4}
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_smallest_connected_names_scipys_connected_components_by_their_smallest_row(seed):
+  rng = np.random.default_rng(seed)
+  count = 300
+  # Random pairs, some rows in none, and a long chain in reverse order (the slowest case).
+  pairs = np.concatenate([rng.integers(0, count, (120, 2)),
+                          np.stack([np.arange(299, 260, -1), np.arange(298, 259, -1)], axis=1)])
+  label = near_duplicates.smallest_connected(pairs, count)
+  graph = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                            shape=(count, count))
+  _, component = csgraph.connected_components(graph, directed=False)
+  smallest = {}
+  for row in range(count):
+    smallest.setdefault(component[row], row)
+  assert label.tolist() == [smallest[component[row]] for row in range(count)]
 
 
 def test_a_familys_split_is_drawn_uniformly_though_its_id_is_its_smallest_fingerprint():
