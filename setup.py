@@ -16,7 +16,8 @@ VERTEX = ['google-cloud-aiplatform>=2.7,<3']
 # NoteSequence inputs (preprocess --note-sequences, e.g. MAESTRO's TFRecords), and the tests'
 # reference for the sustain pedal. An extra, not a dependency: note-seq brings pandas (with
 # librosa, IPython and more), and Beam imports pandas whenever it is installed, 0.25 s in every
-# process of every Beam job (docs/experiments.md, "note-seq as an extra").
+# process of every Beam job (docs/experiments.md, "note-seq as an extra, one sink for the
+# three splits").
 NOTESEQUENCE = ['note-seq==0.0.5']
 # The benchmarks' memory figures (benchmarks/preprocess_scale.py and preprocess_startup.py).
 BENCH = ['psutil>=5.9,<8']
