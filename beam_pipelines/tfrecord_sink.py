@@ -9,17 +9,17 @@ trade for shards written once and read by a trainer that decompresses them at th
 The stream is plain gzip: any gzip reader
 (``tf.data.TFRecordDataset(..., compression_type='GZIP')``) reads them.
 
-:class:`WriteShards` is the transform: one Beam ``Write`` for every split, each split's shards
-in a folder of its own. A ``Write`` adds 17 transforms to the pipeline and 4 stages to its run,
-which cost about 0.1 s a ``Write`` to build and run whatever the corpus (docs/experiments.md,
-"note-seq as an extra, one sink for the three splits"): a ``FileBasedSink`` writes one prefix,
-so the job needed one per split. Beam's ``fileio.WriteToFiles`` writes several destinations,
-but it writes nothing for an empty one, leaves its temporary folder behind, and logs a failed
-rename at debug level only. :class:`ShardsSink` keeps ``FileBasedSink``'s way: shards appear only when complete
-(each bundle writes temporary files, renamed at the end), locally or on gs://. Its elements are
-a split's name and a run of records already framed (:func:`framed`): the job writes each
-piece's chunks as one element, so that a piece costs the runner and the gzip stream one element
-and one write, not one per chunk (a piece has 14 chunks on average).
+:class:`WriteShards` is the transform: one Beam ``Write`` for every split, each split's shards in a
+folder of its own. A ``Write`` adds 17 transforms to the pipeline and 4 stages to its run, which
+cost about 0.1 s a ``Write`` to build and run whatever the corpus (docs/experiments.md, "note-seq as
+an extra, one sink for the three splits"): a ``FileBasedSink`` writes one prefix, so the job needed
+one per split. Beam's ``fileio.WriteToFiles`` writes several destinations, but it writes nothing for
+an empty one, leaves its temporary folder behind, and logs a failed rename at debug level only.
+:class:`ShardsSink` keeps ``FileBasedSink``'s way: shards appear only when complete (each bundle
+writes temporary files, renamed at the end), locally or on gs://. Its elements are a split's name
+and a run of records already framed (:func:`framed`): the job writes each piece's chunks as one
+element, so that a piece costs the runner and the gzip stream one element and one write, not one per
+chunk (a piece has 14 chunks on average).
 """
 
 from __future__ import annotations
