@@ -810,8 +810,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  # This process runs one job and exits: the modules just imported need no collecting, and the
-  # processes it starts (Beam's workers, the parser children) need few malloc arenas.
+  # This process runs one job and exits: the modules just imported need no collecting, and
+  # neither it nor the processes it starts (Beam's workers, the parser children) should keep
+  # memory that grows with the corpus.
   runner.freeze_long_lived()
-  runner.limit_malloc_arenas()
+  runner.limit_malloc()
   main()

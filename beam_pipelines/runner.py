@@ -19,6 +19,7 @@ and this process below it.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import os
@@ -39,6 +40,13 @@ MULTI_PROCESSING_INPUTS = 1_500
 # measured at 50,000 files; with room to spare, so that a machine with many cores and little
 # memory gets fewer workers rather than swapping.
 WORKER_MEMORY_BYTES = 2**30
+# The most malloc arenas each of the command's processes uses, and the size from which the
+# command's own process maps each block apart (limit_malloc); glibc's mallopt parameters that
+# set them in a running process (M_ARENA_MAX and M_MMAP_THRESHOLD in malloc.h).
+MALLOC_ARENAS = 2
+MMAP_THRESHOLD_BYTES = 2**20
+M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
 
 
 def pipeline_options(pipeline_args: list[str] | None) -> beam_options.PipelineOptions:
@@ -86,18 +94,39 @@ def freeze_long_lived() -> None:
   gc.freeze()
 
 
-def limit_malloc_arenas() -> None:
-  """Has every process this one starts from now on use at most two malloc arenas.
+def limit_malloc() -> bool:
+  """Keeps glibc's malloc from holding memory that grows with the corpus, here and in children.
 
-  Unless the environment already sets ``MALLOC_ARENA_MAX``. glibc's malloc gives each thread
-  that allocates an arena of its own, up to eight a core, and keeps what is freed in each for
-  later: in a worker, Beam's gRPC threads spread the job's data over many, and the default
-  command's peak memory grew with the corpus through them (docs/experiments.md, "The
-  collector, malloc's arenas and the metre"). For the command's own process only: it sets
-  ``os.environ``, which its workers and parser children inherit (this process's own malloc
-  read it at its start).
+  Two settings, each unless the environment already sets it:
+
+  * at most two arenas (``MALLOC_ARENA_MAX``), here and in every process started from now on:
+    malloc gives each thread that allocates an arena of its own, up to eight a core, and keeps
+    what is freed in each, and Beam's gRPC threads spread the job's data over many
+    (docs/experiments.md, "The collector, malloc's arenas and the metre");
+  * in this process, blocks of :data:`MMAP_THRESHOLD_BYTES` or more mapped apart, so that
+    freeing one returns it (``MALLOC_MMAP_THRESHOLD_``): malloc otherwise raises that threshold
+    to the size of each large block freed, up to 32 MiB, and keeps later blocks under it in
+    its heap once freed. This process, the runner's, holds each stage's outputs between stages
+    in such blocks. Not the workers', whose data plane's buffers of that size came and went 2%
+    slower (docs/experiments.md, "note-seq as an extra, one sink for the three splits").
+
+  For the command's own process only, before it starts a thread: its children inherit
+  ``os.environ``, and its own malloc, which read its environment at its start, is told through
+  ``mallopt``. Returns whether this process's malloc took both (False off glibc, or where the
+  environment set either).
   """
-  os.environ.setdefault('MALLOC_ARENA_MAX', '2')
+  settings = [(name, option, value) for name, option, value in (
+      ('MALLOC_ARENA_MAX', M_ARENA_MAX, MALLOC_ARENAS),
+      ('MALLOC_MMAP_THRESHOLD_', M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+              if name not in os.environ]
+  if any(name == 'MALLOC_ARENA_MAX' for name, _, _ in settings):
+    os.environ['MALLOC_ARENA_MAX'] = str(MALLOC_ARENAS)
+  try:
+    libc = ctypes.CDLL(None)
+    taken = [libc.mallopt(option, value) == 1 for _, option, value in settings]
+  except (OSError, AttributeError):  # not glibc: no mallopt
+    return False
+  return len(taken) == 2 and all(taken)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -217,10 +217,17 @@ def test_the_job_tells_its_parse_whether_it_runs_in_worker_processes(tmp_path):
     assert fns.flags == [own]
 
 
-def test_the_command_limits_the_malloc_arenas_of_its_processes_unless_told(monkeypatch):
-  monkeypatch.delenv('MALLOC_ARENA_MAX', raising=False)
-  runner.limit_malloc_arenas()
-  assert os.environ['MALLOC_ARENA_MAX'] == '2'
-  monkeypatch.setenv('MALLOC_ARENA_MAX', '8')
-  runner.limit_malloc_arenas()
-  assert os.environ['MALLOC_ARENA_MAX'] == '8'
+@pytest.mark.parametrize('environment, taken, arenas', [
+    ({}, True, '2'), ({'MALLOC_ARENA_MAX': '8'}, False, '8'),
+    ({'MALLOC_MMAP_THRESHOLD_': '4096'}, False, '2')])
+def test_the_command_limits_malloc_here_and_in_its_children_unless_told(environment, taken,
+                                                                       arenas):
+  """In a subprocess: the test's own malloc is left as it is."""
+  code = ('import os\n'
+          'from beam_pipelines import runner\n'
+          'print(runner.limit_malloc(), os.environ["MALLOC_ARENA_MAX"])\n')
+  clean = {k: v for k, v in os.environ.items()
+           if k not in ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_')}
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                        env=dict(clean, PYTHONPATH=os.pathsep.join(sys.path), **environment))
+  assert done.stdout == f'{taken} {arenas}\n'
