@@ -1,6 +1,6 @@
 r"""Where the preprocessing command's time goes before its work starts: a timeline of its processes.
 
-    .venv/bin/python benchmarks/preprocess_startup.py --input /tmp/partita_scale/seed0-5000 \
+    /tmp/bench/bin/python benchmarks/preprocess_startup.py --input /tmp/partita_scale/seed0-5000 \
         [--runs 3] [-- --direct_running_mode=in_memory]
 
 Runs ``python -m beam_pipelines.preprocess --input FOLDER --output TMP`` (plus any flags after
