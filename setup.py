@@ -22,7 +22,8 @@ NOTESEQUENCE = ['note-seq==0.0.5']
 # The benchmarks' memory figures (benchmarks/preprocess_scale.py and preprocess_startup.py).
 BENCH = ['psutil>=5.9,<8']
 # The suite runs the demo corpus, gs:// paths and NoteSequence inputs too, so it needs those
-# extras; the benchmarks run in the same environment.
+# extras, and a developer's environment runs the benchmarks (those of the preprocessing command
+# measure a plain install, without pandas: benchmarks/preprocess_scale.py).
 # ruff: the linter tests/test_code_shape.py runs.
 # selenium: drives Debian's chromium (through its chromedriver) to test the index.html pages.
 # pytest-xdist: the suite runs one worker per core (pytest.ini), a test file to a worker.
