@@ -125,7 +125,8 @@ class PreprocessConfig:
       group=INPUTS)
   note_sequences: tuple[str, ...] = config_tree.option(
       (), 'TFRecord files of NoteSequence protos (Magenta, MAESTRO); .gz files are read as GZIP; '
-      'each sequence is one input; repeatable', repeat=True, metavar='GLOB', group=INPUTS)
+      "each sequence is one input; repeatable; needs the project's notesequence extra",
+      repeat=True, metavar='GLOB', group=INPUTS)
   window_length: int = config_tree.option(64, 'input notes per training window')
   # Chunks overlap by window_length notes, so disk holds (stride + window_length) / stride
   # copies of each note.

@@ -115,17 +115,17 @@ def limit_malloc() -> bool:
   ``mallopt``. Returns whether this process's malloc took both (False off glibc, or where the
   environment set either).
   """
-  settings = [(name, option, value) for name, option, value in (
-      ('MALLOC_ARENA_MAX', M_ARENA_MAX, MALLOC_ARENAS),
-      ('MALLOC_MMAP_THRESHOLD_', M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-              if name not in os.environ]
-  if any(name == 'MALLOC_ARENA_MAX' for name, _, _ in settings):
+  settings = []  # (mallopt's parameter, value) for this process
+  if 'MALLOC_ARENA_MAX' not in os.environ:
     os.environ['MALLOC_ARENA_MAX'] = str(MALLOC_ARENAS)
+    settings.append((M_ARENA_MAX, MALLOC_ARENAS))
+  if 'MALLOC_MMAP_THRESHOLD_' not in os.environ:
+    settings.append((M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
   try:
-    libc = ctypes.CDLL(None)
-    taken = [libc.mallopt(option, value) == 1 for _, option, value in settings]
-  except (OSError, AttributeError):  # not glibc: no mallopt
+    mallopt = ctypes.CDLL(None).mallopt
+  except (OSError, AttributeError):  # not glibc
     return False
+  taken = [mallopt(option, value) == 1 for option, value in settings]
   return len(taken) == 2 and all(taken)
 
 

@@ -32,12 +32,12 @@ def runs_of(records):
   return [tfrecord_sink.framed(records[:2])] + [tfrecord_sink.framed([r]) for r in records[2:]]
 
 
-def write(records, output, compress, names=('train',)):
-  """Writes ``records`` as runs under the first of ``names``; returns the paths of every shard."""
-  runs = [(names[0], run) for run in runs_of(records)]
+def write(records, output, compress):
+  """Writes ``records`` as runs of the name ``train``; returns the paths of every shard."""
+  runs = [('train', run) for run in runs_of(records)]
   with test_pipeline.TestPipeline(runner.LOCAL_RUNNER) as pipeline:
     _ = (pipeline | beam.Create(runs, reshuffle=False)
-         | tfrecord_sink.WriteShards(output, names, compress))
+         | tfrecord_sink.WriteShards(output, ('train',), compress))
   return sorted(glob.glob(os.path.join(output, '*', '*')))
 
 
